@@ -1,0 +1,42 @@
+# Two commands: `make demo` (set up, run the main job at small scale) and `make test` (set up, run the tests).
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+SHARED ?= ../shared
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tansaku-installed
+
+.PHONY: setup qe demo test lint bench clean
+
+setup: $(STAMP) qe
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Quantum ESPRESSO (pw.x, ph.x) from Debian when it is not on PATH; needs root, else says what to do.
+qe:
+	@if command -v pw.x >/dev/null && command -v ph.x >/dev/null; then \
+		echo "Quantum ESPRESSO found: $$(command -v pw.x)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Quantum ESPRESSO with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends quantum-espresso >/dev/null; \
+	else \
+		echo "Quantum ESPRESSO (pw.x) not found and cannot apt-get install it without root:"; \
+		echo "install it (e.g. 'sudo apt-get install quantum-espresso') to run the DFT parts; skipping."; \
+	fi
+
+demo: setup
+	$(BIN)/python -m tansaku.demo --shared $(SHARED) --out demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

@@ -1,0 +1,36 @@
+"""Helpers for benchmark scripts: where shared data is, and writing results as Markdown plus JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TANSAKU_SHARED", REPO.parent / "shared"))
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=REPO).stdout.strip(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def write_results(name: str, data: dict, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"machine": machine(), **data}
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
+    header = f"<!-- produced by: {data['machine']['command']} on {data['machine']['date']} -->\n"
+    (RESULTS / f"{name}.md").write_text(header + markdown.rstrip() + "\n")
+    print(markdown)

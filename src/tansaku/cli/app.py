@@ -1,0 +1,42 @@
+"""The `tansaku` command: a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import typer
+
+from tansaku import TansakuError, __version__
+from tansaku.cli import db_cmd, import_cmd
+from tansaku.cli.common import State, err_console
+
+app = typer.Typer(
+    help="tansaku (探索): find materials with wanted properties by joining DFT, a database, "
+    "machine learning and active learning.\n\nThe database is ./tansaku.db unless --db or $TANSAKU_DB "
+    "names another file or SQLAlchemy URL (postgresql://...).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(import_cmd.app, name="import")
+app.add_typer(db_cmd.app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tansaku {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    db: str = typer.Option(None, "--db", help="Database file or SQLAlchemy URL (default $TANSAKU_DB or ./tansaku.db)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    State.db = db
+
+
+def main() -> None:
+    """Entry point: user-facing errors become one red line and exit status 2."""
+    try:
+        app()
+    except TansakuError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise SystemExit(2) from None

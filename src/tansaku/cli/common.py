@@ -1,0 +1,49 @@
+"""What every command shares: the database option, progress bars, error display."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tansaku.store import Database, open_database
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    """Global options parsed by the top-level callback."""
+
+    db: str | None = None
+
+
+def database(create: bool = True) -> Database:
+    return open_database(State.db, create=create)
+
+
+def progress_bar(description: str):
+    """A function that wraps a list in a rich progress bar (silent when stderr is not a terminal)."""
+
+    def track(items: Iterable[T]) -> Iterator[T]:
+        items = list(items)
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err_console, transient=False, disable=not sys.stderr.isatty(),
+        ) as progress:
+            yield from progress.track(items, description=description, total=len(items))
+
+    return track
+
+
+def print_report(report, what: str) -> None:
+    console.print(
+        f"{what}: [green]{report.added} added[/], {report.existing} already present, "
+        f"{report.linked} linked to an identical structure, {report.properties} properties"
+    )
+    for item, reason in report.errors:
+        err_console.print(f"[red]skipped[/] {item}: {reason}", soft_wrap=True)

@@ -1,0 +1,78 @@
+"""`tansaku import ...`: bring materials and properties into the database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from tansaku.cli.common import console, database, print_report, progress_bar
+from tansaku.sources.csv_table import import_csv
+from tansaku.sources.oxi_diel_db import DEFAULT_URL, import_oxi_diel_db
+from tansaku.sources.structures import import_structure_files
+
+app = typer.Typer(help="Import materials: the oxide dielectric database, CSV tables, structure files.")
+
+
+@app.command("oxi-diel-db")
+def oxi_diel_db(
+    location: str = typer.Argument(
+        None, help="Directory with data/*.json, a zip of the repository, or its URL. "
+        "Default: the official archive, downloaded once into ~/.cache/tansaku."
+    ),
+    subset_ids: Path = typer.Option(
+        None, help="File of Materials Project ids of the paper's subset (default: paper_subset_ids.txt "
+        "beside data/ when present)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
+) -> None:
+    """Import the published oxide dielectric database (Takahashi et al., PRM 4, 103801 (2020)).
+
+    Each material gets its relaxed structure, band gap, electronic and ionic dielectric tensors (and their
+    eigenvalue averages), Born charges and Gamma phonon frequencies. Importing again adds nothing.
+
+    Example: tansaku import oxi-diel-db ../shared/datasets/oxi_diel_db
+    """
+    db = database()
+    report = import_oxi_diel_db(db, location or DEFAULT_URL, subset_ids, progress_bar("oxi_diel_db"))
+    _finish(report, "oxi_diel_db", json_out)
+
+
+@app.command("csv")
+def csv_table(
+    file: Path = typer.Argument(..., help="CSV (or .csv.gz) with a composition column and a value column."),
+    property_name: str = typer.Option(..., "--property", help="Name to store the values under, e.g. e_form."),
+    unit: str = typer.Option(None, help="Unit of the values, e.g. eV/atom."),
+    column: str = typer.Option(None, help="Value column (default: the first column that is not the formula)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
+) -> None:
+    """Import a composition,value table; each row becomes a composition-only material.
+
+    Example: tansaku import csv ../shared/datasets/matbench/mp_e_form.csv.gz --property e_form --unit eV/atom
+    """
+    report = import_csv(database(), file, property_name, unit, column, progress_bar(file.name))
+    _finish(report, file.name, json_out)
+
+
+@app.command("structures")
+def structures(
+    files: list[Path] = typer.Argument(..., help="CIF, POSCAR/CONTCAR (*.vasp) or pymatgen JSON files."),
+    allow_disorder: bool = typer.Option(False, help="Store disordered/partially occupied structures too."),
+    json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
+) -> None:
+    """Import structure files, any mix of formats. A structure identical to a stored one is linked to it.
+
+    Example: tansaku import structures MgO.cif POSCAR BaTiO3.json
+    """
+    report = import_structure_files(database(), files, allow_disorder, progress_bar("structures"))
+    _finish(report, "structures", json_out)
+
+
+def _finish(report, what: str, json_out: bool) -> None:
+    if json_out:
+        console.print_json(json.dumps(report.as_dict()))
+    else:
+        print_report(report, what)
+    if report.errors and not (report.added or report.existing):
+        raise typer.Exit(1)

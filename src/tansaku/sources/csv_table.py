@@ -1,0 +1,145 @@
+"""Composition,value tables (e.g. matbench's mp_e_form.csv.gz): one material and one property per row.
+
+Rows are validated in memory first; only valid rows are written, in batched transactions, so a bad row
+never leaves anything in the database. Each row is its own material (source id = file and row number),
+because such tables hold polymorphs whose structures they do not carry.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from pymatgen.core import Composition, Element
+from sqlalchemy import insert, select
+
+from tansaku import TansakuError
+from tansaku.store.database import Database
+from tansaku.store.materials import ImportReport, composition_fields
+from tansaku.store.models import Material, Property
+
+COMPOSITION_COLUMNS = ("formula", "composition", "reduced_formula", "pretty_formula")
+BATCH = 5000
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def parse_composition(text: str) -> Composition:
+    """A Composition, refusing unknown symbols and empty formulas with the formula in the message."""
+    try:
+        composition = Composition(text)
+    except Exception as exc:  # noqa: BLE001 - pymatgen raises ValueError/KeyError/CompositionError
+        raise TansakuError(f"formula {text!r} is not a valid composition ({exc})") from exc
+    if composition.num_atoms <= 0:
+        raise TansakuError(f"formula {text!r} has no atoms")
+    unknown = [str(el) for el in composition.elements if not isinstance(el, Element)]
+    if unknown:
+        raise TansakuError(f"formula {text!r} is not a valid composition (unknown element {unknown[0]!r})")
+    return composition
+
+
+def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[int, str, float]], ImportReport]:
+    """Valid (row number, formula, value) rows, and a report listing the refused rows."""
+    report = ImportReport()
+    if not path.is_file():
+        raise TansakuError(f"{path}: no such file")
+    try:
+        with _open_text(path) as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TansakuError(f"{path}: cannot read as CSV ({exc})") from exc
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise TansakuError(f"{path}: the CSV is empty")
+    header = [cell.strip().lower() for cell in rows[0]]
+    comp_idx = next((header.index(c) for c in COMPOSITION_COLUMNS if c in header), 0)
+    if value_column is not None:
+        if value_column.lower() not in header:
+            raise TansakuError(f"{path}: no column {value_column!r} (columns: {', '.join(header)})")
+        value_idx = header.index(value_column.lower())
+    else:
+        others = [i for i in range(len(header)) if i != comp_idx]
+        if not others:
+            raise TansakuError(f"{path}: needs a composition column and a value column")
+        value_idx = others[0]
+    if len(rows) == 1:
+        raise TansakuError(f"{path}: the CSV has a header but no rows")
+    good: list[tuple[int, str, float]] = []
+    for number, row in enumerate(rows[1:], start=1):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        where = f"{path.name} row {number}"
+        try:
+            formula, text = row[comp_idx].strip(), row[value_idx].strip()
+        except IndexError:
+            report.error(where, f"has {len(row)} cells, expected at least {max(comp_idx, value_idx) + 1}")
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            report.error(where, f"value {text!r} is not a number")
+            continue
+        if not math.isfinite(value):
+            report.error(where, f"value {text!r} is not finite")
+            continue
+        good.append((number, formula, value))
+    return good, report
+
+
+def import_csv(
+    db: Database,
+    path: str | Path,
+    property_name: str,
+    unit: str | None = None,
+    value_column: str | None = None,
+    progress: Callable[[list], Iterator] | None = None,
+) -> ImportReport:
+    """Import a composition,value table; rows already imported from the same file are skipped."""
+    path = Path(path)
+    rows, report = read_table(path, value_column)
+    source = f"csv:{path.name}"
+    method = f"import:{path.name}"
+    with db.session() as session:
+        existing = set(session.scalars(select(Material.source_id).where(Material.source == source)))
+    parsed_cache: dict[str, dict] = {}
+    batches = [rows[i : i + BATCH] for i in range(0, len(rows), BATCH)]
+    for batch in progress(batches) if progress else batches:
+        materials, values = [], []
+        for number, formula, value in batch:
+            source_id = f"row {number}"
+            if source_id in existing:
+                report.existing += 1
+                continue
+            fields = parsed_cache.get(formula)
+            if fields is None:
+                try:
+                    fields = composition_fields(parse_composition(formula))
+                except TansakuError as exc:
+                    report.error(f"{path.name} row {number}", str(exc))
+                    continue
+                parsed_cache[formula] = fields
+            materials.append({**fields, "source": source, "source_id": source_id})
+            values.append(value)
+        if not materials:
+            continue
+        with db.session() as session:
+            ids = session.scalars(
+                insert(Material).returning(Material.id, sort_by_parameter_order=True), materials
+            ).all()
+            session.execute(
+                insert(Property),
+                [
+                    {"material_id": mid, "name": property_name, "value": v, "unit": unit, "method": method}
+                    for mid, v in zip(ids, values, strict=True)
+                ],
+            )
+        report.added += len(ids)
+        report.properties += len(ids)
+    return report

@@ -1,0 +1,181 @@
+"""The published oxide dielectric database (Takahashi et al., PRM 4, 103801 (2020)) as materials and properties.
+
+Accepts the repository's layout as a directory, as a zip of the repository, or a URL of such a zip.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tansaku import TansakuError
+from tansaku.sources.download import fetch
+from tansaku.sources.structures import structure_from_dict
+from tansaku.store.database import Database
+from tansaku.store.materials import (
+    ImportReport,
+    add_structure_material,
+    add_to_subset,
+    get_material,
+    set_property,
+    tensor_average,
+)
+
+SOURCE = "oxi_diel_db"
+METHOD = "import:oxi_diel_db"
+PAPER_SUBSET = "paper"
+SUBSET_FILE = "paper_subset_ids.txt"
+# Pinned to a commit so that the archive's content cannot change under us.
+DEFAULT_URL = (
+    "https://github.com/takahashi-akira-36m/oxi_diel_db/archive/d5fab66496b6e4a2f4996a8a59fa8235b741edaf.zip"
+)
+
+
+@dataclass
+class RawEntry:
+    """One JSON file of the database before parsing: where it came from and its bytes."""
+
+    name: str
+    text: bytes
+
+
+@dataclass
+class Bundle:
+    """The entries found at a location, plus the paper subset ids when present."""
+
+    entries: list[RawEntry]
+    subset_ids: list[str] | None
+    location: str
+
+
+def load_bundle(location: str | Path | None = None, subset_file: Path | None = None) -> Bundle:
+    """Read the database from a directory, a zip or a URL (default: the official archive, cached)."""
+    location = str(location) if location is not None else DEFAULT_URL
+    if "://" in location:
+        path = fetch(location, "oxi_diel_db-" + location.rstrip("/").rsplit("/", 1)[-1])
+        bundle = _from_zip(path, location)
+    else:
+        path = Path(location)
+        if path.is_dir():
+            bundle = _from_directory(path)
+        elif path.is_file() and zipfile.is_zipfile(path):
+            bundle = _from_zip(path, location)
+        elif path.exists():
+            raise TansakuError(f"{location}: neither a directory nor a zip of the oxide dielectric database")
+        else:
+            raise TansakuError(f"{location}: no such file or directory")
+    if subset_file is not None:
+        bundle.subset_ids = _read_ids(Path(subset_file).read_text())
+    return bundle
+
+
+def _from_directory(path: Path) -> Bundle:
+    data_dir = path / "data" if (path / "data").is_dir() else path
+    files = sorted(data_dir.glob("*.json"))
+    if not files:
+        raise TansakuError(f"{path}: no JSON files (expected data/*.json as in the database's repository)")
+    subset = path / SUBSET_FILE
+    ids = _read_ids(subset.read_text()) if subset.exists() else None
+    return Bundle([RawEntry(f.name, f.read_bytes()) for f in files], ids, str(path))
+
+
+def _from_zip(path: Path, location: str) -> Bundle:
+    entries: list[RawEntry] = []
+    ids = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                parts = PurePosixPath(member)
+                if parts.suffix == ".json" and parts.parent.name == "data":
+                    entries.append(RawEntry(parts.name, archive.read(member)))
+                elif parts.name == SUBSET_FILE:
+                    ids = _read_ids(archive.read(member).decode())
+    except zipfile.BadZipFile as exc:
+        raise TansakuError(f"{location}: not a readable zip ({exc})") from exc
+    if not entries:
+        raise TansakuError(
+            f"{location}: this zip is not the oxide dielectric database (no data/*.json inside)"
+        )
+    return Bundle(sorted(entries, key=lambda e: e.name), ids, location)
+
+
+def _read_ids(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def parse_entry(raw: RawEntry) -> dict:
+    """Validate one JSON entry fully before anything is written: structure, tensors, ids."""
+    try:
+        data = json.loads(raw.text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TansakuError(f"{raw.name}: malformed JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise TansakuError(f"{raw.name}: expected a JSON object")
+    if "structure" not in data:
+        raise TansakuError(f"{raw.name}: no 'structure' in the entry")
+    if "mp_id" not in data:
+        raise TansakuError(f"{raw.name}: no 'mp_id' in the entry")
+    structure = structure_from_dict(data["structure"], raw.name)
+    spacegroup = data.get("spacegroup") or {}
+    return {
+        "id": str(data["mp_id"]),
+        "structure": structure,
+        "spacegroup": (spacegroup["number"], spacegroup["symbol"]) if "number" in spacegroup else None,
+        "data": data,
+    }
+
+
+def _store_properties(session, material, data: dict, report: ImportReport) -> None:
+    def put(name, value, unit=None, tensor=None, extra=None):
+        set_property(session, material, name, value, METHOD, unit=unit, tensor=tensor, extra=extra)
+        report.properties += 1
+
+    if data.get("band_gap") is not None:
+        put("band_gap", data["band_gap"], "eV", extra={"is_direct": data.get("is_direct")})
+    dielectric = data.get("dielectric") or {}
+    for ours, theirs in (("eps_electronic", "epsilon_electronic"), ("eps_ionic", "epsilon_ionic")):
+        if dielectric.get(theirs) is not None:
+            tensor = dielectric[theirs]
+            put(ours, dielectric.get(f"{theirs}_avg", tensor_average(tensor)), None, tensor)
+    born = data.get("born_effective_charge") or {}
+    if born.get("tensors") is not None:
+        put("born_charges", born.get("avg_abs_trace"), "e", born["tensors"])
+    phonon = data.get("phonon") or {}
+    if phonon.get("frequency") is not None:
+        freqs = phonon["frequency"]
+        put("gamma_frequencies", phonon.get("lowest_freq", min(freqs)), "THz", freqs)
+
+
+def import_oxi_diel_db(
+    db: Database,
+    location: str | Path | None = None,
+    subset_file: Path | None = None,
+    progress: Callable[[list], Iterator] | None = None,
+) -> ImportReport:
+    """Import every entry in its own transaction; a bad entry is reported and leaves nothing behind."""
+    bundle = load_bundle(location, subset_file)
+    report = ImportReport()
+    entries = bundle.entries
+    for raw in progress(entries) if progress else entries:
+        try:
+            parsed = parse_entry(raw)
+            with db.session() as session:
+                material, added = add_structure_material(
+                    session, parsed["structure"], SOURCE, parsed["id"], report, parsed["spacegroup"]
+                )
+                if added:
+                    _store_properties(session, material, parsed["data"], report)
+        except TansakuError as exc:
+            report.error(raw.name, str(exc).removeprefix(f"{raw.name}: "))
+    if bundle.subset_ids:
+        with db.session() as session:
+            ids = []
+            for source_id in bundle.subset_ids:
+                material = get_material(session, SOURCE, source_id)
+                if material is not None:
+                    ids.append(material.id)
+            add_to_subset(session, PAPER_SUBSET, ids)
+    return report

@@ -1,0 +1,15 @@
+"""The materials database (SQLite by default, any SQLAlchemy URL such as PostgreSQL at scale)."""
+
+from tansaku.store.database import Database, open_database, resolve_url
+from tansaku.store.models import Calculation, FeatureCache, Material, Property, Subset
+
+__all__ = [
+    "Calculation",
+    "Database",
+    "FeatureCache",
+    "Material",
+    "Property",
+    "Subset",
+    "open_database",
+    "resolve_url",
+]

@@ -1,0 +1,108 @@
+"""Opening a tansaku database: URL resolution, schema creation and the version check."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tansaku import TansakuError, __version__
+from tansaku.store.models import SCHEMA_VERSION, Base, Meta
+
+DEFAULT_DB = "tansaku.db"
+
+
+def resolve_url(db: str | os.PathLike | None = None) -> str:
+    """A file path or SQLAlchemy URL, from the argument, else $TANSAKU_DB, else ./tansaku.db."""
+    value = str(db) if db is not None else os.environ.get("TANSAKU_DB") or DEFAULT_DB
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers work beside one writer; busy_timeout makes concurrent writers wait, not fail.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 60000")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    with suppress(Exception):  # a read-only file keeps its journal mode
+        cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.close()
+
+
+class Database:
+    """An opened tansaku database: an engine plus a session factory, schema checked on open."""
+
+    def __init__(self, url: str, engine: Engine):
+        self.url = url
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on any error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(db: str | os.PathLike | None = None, create: bool = True) -> Database:
+    """Open (and create if new) a database; refuse files that are not tansaku databases of this version."""
+    url = resolve_url(db)
+    is_sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 60}} if is_sqlite else {"pool_pre_ping": True}
+    engine = create_engine(url, **kwargs)
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except (DatabaseError, OperationalError) as exc:
+        engine.dispose()
+        raise TansakuError(f"{_display(url)} is not a tansaku database (cannot read it: {exc.orig})") from exc
+    if Meta.__tablename__ not in tables:
+        if tables:
+            engine.dispose()
+            raise TansakuError(
+                f"{_display(url)} is not a tansaku database: it has tables ({', '.join(sorted(tables)[:5])}) "
+                "but no tansaku_meta table"
+            )
+        if not create:
+            engine.dispose()
+            raise TansakuError(f"{_display(url)} has no tansaku database yet; run an import first")
+        _create_schema(engine)
+    else:
+        _check_version(engine, url)
+    return Database(url, engine)
+
+
+def _create_schema(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        if session.get(Meta, "schema_version") is None:
+            session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            session.add(Meta(key="created_by", value=f"tansaku {__version__}"))
+
+
+def _check_version(engine: Engine, url: str) -> None:
+    with Session(engine) as session:
+        row = session.scalar(select(Meta).where(Meta.key == "schema_version"))
+    found = row.value if row else "missing"
+    if found != str(SCHEMA_VERSION):
+        engine.dispose()
+        raise TansakuError(
+            f"{_display(url)} was written with tansaku schema version {found}; this tansaku "
+            f"({__version__}) reads schema version {SCHEMA_VERSION}. Use a matching tansaku version "
+            "or export and re-import the data."
+        )
+
+
+def _display(url: str) -> str:
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.split("@")[-1]

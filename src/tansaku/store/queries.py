@@ -1,0 +1,122 @@
+"""Read-side views of the database: statistics, one material in full, and tabular export."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tansaku import TansakuError
+from tansaku.store.models import Calculation, Material, Property, Subset
+
+
+def stats(session: Session) -> dict[str, Any]:
+    """Counts by source, property, subset and number of elements."""
+
+    def grouped(column, *where) -> dict:
+        query = select(column, func.count()).group_by(column)
+        for clause in where:
+            query = query.where(clause)
+        return {str(k): n for k, n in session.execute(query.order_by(column)).all()}
+
+    return {
+        "materials": session.scalar(select(func.count()).select_from(Material)),
+        "with_structure": session.scalar(
+            select(func.count()).select_from(Material).where(Material.structure_json.is_not(None))
+        ),
+        "linked_duplicates": session.scalar(
+            select(func.count()).select_from(Material).where(Material.duplicate_of.is_not(None))
+        ),
+        "sources": grouped(Material.source),
+        "properties": grouped(Property.name),
+        "property_methods": grouped(Property.method),
+        "subsets": grouped(Subset.name),
+        "nelements": grouped(Material.nelements),
+        "calculations": grouped(Calculation.status),
+    }
+
+
+def material_details(session: Session, material_id: int) -> dict[str, Any]:
+    material = session.get(Material, material_id)
+    if material is None:
+        raise TansakuError(f"no material with id {material_id}")
+    subsets = session.scalars(select(Subset.name).where(Subset.material_id == material_id)).all()
+    return {
+        "id": material.id,
+        "formula": material.formula,
+        "reduced_formula": material.reduced_formula,
+        "nsites": material.nsites,
+        "spacegroup": material.spacegroup_symbol,
+        "spacegroup_number": material.spacegroup_number,
+        "source": material.source,
+        "source_id": material.source_id,
+        "duplicate_of": material.duplicate_of,
+        "subsets": list(subsets),
+        "created_at": material.created_at.isoformat(timespec="seconds"),
+        "properties": [
+            {"name": p.name, "value": p.value, "unit": p.unit, "method": p.method, "tensor": p.tensor,
+             "calculation_id": p.calculation_id}
+            for p in material.properties
+        ],
+        "calculations": [
+            {"id": c.id, "workflow": c.workflow, "step": c.step, "status": c.status, "error": c.error}
+            for c in material.calculations
+        ],
+        "structure": json.loads(material.structure_json) if material.structure_json else None,
+    }
+
+
+def export_table(
+    session: Session,
+    out: Path,
+    properties: list[str] | None = None,
+    structures: str | None = None,
+    subset: str | None = None,
+) -> int:
+    """Write one row per material (properties as columns) to CSV or JSON by the suffix; returns rows written."""
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise TansakuError(f"{out}: the export format is chosen by the suffix, .csv or .json")
+    if structures not in (None, "cif", "json"):
+        raise TansakuError(f"--structures takes 'cif' or 'json', not {structures!r}")
+    query = select(Material).order_by(Material.id)
+    if subset:
+        query = query.join(Subset, Subset.material_id == Material.id).where(Subset.name == subset)
+    materials = session.scalars(query).all()
+    prop_query = select(Property.material_id, Property.name, Property.value)
+    if properties:
+        prop_query = prop_query.where(Property.name.in_(properties))
+    values: dict[int, dict[str, float | None]] = {}
+    for material_id, name, value in session.execute(prop_query.order_by(Property.id)):
+        values.setdefault(material_id, {})[name] = value
+    names = properties or sorted({n for row in values.values() for n in row})
+    rows = []
+    for m in materials:
+        row: dict[str, Any] = {
+            "id": m.id, "formula": m.reduced_formula, "source": m.source, "source_id": m.source_id,
+            "nsites": m.nsites, "spacegroup": m.spacegroup_symbol,
+        }
+        row.update({name: values.get(m.id, {}).get(name) for name in names})
+        if structures:
+            structure = m.structure()
+            if structure is None:
+                row["structure"] = None
+            else:
+                row["structure"] = structure.to(fmt="cif") if structures == "cif" else structure.as_dict()
+        rows.append(row)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(rows, indent=1))
+    else:
+        with open(out, "w", newline="") as handle:
+            columns = list(rows[0]) if rows else ["id", "formula", *names]
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                if isinstance(row.get("structure"), dict):
+                    row["structure"] = json.dumps(row["structure"])
+                writer.writerow(row)
+    return len(rows)

@@ -1,0 +1,53 @@
+import gzip
+
+import pytest
+from sqlalchemy import func, select
+
+from tansaku import TansakuError
+from tansaku.sources.csv_table import import_csv
+from tansaku.store.models import Material, Property
+from tests.conftest import E_FORM_CSV, need_shared
+
+
+def count(db, model):
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_matbench_formation_energies_keep_every_row(db):
+    path = need_shared(E_FORM_CSV)
+    report = import_csv(db, path, "e_form", "eV/atom")
+    assert report.added == 132_752 and not report.errors
+    assert count(db, Material) == 132_752 and count(db, Property) == 132_752
+    with db.session() as session:
+        distinct = session.scalar(select(func.count(func.distinct(Material.formula))))
+    assert distinct == 106_250  # polymorphs stay separate entries
+    again = import_csv(db, path, "e_form", "eV/atom")
+    assert again.added == 0 and again.existing == 132_752
+    assert count(db, Material) == 132_752
+
+
+def test_bad_rows_are_reported_and_the_rest_import(db, tmp_path):
+    path = tmp_path / "gaps.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("formula,gap\nMgO,7.8\nCaO,oops\nXx2O3,1.0\nSrTiO3,3.2\n")
+    report = import_csv(db, path, "band_gap", "eV")
+    assert len(report.errors) == 2 and report.added == 2
+    errors = dict(report.errors)
+    assert errors["gaps.csv.gz row 2"] == "value 'oops' is not a number"
+    assert errors["gaps.csv.gz row 3"].startswith("formula 'Xx2O3' is not a valid composition")
+    with db.session() as session:
+        rows = session.execute(select(Material.reduced_formula, Property.value).join(Property)).all()
+    assert sorted(rows) == [("MgO", 7.8), ("SrTiO3", 3.2)]
+
+
+def test_empty_csv_is_refused(db, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(TansakuError, match="empty.csv: the CSV is empty"):
+        import_csv(db, empty, "x")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("formula,target\n")
+    with pytest.raises(TansakuError, match="header but no rows"):
+        import_csv(db, header_only, "x")
+    assert count(db, Material) == 0

@@ -1,0 +1,55 @@
+import sqlite3
+
+import pytest
+from sqlalchemy import select, update
+
+from tansaku import TansakuError
+from tansaku.store import Material, open_database, resolve_url
+from tansaku.store.models import Meta
+
+
+def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
+    monkeypatch.delenv("TANSAKU_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_url() == f"sqlite:///{tmp_path / 'tansaku.db'}"
+    monkeypatch.setenv("TANSAKU_DB", str(tmp_path / "env.db"))
+    assert resolve_url() == f"sqlite:///{tmp_path / 'env.db'}"
+    assert resolve_url("postgresql://u@localhost/x") == "postgresql://u@localhost/x"
+    assert resolve_url(tmp_path / "a.db") == f"sqlite:///{tmp_path / 'a.db'}"
+
+
+def test_new_database_has_schema_and_version(tmp_path):
+    db = open_database(tmp_path / "new.db")
+    with db.session() as session:
+        assert session.get(Meta, "schema_version").value == "1"
+        assert session.scalars(select(Material)).all() == []
+
+
+def test_file_that_is_not_a_database_is_refused(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(TansakuError, match="junk.db is not a tansaku database"):
+        open_database(junk)
+
+
+def test_foreign_sqlite_database_is_refused(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("create table customers (id integer)")
+    with pytest.raises(TansakuError, match="not a tansaku database.*customers"):
+        open_database(other)
+
+
+def test_incompatible_schema_version_is_refused(tmp_path):
+    path = tmp_path / "old.db"
+    db = open_database(path)
+    with db.session() as session:
+        session.execute(update(Meta).where(Meta.key == "schema_version").values(value="99"))
+    db.dispose()
+    with pytest.raises(TansakuError, match="schema version 99"):
+        open_database(path)
+
+
+def test_missing_database_not_created_when_reading(tmp_path):
+    with pytest.raises(TansakuError, match="no tansaku database yet"):
+        open_database(tmp_path / "absent.db", create=False)

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from sqlalchemy import select
+
+from tansaku import TansakuError
+from tansaku.sources.structures import import_structure_files, read_structure
+from tansaku.store.models import Material
+
+
+def rocksalt(a=4.21, cation="Mg"):
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_cif_poscar_and_json_import_and_identical_structures_are_linked(db, tmp_path):
+    mgo = rocksalt()
+    mgo.to(filename=str(tmp_path / "MgO.cif"))
+    mgo.to(filename=str(tmp_path / "POSCAR"), fmt="poscar")
+    (tmp_path / "CaO.json").write_text(json.dumps(rocksalt(4.81, "Ca").as_dict()))
+    report = import_structure_files(db, [tmp_path / "MgO.cif", tmp_path / "POSCAR", tmp_path / "CaO.json"])
+    assert report.added == 3 and report.linked == 1 and not report.errors
+    with db.session() as session:
+        rows = {m.extra["file"]: m for m in session.scalars(select(Material))}
+    assert rows["POSCAR"].duplicate_of == rows["MgO.cif"].id
+    assert rows["CaO.json"].duplicate_of is None and rows["CaO.json"].spacegroup_number == 225
+    again = import_structure_files(db, [tmp_path / "MgO.cif"])
+    assert again.added == 0 and again.existing == 1
+
+
+def test_disordered_structure_refused_unless_allowed(db, tmp_path):
+    disordered = rocksalt()
+    disordered.replace_species({"Mg": {"Mg": 0.5, "Ca": 0.5}})
+    disordered.to(filename=str(tmp_path / "MgCaO.cif"))
+    report = import_structure_files(db, [tmp_path / "MgCaO.cif"])
+    assert report.added == 0
+    assert "disordered or partially occupied" in report.errors[0][1]
+    assert import_structure_files(db, [tmp_path / "MgCaO.cif"], allow_disorder=True).added == 1
+
+
+def test_unreadable_files_are_reported_by_name(db, tmp_path):
+    (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a nonsense\n")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "empty.json").write_text(json.dumps({"hello": 1}))
+    rocksalt().to(filename=str(tmp_path / "good.cif"))
+    files = [tmp_path / n for n in ("bad.cif", "bad.json", "empty.json", "good.cif")]
+    report = import_structure_files(db, files)
+    errors = dict(report.errors)
+    assert "cannot read a structure" in errors[str(tmp_path / "bad.cif")]
+    assert "malformed JSON" in errors[str(tmp_path / "bad.json")]
+    assert "holds no pymatgen structure" in errors[str(tmp_path / "empty.json")]
+    assert report.added == 1
+    with pytest.raises(TansakuError, match="no such file"):
+        read_structure(tmp_path / "absent.cif")
