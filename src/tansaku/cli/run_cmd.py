@@ -1,0 +1,105 @@
+"""`tansaku run dielectric`: relax, band gap, DFPT and ε_ion for many materials, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from tansaku import TansakuError
+from tansaku.cli.common import console, database
+from tansaku.dft.pseudos import load_family
+from tansaku.dft.settings import PRESETS, preset
+from tansaku.workflows.batch import resolve_inputs, run_many
+from tansaku.workflows.dielectric import RunContext
+from tansaku.workflows.executor import LocalExecutor, QECommands
+
+app = typer.Typer(help="Run first-principles workflows (Quantum ESPRESSO).")
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """'key=value' strings into typed settings overrides (numbers, booleans, None)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise TansakuError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            out[key.strip()] = lowered == "true"
+        elif lowered in ("none", "null"):
+            out[key.strip()] = None
+        else:
+            try:
+                out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+            except ValueError:
+                out[key.strip()] = value.strip()
+    return out
+
+
+@app.command("dielectric")
+def dielectric(
+    files: list[Path] = typer.Argument(None, help="Structure files (CIF, POSCAR, pymatgen JSON)."),
+    ids: list[int] = typer.Option(None, "--ids", help="Material ids in the database (repeatable)."),
+    query: str = typer.Option(None, help="Select stored materials, e.g. 'formula=MgO,CaO' or "
+                              "'subset=paper;max_sites=5'."),
+    preset_name: str = typer.Option("standard", "--preset", help=f"Settings preset: {', '.join(PRESETS)}."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a setting, e.g. --set ecutwfc=60 "
+                                        "--set kspacing=0.3 (repeatable)."),
+    pseudo_dir: Path = typer.Option(None, help="Pseudopotential family directory (default $TANSAKU_PSEUDO_DIR)."),
+    workers: int = typer.Option(1, help="Materials computed at the same time."),
+    mpi_procs: int = typer.Option(1, help="MPI processes per pw.x/ph.x run."),
+    pw_command: str = typer.Option("pw.x", help="pw.x executable (or a wrapper command)."),
+    ph_command: str = typer.Option("ph.x", help="ph.x executable."),
+    launcher: str = typer.Option("mpirun --allow-run-as-root --oversubscribe -np {n}",
+                                 help="MPI launcher used when --mpi-procs > 1; {n} is the process count."),
+    run_dir: Path = typer.Option(Path("runs"), help="Where runs/<material>/<step>/ are written."),
+    json_out: Path = typer.Option(None, "--json", help="Write results keyed by each input as given."),
+) -> None:
+    """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum ESPRESSO.
+
+    Steps: vc-relax in PBEsol (again if the cell changed a lot), SCF with empty bands (a metal stops here),
+    ph.x at Γ (ε∞, Born charges, force constants), then ε_ion with the acoustic sum rule. Each step lives in
+    RUN_DIR/<id>-<formula>/<step>/ with its input, output and state.json. Running the same command again
+    skips finished steps and restarts interrupted ones. Known failures (SCF or relaxation not converging,
+    walltime, ph.x symmetry or convergence trouble) are fixed by error handlers that record what they changed.
+
+    Example: tansaku run dielectric MgO.cif --preset test --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
+    """
+    settings = preset(preset_name, parse_overrides(overrides))
+    pseudos = load_family(pseudo_dir)
+    db = database()
+    targets, failures = resolve_inputs(db, files, ids, query)
+    if not targets and not failures:
+        raise TansakuError("nothing to run: give structure files, --ids or --query")
+    ctx = RunContext(db, settings, preset_name, pseudos, LocalExecutor(),
+                     QECommands(pw_command, ph_command, launcher, mpi_procs), run_dir.resolve())
+    status = {key: "queued" for key in targets}
+
+    def table() -> Table:
+        grid = Table("input", "state", title=f"dielectric workflow ({preset_name}), {workers} at a time")
+        for key, value in status.items():
+            grid.add_row(key, value)
+        return grid
+
+    with Live(table(), console=console, refresh_per_second=2, transient=not console.is_terminal) as live:
+        def update(key: str, step: str) -> None:
+            status[key] = step
+            live.update(table())
+
+        results = run_many(ctx, targets, workers, update)
+    results.update(failures)
+    summary = Table("input", "status", "gap (eV)", "ε∞", "ε_ion", "ε_total", "reason")
+    for key, res in results.items():
+        def fmt(x):
+            return "" if x is None else f"{x:.3g}"
+        summary.add_row(key, res.status, fmt(res.band_gap), fmt(res.eps_electronic), fmt(res.eps_ionic),
+                        fmt(res.eps_total), (res.reason or "")[:80])
+    console.print(summary)
+    if json_out:
+        json_out.write_text(json.dumps({key: res.as_dict() for key, res in results.items()}, indent=1))
+    if all(r.status == "failed" for r in results.values()):
+        raise typer.Exit(1)

@@ -1,0 +1,188 @@
+"""Reading what pw.x and ph.x write: the XML data file, the Γ dynamical-matrix file, and known log errors."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+
+from tansaku import TansakuError
+from tansaku.dft.ionic import BOHR_TO_ANGSTROM
+
+HARTREE_TO_EV = 27.211386245988
+RY_MASS_PER_AMU = 911.444243  # masses in ph.x files are in units of m_e/2
+
+
+@dataclass
+class BandGap:
+    gap: float  # eV, negative when bands overlap
+    direct: bool
+    vbm: float
+    cbm: float
+    nelec: float
+
+    @property
+    def is_metal(self) -> bool:
+        return self.gap <= 0
+
+
+def _floats(text: str | None) -> np.ndarray:
+    return np.array((text or "").split(), dtype=float)
+
+
+def read_pw_xml(path: Path) -> dict:
+    """Final structure, energy, convergence and eigenvalues from pw.x's XML data file."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise TansakuError(f"{path}: cannot read the pw.x XML ({exc})") from exc
+    output = root.find("output")
+    if output is None:
+        raise TansakuError(f"{path}: the pw.x XML has no <output> (the run did not finish)")
+    result: dict = {"structure": _structure(output.find("atomic_structure"))}
+    conv = output.find("convergence_info/scf_conv/convergence_achieved")
+    result["scf_converged"] = conv is not None and conv.text.strip() == "true"
+    opt = output.find("convergence_info/opt_conv/convergence_achieved")
+    result["relax_converged"] = None if opt is None else opt.text.strip() == "true"
+    etot = output.find("total_energy/etot")
+    result["energy_ev"] = float(etot.text) * HARTREE_TO_EV if etot is not None else None
+    bands = output.find("band_structure")
+    if bands is not None:
+        result["nelec"] = float(bands.findtext("nelec"))
+        result["lsda"] = bands.findtext("lsda", "false").strip() == "true"
+        result["eigenvalues_ev"] = np.array(
+            [_floats(k.findtext("eigenvalues")) for k in bands.findall("ks_energies")]
+        ) * HARTREE_TO_EV
+        result["kpoints"] = np.array([_floats(k.findtext("k_point")) for k in bands.findall("ks_energies")])
+    return result
+
+
+def _structure(node) -> Structure:
+    cell = np.array([_floats(node.findtext(f"cell/a{i}")) for i in (1, 2, 3)]) * BOHR_TO_ANGSTROM
+    species, coords = [], []
+    for atom in node.findall("atomic_positions/atom"):
+        species.append(re.sub(r"[^A-Za-z]", "", atom.get("name")).capitalize()[:2])
+        coords.append(_floats(atom.text) * BOHR_TO_ANGSTROM)
+    return Structure(Lattice(cell), [_element(s) for s in species], coords, coords_are_cartesian=True)
+
+
+def _element(label: str) -> str:
+    from pymatgen.core import Element
+
+    return label if Element.is_valid_symbol(label) else label[0]
+
+
+def band_gap(eigenvalues_ev: np.ndarray, nelec: float, lsda: bool = False) -> BandGap:
+    """Gap between the highest occupied and lowest empty band over the k-mesh (spin-unpolarized cells)."""
+    if lsda:
+        raise TansakuError("spin-polarized band structures are not supported for the gap yet")
+    nocc = int(round(nelec)) // 2
+    if nelec % 2 > 1e-6:
+        return BandGap(0.0, False, float("nan"), float("nan"), nelec)
+    if eigenvalues_ev.shape[1] <= nocc:
+        raise TansakuError(f"only {eigenvalues_ev.shape[1]} bands for {nocc} occupied: no empty band for the gap")
+    valence = eigenvalues_ev[:, nocc - 1]
+    conduction = eigenvalues_ev[:, nocc]
+    ik_v, ik_c = int(np.argmax(valence)), int(np.argmin(conduction))
+    gap = float(conduction[ik_c] - valence[ik_v])
+    direct_gap = float(np.min(conduction - valence))
+    return BandGap(gap, bool(abs(direct_gap - gap) < 1e-4), float(valence[ik_v]), float(conduction[ik_c]), nelec)
+
+
+@dataclass
+class GammaDynamics:
+    """What ph.x writes at Γ with epsil and trans: Φ (Ha/bohr²), ε∞, Z* (field, displacement), cell."""
+
+    force_constants: np.ndarray  # (N, N, 3, 3) Hartree / bohr²
+    eps_electronic: np.ndarray | None
+    born_charges: np.ndarray | None  # (N, 3, 3)
+    masses_amu: np.ndarray
+    species: list[str]
+    volume_bohr3: float
+
+
+def read_dyn_gamma(path: Path) -> GammaDynamics:
+    """Parse a ph.x dynamical-matrix file at q = 0 (QE's plain text format)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise TansakuError(f"{path}: cannot read the dynamical matrix ({exc})") from exc
+    try:
+        head = lines[2].split()
+        ntyp, nat, ibrav = int(head[0]), int(head[1]), int(head[2])
+        alat = float(head[3])
+        row = 3
+        if ibrav != 0:
+            raise TansakuError(f"{path}: ibrav={ibrav}; tansaku writes ibrav=0 cells only")
+        basis = np.array([lines[row + 1 + i].split() for i in range(3)], dtype=float)
+        row += 4
+        type_names, type_masses = {}, {}
+        for i in range(ntyp):
+            match = re.match(r"\s*(\d+)\s+'([^']+)'\s+(\S+)", lines[row + i])
+            type_names[int(match.group(1))] = match.group(2).strip()
+            type_masses[int(match.group(1))] = float(match.group(3)) / RY_MASS_PER_AMU
+        row += ntyp
+        types = [int(lines[row + i].split()[1]) for i in range(nat)]
+        row += nat
+        fc = np.zeros((nat, nat, 3, 3))
+        start = next(i for i, line in enumerate(lines) if "Dynamical  Matrix in cartesian axes" in line)
+        i = start + 1
+        for _ in range(nat * nat):
+            while not re.fullmatch(r"\s*\d+\s+\d+\s*", lines[i]):
+                i += 1
+            a, b = (int(x) - 1 for x in lines[i].split())
+            for r in range(3):
+                values = np.array(lines[i + 1 + r].split(), dtype=float)
+                fc[a, b, r] = values[0::2]
+            i += 4
+    except (IndexError, ValueError, StopIteration, AttributeError) as exc:
+        raise TansakuError(f"{path}: not a Γ dynamical-matrix file ({type(exc).__name__}: {exc})") from exc
+    text = "\n".join(lines)
+    eps = _block_after(text, "Dielectric Tensor:", 3)
+    charges = None
+    if "Effective Charges E-U" in text:
+        part = text.split("Effective Charges E-U")[1]
+        charges = np.array([_block_after(part, f"atom #{i + 1:>5}", 3) for i in range(nat)])
+    return GammaDynamics(
+        force_constants=fc / 2.0,  # Ry → Hartree
+        eps_electronic=eps,
+        born_charges=charges,
+        masses_amu=np.array([type_masses[t] for t in types]),
+        species=[type_names[t] for t in types],
+        volume_bohr3=float(abs(np.linalg.det(basis)) * alat**3),
+    )
+
+
+def _block_after(text: str, marker: str, nrows: int) -> np.ndarray | None:
+    if marker not in text:
+        return None
+    rows = [line for line in text.split(marker, 1)[1].splitlines() if line.strip()][:nrows]
+    return np.array([row.split()[:3] for row in rows], dtype=float)
+
+
+# Known failures in pw.x / ph.x logs, each mapped to a code that an error handler can fix.
+ERROR_PATTERNS = {
+    "scf_not_converged": r"convergence NOT achieved after|SCF convergence NOT achieved",
+    "relax_max_steps": r"The maximum number of steps has been reached",
+    "bfgs_failed": r"bfgs failed|history already reset at previous step: stopping|trust radius too small",
+    "walltime": r"Maximum CPU time exceeded|maximum CPU time exceeded",
+    "ph_not_converged": r"No convergence has been achieved",
+    "ph_symmetry": r"Wrong classes for|divide_class",
+    "cholesky": r"Error in routine [cr]diaghg|problems computing cholesky|S matrix not positive definite",
+    "charge_wrong": r"charge is wrong",  # the cell collapsed: cutoff far too low for a variable-cell run
+}
+
+
+def qe_error_message(log: str) -> str | None:
+    """The text of QE's 'Error in routine' box, which says more than the MPI abort noise after it."""
+    match = re.search(r"Error in routine (\S+) \((-?\d+)\):\s*\n\s*(.+)", log)
+    return f"{match.group(3).strip()} (routine {match.group(1)})" if match else None
+
+
+def detect_errors(log_text: str) -> list[str]:
+    """Codes of the known failures present in a log, in the order of ERROR_PATTERNS."""
+    return [code for code, pattern in ERROR_PATTERNS.items() if re.search(pattern, log_text)]

@@ -1,0 +1,98 @@
+"""Settings of the dielectric workflow and its presets; every field can be overridden."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+from pymatgen.core import Structure
+
+from tansaku import TansakuError
+
+
+@dataclass(frozen=True)
+class DielectricSettings:
+    """Physics and numerics of relax → SCF → DFPT. Lengths Å, energies Ry as QE takes them."""
+
+    functional: str = "pbesol"
+    ecutwfc: float | None = None  # None: the pseudopotential family's hint, else ecutwfc_default
+    ecutwfc_default: float = 80.0
+    ecutrho_factor: float = 4.0  # norm-conserving: 4 × ecutwfc
+    kspacing: float = 0.25  # Å⁻¹ (2π included), Γ-centred, rounded up to even numbers
+    even_kmesh: bool = True
+    conv_thr_per_atom: float = 1e-12
+    relax: bool = True
+    relax_cell: bool = True  # vc-relax; False relaxes positions only (cheap cutoffs give huge Pulay stress)
+    forc_conv_thr: float = 1e-4  # Ry/bohr
+    press_conv_thr: float = 0.2  # kbar
+    relax_nstep: int = 100
+    rerelax_volume_change: float = 0.05  # relax again when the cell volume changed by more than this
+    extra_bands: int = 8
+    metal_gap_ev: float = 0.1
+    electron_maxstep: int = 100
+    mixing_beta: float = 0.7
+    tr2_ph: float = 1e-14
+    alpha_mix: float = 0.7
+    max_seconds: float | None = None  # pw.x/ph.x stop cleanly before this (walltime handling)
+    max_attempts: int = 4
+    standardize: bool = True  # standard primitive cell: QE then finds every symmetry (fewer k-points, stable ph.x)
+
+    def with_overrides(self, overrides: dict | None) -> DielectricSettings:
+        if not overrides:
+            return self
+        known = {f.name: f for f in fields(self)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise TansakuError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return replace(self, **overrides)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, DielectricSettings] = {
+    # Tiny and fast, for tests: MgO end to end in seconds; values only roughly right.
+    "test": DielectricSettings(
+        ecutwfc=55.0, kspacing=0.7, even_kmesh=True, conv_thr_per_atom=1e-10, forc_conv_thr=1e-3,
+        relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0,
+    ),
+    # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
+    "standard": DielectricSettings(),
+}
+
+
+def preset(name: str, overrides: dict | None = None) -> DielectricSettings:
+    if name not in PRESETS:
+        raise TansakuError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    return PRESETS[name].with_overrides(overrides)
+
+
+def standard_cell(structure: Structure, symprec: float = 1e-3) -> Structure:
+    """The standard primitive cell (Setyawan-Curtarolo orientation), or the input when spglib fails.
+
+    QE detects symmetry operations in its Cartesian frame, so a cell in a standard orientation gets the full
+    point group: fewer k-points and none of ph.x's class errors on almost-hexagonal cells.
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        standard = SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
+    except Exception:  # noqa: BLE001 - spglib gives up on some cells; run them as given
+        return structure
+    per_atom = standard.volume / len(standard) - structure.volume / len(structure)
+    if len(standard) > len(structure) or abs(per_atom) > 1e-3:
+        return structure
+    return standard
+
+
+def kmesh(structure: Structure, spacing: float, even: bool = True) -> tuple[int, int, int]:
+    """Γ-centred mesh with at most `spacing` Å⁻¹ between points along each reciprocal vector (2π included)."""
+    lengths = np.linalg.norm(structure.lattice.reciprocal_lattice.matrix, axis=1)
+    mesh = []
+    for length in lengths:
+        n = max(1, math.ceil(length / spacing - 1e-9))
+        if even and n % 2:
+            n += 1
+        mesh.append(n)
+    return tuple(mesh)

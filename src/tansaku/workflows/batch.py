@@ -1,0 +1,96 @@
+"""Running the dielectric workflow for many materials at once, N at a time, each input reported on its own."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tansaku import TansakuError
+from tansaku.sources.structures import FILE_SOURCE, check_ordered, read_structure
+from tansaku.store.database import Database
+from tansaku.store.materials import ImportReport, add_structure_material
+from tansaku.store.models import Material, Subset
+from tansaku.workflows.dielectric import DielectricResult, RunContext, run_dielectric
+
+
+def resolve_inputs(
+    db: Database, files: list[Path] | None = None, ids: list[int] | None = None, query: str | None = None
+) -> tuple[dict[str, int], dict[str, DielectricResult]]:
+    """Map each input as given (file path or id) to a stored material; bad inputs become failed results."""
+    targets: dict[str, int] = {}
+    failures: dict[str, DielectricResult] = {}
+    for path in files or []:
+        try:
+            structure = read_structure(path)
+            check_ordered(structure, str(path))
+            with db.session() as session:
+                material, _ = add_structure_material(session, structure, FILE_SOURCE, str(Path(path).resolve()),
+                                                     ImportReport(), extra={"file": Path(path).name})
+                targets[str(path)] = material.id
+        except TansakuError as exc:
+            failures[str(path)] = DielectricResult(status="failed", reason=str(exc))
+    with db.session() as session:
+        for material_id in ids or []:
+            if session.get(Material, material_id) is None:
+                reason = f"no material with id {material_id}"
+                failures[str(material_id)] = DielectricResult(status="failed", reason=reason)
+            else:
+                targets[str(material_id)] = material_id
+        if query:
+            for material_id in session.scalars(build_query(query)):
+                targets[str(material_id)] = material_id
+    return targets, failures
+
+
+def build_query(text: str):
+    """'formula=MgO', 'source=oxi_diel_db', 'subset=paper', 'max_sites=5', 'elements=Mg,O', joined by ';'."""
+    query = select(Material.id).where(Material.structure_json.is_not(None)).order_by(Material.id)
+    for clause in filter(None, (c.strip() for c in text.split(";"))):
+        match = re.fullmatch(r"(\w+)\s*=\s*(.+)", clause)
+        if not match:
+            raise TansakuError(f"query clause {clause!r} is not key=value")
+        key, value = match.group(1), match.group(2).strip()
+        if key == "formula":
+            query = query.where(Material.reduced_formula.in_(value.split(",")))
+        elif key == "source":
+            query = query.where(Material.source == value)
+        elif key == "source_id":
+            query = query.where(Material.source_id.in_(value.split(",")))
+        elif key == "subset":
+            query = query.where(Material.id.in_(select(Subset.material_id).where(Subset.name == value)))
+        elif key == "max_sites":
+            query = query.where(Material.nsites <= int(value))
+        elif key == "elements":
+            query = query.where(Material.elements == ",".join(sorted(value.split(","))))
+        else:
+            raise TansakuError(f"unknown query key {key!r} (formula, source, source_id, subset, max_sites, elements)")
+    return query
+
+
+def run_many(
+    ctx: RunContext,
+    targets: dict[str, int],
+    workers: int = 1,
+    on_update: Callable[[str, str], None] | None = None,
+) -> dict[str, DielectricResult]:
+    """Run every target with `workers` materials in flight; one material's failure never stops the others."""
+    results: dict[str, DielectricResult] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {
+            pool.submit(run_dielectric, ctx, material_id,
+                        (lambda step, key=key: on_update(key, step)) if on_update else None): key
+            for key, material_id in targets.items()
+        }
+        for future in as_completed(futures):
+            key = futures[future]
+            try:
+                results[key] = future.result()
+            except Exception as exc:  # noqa: BLE001 - report, never lose the batch
+                results[key] = DielectricResult(status="failed", reason=f"{type(exc).__name__}: {exc}")
+            if on_update:
+                on_update(key, results[key].status)
+    return results

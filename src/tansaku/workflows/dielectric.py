@@ -1,0 +1,272 @@
+"""The dielectric workflow: vc-relax (twice if the cell moved a lot) → SCF gap → ph.x at Γ → ε_ion → database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+from sqlalchemy import select
+
+from tansaku import TansakuError, __version__
+from tansaku.dft.ionic import asr_born_charges, ionic_dielectric
+from tansaku.dft.pseudos import PseudoFamily
+from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw_input
+from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml
+from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
+from tansaku.store.database import Database
+from tansaku.store.materials import set_property, tensor_average
+from tansaku.store.models import Calculation, Material, utcnow
+from tansaku.workflows.executor import Executor, QECommands
+from tansaku.workflows.state import StepState
+from tansaku.workflows.steps import StepFailed, StepSpec, run_step
+
+WORKFLOW = "dielectric"
+DYN_FILE = "gamma.dyn"
+
+
+@dataclass
+class RunContext:
+    """Everything a run of many materials shares."""
+
+    db: Database
+    settings: DielectricSettings
+    preset: str
+    pseudos: PseudoFamily
+    executor: Executor
+    commands: QECommands
+    run_root: Path
+    poll_seconds: float = 0.5
+
+    @property
+    def method(self) -> str:
+        return "dft:qe" if self.preset == "standard" else f"dft:qe:{self.preset}"
+
+
+@dataclass
+class DielectricResult:
+    status: str  # done, metal, failed, cancelled
+    reason: str = ""
+    band_gap: float | None = None
+    eps_electronic: float | None = None
+    eps_ionic: float | None = None
+    eps_total: float | None = None
+    imaginary_modes: int | None = None
+    material_id: int | None = None
+    formula: str | None = None
+    steps: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "steps"}
+
+
+def material_dir(ctx: RunContext, material: Material) -> Path:
+    return ctx.run_root / f"{material.id}-{material.reduced_formula}"
+
+
+def run_dielectric(
+    ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
+) -> DielectricResult:
+    """Run (or resume) the whole workflow for one stored material; never raises for a material's failure."""
+    with ctx.db.session() as session:
+        material = session.get(Material, material_id)
+        if material is None:
+            raise TansakuError(f"no material with id {material_id}")
+        structure = material.structure()
+        formula = material.reduced_formula
+        root = material_dir(ctx, material)
+    result = DielectricResult(status="failed", material_id=material_id, formula=formula)
+    where = f"material {material_id} ({formula})"
+    try:
+        if structure is None:
+            raise TansakuError(f"{where}: has no structure (composition-only materials cannot be computed)")
+        if not structure.is_ordered:
+            raise TansakuError(f"{where}: disordered structure; DFT needs an ordered cell")
+        ctx.pseudos.check_covers({s.specie.symbol for s in structure}, where)
+        nelec = number_of_electrons(structure, ctx.pseudos)
+        if round(nelec) % 2:
+            result.status = "metal"
+            result.reason = (f"odd number of valence electrons ({nelec:g}): a spin-unpolarized cell is metallic, "
+                             "no static dielectric constant")
+            return result
+        _run_steps(ctx, material_id, structure, root, result, report or (lambda s: None))
+    except StepFailed as exc:
+        result.status = "cancelled" if str(exc).endswith("cancelled") else "failed"
+        result.reason = str(exc)
+    except TansakuError as exc:
+        result.reason = str(exc)
+    return result
+
+
+def _run_steps(ctx, material_id, structure, root, result, report) -> None:
+    s = ctx.settings
+
+    def step(name: str, spec: StepSpec) -> StepState:
+        report(name)
+        return run_step(spec, root / name, ctx.executor, ctx.commands, s.max_attempts, ctx.poll_seconds,
+                        on_change=lambda st: _record(ctx, material_id, st, root / name, spec))
+
+    current = standard_cell(structure) if s.standardize else structure
+    if s.relax:
+        relaxed = step("relax", relax_spec(ctx, root, current, "relax"))
+        volume_change = relaxed.outputs["volume"] / current.volume - 1
+        current = Structure.from_dict(relaxed.outputs["structure"])
+        if abs(volume_change) > s.rerelax_volume_change:
+            relaxed = step("relax2", relax_spec(ctx, root, current, "relax2"))
+            current = Structure.from_dict(relaxed.outputs["structure"])
+        gap = relaxed.outputs.get("gap")
+        if gap is not None and gap < s.metal_gap_ev:
+            _mark_metal(result, gap, "relaxation")
+            return
+    scf = step("scf", scf_spec(ctx, root, current))
+    result.band_gap = scf.outputs["gap"]
+    if result.band_gap < s.metal_gap_ev:
+        _mark_metal(result, result.band_gap, "SCF")
+        return
+    phonon = step("phonon", phonon_spec(ctx, root))
+    report("analysis")
+    _analyse(ctx, material_id, root, scf, phonon, result)
+
+
+def _mark_metal(result: DielectricResult, gap: float, where: str) -> None:
+    result.status = "metal"
+    result.band_gap = gap
+    result.reason = f"band gap {gap:.3f} eV in the {where} is below the metal threshold: no static dielectric constant"
+
+
+def relax_spec(ctx: RunContext, root: Path, structure: Structure, name: str) -> StepSpec:
+    scratch = root / "scratch"
+
+    def parse(directory: Path, log: str) -> dict:
+        data = read_pw_xml(scratch / f"{name}.xml")
+        if data["relax_converged"] is False:
+            raise TansakuError("relaxation did not converge")
+        out: dict = {"structure": data["structure"].as_dict(), "volume": data["structure"].volume,
+                     "energy_ev": data["energy_ev"]}
+        if "eigenvalues_ev" in data:
+            out["gap"] = band_gap(data["eigenvalues_ev"], data["nelec"]).gap
+        return out
+
+    kind = "vc-relax" if ctx.settings.relax_cell else "relax"
+    return StepSpec(name, "pw", lambda st, ov: pw_input(st, kind, ctx.settings, ctx.pseudos, name, scratch, ov),
+                    parse, structure)
+
+
+def scf_spec(ctx: RunContext, root: Path, structure: Structure) -> StepSpec:
+    scratch = root / "scratch"
+
+    def parse(directory: Path, log: str) -> dict:
+        data = read_pw_xml(scratch / "scf.xml")
+        if not data["scf_converged"]:
+            raise TansakuError("SCF did not converge")
+        gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"])
+        return {"structure": data["structure"].as_dict(), "energy_ev": data["energy_ev"], "gap": gap.gap,
+                "direct": gap.direct, "vbm": gap.vbm, "cbm": gap.cbm, "nelec": gap.nelec}
+
+    return StepSpec("scf", "pw", lambda st, ov: pw_input(st, "scf", ctx.settings, ctx.pseudos, "scf", scratch, ov),
+                    parse, structure)
+
+
+def phonon_spec(ctx: RunContext, root: Path) -> StepSpec:
+    scratch = root / "scratch"
+
+    def parse(directory: Path, log: str) -> dict:
+        if "JOB DONE" not in log:
+            raise TansakuError("ph.x did not finish")
+        dyn = read_dyn_gamma(directory / DYN_FILE)
+        if dyn.eps_electronic is None or dyn.born_charges is None:
+            raise TansakuError(f"{directory / DYN_FILE}: no dielectric tensor or Born charges")
+        return {"dyn_file": DYN_FILE}
+
+    return StepSpec("phonon", "ph", lambda st, ov: ph_input(ctx.settings, "scf", scratch, DYN_FILE, ov), parse)
+
+
+def _analyse(ctx, material_id, root, scf: StepState, phonon: StepState, result: DielectricResult) -> None:
+    """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database."""
+    dyn = read_dyn_gamma(root / "phonon" / DYN_FILE)
+    ionic = ionic_dielectric(dyn.force_constants, dyn.born_charges, dyn.masses_amu, dyn.volume_bohr3)
+    eps_e = dyn.eps_electronic
+    eps_total = eps_e + ionic.tensor
+    result.eps_electronic = tensor_average(eps_e)
+    result.eps_ionic = ionic.average
+    result.eps_total = tensor_average(eps_total)
+    result.imaginary_modes = len(ionic.imaginary_modes)
+    result.status = "done"
+    if ionic.imaginary_modes:
+        freqs = ionic.frequencies_thz[ionic.imaginary_modes].round(2).tolist()
+        result.reason = (f"{len(ionic.imaginary_modes)} imaginary optical mode(s) at Γ ({freqs} THz): the structure "
+                         "is not a minimum; ε_ion leaves them out")
+    outputs = {
+        "eps_electronic": eps_e.tolist(), "eps_ionic": ionic.tensor.tolist(), "eps_total": eps_total.tolist(),
+        "frequencies_thz": ionic.frequencies_thz.tolist(), "acoustic_modes": ionic.acoustic.tolist(),
+        "imaginary_modes": ionic.imaginary_modes, "asr": "simple",
+    }
+    with ctx.db.session() as session:
+        calc = _calculation(session, ctx, material_id, "analysis")
+        calc.engine, calc.status, calc.outputs = "tansaku", "done", outputs
+        calc.inputs = {"dyn_file": str(root / "phonon" / DYN_FILE)}
+        calc.work_dir, calc.code_version = str(root), f"tansaku {__version__}"
+        calc.finished_at = utcnow()
+        calc.attempts = 1
+        session.flush()
+        material = session.get(Material, material_id)
+        extra = {"preset": ctx.preset}
+        scf_out = scf.outputs
+
+        def put(name, value, tensor=None, unit=None, more=None):
+            set_property(session, material, name, value, ctx.method, unit=unit, tensor=tensor,
+                         extra={**extra, **(more or {})}, calculation_id=calc.id)
+
+        put("band_gap", scf_out["gap"], unit="eV", more={"is_direct": scf_out["direct"]})
+        put("eps_electronic", result.eps_electronic, eps_e.tolist())
+        put("eps_ionic", result.eps_ionic, ionic.tensor.tolist(), more={"imaginary_modes": result.imaginary_modes})
+        put("eps_total", result.eps_total, eps_total.tolist())
+        put("born_charges", float(np.mean(np.abs(np.trace(asr_born_charges(dyn.born_charges), axis1=1, axis2=2)))),
+            asr_born_charges(dyn.born_charges).tolist(), unit="e")
+        put("gamma_frequencies", float(ionic.frequencies_thz.min()), ionic.frequencies_thz.tolist(), unit="THz",
+            more={"imaginary_modes": result.imaginary_modes})
+
+
+def _calculation(session, ctx: RunContext, material_id: int, step: str) -> Calculation:
+    calc = session.scalar(select(Calculation).where(
+        Calculation.material_id == material_id, Calculation.workflow == WORKFLOW, Calculation.step == step,
+        Calculation.preset == ctx.preset))
+    if calc is None:
+        calc = Calculation(material_id=material_id, workflow=WORKFLOW, step=step, preset=ctx.preset,
+                           engine="qe", status="created")
+        session.add(calc)
+    return calc
+
+
+def _record(ctx: RunContext, material_id: int, state: StepState, directory: Path, spec: StepSpec) -> None:
+    """Mirror a step's state file into its calculation row (one row per material, workflow, step, preset)."""
+    with ctx.db.session() as session:
+        calc = _calculation(session, ctx, material_id, state.step)
+        calc.engine = "qe:pw.x" if spec.program == "pw" else "qe:ph.x"
+        calc.status = state.status
+        calc.attempts = state.attempt
+        calc.error = state.error
+        calc.job_id = state.job_id
+        calc.work_dir = str(directory)
+        calc.code_version = state.code_version
+        calc.outputs = state.outputs
+        structure = Structure.from_dict(state.structure) if state.structure else None
+        calc.inputs = {
+            "settings": ctx.settings.as_dict(), "preset": ctx.preset, "overrides": state.overrides,
+            "handlers": state.handlers, "pseudo_family": str(ctx.pseudos.directory),
+            "tansaku_version": __version__,
+        }
+        if structure is not None:
+            elements = {s.specie.symbol for s in structure}
+            calc.inputs.update(
+                pseudos={el: ctx.pseudos.file_for(el) for el in sorted(elements)},
+                pseudo_sha256=ctx.pseudos.checksums(elements),
+                ecutwfc=ecutwfc_for(structure, ctx.settings, ctx.pseudos),
+                kmesh=list(kmesh(structure, ctx.settings.kspacing, ctx.settings.even_kmesh)),
+            )
+        if state.started and calc.started_at is None:
+            calc.started_at = utcnow()
+        if state.status in ("done", "failed", "cancelled"):
+            calc.finished_at = utcnow()

@@ -1,0 +1,127 @@
+"""Executors run one command (a pw.x or ph.x step) and report on it through submit / poll / cancel.
+
+The workflow never blocks inside an executor: it submits, then polls. A batch scheduler's executor
+(SLURM) implements the same three calls, so the workflow code does not change.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from contextlib import suppress
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"  # exited 0
+    FAILED = "failed"  # exited non-zero or killed
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class CommandJob:
+    """One program run: argv in a directory, stdin from a file, stdout+stderr to a file."""
+
+    name: str
+    argv: list[str]
+    cwd: Path
+    stdin: str
+    stdout: str
+    cpus: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobStatus:
+    state: JobState
+    returncode: int | None = None
+    message: str = ""
+
+
+class Executor(Protocol):
+    name: str
+
+    def submit(self, job: CommandJob) -> str:
+        """Start the job; returns an id that poll/cancel accept, also after a restart of the controller."""
+
+    def poll(self, job_id: str) -> JobStatus: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+
+class LocalExecutor:
+    """Runs jobs as child processes of this machine, each in its own process group."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._children: dict[str, subprocess.Popen] = {}
+
+    def submit(self, job: CommandJob) -> str:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **job.env}
+        with open(job.cwd / job.stdin, "rb") as stdin, open(job.cwd / job.stdout, "wb") as stdout:
+            process = subprocess.Popen(
+                job.argv, cwd=job.cwd, stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )
+        job_id = str(process.pid)
+        self._children[job_id] = process
+        return job_id
+
+    def poll(self, job_id: str) -> JobStatus:
+        process = self._children.get(job_id)
+        if process is None:  # started by an earlier controller: we can see it live, not its exit code
+            return JobStatus(JobState.RUNNING if pid_alive(int(job_id)) else JobState.FAILED, None,
+                             "process from an earlier run")
+        code = process.poll()
+        if code is None:
+            return JobStatus(JobState.RUNNING)
+        self._children.pop(job_id, None)
+        if code == 0:
+            return JobStatus(JobState.DONE, 0)
+        return JobStatus(JobState.FAILED, code, f"exit status {code}")
+
+    def cancel(self, job_id: str) -> None:
+        kill_group(int(job_id))
+        process = self._children.pop(job_id, None)
+        if process is not None:
+            process.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie is not alive
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except OSError:
+        return True
+
+
+def kill_group(pid: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class QECommands:
+    """How to start pw.x and ph.x: executables and an optional MPI launcher with a process count."""
+
+    pw: str = "pw.x"
+    ph: str = "ph.x"
+    launcher: str = "mpirun --allow-run-as-root --oversubscribe -np {n}"
+    mpi_procs: int = 1
+
+    def argv(self, program: str, input_file: str) -> list[str]:
+        exe = shlex.split(self.pw if program == "pw" else self.ph)
+        prefix = shlex.split(self.launcher.format(n=self.mpi_procs)) if self.mpi_procs > 1 else []
+        return [*prefix, *exe, "-in", input_file]

@@ -1,0 +1,136 @@
+"""Error handlers: each fixes one known failure of pw.x / ph.x and says what it changed.
+
+A handler gets the step state and the log; it returns a description of its change (recorded in the state
+file and the calculation row), or None when it has nothing left to try.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+
+from tansaku.dft.ionic import BOHR_TO_ANGSTROM
+from tansaku.workflows.state import StepState
+
+Handler = Callable[[StepState, str], dict | None]
+
+
+def _times(state: StepState, name: str) -> int:
+    return sum(1 for h in state.handlers if h["handler"] == name)
+
+
+def _set(state: StepState, namelist: str, **values) -> dict:
+    state.overrides.setdefault(namelist, {}).update(values)
+    return {namelist: values}
+
+
+def scf_not_converged(state: StepState, log: str) -> dict | None:
+    """Lower mixing_beta with more iterations; then switch to conjugate-gradient diagonalization."""
+    n = _times(state, "scf_not_converged")
+    if n == 0:
+        return _set(state, "electrons", mixing_beta=0.3, electron_maxstep=300)
+    if n == 1:
+        return _set(state, "electrons", mixing_beta=0.1, electron_maxstep=500, diagonalization="cg")
+    return None
+
+
+def _input_lattice(state: StepState) -> Lattice | None:
+    return Structure.from_dict(state.structure).lattice if state.structure else None
+
+
+def relax_restart(state: StepState, log: str) -> dict | None:
+    """Restart from the last geometry in the log; the second time also a small BFGS trust radius."""
+    n = _times(state, "relax_restart")
+    if n >= 3:
+        return None
+    last = last_geometry(log, _input_lattice(state))
+    change: dict = {}
+    if last is not None:
+        state.structure = last.as_dict()
+        change["structure"] = f"restarted from the last geometry (volume {last.volume:.3f} Å³)"
+    steps = re.findall(r"nstep\s*=\s*(\d+)", log)
+    if "maximum number of steps" in log:  # ran out of steps: continue with twice as many
+        previous = state.overrides.get("control", {}).get("nstep") or (int(steps[0]) if steps else 50)
+        change.update(_set(state, "control", nstep=2 * int(previous)))
+    if n >= 1:
+        change.update(_set(state, "ions", trust_radius_ini=0.1, bfgs_ndim=3))
+    return change or None
+
+
+def walltime(state: StepState, log: str) -> dict | None:
+    """Stopped at its time limit: continue from the last state (geometry for pw.x, recover for ph.x)."""
+    if _times(state, "walltime") >= 5:
+        return None
+    if state.step.startswith("phonon"):
+        return _set(state, "inputph", recover=True)
+    last = last_geometry(log, _input_lattice(state))
+    if last is not None:
+        state.structure = last.as_dict()
+        return {"structure": "continued from the last geometry"}
+    return {"rerun": "no geometry to continue from; run again"}
+
+
+def ph_not_converged(state: StepState, log: str) -> dict | None:
+    """Tighter linear-response mixing: alpha_mix 0.3, then 0.1."""
+    n = _times(state, "ph_not_converged")
+    values = [0.3, 0.1]
+    if n >= len(values):
+        return None
+    return _set(state, "inputph", **{"alpha_mix(1)": values[n], "niter_ph": 200})
+
+
+def ph_symmetry(state: StepState, log: str) -> dict | None:
+    """ph.x 6.x fails to classify symmetry of slightly distorted hexagonal cells: run without search_sym."""
+    if _times(state, "ph_symmetry"):
+        return None
+    return _set(state, "inputph", search_sym=False)
+
+
+def cholesky(state: StepState, log: str) -> dict | None:
+    """Failed subspace diagonalization: use conjugate gradients."""
+    if _times(state, "cholesky"):
+        return None
+    return _set(state, "electrons", diagonalization="cg")
+
+
+HANDLERS: dict[str, Handler] = {
+    "walltime": walltime,
+    "scf_not_converged": scf_not_converged,
+    "relax_max_steps": relax_restart,
+    "bfgs_failed": relax_restart,
+    "ph_not_converged": ph_not_converged,
+    "ph_symmetry": ph_symmetry,
+    "cholesky": cholesky,
+}
+
+
+def handler_name(code: str) -> str:
+    return "relax_restart" if code in ("relax_max_steps", "bfgs_failed") else code
+
+
+def last_geometry(log: str, lattice: Lattice | None = None) -> Structure | None:
+    """The last ATOMIC_POSITIONS (crystal) block a pw.x relaxation printed, in its last CELL_PARAMETERS
+    (a fixed-cell relaxation prints none: then `lattice`, the input cell)."""
+    cells = list(re.finditer(r"CELL_PARAMETERS \((alat=\s*([\d.]+)|angstrom|bohr)\)\n((?:.*\n){3})", log))
+    positions = list(re.finditer(r"ATOMIC_POSITIONS \(crystal\)\n((?:\s*[A-Z][a-z]?\w*\s+[-\d.Ee+]+\s+[-\d.Ee+]+\s+"
+                                 r"[-\d.Ee+]+.*\n)+)", log))
+    if not positions or not (cells or lattice):
+        return None
+    if cells:
+        cell = cells[-1]
+        matrix = np.array([line.split()[:3] for line in cell.group(3).strip().splitlines()], dtype=float)
+        if cell.group(2):
+            matrix *= float(cell.group(2)) * BOHR_TO_ANGSTROM
+        elif cell.group(1) == "bohr":
+            matrix *= BOHR_TO_ANGSTROM
+    else:
+        matrix = lattice.matrix
+    species, coords = [], []
+    for line in positions[-1].group(1).strip().splitlines():
+        parts = line.split()
+        species.append(re.sub(r"\d+$", "", parts[0]))
+        coords.append([float(x) for x in parts[1:4]])
+    return Structure(Lattice(matrix), species, coords)

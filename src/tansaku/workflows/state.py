@@ -1,0 +1,52 @@
+"""The small JSON state file in every step directory: enough to resume or audit without the database."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+STATE_FILE = "state.json"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class StepState:
+    step: str
+    status: str = "new"  # new, running, done, failed, cancelled
+    attempt: int = 0
+    job_id: str | None = None
+    executor: str | None = None
+    overrides: dict = field(default_factory=dict)  # {namelist: {key: value}} set by error handlers
+    structure: dict | None = None  # input structure (a relaxation restart replaces it)
+    handlers: list[dict] = field(default_factory=list)  # what each handler changed and why
+    outputs: dict | None = None
+    error: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    code_version: str | None = None
+
+    @classmethod
+    def load(cls, directory: Path, step: str) -> StepState:
+        path = directory / STATE_FILE
+        if not path.exists():
+            return cls(step=step)
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, directory: Path) -> None:
+        """Atomic write: a kill never leaves a half-written state file."""
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, default=_jsonable))
+        os.replace(tmp, directory / STATE_FILE)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,0 +1,162 @@
+"""Running one program step to completion: submit, poll, detect known errors, apply handlers, retry."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymatgen.core import Structure
+
+from tansaku import TansakuError
+from tansaku.dft.qe.parsers import detect_errors, qe_error_message
+from tansaku.workflows.executor import CommandJob, Executor, JobState, QECommands, pid_alive
+from tansaku.workflows.handlers import HANDLERS, handler_name
+from tansaku.workflows.state import StepState, now
+
+INPUT, OUTPUT = "input.in", "output.out"
+
+
+class StepFailed(TansakuError):
+    """A step that could not be brought to a good end; the message says why."""
+
+
+@dataclass
+class StepSpec:
+    """What a step runs and how its result is read."""
+
+    name: str
+    program: str  # "pw" or "ph"
+    write_input: Callable[[Structure | None, dict], str]  # (input structure, overrides) → input text
+    parse: Callable[[Path, str], dict]  # (step dir, log) → outputs; raises TansakuError when incomplete
+    structure: Structure | None = None  # input structure, if the step takes one
+
+
+def run_step(
+    spec: StepSpec,
+    directory: Path,
+    executor: Executor,
+    commands: QECommands,
+    max_attempts: int,
+    poll_seconds: float = 0.5,
+    on_change: Callable[[StepState], None] | None = None,
+) -> StepState:
+    """Bring the step to 'done' (or raise StepFailed), resuming from its state file when there is one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = StepState.load(directory, spec.name)
+    if state.status == "done":
+        return state
+    if state.structure is None and spec.structure is not None:
+        state.structure = spec.structure.as_dict()
+
+    def save() -> None:
+        state.save(directory)
+        if on_change:
+            on_change(state)
+
+    if state.status == "running" and state.job_id:
+        state = _reattach(state, executor, directory, spec, poll_seconds, save)
+        if state.status == "done":
+            return state
+    while True:
+        if state.attempt >= max_attempts:
+            state.status = "failed"
+            state.error = state.error or f"gave up after {state.attempt} attempts"
+            state.finished = now()
+            save()
+            raise StepFailed(f"{spec.name}: {state.error}")
+        if (directory / OUTPUT).exists() and state.attempt:  # keep every attempt's log for the audit trail
+            (directory / OUTPUT).rename(directory / f"attempt{state.attempt}.out")
+        state.attempt += 1
+        structure = Structure.from_dict(state.structure) if state.structure else None
+        (directory / INPUT).write_text(spec.write_input(structure, state.overrides))
+        job = CommandJob(spec.name, commands.argv(spec.program, INPUT), directory, INPUT, OUTPUT, commands.mpi_procs)
+        state.job_id = executor.submit(job)
+        state.executor = executor.name
+        state.status, state.started, state.error = "running", now(), None
+        save()
+        status = _wait(executor, state.job_id, poll_seconds)
+        if _finish(state, status, directory, spec, save):
+            return state
+
+
+def _wait(executor: Executor, job_id: str, poll_seconds: float):
+    while True:
+        status = executor.poll(job_id)
+        if status.state not in (JobState.RUNNING, JobState.PENDING):
+            return status
+        time.sleep(poll_seconds)
+
+
+def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState:
+    """A controller died while this step ran: wait for a job that still runs, else judge its log."""
+    status = None
+    if state.executor == "local":
+        # The local job died with its controller or lives on as an orphan; an orphan is waited for.
+        while pid_alive(int(state.job_id)):
+            time.sleep(poll_seconds)
+    elif state.executor == executor.name:
+        status = _wait(executor, state.job_id, poll_seconds)
+    try:
+        _finish(state, status, directory, spec, save)
+    except StepFailed:
+        state.status = "retry"  # the interrupted attempt failed; the caller starts a new one
+    return state
+
+
+def _finish(state, status, directory, spec, save) -> bool:
+    """Judge a finished attempt (status None: exit code unknown, judge by the log).
+
+    True when done; False when a handler (or a crash retry) has prepared the next attempt.
+    """
+    log_path = directory / OUTPUT
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    state.code_version = state.code_version or _code_version(log)
+    errors = detect_errors(log)
+    if not errors and (status is None or status.state == JobState.DONE):
+        try:
+            state.outputs = spec.parse(directory, log)
+        except TansakuError as exc:
+            errors = ["crash"]
+            state.error = str(exc)
+        else:
+            state.status, state.finished, state.error = "done", now(), None
+            save()
+            return True
+    if status is not None and status.state == JobState.CANCELLED:
+        state.status, state.error, state.finished = "cancelled", "cancelled", now()
+        save()
+        raise StepFailed(f"{spec.name}: cancelled")
+    for code in errors or ["crash"]:
+        handler = HANDLERS.get(code)
+        if handler is None:
+            continue
+        change = handler(state, log)
+        if change is not None:
+            state.handlers.append({"handler": handler_name(code), "error": code, "attempt": state.attempt,
+                                   "changed": change})
+            state.status = "retry"
+            save()
+            return False
+    qe_message = qe_error_message(log)
+    if errors and errors != ["crash"]:
+        detail = f": {qe_message}" if qe_message else ""
+        state.error = f"{', '.join(errors)}{detail}; no handler has anything left to try"
+    else:
+        tail = "\n".join(log.strip().splitlines()[-8:])
+        reason = status.message if status is not None and status.message else "no result"
+        detail = f"QE says: {qe_message}" if qe_message else f"log tail:\n{tail}"
+        state.error = state.error or f"{spec.program}.x ended without a result ({reason}); {detail}"
+        state.status = "retry"  # a crash is retried until max_attempts
+        save()
+        return False
+    state.status, state.finished = "failed", now()
+    save()
+    raise StepFailed(f"{spec.name}: {state.error}")
+
+
+def _code_version(log: str) -> str | None:
+    match = re.search(r"Program (\w+) v\.(\S+)", log)
+    return f"{match.group(1)} {match.group(2)}" if match else None

@@ -1,0 +1,89 @@
+"""Settings, k-meshes, pseudopotential families, input writing and band-gap logic (no DFT run)."""
+
+import json
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from tansaku import TansakuError
+from tansaku.dft.pseudos import load_family
+from tansaku.dft.qe.inputs import ph_input, pw_input
+from tansaku.dft.qe.parsers import band_gap, detect_errors, qe_error_message
+from tansaku.dft.settings import kmesh, preset, standard_cell
+from tests.conftest import PSEUDOS, need_shared
+
+
+def rocksalt(a=4.21):
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_kmesh_from_spacing_is_even_and_follows_reciprocal_lengths():
+    cell = Structure(Lattice.orthorhombic(3.0, 6.0, 12.0), ["Mg"], [[0, 0, 0]])
+    # |b| = 2π/a = 2.094, 1.047, 0.524 Å⁻¹; spacing 0.25 → 9, 5, 3 → rounded up to even
+    assert kmesh(cell, 0.25) == (10, 6, 4)
+    assert kmesh(cell, 0.25, even=False) == (9, 5, 3)
+
+
+def test_standard_cell_keeps_the_crystal():
+    conventional = rocksalt()
+    primitive = standard_cell(conventional)
+    assert len(primitive) == 2
+    assert primitive.volume == pytest.approx(conventional.volume / 4)
+    assert primitive.matches(conventional)
+
+
+def test_presets_and_overrides():
+    assert preset("standard").ecutwfc_default == 80
+    assert preset("test", {"ecutwfc": 20}).ecutwfc == 20
+    with pytest.raises(TansakuError, match="unknown setting"):
+        preset("test", {"ecutwf": 20})
+    with pytest.raises(TansakuError, match="unknown preset 'fast'"):
+        preset("fast")
+
+
+def test_pseudo_family_from_standard_json_and_from_file_names(tmp_path):
+    family = load_family(need_shared(PSEUDOS))
+    assert family.file_for("Mg") == "Mg-sp.upf" and family.valence("Mg") == 10
+    with pytest.raises(TansakuError, match="no pseudopotential for Qq, Zz in family"):
+        family.check_covers({"Qq", "Zz", "O"}, "test")
+    assert len(family.checksums({"Mg", "O"})["O"]) == 64
+    plain = tmp_path / "fam"
+    plain.mkdir()
+    (plain / "O.upf").write_bytes((PSEUDOS / "O.upf").read_bytes())
+    (plain / "Mg.pbe-nc.UPF").write_bytes((PSEUDOS / "Mg.upf").read_bytes())
+    assert load_family(plain).files == {"O": "O.upf", "Mg": "Mg.pbe-nc.UPF"}
+    (plain / "standard.json").write_text(json.dumps({"O": "missing.upf"}))
+    with pytest.raises(TansakuError, match="names missing files"):
+        load_family(plain)
+
+
+def test_pw_and_ph_inputs_carry_settings_and_overrides(tmp_path):
+    family = load_family(need_shared(PSEUDOS))
+    settings = preset("standard")
+    text = pw_input(standard_cell(rocksalt()), "scf", settings, family, "scf", tmp_path,
+                    {"electrons": {"mixing_beta": 0.3}})
+    assert "input_dft = 'pbesol'" in text and "ecutwfc = 80" in text and "ecutrho = 320" in text
+    assert "mixing_beta = 0.3" in text and "occupations = 'fixed'" in text
+    assert "nbnd = 16" in text  # 16 valence electrons → 8 occupied + 8 empty bands
+    assert "Mg 24.305000 Mg-sp.upf" in text
+    ph = ph_input(settings, "scf", tmp_path, "gamma.dyn", {"inputph": {"search_sym": False}})
+    assert "epsil = .true." in ph and "search_sym = .false." in ph and ph.endswith("0.0 0.0 0.0\n")
+
+
+def test_band_gap_direct_indirect_and_metal():
+    eig = np.array([[-5.0, 1.0, 2.5], [-5.0, 1.5, 3.0]])  # 4 electrons → bands 0,1 occupied
+    gap = band_gap(eig, 4)
+    assert gap.gap == pytest.approx(1.0) and not gap.direct
+    assert band_gap(np.array([[-5.0, 1.0, 3.0]]), 4).direct
+    assert band_gap(np.array([[-5.0, 1.0, 0.5], [-5, 0.2, 2]]), 4).is_metal
+    with pytest.raises(TansakuError, match="no empty band"):
+        band_gap(eig, 6)
+
+
+def test_error_detection_in_logs():
+    log = "     convergence NOT achieved after 2 iterations: stopping\n"
+    assert detect_errors(log) == ["scf_not_converged"]
+    box = " %%%%\n     Error in routine electrons (1):\n     charge is wrong\n %%%%\n"
+    assert qe_error_message(box) == "charge is wrong (routine electrons)"
+    assert "charge_wrong" in detect_errors(box)

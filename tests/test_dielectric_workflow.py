@@ -1,0 +1,175 @@
+"""The dielectric workflow with real pw.x and ph.x (the 'test' preset: tiny cutoff and k-mesh)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from sqlalchemy import func, select
+
+from tansaku.dft.pseudos import load_family
+from tansaku.dft.settings import preset
+from tansaku.sources.structures import FILE_SOURCE
+from tansaku.store import Calculation, Material, Property, open_database
+from tansaku.store.materials import ImportReport, add_structure_material
+from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric
+from tansaku.workflows.executor import LocalExecutor, QECommands
+from tansaku.workflows.state import StepState
+from tansaku.workflows.steps import run_step
+from tests.conftest import OXI_DB, PSEUDOS, need_shared
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "mgo_test_preset.json").read_text())
+MPI = QECommands(mpi_procs=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quantum_espresso():
+    if not (shutil.which("pw.x") and shutil.which("ph.x")):
+        if os.environ.get("CI"):
+            pytest.fail("pw.x/ph.x missing in CI: 'make test' installs Quantum ESPRESSO")
+        pytest.skip("Quantum ESPRESSO not installed")
+
+
+@pytest.fixture(scope="module")
+def mgo() -> Structure:
+    data = json.loads((need_shared(OXI_DB) / "data" / "mp-1265.json").read_text())
+    return Structure.from_dict(data["structure"])
+
+
+def make_ctx(tmp_path, overrides=None, name="test") -> RunContext:
+    db = open_database(tmp_path / "wf.db")
+    return RunContext(db, preset(name, overrides), name, load_family(need_shared(PSEUDOS)), LocalExecutor(), MPI,
+                      tmp_path / "runs", poll_seconds=0.2)
+
+
+def store(ctx: RunContext, structure: Structure, label: str) -> int:
+    with ctx.db.session() as session:
+        material, _ = add_structure_material(session, structure, FILE_SOURCE, label, ImportReport())
+        return material.id
+
+
+def calculation_rows(ctx: RunContext) -> list[tuple[str, str]]:
+    with ctx.db.session() as session:
+        return sorted(session.execute(select(Calculation.step, Calculation.status)).all())
+
+
+def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
+    ctx = make_ctx(tmp_path)
+    material_id = store(ctx, mgo, "MgO")
+    result = run_dielectric(ctx, material_id)
+    assert result.status == "done", result.reason
+    for key in ("band_gap", "eps_electronic", "eps_ionic"):
+        assert getattr(result, key) == pytest.approx(REFERENCE[key], rel=0.02), key
+    # loosely against the reference database (VASP PBEsol): ε∞ 3.16, ε_ion 6.81
+    assert result.eps_electronic == pytest.approx(3.157, rel=0.25)
+    assert result.eps_ionic == pytest.approx(6.810, rel=0.25)
+    assert result.eps_total == pytest.approx(result.eps_electronic + result.eps_ionic)
+    assert result.imaginary_modes == 0
+    assert calculation_rows(ctx) == [("analysis", "done"), ("phonon", "done"), ("relax", "done"), ("scf", "done")]
+    with ctx.db.session() as session:
+        props = {p.name: p for p in session.scalars(select(Property).where(Property.method == "dft:qe:test"))}
+        scf = session.scalar(select(Calculation).where(Calculation.step == "scf"))
+        assert set(props) == {"band_gap", "eps_electronic", "eps_ionic", "eps_total", "born_charges",
+                              "gamma_frequencies"}
+        assert len(props["eps_ionic"].tensor) == 3 and props["eps_ionic"].calculation_id is not None
+        assert scf.inputs["pseudo_sha256"]["Mg"] and scf.inputs["kmesh"] == [4, 4, 4]
+        assert scf.code_version.startswith("PWSCF")
+    started = time.perf_counter()
+    again = run_dielectric(ctx, material_id)
+    assert time.perf_counter() - started < 5  # every step is read back from its state file
+    assert again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
+    assert len(calculation_rows(ctx)) == 4
+
+
+def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
+    mgo.to(filename=str(tmp_path / "MgO.json"))
+    db = tmp_path / "cli.db"
+    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(db), "run", "dielectric",
+            str(tmp_path / "MgO.json"), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir", str(PSEUDOS),
+            "--run-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json")]
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    phonon_state = tmp_path / "runs" / "1-MgO" / "phonon" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if phonon_state.exists() and json.loads(phonon_state.read_text())["status"] == "running":
+            break
+        assert process.poll() is None, "the run ended before the phonon step started"
+        time.sleep(0.2)
+    time.sleep(3)  # well inside ph.x
+    # Kill everything, as a node failure would: the controller and ph.x (which runs in its own group).
+    ph_pid = int(json.loads(phonon_state.read_text())["job_id"])
+    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(ph_pid, signal.SIGKILL)
+    process.wait()
+    assert json.loads(phonon_state.read_text())["status"] == "running"
+    assert not (tmp_path / "out.json").exists()
+
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    out = json.loads((tmp_path / "out.json").read_text())[str(tmp_path / "MgO.json")]
+    assert out["status"] == "done"
+    for key in ("band_gap", "eps_electronic", "eps_ionic"):
+        assert out[key] == pytest.approx(REFERENCE[key], rel=0.02), key
+    state = StepState.load(phonon_state.parent, "phonon")
+    assert state.attempt == 2 and state.status == "done"
+    database = open_database(db)
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(Calculation)) == 4
+        assert session.scalar(select(func.count()).select_from(Material)) == 1
+
+
+def test_scf_not_converged_is_fixed_by_its_handler(tmp_path, mgo):
+    ctx = make_ctx(tmp_path, {"electron_maxstep": 3, "relax": False})
+    result = run_dielectric(ctx, store(ctx, mgo, "MgO"))
+    assert result.status == "done", result.reason
+    state = StepState.load(tmp_path / "runs" / "1-MgO" / "scf", "scf")
+    assert state.attempt == 2
+    assert state.handlers[0]["error"] == "scf_not_converged"
+    assert state.handlers[0]["changed"] == {"electrons": {"mixing_beta": 0.3, "electron_maxstep": 300}}
+    with ctx.db.session() as session:
+        scf = session.scalar(select(Calculation).where(Calculation.step == "scf"))
+        assert scf.attempts == 2 and scf.inputs["handlers"][0]["handler"] == "scf_not_converged"
+
+
+def test_relaxation_out_of_steps_restarts_from_its_last_geometry(tmp_path, mgo):
+    distorted = mgo.copy()
+    distorted.translate_sites([1], [0.03, 0.01, 0.0])
+    ctx = make_ctx(tmp_path, {"relax_nstep": 1, "standardize": False})
+    spec = relax_spec(ctx, tmp_path / "runs" / "x", distorted, "relax")
+    state = run_step(spec, tmp_path / "runs" / "x" / "relax", ctx.executor, ctx.commands, 6, 0.2)
+    assert state.status == "done"
+    assert state.handlers and all(h["handler"] == "relax_restart" for h in state.handlers)
+    assert "restarted from the last geometry" in state.handlers[0]["changed"]["structure"]
+    assert Structure.from_dict(state.structure) != distorted  # the input moved on
+
+
+def test_metals_and_bad_materials_get_clear_reasons(tmp_path):
+    ctx = make_ctx(tmp_path)
+    calcium = Structure(Lattice.cubic(5.58), ["Ca"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    sodium = Structure(Lattice.cubic(4.23), ["Na", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    sodium_prim = sodium.get_primitive_structure()
+    ca = run_dielectric(ctx, store(ctx, calcium, "Ca"))
+    assert ca.status == "metal" and "below the metal threshold" in ca.reason
+    na = run_dielectric(ctx, store(ctx, sodium_prim, "Na"))
+    assert na.status == "metal" and "odd number of valence electrons" in na.reason
+    small = load_family(need_shared(PSEUDOS))
+    small.files = {k: v for k, v in small.files.items() if k in ("Mg", "O")}
+    ctx_small = RunContext(ctx.db, ctx.settings, "test", small, ctx.executor, MPI, ctx.run_root)
+    cao = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.8), ["Ca", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    bad = run_dielectric(ctx_small, store(ctx, cao, "CaO"))
+    assert bad.status == "failed" and "no pseudopotential for Ca in family" in bad.reason
+    with ctx.db.session() as session:
+        session.add(Material(formula="SrTiO3", reduced_formula="SrTiO3", elements="O,Sr,Ti", nelements=3,
+                             source="csv:x", source_id="row 1"))
+    with ctx.db.session() as session:
+        comp_id = session.scalar(select(Material.id).where(Material.source == "csv:x"))
+    assert "has no structure" in run_dielectric(ctx, comp_id).reason
+    assert not any(status == "done" for step, status in calculation_rows(ctx) if step == "phonon")
