@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,16 @@ def oxide_db(tmp_path_factory, oxi_dir):
     assert not report.errors
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A file server on loopback (the machine has no internet; the download code is the same)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

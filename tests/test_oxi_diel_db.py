@@ -1,9 +1,6 @@
-import http.server
 import json
 import shutil
-import threading
 import zipfile
-from functools import partial
 
 import pytest
 from sqlalchemy import func, select
@@ -98,19 +95,6 @@ def test_zip_that_is_not_the_database_is_refused(db, tmp_path):
         z.writestr("project/readme.txt", "hello")
     with pytest.raises(TansakuError, match="not the oxide dielectric database"):
         import_oxi_diel_db(db, archive)
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """A file server on loopback (the machine has no internet; the download code is the same)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_url_is_downloaded_once_into_the_cache(db, mini_dir, http_server, tmp_path, monkeypatch):
