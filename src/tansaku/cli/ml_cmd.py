@@ -1,0 +1,170 @@
+"""`tansaku train` and `tansaku predict`: learn stored properties, predict new materials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from tansaku import TansakuError
+from tansaku.cli.common import console, database, progress_bar
+from tansaku.features.sets import FEATURE_SETS, raw_features
+from tansaku.models.dataset import load_dataset
+from tansaku.models.evaluation import evaluate
+from tansaku.models.learners import MODELS, make_model
+from tansaku.models.persistence import load_model, save_model
+from tansaku.sources.structures import check_ordered, read_structure
+from tansaku.store.materials import set_property
+from tansaku.store.models import Material, Property
+
+
+def train(
+    property_name: str = typer.Option(..., "--property", help="Stored property: eps_electronic, eps_ionic, band_gap, "
+                                      "e_form, ... (dielectric constants are learned as log10)."),
+    features: str = typer.Option("composition", help=f"Descriptor set: {', '.join(FEATURE_SETS)}."),
+    model_name: str = typer.Option("rf", "--model", help=f"Learner: {', '.join(MODELS)}."),
+    subset: str = typer.Option(None, help="Train only on a subset, e.g. 'paper' (the reference's 1,266 oxides)."),
+    cv: str = typer.Option("5x3", help="Repeated K-fold as KxR; '0' skips evaluation."),
+    out: Path = typer.Option(..., help="Where to save the trained model."),
+    json_out: Path = typer.Option(None, "--json", help="Write metrics (cv, holdout, grouped) as JSON."),
+    plots: Path = typer.Option(None, help="Directory for parity and importance plots (PNG)."),
+    seed: int = typer.Option(0, help="Random seed for splits and learners."),
+) -> None:
+    """Train a model with uncertainty on the database, report metrics, save it.
+
+    Metrics come from repeated K-fold CV, the reference paper's single 80/20 split, and a K-fold split
+    grouped by reduced formula (polymorphs never on both sides). Dielectric metrics are in log10 units.
+
+    Example: tansaku train --property eps_electronic --features structure --model blend --subset paper --out e.pkl
+    """
+    db = database(create=False)
+    data = load_dataset(db, property_name, features, subset, progress=progress_bar("descriptors"))
+    model = make_model(model_name, seed)
+    result: dict = {"n": len(data.y)}
+    if cv != "0":
+        k, _, r = cv.partition("x")
+        result = evaluate(model, data.X, data.y, data.groups, (int(k), int(r or 1)), seed,
+                          progress=progress_bar(f"CV {cv}"))
+    fitted = model.fit(data.X, data.y)
+    summary = {key: {m: result[key][f"{m}_mean"] for m in ("r2", "mae", "rmse")} | {"r2_std": result[key]["r2_std"]}
+               for key in ("cv", "holdout", "grouped") if key in result}
+    meta = save_model(out, fitted, property_name=property_name, feature_set=features, log_target=data.log_target,
+                      model_name=model_name, feature_names=data.feature_names, training_hash=data.hash(),
+                      n_train=len(data.y), metrics=summary)
+    table = Table("protocol", "R²", "± std", "MAE", "RMSE", "68 % cover", "95 % cover",
+                  title=f"{model_name} on {property_name} ({features}), n = {len(data.y)}"
+                  + (" (log10)" if data.log_target else ""))
+    for key in ("cv", "holdout", "grouped"):
+        if key in result:
+            m = result[key]
+            table.add_row(key, f"{m['r2_mean']:.3f}", f"{m['r2_std']:.3f}", f"{m['mae_mean']:.3f}",
+                          f"{m['rmse_mean']:.3f}", f"{m['coverage_68_mean']:.2f}", f"{m['coverage_95_mean']:.2f}")
+    console.print(table)
+    console.print(f"saved model {meta['id']} to {out}")
+    if json_out:
+        clean = {k: v for k, v in result.items() if not k.startswith("_")}
+        json_out.write_text(json.dumps({**clean, "model_id": meta["id"], "n": len(data.y)}, indent=1))
+    if plots:
+        from tansaku.plots.figures import importance, parity
+
+        plots.mkdir(parents=True, exist_ok=True)
+        label = f"log10 {property_name}" if data.log_target else property_name
+        if "_oof_mean" in result:
+            parity(data.y, result["_oof_mean"], result["_oof_std"], plots / f"parity_{property_name}.png", label,
+                   result["cv"]["r2_mean"])
+        importance(data.feature_names, fitted.feature_importances_, plots / f"importance_{property_name}.png",
+                   f"impurity/gain importance: {property_name}")
+        console.print(f"plots in {plots}")
+
+
+def predict(
+    model_path: Path = typer.Option(..., "--model", help="A model saved by 'tansaku train'."),
+    formula: list[str] = typer.Option(None, help="Formulas to predict (repeatable), e.g. SrTiO3."),
+    structure: list[Path] = typer.Option(None, help="Structure files (CIF, POSCAR, JSON) to predict."),
+    db_missing: bool = typer.Option(False, "--db-missing", help="Predict every stored material lacking the "
+                                    "property and store the predictions as method ml:<model id>."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Predictions with uncertainty (and, for dielectric models, the constant itself, not only its log10)."""
+    model, meta = load_model(model_path)
+    items, labels = [], []
+    for text in formula or []:
+        items.append(text)
+        labels.append(text)
+    for path in structure or []:
+        s = read_structure(path)
+        check_ordered(s, str(path))
+        items.append(s if meta["feature_set"] == "structure" else s.composition)
+        labels.append(str(path))
+    if meta["feature_set"] == "structure" and any(isinstance(i, str) for i in items):
+        raise TansakuError(f"{model_path} uses structure descriptors: give --structure files, not formulas")
+    rows = []
+    if items:
+        _check_balance(items)
+        mean, std = model.predict_dist(raw_features(items, meta["feature_set"]))
+        rows = [_row(label, m, s, meta) for label, m, s in zip(labels, mean, std, strict=True)]
+    if db_missing:
+        rows += _predict_db_missing(model, meta)
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("input", "prediction", "± std", "value" if meta["log_target"] else "", title=meta["id"])
+    for r in rows:
+        table.add_row(str(r["input"]), f"{r['mean']:.3f}", f"{r['std']:.3f}",
+                      f"{r['value']:.3g}" if meta["log_target"] else "")
+    console.print(table)
+
+
+def _check_balance(items) -> None:
+    from tansaku.features.composition import to_composition
+    from tansaku.features.oxidation import guess_oxidation_states
+
+    for item in items:
+        composition = to_composition(item)
+        if guess_oxidation_states(composition.reduced_formula) is None:
+            raise TansakuError(f"{composition.reduced_formula}: cannot be charge-balanced with known oxidation "
+                               "states; refusing to predict a composition that cannot exist as an ionic solid")
+
+
+def _row(label, mean, std, meta) -> dict:
+    row = {"input": label, "property": meta["property"], "mean": float(mean), "std": float(std)}
+    if meta["log_target"]:
+        row.update(log10=True, value=float(10**mean), value_low=float(10 ** (mean - std)),
+                   value_high=float(10 ** (mean + std)))
+    return row
+
+
+def _predict_db_missing(model, meta) -> list[dict]:
+    db = database(create=False)
+    with db.session() as session:
+        have = select(Property.material_id).where(Property.name == meta["property"],
+                                                  ~Property.method.startswith("ml:"))
+        query = select(Material.id).where(Material.id.not_in(have))
+        if meta["feature_set"] == "structure":
+            query = query.where(Material.structure_json.is_not(None))
+        ids = list(session.scalars(query))
+    if not ids:
+        return []
+    from tansaku.features.sets import cached_features
+
+    mean, std = model.predict_dist(cached_features(db, ids, meta["feature_set"], progress_bar("descriptors")))
+    rows = []
+    with db.session() as session:
+        for mid, m, s in zip(ids, mean, std, strict=True):
+            material = session.get(Material, mid)
+            row = _row(mid, m, s, meta)
+            value = row.get("value", row["mean"])
+            set_property(session, material, meta["property"], value, f"ml:{meta['id']}",
+                         extra={"mean": row["mean"], "std": row["std"], "log10": meta["log_target"]})
+            rows.append(row)
+    return rows
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("predict")(predict)
+
+

@@ -1,0 +1,1 @@
+"""Descriptors as scikit-learn transformers: composition statistics and structure geometry, vectorized."""

@@ -1,0 +1,46 @@
+"""Fast charge-balanced oxidation-state guesses (common states first, all known states after), cached."""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+from pymatgen.core import Composition, Element
+
+ANION_CHARGES = {"O": -2, "N": -3, "F": -1, "Cl": -1, "Br": -1, "I": -1, "S": -2, "Se": -2, "Te": -2, "H": -1}
+
+
+def anion_elements(composition: Composition) -> set[str]:
+    """Anions for ionic descriptors: O, N and halogens; chalcogens (and H) only without oxygen."""
+    symbols = {el.symbol for el in composition.elements}
+    anions = symbols & {"O", "N", "F", "Cl", "Br", "I"}
+    if "O" not in symbols:
+        anions |= symbols & {"S", "Se", "Te"}
+    if not anions and len(symbols) > 1:
+        anions = {max(symbols, key=lambda s: Element(s).X or 0)}
+    return anions
+
+
+@lru_cache(maxsize=200_000)
+def guess_oxidation_states(formula: str) -> dict[str, int] | None:
+    """Integer oxidation states per element that balance the charge, or None when none does."""
+    composition = Composition(formula)
+    amounts = composition.get_el_amt_dict()
+    anions = anion_elements(composition)
+    fixed = {el: ANION_CHARGES.get(el, -2) for el in anions}
+    charge = sum(amounts[el] * q for el, q in fixed.items())
+    cations = [el for el in amounts if el not in anions]
+    if not cations:
+        return fixed if abs(charge) < 1e-6 else None
+    for pool in ("common_oxidation_states", "oxidation_states"):
+        options = [[s for s in getattr(Element(el), pool) if s > 0] or [0] for el in cations]
+        best = None
+        for combo in itertools.product(*options):
+            total = charge + sum(amounts[el] * s for el, s in zip(cations, combo, strict=True))
+            if abs(total) < 1e-6:
+                rank = sum(abs(s) for s in combo)  # prefer the lower states when several balance
+                if best is None or rank < best[0]:
+                    best = (rank, combo)
+        if best is not None:
+            return {**fixed, **dict(zip(cations, best[1], strict=True))}
+    return None

@@ -1,0 +1,1 @@
+"""Regressors with uncertainty, evaluation (repeated CV, holdout, grouped), importance and persistence."""

@@ -1,0 +1,149 @@
+"""Learners that give a mean and a standard deviation: forests (spread of trees), LightGBM bags, blends."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+from sklearn.impute import SimpleImputer
+
+from tansaku import TansakuError
+
+
+class ForestWithSpread(RegressorMixin, BaseEstimator):
+    """A random or extra-trees forest; the uncertainty is the spread of its trees' predictions."""
+
+    def __init__(self, kind: str = "rf", n_estimators: int = 500, max_features: float = 0.33,
+                 min_samples_leaf: int = 1, random_state: int = 0, n_jobs: int = -1):
+        self.kind = kind
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y):
+        cls = RandomForestRegressor if self.kind == "rf" else ExtraTreesRegressor
+        self.forest_ = cls(n_estimators=self.n_estimators, max_features=self.max_features,
+                           min_samples_leaf=self.min_samples_leaf, random_state=self.random_state,
+                           n_jobs=self.n_jobs).fit(X, y)
+        self.feature_importances_ = self.forest_.feature_importances_
+        return self
+
+    def predict(self, X):
+        return self.forest_.predict(X)
+
+    def predict_dist(self, X) -> tuple[np.ndarray, np.ndarray]:
+        per_tree = np.stack([tree.predict(X) for tree in self.forest_.estimators_])
+        return per_tree.mean(axis=0), per_tree.std(axis=0)
+
+
+class LGBMBag(RegressorMixin, BaseEstimator):
+    """Several LightGBM models on bootstrap-like subsamples with different seeds; spread = uncertainty."""
+
+    def __init__(self, n_models: int = 5, n_estimators: int = 1500, learning_rate: float = 0.02,
+                 num_leaves: int = 15, min_child_samples: int = 5, colsample_bytree: float = 0.3,
+                 subsample: float = 0.8, reg_lambda: float = 1.0, random_state: int = 0, n_jobs: int = 2):
+        self.n_models = n_models
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.colsample_bytree = colsample_bytree
+        self.subsample = subsample
+        self.reg_lambda = reg_lambda
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y):
+        import lightgbm
+
+        self.models_ = []
+        for i in range(self.n_models):
+            model = lightgbm.LGBMRegressor(
+                n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                min_child_samples=self.min_child_samples, colsample_bytree=self.colsample_bytree,
+                subsample=self.subsample, subsample_freq=1, reg_lambda=self.reg_lambda,
+                random_state=self.random_state * 100 + i, n_jobs=self.n_jobs, verbose=-1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.models_.append(model.fit(np.asarray(X), y))
+        gains = np.mean([m.booster_.feature_importance("gain") for m in self.models_], axis=0)
+        self.feature_importances_ = gains / gains.sum() if gains.sum() else gains
+        return self
+
+    def predict(self, X):
+        return self.predict_dist(X)[0]
+
+    def predict_dist(self, X):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            preds = np.stack([m.predict(np.asarray(X)) for m in self.models_])
+        return preds.mean(axis=0), preds.std(axis=0)
+
+
+class Blend(RegressorMixin, BaseEstimator):
+    """Average of several learners; variance = mean of their variances + variance of their means."""
+
+    def __init__(self, learners: list | None = None, weights: list[float] | None = None):
+        self.learners = learners
+        self.weights = weights
+
+    def fit(self, X, y):
+        self.fitted_ = [clone(learner).fit(X, y) for learner in self.learners]
+        w = np.asarray(self.weights or [1.0] * len(self.fitted_), dtype=float)
+        self.w_ = w / w.sum()
+        self.feature_importances_ = sum(wi * f.feature_importances_ for wi, f in zip(self.w_, self.fitted_,
+                                                                                        strict=True))
+        return self
+
+    def predict(self, X):
+        return self.predict_dist(X)[0]
+
+    def predict_dist(self, X):
+        dists = [f.predict_dist(X) for f in self.fitted_]
+        means = np.stack([m for m, _ in dists])
+        variances = np.stack([s**2 for _, s in dists])
+        mean = self.w_ @ means
+        var = self.w_ @ variances + self.w_ @ (means - mean) ** 2
+        return mean, np.sqrt(var)
+
+
+class Imputed(RegressorMixin, BaseEstimator):
+    """Median imputation (fitted on the training data only) in front of a learner with predict_dist."""
+
+    def __init__(self, learner=None):
+        self.learner = learner
+
+    def fit(self, X, y):
+        self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
+        self.learner_ = clone(self.learner).fit(self.imputer_.transform(X), y)
+        self.feature_importances_ = self.learner_.feature_importances_
+        return self
+
+    def predict(self, X):
+        return self.learner_.predict(self.imputer_.transform(X))
+
+    def predict_dist(self, X):
+        return self.learner_.predict_dist(self.imputer_.transform(X))
+
+
+MODELS = ("rf", "et", "lgbm", "blend")
+
+
+def make_model(name: str, random_state: int = 0) -> Imputed:
+    """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; blend: et + lgbm averaged."""
+    if name == "rf":
+        learner = ForestWithSpread("rf", 500, 0.33, random_state=random_state)
+    elif name == "et":
+        learner = ForestWithSpread("et", 500, 0.5, random_state=random_state)
+    elif name == "lgbm":
+        learner = LGBMBag(random_state=random_state)
+    elif name == "blend":
+        learner = Blend([ForestWithSpread("et", 500, 0.5, random_state=random_state),
+                         LGBMBag(random_state=random_state)])
+    else:
+        raise TansakuError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
+    return Imputed(learner)

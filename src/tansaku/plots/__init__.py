@@ -1,0 +1,1 @@
+"""Matplotlib figures: parity, importance, learning and discovery curves."""

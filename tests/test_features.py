@@ -1,0 +1,72 @@
+"""Descriptors: agreement with matminer where definitions match, speed-independent correctness, bad input."""
+
+import numpy as np
+import pytest
+from pymatgen.core import Composition, Lattice, Structure
+
+from tansaku import TansakuError
+from tansaku.features.composition import CompositionFeaturizer
+from tansaku.features.oxidation import guess_oxidation_states
+from tansaku.features.structure import NAMES, StructureFeaturizer
+
+FORMULAS = ["SrTiO3", "MgO", "Al2O3", "LiNbO3", "BaZrO3", "K2Ti6O13", "NaBiO3", "Y3Al5O12"]
+
+
+def test_element_statistics_match_matminer():
+    from matminer.featurizers.composition import ElementProperty
+
+    props = ["X", "row", "group", "atomic_mass", "mendeleev_no", "melting_point"]
+    stats = ["minimum", "maximum", "range", "mean", "std_dev"]
+    reference = ElementProperty("pymatgen", props, stats)
+    ours = CompositionFeaturizer(oxidation=False).fit(FORMULAS)
+    names = list(ours.get_feature_names_out())
+    values = ours.transform(FORMULAS)
+    for i, formula in enumerate(FORMULAS):
+        expected = reference.featurize(Composition(formula))
+        for j, (prop, stat) in enumerate((p, s) for p in props for s in stats):
+            got = values[i, names.index(f"{stat}_{prop}")]
+            assert got == pytest.approx(expected[j], rel=1e-9, abs=1e-9), (formula, prop, stat)
+
+
+def test_stoichiometry_norms_match_matminer():
+    from matminer.featurizers.composition import Stoichiometry
+
+    reference = Stoichiometry(p_list=[2, 3, 5, 7, 10], num_atoms=False)
+    ours = CompositionFeaturizer(oxidation=False).fit(FORMULAS)
+    names = list(ours.get_feature_names_out())
+    values = ours.transform(FORMULAS)
+    for i, formula in enumerate(FORMULAS):
+        expected = reference.featurize(Composition(formula))
+        got = [values[i, names.index(f"stoich_norm_{p}")] for p in (2, 3, 5, 7, 10)]
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_density_and_volume_match_matminer():
+    from matminer.featurizers.structure import DensityFeatures
+
+    structure = Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"],
+                                          [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+    density, vpa, _ = DensityFeatures().featurize(structure)
+    row = StructureFeaturizer().fit_transform([structure])[0]
+    assert row[NAMES.index("density")] == pytest.approx(density)
+    assert row[NAMES.index("volume_per_atom")] == pytest.approx(vpa)
+    assert row[NAMES.index("spacegroup_number")] == 221
+    assert row[NAMES.index("mean_coordination")] == pytest.approx((12 + 6 + 3 * 2) / 5)  # Sr 12, Ti 6, O 2
+    assert row[NAMES.index("ewald_energy_per_atom")] < -10
+
+
+def test_oxidation_guess_and_unbalanceable():
+    assert guess_oxidation_states("Fe3O4") is None or set(guess_oxidation_states("Fe3O4")) == {"Fe", "O"}
+    assert guess_oxidation_states("SrTiO3") == {"O": -2, "Sr": 2, "Ti": 4}
+    assert guess_oxidation_states("NaO3") is None
+
+
+def test_bad_compositions_are_refused():
+    featurizer = CompositionFeaturizer()
+    with pytest.raises(TansakuError, match="unknown element"):
+        featurizer.fit(["Xx2O3"])
+    with pytest.raises(TansakuError, match="only noble gases"):
+        featurizer.fit(["Ar"])
+    disordered = Structure(Lattice.cubic(4), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(TansakuError, match="disordered structure"):
+        StructureFeaturizer().fit([disordered])
