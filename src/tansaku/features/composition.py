@@ -19,6 +19,7 @@ VERSION = "composition-1"
 STATS = ("mean", "avg_dev", "std_dev", "minimum", "maximum", "range", "mode")
 MASS_WEIGHTED = ("X", "row", "atomic_radius", "average_ionic_radius", "dipole_polarizability", "mendeleev_no")
 NORMS = (2, 3, 5, 7, 10)
+NOBLE_GASES = frozenset({"He", "Ne", "Ar", "Kr", "Xe", "Rn"})
 
 
 def to_composition(item, where: str = "") -> Composition:
@@ -33,13 +34,13 @@ def to_composition(item, where: str = "") -> Composition:
         except Exception as exc:  # noqa: BLE001
             raise TansakuError(f"{where or item!r}: not a valid composition ({exc})") from exc
     known = symbol_to_z()
-    for el in composition.elements:
-        symbol = getattr(el, "symbol", str(el))
+    symbols = composition.get_el_amt_dict()
+    for symbol in symbols:
         if symbol not in known:
             raise TansakuError(f"{where or composition.formula}: unknown element {symbol!r}")
-    if all(el.is_noble_gas for el in composition.elements):
+    if set(symbols) <= NOBLE_GASES:
         raise TansakuError(f"{where or composition.formula}: only noble gases, no compound to describe")
-    return composition.element_composition
+    return composition
 
 
 class SparseFractions:
@@ -151,7 +152,7 @@ class CompositionFeaturizer(TransformerMixin, BaseEstimator):
         columns.extend(frac.reduce(frac.w**p) ** (1.0 / p) for p in NORMS)
         columns.extend(self._ionic(compositions, frac, table))
         if self.oxidation:
-            columns.extend(self._oxidation(compositions))
+            columns.extend(self._oxidation(compositions, frac))
         return np.column_stack(columns)
 
     @staticmethod
@@ -182,19 +183,26 @@ class CompositionFeaturizer(TransformerMixin, BaseEstimator):
         return [sc, frac.reduce(w * tm), x_c, x_a, x_a - x_c, ic_mean, ic_max, pol_c, pol_a, ratio]
 
     @staticmethod
-    def _oxidation(compositions) -> list[np.ndarray]:
-        rows = []
-        for comp in compositions:
-            states = guess_oxidation_states(comp.reduced_formula)
-            if states is None:
-                rows.append([0.0, np.nan, np.nan, np.nan, np.nan, np.nan])
-                continue
+    def _oxidation(compositions, frac: SparseFractions) -> list[np.ndarray]:
+        """Statistics of guessed oxidation states, on the same sparse arrays as the element statistics."""
+        states, balanced = [], np.ones(len(compositions))
+        for i, comp in enumerate(compositions):
+            guess = guess_oxidation_states(comp.reduced_formula)
             amounts = comp.get_el_amt_dict()
-            values = np.array([states[el] for el in amounts], dtype=float)
-            weights = np.array([amounts[el] for el in amounts], dtype=float)
-            weights /= weights.sum()
-            positive = values > 0
-            mean_cation = np.average(values[positive], weights=weights[positive]) if positive.any() else 0.0
-            std = np.sqrt(np.average((values - np.average(values, weights=weights)) ** 2, weights=weights))
-            rows.append([1.0, values.max(), values.min(), values.max() - values.min(), std, mean_cation])
-        return list(np.array(rows).T)
+            if guess is None:
+                balanced[i] = 0.0
+                states.extend([np.nan] * len(amounts))
+            else:
+                states.extend(guess[el] for el in amounts)
+        v = np.array(states, dtype=float)
+        w, rows = frac.w, frac.rows()
+        vmax, vmin = frac.reduce(np.nan_to_num(v), np.maximum), frac.reduce(np.nan_to_num(v), np.minimum)
+        mean = frac.reduce(w * np.nan_to_num(v))
+        std = np.sqrt(frac.reduce(w * (np.nan_to_num(v) - mean[rows]) ** 2))
+        positive = np.nan_to_num(v) > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_cation = frac.reduce(np.where(positive, w * v, 0.0)) / frac.reduce(np.where(positive, w, 0.0))
+        out = [balanced, vmax, vmin, vmax - vmin, std, np.nan_to_num(mean_cation)]
+        for column in out[1:]:
+            column[balanced == 0] = np.nan
+        return out

@@ -43,7 +43,7 @@ class ForestWithSpread(RegressorMixin, BaseEstimator):
 class LGBMBag(RegressorMixin, BaseEstimator):
     """Several LightGBM models on bootstrap-like subsamples with different seeds; spread = uncertainty."""
 
-    def __init__(self, n_models: int = 5, n_estimators: int = 1500, learning_rate: float = 0.02,
+    def __init__(self, n_models: int = 3, n_estimators: int = 800, learning_rate: float = 0.04,
                  num_leaves: int = 15, min_child_samples: int = 5, colsample_bytree: float = 0.3,
                  subsample: float = 0.8, reg_lambda: float = 1.0, random_state: int = 0, n_jobs: int = 2):
         self.n_models = n_models

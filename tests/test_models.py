@@ -1,0 +1,109 @@
+"""Training, evaluation, persistence and prediction on the real oxide database."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from tansaku import TansakuError
+from tansaku.cli.app import app
+from tansaku.cli.common import State
+from tansaku.models.dataset import load_dataset
+from tansaku.models.evaluation import evaluate, metrics
+from tansaku.models.learners import make_model
+from tansaku.models.persistence import load_model
+from tansaku.store.models import Property
+
+runner = CliRunner()
+
+
+def invoke(db, *args):
+    State.db = None
+    return runner.invoke(app, ["--db", db, *args], catch_exceptions=False)
+
+
+def test_metrics_and_coverage_by_hand():
+    y = np.array([0.0, 1.0, 2.0, 3.0])
+    m = metrics(y, y + np.array([0.5, -0.5, 1.5, 0.0]), np.ones(4))
+    assert m["mae"] == pytest.approx(0.625) and m["coverage_68"] == 0.75 and m["coverage_95"] == 1.0
+
+
+def test_dataset_uses_log10_and_the_paper_subset(oxide_db):
+    data = load_dataset(oxide_db, "eps_ionic", "composition", subset="paper")
+    assert len(data.y) == 1266 and data.log_target
+    assert data.X.shape == (1266, len(data.feature_names))
+    assert data.y.min() > -2 and data.y.max() < 4  # log10 of ε_ion
+
+
+def test_forest_learns_electronic_dielectric_constant(oxide_db):
+    data = load_dataset(oxide_db, "eps_electronic", "composition", subset="paper")
+    result = evaluate(make_model("et"), data.X, data.y, data.groups, cv=(3, 1))
+    assert result["cv"]["r2_mean"] > 0.75  # a broken descriptor or target transform falls far below
+    assert 0.5 < result["cv"]["coverage_68_mean"] <= 1.0
+    assert result["grouped"]["r2_mean"] > 0.6 and result["holdout"]["folds"] == 1
+    assert np.all(np.isfinite(result["_oof_mean"]))
+
+
+def test_train_and_predict_cli(oxide_db, tmp_path):
+    db = oxide_db.url
+    model = tmp_path / "eps_e.pkl"
+    result = invoke(db, "train", "--property", "eps_electronic", "--features", "composition", "--model", "rf",
+                    "--subset", "paper", "--cv", "2x1", "--out", str(model), "--json", str(tmp_path / "m.json"),
+                    "--plots", str(tmp_path / "plots"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["n"] == 1266 and {"r2_mean", "r2_std", "mae_mean", "rmse_mean"} <= set(report["cv"])
+    assert {"cv", "holdout", "grouped"} <= set(report) and report["model_id"].startswith("rf-eps_electronic")
+    assert (tmp_path / "plots" / "parity_eps_electronic.png").stat().st_size > 1000
+    out = invoke(db, "predict", "--model", str(model), "--formula", "SrTiO3", "--formula", "MgO", "--json")
+    rows = json.loads(out.output)
+    assert rows[0]["log10"] and 3 < rows[0]["value"] < 9  # SrTiO3 ε∞ ≈ 6 in PBEsol
+    assert rows[1]["value"] < rows[0]["value"]  # MgO is far less polarizable
+    assert rows[0]["value_low"] < rows[0]["value"] < rows[0]["value_high"]
+
+
+def test_predict_db_missing_stores_ml_predictions(oxide_db, tmp_path):
+    db = oxide_db.url
+    model = tmp_path / "m.pkl"
+    invoke(db, "train", "--property", "eps_electronic", "--model", "et", "--cv", "0", "--out", str(model))
+    new = Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.0), ["Ba", "Hf", "O"],
+                                    [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+    new.to(filename=str(tmp_path / "BaHfO3.cif"))
+    assert invoke(db, "import", "structures", str(tmp_path / "BaHfO3.cif")).exit_code == 0
+    rows = json.loads(invoke(db, "predict", "--model", str(model), "--db-missing", "--json").output)
+    assert len(rows) == 1 and rows[0]["value"] > 1
+    with oxide_db.session() as session:
+        stored = session.scalars(select(Property).where(Property.method.startswith("ml:et-eps_electronic"))).all()
+    assert len(stored) == 1 and stored[0].value == pytest.approx(rows[0]["value"])
+    assert stored[0].extra["std"] > 0
+
+
+def test_bad_prediction_inputs(oxide_db, tmp_path):
+    model_path = tmp_path / "m.pkl"
+    invoke(oxide_db.url, "train", "--property", "eps_electronic", "--model", "rf", "--cv", "0", "--out",
+           str(model_path))
+    model, meta = load_model(model_path)
+    from tansaku.cli.ml_cmd import _check_balance
+
+    with pytest.raises(TansakuError, match="unknown element 'Xx'"):
+        _check_balance(["Xx2O3"])
+    with pytest.raises(TansakuError, match="only noble gases"):
+        _check_balance(["Ne"])
+    with pytest.raises(TansakuError, match="NaO3: cannot be charge-balanced"):
+        _check_balance(["NaO3"])
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(TansakuError, match="not a tansaku model file"):
+        load_model(junk)
+    data = pickle.loads(model_path.read_bytes())
+    data["meta"]["descriptor_version"] = "composition-0"
+    old = tmp_path / "old.pkl"
+    old.write_bytes(pickle.dumps(data))
+    with pytest.raises(TansakuError, match="trained with descriptors composition-0"):
+        load_model(old)
+    with pytest.raises(TansakuError, match="no material has property 'nonexistent'"):
+        load_dataset(oxide_db, "nonexistent", "composition")
