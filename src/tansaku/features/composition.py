@@ -4,14 +4,13 @@ oxidation states; a scikit-learn transformer computed on sparse element-fraction
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
 from pymatgen.core import Composition, Structure
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from tansaku import TansakuError
+from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 
@@ -93,7 +92,7 @@ def weighted_stats(frac: SparseFractions, values: np.ndarray, weights: np.ndarra
     return out
 
 
-class CompositionFeaturizer(TransformerMixin, BaseEstimator):
+class CompositionFeaturizer(MedianFilledFeaturizer):
     """Descriptors of a composition (formula string, Composition or Structure).
 
     oxidation: add charge-balanced oxidation-state statistics (a guess per distinct formula, cached).
@@ -102,24 +101,6 @@ class CompositionFeaturizer(TransformerMixin, BaseEstimator):
 
     def __init__(self, oxidation: bool = True):
         self.oxidation = oxidation
-
-    def fit(self, X, y=None):
-        raw = self._raw(X)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            medians = np.nanmedian(raw, axis=0)
-        self.keep_ = ~np.isnan(medians)  # columns unknown for every training compound carry nothing
-        self.medians_ = np.where(np.isnan(medians), 0.0, medians)
-        self.n_features_in_ = 1
-        return self
-
-    def transform(self, X) -> np.ndarray:
-        raw = self._raw(X)
-        raw = np.where(np.isnan(raw), self.medians_, raw)
-        return raw[:, self.keep_]
-
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        return np.array(self._names())[self.keep_]
 
     def _names(self) -> list[str]:
         names = [f"{stat}_{prop}" for prop in PROPERTIES for stat in STATS]

@@ -10,9 +10,9 @@ import numpy as np
 import spglib
 from pymatgen.analysis.ewald import EwaldSummation
 from pymatgen.core import Structure
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from tansaku import TansakuError
+from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 
@@ -106,27 +106,14 @@ def _spacegroup_number(structure: Structure) -> int:
     return int(dataset.number) if dataset is not None else 0
 
 
-class StructureFeaturizer(TransformerMixin, BaseEstimator):
+class StructureFeaturizer(MedianFilledFeaturizer):
     """Geometric and bonding descriptors of pymatgen Structures (use beside CompositionFeaturizer)."""
 
     def __init__(self, ewald: bool = True):
         self.ewald = ewald
 
-    def fit(self, X, y=None):
-        raw = self._raw(X)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            medians = np.nanmedian(raw, axis=0)
-        self.medians_ = np.where(np.isnan(medians), 0.0, medians)
-        self.n_features_in_ = 1
-        return self
-
-    def transform(self, X) -> np.ndarray:
-        raw = self._raw(X)
-        return np.where(np.isnan(raw), self.medians_, raw)
-
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        return np.array(NAMES)
+    def _names(self) -> list[str]:
+        return list(NAMES)
 
     def _raw(self, X) -> np.ndarray:
         rows = []
