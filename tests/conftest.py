@@ -63,3 +63,18 @@ def http_server(tmp_path):
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture
+def oxide_db_copy(oxide_db, tmp_path):
+    """A private copy of the imported oxide database, for tests that add to it."""
+    import sqlite3
+
+    target = tmp_path / "copy.db"
+    source = sqlite3.connect(oxide_db.url.removeprefix("sqlite:///"))
+    with sqlite3.connect(target) as destination:
+        source.backup(destination)
+    source.close()
+    database = open_database(target)
+    yield database
+    database.dispose()

@@ -66,7 +66,8 @@ def test_train_and_predict_cli(oxide_db, tmp_path):
     assert rows[0]["value_low"] < rows[0]["value"] < rows[0]["value_high"]
 
 
-def test_predict_db_missing_stores_ml_predictions(oxide_db, tmp_path):
+def test_predict_db_missing_stores_ml_predictions(oxide_db_copy, tmp_path):
+    oxide_db = oxide_db_copy
     db = oxide_db.url
     model = tmp_path / "m.pkl"
     invoke(db, "train", "--property", "eps_electronic", "--model", "et", "--cv", "0", "--out", str(model))
