@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
 
     console.rule("3. predict ε∞ of compositions the database does not hold")
     known = set(data.groups)
-    candidates = ["CaHfO3", "SrSnO3", "KNbO3", "LiTaO3", "BaSnO3", "SrZrO3", "MgTiO3", "ZnSnO3", "CaTiO3", "BaHfO3"]
+    candidates = ["CaHfO3", "SrSnO3", "KNbO3", "LiTaO3", "BaSnO3", "ZnSnO3", "BaGeO3", "MgSnO3", "SrGeO3",
+                  "KSbO3", "Sr2SnO4", "Ba2HfO4", "LiSbO3", "CaGeO3", "Mg2GeO4"]
     formulas = [f for f in candidates if f not in known][:5]
     mean, std = model.predict_dist(raw_features(formulas, "composition"))
     report += ["3. Predictions (ε∞ with the ±1σ range):", "", "| formula | ε∞ | range |", "| --- | --- | --- |"]
