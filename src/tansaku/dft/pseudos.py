@@ -7,6 +7,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from pymatgen.core import Element
@@ -36,9 +37,8 @@ class PseudoFamily:
             )
 
     def checksums(self, elements) -> dict[str, str]:
-        """SHA-256 of each file used, for provenance."""
-        return {el: hashlib.sha256((self.directory / self.file_for(el)).read_bytes()).hexdigest()
-                for el in sorted(set(elements))}
+        """SHA-256 of each file used, for provenance (each file hashed once per process)."""
+        return {el: _sha256(self.directory / self.file_for(el)) for el in sorted(set(elements))}
 
     def cutoff_hint(self, elements) -> float | None:
         """Largest suggested wavefunction cutoff (Ry) in the UPF headers of these elements, if any says one."""
@@ -51,6 +51,11 @@ class PseudoFamily:
         if not match:
             raise TansakuError(f"{self.directory / self.file_for(element)}: no z_valence in the UPF header")
         return float(match.group(1))
+
+
+@lru_cache(maxsize=512)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _upf_cutoff(path: Path) -> float | None:

@@ -71,7 +71,7 @@ def _spacegroup(structure: Structure) -> tuple[int, str] | None:
         return None
 
 
-def find_same_structure(session: Session, structure: Structure, exclude_source: str | None = None) -> int | None:
+def find_same_structure(session: Session, structure: Structure) -> int | None:
     """Id of a stored material (the canonical one) whose structure matches, or None."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
 

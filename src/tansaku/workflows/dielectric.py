@@ -125,9 +125,9 @@ def _run_steps(ctx, material_id, structure, root, result, report) -> None:
     if result.band_gap < s.metal_gap_ev:
         _mark_metal(result, result.band_gap, "SCF")
         return
-    phonon = step("phonon", phonon_spec(ctx, root))
+    step("phonon", phonon_spec(ctx, root))
     report("analysis")
-    _analyse(ctx, material_id, root, scf, phonon, result)
+    _analyse(ctx, material_id, root, scf, result)
 
 
 def _mark_metal(result: DielectricResult, gap: float, where: str) -> None:
@@ -183,7 +183,7 @@ def phonon_spec(ctx: RunContext, root: Path) -> StepSpec:
     return StepSpec("phonon", "ph", lambda st, ov: ph_input(ctx.settings, "scf", scratch, DYN_FILE, ov), parse)
 
 
-def _analyse(ctx, material_id, root, scf: StepState, phonon: StepState, result: DielectricResult) -> None:
+def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult) -> None:
     """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database."""
     dyn = read_dyn_gamma(root / "phonon" / DYN_FILE)
     ionic = ionic_dielectric(dyn.force_constants, dyn.born_charges, dyn.masses_amu, dyn.volume_bohr3)
