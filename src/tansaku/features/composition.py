@@ -134,7 +134,9 @@ class CompositionFeaturizer(MedianFilledFeaturizer):
         columns.extend(self._ionic(compositions, frac, table))
         if self.oxidation:
             columns.extend(self._oxidation(compositions, frac))
-        return np.column_stack(columns)
+        raw = np.column_stack(columns)
+        raw[~np.isfinite(raw)] = np.nan  # e.g. a cation/anion radius ratio over a zero-radius hydride anion
+        return raw
 
     @staticmethod
     def _ionic(compositions, frac: SparseFractions, table: np.ndarray) -> list[np.ndarray]:
