@@ -35,8 +35,13 @@ class ForestWithSpread(RegressorMixin, BaseEstimator):
     def predict(self, X):
         return self.forest_.predict(X)
 
+    def predict_samples(self, X) -> np.ndarray:
+        """Every tree's prediction (trees x rows): the ensemble's empirical predictive distribution."""
+        X = np.asarray(X, dtype=np.float32)  # trees convert to float32 anyway; doing it once saves a copy per tree
+        return np.stack([tree.predict(X) for tree in self.forest_.estimators_])
+
     def predict_dist(self, X) -> tuple[np.ndarray, np.ndarray]:
-        per_tree = np.stack([tree.predict(X) for tree in self.forest_.estimators_])
+        per_tree = self.predict_samples(X)
         return per_tree.mean(axis=0), per_tree.std(axis=0)
 
 
@@ -129,20 +134,28 @@ class Imputed(RegressorMixin, BaseEstimator):
     def predict_dist(self, X):
         return self.learner_.predict_dist(self.imputer_.transform(X))
 
+    def predict_samples(self, X):
+        if not hasattr(self.learner_, "predict_samples"):
+            raise TansakuError(f"{type(self.learner_).__name__} has no ensemble members to sample")
+        return self.learner_.predict_samples(self.imputer_.transform(X))
+
 
 MODELS = ("rf", "et", "lgbm", "blend")
 
 
-def make_model(name: str, random_state: int = 0) -> Imputed:
-    """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; blend: et + lgbm averaged."""
+def make_model(name: str, random_state: int = 0, trees: int = 500) -> Imputed:
+    """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; blend: et + lgbm averaged.
+
+    `trees` sizes the forests; active-learning loops that refit every round use fewer than training does.
+    """
     if name == "rf":
-        learner = ForestWithSpread("rf", 500, 0.33, random_state=random_state)
+        learner = ForestWithSpread("rf", trees, 0.33, random_state=random_state)
     elif name == "et":
-        learner = ForestWithSpread("et", 500, 0.5, random_state=random_state)
+        learner = ForestWithSpread("et", trees, 0.5, random_state=random_state)
     elif name == "lgbm":
         learner = LGBMBag(random_state=random_state)
     elif name == "blend":
-        learner = Blend([ForestWithSpread("et", 500, 0.5, random_state=random_state),
+        learner = Blend([ForestWithSpread("et", trees, 0.5, random_state=random_state),
                          LGBMBag(random_state=random_state)])
     else:
         raise TansakuError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
