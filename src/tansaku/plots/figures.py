@@ -52,3 +52,29 @@ def curves(series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: P
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def active_learning_curves(result: dict, path: Path, label: str) -> None:
+    """Learning curves (test MAE) and, for goals with targets, discovery curves: median and 10-90 % band."""
+    has_targets = result["goal"]["kind"] != "error"
+    fig, axes = plt.subplots(1, 2 if has_targets else 1, figsize=(11 if has_targets else 5.5, 4.2), squeeze=False)
+    panels = [("mae", f"test MAE ({label})")] + ([("found", "targets found")] if has_targets else [])
+    for ax, (key, ylabel) in zip(axes[0], panels, strict=True):
+        for name, runs in result["strategies"].items():
+            length = min(len(r["evaluated"]) for r in runs)
+            x = np.array(runs[0]["evaluated"][:length])
+            values = np.array([r[key][:length] for r in runs], dtype=float)
+            line, = ax.plot(x, np.median(values, axis=0), label=name)
+            if len(runs) > 1:
+                ax.fill_between(x, np.percentile(values, 10, axis=0), np.percentile(values, 90, axis=0),
+                                color=line.get_color(), alpha=0.15)
+        if key == "found" and result.get("n_targets"):
+            ax.axhline(result["n_targets"] / 2, color="grey", lw=0.8, ls="--", label="half of the targets")
+        ax.set_xlabel("labelled materials (evaluations)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result['n_pool']} in pool, {result['seeds']} seeds", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

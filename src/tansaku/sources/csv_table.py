@@ -26,7 +26,7 @@ COMPOSITION_COLUMNS = ("formula", "composition", "reduced_formula", "pretty_form
 BATCH = 5000
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
@@ -52,7 +52,7 @@ def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[
     if not path.is_file():
         raise TansakuError(f"{path}: no such file")
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TansakuError(f"{path}: cannot read as CSV ({exc})") from exc

@@ -1,0 +1,1 @@
+"""Active learning: acquisition functions, batch selection, pool-based simulation, suggestions."""

@@ -1,0 +1,62 @@
+"""Labelled pools for simulation: a CSV of formulas and values, or a stored property, with descriptors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tansaku import TansakuError
+from tansaku.features.sets import featurizer_key, raw_features
+from tansaku.sources.csv_table import read_table
+from tansaku.sources.download import cache_dir, sha256_of
+from tansaku.store.database import Database
+
+
+@dataclass
+class LabelledPool:
+    names: list[str]  # formulas (CSV) or material ids (database)
+    formulas: list[str]
+    X: np.ndarray
+    y: np.ndarray
+    source: str
+
+    def containing(self, element: str) -> np.ndarray:
+        """True for materials whose formula contains the element (e.g. 'O' for oxides)."""
+        from pymatgen.core import Composition
+
+        return np.array([element in Composition(f).get_el_amt_dict() for f in self.formulas])
+
+
+def pool_from_csv(path: Path, column: str | None = None, progress: Callable | None = None,
+                  chunk: int = 5000) -> LabelledPool:
+    """Composition descriptors of every valid row; computed once per file content and cached on disk."""
+    rows, report = read_table(path, column)
+    if not rows:
+        raise TansakuError(f"{path}: no usable rows ({len(report.errors)} refused)")
+    formulas = [formula for _, formula, _ in rows]
+    y = np.array([value for _, _, value in rows])
+    key = f"{sha256_of(path)[:16]}-{column or 'auto'}-{featurizer_key('composition')}"
+    cache = cache_dir() / "pools" / f"{key}.npy"
+    if cache.is_file():
+        X = np.load(cache)
+    else:
+        parts = [formulas[i : i + chunk] for i in range(0, len(formulas), chunk)]
+        X = np.vstack([raw_features(part, "composition") for part in (progress(parts) if progress else parts)])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, X)
+        tmp.replace(cache)
+    return LabelledPool(formulas, formulas, X, y, str(path))
+
+
+def pool_from_database(db: Database, property_name: str, feature_set: str = "composition",
+                       subset: str | None = None, progress: Callable | None = None) -> LabelledPool:
+    """Materials holding the property (imported or computed, never ML), with cached descriptors."""
+    from tansaku.models.dataset import load_dataset
+
+    data = load_dataset(db, property_name, feature_set, subset, progress=progress)
+    return LabelledPool([str(i) for i in data.material_ids], list(data.groups), data.X, data.y,
+                        f"database property {property_name}")
