@@ -1,0 +1,175 @@
+"""`tansaku al simulate` and `tansaku al suggest`: choose the next calculations, and measure the choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from tansaku import TansakuError
+from tansaku.active.acquisition import STRATEGIES, Goal
+from tansaku.cli.common import console, database, progress_bar
+
+app = typer.Typer(help="Active learning: simulate strategies on labelled data, suggest what to compute next.",
+                  no_args_is_help=True)
+
+STRATEGY_HELP = "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
+
+
+def goal_from_options(window: tuple[float, float] | None, maximize: bool, minimize: bool) -> Goal:
+    chosen = [window is not None, maximize, minimize]
+    if sum(chosen) > 1:
+        raise TansakuError("give only one of --range, --maximize and --minimize")
+    if window is not None:
+        return Goal("range", float(window[0]), float(window[1]))
+    if maximize:
+        return Goal("maximize")
+    if minimize:
+        return Goal("minimize")
+    return Goal("error")
+
+
+@app.command()
+def simulate(
+    property_name: str = typer.Option(..., "--property", help="The property to learn (a stored property, or the "
+                                      "name given to the CSV's value column)."),
+    from_db: bool = typer.Option(False, "--db", help="Take labels from the database (the default without --csv)."),
+    csv: Path = typer.Option(None, "--csv", help="A CSV of formula,value rows (gzip allowed): composition "
+                             "descriptors, cached on disk after the first run."),
+    column: str = typer.Option(None, help="CSV value column (default: the first non-formula column)."),
+    features: str = typer.Option("composition", help="Database descriptors: composition or structure."),
+    subset: str = typer.Option(None, help="Database subset to simulate on, e.g. 'paper'."),
+    strategy: list[str] = typer.Option(["random", "uncertainty"], help=f"Repeatable; compared on the same seeds "
+                                       f"and splits. {STRATEGY_HELP}."),
+    window: tuple[float, float] = typer.Option(None, "--range", help="Goal: values inside LO HI (e.g. --range 2 3)."),
+    maximize: bool = typer.Option(False, help="Goal: the largest values (targets: the top --top-fraction)."),
+    minimize: bool = typer.Option(False, help="Goal: the smallest values."),
+    init: int = typer.Option(50, help="Randomly chosen labelled materials to start from."),
+    batch: int = typer.Option(5, help="Materials added per round."),
+    budget: int = typer.Option(300, help="Labelled materials at the end (the initial ones included)."),
+    seeds: int = typer.Option(5, help="Repetitions with different splits and starts."),
+    test_fraction: float = typer.Option(0.2, help="Held out for the learning curve; 0 measures the error on the "
+                                        "not-yet-labelled pool instead."),
+    model: str = typer.Option("et", help="Surrogate: rf, et, lgbm or blend."),
+    trees: int = typer.Option(100, help="Trees per forest (refitted every round, so fewer than for training)."),
+    calibrate: bool = typer.Option(False, help="Rescale the uncertainty by 3-fold CV on the labelled set."),
+    diversity: float = typer.Option(1.0, help="Batch spread: penalty length in units of the pool's typical "
+                                    "nearest-neighbour distance; 0 takes the plain top-k."),
+    strata: int = typer.Option(1000, help="Regions of descriptor space for the 'stratified' strategy."),
+    top_fraction: float = typer.Option(0.05, help="--maximize/--minimize: the top fraction that counts as found."),
+    init_containing: str = typer.Option(None, help="Start only from materials containing this element "
+                                        "(e.g. O: a database biased to oxides)."),
+    test_without: str = typer.Option(None, help="Test only on materials without this element (the 'unknown')."),
+    json_out: Path = typer.Option(None, "--json", help="Write curves: n_pool, n_targets, strategies -> seeds -> "
+                                  "evaluated, found, mae, r2, coverage_68 per round."),
+    plot: Path = typer.Option(None, help="PNG of learning and discovery curves (median and spread over seeds)."),
+) -> None:
+    """Replay active learning on data whose labels are known, to see which strategy needs fewer calculations.
+
+    Every strategy starts from the same random labelled set and is tested on the same held-out set per seed.
+    Each round the surrogate is refitted, the strategy picks --batch materials, their labels are revealed.
+
+    Examples:
+      tansaku al simulate --property band_gap --db --subset paper --features structure --range 2 3
+        --strategy random --strategy ei --strategy range --init 20 --budget 400 --seeds 10 --test-fraction 0
+      tansaku al simulate --property e_form --csv mp_e_form.csv.gz --strategy random --strategy stratified
+        --model rf --init 1000 --batch 200 --budget 4000 --seeds 3 --test-fraction 0.05
+    """
+    from tansaku.active.pools import pool_from_csv, pool_from_database
+    from tansaku.active.simulate import Setup
+    from tansaku.active.simulate import simulate as run
+
+    goal = goal_from_options(window, maximize, minimize)
+    if csv is not None and from_db:
+        raise TansakuError("give --db or --csv, not both")
+    if csv is not None:
+        pool = pool_from_csv(csv, column, progress_bar("descriptors"))
+    else:
+        pool = pool_from_database(database(create=False), property_name, features, subset,
+                                  progress_bar("descriptors"))
+    setup = Setup(pool.X, pool.y, goal, init, batch, budget, seeds, test_fraction, model, trees, calibrate,
+                  diversity, top_fraction, strata=strata, names=pool.names,
+                  init_mask=pool.containing(init_containing) if init_containing else None,
+                  test_mask=~pool.containing(test_without) if test_without else None)
+    result = run(setup, list(dict.fromkeys(strategy)), progress_bar("simulations"))
+    result.update(property=property_name, source=pool.source)
+    summary_table(result)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1))
+        console.print(f"curves in {json_out}")
+    if plot:
+        from tansaku.plots.figures import active_learning_curves
+
+        active_learning_curves(result, plot, property_name)
+        console.print(f"plot in {plot}")
+
+
+def summary_table(result: dict) -> None:
+    from tansaku.active.simulate import evaluations_to_reach
+
+    has_targets = result["goal"]["kind"] != "error"
+    table = Table("strategy", "final MAE", "final R²", "68 % cover", *(("found", "evals for half") if has_targets
+                                                                      else ()),
+                  title=f"{result['n_pool']} in pool, {result.get('n_test', 0)} in test"
+                  + (f", {result['n_targets']} targets" if has_targets else ""))
+    for name, runs in result["strategies"].items():
+        mae = np.array([r["mae"][-1] for r in runs])
+        r2 = np.array([r["r2"][-1] for r in runs])
+        cover = np.array([r["coverage_68"][-1] for r in runs])
+        row = [name, f"{mae.mean():.3f} ± {mae.std():.3f}", f"{r2.mean():.3f}", f"{cover.mean():.2f}"]
+        if has_targets:
+            found = np.array([r["found"][-1] for r in runs])
+            half = [evaluations_to_reach(r["evaluated"], r["found"], result["n_targets"] / 2, True) for r in runs]
+            reached = [h for h in half if h is not None]
+            row += [f"{np.median(found):.0f}",
+                    f"{np.median(reached):.0f} ({len(reached)}/{len(runs)} seeds)" if reached else "not reached"]
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def suggest(
+    model_path: Path = typer.Option(..., "--model", help="A model saved by 'tansaku train'."),
+    property_name: str = typer.Option(None, "--property", help="Checked against the model's property."),
+    window: tuple[float, float] = typer.Option(None, "--range", help="Wanted window LO HI, in the property's "
+                                               "units (not log10)."),
+    maximize: bool = typer.Option(False, help="Wanted: the largest values."),
+    minimize: bool = typer.Option(False, help="Wanted: the smallest values."),
+    uncertain: bool = typer.Option(False, "--uncertainty", help="No target: improve the model (most uncertain, "
+                                   "spread over descriptor space)."),
+    strategy: str = typer.Option(None, help="Override the acquisition (default: range for --range, ei for "
+                                 "--maximize/--minimize, uncertainty for --uncertainty)."),
+    candidates: list[str] = typer.Option(["db-missing"], help="'db-missing' (stored materials without the "
+                                         "property), a CSV of formulas, or structure files (CIF, POSCAR, JSON)."),
+    n: int = typer.Option(10, "--n", help="How many to suggest."),
+    diversity: float = typer.Option(1.0, help="Spread of the suggested batch (0: plain top-n)."),
+    queue: str = typer.Option(None, help="Add the suggested materials to this subset, to compute them with "
+                              "'tansaku run dielectric --query subset=NAME'."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rank candidates by an acquisition function of the model's prediction and uncertainty.
+
+    Example: tansaku al suggest --model gap.pkl --range 2 3 --candidates db-missing --n 5 --queue next
+    """
+    from tansaku.active.suggest import suggest as rank
+
+    if sum([window is not None, maximize, minimize, uncertain]) != 1:
+        raise TansakuError("give exactly one goal: --range LO HI, --maximize, --minimize or --uncertainty")
+    goal = goal_from_options(window, maximize, minimize)
+    rows = rank(database(create=queue is not None or "db-missing" not in candidates), model_path, goal,
+                candidates, n, strategy=strategy, diversity=diversity, queue=queue,
+                property_name=property_name, progress=progress_bar("descriptors"))
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("rank", "candidate", "formula", "mean", "± std", "score", title=f"{len(rows)} suggestions")
+    for i, r in enumerate(rows, 1):
+        table.add_row(str(i), str(r["candidate"]), r["formula"], f"{r['value']:.3g}", f"{r['std']:.3f}",
+                      f"{r['score']:.3g}")
+    console.print(table)
+    if queue:
+        console.print(f"queued in subset {queue!r}: tansaku run dielectric --query subset={queue}")
