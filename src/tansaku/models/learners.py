@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -30,19 +31,49 @@ class ForestWithSpread(RegressorMixin, BaseEstimator):
                            min_samples_leaf=self.min_samples_leaf, random_state=self.random_state,
                            n_jobs=self.n_jobs).fit(X, y)
         self.feature_importances_ = self.forest_.feature_importances_
+        self.shift_ = float(np.mean(y))  # moments are summed around it, against cancellation
         return self
 
     def predict(self, X):
         return self.forest_.predict(X)
 
+    def _tree_groups(self):
+        trees = self.forest_.estimators_
+        n = max(1, min(len(trees), effective_n_jobs(self.n_jobs)))
+        return [trees[i::n] for i in range(n)]
+
     def predict_samples(self, X) -> np.ndarray:
         """Every tree's prediction (trees x rows): the ensemble's empirical predictive distribution."""
         X = np.asarray(X, dtype=np.float32)  # trees convert to float32 anyway; doing it once saves a copy per tree
-        return np.stack([tree.predict(X) for tree in self.forest_.estimators_])
+        trees = self.forest_.estimators_
+        out = np.empty((len(trees), len(X)))
+
+        def fill(i: int) -> None:
+            out[i] = trees[i].predict(X)
+
+        # tree prediction releases the GIL, so threads use every core without copying X
+        Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(fill)(i) for i in range(len(trees)))
+        return out
 
     def predict_dist(self, X) -> tuple[np.ndarray, np.ndarray]:
-        per_tree = self.predict_samples(X)
-        return per_tree.mean(axis=0), per_tree.std(axis=0)
+        """Mean and spread of the trees, accumulated per thread: no trees x rows array for large pools."""
+        X = np.asarray(X, dtype=np.float32)
+        shift = getattr(self, "shift_", 0.0)  # models saved before shift_ existed
+
+        def moments(group) -> tuple[np.ndarray, np.ndarray]:
+            total, squares = np.zeros(len(X)), np.zeros(len(X))
+            for tree in group:
+                p = tree.predict(X) - shift
+                total += p
+                squares += p * p
+            return total, squares
+
+        parts = Parallel(n_jobs=len(self._tree_groups()), prefer="threads")(
+            delayed(moments)(g) for g in self._tree_groups())
+        n = len(self.forest_.estimators_)
+        mean = sum(t for t, _ in parts) / n
+        var = np.maximum(sum(q for _, q in parts) / n - mean * mean, 0.0)
+        return mean + shift, np.sqrt(var)
 
 
 class LGBMBag(RegressorMixin, BaseEstimator):
