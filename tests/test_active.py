@@ -21,7 +21,7 @@ from tansaku.active.acquisition import (
     score,
     upper_confidence_bound,
 )
-from tansaku.active.batch import ranking, select_batch, stratified_batch
+from tansaku.active.batch import density_batch, duplicate_groups, ranking, select_batch, stratified_batch
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate
 from tansaku.cli.app import app
 from tansaku.cli.common import State
@@ -116,6 +116,21 @@ def test_stratified_batch_follows_neyman_allocation():
     assert set(strata[chosen]) == {1}
 
 
+def test_density_batch_takes_one_per_group_and_favours_large_groups():
+    X = np.array([[1.0, np.nan], [1.0, np.nan], [1.0, 2.0], [3.0, 4.0], [1.0, np.nan], [3.0, 4.0]])
+    groups = duplicate_groups(X)
+    assert groups[0] == groups[1] == groups[4] and groups[3] == groups[5]
+    assert len(set(groups.tolist())) == 3
+    rng = np.random.default_rng(0)
+    groups = np.array([0] * 100 + list(range(1, 101)))  # one composition 100 times, 100 singletons
+    size = np.bincount(groups)
+    std = np.ones(200)
+    picks = [density_batch(std, groups, size, 1, rng)[0] for _ in range(200)]
+    assert np.mean(np.array(picks) < 100) > 0.4  # 100 x the weight of each singleton: ~50 % of draws
+    batch = density_batch(std, groups, size, 20, rng)
+    assert len(set(groups[batch].tolist())) == 20  # never two copies of one composition in a batch
+
+
 def _synthetic(n=400, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.uniform(0, 1, size=(n, 3))
@@ -158,7 +173,7 @@ def _test_indices(setup):
 def test_no_strategy_ever_trains_on_the_test_set():
     X, y = _synthetic(300, seed=3)
     setup = Setup(X, y, Goal("error"), init=20, batch=20, budget=200, seeds=1, test_fraction=0.3, trees=10)
-    result = simulate(setup, ["uncertainty", "weighted", "stratified", "random"])
+    result = simulate(setup, ["uncertainty", "weighted", "stratified", "density", "random"])
     test = _test_indices(setup)
     for name, runs in result["strategies"].items():
         assert not test.intersection(runs[0]["labelled"]), name

@@ -107,6 +107,7 @@ STRATEGIES = {
     "uncertainty": "largest predictive standard deviation",
     "weighted": "random draws with probability ∝ standard deviation (uncertainty without chasing outliers)",
     "stratified": "regions of descriptor space sampled in proportion to size x mean uncertainty (Neyman)",
+    "density": "random draws ∝ standard deviation x number of pool materials with the same descriptors",
     "greedy": "best predicted desirability",
     "ei": "expected improvement of the desirability",
     "pi": "probability of improving the desirability",
@@ -133,8 +134,8 @@ def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best:
     if strategy == "weighted":
         # Gumbel-top-k trick: argsort of log(w) + Gumbel noise draws without replacement with p ∝ w.
         return np.log(np.maximum(std, _TINY)) + rng.gumbel(size=len(std))
-    if strategy == "stratified":
-        return uncertainty(mean, std)  # ranking of single candidates; batches use batch.stratified_batch
+    if strategy in ("stratified", "density"):
+        return uncertainty(mean, std)  # single-candidate ranking; batches: batch.stratified_batch / density_batch
     if strategy in ("range", "range-ensemble"):
         if goal.kind != "range":
             raise TansakuError(f"strategy {strategy!r} needs a window goal (--range LO HI)")

@@ -105,3 +105,25 @@ def stratified_batch(std: np.ndarray, strata: np.ndarray, labelled_per_stratum: 
         have[h] += 1
         left[h] -= 1
     return np.array(chosen, dtype=int)
+
+
+def duplicate_groups(X: np.ndarray, decimals: int = 6) -> np.ndarray:
+    """Group id per row: rows with the same descriptors (e.g. polymorphs, by composition) share one."""
+    key = np.round(np.nan_to_num(np.asarray(X, float), nan=-1e300), decimals)
+    return np.unique(key, axis=0, return_inverse=True)[1].ravel()
+
+
+def density_batch(std: np.ndarray, groups: np.ndarray, group_size: np.ndarray, k: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """k candidates drawn with probability ∝ σ × (pool materials sharing their descriptors), one per group.
+
+    Labelling one member of a group of identical descriptors teaches the model about all of them, so its
+    value for the error over the pool scales with the group's size; an isolated outlier (size 1) with a
+    large σ matters for one material only. Drawing (Gumbel top-k) instead of ranking keeps the batch
+    representative rather than greedy.
+    """
+    weight = np.maximum(std, 1e-12) * group_size[groups]
+    order = np.argsort(-(np.log(weight) + rng.gumbel(size=len(weight))))
+    _, first = np.unique(groups[order], return_index=True)  # best-placed member of each group
+    keep = np.sort(first)[: min(k, len(order))]
+    return order[keep]

@@ -17,7 +17,15 @@ from sklearn.metrics import mean_absolute_error, r2_score
 
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal, score
-from tansaku.active.batch import descriptor_coordinates, pool_strata, select_batch, stratified_batch, typical_spacing
+from tansaku.active.batch import (
+    density_batch,
+    descriptor_coordinates,
+    duplicate_groups,
+    pool_strata,
+    select_batch,
+    stratified_batch,
+    typical_spacing,
+)
 from tansaku.models.calibration import Calibrated
 from tansaku.models.learners import make_model
 
@@ -111,7 +119,7 @@ def _fit(setup: Setup, seed: int, X, y):
 
 
 def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hit, coords=None,
-                 spacing: float = 1.0, strata: np.ndarray | None = None) -> dict:
+                 spacing: float = 1.0, regions: dict | None = None) -> dict:
     """One learning/discovery curve; raises if a material would be labelled twice or leak from the test set."""
     rng = np.random.default_rng(10_000 + seed)
     labelled = list(initial)
@@ -136,7 +144,7 @@ def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hi
         if len(labelled) >= setup.budget or not unlabelled.any():
             break
         candidates = np.flatnonzero(unlabelled)
-        chosen = candidates[choose(setup, strategy, model, candidates, labelled, rng, coords, spacing, strata)]
+        chosen = candidates[choose(setup, strategy, model, candidates, labelled, rng, coords, spacing, regions)]
         labelled.extend(int(i) for i in chosen)
         unlabelled[chosen] = False
     if setup.goal.kind == "error":
@@ -146,14 +154,19 @@ def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hi
 
 
 def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled: list[int],
-           rng: np.random.Generator, coords=None, spacing: float = 1.0, strata=None) -> np.ndarray:
-    """Positions (in `candidates`) of the next batch."""
+           rng: np.random.Generator, coords=None, spacing: float = 1.0, regions: dict | None = None) -> np.ndarray:
+    """Positions (in `candidates`) of the next batch; `regions` holds the pool's strata and duplicate groups."""
     k = min(setup.batch, setup.budget - len(labelled), len(candidates))
     if strategy == "random":
         return rng.choice(len(candidates), size=k, replace=False)
     Xc = setup.X[candidates]
+    if strategy == "density":
+        _, std = model.predict_dist(Xc)
+        groups, size = regions["groups"]
+        return density_batch(std, groups[candidates], size, k, rng)
     if strategy == "stratified":
         _, std = model.predict_dist(Xc)
+        strata = regions["strata"]
         n_strata = int(strata.max()) + 1
         return stratified_batch(std, strata[candidates], np.bincount(strata[labelled], minlength=n_strata), k, rng)
     samples = None
@@ -186,21 +199,25 @@ def simulate(setup: Setup, strategies: list[str], progress: Callable | None = No
                     "calibrate": setup.calibrate, "diversity": setup.diversity, "seeds": setup.seeds,
                     "strategies": {s: [] for s in strategies}}
     jobs = [(seed, s) for seed in range(setup.seeds) for s in strategies]
+    groups = None
     splits: dict[int, tuple] = {}
     for seed, strategy in progress(jobs) if progress else jobs:
         if seed not in splits:
             pool, test, initial = split(setup, seed)
-            splits[seed] = (pool, test, initial, targets(setup, pool), None)
+            regions: dict = {}
             if "stratified" in strategies:
-                strata = np.full(len(setup.y), -1)
-                strata[pool] = pool_strata(setup.X[pool], setup.strata, seed)
-                splits[seed] = splits[seed][:4] + (strata,)
+                regions["strata"] = np.full(len(setup.y), -1)
+                regions["strata"][pool] = pool_strata(setup.X[pool], setup.strata, seed)
+            if "density" in strategies:
+                groups = duplicate_groups(setup.X) if groups is None else groups
+                regions["groups"] = (groups, np.bincount(groups[pool], minlength=groups.max() + 1))
+            splits[seed] = (pool, test, initial, targets(setup, pool), regions)
             result.setdefault("n_pool", int(len(pool)))
             result.setdefault("n_test", int(len(test)))
             if setup.goal.kind != "error":
                 result.setdefault("n_targets", int(splits[seed][3].sum()))
-        pool, test, initial, hit, strata = splits[seed]
-        curve = run_strategy(setup, strategy, seed, pool, test, initial, hit, coords, spacing, strata)
+        pool, test, initial, hit, regions = splits[seed]
+        curve = run_strategy(setup, strategy, seed, pool, test, initial, hit, coords, spacing, regions)
         result["strategies"][strategy].append({"seed": seed, **curve})
     return result
 
