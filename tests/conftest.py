@@ -5,6 +5,9 @@ from __future__ import annotations
 import http.server
 import os
 import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -28,9 +31,46 @@ def need_shared(path: Path) -> Path:
     return path
 
 
+POSTGRES_ENV = "TANSAKU_TEST_POSTGRES_URL"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@contextmanager
+def fresh_postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the test server (dropped afterwards)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = os.environ.get(POSTGRES_ENV)
+    if not admin:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_ENV} is not set: .ci/run starts a PostgreSQL server and sets it")
+        pytest.skip(f"{POSTGRES_ENV} not set (PostgreSQL tests run in CI)")
+    url = make_url(admin)
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"tansaku_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request, tmp_path) -> Iterator[str]:
+    """An empty database location on each backend: a SQLite file path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "test.db")
+    else:
+        with fresh_postgres_url() as url:
+            yield url
+
+
 @pytest.fixture
-def db(tmp_path):
-    database = open_database(tmp_path / "test.db")
+def db(backend_url):
+    database = open_database(backend_url)
     yield database
     database.dispose()
 

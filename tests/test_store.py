@@ -18,11 +18,15 @@ def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
     assert resolve_url(tmp_path / "a.db") == f"sqlite:///{tmp_path / 'a.db'}"
 
 
-def test_new_database_has_schema_and_version(tmp_path):
-    db = open_database(tmp_path / "new.db")
+def test_new_database_has_schema_and_version(backend_url):
+    db = open_database(backend_url)
     with db.session() as session:
         assert session.get(Meta, "schema_version").value == "1"
         assert session.scalars(select(Material)).all() == []
+    db.dispose()
+    again = open_database(backend_url, create=False)  # reopening checks the version and keeps the data
+    assert again.engine.dialect.name == ("sqlite" if "://" not in backend_url else "postgresql")
+    again.dispose()
 
 
 def test_file_that_is_not_a_database_is_refused(tmp_path):
@@ -40,16 +44,28 @@ def test_foreign_sqlite_database_is_refused(tmp_path):
         open_database(other)
 
 
-def test_incompatible_schema_version_is_refused(tmp_path):
-    path = tmp_path / "old.db"
-    db = open_database(path)
+def test_foreign_database_is_refused_on_either_backend(backend_url):
+    from sqlalchemy import create_engine, text
+
+    from tansaku.store import resolve_url
+
+    engine = create_engine(resolve_url(backend_url))
+    with engine.begin() as conn:
+        conn.execute(text("create table customers (id integer)"))
+    engine.dispose()
+    with pytest.raises(TansakuError, match="not a tansaku database.*customers"):
+        open_database(backend_url)
+
+
+def test_incompatible_schema_version_is_refused(backend_url):
+    db = open_database(backend_url)
     with db.session() as session:
         session.execute(update(Meta).where(Meta.key == "schema_version").values(value="99"))
     db.dispose()
     with pytest.raises(TansakuError, match="schema version 99"):
-        open_database(path)
+        open_database(backend_url)
 
 
-def test_missing_database_not_created_when_reading(tmp_path):
+def test_missing_database_not_created_when_reading(backend_url):
     with pytest.raises(TansakuError, match="no tansaku database yet"):
-        open_database(tmp_path / "absent.db", create=False)
+        open_database(backend_url, create=False)

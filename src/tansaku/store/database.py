@@ -28,12 +28,25 @@ def resolve_url(db: str | os.PathLike | None = None) -> str:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers work beside one writer; busy_timeout makes concurrent writers wait, not fail.
+    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_begin, not by the driver
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 60000")
     cursor.execute("PRAGMA foreign_keys = ON")
     with suppress(Exception):  # a read-only file keeps its journal mode
         cursor.execute("PRAGMA journal_mode = WAL")
     cursor.close()
+
+
+def _sqlite_begin(connection) -> None:
+    # BEGIN IMMEDIATE takes the write lock at the start: a transaction that read first and then writes
+    # would otherwise fail with "database is locked" (SQLITE_BUSY_SNAPSHOT, which no timeout waits out)
+    # whenever another process committed in between. Readers in WAL mode are not blocked by it.
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except OperationalError as exc:  # a read-only file or directory can still be read
+        if "readonly" not in str(exc).replace("-", "").lower():
+            raise
+        connection.exec_driver_sql("BEGIN")
 
 
 class Database:
@@ -62,6 +75,7 @@ def open_database(db: str | os.PathLike | None = None, create: bool = True) -> D
     engine = create_engine(url, **kwargs)
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
         tables = set(inspect(engine).get_table_names())
     except (DatabaseError, OperationalError) as exc:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tansaku.store.models import Material, Property, Subset
+from tansaku.store.rows import get_or_create
 
 
 @dataclass
@@ -142,14 +143,7 @@ def set_property(
     calculation_id: int | None = None,
 ) -> Property:
     """Insert or update the property (material, name, method): one value per method."""
-    prop = session.scalar(
-        select(Property).where(
-            Property.material_id == material.id, Property.name == name, Property.method == method
-        )
-    )
-    if prop is None:
-        prop = Property(material_id=material.id, name=name, method=method)
-        session.add(prop)
+    prop = get_or_create(session, Property, material_id=material.id, name=name, method=method)
     prop.value = None if value is None else float(value)
     prop.tensor = tensor
     prop.unit = unit

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 from pymatgen.core import Structure
-from sqlalchemy import select
 
 from tansaku import TansakuError, __version__
 from tansaku.dft.ionic import asr_born_charges, ionic_dielectric
@@ -19,6 +18,7 @@ from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
 from tansaku.store.database import Database
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.models import Calculation, Material, utcnow
+from tansaku.store.rows import get_or_create
 from tansaku.workflows.executor import Executor, QECommands
 from tansaku.workflows.state import StepState
 from tansaku.workflows.steps import StepFailed, StepSpec, run_step
@@ -230,14 +230,9 @@ def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult) -
 
 
 def _calculation(session, ctx: RunContext, material_id: int, step: str) -> Calculation:
-    calc = session.scalar(select(Calculation).where(
-        Calculation.material_id == material_id, Calculation.workflow == WORKFLOW, Calculation.step == step,
-        Calculation.preset == ctx.preset))
-    if calc is None:
-        calc = Calculation(material_id=material_id, workflow=WORKFLOW, step=step, preset=ctx.preset,
-                           engine="qe", status="created")
-        session.add(calc)
-    return calc
+    return get_or_create(session, Calculation, {"engine": "qe", "status": "created", "attempts": 0,
+                                                "created_at": utcnow()},
+                         material_id=material_id, workflow=WORKFLOW, step=step, preset=ctx.preset)
 
 
 def _record(ctx: RunContext, material_id: int, state: StepState, directory: Path, spec: StepSpec) -> None:
