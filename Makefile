@@ -33,7 +33,7 @@ demo: setup
 	$(BIN)/python -m tansaku.demo --shared $(SHARED) --out demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	bash .ci/services.sh $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tansaku import TansakuError, __version__
-from tansaku.cli import al_cmd, db_cmd, import_cmd, ml_cmd, pseudos_cmd, run_cmd
+from tansaku.cli import al_cmd, db_cmd, import_cmd, jobs_cmd, ml_cmd, pseudos_cmd, run_cmd
 from tansaku.cli.common import State, err_console
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(run_cmd.app, name="run")
 app.add_typer(pseudos_cmd.app, name="pseudos")
 app.add_typer(al_cmd.app, name="al")
 ml_cmd.register(app)
+jobs_cmd.register(app)
 
 
 def _version(value: bool) -> None:

@@ -16,6 +16,7 @@ from tansaku.dft.settings import PRESETS, preset
 from tansaku.workflows.batch import resolve_inputs, run_many
 from tansaku.workflows.dielectric import RunContext
 from tansaku.workflows.executor import LocalExecutor, QECommands
+from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile
 
 app = typer.Typer(help="Run first-principles workflows (Quantum ESPRESSO).")
 
@@ -57,6 +58,11 @@ def dielectric(
     launcher: str = typer.Option("mpirun --allow-run-as-root --oversubscribe -np {n}",
                                  help="MPI launcher used when --mpi-procs > 1; {n} is the process count."),
     run_dir: Path = typer.Option(Path("runs"), help="Where runs/<material>/<step>/ are written."),
+    executor_name: str = typer.Option("local", "--executor", help="local (child processes) or slurm (one "
+                                      "batch job per step; rerunning the command reattaches to its jobs)."),
+    slurm_profile: Path = typer.Option(None, help="TOML with partition, account, nodes, ntasks, cpus_per_task, "
+                                       "mem, walltime, qos, setup (lines such as 'module load qe'), launcher "
+                                       "(default 'srun -n {n}') and extra #SBATCH options."),
     json_out: Path = typer.Option(None, "--json", help="Write results keyed by each input as given."),
 ) -> None:
     """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum ESPRESSO.
@@ -75,7 +81,14 @@ def dielectric(
     targets, failures = resolve_inputs(db, files, ids, query)
     if not targets and not failures:
         raise TansakuError("nothing to run: give structure files, --ids or --query")
-    ctx = RunContext(db, settings, preset_name, pseudos, LocalExecutor(),
+    if executor_name == "slurm":
+        profile = SlurmProfile.load(slurm_profile)
+        executor, launcher = SlurmExecutor(profile), profile.launcher
+    elif executor_name == "local":
+        executor = LocalExecutor()
+    else:
+        raise TansakuError(f"unknown executor {executor_name!r} (local or slurm)")
+    ctx = RunContext(db, settings, preset_name, pseudos, executor,
                      QECommands(pw_command, ph_command, launcher, mpi_procs), run_dir.resolve())
     status = {key: "queued" for key in targets}
 

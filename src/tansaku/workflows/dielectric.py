@@ -250,7 +250,7 @@ def _record(ctx: RunContext, material_id: int, state: StepState, directory: Path
         structure = Structure.from_dict(state.structure) if state.structure else None
         calc.inputs = {
             "settings": ctx.settings.as_dict(), "preset": ctx.preset, "overrides": state.overrides,
-            "handlers": state.handlers, "pseudo_family": str(ctx.pseudos.directory),
+            "handlers": state.handlers, "pseudo_family": str(ctx.pseudos.directory), "executor": state.executor,
             "tansaku_version": __version__,
         }
         if structure is not None:

@@ -43,6 +43,7 @@ class JobStatus:
     state: JobState
     returncode: int | None = None
     message: str = ""
+    reason: str = ""  # a known cause the handlers act on, e.g. "walltime" (the scheduler's time limit)
 
 
 class Executor(Protocol):

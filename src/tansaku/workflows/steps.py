@@ -98,6 +98,8 @@ def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState
         while pid_alive(int(state.job_id)):
             time.sleep(poll_seconds)
     elif state.executor == executor.name:
+        if hasattr(executor, "remember"):  # where the job leaves its exit status
+            executor.remember(state.job_id, directory, spec.name)
         status = _wait(executor, state.job_id, poll_seconds)
     try:
         _finish(state, status, directory, spec, save)
@@ -115,6 +117,8 @@ def _finish(state, status, directory, spec, save) -> bool:
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     state.code_version = state.code_version or _code_version(log)
     errors = detect_errors(log)
+    if status is not None and status.reason and status.reason not in errors:
+        errors = [status.reason, *errors]  # e.g. killed by the scheduler at its time limit: no QE message
     if not errors and (status is None or status.state == JobState.DONE):
         try:
             state.outputs = spec.parse(directory, log)
