@@ -108,7 +108,7 @@ def main() -> None:
                f"{verdict}){spread}. {seconds / 60:.1f} min for all strategies and seeds.", "",
                f"![discovery curves]({plot.name})", ""]
         print("\n".join(md[-8:]), flush=True)
-    write_results("al_band_gap", data, "\n".join(md))
+        write_results("al_band_gap", data, "\n".join(md))  # after each window: a long run keeps what it has
 
 
 if __name__ == "__main__":

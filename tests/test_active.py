@@ -284,3 +284,22 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", 3, 6, "--maximize")
     with pytest.raises(TansakuError, match="lo must be > 0"):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", -1, 6)
+
+
+def test_calibration_brings_held_out_coverage_to_68_percent():
+    from tansaku.models.calibration import Calibrated
+    from tansaku.models.learners import make_model
+
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0, 1, size=(900, 4))
+    y = 3 * X[:, 0] + np.sin(5 * X[:, 1]) + 0.3 * rng.normal(size=900)  # noise the tree spread underestimates
+    train, test = slice(0, 600), slice(600, None)
+
+    def coverage(model):
+        mean, std = model.fit(X[train], y[train]).predict_dist(X[test])
+        return np.mean(np.abs(y[test] - mean) <= std)
+
+    raw = coverage(make_model("et", 0, trees=50))
+    calibrated = coverage(Calibrated(make_model("et", 0, trees=50), folds=3))
+    assert abs(calibrated - 0.68) < 0.07, calibrated
+    assert abs(calibrated - 0.68) < abs(raw - 0.68), (raw, calibrated)
