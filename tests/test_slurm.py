@@ -161,3 +161,15 @@ def test_executor_reports_states_and_exit_codes(tmp_path):
     fresh = SlurmExecutor()  # a restarted controller that knows only the job id and the step directory
     fresh.remember(bad, tmp_path, "bad")
     assert fresh.poll(bad).returncode == 3
+
+
+def test_slurm_states_map_to_job_states():
+    from tansaku.workflows.slurm import judge, sacct_fields
+
+    assert judge({"JobState": "PENDING"}).state == JobState.PENDING
+    assert judge({"JobState": "COMPLETED", "ExitCode": "0:0"}).state == JobState.DONE
+    timeout = judge({"JobState": "TIMEOUT", "ExitCode": "0:15"})
+    assert timeout.state == JobState.FAILED and timeout.reason == "walltime" and timeout.returncode == 143
+    assert judge({"JobState": "CANCELLED"}).state == JobState.CANCELLED
+    assert judge({"JobState": "OUT_OF_MEMORY", "ExitCode": "0:9"}).state == JobState.FAILED
+    assert sacct_fields("1") is None  # this cluster has no accounting database: fall back, do not fail

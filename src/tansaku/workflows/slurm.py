@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -117,16 +118,10 @@ class SlurmExecutor:
 
     def poll(self, job_id: str) -> JobStatus:
         info = job_fields(job_id)
+        if info is None:  # SLURM forgot the job (MinJobAge): the accounting database, if any, still knows it
+            info = sacct_fields(job_id)
         if info is not None:
-            state = info.get("JobState", "UNKNOWN")
-            mapped = STATES.get(state)
-            if mapped in (JobState.PENDING, JobState.RUNNING, JobState.CANCELLED):
-                return JobStatus(mapped, None, f"SLURM {state}")
-            code = _exit_code(info.get("ExitCode", ""))
-            if state == "COMPLETED":
-                return JobStatus(JobState.DONE, code or 0)
-            reason = "walltime" if state == "TIMEOUT" else ""
-            return JobStatus(JobState.FAILED, code, f"SLURM {state} {info.get('Reason', '')}".strip(), reason)
+            return judge(info)
         exit_file = self._exit_files.get(job_id)
         if exit_file is not None and exit_file.exists():
             code = int(exit_file.read_text().strip() or 1)
@@ -141,6 +136,31 @@ class SlurmExecutor:
     def remember(self, job_id: str, directory: Path, name: str) -> None:
         """Where a job from an earlier controller writes its exit status (used when reattaching)."""
         self._exit_files[job_id] = directory / (name + EXIT_SUFFIX)
+
+
+def judge(info: dict[str, str]) -> JobStatus:
+    """A JobStatus from SLURM's JobState and ExitCode ('code:signal'); TIMEOUT is the walltime."""
+    state = info.get("JobState", "UNKNOWN")
+    mapped = STATES.get(state)
+    if mapped in (JobState.PENDING, JobState.RUNNING, JobState.CANCELLED):
+        return JobStatus(mapped, None, f"SLURM {state}")
+    code = _exit_code(info.get("ExitCode", ""))
+    if state == "COMPLETED":
+        return JobStatus(JobState.DONE, code or 0)
+    reason = "walltime" if state == "TIMEOUT" else ""
+    return JobStatus(JobState.FAILED, code, f"SLURM {state} {info.get('Reason', '')}".strip(), reason)
+
+
+def sacct_fields(job_id: str) -> dict[str, str] | None:
+    """JobState and ExitCode from sacct when an accounting database answers; None otherwise."""
+    if shutil.which("sacct") is None:
+        return None
+    proc = _run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode"])
+    lines = proc.stdout.strip().splitlines() if proc.returncode == 0 else []
+    if not lines or "|" not in lines[0]:
+        return None
+    state, code = lines[0].split("|", 1)
+    return {"JobState": state.split()[0] if state else "UNKNOWN", "ExitCode": code}
 
 
 def _exit_code(text: str) -> int | None:
