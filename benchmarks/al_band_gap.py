@@ -38,7 +38,7 @@ def half_evaluations(result: dict, strategy: str) -> list[float | None]:
             for r in result["strategies"][strategy]]
 
 
-def summarize(result: dict, budget: int) -> dict:
+def summarize(result: dict) -> dict:
     """Median (and 10-90 %) evaluations for half the targets; a seed that never got there counts as > budget."""
     out = {}
     for name in result["strategies"]:
@@ -81,7 +81,7 @@ def main() -> None:
         start = time.perf_counter()
         result = simulate(setup, STRATEGIES)
         seconds = time.perf_counter() - start
-        summary = summarize(result, args.budget)
+        summary = summarize(result)
         best_baseline = min(("ei", "pi"), key=lambda s: summary[s]["median_half"])
         ours = min(("range", "range-ensemble"), key=lambda s: summary[s]["median_half"])
         ratio = summary[ours]["median_half"] / summary[best_baseline]["median_half"]
@@ -108,7 +108,7 @@ def main() -> None:
                f"{verdict}){spread}. {seconds / 60:.1f} min for all strategies and seeds.", "",
                f"![discovery curves]({plot.name})", ""]
         print("\n".join(md[-8:]), flush=True)
-        write_results("al_band_gap", data, "\n".join(md))  # after each window: a long run keeps what it has
+        write_results("al_band_gap", data, "\n".join(md), compact=True)  # after each window: a long run keeps what it has
 
 
 if __name__ == "__main__":

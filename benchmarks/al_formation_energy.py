@@ -103,7 +103,7 @@ def main() -> None:
                f"(target ≤ 0.70: {verdict}). {seconds / 60:.0f} min.", "",
                f"![learning curves]({plot.name})", ""]
         print("\n".join(md[-14:]), flush=True)
-    write_results("al_formation_energy", data, "\n".join(md))
+    write_results("al_formation_energy", data, "\n".join(md), compact=True)
 
 
 if __name__ == "__main__":

@@ -93,15 +93,6 @@ def in_range_fraction(samples: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.mean((samples >= lo) & (samples <= hi), axis=0)
 
 
-def empirical_ei(samples: np.ndarray, best: float) -> np.ndarray:
-    """EI of (transformed) member predictions: mean over members of max(f - best, 0)."""
-    return np.mean(np.maximum(np.asarray(samples, float) - best, 0.0), axis=0)
-
-
-def empirical_pi(samples: np.ndarray, best: float) -> np.ndarray:
-    return np.mean(np.asarray(samples, float) > best, axis=0)
-
-
 STRATEGIES = {
     "random": "random order (the baseline)",
     "uncertainty": "largest predictive standard deviation",

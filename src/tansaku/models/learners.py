@@ -68,8 +68,8 @@ class ForestWithSpread(RegressorMixin, BaseEstimator):
                 squares += p * p
             return total, squares
 
-        parts = Parallel(n_jobs=len(self._tree_groups()), prefer="threads")(
-            delayed(moments)(g) for g in self._tree_groups())
+        groups = self._tree_groups()
+        parts = Parallel(n_jobs=len(groups), prefer="threads")(delayed(moments)(g) for g in groups)
         n = len(self.forest_.estimators_)
         mean = sum(t for t, _ in parts) / n
         var = np.maximum(sum(q for _, q in parts) / n - mean * mean, 0.0)

@@ -169,8 +169,3 @@ def _exit_code(text: str) -> int | None:
         return None
     code, signal = int(match.group(1)), int(match.group(2))
     return code if code else (128 + signal if signal else 0)
-
-
-def elapsed(job_id: str) -> str | None:
-    info = job_fields(job_id)
-    return info.get("RunTime") if info else None
