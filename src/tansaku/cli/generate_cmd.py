@@ -1,0 +1,72 @@
+"""`tansaku generate substitute`: hypothetical structures by element substitution on prototypes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tansaku.cli.common import console, database, err_console
+from tansaku.sources.generate import Limits, load_prototypes, parse_site_elements, store_candidates, substitute
+
+app = typer.Typer(help="Make hypothetical candidate materials that no database holds yet.")
+
+
+@app.command("substitute")
+def substitute_cmd(
+    prototypes: list[str] = typer.Option(..., "--prototype", help="Prototype: material id, source id (e.g. "
+                                         "mp-5229) or structure file (CIF, POSCAR, JSON). Repeatable."),
+    site_elements: str = typer.Option(..., help="What goes on each site: 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'. A, B, C... "
+                                      "are the prototype's cations from largest to smallest ionic radius; an "
+                                      "element symbol of the prototype (e.g. 'Ti=Zr,Hf') names its sites."),
+    anion: str = typer.Option(None, help="Put this element on the anion sites (default: keep the prototype's)."),
+    tolerance: tuple[float, float] = typer.Option((0.80, 1.10), help="Allowed Goldschmidt tolerance factor "
+                                                  "for perovskite (ABX3) prototypes."),
+    radius_ratio_slack: float = typer.Option(0.8, help="Other prototypes: r_cation/r_anion must reach this "
+                                             "fraction of Pauling's lower bound for the site's coordination."),
+    max_sites: int = typer.Option(40, help="Refuse cells with more sites than this."),
+    subset: str = typer.Option(None, help="Also add the stored candidates to this named subset."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be generated; store nothing."),
+    write_dir: Path = typer.Option(None, help="Also write each candidate as a CIF file into this folder."),
+    json_out: Path = typer.Option(None, "--json", help="Write generated and refused candidates as JSON."),
+) -> None:
+    """Substitute elements on prototype structures and store the candidates that pass the filters.
+
+    Filters: charge neutrality with common oxidation states; for ABX3 perovskites the tolerance factor and
+    the octahedral factor r_B/r_X ≥ 0.414, for other prototypes Pauling's radius ratio (with a slack);
+    no structure already in the database (structure matching, not formula); at most --max-sites sites.
+    The lattice is scaled by the ratio of cation-anion bond lengths (Shannon radii) as a starting guess.
+    Stored materials have source 'generated' and record their prototype and substitution.
+
+    Example: tansaku generate substitute --prototype mp-5229 --site-elements 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'
+    """
+    db = database()
+    limits = Limits(tolerance_min=tolerance[0], tolerance_max=tolerance[1],
+                    radius_ratio_slack=radius_ratio_slack, max_sites=max_sites)
+    protos = load_prototypes(db, prototypes)
+    candidates, refused = substitute(protos, parse_site_elements(site_elements), anion, limits)
+    if not dry_run:
+        refused += store_candidates(db, candidates, protos, subset)
+        candidates = [c for c in candidates if c.material_id is not None]
+    table = Table("formula", "prototype", "substitution", "lattice ×", "t", "material id",
+                  title=f"{len(candidates)} candidates" + (" (dry run)" if dry_run else ""))
+    for c in candidates:
+        subs = ", ".join(f"{a}→{b}" for a, b in c.substitution.items() if a != b)
+        mid = "" if c.material_id is None else f"{c.material_id}" + (" (existing)" if c.existing else "")
+        table.add_row(c.formula, c.prototype, subs, f"{c.lattice_scale:.3f}",
+                      f"{c.checks['tolerance_factor']:.3f}" if "tolerance_factor" in c.checks else "", mid)
+    console.print(table)
+    for r in refused:
+        err_console.print(f"[yellow]refused[/] {r.formula} ({r.prototype}): {r.reason}", soft_wrap=True)
+    if write_dir:
+        write_dir.mkdir(parents=True, exist_ok=True)
+        for c in candidates:
+            c.structure.to(filename=str(write_dir / f"{c.formula}_{c.prototype}.cif"))
+    if json_out:
+        json_out.write_text(json.dumps({
+            "generated": [{"formula": c.formula, "prototype": c.prototype, "substitution": c.substitution,
+                           "material_id": c.material_id, "lattice_scale": c.lattice_scale, **c.checks}
+                          for c in candidates],
+            "refused": [r.__dict__ for r in refused]}, indent=1))

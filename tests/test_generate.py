@@ -1,0 +1,121 @@
+"""Candidate generation by substitution: labels, filters, lattice scaling, storage and duplicates (real DB)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from sqlalchemy import select
+
+from tansaku import TansakuError
+from tansaku.sources.generate import (
+    GENERATED_SOURCE,
+    Limits,
+    Prototype,
+    analyse_prototype,
+    load_prototypes,
+    parse_site_elements,
+    store_candidates,
+    substitute,
+)
+from tansaku.store import Material, Subset, open_database
+from tansaku.store.materials import ImportReport, add_structure_material
+from tests.test_cli import invoke
+
+
+def perovskite(a: float = 3.905) -> Prototype:
+    return Prototype("SrTiO3-cubic", Structure.from_spacegroup(
+        "Pm-3m", Lattice.cubic(a), ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]))
+
+
+def rock_salt() -> Prototype:
+    return Prototype("MgO", Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure())
+
+
+def test_site_labels_follow_ionic_radius_and_coordination_is_found():
+    sites = analyse_prototype(perovskite())
+    assert sites.anion == "O"
+    assert sites.labels["A"] == "Sr" and sites.labels["B"] == "Ti" and sites.labels["Ti"] == "Ti"
+    assert sites.coordination == {"Sr": 12, "Ti": 6}
+    assert sites.perovskite == ("Sr", "Ti")
+    assert analyse_prototype(rock_salt()).coordination == {"Mg": 6}
+
+
+def test_perovskite_substitution_filters_and_scales_the_lattice():
+    candidates, refused = substitute([perovskite()], parse_site_elements("A=Ca,Ba,K;B=Zr,Si,Nb"))
+    made = {c.formula: c for c in candidates}
+    # K1+ needs B5+ (Nb); Ca/Ba need B4+ (Zr); Si4+ is too small for an octahedron
+    assert set(made) == {"CaZrO3", "BaZrO3", "KNbO3"}
+    reasons = {r.formula: r.reason for r in refused}
+    assert "charge-balanced" in reasons["KZrO3"] and "charge-balanced" in reasons["CaNbO3"]
+    assert "octahedral factor" in reasons["CaSiO3"]
+    assert "tolerance factor 1.18" in reasons["BaSiO3"]
+    # Goldschmidt t by hand with Shannon radii (Ba2+ XII 1.61, Zr4+ VI 0.72, O2- VI 1.40)
+    assert made["BaZrO3"].checks["tolerance_factor"] == pytest.approx((1.61 + 1.40) / (2**0.5 * (0.72 + 1.40)),
+                                                                      abs=1e-3)
+    # Ba and Zr are bigger than Sr and Ti: the cell grows by the mean bond-length ratio over cation sites
+    expected = ((1.61 + 1.40) / (1.44 + 1.40) + (0.72 + 1.40) / (0.605 + 1.40)) / 2
+    assert made["BaZrO3"].lattice_scale == pytest.approx(expected, abs=1e-3)
+    assert made["BaZrO3"].structure.lattice.a == pytest.approx(3.905 * expected, rel=1e-3)
+    assert made["BaZrO3"].substitution == {"Sr": "Ba", "Ti": "Zr"}
+
+
+def test_anion_swap_radius_ratio_and_cell_cap():
+    candidates, refused = substitute([rock_salt()], parse_site_elements("A=Ca,Be,Na"), anion="S")
+    assert [c.formula for c in candidates] == ["CaS"]
+    reasons = {r.formula: r.reason for r in refused}
+    assert "too small for a 6-coordinated site" in reasons["BeS"]
+    assert "charge-balanced" in reasons["NaS"]
+    _, capped = substitute([rock_salt()], parse_site_elements("A=Ca"), limits=Limits(max_sites=1))
+    assert "exceed the cap of 1" in capped[0].reason
+
+
+def test_bad_requests_name_the_problem(tmp_path):
+    with pytest.raises(TansakuError, match="unknown element symbol 'Xx'"):
+        parse_site_elements("A=Ca,Xx")
+    with pytest.raises(TansakuError, match="expected LABEL=El1"):
+        parse_site_elements("A:Ca")
+    with pytest.raises(TansakuError, match="has no site C"):
+        substitute([perovskite()], {"C": ["Ca"]})
+    db = open_database(tmp_path / "g.db")
+    with pytest.raises(TansakuError, match="no such file, material id or source id"):
+        load_prototypes(db, ["mp-000"])
+
+
+def test_storage_records_provenance_refuses_known_structures_and_is_idempotent(tmp_path):
+    db = open_database(tmp_path / "g.db")
+    known = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Ca", "S"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with db.session() as session:
+        add_structure_material(session, known, "file", "CaS.cif", ImportReport())
+    protos = [rock_salt()]
+    candidates, _ = substitute(protos, parse_site_elements("A=Ca,Sr"), anion="S")
+    refused = store_candidates(db, candidates, protos, subset="sulfides")
+    assert [r.formula for r in refused] == ["CaS"] and "already in the database as material 1" in refused[0].reason
+    with db.session() as session:
+        stored = session.scalars(select(Material).where(Material.source == GENERATED_SOURCE)).all()
+        assert [m.reduced_formula for m in stored] == ["SrS"]
+        assert stored[0].extra["prototype"] == "MgO"
+        assert stored[0].extra["substitution"] == {"Mg": "Sr", "O": "S"}
+        assert session.scalars(select(Subset.material_id).where(Subset.name == "sulfides")).all() == [stored[0].id]
+    again, _ = substitute(protos, parse_site_elements("A=Sr"), anion="S")
+    assert store_candidates(db, again, protos) == [] and again[0].existing
+    with db.session() as session:
+        assert len(session.scalars(select(Material).where(Material.source == GENERATED_SOURCE)).all()) == 1
+
+
+def test_cli_generates_from_a_stored_prototype(tmp_path):
+    db_path = tmp_path / "cli.db"
+    db = open_database(db_path)
+    with db.session() as session:
+        add_structure_material(session, perovskite().structure, "file", "STO.cif", ImportReport())
+    db.dispose()
+    out = tmp_path / "gen.json"
+    result = invoke("--db", str(db_path), "generate", "substitute", "--prototype", "1", "--site-elements",
+                    "Sr=Ca,Ba;Ti=Zr,Hf", "--json", str(out), "--write-dir", str(tmp_path / "cifs"))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert sorted(g["formula"] for g in data["generated"]) == ["BaHfO3", "BaZrO3", "CaHfO3", "CaZrO3"]
+    assert all(g["material_id"] for g in data["generated"])
+    assert len(list((tmp_path / "cifs").glob("*.cif"))) == 4
