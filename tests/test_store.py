@@ -21,7 +21,7 @@ def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
 def test_new_database_has_schema_and_version(backend_url):
     db = open_database(backend_url)
     with db.session() as session:
-        assert session.get(Meta, "schema_version").value == "1"
+        assert session.get(Meta, "schema_version").value == "2"
         assert session.scalars(select(Material)).all() == []
     db.dispose()
     again = open_database(backend_url, create=False)  # reopening checks the version and keeps the data
@@ -64,6 +64,24 @@ def test_incompatible_schema_version_is_refused(backend_url):
     db.dispose()
     with pytest.raises(TansakuError, match="schema version 99"):
         open_database(backend_url)
+
+
+def test_version_1_database_is_upgraded_in_place(backend_url):
+    """Version 2 only added the campaign tables: an older database gains them and keeps its data."""
+    from sqlalchemy import inspect, text
+
+    db = open_database(backend_url)
+    with db.session() as session:
+        session.execute(update(Meta).where(Meta.key == "schema_version").values(value="1"))
+        session.execute(text("DROP TABLE campaign_picks"))
+        session.execute(text("DROP TABLE campaign_rounds"))
+        session.execute(text("DROP TABLE campaigns"))
+    db.dispose()
+    upgraded = open_database(backend_url)
+    assert {"campaigns", "campaign_rounds", "campaign_picks"} <= set(inspect(upgraded.engine).get_table_names())
+    with upgraded.session() as session:
+        assert session.get(Meta, "schema_version").value == "2"
+    upgraded.dispose()
 
 
 def test_missing_database_not_created_when_reading(backend_url):

@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from tansaku import TansakuError, __version__
-from tansaku.cli import al_cmd, db_cmd, import_cmd, jobs_cmd, ml_cmd, pseudos_cmd, run_cmd
+from tansaku.cli import (
+    al_cmd,
+    campaign_cmd,
+    db_cmd,
+    generate_cmd,
+    import_cmd,
+    jobs_cmd,
+    ml_cmd,
+    pseudos_cmd,
+    run_cmd,
+)
 from tansaku.cli.common import State, err_console
 
 app = typer.Typer(
@@ -20,6 +30,8 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(run_cmd.app, name="run")
 app.add_typer(pseudos_cmd.app, name="pseudos")
 app.add_typer(al_cmd.app, name="al")
+app.add_typer(generate_cmd.app, name="generate")
+app.add_typer(campaign_cmd.app, name="campaign")
 ml_cmd.register(app)
 jobs_cmd.register(app)
 

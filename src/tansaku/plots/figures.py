@@ -78,3 +78,37 @@ def active_learning_curves(result: dict, path: Path, label: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def campaign_progress(status: dict, path: Path) -> Path:
+    """Left: materials found (or best value) against DFT runs, one marker per outcome. Right: model CV error."""
+    picks = [p for r in status["rounds"] for p in r["picks"]]
+    runs = np.arange(1, len(picks) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    goal = status["goal"]
+    if goal["kind"] == "range" or any(p["hit"] for p in picks):
+        left.step(runs, np.cumsum([p["hit"] for p in picks]), where="post", color="C0")
+        left.set_ylabel("materials found" + (f" in [{goal['lo']}, {goal['hi']}]" if goal["kind"] == "range" else ""))
+    else:
+        values = np.array([np.nan if p["value"] is None else p["value"] for p in picks], dtype=float)
+        sign = -1 if goal["kind"] == "minimize" else 1
+        left.step(runs, sign * np.fmax.accumulate(sign * np.nan_to_num(values, nan=-np.inf * sign)), where="post")
+        left.set_ylabel(f"best {status['property']} so far")
+    colours = {"done": "C2", "metal": "C1", "failed": "C3", "pending": "0.6"}
+    for status_name, colour in colours.items():
+        idx = [i for i, p in enumerate(picks) if p["status"] == status_name]
+        if idx:
+            left.scatter(runs[idx], np.zeros(len(idx)), marker="|", s=80, color=colour, label=status_name)
+    left.set_xlabel("DFT runs (campaign picks)")
+    left.legend(fontsize=8, loc="upper left")
+    numbers = [r["number"] for r in status["rounds"] if "cv_mae" in r["model"]]
+    maes = [r["model"]["cv_mae"] for r in status["rounds"] if "cv_mae" in r["model"]]
+    if maes:
+        right.plot(numbers, maes, "o-")
+    right.set_xlabel("round")
+    right.set_ylabel("model CV MAE (model units)")
+    fig.suptitle(f"campaign {status['name']}: {status['hits']} found in {status['runs']} runs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

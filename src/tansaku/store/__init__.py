@@ -1,10 +1,22 @@
 """The materials database (SQLite by default, any SQLAlchemy URL such as PostgreSQL at scale)."""
 
 from tansaku.store.database import Database, open_database, resolve_url
-from tansaku.store.models import Calculation, FeatureCache, Material, Property, Subset
+from tansaku.store.models import (
+    Calculation,
+    Campaign,
+    CampaignPick,
+    CampaignRound,
+    FeatureCache,
+    Material,
+    Property,
+    Subset,
+)
 
 __all__ = [
     "Calculation",
+    "Campaign",
+    "CampaignPick",
+    "CampaignRound",
     "Database",
     "FeatureCache",
     "Material",

@@ -109,6 +109,9 @@ def _check_version(engine: Engine, url: str) -> None:
     with Session(engine) as session:
         row = session.scalar(select(Meta).where(Meta.key == "schema_version"))
     found = row.value if row else "missing"
+    if found in UPGRADABLE:
+        _upgrade(engine)
+        return
     if found != str(SCHEMA_VERSION):
         engine.dispose()
         raise TansakuError(
@@ -116,6 +119,16 @@ def _check_version(engine: Engine, url: str) -> None:
             f"({__version__}) reads schema version {SCHEMA_VERSION}. Use a matching tansaku version "
             "or export and re-import the data."
         )
+
+
+UPGRADABLE = ("1",)  # versions whose upgrade only adds tables
+
+
+def _upgrade(engine: Engine) -> None:
+    """Add the tables a newer schema has (version 1 → 2: campaigns) and record the new version."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
 
 def _display(url: str) -> str:

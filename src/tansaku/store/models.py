@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the campaign tables (a version-1 database is upgraded in place)
 
 
 def utcnow() -> datetime:
@@ -148,3 +148,51 @@ class FeatureCache(Base):
     material_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"))
     featurizer: Mapped[str] = mapped_column(String(128))  # name@version
     values: Mapped[bytes] = mapped_column(LargeBinary)  # float64 little-endian
+
+
+class Campaign(Base):
+    """A closed-loop search: its configuration, and why it stopped."""
+
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    config: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(32), default="running")  # running, finished
+    stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    final_model: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class CampaignRound(Base):
+    """One train → suggest → compute round; 'computing' until every pick has an outcome."""
+
+    __tablename__ = "campaign_rounds"
+    __table_args__ = (UniqueConstraint("campaign_id", "number", name="uq_campaign_round"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default="computing")  # computing, done
+    model: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # training size and CV metrics
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class CampaignPick(Base):
+    """A candidate chosen in a round, why, and what the calculation (or oracle) gave; never chosen twice."""
+
+    __tablename__ = "campaign_picks"
+    __table_args__ = (UniqueConstraint("campaign_id", "material_id", name="uq_campaign_pick"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    round_id: Mapped[int] = mapped_column(ForeignKey("campaign_rounds.id", ondelete="CASCADE"))
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(256))  # strategy and score, or 'initial random'
+    mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    std: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cost_estimate: Mapped[float | None] = mapped_column(Float, nullable=True)  # CPU hours
+    status: Mapped[str] = mapped_column(String(32), default="pending")  # pending, done, metal, failed
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cpu_hours: Mapped[float | None] = mapped_column(Float, nullable=True)

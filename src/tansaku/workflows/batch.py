@@ -46,9 +46,16 @@ def resolve_inputs(
     return targets, failures
 
 
-def build_query(text: str):
-    """'formula=MgO', 'source=oxi_diel_db', 'subset=paper', 'max_sites=5', 'elements=Mg,O', joined by ';'."""
-    query = select(Material.id).where(Material.structure_json.is_not(None)).order_by(Material.id)
+def build_query(text: str, structures_only: bool = True):
+    """'formula=MgO', 'source=oxi_diel_db', 'subset=paper', 'max_sites=5', 'elements=Mg,O', joined by ';'.
+
+    'all' selects every material; composition-only materials are left out unless `structures_only` is False.
+    """
+    query = select(Material.id).order_by(Material.id)
+    if structures_only:
+        query = query.where(Material.structure_json.is_not(None))
+    if text.strip() == "all":
+        return query
     for clause in filter(None, (c.strip() for c in text.split(";"))):
         match = re.fullmatch(r"(\w+)\s*=\s*(.+)", clause)
         if not match:
@@ -76,8 +83,12 @@ def run_many(
     targets: dict[str, int],
     workers: int = 1,
     on_update: Callable[[str, str], None] | None = None,
+    on_result: Callable[[str, DielectricResult], None] | None = None,
 ) -> dict[str, DielectricResult]:
-    """Run every target with `workers` materials in flight; one material's failure never stops the others."""
+    """Run every target with `workers` materials in flight; one material's failure never stops the others.
+
+    `on_update(key, step)` follows progress; `on_result(key, result)` is called as each material finishes.
+    """
     results: dict[str, DielectricResult] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
@@ -93,4 +104,6 @@ def run_many(
                 results[key] = DielectricResult(status="failed", reason=f"{type(exc).__name__}: {exc}")
             if on_update:
                 on_update(key, results[key].status)
+            if on_result:
+                on_result(key, results[key])
     return results

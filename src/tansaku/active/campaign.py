@@ -1,0 +1,375 @@
+"""Closed-loop campaigns: train → suggest → compute → store → retrain, until the budget is spent or the goal met.
+
+All state lives in the database (campaigns, campaign_rounds, campaign_picks), written so that a campaign killed
+at any moment continues where it stopped:
+- a round and its picks are inserted in one transaction, before anything is computed;
+- each pick's outcome is written as soon as it is known; the round is marked done when all picks have one;
+- a rerun first finishes an unfinished round (the DFT workflow itself skips finished steps), then goes on.
+A material is picked at most once per campaign (a unique constraint), so failed or metallic candidates are never
+chosen again and no calculation is repeated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, select
+
+from tansaku import TansakuError
+from tansaku.active.acquisition import Goal, score
+from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
+from tansaku.active.campaign_config import CampaignConfig
+from tansaku.active.cost import CostModel, cost_size
+from tansaku.active.oracles import Oracle, Outcome
+from tansaku.active.suggest import model_goal
+from tansaku.features.sets import cached_features
+from tansaku.models.dataset import uses_log
+from tansaku.models.learners import make_model
+from tansaku.store.database import Database
+from tansaku.store.models import Calculation, Campaign, CampaignPick, CampaignRound, Material, Property, utcnow
+from tansaku.workflows.batch import build_query
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Choice:
+    material_id: int
+    reason: str
+    mean: float | None = None
+    std: float | None = None
+    score: float | None = None
+    cost: float | None = None
+
+
+def open_campaign(db: Database, config: CampaignConfig) -> int:
+    """The campaign's id: created on first run; a rerun must keep property, goal, oracle and candidates."""
+    with db.session() as session:
+        campaign = session.scalar(select(Campaign).where(Campaign.name == config.name))
+        if campaign is None:
+            campaign = Campaign(name=config.name, config=config.as_dict(), status="running")
+            session.add(campaign)
+            session.flush()
+            return campaign.id
+        stored = {k: campaign.config.get(k) for k in config.identity()}
+        if stored != config.identity():
+            changed = [k for k in stored if stored[k] != config.identity()[k]]
+            raise TansakuError(f"campaign {config.name!r} exists with a different {', '.join(changed)}; "
+                               "give the new search another name")
+        campaign.config = config.as_dict()  # budget, batch and DFT settings may change between runs
+        campaign.status = "running"
+        return campaign.id
+
+
+def labels(db: Database, config: CampaignConfig, campaign_id: int) -> dict[int, float]:
+    """Known values (property units): stored values of the training materials, then the campaign's own results."""
+    known: dict[int, float] = {}
+    with db.session() as session:
+        if config.training_query:
+            members = build_query(config.training_query, structures_only=config.features == "structure")
+            rows = session.execute(select(Property.material_id, Property.value).where(
+                Property.name == config.property, Property.value.is_not(None), ~Property.method.startswith("ml:"),
+                Property.material_id.in_(members.scalar_subquery())).order_by(Property.material_id, Property.id))
+            for material_id, value in rows:
+                known.setdefault(material_id, float(value))
+        for material_id, value in session.execute(select(CampaignPick.material_id, CampaignPick.value).where(
+                CampaignPick.campaign_id == campaign_id, CampaignPick.value.is_not(None))):
+            known[material_id] = float(value)
+    return known
+
+
+def is_hit(config: CampaignConfig, value: float | None) -> bool:
+    if value is None:
+        return False
+    goal = config.goal
+    if goal.kind == "range":
+        return goal.lo <= value <= goal.hi
+    if config.stop_value is not None and goal.kind == "maximize":
+        return value >= config.stop_value
+    if config.stop_value is not None and goal.kind == "minimize":
+        return value <= config.stop_value
+    return False
+
+
+def spent(db: Database, campaign_id: int, config: CampaignConfig) -> dict:
+    with db.session() as session:
+        picks = session.execute(select(CampaignPick.status, CampaignPick.value, CampaignPick.cpu_hours).where(
+            CampaignPick.campaign_id == campaign_id)).all()
+        rounds = session.scalar(select(func.count()).select_from(CampaignRound).where(
+            CampaignRound.campaign_id == campaign_id))
+        last_model = session.scalar(select(CampaignRound.model).where(CampaignRound.campaign_id == campaign_id)
+                                    .order_by(CampaignRound.number.desc()).limit(1))
+    return {"runs": len(picks), "cpu_hours": float(sum(h or 0.0 for _, _, h in picks)),
+            "hits": sum(is_hit(config, v) for s, v, _ in picks if s in ("done", "metal")),
+            "rounds": rounds, "last_model": last_model or {}}
+
+
+def stop_reason(config: CampaignConfig, used: dict) -> str | None:
+    if used["runs"] >= config.budget_runs:
+        return f"budget spent: {used['runs']} of {config.budget_runs} runs"
+    if config.budget_cpu_hours is not None and used["cpu_hours"] >= config.budget_cpu_hours:
+        return f"budget spent: {used['cpu_hours']:.2f} of {config.budget_cpu_hours} CPU hours"
+    if config.stop_hits is not None and used["hits"] >= config.stop_hits:
+        return f"goal met: {used['hits']} materials found"
+    if config.goal.kind in ("maximize", "minimize") and config.stop_value is not None and used["hits"]:
+        return f"goal met: a value beyond {config.stop_value} was found"
+    cv_mae = used["last_model"].get("cv_mae")
+    if config.goal.kind == "error" and config.stop_value is not None and cv_mae is not None \
+            and cv_mae <= config.stop_value:
+        return f"goal met: cross-validated MAE {cv_mae:.4g} ≤ {config.stop_value}"
+    return None
+
+
+def candidate_ids(db: Database, config: CampaignConfig, campaign_id: int, known: dict[int, float]) -> list[int]:
+    """Candidates never picked by this campaign and without a known value."""
+    with db.session() as session:
+        query = build_query(config.candidates_query, structures_only=config.oracle == "dft"
+                            or config.features == "structure")
+        ids = list(session.scalars(query))
+        picked = set(session.scalars(select(CampaignPick.material_id).where(
+            CampaignPick.campaign_id == campaign_id)))
+    return [i for i in ids if i not in picked and i not in known]
+
+
+class CostEstimator:
+    """CPU-hour estimates for candidates, calibrated on the dielectric runs finished with this preset."""
+
+    def __init__(self, db: Database, ctx):
+        self.db, self.ctx = db, ctx
+        sizes, hours = [], []
+        with db.session() as session:
+            rows = session.execute(select(Calculation.material_id, Calculation.started_at, Calculation.finished_at)
+                                   .where(Calculation.workflow == "dielectric", Calculation.preset == ctx.preset,
+                                          Calculation.status == "done")).all()
+            seconds: dict[int, float] = {}
+            for material_id, start, end in rows:
+                if start and end:
+                    seconds[material_id] = seconds.get(material_id, 0.0) + (end - start).total_seconds()
+            for material_id in list(seconds)[-200:]:
+                structure = session.get(Material, material_id).structure()
+                sizes.append(cost_size(structure, ctx.settings, ctx.pseudos))
+                hours.append(seconds[material_id] * ctx.commands.mpi_procs / 3600.0)
+        self.model = CostModel.calibrate(sizes, hours)
+
+    def estimate(self, material_ids: list[int]) -> np.ndarray:
+        with self.db.session() as session:
+            structures = {m.id: m.structure() for m in session.scalars(
+                select(Material).where(Material.id.in_(material_ids)))}
+        sizes = []
+        for material_id in material_ids:
+            try:
+                sizes.append(cost_size(structures[material_id], self.ctx.settings, self.ctx.pseudos))
+            except TansakuError:
+                sizes.append(np.nan)  # an element without pseudopotential: the workflow will refuse it
+        return self.model.hours(np.array(sizes))
+
+
+def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: int):
+    """Fit the campaign's model on the known values; returns the model, its metrics and log flag."""
+    log = uses_log(config.property)
+    ids = [i for i, v in known.items() if not log or v > 0]
+    if len(ids) < 2:
+        raise TansakuError(f"campaign {config.name!r}: {len(ids)} known value(s) of {config.property!r}; the model "
+                           "needs at least 2 (check [training] query or raise init_random)")
+    X = cached_features(db, ids, config.features)
+    y = np.array([np.log10(known[i]) if log else known[i] for i in ids])
+    model = make_model(config.learner, random_state=seed, trees=config.trees)
+    metrics: dict = {"n_train": len(ids)}
+    folds = config.cv_folds
+    if folds >= 2 and len(ids) >= 2 * folds:
+        from sklearn.model_selection import KFold, cross_val_predict
+
+        oof = cross_val_predict(model, X, y, cv=KFold(folds, shuffle=True, random_state=seed))
+        metrics["cv_mae"] = float(np.mean(np.abs(oof - y)))
+        metrics["cv_r2"] = float(1 - np.sum((oof - y) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-300))
+    model.fit(X, y)
+    return model, metrics, y
+
+
+def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, k: int,
+           costs: CostEstimator | None) -> tuple[list[Choice], dict]:
+    """The next k candidates and the model's metrics (empty choice when no candidate is left)."""
+    rng = np.random.default_rng(config.seed * 1000 + number)
+    known = labels(db, config, campaign_id)
+    pool = candidate_ids(db, config, campaign_id, known)
+    if not pool:
+        return [], {}
+    with db.session() as session:
+        n_picked = session.scalar(select(func.count()).select_from(CampaignPick).where(
+            CampaignPick.campaign_id == campaign_id))
+    estimate = costs.estimate(pool) if costs else np.full(len(pool), np.nan)
+    if n_picked < config.init_random:
+        take = rng.choice(len(pool), size=min(k, config.init_random - n_picked, len(pool)), replace=False)
+        return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
+    started = time.perf_counter()
+    model, metrics, y = train(db, config, known, config.seed + number)
+    X = cached_features(db, pool, config.features)
+    usable = np.isfinite(X).any(axis=1)
+    pool, X, estimate = [p for p, ok in zip(pool, usable, strict=True) if ok], X[usable], estimate[usable]
+    if not pool:
+        return [], metrics
+    log = uses_log(config.property)
+    goal = model_goal(config.goal, log)
+    samples = model.predict_samples(X) if config.strategy == "range-ensemble" else None
+    mean, std = (samples.mean(0), samples.std(0)) if samples is not None else model.predict_dist(X)
+    best = float(goal.desirability(y).max()) if goal.kind != "error" else None
+    scores = score(config.strategy, goal, mean, std, best=best, samples=samples, rng=rng)
+    if config.cost_aware:
+        if not np.isfinite(estimate).all():
+            raise TansakuError("cost_aware needs a cost estimate for every candidate (the DFT oracle's settings)")
+        scores = scores / np.maximum(estimate, 1e-9)
+    if goal.kind == "range":
+        from tansaku.active.acquisition import in_range_probability
+
+        metrics["expected_hits_left"] = float(in_range_probability(mean, std, goal.lo, goal.hi).sum())
+    coords = spacing = None
+    if config.diversity > 0 and k > 1 and len(pool) > 2:
+        coords = descriptor_coordinates(X)
+        spacing = typical_spacing(coords, rng)
+    chosen = select_batch(scores, min(k, len(pool)), rng, coords, config.diversity * (spacing or 0.0))
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    return [Choice(pool[i], f"{config.strategy} score {scores[i]:.4g}", float(mean[i]), float(std[i]),
+                   float(scores[i]), _finite(estimate[i])) for i in chosen], metrics
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _open_round(db: Database, campaign_id: int) -> int | None:
+    with db.session() as session:
+        return session.scalar(select(CampaignRound.id).where(CampaignRound.campaign_id == campaign_id,
+                                                             CampaignRound.status == "computing"))
+
+
+def _record_round(db: Database, campaign_id: int, choices: list[Choice], metrics: dict) -> int:
+    """The round and its picks in one transaction: either the whole choice is stored or none of it."""
+    with db.session() as session:
+        number = (session.scalar(select(func.max(CampaignRound.number)).where(
+            CampaignRound.campaign_id == campaign_id)) or 0) + 1
+        round_ = CampaignRound(campaign_id=campaign_id, number=number, status="computing", model=metrics)
+        session.add(round_)
+        session.flush()
+        session.add_all(CampaignPick(campaign_id=campaign_id, round_id=round_.id, material_id=c.material_id,
+                                     reason=c.reason, mean=c.mean, std=c.std, score=c.score, cost_estimate=c.cost)
+                        for c in choices)
+        return round_.id
+
+
+def compute_round(db: Database, round_id: int, oracle: Oracle, say: Say) -> None:
+    """Get an outcome for every pending pick of the round, each written as it arrives; then close the round."""
+    with db.session() as session:
+        pending = list(session.scalars(select(CampaignPick.material_id).where(
+            CampaignPick.round_id == round_id, CampaignPick.status == "pending")))
+
+    def store(material_id: int, outcome: Outcome) -> None:
+        with db.session() as session:
+            pick = session.scalar(select(CampaignPick).where(CampaignPick.round_id == round_id,
+                                                             CampaignPick.material_id == material_id))
+            pick.status, pick.value, pick.cpu_hours = outcome.status, outcome.value, outcome.cpu_hours
+            pick.detail = outcome.detail[:2000] or None
+            formula = session.get(Material, material_id).reduced_formula
+        value = "" if outcome.value is None else f" value {outcome.value:.4g}"
+        say(f"material {material_id} ({formula}): {outcome.status}{value}"
+            + (f" ({outcome.detail[:120]})" if outcome.detail and outcome.status != "done" else ""))
+
+    if pending:
+        oracle.evaluate(pending, store)
+    with db.session() as session:
+        left = session.scalar(select(func.count()).select_from(CampaignPick).where(
+            CampaignPick.round_id == round_id, CampaignPick.status == "pending"))
+        if left:
+            raise TansakuError(f"{left} pick(s) of round {round_id} got no outcome; rerun the campaign to retry")
+        round_ = session.get(CampaignRound, round_id)
+        round_.status, round_.finished_at = "done", utcnow()
+
+
+def run_campaign(db: Database, config: CampaignConfig, oracle: Oracle, *, costs: CostEstimator | None = None,
+                 say: Say = print, max_rounds: int | None = None) -> dict:
+    """Run (or continue) the campaign until it stops; returns the status summary."""
+    campaign_id = open_campaign(db, config)
+    rounds_here = 0
+    while True:
+        open_round = _open_round(db, campaign_id)
+        if open_round is not None:
+            say(f"continuing round {open_round}")
+            compute_round(db, open_round, oracle, say)
+            continue
+        used = spent(db, campaign_id, config)
+        reason = stop_reason(config, used)
+        if reason is None and max_rounds is not None and rounds_here >= max_rounds:
+            return campaign_status(db, config.name)  # paused, not finished
+        if reason is None:
+            k = min(config.batch, config.budget_runs - used["runs"])
+            choices, metrics = choose(db, config, campaign_id, used["rounds"] + 1, k, costs)
+            if not choices:
+                reason = "no candidates left"
+            else:
+                round_id = _record_round(db, campaign_id, choices, metrics)
+                rounds_here += 1
+                names = _formulas(db, [c.material_id for c in choices])
+                say(f"round {used['rounds'] + 1}: chose " + ", ".join(
+                    f"{names[c.material_id]} ({c.reason}" + (f", ~{c.cost:.3g} CPU-h)" if c.cost else ")")
+                    for c in choices))
+                compute_round(db, round_id, oracle, say)
+                continue
+        _finish(db, config, campaign_id, reason)
+        say(f"campaign {config.name!r} stopped: {reason}")
+        return campaign_status(db, config.name)
+
+
+def _formulas(db: Database, ids: list[int]) -> dict[int, str]:
+    with db.session() as session:
+        return dict(session.execute(select(Material.id, Material.reduced_formula).where(Material.id.in_(ids))).all())
+
+
+def _finish(db: Database, config: CampaignConfig, campaign_id: int, reason: str) -> None:
+    """Retrain once more on everything learned (the loop's last 'retrain') and close the campaign."""
+    final: dict = {}
+    known = labels(db, config, campaign_id)
+    if len(known) >= 2:
+        _, final, _ = train(db, config, known, config.seed)
+    with db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        campaign.status, campaign.stop_reason, campaign.finished_at = "finished", reason, utcnow()
+        campaign.final_model = final
+
+
+def campaign_status(db: Database, name: str) -> dict:
+    """Rounds, picks with outcomes, hits and spent budget, as plain data (for tables, JSON and plots)."""
+    with db.session() as session:
+        campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+        if campaign is None:
+            known = ", ".join(session.scalars(select(Campaign.name))) or "none"
+            raise TansakuError(f"no campaign named {name!r} (campaigns: {known})")
+        stored = dict(campaign.config)
+        config = _config_back(stored)
+        rounds = []
+        for round_ in session.scalars(select(CampaignRound).where(CampaignRound.campaign_id == campaign.id)
+                                      .order_by(CampaignRound.number)):
+            picks = session.execute(select(CampaignPick, Material.reduced_formula)
+                                    .join(Material, Material.id == CampaignPick.material_id)
+                                    .where(CampaignPick.round_id == round_.id).order_by(CampaignPick.id)).all()
+            rounds.append({"number": round_.number, "status": round_.status, "model": round_.model or {},
+                           "picks": [{"material_id": p.material_id, "formula": f, "reason": p.reason,
+                                      "mean": p.mean, "std": p.std, "cost_estimate": p.cost_estimate,
+                                      "status": p.status, "value": p.value, "cpu_hours": p.cpu_hours,
+                                      "hit": is_hit(config, p.value) if p.status in ("done", "metal") else False,
+                                      "detail": p.detail} for p, f in picks]})
+        summary = {"name": campaign.name, "status": campaign.status, "stop_reason": campaign.stop_reason,
+                   "property": config.property, "goal": stored["goal"], "final_model": campaign.final_model,
+                   "budget": {"runs": config.budget_runs, "cpu_hours": config.budget_cpu_hours}}
+    picks = [p for r in rounds for p in r["picks"]]
+    summary.update(rounds=rounds, runs=len(picks), hits=sum(p["hit"] for p in picks),
+                   cpu_hours=sum(p["cpu_hours"] or 0.0 for p in picks),
+                   outcomes={s: sum(p["status"] == s for p in picks) for s in ("done", "metal", "failed", "pending")})
+    return summary
+
+
+def _config_back(stored: dict) -> CampaignConfig:
+    """The CampaignConfig from its stored dict (as_dict flattened the TOML sections)."""
+    goal = stored["goal"]
+    return CampaignConfig(**{**stored, "goal": Goal(goal["kind"], goal["lo"], goal["hi"])})

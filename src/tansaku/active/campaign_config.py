@@ -1,0 +1,180 @@
+"""A campaign's TOML description, read and checked once so that a typo fails before any calculation runs."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tansaku import TansakuError
+from tansaku.active.acquisition import STRATEGIES, Goal
+from tansaku.models.learners import MODELS
+
+DFT_PROPERTIES = ("band_gap", "eps_electronic", "eps_ionic", "eps_total")
+EXAMPLE = """\
+name = "gap-2-3"                 # campaigns are found again by name: rerunning continues this one
+property = "band_gap"            # band_gap, eps_electronic, eps_ionic, eps_total (or any stored, for dataset)
+
+[goal]
+kind = "range"                   # range | maximize | minimize | error (improve the model)
+lo = 2.0
+hi = 3.0
+stop_hits = 5                    # optional: stop after this many materials inside the window
+
+[acquisition]
+strategy = "range"               # default: range for windows, ei to maximize/minimize, uncertainty for error
+batch = 2                        # DFT runs per round
+diversity = 1.0                  # 0: plain ranking; >0 penalizes near-copies inside a batch
+cost_aware = false               # rank by score per estimated CPU hour
+
+[budget]
+runs = 10                        # DFT runs (or oracle look-ups) in total
+cpu_hours = 50.0                 # optional
+
+[candidates]
+query = "source=generated"       # which stored materials may be chosen (tansaku run --query syntax)
+
+[training]
+query = "subset=paper"           # materials whose stored values teach the model at the start
+init_random = 0                  # candidates computed at random before the model chooses
+
+[model]
+learner = "et"                   # rf, et, lgbm, blend
+features = "composition"         # composition or structure
+trees = 300
+cv_folds = 5                     # per-round cross-validated error; 0 skips it
+
+[oracle]
+kind = "dft"                     # dft: run the dielectric workflow; dataset: read stored values (simulation)
+# method = "import:oxi_diel_db"  # dataset oracle: the stored values that play the truth
+
+[dft]
+preset = "standard"
+pseudo_dir = "/path/to/pseudodojo-nc-sr-pbe-v0.4"
+workers = 1
+mpi_procs = 2
+run_dir = "runs"
+executor = "local"               # or slurm, with slurm_profile = "profile.toml"
+# set = { ecutwfc = 60 }
+"""
+
+
+@dataclass
+class CampaignConfig:
+    name: str
+    property: str
+    goal: Goal
+    stop_hits: int | None = None
+    stop_value: float | None = None
+    strategy: str = "range"
+    batch: int = 1
+    diversity: float = 1.0
+    cost_aware: bool = False
+    seed: int = 0
+    budget_runs: int = 10
+    budget_cpu_hours: float | None = None
+    candidates_query: str = "source=generated"
+    training_query: str | None = None
+    init_random: int = 0
+    learner: str = "et"
+    features: str = "composition"
+    trees: int = 300
+    cv_folds: int = 5
+    oracle: str = "dft"
+    oracle_method: str | None = None
+    dft: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["goal"] = {"kind": self.goal.kind, "lo": self.goal.lo, "hi": self.goal.hi}
+        return data
+
+    def identity(self) -> dict:
+        """What may not change when a campaign is continued (budget, batch and DFT settings may)."""
+        data = self.as_dict()
+        return {k: data[k] for k in ("property", "goal", "oracle", "oracle_method", "candidates_query")}
+
+
+def _section(data: dict, name: str, where: str) -> dict:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise TansakuError(f"{where}: [{name}] must be a table")
+    return value
+
+
+def load_config(path: Path) -> CampaignConfig:
+    if not path.is_file():
+        raise TansakuError(f"{path}: no such campaign file (see `tansaku campaign example`)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TansakuError(f"{path}: not valid TOML ({exc})") from exc
+    return config_from_dict(data, str(path))
+
+
+def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
+    known = {"name", "property", "goal", "acquisition", "budget", "candidates", "training", "model", "oracle", "dft"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TansakuError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for key in ("name", "property"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise TansakuError(f"{where}: '{key}' is required (a string)")
+    goal_t, acq, budget = (_section(data, s, where) for s in ("goal", "acquisition", "budget"))
+    cand, train, model = (_section(data, s, where) for s in ("candidates", "training", "model"))
+    oracle, dft = _section(data, "oracle", where), _section(data, "dft", where)
+    goal = Goal(goal_t.get("kind", "error"), goal_t.get("lo"), goal_t.get("hi"))
+    default_strategy = {"range": "range", "maximize": "ei", "minimize": "ei", "error": "uncertainty"}[goal.kind]
+    config = CampaignConfig(
+        name=data["name"], property=data["property"], goal=goal,
+        stop_hits=goal_t.get("stop_hits"), stop_value=goal_t.get("stop_value"),
+        strategy=acq.get("strategy", default_strategy), batch=int(acq.get("batch", 1)),
+        diversity=float(acq.get("diversity", 1.0)), cost_aware=bool(acq.get("cost_aware", False)),
+        seed=int(acq.get("seed", 0)),
+        budget_runs=int(budget.get("runs", 10)), budget_cpu_hours=budget.get("cpu_hours"),
+        candidates_query=cand.get("query", "source=generated"),
+        training_query=train.get("query"), init_random=int(train.get("init_random", 0)),
+        learner=model.get("learner", "et"), features=model.get("features", "composition"),
+        trees=int(model.get("trees", 300)), cv_folds=int(model.get("cv_folds", 5)),
+        oracle=oracle.get("kind", "dft"), oracle_method=oracle.get("method"), dft=dict(dft),
+    )
+    _validate(config, where)
+    return config
+
+
+def _validate(c: CampaignConfig, where: str) -> None:
+    def bad(message: str) -> TansakuError:
+        return TansakuError(f"{where}: {message}")
+
+    if c.strategy not in STRATEGIES:
+        raise bad(f"unknown acquisition strategy {c.strategy!r} (choose from {', '.join(STRATEGIES)})")
+    if c.strategy in ("stratified", "density"):
+        raise bad(f"strategy {c.strategy!r} is for simulations of model error; use uncertainty or weighted")
+    if c.strategy.startswith("range") and c.goal.kind != "range":
+        raise bad(f"strategy {c.strategy!r} needs [goal] kind = 'range' with lo and hi")
+    if c.goal.kind == "error" and c.strategy in ("greedy", "ei", "pi", "ucb"):
+        raise bad(f"strategy {c.strategy!r} needs a range, maximize or minimize goal")
+    if c.batch < 1 or c.budget_runs < 1:
+        raise bad("[acquisition] batch and [budget] runs must be at least 1")
+    if c.budget_cpu_hours is not None and c.budget_cpu_hours <= 0:
+        raise bad("[budget] cpu_hours must be positive")
+    if c.cost_aware and c.strategy in ("greedy", "ucb", "weighted"):
+        raise bad(f"cost_aware divides scores by cost and needs non-negative scores; {c.strategy!r} has none")
+    if c.learner not in MODELS:
+        raise bad(f"unknown learner {c.learner!r} (choose from {', '.join(MODELS)})")
+    if c.features not in ("composition", "structure"):
+        raise bad(f"unknown features {c.features!r} (composition or structure)")
+    if c.oracle not in ("dft", "dataset"):
+        raise bad(f"unknown oracle {c.oracle!r} (dft or dataset)")
+    if c.oracle == "dft" and c.property not in DFT_PROPERTIES:
+        raise bad(f"the DFT oracle computes {', '.join(DFT_PROPERTIES)}, not {c.property!r}")
+    if c.oracle == "dataset" and not c.oracle_method:
+        raise bad("the dataset oracle needs [oracle] method, the stored values that play the truth "
+                  "(e.g. 'import:oxi_diel_db')")
+    if c.training_query is None and c.init_random == 0:
+        raise bad("the model needs something to learn from: [training] query and/or init_random > 0")
+    known_dft = {"preset", "pseudo_dir", "workers", "mpi_procs", "run_dir", "executor", "slurm_profile", "set",
+                 "pw_command", "ph_command", "launcher"}
+    unknown = sorted(set(c.dft) - known_dft)
+    if unknown:
+        raise bad(f"unknown [dft] key(s) {', '.join(unknown)} (known: {', '.join(sorted(known_dft))})")

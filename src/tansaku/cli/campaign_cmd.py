@@ -1,0 +1,109 @@
+"""`tansaku campaign run|status|example`: the closed loop, unattended and resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tansaku.cli.common import console, database
+
+app = typer.Typer(help="Closed-loop campaigns: train → suggest → compute with DFT → store → retrain, repeated.")
+
+
+def make_oracle(db, config, say):
+    """The DFT oracle (and its cost estimator) or the dataset oracle the config asks for."""
+    from tansaku.active.campaign import CostEstimator
+    from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
+
+    if config.oracle == "dataset":
+        return DatasetOracle(db, config.property, config.oracle_method), None
+    ctx = dft_context(db, config.dft)
+    oracle = DFTOracle(ctx, config.property, int(config.dft.get("workers", 1)))
+    original = oracle.evaluate
+
+    def evaluate(ids, on_outcome):  # narrate the workflow steps as they start
+        original(ids, on_outcome, on_step=lambda key, step: say(f"  material {key}: {step}"))
+
+    oracle.evaluate = evaluate
+    return oracle, CostEstimator(db, ctx)
+
+
+@app.command("run")
+def run_cmd(
+    config_file: Path = typer.Argument(..., help="Campaign TOML (see `tansaku campaign example`)."),
+    rounds: int = typer.Option(None, help="Stop after this many new rounds (the campaign stays open)."),
+) -> None:
+    """Run a campaign until its budget is spent or its goal is met; rerunning continues it.
+
+    Each round trains the model on everything known, picks a batch of candidates with the acquisition
+    function, runs the dielectric workflow on them (or asks the dataset oracle in a simulation), and stores
+    the outcomes. State lives in the database, so after an interruption (even SIGKILL) the same command
+    finishes the interrupted round without repeating finished calculations, then goes on. Failed or metallic
+    candidates are recorded and never chosen again.
+    """
+    from tansaku.active.campaign import run_campaign
+    from tansaku.active.campaign_config import load_config
+
+    config = load_config(config_file)
+    db = database()
+    oracle, costs = make_oracle(db, config, console.print)
+    status = run_campaign(db, config, oracle, costs=costs, say=console.print, max_rounds=rounds)
+    print_status(status)
+
+
+@app.command("status")
+def status_cmd(
+    name: str = typer.Argument(..., help="Campaign name, or its TOML file."),
+    plot: Path = typer.Option(None, help="Write a PNG: materials found against DFT runs, and model error."),
+    json_out: Path = typer.Option(None, "--json", help="Write rounds, picks and outcomes as JSON."),
+) -> None:
+    """Rounds, chosen candidates with their predictions and outcomes, hits and spent budget."""
+    from tansaku.active.campaign import campaign_status
+
+    if name.endswith(".toml") and Path(name).is_file():
+        from tansaku.active.campaign_config import load_config
+
+        name = load_config(Path(name)).name
+    status = campaign_status(database(create=False), name)
+    print_status(status)
+    if plot:
+        from tansaku.plots.figures import campaign_progress
+
+        campaign_progress(status, plot)
+        console.print(f"plot written to {plot}")
+    if json_out:
+        json_out.write_text(json.dumps(status, indent=1, default=str))
+
+
+@app.command("example")
+def example_cmd() -> None:
+    """Print a commented campaign TOML to start from."""
+    from tansaku.active.campaign_config import EXAMPLE
+
+    print(EXAMPLE, end="")
+
+
+def print_status(status: dict) -> None:
+    def fmt(x, spec=".3g"):
+        return "" if x is None else format(x, spec)
+
+    table = Table("round", "formula (id)", "why", "predicted", "est. CPU-h", "outcome", "value",
+                  title=f"campaign {status['name']} ({status['property']}, goal {status['goal']['kind']})")
+    for r in status["rounds"]:
+        for i, p in enumerate(r["picks"]):
+            outcome = p["status"] + (" ★" if p["hit"] else "")
+            pred = "" if p["mean"] is None else f"{p['mean']:.3g} ± {p['std']:.2g}"
+            table.add_row(str(r["number"]) if i == 0 else "", f"{p['formula']} ({p['material_id']})", p["reason"],
+                          pred, fmt(p["cost_estimate"]), outcome, fmt(p["value"]))
+    console.print(table)
+    budget = status["budget"]
+    maes = [r["model"]["cv_mae"] for r in status["rounds"] if "cv_mae" in r["model"]]
+    if maes:
+        console.print(f"model CV MAE (model units): first round {maes[0]:.4g}, last round {maes[-1]:.4g}")
+    console.print(f"{status['runs']} of {budget['runs']} runs, {status['cpu_hours']:.3f} CPU hours"
+                  + (f" of {budget['cpu_hours']}" if budget["cpu_hours"] else "")
+                  + f"; {status['hits']} found; outcomes {status['outcomes']}; status {status['status']}"
+                  + (f" ({status['stop_reason']})" if status["stop_reason"] else ""))

@@ -1,0 +1,272 @@
+"""Closed-loop campaigns: configuration, simulation against stored values, a real DFT campaign killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from sqlalchemy import select
+
+from tansaku import TansakuError
+from tansaku.active.campaign import campaign_status, run_campaign
+from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
+from tansaku.active.cost import CostModel
+from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
+from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
+from tansaku.store import Calculation, CampaignPick, CampaignRound, Property, open_database
+from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
+from tests.conftest import PSEUDOS, need_shared
+from tests.test_cli import invoke
+
+WINDOW = (2.0, 3.0)
+
+
+def sim_config(name: str = "sim", **changes) -> dict:
+    data = {"name": name, "property": "band_gap",
+            "goal": {"kind": "range", "lo": WINDOW[0], "hi": WINDOW[1]},
+            "acquisition": {"strategy": "range", "batch": 5},
+            "budget": {"runs": 30},
+            "candidates": {"query": "subset=paper"},
+            "training": {"init_random": 10},
+            "model": {"learner": "et", "trees": 50, "cv_folds": 3},
+            "oracle": {"kind": "dataset", "method": "import:oxi_diel_db"}}
+    for section, values in changes.items():
+        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
+    return data
+
+
+def toml_text(data: dict) -> str:
+    def value(v):
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def truth(db) -> dict[int, float]:
+    with db.session() as session:
+        return dict(session.execute(select(Property.material_id, Property.value).where(
+            Property.name == "band_gap", Property.method == "import:oxi_diel_db")).all())
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_example_config_parses_and_mistakes_are_named(tmp_path):
+    example = tmp_path / "example.toml"
+    example.write_text(EXAMPLE)
+    config = load_config(example)
+    assert config.goal.kind == "range" and config.oracle == "dft" and config.budget_runs == 10
+    cases = [
+        ({**sim_config(), "colour": "red"}, "unknown key"),
+        (sim_config(acquisition={"strategy": "magic"}), "unknown acquisition strategy 'magic'"),
+        (sim_config(oracle={"kind": "dataset", "method": None}), "needs \\[oracle\\] method"),
+        (sim_config(oracle={"kind": "dft"}, property="e_form"), "DFT oracle computes"),
+        (sim_config(training={"init_random": 0}), "needs something to learn from"),
+        (sim_config(goal={"kind": "maximize"}, acquisition={"strategy": "range"}), "needs \\[goal\\] kind = 'range'"),
+        (sim_config(acquisition={"cost_aware": True, "strategy": "ucb"}), "non-negative scores"),
+        (sim_config(goal={"kind": "range", "lo": 3.0, "hi": 2.0}), "empty window"),
+    ]
+    for data, message in cases:
+        with pytest.raises(TansakuError, match=message):
+            config_from_dict(data)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("name = [unclosed")
+    with pytest.raises(TansakuError, match="broken.toml: not valid TOML"):
+        load_config(broken)
+
+
+def test_simulated_campaign_pauses_resumes_and_spends_exactly_its_budget(oxide_db_copy):
+    db = oxide_db_copy
+    config = config_from_dict(sim_config())
+    oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
+    paused = run_campaign(db, config, oracle, say=quiet, max_rounds=2)
+    assert paused["status"] == "running" and paused["runs"] == 10
+    assert all(p["reason"] == "initial random" for r in paused["rounds"] for p in r["picks"])
+
+    status = run_campaign(db, config, oracle, say=quiet)
+    assert status["status"] == "finished" and status["stop_reason"].startswith("budget spent: 30 of 30")
+    picks = [p for r in status["rounds"] for p in r["picks"]]
+    ids = [p["material_id"] for p in picks]
+    assert len(ids) == 30 and len(set(ids)) == 30
+    assert [r["number"] for r in status["rounds"]] == [1, 2, 3, 4, 5, 6]
+    values = truth(db)
+    assert all(p["value"] == pytest.approx(values[p["material_id"]]) for p in picks)
+    assert status["hits"] == sum(WINDOW[0] <= values[i] <= WINDOW[1] for i in ids)
+    # the model of round k learned from exactly the picks of rounds before it
+    for r in status["rounds"][2:]:
+        assert r["model"]["n_train"] == 5 * (r["number"] - 1)
+        assert "cv_mae" in r["model"] and r["model"]["expected_hits_left"] > 0
+        assert all(p["reason"].startswith("range score") and p["std"] is not None for p in r["picks"])
+    assert status["final_model"]["n_train"] == 30
+
+    other_goal = config_from_dict(sim_config(goal={"kind": "range", "lo": 4.0, "hi": 5.0}))
+    with pytest.raises(TansakuError, match="exists with a different goal"):
+        run_campaign(db, other_goal, oracle, say=quiet)
+
+
+def test_target_range_campaign_finds_more_than_random_and_stops_at_its_goal(oxide_db_copy):
+    db = oxide_db_copy
+    oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
+    found = {}
+    for strategy in ("range", "random"):
+        config = config_from_dict(sim_config(f"cmp-{strategy}", acquisition={"strategy": strategy},
+                                             budget={"runs": 60}, model={"cv_folds": 0}))
+        found[strategy] = run_campaign(db, config, oracle, say=quiet)["hits"]
+    assert found["range"] > found["random"], found  # 322 of 1,266 in the window: random finds about 15
+    goal = config_from_dict(sim_config("stop", goal={"kind": "range", "lo": 2.0, "hi": 3.0, "stop_hits": 8},
+                                       budget={"runs": 200}, model={"cv_folds": 0}))
+    status = run_campaign(db, goal, oracle, say=quiet)
+    assert status["stop_reason"].startswith("goal met") and status["hits"] >= 8 and status["runs"] < 200
+
+
+def test_failed_candidates_are_recorded_never_chosen_again_and_budget_can_grow(oxide_db_copy, tmp_path):
+    db = oxide_db_copy
+    values = truth(db)
+    with db.session() as session:
+        protos = [Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
+                                                             [[0, 0, 0], [0.5, 0.5, 0.5]]))]
+        known = sorted(values)[:2]
+    candidates, _ = substitute(protos, parse_site_elements("A=Ca"), anion="Se")
+    store_candidates(db, candidates, protos, subset="trial")  # CaSe: no stored band gap, the oracle fails
+    with db.session() as session:
+        add_to_subset(session, "trial", known)
+    data = sim_config("trial", candidates={"query": "subset=trial"}, training={"init_random": 3},
+                      budget={"runs": 3}, acquisition={"batch": 3}, model={"cv_folds": 0})
+    oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
+    status = run_campaign(db, config_from_dict(data), oracle, say=quiet)
+    outcomes = {p["formula"]: p for p in status["rounds"][0]["picks"]}
+    assert outcomes["CaSe"]["status"] == "failed" and "no stored band_gap" in outcomes["CaSe"]["detail"]
+    assert status["outcomes"] == {"done": 2, "metal": 0, "failed": 1, "pending": 0}
+    data["budget"] = {"runs": 6}  # a larger budget continues the same campaign ...
+    more = run_campaign(db, config_from_dict(data), oracle, say=quiet)
+    assert more["runs"] == 3 and more["stop_reason"] == "no candidates left"  # ... and never re-picks CaSe
+
+
+def test_cli_run_and_status_with_plot(oxide_db_copy, tmp_path):
+    db_path = oxide_db_copy.url.removeprefix("sqlite:///")
+    config = tmp_path / "sim.toml"
+    config.write_text(toml_text(sim_config("cli", budget={"runs": 15}, model={"cv_folds": 0})))
+    result = invoke("--db", db_path, "campaign", "run", str(config))
+    assert result.exit_code == 0, result.output
+    assert "budget spent: 15 of 15 runs" in result.output
+    plot, out = tmp_path / "c.png", tmp_path / "c.json"
+    result = invoke("--db", db_path, "campaign", "status", str(config), "--plot", str(plot), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert plot.stat().st_size > 10_000
+    status = json.loads(out.read_text())
+    assert status["runs"] == 15 and len(status["rounds"]) == 3
+    with pytest.raises(TansakuError, match="no campaign named 'nope' \\(campaigns: cli\\)"):
+        invoke("--db", db_path, "campaign", "status", "nope")
+
+
+def test_cost_model_calibration():
+    assert CostModel.calibrate([], []).n_runs == 0
+    two = CostModel.calibrate([1e9, 2e9], [0.1, 0.3])
+    assert two.exponent == 1.0 and two.scale == pytest.approx(1.5**0.5 * 1e-10)  # median in log space of 1e-10, 1.5e-10
+    sizes = [1e8, 1e9, 1e10, 1e11]
+    fit = CostModel.calibrate(sizes, [3e-12 * s**1.2 for s in sizes])
+    assert fit.exponent == pytest.approx(1.2) and fit.hours(1e12) == pytest.approx(3e-12 * 1e12**1.2)
+
+
+# ---- with Quantum ESPRESSO -------------------------------------------------------------------------------
+
+@pytest.fixture
+def quantum_espresso():
+    if not (shutil.which("pw.x") and shutil.which("ph.x")):
+        if os.environ.get("CI"):
+            pytest.fail("pw.x/ph.x missing in CI: 'make test' installs Quantum ESPRESSO")
+        pytest.skip("Quantum ESPRESSO not installed")
+
+
+def dft_section(tmp_path: Path) -> dict:
+    return {"preset": "test", "pseudo_dir": str(need_shared(PSEUDOS)), "mpi_procs": 2,
+            "run_dir": str(tmp_path / "runs")}
+
+
+def test_metallic_candidate_is_recorded_and_never_chosen_again(quantum_espresso, tmp_path):
+    db = open_database(tmp_path / "metal.db")
+    odd = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.0), ["K", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    # rock-salt "KO" (K1+ with O2-): one hole per formula unit, so the relaxation finds it metallic
+    with db.session() as session:
+        material, _ = add_structure_material(session, odd, "file", "KO.cif", ImportReport())
+        add_to_subset(session, "odd", [material.id])
+    data = {"name": "metal", "property": "band_gap", "goal": {"kind": "range", "lo": 2.0, "hi": 3.0},
+            "budget": {"runs": 3}, "candidates": {"query": "subset=odd"}, "training": {"init_random": 1},
+            "oracle": {"kind": "dft"}, "dft": dft_section(tmp_path)}
+    config = config_from_dict(data)
+    ctx = dft_context(db, config.dft)
+    status = run_campaign(db, config, DFTOracle(ctx, "band_gap"), say=quiet)
+    (pick,) = status["rounds"][0]["picks"]
+    assert pick["status"] == "metal" and "below the metal threshold" in pick["detail"]
+    assert pick["value"] == pytest.approx(0.0, abs=0.1)  # for a band-gap search a metal is a valid label
+    assert status["stop_reason"] == "no candidates left" and status["runs"] == 1
+
+
+def test_real_campaign_killed_mid_calculation_resumes_without_repeating(quantum_espresso, oxide_db_copy, tmp_path):
+    """Two rounds of one DFT run each on generated rock-salt sulfides; SIGKILL inside round 2's ph.x."""
+    db = oxide_db_copy
+    protos = [Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
+                                                         [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure())]
+    candidates, _ = substitute(protos, parse_site_elements("A=Ca,Sr,Ba"), anion="S")
+    assert store_candidates(db, candidates, protos, subset="sulfides") == []
+    data = {"name": "sulfides", "property": "band_gap", "goal": {"kind": "range", "lo": 2.0, "hi": 3.0},
+            "acquisition": {"batch": 1}, "budget": {"runs": 2}, "candidates": {"query": "subset=sulfides"},
+            "training": {"query": "subset=paper"}, "model": {"trees": 50, "cv_folds": 0},
+            "oracle": {"kind": "dft"}, "dft": dft_section(tmp_path)}
+    config_file = tmp_path / "sulfides.toml"
+    config_file.write_text(toml_text(data))
+    db_path = db.url.removeprefix("sqlite:///")
+    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", db_path, "campaign", "run",
+            str(config_file)]
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, state_file = time.time() + 400, None
+    while time.time() < deadline and state_file is None:
+        assert process.poll() is None, "the campaign ended before round 2's phonon step started"
+        with db.session() as session:
+            second = session.scalar(select(CampaignPick.material_id).join(CampaignRound).where(
+                CampaignRound.number == 2))
+        if second is not None:
+            found = list((tmp_path / "runs").glob(f"{second}-*/phonon/state.json"))
+            if found and json.loads(found[0].read_text())["status"] == "running":
+                state_file = found[0]
+        time.sleep(0.3)
+    assert state_file is not None, "round 2 never reached ph.x"
+    time.sleep(2)
+    os.killpg(process.pid, signal.SIGKILL)  # the controller, and ph.x in its own process group
+    os.killpg(int(json.loads(state_file.read_text())["job_id"]), signal.SIGKILL)
+    process.wait()
+    with db.session() as session:
+        assert session.scalar(select(CampaignRound.status).where(CampaignRound.number == 2)) == "computing"
+
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    status = campaign_status(db, "sulfides")
+    assert status["status"] == "finished" and status["runs"] == 2
+    assert [r["status"] for r in status["rounds"]] == ["done", "done"]
+    picked = [p["material_id"] for r in status["rounds"] for p in r["picks"]]
+    assert len(set(picked)) == 2 and all(p["status"] == "done" for r in status["rounds"] for p in r["picks"])
+    with db.session() as session:
+        gaps = dict(session.execute(select(Property.material_id, Property.value).where(
+            Property.name == "band_gap", Property.method == "dft:qe:test")).all())
+        assert sorted(gaps) == sorted(picked)  # exactly the two DFT results, no more
+        assert all(1.0 < g < 5.0 for g in gaps.values())  # rock-salt sulfides are insulators
+        rows = session.execute(select(Calculation.material_id, Calculation.step, Calculation.attempts)).all()
+    assert len(rows) == 8  # four steps (relax, scf, phonon, analysis) per material, no duplicates
+    attempts = {(m, s): a for m, s, a in rows}
+    assert all(attempts[(picked[0], s)] == 1 for s in ("relax", "scf", "phonon"))  # round 1 not recomputed
+    assert attempts[(picked[1], "phonon")] == 2  # the killed ph.x ran again
+    assert status["cpu_hours"] > 0
