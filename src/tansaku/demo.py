@@ -1,37 +1,48 @@
 """`make demo`: the system at small scale in a few minutes, from data the user points at (or downloads).
 
 1. import the oxide dielectric database; 2. train a model of ε∞ with uncertainty and look at its errors;
-3. predict ε∞ for a few compositions; 4. compute MgO with Quantum ESPRESSO (the 'test' preset) and store it;
-5. write demo/report.md with the figures.
+3. generate hypothetical perovskites and rock-salt sulfides by substitution; 4. rank them for a band gap in
+2-3 eV; 5. one closed-loop round: DFT (Quantum ESPRESSO, 'test' preset) on the chosen candidate, store,
+retrain; then write demo/report.md with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from pymatgen.core import Lattice, Structure
 from rich.console import Console
 
+from tansaku.active.campaign import CostEstimator, choose, open_campaign, run_campaign
+from tansaku.active.campaign_config import CampaignConfig, config_from_dict
+from tansaku.active.oracles import DFTOracle, dft_context
 from tansaku.cli.common import progress_bar
-from tansaku.dft.pseudos import load_family
-from tansaku.dft.settings import preset
-from tansaku.features.sets import raw_features
 from tansaku.models.dataset import load_dataset
 from tansaku.models.evaluation import evaluate
 from tansaku.models.learners import make_model
-from tansaku.plots.figures import importance, parity
+from tansaku.plots.figures import campaign_progress, importance, parity
+from tansaku.sources.generate import load_prototypes, parse_site_elements, store_candidates, substitute
 from tansaku.sources.oxi_diel_db import DEFAULT_URL, import_oxi_diel_db
-from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import open_database
-from tansaku.store.materials import ImportReport, add_structure_material
 from tansaku.store.queries import stats
-from tansaku.workflows.dielectric import RunContext, run_dielectric
-from tansaku.workflows.executor import LocalExecutor, QECommands
 
 console = Console()
+
+
+WINDOW = (2.0, 3.0)
+GENERATED = "demo-generated"
+
+
+def demo_campaign(pseudo_dir: Path, out: Path) -> CampaignConfig:
+    return config_from_dict({
+        "name": "demo-gap-window", "property": "band_gap",
+        "goal": {"kind": "range", "lo": WINDOW[0], "hi": WINDOW[1]},
+        "acquisition": {"strategy": "range", "batch": 1}, "budget": {"runs": 1},
+        "candidates": {"query": f"subset={GENERATED};max_sites=2"}, "training": {"query": "subset=paper"},
+        "model": {"learner": "et", "trees": 200, "cv_folds": 5}, "oracle": {"kind": "dft"},
+        "dft": {"preset": "test", "pseudo_dir": str(pseudo_dir), "mpi_procs": 2, "run_dir": str(out / "runs")}})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo"), help="where the demo writes its files")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    pseudo_dir = (args.pseudo_dir or args.shared / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4").resolve()
     report = ["# tansaku demo", ""]
     local = args.shared / "datasets" / "oxi_diel_db"
     db = open_database(args.out / "tansaku.db")
@@ -68,34 +80,60 @@ def main(argv: list[str] | None = None) -> None:
                f"R² = {cv['r2_mean']:.3f}, MAE = {cv['mae_mean']:.3f} in log10 ε∞.", "",
                "![parity](parity.png) ![importance](importance.png)", ""]
 
-    console.rule("3. predict ε∞ of compositions the database does not hold")
-    known = set(data.groups)
-    candidates = ["CaHfO3", "SrSnO3", "KNbO3", "LiTaO3", "BaSnO3", "ZnSnO3", "BaGeO3", "MgSnO3", "SrGeO3",
-                  "KSbO3", "Sr2SnO4", "Ba2HfO4", "LiSbO3", "CaGeO3", "Mg2GeO4"]
-    formulas = [f for f in candidates if f not in known][:5]
-    mean, std = model.predict_dist(raw_features(formulas, "composition"))
-    report += ["3. Predictions (ε∞ with the ±1σ range):", "", "| formula | ε∞ | range |", "| --- | --- | --- |"]
-    for f, m, s in zip(formulas, mean, std, strict=True):
-        console.print(f"{f:>8}: ε∞ ≈ {10**m:.2f}  ({10 ** (m - s):.2f} – {10 ** (m + s):.2f})")
-        report.append(f"| {f} | {10**m:.2f} | {10 ** (m - s):.2f} – {10 ** (m + s):.2f} |")
-    report.append("")
+    console.rule("3. generate hypothetical candidates by substitution")
+    protos = load_prototypes(db, ["mp-5020", "mp-1265"])  # cubic BaTiO3 and rock-salt MgO in the database
+    made, refused = substitute(protos[:1], parse_site_elements("A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn"))
+    sulfides, refused_s = substitute(protos[1:], parse_site_elements("A=Ca,Sr,Ba,Zn,Cd"), anion="S")
+    refused += refused_s + store_candidates(db, made + sulfides, protos, subset=GENERATED)
+    stored = [c for c in made + sulfides if c.material_id is not None]
+    console.print(f"{len(stored)} candidates stored: {', '.join(c.formula for c in stored)}; {len(refused)} refused")
+    report += [f"3. Generated {len(stored)} hypothetical materials by substitution on cubic BaTiO3 (A = Ca, Sr, "
+               "Ba; B = Ti, Zr, Hf, Sn) and on rock-salt MgO with S on the anion site (Ca, Sr, Ba, Zn, Cd): "
+               f"{', '.join(c.formula for c in stored)}. Refused {len(refused)}:", ""]
+    report += [f"   - {r.formula} ({r.prototype}): {r.reason}" for r in refused] + [""]
 
-    console.rule("4. compute MgO with Quantum ESPRESSO (test preset)")
-    pseudo_dir = args.pseudo_dir or args.shared / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"
-    if shutil.which("pw.x") and pseudo_dir.is_dir():
-        mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-        with db.session() as session:
-            material, _ = add_structure_material(session, mgo, FILE_SOURCE, "demo:MgO", ImportReport())
-        ctx = RunContext(db, preset("test"), "test", load_family(pseudo_dir), LocalExecutor(),
-                         QECommands(mpi_procs=2), (args.out / "runs").resolve())
-        res = run_dielectric(ctx, material.id, lambda step: console.print(f"  MgO: {step}"))
-        console.print(json.dumps(res.as_dict(), indent=1))
-        report += [f"4. MgO with pw.x/ph.x (test preset): status {res.status}, gap {res.band_gap:.2f} eV, "
-                   f"ε∞ {res.eps_electronic:.2f}, ε_ion {res.eps_ionic:.2f} (reference database: 3.16 and 6.81). "
-                   f"Inputs, outputs and state files are in `{ctx.run_root}`.", ""]
+    console.rule(f"4. suggest candidates with a band gap in {WINDOW[0]}-{WINDOW[1]} eV")
+    config = demo_campaign(pseudo_dir, args.out.resolve())
+    campaign_id = open_campaign(db, config)
+    costs = CostEstimator(db, dft_context(db, config.dft)) if pseudo_dir.is_dir() else None
+    ranking, metrics = choose(db, replace(config, candidates_query=f"subset={GENERATED}", diversity=0.0),
+                              campaign_id, 1, 8, costs)
+    names = {c.material_id: c.formula for c in stored}
+    known = set(data.groups)
+    report += [f"4. Extra trees on composition descriptors learned the band gap of {metrics['n_train']} oxides "
+               f"and ranked the generated candidates by the probability that their gap lies in "
+               f"{WINDOW[0]}-{WINDOW[1]} eV (target-range acquisition):", "",
+               "| candidate | predicted gap (eV) | P(in window) | estimated CPU hours (test preset) | note |",
+               "| --- | --- | --- | --- | --- |"]
+    for c in ranking:
+        cost = "" if c.cost is None else f"{c.cost:.3f}"
+        console.print(f"{names[c.material_id]:>8}: gap {c.mean:.2f} ± {c.std:.2f} eV, P = {c.score:.2f}, "
+                      f"~{cost} CPU-h")
+        note = "composition in the training data" if names[c.material_id] in known else ""
+        report.append(f"| {names[c.material_id]} | {c.mean:.2f} ± {c.std:.2f} | {c.score:.2f} | {cost} | {note} |")
+    report += ["", "A composition model cannot tell polymorphs apart: for compositions it has learned (another "
+               "polymorph is in the database) its trees agree and the spread is zero.", ""]
+
+    console.rule("5. one closed-loop round: DFT (test preset) on the best small candidate, store, retrain")
+    if shutil.which("pw.x") and shutil.which("ph.x") and pseudo_dir.is_dir():
+        oracle = DFTOracle(dft_context(db, config.dft), config.property)
+        status = run_campaign(db, config, oracle, costs=costs, say=console.print)
+        campaign_progress(status, args.out / "campaign.png")
+        pick = status["rounds"][0]["picks"][0]
+        final = status["final_model"]
+        report += [f"5. Campaign `{config.name}` (budget: 1 DFT run among candidates of at most 2 atoms, to stay "
+                   f"within minutes) chose {pick['formula']} (predicted {pick['mean']:.2f} ± {pick['std']:.2f} eV). "
+                   f"pw.x/ph.x with the test preset gave: {pick['status']}, band gap "
+                   f"{pick['value'] if pick['value'] is None else round(pick['value'], 3)} eV "
+                   f"({'inside' if pick['hit'] else 'outside'} the window), {pick['cpu_hours']:.3f} CPU hours "
+                   f"(estimated {pick['cost_estimate'] or float('nan'):.3f}). The model was retrained on "
+                   f"{final.get('n_train')} materials (5-fold CV MAE {final.get('cv_mae', float('nan')):.3f} eV). "
+                   "All state is in the database: `tansaku --db "
+                   f"{args.out / 'tansaku.db'} campaign status {config.name}`; the runs are in `{args.out / 'runs'}`.",
+                   "", "![campaign](campaign.png)", ""]
     else:
-        console.print("pw.x or the pseudopotentials are missing: DFT step skipped")
-        report += ["4. DFT step skipped: pw.x or pseudopotentials missing.", ""]
+        console.print("pw.x/ph.x or the pseudopotentials are missing: DFT step skipped")
+        report += ["5. DFT step skipped: pw.x/ph.x or pseudopotentials missing.", ""]
     (args.out / "report.md").write_text("\n".join(report))
     console.print(f"report written to {args.out / 'report.md'}")
 

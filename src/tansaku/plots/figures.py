@@ -81,32 +81,45 @@ def active_learning_curves(result: dict, path: Path, label: str) -> None:
 
 
 def campaign_progress(status: dict, path: Path) -> Path:
-    """Left: materials found (or best value) against DFT runs, one marker per outcome. Right: model CV error."""
+    """Left: materials found (or best value) against DFT runs. Right: what the model predicted for each pick
+    against what the calculation gave (the model's honesty, round by round)."""
     picks = [p for r in status["rounds"] for p in r["picks"]]
-    runs = np.arange(1, len(picks) + 1)
+    runs = np.arange(0, len(picks) + 1)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
     goal = status["goal"]
     if goal["kind"] == "range" or any(p["hit"] for p in picks):
-        left.step(runs, np.cumsum([p["hit"] for p in picks]), where="post", color="C0")
+        left.step(runs, np.concatenate([[0], np.cumsum([p["hit"] for p in picks])]), where="post", color="C0")
         left.set_ylabel("materials found" + (f" in [{goal['lo']}, {goal['hi']}]" if goal["kind"] == "range" else ""))
     else:
         values = np.array([np.nan if p["value"] is None else p["value"] for p in picks], dtype=float)
         sign = -1 if goal["kind"] == "minimize" else 1
-        left.step(runs, sign * np.fmax.accumulate(sign * np.nan_to_num(values, nan=-np.inf * sign)), where="post")
+        best = sign * np.fmax.accumulate(np.where(np.isnan(values), -np.inf, sign * values))
+        left.step(runs[1:], best, where="post")
         left.set_ylabel(f"best {status['property']} so far")
     colours = {"done": "C2", "metal": "C1", "failed": "C3", "pending": "0.6"}
-    for status_name, colour in colours.items():
-        idx = [i for i, p in enumerate(picks) if p["status"] == status_name]
+    for name, colour in colours.items():
+        idx = [i + 1 for i, p in enumerate(picks) if p["status"] == name]
         if idx:
-            left.scatter(runs[idx], np.zeros(len(idx)), marker="|", s=80, color=colour, label=status_name)
+            left.scatter(idx, np.zeros(len(idx)), marker="|", s=80, color=colour, label=name)
     left.set_xlabel("DFT runs (campaign picks)")
+    left.set_xlim(0, max(len(picks), 1) + 0.5)
     left.legend(fontsize=8, loc="upper left")
-    numbers = [r["number"] for r in status["rounds"] if "cv_mae" in r["model"]]
-    maes = [r["model"]["cv_mae"] for r in status["rounds"] if "cv_mae" in r["model"]]
-    if maes:
-        right.plot(numbers, maes, "o-")
-    right.set_xlabel("round")
-    right.set_ylabel("model CV MAE (model units)")
+    judged = [p for p in picks if p["mean"] is not None and p["value"] is not None]
+    if judged:
+        log = status["property"].startswith("eps_")
+        pred = np.array([10 ** p["mean"] if log else p["mean"] for p in judged])
+        lo = np.array([10 ** (p["mean"] - p["std"]) if log else p["mean"] - p["std"] for p in judged])
+        hi = np.array([10 ** (p["mean"] + p["std"]) if log else p["mean"] + p["std"] for p in judged])
+        got = np.array([p["value"] for p in judged])
+        right.errorbar(got, pred, yerr=[pred - lo, hi - pred], fmt="o", ms=4, capsize=2)
+        for p, x, y in zip(judged if len(judged) <= 15 else [], got, pred, strict=False):
+            right.annotate(p["formula"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        edge = [min(got.min(), lo.min()), max(got.max(), hi.max())]
+        right.plot(edge, edge, "k--", lw=1)
+        if goal["kind"] == "range":
+            right.axvspan(goal["lo"], goal["hi"], color="C0", alpha=0.1)
+    right.set_xlabel(f"computed {status['property']}")
+    right.set_ylabel("predicted before the run (±1σ)")
     fig.suptitle(f"campaign {status['name']}: {status['hits']} found in {status['runs']} runs")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
