@@ -109,7 +109,7 @@ def _plot(curves: dict, path: Path, lo: float, hi: float, n_targets: int) -> Non
         ax.fill_between(x, found.min(axis=0), found.max(axis=0), alpha=0.2)
     ax.set_xlabel("look-ups (simulated DFT runs)")
     ax.set_ylabel(f"oxides found with gap in [{lo}, {hi}] eV")
-    ax.set_title(f"simulated campaign ({n_targets} targets): median, min-max over seeds")
+    ax.set_title(f"{n_targets} targets; median and min-max over seeds", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
