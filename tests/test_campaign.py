@@ -16,7 +16,7 @@ from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.active.campaign import campaign_status, run_campaign
+from tansaku.active.campaign import CostEstimator, campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
 from tansaku.active.cost import CostModel
 from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
@@ -270,3 +270,24 @@ def test_real_campaign_killed_mid_calculation_resumes_without_repeating(quantum_
     assert all(attempts[(picked[0], s)] == 1 for s in ("relax", "scf", "phonon"))  # round 1 not recomputed
     assert attempts[(picked[1], "phonon")] == 2  # the killed ph.x ran again
     assert status["cpu_hours"] > 0
+
+
+def test_cost_aware_ranking_prefers_cheap_candidates(oxide_db_copy):
+    """Same goal and seed; ranking by score per estimated CPU hour picks smaller cells."""
+    db = oxide_db_copy
+    dft = {"preset": "test", "pseudo_dir": str(need_shared(PSEUDOS))}
+    costs = CostEstimator(db, dft_context(db, dft))
+    oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
+    mean_cost = {}
+    for aware in (False, True):
+        config = config_from_dict(sim_config(f"cost-{aware}", acquisition={"cost_aware": aware},
+                                             training={"init_random": 20}, budget={"runs": 40},
+                                             candidates={"query": "subset=paper;max_sites=20"},
+                                             model={"cv_folds": 0}, dft=dft))
+        status = run_campaign(db, config, oracle, costs=costs, say=quiet)
+        chosen = [p["cost_estimate"] for r in status["rounds"][4:] for p in r["picks"]]
+        if aware:  # materials with an empty pseudopotential file (W, Pt in the shared family) have no estimate
+            assert all(c is not None and c > 0 for c in chosen)
+        chosen = [c for c in chosen if c is not None]
+        mean_cost[aware] = sum(chosen) / len(chosen)
+    assert mean_cost[True] < 0.5 * mean_cost[False], mean_cost

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
@@ -119,3 +119,28 @@ def test_cli_generates_from_a_stored_prototype(tmp_path):
     assert sorted(g["formula"] for g in data["generated"]) == ["BaHfO3", "BaZrO3", "CaHfO3", "CaZrO3"]
     assert all(g["material_id"] for g in data["generated"])
     assert len(list((tmp_path / "cifs").glob("*.cif"))) == 4
+
+
+def test_chemsys_lists_charge_balanced_compositions_and_skips_known_ones(tmp_path):
+    from tansaku.sources.generate import chemsys_compositions, store_compositions
+
+    formulas = [c.reduced_formula for c in chemsys_compositions(["Sr", "Ti", "O"], 12)]
+    # Sr2+ Ti4+ O2-: SrO·n TiO2 and n SrO·TiO2 series, all containing the three elements
+    assert {"SrTiO3", "Sr2TiO4", "Sr3Ti2O7", "SrTi2O5"} <= set(formulas)
+    assert "SrO" not in formulas and "SrTiO2" not in formulas  # a binary, and a charge-unbalanced one
+    assert all(Composition(f).num_atoms <= 12 for f in formulas)
+    with_sub = [c.reduced_formula for c in chemsys_compositions(["Sr", "Ti", "O"], 12, subsystems=True)]
+    assert {"SrO", "TiO2"} <= set(with_sub)
+    with pytest.raises(TansakuError, match="unknown element symbol 'Qq'"):
+        chemsys_compositions(["Sr", "Qq"], 5)
+    db = open_database(tmp_path / "c.db")
+    with db.session() as session:
+        add_structure_material(session, perovskite().structure, "file", "STO.cif", ImportReport())
+    ids, refused = store_compositions(db, chemsys_compositions(["Sr", "Ti", "O"], 12), subset="sto")
+    assert [r.formula for r in refused] == ["SrTiO3"]
+    assert len(ids) == len(formulas) - 1
+    again, _ = store_compositions(db, chemsys_compositions(["Sr", "Ti", "O"], 12))
+    assert sorted(again) == sorted(ids)  # stored once
+    with db.session() as session:
+        stored = session.scalars(select(Material).where(Material.source == GENERATED_SOURCE)).all()
+        assert len(stored) == len(ids) and all(m.structure_json is None for m in stored)

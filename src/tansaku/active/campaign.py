@@ -153,18 +153,22 @@ class CostEstimator:
                 sizes.append(cost_size(structure, ctx.settings, ctx.pseudos))
                 hours.append(seconds[material_id] * ctx.commands.mpi_procs / 3600.0)
         self.model = CostModel.calibrate(sizes, hours)
+        self._sizes: dict[int, float] = {}  # structures do not change: size each candidate once
 
     def estimate(self, material_ids: list[int]) -> np.ndarray:
-        with self.db.session() as session:
-            structures = {m.id: m.structure() for m in session.scalars(
-                select(Material).where(Material.id.in_(material_ids)))}
-        sizes = []
-        for material_id in material_ids:
-            try:
-                sizes.append(cost_size(structures[material_id], self.ctx.settings, self.ctx.pseudos))
-            except TansakuError:
-                sizes.append(np.nan)  # an element without pseudopotential: the workflow will refuse it
-        return self.model.hours(np.array(sizes))
+        """CPU hours per material; NaN where the workflow cannot run it (e.g. no pseudopotential)."""
+        missing = [i for i in material_ids if i not in self._sizes]
+        if missing:
+            with self.db.session() as session:
+                structures = {m.id: m.structure() for m in session.scalars(
+                    select(Material).where(Material.id.in_(missing)))}
+            for material_id in missing:
+                try:
+                    self._sizes[material_id] = cost_size(structures[material_id], self.ctx.settings,
+                                                         self.ctx.pseudos)
+                except (TansakuError, AttributeError):
+                    self._sizes[material_id] = np.nan  # no structure or no usable pseudopotential
+        return self.model.hours(np.array([self._sizes[i] for i in material_ids]))
 
 
 def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: int):
@@ -208,6 +212,12 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     model, metrics, y = train(db, config, known, config.seed + number)
     X = cached_features(db, pool, config.features)
     usable = np.isfinite(X).any(axis=1)
+    if config.cost_aware:
+        if costs is None:
+            raise TansakuError("cost_aware needs cost estimates: give [dft] preset and pseudo_dir")
+        # without an estimate the workflow cannot run the candidate (no structure or pseudopotential)
+        metrics["no_cost_estimate"] = int((~np.isfinite(estimate)).sum())
+        usable &= np.isfinite(estimate)
     pool, X, estimate = [p for p, ok in zip(pool, usable, strict=True) if ok], X[usable], estimate[usable]
     if not pool:
         return [], metrics
@@ -218,8 +228,6 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     best = float(goal.desirability(y).max()) if goal.kind != "error" else None
     scores = score(config.strategy, goal, mean, std, best=best, samples=samples, rng=rng)
     if config.cost_aware:
-        if not np.isfinite(estimate).all():
-            raise TansakuError("cost_aware needs a cost estimate for every candidate (the DFT oracle's settings)")
         scores = scores / np.maximum(estimate, 1e-9)
     if goal.kind == "range":
         from tansaku.active.acquisition import in_range_probability

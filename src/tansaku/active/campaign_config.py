@@ -47,6 +47,7 @@ cv_folds = 5                     # per-round cross-validated error; 0 skips it
 [oracle]
 kind = "dft"                     # dft: run the dielectric workflow; dataset: read stored values (simulation)
 # method = "import:oxi_diel_db"  # dataset oracle: the stored values that play the truth
+                                 # (give [dft] pseudo_dir too for cost estimates in a simulation)
 
 [dft]
 preset = "standard"

@@ -14,12 +14,13 @@ app = typer.Typer(help="Closed-loop campaigns: train → suggest → compute wit
 
 
 def make_oracle(db, config, say):
-    """The DFT oracle (and its cost estimator) or the dataset oracle the config asks for."""
+    """The oracle the config asks for, and a cost estimator when DFT settings and pseudopotentials are known."""
     from tansaku.active.campaign import CostEstimator
     from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
 
     if config.oracle == "dataset":
-        return DatasetOracle(db, config.property, config.oracle_method), None
+        costs = CostEstimator(db, dft_context(db, config.dft)) if config.dft.get("pseudo_dir") else None
+        return DatasetOracle(db, config.property, config.oracle_method), costs
     ctx = dft_context(db, config.dft)
     oracle = DFTOracle(ctx, config.property, int(config.dft.get("workers", 1)))
     original = oracle.evaluate

@@ -70,3 +70,36 @@ def substitute_cmd(
                            "material_id": c.material_id, "lattice_scale": c.lattice_scale, **c.checks}
                           for c in candidates],
             "refused": [r.__dict__ for r in refused]}, indent=1))
+
+
+@app.command("chemsys")
+def chemsys_cmd(
+    elements: str = typer.Argument(..., help="Elements of the chemical system, e.g. Ca-Ti-O or Ca,Ti,O."),
+    max_atoms: int = typer.Option(10, help="At most this many atoms per formula unit."),
+    subsystems: bool = typer.Option(False, help="Also compositions that leave some elements out."),
+    subset: str = typer.Option(None, help="Also add the stored compositions to this named subset."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the compositions; store nothing."),
+) -> None:
+    """All charge-balanced compositions of a chemical system, for composition-only screening.
+
+    Charge balance uses each element's common oxidation states; compositions whose reduced formula is already
+    in the database are left out. They are stored without structure (source 'generated'): models on
+    composition descriptors rank them (`tansaku al suggest`, campaigns with a dataset oracle), DFT needs a
+    structure (see `generate substitute`).
+
+    Example: tansaku generate chemsys Sr-Ti-O --max-atoms 12 --subset sto
+    """
+    import re
+
+    from tansaku.sources.generate import chemsys_compositions, store_compositions
+
+    symbols = [s for s in re.split(r"[-,\s]+", elements) if s]
+    compositions = chemsys_compositions(symbols, max_atoms, subsystems)
+    refused = []
+    if not dry_run:
+        _, refused = store_compositions(database(), compositions, subset)
+    skipped = {r.formula for r in refused}
+    kept = [c.reduced_formula for c in compositions if c.reduced_formula not in skipped]
+    console.print(f"{len(kept)} compositions" + (" (dry run)" if dry_run else " stored") + ": " + ", ".join(kept))
+    for r in refused:
+        err_console.print(f"[yellow]not stored[/] {r.formula}: {r.reason}", soft_wrap=True)

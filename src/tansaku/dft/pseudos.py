@@ -46,7 +46,11 @@ class PseudoFamily:
         return max(hints) if hints else None
 
     def valence(self, element: str) -> float:
-        text = (self.directory / self.file_for(element)).read_text(errors="replace")[:200_000]
+        path = self.directory / self.file_for(element)
+        if path.stat().st_size == 0:
+            raise TansakuError(f"{path}: the pseudopotential file for {element} is empty (a broken download?); "
+                               "fetch the family again")
+        text = path.read_text(errors="replace")[:200_000]
         match = re.search(r'z_valence="\s*([-\d.Ee+]+)"', text) or re.search(r"([\d.]+)\s+Z valence", text)
         if not match:
             raise TansakuError(f"{self.directory / self.file_for(element)}: no z_valence in the UPF header")

@@ -319,3 +319,59 @@ def store_candidates(db: Database, candidates: list[Candidate], prototypes: list
             if subset:
                 add_to_subset(session, subset, [material.id])
     return refused
+
+
+def chemsys_compositions(elements: list[str], max_atoms: int, subsystems: bool = False) -> list[Composition]:
+    """Charge-balanced compositions (common oxidation states, one anion or more) of the elements with at most
+    `max_atoms` atoms per formula unit; each reduced formula once. Without `subsystems` every element is present."""
+    for symbol in elements:
+        if not Element.is_valid_symbol(symbol):
+            raise TansakuError(f"chemical system: unknown element symbol {symbol!r}")
+    if len(set(elements)) < 2:
+        raise TansakuError("a chemical system needs at least two different elements")
+    if max_atoms < 2:
+        raise TansakuError("--max-atoms must be at least 2")
+    elements = sorted(set(elements))
+    found: dict[str, Composition] = {}
+    for counts in itertools.product(range(max_atoms + 1), repeat=len(elements)):
+        total = sum(counts)
+        present = [n for n in counts if n]
+        if not 2 <= total <= max_atoms or len(present) < 2 or (not subsystems and len(present) < len(elements)):
+            continue
+        if math.gcd(*present) != 1:
+            continue  # a multiple of a smaller formula unit, which is found on its own
+        composition = Composition(dict(zip(elements, counts, strict=True)))
+        if composition.reduced_formula in found:
+            continue
+        oxidation = _oxidation_guess(composition)
+        if oxidation and any(v < 0 for v in oxidation.values()) and any(v > 0 for v in oxidation.values()):
+            found[composition.reduced_formula] = composition
+    return sorted(found.values(), key=lambda c: (len(c), c.num_atoms, c.reduced_formula))
+
+
+def store_compositions(db: Database, compositions: list[Composition], subset: str | None = None
+                       ) -> tuple[list[int], list[Refusal]]:
+    """Store compositions not yet in the database (by reduced formula) as composition-only generated materials."""
+    from tansaku.store.materials import add_to_subset, composition_fields, get_material
+
+    ids, refused = [], []
+    with db.session() as session:
+        for composition in compositions:
+            formula = composition.reduced_formula
+            source_id = f"chemsys:{formula}"
+            material = get_material(session, GENERATED_SOURCE, source_id)
+            if material is None:
+                other = session.scalar(select(Material).where(Material.reduced_formula == formula).limit(1))
+                if other is not None:
+                    refused.append(Refusal(formula, "chemsys", f"already in the database as material {other.id} "
+                                                               f"({other.source} {other.source_id})"))
+                    continue
+                material = Material(source=GENERATED_SOURCE, source_id=source_id,
+                                    extra={"chemsys": "-".join(sorted(el.symbol for el in composition.elements))},
+                                    **composition_fields(composition))
+                session.add(material)
+                session.flush()
+            ids.append(material.id)
+        if subset:
+            add_to_subset(session, subset, ids)
+    return ids, refused
