@@ -291,3 +291,15 @@ def test_cost_aware_ranking_prefers_cheap_candidates(oxide_db_copy):
         chosen = [c for c in chosen if c is not None]
         mean_cost[aware] = sum(chosen) / len(chosen)
     assert mean_cost[True] < 0.5 * mean_cost[False], mean_cost
+
+
+def test_model_error_goal_stops_when_cross_validated_error_is_low_enough(oxide_db_copy):
+    db = oxide_db_copy
+    oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
+    data = sim_config("error", goal={"kind": "error", "stop_value": 5.0}, acquisition={"strategy": "uncertainty"},
+                      training={"init_random": 10}, budget={"runs": 100}, model={"cv_folds": 3})
+    status = run_campaign(db, config_from_dict(data), oracle, say=quiet)
+    # rounds 1-2 are the random start (no model); round 3 has a CV MAE below 5 eV, so the loop stops after it
+    assert status["stop_reason"].startswith("goal met: cross-validated MAE")
+    assert status["runs"] == 15 and status["rounds"][2]["model"]["cv_mae"] < 5.0
+    assert status["hits"] == 0  # a model-error goal has no targets
