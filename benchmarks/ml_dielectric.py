@@ -258,6 +258,10 @@ def markdown(results: dict, models: list[str]) -> str:
                      f"| {e['stretch_r2']} | {e['holdout']['r2_mean']:.3f} | {e['grouped']['r2_mean']:.3f} "
                      f"| {cv['mae_mean']:.3f} | {cv['coverage_68_mean']:.2f} / {cv['coverage_95_mean']:.2f} |")
     sp = results["speed"]
+    if "model_results_from" in results:
+        origin = results["model_results_from"]
+        lines += ["", f"(Model rows from `{origin['command']}` on {origin['date']}, commit {origin['commit']}; the "
+                  "speed section below was measured again with --speed-only.)"]
     lines += ["", "## Descriptor speed (seconds per 1,000; matminer featurizers of equal definition, same run)", "",
               "| set | tansaku | matminer | ratio | target |", "| --- | --- | --- | --- | --- |",
               f"| composition (whole set: element statistics, stoichiometry, oxidation states, ionic character) | "
