@@ -303,3 +303,20 @@ def test_model_error_goal_stops_when_cross_validated_error_is_low_enough(oxide_d
     assert status["stop_reason"].startswith("goal met: cross-validated MAE")
     assert status["runs"] == 15 and status["rounds"][2]["model"]["cv_mae"] < 5.0
     assert status["hits"] == 0  # a model-error goal has no targets
+
+
+def test_stop_reasons_cover_runs_cpu_hours_hits_and_values():
+    from tansaku.active.campaign import stop_reason
+
+    def used(runs=0, cpu=0.0, hits=0, model=None):
+        return {"runs": runs, "cpu_hours": cpu, "hits": hits, "last_model": model or {}}
+
+    config = config_from_dict(sim_config(budget={"runs": 10, "cpu_hours": 1.5}, goal={"stop_hits": 3}))
+    assert stop_reason(config, used(runs=3, cpu=1.0, hits=2)) is None
+    assert stop_reason(config, used(runs=10)) == "budget spent: 10 of 10 runs"
+    assert stop_reason(config, used(runs=4, cpu=2.0)) == "budget spent: 2.00 of 1.5 CPU hours"
+    assert stop_reason(config, used(runs=4, hits=3)) == "goal met: 3 materials found"
+    maximize = config_from_dict(sim_config(goal={"kind": "maximize", "lo": None, "hi": None, "stop_value": 6.0},
+                                           acquisition={"strategy": "ei"}))
+    assert stop_reason(maximize, used(runs=2)) is None
+    assert stop_reason(maximize, used(runs=2, hits=1)) == "goal met: a value beyond 6.0 was found"
