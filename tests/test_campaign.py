@@ -320,3 +320,30 @@ def test_stop_reasons_cover_runs_cpu_hours_hits_and_values():
                                            acquisition={"strategy": "ei"}))
     assert stop_reason(maximize, used(runs=2)) is None
     assert stop_reason(maximize, used(runs=2, hits=1)) == "goal met: a value beyond 6.0 was found"
+
+
+def test_a_running_campaign_is_not_run_twice_but_a_dead_runner_is_taken_over(oxide_db_copy):
+    import socket
+
+    from tansaku.active.campaign import open_campaign
+    from tansaku.store import Campaign
+    from tansaku.store.models import utcnow
+
+    db = oxide_db_copy
+    config = config_from_dict(sim_config("locked", budget={"runs": 10}, model={"cv_folds": 0}))
+    oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
+    campaign_id = open_campaign(db, config)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for runner, refused in ((f"{socket.gethostname()}:{os.getppid()}", True),  # our parent: alive
+                            (f"{socket.gethostname()}:{dead.pid}", False)):
+        with db.session() as session:
+            campaign = session.get(Campaign, campaign_id)
+            campaign.runner, campaign.heartbeat = runner, utcnow()
+        if refused:
+            with pytest.raises(TansakuError, match=f"is being run by {runner}"):
+                run_campaign(db, config, oracle, say=quiet)
+        else:
+            assert run_campaign(db, config, oracle, say=quiet)["runs"] == 10
+    with db.session() as session:
+        assert session.get(Campaign, campaign_id).runner is None  # released at the end

@@ -59,9 +59,14 @@ def open_campaign(db: Database, config: CampaignConfig) -> int:
             changed = [k for k in stored if stored[k] != config.identity()[k]]
             raise TansakuError(f"campaign {config.name!r} exists with a different {', '.join(changed)}; "
                                "give the new search another name")
-        campaign.config = config.as_dict()  # budget, batch and DFT settings may change between runs
-        campaign.status = "running"
         return campaign.id
+
+
+def _start(db: Database, campaign_id: int, config: CampaignConfig) -> None:
+    with db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        campaign.config = config.as_dict()  # budget, batch and DFT settings may change between runs
+        campaign.status, campaign.stop_reason = "running", None
 
 
 def labels(db: Database, config: CampaignConfig, campaign_id: int) -> dict[int, float]:
@@ -298,7 +303,16 @@ def compute_round(db: Database, round_id: int, oracle: Oracle, say: Say) -> None
 def run_campaign(db: Database, config: CampaignConfig, oracle: Oracle, *, costs: CostEstimator | None = None,
                  say: Say = print, max_rounds: int | None = None) -> dict:
     """Run (or continue) the campaign until it stops; returns the status summary."""
+    from tansaku.active.campaign_lock import CampaignLock
+
     campaign_id = open_campaign(db, config)
+    with CampaignLock(db, campaign_id):
+        _start(db, campaign_id, config)
+        return _loop(db, config, oracle, campaign_id, costs, say, max_rounds)
+
+
+def _loop(db: Database, config: CampaignConfig, oracle: Oracle, campaign_id: int, costs: CostEstimator | None,
+          say: Say, max_rounds: int | None) -> dict:
     rounds_here = 0
     while True:
         open_round = _open_round(db, campaign_id)

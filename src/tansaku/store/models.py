@@ -160,6 +160,8 @@ class Campaign(Base):
     status: Mapped[str] = mapped_column(String(32), default="running")  # running, finished
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     final_model: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    runner: Mapped[str | None] = mapped_column(String(256), nullable=True)  # host:pid of the process running it
+    heartbeat: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
