@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["rf", "blend"])
     parser.add_argument("--cv", default="5x3")
     parser.add_argument("--speed-sample", type=int, default=150)
+    parser.add_argument("--merge", action="store_true",
+                        help="Keep the stored rows of other models (add or replace only the --models given).")
     parser.add_argument("--speed-only", action="store_true",
                         help="Measure descriptor speed again and keep the stored model results.")
     args = parser.parse_args()
@@ -176,6 +178,12 @@ def main() -> None:
     db = open_database(tmp / "ml.db")
     import_oxi_diel_db(db, SHARED / "datasets" / "oxi_diel_db")
     results: dict = {"cv": args.cv, "tasks": {}, "speed": None, "cache": {}}
+    if args.merge:
+        import json
+
+        previous = json.loads((RESULTS / "ml_dielectric.json").read_text())
+        results["tasks"] = {k: {**v, "from": v.get("from", previous["machine"]["command"])}
+                            for k, v in previous["tasks"].items() if k.split("/")[2] not in args.models}
     plots = RESULTS / "ml_dielectric_plots"
     plots.mkdir(parents=True, exist_ok=True)
     for feature_set in ("composition", "structure"):
@@ -221,7 +229,11 @@ def main() -> None:
         structures = [m.structure() for m in mats]
         formulas = [m.formula for m in mats]
     results["speed"] = speed(structures, formulas, args.speed_sample)
-    write_results("ml_dielectric", results, markdown(results, args.models))
+    order = ["rf", "et", "lgbm", "blend"]
+    results["tasks"] = dict(sorted(results["tasks"].items(), key=lambda kv: (
+        ("composition", "structure").index(kv[0].split("/")[1]), kv[0].split("/")[0], order.index(kv[0].split("/")[2]))))
+    models = sorted({key.split("/")[2] for key in results["tasks"]}, key=order.index)
+    write_results("ml_dielectric", results, markdown(results, models))
 
 
 def rerun_speed(args) -> None:
@@ -275,12 +287,12 @@ def markdown(results: dict, models: list[str]) -> str:
               f"| structure | {sp['structure']['ours_s_per_1000']:.2f} | {sp['structure']['matminer_s_per_1000']:.2f}"
               f" | {sp['structure']['ratio']:.1f}× | ≥ 5× |", "",
               "Feature cache: " + ", ".join(f"{k}: first {v['first_seconds']:.1f} s, cached {v['cached_seconds']:.2f} s"
-                                            for k, v in results["cache"].items()), "", "## Importance (structure set, "
-              f"{models[-1]}; grouped permutation: increase of held-out MSE when a descriptor family is shuffled)", ""]
+                                            for k, v in results["cache"].items()), "", "## Importance (structure set; "
+              "grouped permutation: increase of held-out MSE when a descriptor family is shuffled)", ""]
     for key, e in results["tasks"].items():
         if "permutation_importance" in e:
             top = list(e["permutation_importance"].items())[:6]
-            lines.append(f"- {key.split('/')[0]}: " + ", ".join(f"{g} {v:.4f}" for g, v in top))
+            lines.append(f"- {key.split('/')[0]} ({key.split('/')[2]}): " + ", ".join(f"{g} {v:.4f}" for g, v in top))
             lines.append(f"  - top single descriptors: {', '.join(list(e['top_impurity'])[:6])}")
     return "\n".join(lines)
 
