@@ -25,7 +25,7 @@ from tansaku.features.elements import element_table  # noqa: E402
 from tansaku.features.sets import cached_features, raw_features  # noqa: E402
 from tansaku.models.dataset import load_dataset  # noqa: E402
 from tansaku.models.evaluation import evaluate  # noqa: E402
-from tansaku.models.learners import make_model  # noqa: E402
+from tansaku.models.learners import MODELS, make_model  # noqa: E402
 from tansaku.plots.figures import importance as plot_importance  # noqa: E402
 from tansaku.plots.figures import parity  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
@@ -229,7 +229,7 @@ def main() -> None:
         structures = [m.structure() for m in mats]
         formulas = [m.formula for m in mats]
     results["speed"] = speed(structures, formulas, args.speed_sample)
-    order = ["rf", "et", "lgbm", "blend"]
+    order = list(MODELS)
     results["tasks"] = dict(sorted(results["tasks"].items(), key=lambda kv: (
         ("composition", "structure").index(kv[0].split("/")[1]), kv[0].split("/")[0], order.index(kv[0].split("/")[2]))))
     models = sorted({key.split("/")[2] for key in results["tasks"]}, key=order.index)
@@ -254,7 +254,7 @@ def rerun_speed(args) -> None:
     results = {k: v for k, v in previous.items() if k != "machine"}
     results["speed"] = speed(structures, formulas, args.speed_sample)
     results["model_results_from"] = previous.get("model_results_from", previous["machine"])  # the CV run
-    models = sorted({key.split("/")[2] for key in results["tasks"]}, key=["rf", "et", "lgbm", "blend"].index)
+    models = sorted({key.split("/")[2] for key in results["tasks"]}, key=list(MODELS).index)
     write_results("ml_dielectric", results, markdown(results, models))
 
 

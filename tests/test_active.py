@@ -304,3 +304,20 @@ def test_calibration_brings_held_out_coverage_to_68_percent():
     calibrated = coverage(Calibrated(make_model("et", 0, trees=50), folds=3))
     assert abs(calibrated - 0.68) < 0.07, calibrated
     assert abs(calibrated - 0.68) < abs(raw - 0.68), (raw, calibrated)
+
+
+def test_calibrated_lightgbm_has_usable_intervals_where_the_raw_bag_has_not():
+    from tansaku.models.learners import make_model
+
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, 1, size=(900, 4))
+    y = 3 * X[:, 0] + np.sin(5 * X[:, 1]) + 0.3 * rng.normal(size=900)
+    train, test = slice(0, 600), slice(600, None)
+
+    def coverage(name):
+        mean, std = make_model(name).fit(X[train], y[train]).predict_dist(X[test])
+        return np.mean(np.abs(y[test] - mean) <= std)
+
+    raw, calibrated = coverage("lgbm"), coverage("lgbm-cal")
+    assert raw < 0.4, raw  # boosted models agree with each other far more than with the data
+    assert abs(calibrated - 0.68) < 0.08, calibrated

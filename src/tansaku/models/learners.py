@@ -171,11 +171,12 @@ class Imputed(RegressorMixin, BaseEstimator):
         return self.learner_.predict_samples(self.imputer_.transform(X))
 
 
-MODELS = ("rf", "et", "lgbm", "blend")
+MODELS = ("rf", "et", "lgbm", "lgbm-cal", "blend")
 
 
 def make_model(name: str, random_state: int = 0, trees: int = 500) -> Imputed:
-    """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; blend: et + lgbm averaged.
+    """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; lgbm-cal: the same with its spread
+    rescaled on 3-fold out-of-fold residuals (the raw bag spread covers about 13 % at 68 %); blend: et + lgbm.
 
     `trees` sizes the forests; active-learning loops that refit every round use fewer than training does.
     """
@@ -185,6 +186,10 @@ def make_model(name: str, random_state: int = 0, trees: int = 500) -> Imputed:
         learner = ForestWithSpread("et", trees, 0.5, random_state=random_state)
     elif name == "lgbm":
         learner = LGBMBag(random_state=random_state)
+    elif name == "lgbm-cal":
+        from tansaku.models.calibration import Calibrated
+
+        learner = Calibrated(LGBMBag(random_state=random_state), folds=3, random_state=random_state)
     elif name == "blend":
         learner = Blend([ForestWithSpread("et", trees, 0.5, random_state=random_state),
                          LGBMBag(random_state=random_state)])
