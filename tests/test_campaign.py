@@ -16,9 +16,9 @@ from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.active.campaign import CostEstimator, campaign_status, run_campaign
+from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
-from tansaku.active.cost import CostModel
+from tansaku.active.cost import CostEstimator, CostModel
 from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
 from tansaku.store import Calculation, CampaignPick, CampaignRound, Property, open_database

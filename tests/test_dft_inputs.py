@@ -56,6 +56,13 @@ def test_pseudo_family_from_standard_json_and_from_file_names(tmp_path):
     (plain / "standard.json").write_text(json.dumps({"O": "missing.upf"}))
     with pytest.raises(TansakuError, match="names missing files"):
         load_family(plain)
+    (plain / "standard.json").unlink()
+    (plain / "Mg.pbe-nc.UPF").write_bytes(b"")  # a truncated download
+    broken = load_family(plain)
+    with pytest.raises(TansakuError, match="MgO run: .*Mg.pbe-nc.UPF: the pseudopotential file for Mg .* is empty"):
+        broken.check_covers({"Mg", "O"}, "MgO run")
+    with pytest.raises(TansakuError, match="is empty"):
+        broken.valence("Mg")
 
 
 def test_pw_and_ph_inputs_carry_settings_and_overrides(tmp_path):

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tansaku.active.campaign import CostEstimator, choose, open_campaign, run_campaign
+from tansaku.active.campaign import choose, open_campaign, run_campaign
 from tansaku.active.campaign_config import CampaignConfig, config_from_dict
+from tansaku.active.cost import CostEstimator
 from tansaku.active.oracles import DFTOracle, dft_context
 from tansaku.cli.common import progress_bar
 from tansaku.models.dataset import load_dataset

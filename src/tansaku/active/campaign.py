@@ -19,17 +19,17 @@ import numpy as np
 from sqlalchemy import func, select
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import Goal, score
+from tansaku.active.acquisition import Goal, in_range_probability, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.active.campaign_config import CampaignConfig
-from tansaku.active.cost import CostModel, cost_size
+from tansaku.active.cost import CostEstimator
 from tansaku.active.oracles import Oracle, Outcome
 from tansaku.active.suggest import model_goal
 from tansaku.features.sets import cached_features
 from tansaku.models.dataset import uses_log
 from tansaku.models.learners import make_model
 from tansaku.store.database import Database
-from tansaku.store.models import Calculation, Campaign, CampaignPick, CampaignRound, Material, Property, utcnow
+from tansaku.store.models import Campaign, CampaignPick, CampaignRound, Material, Property, utcnow
 from tansaku.workflows.batch import build_query
 
 Say = Callable[[str], None]
@@ -139,43 +139,6 @@ def candidate_ids(db: Database, config: CampaignConfig, campaign_id: int, known:
     return [i for i in ids if i not in picked and i not in known]
 
 
-class CostEstimator:
-    """CPU-hour estimates for candidates, calibrated on the dielectric runs finished with this preset."""
-
-    def __init__(self, db: Database, ctx):
-        self.db, self.ctx = db, ctx
-        sizes, hours = [], []
-        with db.session() as session:
-            rows = session.execute(select(Calculation.material_id, Calculation.started_at, Calculation.finished_at)
-                                   .where(Calculation.workflow == "dielectric", Calculation.preset == ctx.preset,
-                                          Calculation.status == "done")).all()
-            seconds: dict[int, float] = {}
-            for material_id, start, end in rows:
-                if start and end:
-                    seconds[material_id] = seconds.get(material_id, 0.0) + (end - start).total_seconds()
-            for material_id in list(seconds)[-200:]:
-                structure = session.get(Material, material_id).structure()
-                sizes.append(cost_size(structure, ctx.settings, ctx.pseudos))
-                hours.append(seconds[material_id] * ctx.commands.mpi_procs / 3600.0)
-        self.model = CostModel.calibrate(sizes, hours)
-        self._sizes: dict[int, float] = {}  # structures do not change: size each candidate once
-
-    def estimate(self, material_ids: list[int]) -> np.ndarray:
-        """CPU hours per material; NaN where the workflow cannot run it (e.g. no pseudopotential)."""
-        missing = [i for i in material_ids if i not in self._sizes]
-        if missing:
-            with self.db.session() as session:
-                structures = {m.id: m.structure() for m in session.scalars(
-                    select(Material).where(Material.id.in_(missing)))}
-            for material_id in missing:
-                try:
-                    self._sizes[material_id] = cost_size(structures[material_id], self.ctx.settings,
-                                                         self.ctx.pseudos)
-                except (TansakuError, AttributeError):
-                    self._sizes[material_id] = np.nan  # no structure or no usable pseudopotential
-        return self.model.hours(np.array([self._sizes[i] for i in material_ids]))
-
-
 def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: int):
     """Fit the campaign's model on the known values; returns the model, its metrics and log flag."""
     log = uses_log(config.property)
@@ -235,8 +198,6 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     if config.cost_aware:
         scores = scores / np.maximum(estimate, 1e-9)
     if goal.kind == "range":
-        from tansaku.active.acquisition import in_range_probability
-
         metrics["expected_hits_left"] = float(in_range_probability(mean, std, goal.lo, goal.hi).sum())
     coords = spacing = None
     if config.diversity > 0 and k > 1 and len(pool) > 2:

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from pymatgen.core import Structure
+from sqlalchemy import select
 
+from tansaku import TansakuError
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
 from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
+from tansaku.store.database import Database
+from tansaku.store.models import Calculation, Material
 
 PRIOR_HOURS_PER_SIZE = 3.0e-11  # SrS and BaS, test preset, 2 MPI processes, this project's CI machine
 
@@ -52,3 +56,52 @@ class CostModel:
             return cls(float(np.exp(np.median(h - s))), 1.0, len(pairs))
         b = float(np.clip(np.polyfit(s, h, 1)[0], 0.5, 2.0))
         return cls(float(np.exp(np.median(h - b * s))), b, len(pairs))
+
+
+def cpu_hours_by_material(db: Database, preset: str, mpi_procs: int, material_ids: list[int] | None = None,
+                          finished_only: bool = False) -> dict[int, float]:
+    """Wall time of each material's dielectric-workflow steps with this preset × MPI processes per run."""
+    query = select(Calculation.material_id, Calculation.started_at, Calculation.finished_at).where(
+        Calculation.workflow == "dielectric", Calculation.preset == preset)
+    if material_ids is not None:
+        query = query.where(Calculation.material_id.in_(material_ids))
+    if finished_only:
+        query = query.where(Calculation.status == "done")
+    seconds: dict[int, float] = {}
+    with db.session() as session:
+        for material_id, start, end in session.execute(query):
+            if start and end:
+                seconds[material_id] = seconds.get(material_id, 0.0) + (end - start).total_seconds()
+    return {material_id: s * mpi_procs / 3600.0 for material_id, s in seconds.items()}
+
+
+class CostEstimator:
+    """CPU-hour estimates for candidates, calibrated on the dielectric runs finished with this preset."""
+
+    def __init__(self, db: Database, ctx):
+        self.db, self.ctx = db, ctx
+        hours = cpu_hours_by_material(db, ctx.preset, ctx.commands.mpi_procs, finished_only=True)
+        recent = list(hours)[-200:]
+        sizes = self._measure(recent)
+        self.model = CostModel.calibrate([sizes[i] for i in recent], [hours[i] for i in recent])
+        self._sizes: dict[int, float] = sizes  # structures do not change: size each material once
+
+    def _measure(self, material_ids: list[int]) -> dict[int, float]:
+        """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential)."""
+        with self.db.session() as session:
+            structures = {m.id: m.structure() for m in session.scalars(
+                select(Material).where(Material.id.in_(material_ids)))}
+        sizes = {}
+        for material_id in material_ids:
+            structure = structures.get(material_id)
+            try:
+                sizes[material_id] = np.nan if structure is None else cost_size(structure, self.ctx.settings,
+                                                                                 self.ctx.pseudos)
+            except TansakuError:
+                sizes[material_id] = np.nan
+        return sizes
+
+    def estimate(self, material_ids: list[int]) -> np.ndarray:
+        """CPU hours per material; NaN where the workflow cannot run it."""
+        self._sizes.update(self._measure([i for i in material_ids if i not in self._sizes]))
+        return self.model.hours(np.array([self._sizes[i] for i in material_ids]))

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.store.database import Database
-from tansaku.store.models import Calculation, Property
+from tansaku.store.models import Property
 
 
 @dataclass
@@ -52,13 +52,15 @@ class DatasetOracle:
 
 
 class DFTOracle:
-    """Runs (or resumes) the dielectric workflow on each material, `workers` at a time."""
+    """Runs (or resumes) the dielectric workflow on each material, `workers` at a time; `on_step(material, step)`
+    follows progress."""
 
-    def __init__(self, ctx, property_name: str, workers: int = 1):
-        self.ctx, self.property_name, self.workers = ctx, property_name, workers
+    def __init__(self, ctx, property_name: str, workers: int = 1,
+                 on_step: Callable[[str, str], None] | None = None):
+        self.ctx, self.property_name, self.workers, self.on_step = ctx, property_name, workers, on_step
 
-    def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None],
-                 on_step: Callable[[str, str], None] | None = None) -> None:
+    def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None]) -> None:
+        from tansaku.active.cost import cpu_hours_by_material
         from tansaku.workflows.batch import run_many
 
         def finished(key: str, result) -> None:
@@ -67,18 +69,10 @@ class DFTOracle:
             status = {"done": "done", "metal": "metal"}.get(result.status, "failed")
             if status == "done" and value is None:
                 status = "failed"
-            on_outcome(material_id, Outcome(status, value, result.reason or "", self.cpu_hours(material_id)))
+            hours = cpu_hours_by_material(self.ctx.db, self.ctx.preset, self.ctx.commands.mpi_procs, [material_id])
+            on_outcome(material_id, Outcome(status, value, result.reason or "", hours.get(material_id, 0.0)))
 
-        run_many(self.ctx, {str(m): m for m in material_ids}, self.workers, on_step, on_result=finished)
-
-    def cpu_hours(self, material_id: int) -> float:
-        """Wall time of the material's steps × MPI processes per run."""
-        with self.ctx.db.session() as session:
-            rows = session.execute(select(Calculation.started_at, Calculation.finished_at).where(
-                Calculation.material_id == material_id, Calculation.workflow == "dielectric",
-                Calculation.preset == self.ctx.preset)).all()
-        seconds = sum((end - start).total_seconds() for start, end in rows if start and end)
-        return seconds * self.ctx.commands.mpi_procs / 3600.0
+        run_many(self.ctx, {str(m): m for m in material_ids}, self.workers, self.on_step, on_result=finished)
 
 
 def dft_context(db: Database, dft: dict):

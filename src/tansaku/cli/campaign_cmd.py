@@ -15,20 +15,15 @@ app = typer.Typer(help="Closed-loop campaigns: train → suggest → compute wit
 
 def make_oracle(db, config, say):
     """The oracle the config asks for, and a cost estimator when DFT settings and pseudopotentials are known."""
-    from tansaku.active.campaign import CostEstimator
+    from tansaku.active.cost import CostEstimator
     from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
 
     if config.oracle == "dataset":
         costs = CostEstimator(db, dft_context(db, config.dft)) if config.dft.get("pseudo_dir") else None
         return DatasetOracle(db, config.property, config.oracle_method), costs
     ctx = dft_context(db, config.dft)
-    oracle = DFTOracle(ctx, config.property, int(config.dft.get("workers", 1)))
-    original = oracle.evaluate
-
-    def evaluate(ids, on_outcome):  # narrate the workflow steps as they start
-        original(ids, on_outcome, on_step=lambda key, step: say(f"  material {key}: {step}"))
-
-    oracle.evaluate = evaluate
+    oracle = DFTOracle(ctx, config.property, int(config.dft.get("workers", 1)),
+                       on_step=lambda key, step: say(f"  material {key}: {step}"))
     return oracle, CostEstimator(db, ctx)
 
 

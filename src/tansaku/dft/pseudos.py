@@ -29,31 +29,42 @@ class PseudoFamily:
             raise TansakuError(f"no pseudopotential for {element} in family {self.name} ({self.directory})")
         return self.files[element]
 
+    def path_for(self, element: str) -> Path:
+        """The element's UPF file; a missing or empty file (a broken download) is refused here, for every use."""
+        path = self.directory / self.file_for(element)
+        if not path.is_file() or path.stat().st_size == 0:
+            state = "missing" if not path.is_file() else "empty"
+            raise TansakuError(f"{path}: the pseudopotential file for {element} in family {self.name} is {state} "
+                               "(a broken download?); fetch the family again")
+        return path
+
     def check_covers(self, elements, where: str) -> None:
         missing = sorted(set(elements) - set(self.files))
         if missing:
             raise TansakuError(
                 f"{where}: no pseudopotential for {', '.join(missing)} in family {self.name} ({self.directory})"
             )
+        for element in sorted(set(elements)):
+            try:
+                self.path_for(element)
+            except TansakuError as exc:
+                raise TansakuError(f"{where}: {exc}") from None
 
     def checksums(self, elements) -> dict[str, str]:
         """SHA-256 of each file used, for provenance (each file hashed once per process)."""
-        return {el: _sha256(self.directory / self.file_for(el)) for el in sorted(set(elements))}
+        return {el: _sha256(self.path_for(el)) for el in sorted(set(elements))}
 
     def cutoff_hint(self, elements) -> float | None:
         """Largest suggested wavefunction cutoff (Ry) in the UPF headers of these elements, if any says one."""
-        hints = [h for el in set(elements) if (h := _upf_cutoff(self.directory / self.file_for(el)))]
+        hints = [h for el in set(elements) if (h := _upf_cutoff(self.path_for(el)))]
         return max(hints) if hints else None
 
     def valence(self, element: str) -> float:
-        path = self.directory / self.file_for(element)
-        if path.stat().st_size == 0:
-            raise TansakuError(f"{path}: the pseudopotential file for {element} is empty (a broken download?); "
-                               "fetch the family again")
+        path = self.path_for(element)
         text = path.read_text(errors="replace")[:200_000]
         match = re.search(r'z_valence="\s*([-\d.Ee+]+)"', text) or re.search(r"([\d.]+)\s+Z valence", text)
         if not match:
-            raise TansakuError(f"{self.directory / self.file_for(element)}: no z_valence in the UPF header")
+            raise TansakuError(f"{path}: no z_valence in the UPF header")
         return float(match.group(1))
 
 

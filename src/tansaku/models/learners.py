@@ -11,6 +11,7 @@ from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 
 from tansaku import TansakuError
+from tansaku.models.calibration import Calibrated
 
 
 class ForestWithSpread(RegressorMixin, BaseEstimator):
@@ -187,8 +188,6 @@ def make_model(name: str, random_state: int = 0, trees: int = 500) -> Imputed:
     elif name == "lgbm":
         learner = LGBMBag(random_state=random_state)
     elif name == "lgbm-cal":
-        from tansaku.models.calibration import Calibrated
-
         learner = Calibrated(LGBMBag(random_state=random_state), folds=3, random_state=random_state)
     elif name == "blend":
         learner = Blend([ForestWithSpread("et", trees, 0.5, random_state=random_state),

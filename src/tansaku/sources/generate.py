@@ -32,7 +32,14 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.sources.structures import check_ordered, read_structure
 from tansaku.store.database import Database
-from tansaku.store.materials import ImportReport, add_structure_material, find_same_structure
+from tansaku.store.materials import (
+    ImportReport,
+    add_structure_material,
+    add_to_subset,
+    composition_fields,
+    find_same_structure,
+    get_material,
+)
 from tansaku.store.models import Material
 
 GENERATED_SOURCE = "generated"
@@ -292,8 +299,6 @@ def _make_candidate(prototype: Prototype, sites: SiteAnalysis, substitution: dic
 def store_candidates(db: Database, candidates: list[Candidate], prototypes: list[Prototype],
                      subset: str | None = None) -> list[Refusal]:
     """Store each candidate (source 'generated') unless it matches a stored material; one transaction each."""
-    from tansaku.store.materials import add_to_subset, get_material
-
     ids = {p.label: p.material_id for p in prototypes}
     refused = []
     report = ImportReport()
@@ -302,6 +307,8 @@ def store_candidates(db: Database, candidates: list[Candidate], prototypes: list
             known = get_material(session, GENERATED_SOURCE, candidate.source_id)
             if known is not None:
                 candidate.material_id, candidate.existing = known.id, True
+                if subset:
+                    add_to_subset(session, subset, [known.id])
                 continue
             match = find_same_structure(session, candidate.structure)
             if match is not None:
@@ -352,8 +359,6 @@ def chemsys_compositions(elements: list[str], max_atoms: int, subsystems: bool =
 def store_compositions(db: Database, compositions: list[Composition], subset: str | None = None
                        ) -> tuple[list[int], list[Refusal]]:
     """Store compositions not yet in the database (by reduced formula) as composition-only generated materials."""
-    from tansaku.store.materials import add_to_subset, composition_fields, get_material
-
     ids, refused = [], []
     with db.session() as session:
         for composition in compositions:
