@@ -69,17 +69,28 @@ def speed(structures, formulas, sample: int) -> dict:
 
     from tansaku.features.composition import CompositionFeaturizer
 
+    converter = CompositionToOxidComposition(max_sites=-50)
+    oxid, ion = OxidationStates(), IonProperty(fast=True)
+
+    def matminer_seconds(with_oxidation: bool) -> float:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for comp in comps:
+                for f in mm_comp:
+                    f.featurize(comp)
+                if with_oxidation:
+                    with contextlib.suppress(Exception):  # no charge-balanced guess: matminer raises; time counts
+                        decorated_comp = converter.featurize(comp)[0]
+                        oxid.featurize(decorated_comp)
+                        ion.featurize(decorated_comp)
+        return time.perf_counter() - start
+
     # (1) element statistics + stoichiometry (+ our cation/anion descriptors) without oxidation states
     start = time.perf_counter()
     CompositionFeaturizer(oxidation=False)._raw(comps)
     ours_plain = time.perf_counter() - start
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for comp in comps:
-            for f in mm_comp:
-                f.featurize(comp)
-    mm_plain = time.perf_counter() - start
+    mm_plain = matminer_seconds(with_oxidation=False)
     # (2) the whole composition set: also oxidation-state statistics (charge-balanced guesses, computed cold on
     # both sides) and ionic character, which matminer computes with CompositionToOxidComposition,
     # OxidationStates and IonProperty (the same definitions)
@@ -87,19 +98,7 @@ def speed(structures, formulas, sample: int) -> dict:
     start = time.perf_counter()
     raw_features(comps, "composition")
     ours_comp = time.perf_counter() - start
-    converter = CompositionToOxidComposition(max_sites=-50)
-    oxid, ion = OxidationStates(), IonProperty(fast=True)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for comp in comps:
-            for f in mm_comp:
-                f.featurize(comp)
-            with contextlib.suppress(Exception):  # no charge-balanced guess: matminer raises; its time counts
-                decorated_comp = converter.featurize(comp)[0]
-                oxid.featurize(decorated_comp)
-                ion.featurize(decorated_comp)
-    mm_comp_t = time.perf_counter() - start
+    mm_comp_t = matminer_seconds(with_oxidation=True)
     subset = structures[:sample]
     decorated = []
     for s in subset:
@@ -219,21 +218,23 @@ def main() -> None:
                                         plots / f"importance_{prop}.png", f"{name}: {prop} (structure set)")
                 results["tasks"][key] = entry
                 print(key, round(res["cv"]["r2_mean"], 3), round(entry["seconds"]), flush=True)
-    from pymatgen.core import Structure  # noqa: F401
-
-    with db.session() as session:
-        from tansaku.store.models import Material, Subset
-
-        mats = session.query(Material).join(Subset, Subset.material_id == Material.id).filter(
-            Subset.name == "paper").all()
-        structures = [m.structure() for m in mats]
-        formulas = [m.formula for m in mats]
+    structures, formulas = paper_materials(db)
     results["speed"] = speed(structures, formulas, args.speed_sample)
     order = list(MODELS)
     results["tasks"] = dict(sorted(results["tasks"].items(), key=lambda kv: (
         ("composition", "structure").index(kv[0].split("/")[1]), kv[0].split("/")[0], order.index(kv[0].split("/")[2]))))
     models = sorted({key.split("/")[2] for key in results["tasks"]}, key=order.index)
     write_results("ml_dielectric", results, markdown(results, models))
+
+
+def paper_materials(db) -> tuple[list, list[str]]:
+    """Structures and formulas of the paper's 1,266 oxides, the input of the speed comparison."""
+    from tansaku.store.models import Material, Subset
+
+    with db.session() as session:
+        mats = session.query(Material).join(Subset, Subset.material_id == Material.id).filter(
+            Subset.name == "paper").all()
+        return [m.structure() for m in mats], [m.formula for m in mats]
 
 
 def rerun_speed(args) -> None:
@@ -244,13 +245,7 @@ def rerun_speed(args) -> None:
     tmp = Path(tempfile.mkdtemp())
     db = open_database(tmp / "ml.db")
     import_oxi_diel_db(db, SHARED / "datasets" / "oxi_diel_db")
-    with db.session() as session:
-        from tansaku.store.models import Material, Subset
-
-        mats = session.query(Material).join(Subset, Subset.material_id == Material.id).filter(
-            Subset.name == "paper").all()
-        structures = [m.structure() for m in mats]
-        formulas = [m.formula for m in mats]
+    structures, formulas = paper_materials(db)
     results = {k: v for k, v in previous.items() if k != "machine"}
     results["speed"] = speed(structures, formulas, args.speed_sample)
     results["model_results_from"] = previous.get("model_results_from", previous["machine"])  # the CV run
