@@ -77,11 +77,19 @@ def test_bad_requests_name_the_problem(tmp_path):
         parse_site_elements("A=Ca,Xx")
     with pytest.raises(TansakuError, match="expected LABEL=El1"):
         parse_site_elements("A:Ca")
-    with pytest.raises(TansakuError, match="has no site C"):
-        substitute([perovskite()], {"C": ["Ca"]})
+    # a prototype that cannot serve is refused with its reason; the other prototypes go on
+    made, refused = substitute([rock_salt(), perovskite()], parse_site_elements("B=Zr"))
+    assert [c.formula for c in made] == ["SrZrO3"]
+    assert refused[0].prototype == "MgO" and "has no site B" in refused[0].reason
     db = open_database(tmp_path / "g.db")
-    with pytest.raises(TansakuError, match="no such file, material id or source id"):
-        load_prototypes(db, ["mp-000"])
+    broken = tmp_path / "broken.cif"
+    broken.write_text("data_nothing\n_cell_length_a 3\n")
+    good = tmp_path / "MgO.json"
+    good.write_text(json.dumps(rock_salt().structure.as_dict()))
+    protos, refused = load_prototypes(db, ["mp-000", str(broken), str(good)])
+    assert [p.label for p in protos] == ["MgO"]
+    assert "no such file, material id or source id" in refused[0].reason
+    assert refused[1].prototype == str(broken) and "cannot read a structure" in refused[1].reason
 
 
 def test_storage_records_provenance_refuses_known_structures_and_is_idempotent(tmp_path):
@@ -119,6 +127,8 @@ def test_cli_generates_from_a_stored_prototype(tmp_path):
     assert sorted(g["formula"] for g in data["generated"]) == ["BaHfO3", "BaZrO3", "CaHfO3", "CaZrO3"]
     assert all(g["material_id"] for g in data["generated"])
     assert len(list((tmp_path / "cifs").glob("*.cif"))) == 4
+    nothing = invoke("--db", str(db_path), "generate", "substitute", "--prototype", "1", "--site-elements", "Sr=K")
+    assert nothing.exit_code == 1  # KTiO3 is not charge-balanced: nothing to store, and the exit status says so
 
 
 def test_chemsys_lists_charge_balanced_compositions_and_skips_known_ones(tmp_path):

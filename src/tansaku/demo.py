@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tansaku import TansakuError
 from tansaku.active.campaign import choose, open_campaign, run_campaign
 from tansaku.active.campaign_config import CampaignConfig, config_from_dict
 from tansaku.active.cost import CostEstimator
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
                "![parity](parity.png) ![importance](importance.png)", ""]
 
     console.rule("3. generate hypothetical candidates by substitution")
-    protos = load_prototypes(db, ["mp-5020", "mp-1265"])  # cubic BaTiO3 and rock-salt MgO in the database
+    protos, refused_protos = load_prototypes(db, ["mp-5020", "mp-1265"])  # cubic BaTiO3, rock-salt MgO
+    if refused_protos:
+        raise TansakuError("; ".join(r.reason for r in refused_protos))
     made, refused = substitute(protos[:1], parse_site_elements("A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn"))
     sulfides, refused_s = substitute(protos[1:], parse_site_elements("A=Ca,Sr,Ba,Zn,Cd"), anion="S")
     refused += refused_s + store_candidates(db, made + sulfides, protos, subset=GENERATED)

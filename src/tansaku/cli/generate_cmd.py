@@ -45,8 +45,10 @@ def substitute_cmd(
     db = database()
     limits = Limits(tolerance_min=tolerance[0], tolerance_max=tolerance[1],
                     radius_ratio_slack=radius_ratio_slack, max_sites=max_sites)
-    protos = load_prototypes(db, prototypes)
-    candidates, refused = substitute(protos, parse_site_elements(site_elements), anion, limits)
+    site_map = parse_site_elements(site_elements)
+    protos, refused = load_prototypes(db, prototypes)
+    candidates, refused_here = substitute(protos, site_map, anion, limits)
+    refused += refused_here
     if not dry_run:
         refused += store_candidates(db, candidates, protos, subset)
         candidates = [c for c in candidates if c.material_id is not None]
@@ -60,6 +62,8 @@ def substitute_cmd(
     console.print(table)
     for r in refused:
         err_console.print(f"[yellow]refused[/] {r.formula} ({r.prototype}): {r.reason}", soft_wrap=True)
+    if not candidates:
+        raise typer.Exit(1)  # every substitution or prototype was refused, each with its reason above
     if write_dir:
         write_dir.mkdir(parents=True, exist_ok=True)
         for c in candidates:

@@ -115,30 +115,36 @@ def parse_site_elements(text: str) -> dict[str, list[str]]:
     return out
 
 
-def load_prototypes(db: Database, specs: list[str]) -> list[Prototype]:
-    """Prototypes by material id, source id (e.g. mp-5229) or structure file."""
-    prototypes = []
+def load_prototypes(db: Database, specs: list[str]) -> tuple[list[Prototype], list[Refusal]]:
+    """Prototypes by material id, source id (e.g. mp-5229) or structure file; a bad one is refused, the rest go on."""
+    prototypes, refused = [], []
     for spec in specs:
-        path = Path(spec)
-        if path.is_file():
-            structure = read_structure(path)
-            check_ordered(structure, spec)
-            prototypes.append(Prototype(path.stem, structure))
-            continue
-        with db.session() as session:
-            if spec.isdigit():
-                material = session.get(Material, int(spec))
-            else:
-                material = session.scalar(select(Material).where(Material.source_id == spec)
-                                          .order_by(Material.id).limit(1))
-            if material is None:
-                raise TansakuError(f"prototype {spec!r}: no such file, material id or source id in the database")
-            structure = material.structure()
-            if structure is None:
-                raise TansakuError(f"prototype {spec!r} ({material.reduced_formula}) has no structure")
-            label = spec if not spec.isdigit() else f"{material.source_id or spec}"
-            prototypes.append(Prototype(label, structure, material.id))
-    return prototypes
+        try:
+            prototypes.append(_load_prototype(db, spec))
+        except TansakuError as exc:
+            refused.append(Refusal("?", spec, str(exc)))
+    return prototypes, refused
+
+
+def _load_prototype(db: Database, spec: str) -> Prototype:
+    path = Path(spec)
+    if path.is_file():
+        structure = read_structure(path)
+        check_ordered(structure, spec)
+        return Prototype(path.stem, structure)
+    with db.session() as session:
+        if spec.isdigit():
+            material = session.get(Material, int(spec))
+        else:
+            material = session.scalar(select(Material).where(Material.source_id == spec)
+                                      .order_by(Material.id).limit(1))
+        if material is None:
+            raise TansakuError(f"prototype {spec!r}: no such file, material id or source id in the database")
+        structure = material.structure()
+        if structure is None:
+            raise TansakuError(f"prototype {spec!r} ({material.reduced_formula}) has no structure")
+        label = spec if not spec.isdigit() else f"{material.source_id or spec}"
+        return Prototype(label, structure, material.id)
 
 
 def _radius(symbol: str, oxidation: float, cn: int | None) -> float | None:
@@ -215,19 +221,25 @@ def _coordination(structure: Structure, cation: str, anion: str) -> int:
 def substitute(prototypes: list[Prototype], site_elements: dict[str, list[str]], anion: str | None = None,
                limits: Limits | None = None) -> tuple[list[Candidate], list[Refusal]]:
     """Every substitution of every prototype, filtered; duplicates among the candidates are refused here,
-    duplicates of stored materials by `store_candidates`."""
+    duplicates of stored materials by `store_candidates`. A prototype that cannot be used is refused whole."""
     limits = limits or Limits()
     if anion is not None and not Element.is_valid_symbol(anion):
         raise TansakuError(f"--anion {anion!r}: unknown element symbol")
     candidates: list[Candidate] = []
     refused: list[Refusal] = []
     for prototype in prototypes:
-        sites = analyse_prototype(prototype)
+        formula = prototype.structure.composition.reduced_formula
+        try:
+            sites = analyse_prototype(prototype)
+        except TansakuError as exc:  # this prototype cannot be used; the others go on
+            refused.append(Refusal(formula, prototype.label, str(exc)))
+            continue
         unknown = [label for label in site_elements if label not in sites.labels]
         if unknown:
             known = ", ".join(sorted(sites.labels))
-            raise TansakuError(f"prototype {prototype.label} ({prototype.structure.composition.reduced_formula}) "
-                               f"has no site {', '.join(unknown)} (its labels: {known})")
+            refused.append(Refusal(formula, prototype.label, f"prototype {prototype.label} ({formula}) has no "
+                                                             f"site {', '.join(unknown)} (its labels: {known})"))
+            continue
         targets = [sites.labels[label] for label in site_elements]
         for choice in itertools.product(*site_elements.values()):
             substitution = dict(zip(targets, choice, strict=True))
