@@ -40,6 +40,10 @@ class RunContext:
     run_root: Path
     poll_seconds: float = 0.5
 
+    def __post_init__(self) -> None:
+        # pw.x runs inside each step directory: a relative outdir would point somewhere else.
+        self.run_root = Path(self.run_root).resolve()
+
     @property
     def method(self) -> str:
         return "dft:qe" if self.preset == "standard" else f"dft:qe:{self.preset}"
