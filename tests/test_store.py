@@ -87,3 +87,11 @@ def test_version_1_database_is_upgraded_in_place(backend_url):
 def test_missing_database_not_created_when_reading(backend_url):
     with pytest.raises(TansakuError, match="no tansaku database yet"):
         open_database(backend_url, create=False)
+
+
+def test_new_database_in_a_new_folder(tmp_path):
+    with pytest.raises(TansakuError, match="new/run1.db has no tansaku database yet"):
+        open_database(tmp_path / "new" / "run1.db", create=False)
+    assert not (tmp_path / "new").exists()
+    open_database(tmp_path / "new" / "run1.db").dispose()
+    assert (tmp_path / "new" / "run1.db").is_file()

@@ -71,6 +71,12 @@ def open_database(db: str | os.PathLike | None = None, create: bool = True) -> D
     """Open (and create if new) a database; refuse files that are not tansaku databases of this version."""
     url = resolve_url(db)
     is_sqlite = url.startswith("sqlite")
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists() and not create:
+            raise TansakuError(f"{path} has no tansaku database yet; run an import first")
+        # a new database in a new folder (`--db results/run1.db`): make the folder, as an output option should
+        path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if is_sqlite else {"pool_pre_ping": True}
     engine = create_engine(url, **kwargs)
     if is_sqlite:
