@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from datetime import datetime
@@ -17,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, SHARED, write_results  # noqa: E402
+from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument("--ids", nargs="*", default=DEFAULT_IDS)
     parser.add_argument("--mpi-procs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "dft_reproduction")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override a setting as `tansaku run dielectric --set` does; the results file is then "
+                             "named after the overrides so the plain preset's results stay.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     db = open_database(args.work / "dft.db")
@@ -52,7 +57,7 @@ def main() -> None:
     for mp_id in args.ids:
         (staging / f"{mp_id}.json").write_bytes((data_dir / f"{mp_id}.json").read_bytes())
     import_oxi_diel_db(db, staging.parent)
-    ctx = RunContext(db, preset(args.preset), args.preset,
+    ctx = RunContext(db, preset(args.preset, parse_overrides(args.overrides)), args.preset,
                      load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
                      QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0)
     rows = []
@@ -92,7 +97,8 @@ def report(rows: list[dict], args) -> None:
     mape_e = sum(e_err) / len(e_err) if e_err else None
     mape_i = sum(i_err) / len(i_err) if i_err else None
     lines = [
-        f"# DFT reproduction of the oxide dielectric database ({args.preset} preset)", "",
+        f"# DFT reproduction of the oxide dielectric database ({args.preset} preset"
+        + "".join(f", {o}" for o in args.overrides) + ")", "",
         f"{len(done)} of {len(args.ids)} materials finished so far; pending ones are not in the table.", "",
         "| oxide | status | ε∞ ours / DB | ε_ion ours / DB | gap ours / DB (eV) | volume vs DB | "
         "wall time per step (s) |",
@@ -114,8 +120,10 @@ def report(rows: list[dict], args) -> None:
     notes = [f"- {r['formula']}: {r['reason']}" for r in rows if r["reason"]]
     if notes:
         lines += ["", "Notes:", *notes]
-    write_results(f"dft_reproduction_{args.preset}" if args.preset != "standard" else "dft_reproduction",
-                  {"preset": args.preset, "materials": rows, "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i},
+    name = "dft_reproduction" + (f"_{args.preset}" if args.preset != "standard" else "")
+    name += "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
+    write_results(name,
+                  {"preset": args.preset, "overrides": args.overrides, "materials": rows, "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i},
                   "\n".join(lines))
 
 

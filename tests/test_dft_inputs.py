@@ -10,7 +10,7 @@ from tansaku import TansakuError
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.inputs import ph_input, pw_input
 from tansaku.dft.qe.parsers import band_gap, detect_errors, qe_error_message
-from tansaku.dft.settings import kmesh, preset, standard_cell
+from tansaku.dft.settings import kmesh, parse_hubbard_u, preset, standard_cell
 from tests.conftest import PSEUDOS, need_shared
 
 
@@ -40,6 +40,29 @@ def test_presets_and_overrides():
         preset("test", {"ecutwf": 20})
     with pytest.raises(TansakuError, match="unknown preset 'fast'"):
         preset("fast")
+
+
+def test_hubbard_u_from_text_or_table_and_bad_values():
+    assert parse_hubbard_u("Zn:5, Cu:4.5") == {"Zn": 5.0, "Cu": 4.5}
+    assert parse_hubbard_u({"Ni": 3}) == {"Ni": 3.0}
+    assert parse_hubbard_u("") == {} and parse_hubbard_u(None) == {}
+    assert preset("test", {"hubbard_u": "Zn:5"}).hubbard_u == {"Zn": 5.0}
+    for bad, message in (("Zn5", "expected 'Element:U_eV"), ("Qq:5", "'Qq' is not an element"),
+                         ("Zn:five", "U of Zn must be a number"), ("Zn:-1", "must not be negative"),
+                         (5, "expected 'Element:U_eV,...' or a table")):
+        with pytest.raises(TansakuError, match=message):
+            parse_hubbard_u(bad)
+
+
+def test_hubbard_u_reaches_pw_input_for_the_species_present(tmp_path):
+    family = load_family(need_shared(PSEUDOS))
+    zno = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.25, 5.21), ["Zn", "O"],
+                                    [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.38]])
+    settings = preset("test", {"hubbard_u": "Zn:5,Cu:5"})
+    text = pw_input(zno, "scf", settings, family, "scf", tmp_path)
+    # species are written in sorted order (O, Zn): Zn is species 2; Cu is not in the cell
+    assert "lda_plus_u = .true." in text and "Hubbard_U(2) = 5" in text and "Hubbard_U(1)" not in text
+    assert "lda_plus_u" not in pw_input(rocksalt(), "scf", settings, family, "scf", tmp_path)
 
 
 def test_pseudo_family_from_standard_json_and_from_file_names(tmp_path):

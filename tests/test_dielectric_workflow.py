@@ -19,7 +19,7 @@ from tansaku.dft.settings import preset
 from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import Calculation, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
-from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric
+from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric, scf_spec
 from tansaku.workflows.executor import LocalExecutor, QECommands
 from tansaku.workflows.state import StepState
 from tansaku.workflows.steps import run_step
@@ -143,6 +143,20 @@ def test_relaxation_out_of_steps_restarts_from_its_last_geometry(tmp_path, mgo):
     assert state.handlers and all(h["handler"] == "relax_restart" for h in state.handlers)
     assert "restarted from the last geometry" in state.handlers[0]["changed"]["structure"]
     assert Structure.from_dict(state.structure) != distorted  # the input moved on
+
+
+def test_hubbard_u_on_zinc_d_opens_the_zno_gap(tmp_path):
+    """DFT+U pushes the filled Zn 3d band down, away from the O 2p valence band: the gap must grow."""
+    data = json.loads((need_shared(OXI_DB) / "data" / "mp-2133.json").read_text())
+    zno = Structure.from_dict(data["structure"])
+    gaps = {}
+    for u in (0.0, 5.0):
+        ctx = make_ctx(tmp_path / f"u{u:g}", {"hubbard_u": {"Zn": u}, "ecutwfc": 40.0})
+        state = run_step(scf_spec(ctx, ctx.run_root, zno), ctx.run_root / "scf", ctx.executor, ctx.commands,
+                         ctx.settings.max_attempts, ctx.poll_seconds)
+        assert ("Hubbard_U(2) = 5" in (ctx.run_root / "scf" / "input.in").read_text()) == bool(u)
+        gaps[u] = state.outputs["gap"]
+    assert gaps[5.0] > gaps[0.0] + 0.2, gaps
 
 
 def test_metals_and_bad_materials_get_clear_reasons(tmp_path):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Element, Structure
 
 from tansaku import TansakuError
 
@@ -37,6 +37,8 @@ class DielectricSettings:
     max_seconds: float | None = None  # pw.x/ph.x stop cleanly before this (walltime handling)
     max_attempts: int = 4
     standardize: bool = True  # standard primitive cell: QE then finds every symmetry (fewer k-points, stable ph.x)
+    # Dudarev U (eV) on the d (4f: f) shell of these elements, the PBEsol+U convention of the reference database.
+    hubbard_u: dict[str, float] = field(default_factory=dict)
 
     def with_overrides(self, overrides: dict | None) -> DielectricSettings:
         if not overrides:
@@ -45,6 +47,8 @@ class DielectricSettings:
         unknown = sorted(set(overrides) - set(known))
         if unknown:
             raise TansakuError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if "hubbard_u" in overrides:
+            overrides = {**overrides, "hubbard_u": parse_hubbard_u(overrides["hubbard_u"])}
         return replace(self, **overrides)
 
     def as_dict(self) -> dict:
@@ -60,6 +64,35 @@ PRESETS: dict[str, DielectricSettings] = {
     # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
     "standard": DielectricSettings(),
 }
+
+
+def parse_hubbard_u(value: object) -> dict[str, float]:
+    """'Zn:5,Cu:5' (as --set gives it), a mapping, or None/'' for no U, into {element: U in eV}."""
+    if value in (None, "", "none"):
+        return {}
+    if isinstance(value, str):
+        items = []
+        for part in value.split(","):
+            symbol, sep, number = part.partition(":")
+            if not sep:
+                raise TansakuError(f"hubbard_u {value!r}: expected 'Element:U_eV,...', e.g. 'Zn:5,Cu:5'")
+            items.append((symbol.strip(), number.strip()))
+    elif isinstance(value, dict):
+        items = list(value.items())
+    else:
+        raise TansakuError(f"hubbard_u: expected 'Element:U_eV,...' or a table, got {value!r}")
+    out = {}
+    for symbol, number in items:
+        if not Element.is_valid_symbol(str(symbol)):
+            raise TansakuError(f"hubbard_u: {symbol!r} is not an element")
+        try:
+            u = float(number)
+        except (TypeError, ValueError):
+            raise TansakuError(f"hubbard_u: U of {symbol} must be a number in eV, got {number!r}") from None
+        if u < 0:
+            raise TansakuError(f"hubbard_u: U of {symbol} must not be negative, got {u}")
+        out[str(symbol)] = u
+    return out
 
 
 def preset(name: str, overrides: dict | None = None) -> DielectricSettings:

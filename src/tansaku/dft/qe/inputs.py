@@ -66,6 +66,7 @@ def pw_input(
         "ibrav": 0, "nat": len(structure), "ntyp": len(species), "ecutwfc": ecutwfc,
         "ecutrho": ecutwfc * settings.ecutrho_factor, "input_dft": settings.functional,
     }
+    system.update(hubbard_namelist(species, settings.hubbard_u))
     electrons = {
         "conv_thr": settings.conv_thr_per_atom * len(structure), "mixing_beta": settings.mixing_beta,
         "electron_maxstep": settings.electron_maxstep,
@@ -91,6 +92,15 @@ def pw_input(
     lines.append("K_POINTS automatic")
     lines.append(f"  {mesh[0]} {mesh[1]} {mesh[2]} 0 0 0")
     return "\n".join(lines) + "\n"
+
+
+def hubbard_namelist(species: list[str], hubbard_u: dict[str, float]) -> dict[str, object]:
+    """Simplified (Dudarev) DFT+U on the species that have a U; QE picks the d or f shell by element."""
+    values = {f"Hubbard_U({i})": hubbard_u[symbol] for i, symbol in enumerate(species, 1)
+              if hubbard_u.get(symbol)}
+    if not values:
+        return {}
+    return {"lda_plus_u": True, "lda_plus_u_kind": 0, **values}
 
 
 def ecutwfc_for(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily) -> float:
