@@ -46,6 +46,8 @@ def test_hubbard_u_from_text_or_table_and_bad_values():
     assert parse_hubbard_u("Zn:5, Cu:4.5") == {"Zn": 5.0, "Cu": 4.5}
     assert parse_hubbard_u({"Ni": 3}) == {"Ni": 3.0}
     assert parse_hubbard_u("") == {} and parse_hubbard_u(None) == {}
+    assert parse_hubbard_u("reference") == {"Cr": 3.0, "Mn": 3.0, "Fe": 3.0, "Co": 3.0, "Ni": 5.0, "Cu": 5.0,
+                                            "Zn": 5.0, "Eu": 5.0}
     assert preset("test", {"hubbard_u": "Zn:5"}).hubbard_u == {"Zn": 5.0}
     for bad, message in (("Zn5", "expected 'Element:U_eV"), ("Qq:5", "'Qq' is not an element"),
                          ("Zn:five", "U of Zn must be a number"), ("Zn:-1", "must not be negative"),

@@ -49,7 +49,9 @@ def dielectric(
                               "'subset=paper;max_sites=5'."),
     preset_name: str = typer.Option("standard", "--preset", help=f"Settings preset: {', '.join(PRESETS)}."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a setting, e.g. --set ecutwfc=60 "
-                                        "--set kspacing=0.3 (repeatable)."),
+                                        "--set kspacing=0.3 --set hubbard_u=Zn:5,Cu:5 (Dudarev U in eV on d/f "
+                                        "shells; hubbard_u=reference for the reference database's U set, "
+                                        "hubbard_u=none for plain PBEsol) (repeatable)."),
     pseudo_dir: Path = typer.Option(None, help="Pseudopotential family directory (default $TANSAKU_PSEUDO_DIR)."),
     workers: int = typer.Option(1, help="Materials computed at the same time."),
     mpi_procs: int = typer.Option(1, help="MPI processes per pw.x/ph.x run."),
