@@ -42,6 +42,8 @@ GROUPS = {  # descriptor families for grouped permutation importance
     "radii": ["radius", "radii", "packing"], "coordination": ["coordination"], "oxidation states": ["oxidation"],
     "group/block/valence": ["group", "block", "valence"], "melting point": ["melting"],
     "Ewald energy": ["ewald"], "volume": ["volume"], "symmetry": ["spacegroup", "crystal_system"],
+    "cation kinds (d0, lone pair, d10)": ["d0_cation", "lone_pair_cation", "d10_cation"],
+    "bond valence": ["bond_valence", "instability_index", "under_bonded"],
 }
 
 

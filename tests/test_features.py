@@ -70,3 +70,44 @@ def test_bad_compositions_are_refused():
     disordered = Structure(Lattice.cubic(4), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     with pytest.raises(TansakuError, match="disordered structure"):
         StructureFeaturizer().fit([disordered])
+
+
+def test_cation_kinds_follow_the_guessed_oxidation_states():
+    formulas = ["BaTiO3", "PbTiO3", "SnO", "SnO2", "Bi2O3", "ZnO", "Fe2O3"]
+    featurizer = CompositionFeaturizer().fit(formulas)
+    names = list(featurizer.get_feature_names_out())
+    columns = [names.index(f"{kind}_cation_fraction") for kind in ("d0", "lone_pair", "d10")]
+    got = dict(zip(formulas, featurizer.transform(formulas)[:, columns].tolist(), strict=True))
+    assert got["BaTiO3"] == [0.2, 0.0, 0.0]  # Ti4+: one atom in five
+    assert got["PbTiO3"] == [0.2, 0.2, 0.0]  # Pb2+ keeps its 6s2 pair
+    assert got["SnO"] == [0.0, 0.5, 0.0] and got["SnO2"] == pytest.approx([0.0, 0.0, 1 / 3])  # Sn2+ vs Sn4+
+    assert got["Bi2O3"] == [0.0, 0.4, 0.0] and got["ZnO"] == [0.0, 0.0, 0.5]
+    assert got["Fe2O3"] == [0.0, 0.0, 0.0]
+
+
+def test_bond_valence_sums_of_cubic_batio3_by_hand():
+    """Ti has 6 O at a/2, Ba 12 O at a/√2; R0 from O'Keeffe-Brese's combining rule, s = exp((R0 - R)/0.37)."""
+    from pymatgen.analysis.bond_valence import BV_PARAMS
+    from pymatgen.core import Element
+
+    a = 4.2  # stretched from 4.0: Ti's sum falls below 0.8 of its charge
+    cubic = Structure(Lattice.cubic(a), ["Ba", "Ti", "O", "O", "O"],
+                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+    def r0(cation: str) -> float:
+        (ri, ci), (rj, cj) = ((BV_PARAMS[Element(e)]["r"], BV_PARAMS[Element(e)]["c"]) for e in (cation, "O"))
+        return ri + rj - ri * rj * (np.sqrt(ci) - np.sqrt(cj)) ** 2 / (ci * ri + cj * rj)
+
+    ti = 6 * np.exp((r0("Ti") - a / 2) / 0.37) / 4
+    ba = 12 * np.exp((r0("Ba") - a / np.sqrt(2)) / 0.37) / 2
+    ratios = [ti, ba]
+    o = (2 * np.exp((r0("Ti") - a / 2) / 0.37) + 4 * np.exp((r0("Ba") - a / np.sqrt(2)) / 0.37))
+    gii = np.sqrt(((4 * ti - 4) ** 2 + (2 * ba - 2) ** 2 + 3 * (o - 2) ** 2) / 5)
+    values = dict(zip(NAMES, StructureFeaturizer().fit_transform([cubic])[0], strict=True))
+    assert values["min_cation_bond_valence_ratio"] == pytest.approx(min(ratios))
+    assert values["max_cation_bond_valence_ratio"] == pytest.approx(max(ratios))
+    assert values["mean_cation_bond_valence_ratio"] == pytest.approx(np.mean(ratios))
+    assert values["global_instability_index"] == pytest.approx(gii)
+    assert values["under_bonded_cation_fraction"] == 0.5  # Ti (0.69), not Ba (1.02)
+    assert values["volume_per_anion"] == pytest.approx(a**3 / 3)
+    assert ti < 0.8 < ba  # the textbook picture: Ti rattles in its octahedron

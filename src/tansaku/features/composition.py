@@ -14,7 +14,7 @@ from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 
-VERSION = "composition-1"
+VERSION = "composition-2"
 STATS = ("mean", "avg_dev", "std_dev", "minimum", "maximum", "range", "mode")
 MASS_WEIGHTED = ("X", "row", "atomic_radius", "average_ionic_radius", "dipole_polarizability", "mendeleev_no")
 NORMS = (2, 3, 5, 7, 10)
@@ -111,7 +111,8 @@ class CompositionFeaturizer(MedianFilledFeaturizer):
                   "mean_polarizability_anion", "radius_ratio_cation_anion"]
         if self.oxidation:
             names += ["oxidation_balanced", "oxidation_max", "oxidation_min", "oxidation_range", "oxidation_std",
-                      "oxidation_mean_cation"]
+                      "oxidation_mean_cation", "d0_cation_fraction", "lone_pair_cation_fraction",
+                      "d10_cation_fraction"]
         return names
 
     def _raw(self, X: Iterable) -> np.ndarray:
@@ -133,7 +134,7 @@ class CompositionFeaturizer(MedianFilledFeaturizer):
         columns.extend(frac.reduce(frac.w**p) ** (1.0 / p) for p in NORMS)
         columns.extend(self._ionic(compositions, frac, table))
         if self.oxidation:
-            columns.extend(self._oxidation(compositions, frac))
+            columns.extend(self._oxidation(compositions, frac, table))
         raw = np.column_stack(columns)
         raw[~np.isfinite(raw)] = np.nan  # e.g. a cation/anion radius ratio over a zero-radius hydride anion
         return raw
@@ -166,8 +167,9 @@ class CompositionFeaturizer(MedianFilledFeaturizer):
         return [sc, frac.reduce(w * tm), x_c, x_a, x_a - x_c, ic_mean, ic_max, pol_c, pol_a, ratio]
 
     @staticmethod
-    def _oxidation(compositions, frac: SparseFractions) -> list[np.ndarray]:
-        """Statistics of guessed oxidation states, on the same sparse arrays as the element statistics."""
+    def _oxidation(compositions, frac: SparseFractions, table: np.ndarray) -> list[np.ndarray]:
+        """Statistics of guessed oxidation states, on the same sparse arrays as the element statistics, and the
+        atom fractions of the cation kinds known to drive large ionic dielectric constants (see cation_kinds)."""
         states, balanced = [], np.ones(len(compositions))
         for i, comp in enumerate(compositions):
             guess = guess_oxidation_states(comp.reduced_formula)
@@ -185,7 +187,28 @@ class CompositionFeaturizer(MedianFilledFeaturizer):
         positive = np.nan_to_num(v) > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             mean_cation = frac.reduce(np.where(positive, w * v, 0.0)) / frac.reduce(np.where(positive, w, 0.0))
-        out = [balanced, vmax, vmin, vmax - vmin, std, np.nan_to_num(mean_cation)]
+        d0, lone_pair, d10 = cation_kinds(table, v)
+        out = [balanced, vmax, vmin, vmax - vmin, std, np.nan_to_num(mean_cation),
+               frac.reduce(w * d0), frac.reduce(w * lone_pair), frac.reduce(w * d10)]
         for column in out[1:]:
             column[balanced == 0] = np.nan
         return out
+
+
+def cation_kinds(table: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per element entry (rows of `table`, guessed `states`): d0, lone-pair and d10 cation flags (0/1).
+
+    d0: a transition metal of groups 4-7 in its group oxidation state (Ti4+, Nb5+, W6+), the second-order
+    Jahn-Teller cations of ferroelectrics and soft polar modes. Lone pair: a p-block cation from row 4 down
+    keeping its ns2 pair (Sn2+, Pb2+, Bi3+, Te4+, I5+: state = group - 12). d10: a filled d shell (Zn2+, Ag+, In3+,
+    Sn4+: groups 11-12 in state group - 10, and p-block cations in state group - 10).
+    """
+    group = table[:, PROPERTIES.index("group")]
+    row = table[:, PROPERTIES.index("row")]
+    block = table[:, PROPERTIES.index("block")]
+    with np.errstate(invalid="ignore"):
+        d0 = (block == 2) & (group >= 4) & (group <= 7) & (states == group)
+        lone_pair = (block == 1) & (row >= 4) & (group >= 13) & (states > 0) & (states == group - 12)
+        d10 = (((block == 2) & (group >= 11) & (group <= 12)) | ((block == 1) & (row >= 4))) & (states > 0) & (
+            states == group - 10)
+    return d0.astype(float), lone_pair.astype(float), d10.astype(float)

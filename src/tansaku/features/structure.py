@@ -1,10 +1,11 @@
 """Structure descriptors: density and packing, neighbour-distance statistics and heterogeneity, coordination,
-cation-polyhedron distortion, local property differences, Ewald energy, space group. One neighbour list per
-structure (pymatgen's C implementation); everything after it is NumPy on arrays of bonds."""
+cation-polyhedron distortion, local property differences, bond-valence sums, Ewald energy, space group. One
+neighbour list per structure (pymatgen's C implementation); everything after it is NumPy on arrays of bonds."""
 
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 
 import numpy as np
 import spglib
@@ -16,11 +17,14 @@ from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 
-VERSION = "structure-1"
+VERSION = "structure-2"
 CUTOFF = 6.0  # Å, beyond any first shell of an oxide
 SHELL = 1.2  # first shell: neighbours within 1.2 × the site's nearest distance
 LOCAL_PROPERTIES = ("X", "row", "atomic_mass", "dipole_polarizability", "average_ionic_radius", "Z")
 CRYSTAL_SYSTEMS = ((2, 1), (15, 2), (74, 3), (142, 4), (167, 5), (194, 6), (230, 7))
+BOND_VALENCE_CUTOFF = 4.0  # Å: cation-anion bonds counted in bond-valence sums
+BOND_VALENCE_B = 0.37  # Å, the universal softness of Brown's bond valence s = exp((R0 - R) / b)
+UNDER_BONDED = 0.8  # a cation whose bond-valence sum is below this fraction of its charge rattles in its cage
 
 NAMES = (
     ["density", "volume_per_atom", "packing_fraction"]
@@ -31,6 +35,8 @@ NAMES = (
        "min_anion_anion_distance"]
     + [f"local_difference_{p}_{s}" for p in LOCAL_PROPERTIES for s in ("mean", "std")]
     + ["ewald_energy_per_atom", "spacegroup_number", "crystal_system"]
+    + [f"{s}_cation_bond_valence_ratio" for s in ("mean", "std", "min", "max")]
+    + ["global_instability_index", "under_bonded_cation_fraction", "volume_per_anion"]
 )
 
 
@@ -75,6 +81,7 @@ def structure_descriptors(structure: Structure, ewald: bool = True) -> np.ndarra
         per_site = np.bincount(c_s, weights=np.abs(values[c_s] - values[n_s]), minlength=n) / np.maximum(
             coordination, 1)
         local += [per_site.mean(), per_site.std()]
+    bond_valence = _bond_valence_descriptors(structure, z, is_anion, centers, neighbors, distances)
     ewald_energy = _ewald(structure) if ewald else np.nan
     number = _spacegroup_number(structure)
     return np.array(
@@ -83,8 +90,54 @@ def structure_descriptors(structure: Structure, ewald: bool = True) -> np.ndarra
          variation.mean(), variation.max(),
          coordination.mean(), coordination.std(), coordination.min(), coordination.max(),
          distortion.mean(), distortion.max(), mean_ca, min_aa, *local, ewald_energy, number,
-         _crystal_system(number) if number else np.nan]
+         _crystal_system(number) if number else np.nan, *bond_valence]
     )
+
+
+@lru_cache(maxsize=1)
+def _bond_valence_parameters() -> tuple[np.ndarray, np.ndarray]:
+    """O'Keeffe-Brese element parameters (r, c) indexed by Z, NaN where pymatgen has none."""
+    from pymatgen.analysis.bond_valence import BV_PARAMS
+
+    r, c = np.full(len(element_table()), np.nan), np.full(len(element_table()), np.nan)
+    for element, values in BV_PARAMS.items():
+        r[element.Z], c[element.Z] = values["r"], values["c"]
+    return r, c
+
+
+def _bond_valence_descriptors(structure: Structure, z: np.ndarray, is_anion: np.ndarray, centers: np.ndarray,
+                              neighbors: np.ndarray, distances: np.ndarray) -> list[float]:
+    """How well each cation fits its cage: bond-valence sum / formal charge (O'Keeffe-Brese R0, b = 0.37 Å).
+
+    An under-bonded cation (ratio well below 1, as Ti in BaTiO3's cubic cage) sits on a flat or double-well
+    potential and gives a soft polar mode, the main source of a large ionic dielectric constant. Also Salinas-
+    Sanchez's global instability index over all sites and the volume per anion.
+    """
+    anion_count = int(is_anion.sum())
+    volume_per_anion = structure.volume / anion_count if anion_count else np.nan
+    states = guess_oxidation_states(structure.composition.reduced_formula)
+    if states is None or not anion_count or is_anion.all():
+        return [np.nan] * 6 + [volume_per_anion]
+    charge = np.abs([states[site.specie.symbol] for site in structure]).astype(float)
+    r, c = _bond_valence_parameters()
+    pair = ~is_anion[centers] & is_anion[neighbors] & (distances < BOND_VALENCE_CUTOFF)
+    ri, rj, ci, cj = r[z[centers[pair]]], r[z[neighbors[pair]]], c[z[centers[pair]]], c[z[neighbors[pair]]]
+    r0 = ri + rj - ri * rj * (np.sqrt(ci) - np.sqrt(cj)) ** 2 / (ci * ri + cj * rj)
+    valence = np.exp((r0 - distances[pair]) / BOND_VALENCE_B)
+    n = len(structure)
+    # each cation-anion bond appears once from the cation's side; it adds to both ends
+    sums = np.bincount(centers[pair], weights=valence, minlength=n) + np.bincount(
+        neighbors[pair], weights=valence, minlength=n)
+    unknown = np.isnan(r[z]) | np.isnan(c[z])
+    sums[unknown] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (sums / charge)[~is_anion & (charge > 0)]
+    ratio = ratio[np.isfinite(ratio)]
+    if not len(ratio):
+        return [np.nan] * 6 + [volume_per_anion]
+    instability = float(np.sqrt(np.nanmean((sums - charge) ** 2)))
+    return [ratio.mean(), ratio.std(), ratio.min(), ratio.max(), instability, float(np.mean(ratio < UNDER_BONDED)),
+            volume_per_anion]
 
 
 def _ewald(structure: Structure) -> float:
