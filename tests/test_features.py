@@ -28,6 +28,21 @@ def test_element_statistics_match_matminer():
             assert got == pytest.approx(expected[j], rel=1e-9, abs=1e-9), (formula, prop, stat)
 
 
+def test_unfilled_valence_states_match_magpie():
+    from matminer.featurizers.composition import ElementProperty
+
+    props = ["NsUnfilled", "NpUnfilled", "NdUnfilled", "NfUnfilled", "NUnfilled"]
+    reference = ElementProperty("magpie", props, ["mean", "maximum"])
+    formulas = [*FORMULAS, "Fe2O3", "CuO", "ZnO", "SnO2", "PbTiO3", "La2O3"]
+    ours = CompositionFeaturizer(oxidation=False).fit(formulas)
+    names = list(ours.get_feature_names_out())
+    values = ours.transform(formulas)
+    for i, formula in enumerate(formulas):
+        expected = reference.featurize(Composition(formula))
+        got = [values[i, names.index(f"{stat}_{prop.lower()}")] for prop in props for stat in ("mean", "maximum")]
+        np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=formula)
+
+
 def test_stoichiometry_norms_match_matminer():
     from matminer.featurizers.composition import Stoichiometry
 

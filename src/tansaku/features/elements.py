@@ -18,8 +18,9 @@ PYMATGEN_PROPERTIES = [
     "melting_point", "thermal_conductivity", "molar_volume", "density_of_solid", "ionization_energy",
     "electron_affinity",
 ]
-DERIVED_PROPERTIES = ["nsvalence", "npvalence", "ndvalence", "nfvalence", "nvalence", "max_oxidation",
-                      "min_oxidation", "is_transition_metal", "is_anion"]
+DERIVED_PROPERTIES = ["nsvalence", "npvalence", "ndvalence", "nfvalence", "nvalence", "nsunfilled", "npunfilled",
+                      "ndunfilled", "nfunfilled", "nunfilled", "max_oxidation", "min_oxidation",
+                      "is_transition_metal", "is_anion"]
 MENDELEEV_PROPERTIES = ["dipole_polarizability", "covalent_radius_pyykko", "en_allen", "vdw_radius"]
 PROPERTIES = PYMATGEN_PROPERTIES + DERIVED_PROPERTIES + MENDELEEV_PROPERTIES
 
@@ -35,7 +36,8 @@ def _number(value) -> float:
 
 
 def _valence_counts(element: Element) -> list[float]:
-    """Electrons in s, p, d, f orbitals outside the noble-gas core (Magpie's N*Valence definitions)."""
+    """Electrons in s, p, d, f orbitals outside the noble-gas core and the empty states beside them (Magpie's
+    N*Valence and N*Unfilled definitions)."""
     structure = element.electronic_structure.split(".")
     counts = {"s": 0.0, "p": 0.0, "d": 0.0, "f": 0.0}
     for part in structure:
@@ -46,7 +48,10 @@ def _valence_counts(element: Element) -> list[float]:
     if element.block == "p":
         counts["d"] = counts["f"] = 0.0
     values = [counts["s"], counts["p"], counts["d"], counts["f"]]
-    return [*values, sum(values)]
+    # empty states left in each partly or fully occupied valence shell (Magpie's N*Unfilled): what can accept
+    # electrons, i.e. how easily the ion is polarized and how covalent its bonds are
+    unfilled = [capacity - n if n > 0 else 0.0 for n, capacity in zip(values, (2, 6, 10, 14), strict=True)]
+    return [*values, sum(values), *unfilled, sum(unfilled)]
 
 
 @lru_cache(maxsize=1)
