@@ -40,7 +40,7 @@ GROUPS = {  # descriptor families for grouped permutation importance
     "neighbour distances": ["nn_distance", "first_shell_distance", "cation_anion_distance", "anion_anion"],
     "electronegativity": ["_X", "delta_X", "ionic_character", "en_allen"], "polarizability": ["polarizab"],
     "radii": ["radius", "radii", "packing"], "coordination": ["coordination"], "oxidation states": ["oxidation"],
-    "group/block/valence": ["group", "block", "valence"], "melting point": ["melting"],
+    "group/block/valence": ["group", "block", "valence", "unfilled"], "melting point": ["melting"],
     "Ewald energy": ["ewald"], "volume": ["volume"], "symmetry": ["spacegroup", "crystal_system"],
     "cation kinds (d0, lone pair, d10)": ["d0_cation", "lone_pair_cation", "d10_cation"],
     "bond valence": ["bond_valence", "instability_index", "under_bonded"],

@@ -14,7 +14,7 @@ from pymatgen.core import Structure
 
 from tansaku import TansakuError
 from tansaku.features.base import MedianFilledFeaturizer
-from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
+from tansaku.features.elements import MAX_Z, PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 
 VERSION = "structure-2"
@@ -99,7 +99,7 @@ def _bond_valence_parameters() -> tuple[np.ndarray, np.ndarray]:
     """O'Keeffe-Brese element parameters (r, c) indexed by Z, NaN where pymatgen has none."""
     from pymatgen.analysis.bond_valence import BV_PARAMS
 
-    r, c = np.full(len(element_table()), np.nan), np.full(len(element_table()), np.nan)
+    r, c = np.full(MAX_Z + 1, np.nan), np.full(MAX_Z + 1, np.nan)
     for element, values in BV_PARAMS.items():
         r[element.Z], c[element.Z] = values["r"], values["c"]
     return r, c
@@ -115,9 +115,10 @@ def _bond_valence_descriptors(structure: Structure, z: np.ndarray, is_anion: np.
     """
     anion_count = int(is_anion.sum())
     volume_per_anion = structure.volume / anion_count if anion_count else np.nan
+    undefined = [np.nan] * 6 + [volume_per_anion]
     states = guess_oxidation_states(structure.composition.reduced_formula)
     if states is None or not anion_count or is_anion.all():
-        return [np.nan] * 6 + [volume_per_anion]
+        return undefined
     charge = np.abs([states[site.specie.symbol] for site in structure]).astype(float)
     r, c = _bond_valence_parameters()
     pair = ~is_anion[centers] & is_anion[neighbors] & (distances < BOND_VALENCE_CUTOFF)
@@ -134,7 +135,7 @@ def _bond_valence_descriptors(structure: Structure, z: np.ndarray, is_anion: np.
         ratio = (sums / charge)[~is_anion & (charge > 0)]
     ratio = ratio[np.isfinite(ratio)]
     if not len(ratio):
-        return [np.nan] * 6 + [volume_per_anion]
+        return undefined
     instability = float(np.sqrt(np.nanmean((sums - charge) ** 2)))
     return [ratio.mean(), ratio.std(), ratio.min(), ratio.max(), instability, float(np.mean(ratio < UNDER_BONDED)),
             volume_per_anion]
