@@ -87,6 +87,23 @@ def test_window_scores_rank_the_obvious_candidate_first():
     assert np.argmax(score("range-ensemble", goal, mean, std, samples=samples)) == 0
     ucb = score("ucb", goal, mean, std, samples=samples)
     assert ucb == pytest.approx(d.mean(0) + 2 * d.std(0))
+    # the textbook variant: mean and std already describe the desirability (a model fitted to it)
+    d_mean, d_std = np.array([-0.1, -1.0]), np.array([0.2, 1.0])
+    assert score("ei-direct", goal, d_mean, d_std, best=-0.3) == pytest.approx(
+        [0.2 * Phi(1) + 0.2 * phi(1), -0.7 * Phi(-0.7) + phi(-0.7)])
+    assert score("pi-direct", goal, d_mean, d_std, best=-0.3) == pytest.approx([Phi(1), Phi(-0.7)])
+
+
+def test_direct_desirability_baseline_trains_its_own_model():
+    """ei-direct fits a second forest to -|y - centre|: it must still find window materials, and only there."""
+    X, y = _synthetic(600, seed=1)
+    setup = Setup(X, y, Goal("range", 2.0, 2.4), init=10, batch=5, budget=80, seeds=2, test_fraction=0.0,
+                  trees=30)
+    result = simulate(setup, ["random", "ei-direct", "pi-direct"])
+    found = {name: np.median([r["found"][-1] for r in runs]) for name, runs in result["strategies"].items()}
+    assert found["ei-direct"] > found["random"] and found["pi-direct"] > found["random"], found
+    for runs in result["strategies"].values():
+        assert all(len(set(r["labelled"])) == 80 for r in runs)
 
 
 def test_batch_of_one_is_the_ranking_and_batches_avoid_near_copies():
@@ -285,6 +302,8 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", 3, 6, "--maximize")
     with pytest.raises(TansakuError, match="lo must be > 0"):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", -1, 6)
+    with pytest.raises(TansakuError, match="'ei-direct' is for `tansaku al simulate` only"):
+        invoke("--db", db, "al", "suggest", "--model", model, "--range", 3, 6, "--strategy", "ei-direct")
 
 
 def test_calibration_brings_held_out_coverage_to_68_percent():

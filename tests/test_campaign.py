@@ -73,6 +73,7 @@ def test_example_config_parses_and_mistakes_are_named(tmp_path):
     cases = [
         ({**sim_config(), "colour": "red"}, "unknown key"),
         (sim_config(acquisition={"strategy": "magic"}), "unknown acquisition strategy 'magic'"),
+        (sim_config(acquisition={"strategy": "pi-direct"}), "'pi-direct' is for simulations only"),
         (sim_config(oracle={"kind": "dataset", "method": None}), "needs \\[oracle\\] method"),
         (sim_config(oracle={"kind": "dft"}, property="e_form"), "DFT oracle computes"),
         (sim_config(training={"init_random": 0}), "needs something to learn from"),

@@ -103,9 +103,16 @@ STRATEGIES = {
     "ei": "expected improvement of the desirability",
     "pi": "probability of improving the desirability",
     "ucb": "upper confidence bound of the desirability (kappa = 2)",
+    "ei-direct": "expected improvement from a second model fitted to the desirability labels themselves",
+    "pi-direct": "probability of improvement from a second model fitted to the desirability labels themselves",
     "range": "probability of lying inside the window (normal approximation)",
     "range-ensemble": "probability of lying inside the window (fraction of ensemble members)",
 }
+
+# The textbook way to aim EI/PI at a window: transform the labels into desirabilities and model those. The
+# surrogate must then be trained on desirabilities, which a saved property model is not: simulations only.
+DIRECT_STRATEGIES = {"ei-direct", "pi-direct"}
+SIMULATION_ONLY = {"stratified", "density", *DIRECT_STRATEGIES}
 
 
 def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best: float | None = None,
@@ -115,6 +122,7 @@ def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best:
 
     `best` is the best desirability among labelled materials (EI, PI). With `samples`, EI/PI/UCB of a
     window goal use the moments of the members' desirabilities, since -|y - centre| of a normal is not normal.
+    For 'ei-direct' and 'pi-direct', `mean` and `std` are already the desirability's (a model fitted to it).
     """
     rng = rng or np.random.default_rng(0)
     mean, std = np.asarray(mean, float), np.asarray(std, float)
@@ -133,6 +141,13 @@ def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best:
         if strategy == "range-ensemble" and samples is not None:
             return in_range_fraction(samples, goal.lo, goal.hi)
         return in_range_probability(mean, std, goal.lo, goal.hi)
+    if strategy in DIRECT_STRATEGIES:
+        if goal.kind == "error":
+            raise TansakuError(f"strategy {strategy!r} needs a goal: --range, --maximize or --minimize")
+        if best is None:
+            raise TansakuError(f"{strategy} needs the best value found so far")
+        fn = expected_improvement if strategy == "ei-direct" else probability_of_improvement
+        return fn(mean, std, best)
     if strategy not in ("greedy", "ei", "pi", "ucb"):
         raise TansakuError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
     if goal.kind == "error":

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import STRATEGIES, Goal
+from tansaku.active.acquisition import SIMULATION_ONLY, STRATEGIES, Goal
 from tansaku.models.learners import MODELS
 
 DFT_PROPERTIES = ("band_gap", "eps_electronic", "eps_ionic", "eps_total")
@@ -149,8 +149,9 @@ def _validate(c: CampaignConfig, where: str) -> None:
 
     if c.strategy not in STRATEGIES:
         raise bad(f"unknown acquisition strategy {c.strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if c.strategy in ("stratified", "density"):
-        raise bad(f"strategy {c.strategy!r} is for simulations of model error; use uncertainty or weighted")
+    if c.strategy in SIMULATION_ONLY:
+        raise bad(f"strategy {c.strategy!r} is for simulations only (`tansaku al simulate`); for a campaign use "
+                  "uncertainty or weighted (model error), range (a window) or ei/pi/ucb")
     if c.strategy.startswith("range") and c.goal.kind != "range":
         raise bad(f"strategy {c.strategy!r} needs [goal] kind = 'range' with lo and hi")
     if c.goal.kind == "error" and c.strategy in ("greedy", "ei", "pi", "ucb"):

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import STRATEGIES, Goal, score
+from tansaku.active.acquisition import DIRECT_STRATEGIES, STRATEGIES, Goal, score
 from tansaku.active.batch import (
     density_batch,
     descriptor_coordinates,
@@ -144,7 +144,7 @@ def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hi
         if len(labelled) >= setup.budget or not unlabelled.any():
             break
         candidates = np.flatnonzero(unlabelled)
-        chosen = candidates[choose(setup, strategy, model, candidates, labelled, rng, coords, spacing, regions)]
+        chosen = candidates[choose(setup, strategy, model, candidates, labelled, rng, coords, spacing, regions, seed)]
         labelled.extend(int(i) for i in chosen)
         unlabelled[chosen] = False
     if setup.goal.kind == "error":
@@ -154,7 +154,8 @@ def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hi
 
 
 def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled: list[int],
-           rng: np.random.Generator, coords=None, spacing: float = 1.0, regions: dict | None = None) -> np.ndarray:
+           rng: np.random.Generator, coords=None, spacing: float = 1.0, regions: dict | None = None,
+           seed: int = 0) -> np.ndarray:
     """Positions (in `candidates`) of the next batch; `regions` holds the pool's strata and duplicate groups."""
     k = min(setup.batch, setup.budget - len(labelled), len(candidates))
     if strategy == "random":
@@ -170,7 +171,10 @@ def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled:
         n_strata = int(strata.max()) + 1
         return stratified_batch(std, strata[candidates], np.bincount(strata[labelled], minlength=n_strata), k, rng)
     samples = None
-    if strategy in SAMPLE_STRATEGIES and setup.goal.kind == "range" and hasattr(model, "predict_samples"):
+    if strategy in DIRECT_STRATEGIES:  # a second surrogate, fitted to the desirabilities of the labelled ones
+        d_model = _fit(setup, seed, setup.X[labelled], setup.goal.desirability(setup.y[labelled]))
+        mean, std = d_model.predict_dist(Xc)
+    elif strategy in SAMPLE_STRATEGIES and setup.goal.kind == "range" and hasattr(model, "predict_samples"):
         samples = model.predict_samples(Xc)
         mean, std = samples.mean(axis=0), samples.std(axis=0)
     else:
