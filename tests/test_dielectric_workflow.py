@@ -168,6 +168,10 @@ def test_metals_and_bad_materials_get_clear_reasons(tmp_path):
     assert ca.status == "metal" and "below the metal threshold" in ca.reason
     na = run_dielectric(ctx, store(ctx, sodium_prim, "Na"))
     assert na.status == "metal" and "odd number of valence electrons" in na.reason
+    assert "magnetic" not in na.reason + ca.reason
+    coo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.26), ["Co", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    co = run_dielectric(ctx, store(ctx, coo.get_primitive_structure(), "CoO"))
+    assert co.status == "metal" and "Co2+ (d7) carries a magnetic moment" in co.reason, co.reason
     small = load_family(need_shared(PSEUDOS))
     small.files = {k: v for k, v in small.files.items() if k in ("Mg", "O")}
     ctx_small = RunContext(ctx.db, ctx.settings, "test", small, ctx.executor, MPI, ctx.run_root)

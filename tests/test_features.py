@@ -6,7 +6,7 @@ from pymatgen.core import Composition, Lattice, Structure
 
 from tansaku import TansakuError
 from tansaku.features.composition import CompositionFeaturizer
-from tansaku.features.oxidation import guess_oxidation_states
+from tansaku.features.oxidation import guess_oxidation_states, open_shell_cations
 from tansaku.features.structure import NAMES, StructureFeaturizer
 
 FORMULAS = ["SrTiO3", "MgO", "Al2O3", "LiNbO3", "BaZrO3", "K2Ti6O13", "NaBiO3", "Y3Al5O12"]
@@ -74,6 +74,14 @@ def test_oxidation_guess_and_unbalanceable():
     assert guess_oxidation_states("Fe3O4") is None or set(guess_oxidation_states("Fe3O4")) == {"Fe", "O"}
     assert guess_oxidation_states("SrTiO3") == {"O": -2, "Sr": 2, "Ti": 4}
     assert guess_oxidation_states("NaO3") is None
+
+
+def test_open_shell_cations_are_the_magnetic_ones():
+    assert open_shell_cations("Fe2O3") == ["Fe3+ (d5)"]
+    assert open_shell_cations("NiO") == ["Ni2+ (d8)"]
+    assert open_shell_cations("Gd2O3") == ["Gd3+ (f7)"]
+    for closed in ("ZnO", "Cu2O", "BaTiO3", "La2O3", "CeO2", "Lu2O3", "MoO3", "NaO3"):  # d0, d10, f0, f14, none
+        assert open_shell_cations(closed) == [], closed
 
 
 def test_bad_compositions_are_refused():

@@ -44,3 +44,27 @@ def guess_oxidation_states(formula: str) -> dict[str, int] | None:
         if best is not None:
             return {**fixed, **dict(zip(cations, best[1], strict=True))}
     return None
+
+
+def open_shell_cations(formula: str) -> list[str]:
+    """Cations whose guessed state leaves a partly filled d or f shell ('Fe3+ (d5)'): they carry magnetic moments.
+
+    Why: a spin-unpolarized calculation of such a compound usually comes out metallic, and the user should
+    hear that this, not the material, is the likely reason.
+    """
+    states = guess_oxidation_states(formula) or {}
+    found = []
+    for symbol, state in states.items():
+        element = Element(symbol)
+        if state <= 0:
+            continue
+        if element.is_lanthanoid or element.is_actinoid:
+            base = 57 if element.is_lanthanoid else 89
+            shell, count, full = "f", element.Z - base + 3 - state, 14
+        elif element.is_transition_metal and 3 <= element.group <= 12:
+            shell, count, full = "d", element.group - state, 10
+        else:
+            continue
+        if 0 < count < full:
+            found.append(f"{symbol}{state}+ ({shell}{count})")
+    return found

@@ -15,6 +15,7 @@ from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw_input
 from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml
 from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
+from tansaku.features.oxidation import open_shell_cations
 from tansaku.store.database import Database
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.models import Calculation, Material, utcnow
@@ -93,7 +94,7 @@ def run_dielectric(
         if round(nelec) % 2:
             result.status = "metal"
             result.reason = (f"odd number of valence electrons ({nelec:g}): a spin-unpolarized cell is metallic, "
-                             "no static dielectric constant")
+                             "no static dielectric constant" + _magnetic_hint(formula))
             return result
         _run_steps(ctx, material_id, structure, root, result, report or (lambda s: None))
     except StepFailed as exc:
@@ -122,22 +123,32 @@ def _run_steps(ctx, material_id, structure, root, result, report) -> None:
             current = Structure.from_dict(relaxed.outputs["structure"])
         gap = relaxed.outputs.get("gap")
         if gap is not None and gap < s.metal_gap_ev:
-            _mark_metal(result, gap, "relaxation")
+            _mark_metal(result, gap, "relaxation", structure)
             return
     scf = step("scf", scf_spec(ctx, root, current))
     result.band_gap = scf.outputs["gap"]
     if result.band_gap < s.metal_gap_ev:
-        _mark_metal(result, result.band_gap, "SCF")
+        _mark_metal(result, result.band_gap, "SCF", structure)
         return
     step("phonon", phonon_spec(ctx, root))
     report("analysis")
     _analyse(ctx, material_id, root, scf, result)
 
 
-def _mark_metal(result: DielectricResult, gap: float, where: str) -> None:
+def _mark_metal(result: DielectricResult, gap: float, where: str, structure: Structure) -> None:
     result.status = "metal"
     result.band_gap = gap
-    result.reason = f"band gap {gap:.3f} eV in the {where} is below the metal threshold: no static dielectric constant"
+    result.reason = (f"band gap {gap:.3f} eV in the {where} is below the metal threshold: no static dielectric "
+                     "constant" + _magnetic_hint(structure.composition.reduced_formula))
+
+
+def _magnetic_hint(formula: str) -> str:
+    """Why an oxide with open-shell cations came out metallic: our runs are spin-unpolarized."""
+    cations = open_shell_cations(formula)
+    if not cations:
+        return ""
+    return (f" ({', '.join(cations)} carries a magnetic moment and the workflow is spin-unpolarized, so this is "
+            "likely not a real metal; magnetic oxides are not supported yet)")
 
 
 def relax_spec(ctx: RunContext, root: Path, structure: Structure, name: str) -> StepSpec:
