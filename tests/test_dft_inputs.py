@@ -7,6 +7,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from tansaku import TansakuError
+from tansaku.dft.magnetism import SpinSetup, spin_setup
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.inputs import ph_input, pw_input
 from tansaku.dft.qe.parsers import band_gap, detect_errors, qe_error_message
@@ -111,6 +112,36 @@ def test_band_gap_direct_indirect_and_metal():
     assert band_gap(np.array([[-5.0, 1.0, 0.5], [-5, 0.2, 2]]), 4).is_metal
     with pytest.raises(TansakuError, match="no empty band"):
         band_gap(eig, 6)
+
+
+def test_spin_polarized_gap_takes_both_channels():
+    # per k-point: 4 spin-up bands, then 4 spin-down; 5 electrons with a moment of 1: 3 up and 2 down filled
+    eig = np.array([[-5.0, 1.0, 2.0, 4.0, -4.0, 1.5, 3.0, 5.0], [-5.0, 1.2, 2.5, 3.5, -4.0, 1.8, 2.8, 6.0]])
+    gap = band_gap(eig, 5, lsda=True, magnetization=1.0)
+    # valence: max(up band 3, down band 2) = max(2.5, 1.8); conduction: min(up band 4, down band 3) = min(3.5, 2.8)
+    assert gap.vbm == pytest.approx(2.5) and gap.cbm == pytest.approx(2.8) and gap.gap == pytest.approx(0.3)
+    assert gap.direct  # both at the second k-point
+    assert band_gap(eig, 5, lsda=True, magnetization=0.6).is_metal  # a fractional filling has no gap
+    unpolarized_reading = band_gap(eig[:, :4], 4)  # the same array read without spin would be something else
+    assert unpolarized_reading.gap != pytest.approx(gap.gap)
+
+
+def test_open_shell_oxides_get_a_fixed_ferromagnetic_moment(tmp_path):
+    family = load_family(need_shared(PSEUDOS))
+    nio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.18), ["Ni", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    fe2o3 = Structure.from_spacegroup("R-3c", Lattice.hexagonal(5.03, 13.75), ["Fe", "O"],
+                                      [[0, 0, 0.355], [0.306, 0, 0.25]]).get_primitive_structure()
+    assert spin_setup(nio.get_primitive_structure(), "auto") == SpinSetup(2, ("Ni",))
+    assert spin_setup(fe2o3, "auto") == SpinSetup(20, ("Fe",))  # 4 Fe3+ (d5) in the rhombohedral cell
+    assert spin_setup(nio, "off") is None and spin_setup(rocksalt(), "auto") is None
+    text = pw_input(nio.get_primitive_structure(), "scf", preset("test"), family, "scf", tmp_path)
+    # species sorted (Ni, O): Ni is species 1; 18 + 6 = 24 electrons, 13 up and 11 down, + 8 empty bands
+    assert "nspin = 2" in text and "tot_magnetization = 2" in text and "starting_magnetization(1) = 0.5" in text
+    assert "starting_magnetization(2)" not in text and "nbnd = 21" in text
+    assert "nspin" not in pw_input(nio.get_primitive_structure(), "scf", preset("test", {"spin": "off"}), family,
+                                   "scf", tmp_path)
+    with pytest.raises(TansakuError, match="spin='up'"):
+        preset("test", {"spin": "up"})
 
 
 def test_error_detection_in_logs():

@@ -170,8 +170,11 @@ def test_metals_and_bad_materials_get_clear_reasons(tmp_path):
     assert na.status == "metal" and "odd number of valence electrons" in na.reason
     assert "magnetic" not in na.reason + ca.reason
     coo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.26), ["Co", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    co = run_dielectric(ctx, store(ctx, coo.get_primitive_structure(), "CoO"))
+    ctx_off = RunContext(ctx.db, preset("test", {"spin": "off"}), "test", ctx.pseudos, ctx.executor, MPI,
+                         ctx.run_root)
+    co = run_dielectric(ctx_off, store(ctx, coo.get_primitive_structure(), "CoO"))
     assert co.status == "metal" and "Co2+ (d7) carries a magnetic moment" in co.reason, co.reason
+    assert "spin=auto" in co.reason
     small = load_family(need_shared(PSEUDOS))
     small.files = {k: v for k, v in small.files.items() if k in ("Mg", "O")}
     ctx_small = RunContext(ctx.db, ctx.settings, "test", small, ctx.executor, MPI, ctx.run_root)
@@ -185,3 +188,20 @@ def test_metals_and_bad_materials_get_clear_reasons(tmp_path):
         comp_id = session.scalar(select(Material.id).where(Material.source == "csv:x"))
     assert "has no structure" in run_dielectric(ctx, comp_id).reason
     assert not any(status == "done" for step, status in calculation_rows(ctx) if step == "phonon")
+
+
+def test_ferromagnetic_insulator_scf_has_a_fixed_moment_and_a_gap(tmp_path):
+    """LiCrO2 (Cr3+, d3) with U: two spins, 3 μB fixed per cell, a gap between the spin-up t2g and eg.
+
+    Only the SCF here: DFPT+U with two spins takes minutes even at Γ-like meshes (see the issue notes for a
+    full run). Spin-unpolarized, this cell has 29 electrons and is refused as a metal.
+    """
+    ctx = make_ctx(tmp_path, {"hubbard_u": "Cr:3", "ecutwfc": 30.0, "kspacing": 2.0, "even_kmesh": False})
+    layered = Structure.from_spacegroup("R-3m", Lattice.hexagonal(2.90, 14.40), ["Li", "Cr", "O"],
+                                        [[0, 0, 0.5], [0, 0, 0], [0, 0, 0.262]]).get_primitive_structure()
+    state = run_step(scf_spec(ctx, ctx.run_root, layered), ctx.run_root / "scf", ctx.executor, ctx.commands,
+                     ctx.settings.max_attempts, ctx.poll_seconds)
+    text = (ctx.run_root / "scf" / "input.in").read_text()
+    assert "nspin = 2" in text and "tot_magnetization = 3" in text and "Hubbard_U(1) = 3" in text
+    assert state.outputs["magnetization"] == pytest.approx(3.0, abs=1e-6)
+    assert state.outputs["gap"] > 1.0, state.outputs

@@ -9,6 +9,7 @@ import numpy as np
 from pymatgen.core import Element, Structure
 
 from tansaku import TansakuError
+from tansaku.dft.magnetism import check_spin_mode
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class DielectricSettings:
     standardize: bool = True  # standard primitive cell: QE then finds every symmetry (fewer k-points, stable ph.x)
     # Dudarev U (eV) on the d (4f: f) shell of these elements, the PBEsol+U convention of the reference database.
     hubbard_u: dict[str, float] = field(default_factory=dict)
+    # auto: ferromagnetic high-spin run when a cation has an open d or f shell (Fe3+, Ni2+, Gd3+); off: never.
+    spin: str = "auto"
 
     def with_overrides(self, overrides: dict | None) -> DielectricSettings:
         if not overrides:
@@ -49,6 +52,8 @@ class DielectricSettings:
             raise TansakuError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         if "hubbard_u" in overrides:
             overrides = {**overrides, "hubbard_u": parse_hubbard_u(overrides["hubbard_u"])}
+        if "spin" in overrides:
+            check_spin_mode(overrides["spin"])
         return replace(self, **overrides)
 
     def as_dict(self) -> dict:

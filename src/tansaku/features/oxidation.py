@@ -46,15 +46,13 @@ def guess_oxidation_states(formula: str) -> dict[str, int] | None:
     return None
 
 
-def open_shell_cations(formula: str) -> list[str]:
-    """Cations whose guessed state leaves a partly filled d or f shell ('Fe3+ (d5)'): they carry magnetic moments.
+def open_shell_electrons(formula: str) -> dict[str, tuple[str, int, int]]:
+    """Cations whose guessed state leaves a partly filled d or f shell: symbol -> (shell, electrons, capacity).
 
-    Why: a spin-unpolarized calculation of such a compound usually comes out metallic, and the user should
-    hear that this, not the material, is the likely reason.
+    These carry magnetic moments (Fe3+: d5, Gd3+: f7); d0, d10, f0 and f14 cations do not.
     """
-    states = guess_oxidation_states(formula) or {}
-    found = []
-    for symbol, state in states.items():
+    found: dict[str, tuple[str, int, int]] = {}
+    for symbol, state in (guess_oxidation_states(formula) or {}).items():
         element = Element(symbol)
         if state <= 0:
             continue
@@ -66,5 +64,17 @@ def open_shell_cations(formula: str) -> list[str]:
         else:
             continue
         if 0 < count < full:
-            found.append(f"{symbol}{state}+ ({shell}{count})")
+            found[symbol] = (shell, count, full)
     return found
+
+
+def open_shell_cations(formula: str) -> list[str]:
+    """The open-shell cations as people write them ('Fe3+ (d5)'), for messages."""
+    states = guess_oxidation_states(formula) or {}
+    return [f"{symbol}{states[symbol]}+ ({shell}{count})"
+            for symbol, (shell, count, _) in open_shell_electrons(formula).items()]
+
+
+def high_spin_unpaired(count: int, capacity: int) -> int:
+    """Unpaired electrons of a shell filled by Hund's rule (high spin): d5 -> 5, d7 -> 3, f7 -> 7, f9 -> 5."""
+    return count if count <= capacity // 2 else capacity - count

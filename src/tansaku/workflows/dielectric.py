@@ -11,6 +11,7 @@ from pymatgen.core import Structure
 
 from tansaku import TansakuError, __version__
 from tansaku.dft.ionic import asr_born_charges, ionic_dielectric
+from tansaku.dft.magnetism import spin_setup
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw_input
 from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml
@@ -61,6 +62,7 @@ class DielectricResult:
     imaginary_modes: int | None = None
     material_id: int | None = None
     formula: str | None = None
+    magnetization: float | None = None  # total moment per cell (μB) of a spin-polarized run
     steps: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -91,10 +93,17 @@ def run_dielectric(
             raise TansakuError(f"{where}: disordered structure; DFT needs an ordered cell")
         ctx.pseudos.check_covers({s.specie.symbol for s in structure}, where)
         nelec = number_of_electrons(structure, ctx.pseudos)
-        if round(nelec) % 2:
+        spin = spin_setup(structure, ctx.settings.spin)
+        if spin is None and round(nelec) % 2:
             result.status = "metal"
             result.reason = (f"odd number of valence electrons ({nelec:g}): a spin-unpolarized cell is metallic, "
-                             "no static dielectric constant" + _magnetic_hint(formula))
+                             "no static dielectric constant" + _magnetic_hint(formula, ctx.settings.spin))
+            return result
+        if spin is not None and round(nelec + spin.total_magnetization) % 2:
+            result.status = "metal"
+            result.reason = (f"{nelec:g} valence electrons cannot fill whole bands with a moment of "
+                             f"{spin.total_magnetization} μB (high spin of {', '.join(open_shell_cations(formula))})"
+                             ": no insulating ferromagnetic state to compute")
             return result
         _run_steps(ctx, material_id, structure, root, result, report or (lambda s: None))
     except StepFailed as exc:
@@ -123,32 +132,36 @@ def _run_steps(ctx, material_id, structure, root, result, report) -> None:
             current = Structure.from_dict(relaxed.outputs["structure"])
         gap = relaxed.outputs.get("gap")
         if gap is not None and gap < s.metal_gap_ev:
-            _mark_metal(result, gap, "relaxation", structure)
+            _mark_metal(result, gap, "relaxation", structure, s.spin)
             return
     scf = step("scf", scf_spec(ctx, root, current))
     result.band_gap = scf.outputs["gap"]
+    result.magnetization = scf.outputs.get("magnetization")
     if result.band_gap < s.metal_gap_ev:
-        _mark_metal(result, result.band_gap, "SCF", structure)
+        _mark_metal(result, result.band_gap, "SCF", structure, s.spin)
         return
     step("phonon", phonon_spec(ctx, root))
     report("analysis")
     _analyse(ctx, material_id, root, scf, result)
 
 
-def _mark_metal(result: DielectricResult, gap: float, where: str, structure: Structure) -> None:
+def _mark_metal(result: DielectricResult, gap: float, where: str, structure: Structure, spin_mode: str) -> None:
     result.status = "metal"
     result.band_gap = gap
     result.reason = (f"band gap {gap:.3f} eV in the {where} is below the metal threshold: no static dielectric "
-                     "constant" + _magnetic_hint(structure.composition.reduced_formula))
+                     "constant" + _magnetic_hint(structure.composition.reduced_formula, spin_mode))
 
 
-def _magnetic_hint(formula: str) -> str:
-    """Why an oxide with open-shell cations came out metallic: our runs are spin-unpolarized."""
+def _magnetic_hint(formula: str, spin_mode: str) -> str:
+    """Why an oxide with open-shell cations may have come out metallic."""
     cations = open_shell_cations(formula)
     if not cations:
         return ""
-    return (f" ({', '.join(cations)} carries a magnetic moment and the workflow is spin-unpolarized, so this is "
-            "likely not a real metal; magnetic oxides are not supported yet)")
+    if spin_mode == "off":
+        return (f" ({', '.join(cations)} carries a magnetic moment and this run was spin-unpolarized (spin=off), so "
+                "this is likely not a real metal; spin=auto computes it ferromagnetically)")
+    return (f" (computed ferromagnetic and high-spin for {', '.join(cations)}; if the real order is "
+            "antiferromagnetic or low-spin the gap may differ, and those orders are not tried)")
 
 
 def relax_spec(ctx: RunContext, root: Path, structure: Structure, name: str) -> StepSpec:
@@ -161,7 +174,7 @@ def relax_spec(ctx: RunContext, root: Path, structure: Structure, name: str) -> 
         out: dict = {"structure": data["structure"].as_dict(), "volume": data["structure"].volume,
                      "energy_ev": data["energy_ev"]}
         if "eigenvalues_ev" in data:
-            out["gap"] = band_gap(data["eigenvalues_ev"], data["nelec"]).gap
+            out["gap"] = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"], data["magnetization"]).gap
         return out
 
     kind = "vc-relax" if ctx.settings.relax_cell else "relax"
@@ -176,9 +189,10 @@ def scf_spec(ctx: RunContext, root: Path, structure: Structure) -> StepSpec:
         data = read_pw_xml(scratch / "scf.xml")
         if not data["scf_converged"]:
             raise TansakuError("SCF did not converge")
-        gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"])
+        gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"], data["magnetization"])
         return {"structure": data["structure"].as_dict(), "energy_ev": data["energy_ev"], "gap": gap.gap,
-                "direct": gap.direct, "vbm": gap.vbm, "cbm": gap.cbm, "nelec": gap.nelec}
+                "direct": gap.direct, "vbm": gap.vbm, "cbm": gap.cbm, "nelec": gap.nelec,
+                "magnetization": data["magnetization"] if data["lsda"] else None}
 
     return StepSpec("scf", "pw", lambda st, ov: pw_input(st, "scf", ctx.settings, ctx.pseudos, "scf", scratch, ov),
                     parse, structure)
@@ -234,7 +248,8 @@ def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult) -
             set_property(session, material, name, value, ctx.method, unit=unit, tensor=tensor,
                          extra={**extra, **(more or {})}, calculation_id=calc.id)
 
-        put("band_gap", scf_out["gap"], unit="eV", more={"is_direct": scf_out["direct"]})
+        magnetic = {"magnetization_bohr_magneton": scf_out["magnetization"]} if scf_out.get("magnetization") else {}
+        put("band_gap", scf_out["gap"], unit="eV", more={"is_direct": scf_out["direct"], **magnetic})
         put("eps_electronic", result.eps_electronic, eps_e.tolist())
         put("eps_ionic", result.eps_ionic, ionic.tensor.tolist(), more={"imaginary_modes": result.imaginary_modes})
         put("eps_total", result.eps_total, eps_total.tolist())

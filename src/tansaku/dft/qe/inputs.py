@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pymatgen.core import Element, Structure
 
+from tansaku.dft.magnetism import SpinSetup, spin_setup
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.settings import DielectricSettings, kmesh
 
@@ -67,6 +68,9 @@ def pw_input(
         "ecutrho": ecutwfc * settings.ecutrho_factor, "input_dft": settings.functional,
     }
     system.update(hubbard_namelist(species, settings.hubbard_u))
+    spin = spin_setup(structure, settings.spin)
+    if spin is not None:
+        system.update(spin_namelist(species, spin))
     electrons = {
         "conv_thr": settings.conv_thr_per_atom * len(structure), "mixing_beta": settings.mixing_beta,
         "electron_maxstep": settings.electron_maxstep,
@@ -79,7 +83,8 @@ def pw_input(
         if calculation == "vc-relax":
             namelists["cell"] = {"cell_dynamics": "bfgs", "press_conv_thr": settings.press_conv_thr}
     else:
-        system.update(occupations="fixed", nbnd=int(round(nelec)) // 2 + settings.extra_bands)
+        moment = spin.total_magnetization if spin is not None else 0
+        system.update(occupations="fixed", nbnd=(int(round(nelec)) + moment) // 2 + settings.extra_bands)
     namelists = merge(namelists, overrides)
     lines = [render_namelists(namelists), "ATOMIC_SPECIES"]
     for symbol in species:
@@ -92,6 +97,15 @@ def pw_input(
     lines.append("K_POINTS automatic")
     lines.append(f"  {mesh[0]} {mesh[1]} {mesh[2]} 0 0 0")
     return "\n".join(lines) + "\n"
+
+
+def spin_namelist(species: list[str], spin: SpinSetup) -> dict[str, object]:
+    """Two spins with the total moment fixed (what ph.x needs for an insulator), open-shell species magnetized."""
+    values: dict[str, object] = {"nspin": 2, "tot_magnetization": spin.total_magnetization}
+    for i, symbol in enumerate(species, 1):
+        if symbol in spin.magnetic_species:
+            values[f"starting_magnetization({i})"] = 0.5
+    return values
 
 
 def hubbard_namelist(species: list[str], hubbard_u: dict[str, float]) -> dict[str, object]:

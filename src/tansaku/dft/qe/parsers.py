@@ -54,6 +54,8 @@ def read_pw_xml(path: Path) -> dict:
     if bands is not None:
         result["nelec"] = float(bands.findtext("nelec"))
         result["lsda"] = bands.findtext("lsda", "false").strip() == "true"
+        total = output.findtext("magnetization/total")
+        result["magnetization"] = float(total) if result["lsda"] and total is not None else 0.0
         result["eigenvalues_ev"] = np.array(
             [_floats(k.findtext("eigenvalues")) for k in bands.findall("ks_energies")]
         ) * HARTREE_TO_EV
@@ -76,17 +78,31 @@ def _element(label: str) -> str:
     return label if Element.is_valid_symbol(label) else label[0]
 
 
-def band_gap(eigenvalues_ev: np.ndarray, nelec: float, lsda: bool = False) -> BandGap:
-    """Gap between the highest occupied and lowest empty band over the k-mesh (spin-unpolarized cells)."""
-    if lsda:
-        raise TansakuError("spin-polarized band structures are not supported for the gap yet")
-    nocc = int(round(nelec)) // 2
-    if nelec % 2 > 1e-6:
-        return BandGap(0.0, False, float("nan"), float("nan"), nelec)
-    if eigenvalues_ev.shape[1] <= nocc:
-        raise TansakuError(f"only {eigenvalues_ev.shape[1]} bands for {nocc} occupied: no empty band for the gap")
-    valence = eigenvalues_ev[:, nocc - 1]
-    conduction = eigenvalues_ev[:, nocc]
+def band_gap(eigenvalues_ev: np.ndarray, nelec: float, lsda: bool = False, magnetization: float = 0.0) -> BandGap:
+    """Gap between the highest occupied and lowest empty band over the k-mesh.
+
+    Spin-polarized (lsda): pw.x lists each k-point's spin-up bands, then its spin-down ones; with the total
+    moment M fixed, (nelec + M) / 2 up and (nelec - M) / 2 down bands are filled, and the gap is the smaller
+    of the two channels' conduction minima above the larger of their valence maxima.
+    """
+    if not lsda:
+        if nelec % 2 > 1e-6:
+            return BandGap(0.0, False, float("nan"), float("nan"), nelec)
+        channels = [(eigenvalues_ev, int(round(nelec)) // 2)]
+    else:
+        n_up, n_down = (nelec + magnetization) / 2, (nelec - magnetization) / 2
+        if abs(n_up - round(n_up)) > 1e-3:  # a fractional filling: no gap at all
+            return BandGap(0.0, False, float("nan"), float("nan"), nelec)
+        half = eigenvalues_ev.shape[1] // 2
+        channels = [(eigenvalues_ev[:, :half], int(round(n_up))), (eigenvalues_ev[:, half:], int(round(n_down)))]
+    valence = np.full(len(eigenvalues_ev), -np.inf)
+    conduction = np.full(len(eigenvalues_ev), np.inf)
+    for eig, nocc in channels:
+        if eig.shape[1] <= nocc:
+            raise TansakuError(f"only {eig.shape[1]} bands for {nocc} occupied: no empty band for the gap")
+        if nocc > 0:
+            valence = np.maximum(valence, eig[:, nocc - 1])
+        conduction = np.minimum(conduction, eig[:, nocc])
     ik_v, ik_c = int(np.argmax(valence)), int(np.argmin(conduction))
     gap = float(conduction[ik_c] - valence[ik_v])
     direct_gap = float(np.min(conduction - valence))

@@ -1,0 +1,45 @@
+"""Spin polarization for oxides with open-shell cations: a ferromagnetic, high-spin start with a fixed moment.
+
+Why fixed: ph.x computes ε∞ and Born charges only for insulators with fixed occupations, and pw.x allows fixed
+occupations with two spins only when the total moment is given (`tot_magnetization`). We take the moment of
+every open-shell cation filled by Hund's rule (Fe3+ d5: 5 μB, Ni2+ d8: 2 μB), aligned ferromagnetically, the
+usual high-throughput starting point (antiferromagnetic orders need supercells and are not tried).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pymatgen.core import Structure
+
+from tansaku import TansakuError
+from tansaku.features.oxidation import high_spin_unpaired, open_shell_electrons
+
+SPIN_MODES = ("auto", "off")
+
+
+@dataclass(frozen=True)
+class SpinSetup:
+    """Total moment of the cell (μB, an integer) and the species that start magnetized."""
+
+    total_magnetization: int
+    magnetic_species: tuple[str, ...]
+
+
+def check_spin_mode(mode: object) -> None:
+    if mode not in SPIN_MODES:
+        raise TansakuError(f"spin={mode!r}: choose auto (ferromagnetic high spin when a cation has an open d or f "
+                           "shell) or off (always spin-unpolarized)")
+
+
+def spin_setup(structure: Structure, mode: str) -> SpinSetup | None:
+    """None for a non-magnetic run: mode 'off', or no cation with a partly filled d or f shell."""
+    check_spin_mode(mode)
+    if mode == "off":
+        return None
+    shells = open_shell_electrons(structure.composition.reduced_formula)
+    if not shells:
+        return None
+    counts = structure.composition.get_el_amt_dict()
+    moment = sum(round(counts[symbol]) * high_spin_unpaired(n, full) for symbol, (_, n, full) in shells.items())
+    return SpinSetup(int(moment), tuple(sorted(shells)))
