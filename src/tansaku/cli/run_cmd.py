@@ -51,7 +51,8 @@ def dielectric(
     overrides: list[str] = typer.Option(None, "--set", help="Override a setting, e.g. --set ecutwfc=60 "
                                         "--set kspacing=0.3 --set hubbard_u=Zn:5,Cu:5 (Dudarev U in eV on d/f "
                                         "shells; hubbard_u=reference for the reference database's U set, "
-                                        "hubbard_u=none for plain PBEsol) (repeatable)."),
+                                        "hubbard_u=none for plain PBEsol; spin=off to keep open-shell cations "
+                                        "spin-unpolarized, default auto: ferromagnetic high spin) (repeatable)."),
     pseudo_dir: Path = typer.Option(None, help="Pseudopotential family directory (default $TANSAKU_PSEUDO_DIR)."),
     workers: int = typer.Option(1, help="Materials computed at the same time."),
     mpi_procs: int = typer.Option(1, help="MPI processes per pw.x/ph.x run."),
