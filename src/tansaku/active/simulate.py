@@ -43,6 +43,7 @@ class Setup:
     batch: int
     budget: int  # total labelled materials at the end, the initial ones included
     seeds: int = 5
+    first_seed: int = 0  # seeds first_seed ... first_seed + seeds - 1 (lets a run be split across processes)
     test_fraction: float = 0.2
     model: str = "et"
     trees: int = 100
@@ -202,7 +203,7 @@ def simulate(setup: Setup, strategies: list[str], progress: Callable | None = No
                     "batch": setup.batch, "budget": setup.budget, "model": setup.model, "trees": setup.trees,
                     "calibrate": setup.calibrate, "diversity": setup.diversity, "seeds": setup.seeds,
                     "strategies": {s: [] for s in strategies}}
-    jobs = [(seed, s) for seed in range(setup.seeds) for s in strategies]
+    jobs = [(seed, s) for seed in range(setup.first_seed, setup.first_seed + setup.seeds) for s in strategies]
     groups = None
     splits: dict[int, tuple] = {}
     for seed, strategy in progress(jobs) if progress else jobs:
