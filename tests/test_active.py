@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+from dataclasses import replace
 from math import erf, exp, pi, sqrt
 
 import numpy as np
@@ -185,6 +186,15 @@ def _test_indices(setup):
 
     _, test, _ = split(setup, 0)
     return set(test.tolist())
+
+
+def test_a_run_split_by_seed_equals_the_whole_run():
+    X, y = _synthetic(200, seed=2)
+    setup = Setup(X, y, Goal("range", 1.0, 2.0), init=10, batch=5, budget=30, seeds=2, test_fraction=0.2, trees=10)
+    whole = simulate(setup, ["range"])["strategies"]["range"]
+    second = simulate(replace(setup, seeds=1, first_seed=1), ["range"])["strategies"]["range"]
+    assert [r["seed"] for r in whole] == [0, 1] and second[0]["seed"] == 1
+    assert second[0]["labelled"] == whole[1]["labelled"] and second[0]["mae"] == whole[1]["mae"]
 
 
 def test_no_strategy_ever_trains_on_the_test_set():
