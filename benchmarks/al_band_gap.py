@@ -43,7 +43,7 @@ from tansaku.store import open_database  # noqa: E402
 STRATEGIES = ["random", "ei", "pi", "ei-direct", "pi-direct", "ucb", "range", "range-ensemble"]
 BASELINES = {"per-tree desirability (ei, pi)": ("ei", "pi"),
              "model fitted to the desirability (ei-direct, pi-direct)": ("ei-direct", "pi-direct")}
-SETTINGS = ("init", "batch", "budget", "model", "trees", "seeds", "diversity", "calibrate")
+SETTINGS = ("init", "batch", "budget", "model", "trees", "seeds", "diversity", "calibrate")  # must match to reuse
 
 
 def reusable(old: dict | None, setup: Setup, window: str) -> dict:
@@ -51,9 +51,7 @@ def reusable(old: dict | None, setup: Setup, window: str) -> dict:
     if not old or window not in old.get("windows", {}):
         return {}
     previous = old["windows"][window]["result"]
-    mine = {"init": setup.init, "batch": setup.batch, "budget": setup.budget, "model": setup.model,
-            "trees": setup.trees, "seeds": setup.seeds, "diversity": setup.diversity, "calibrate": setup.calibrate}
-    if any(previous.get(k) != v for k, v in mine.items()):
+    if any(previous.get(k) != getattr(setup, k) for k in SETTINGS):
         print(f"window {window}: earlier run has other settings, recomputing everything", flush=True)
         return {}
     curves = {name: runs for name, runs in previous["strategies"].items() if name in STRATEGIES}
@@ -117,7 +115,7 @@ def main() -> None:
     parser.add_argument("--windows", nargs="+", default=["2-3", "4-5"])
     parser.add_argument("--db", type=Path, help="An oxide database already imported (skips the import).")
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES,
-                        help="Which to run (random, ei, pi, ei-direct, pi-direct and range are always needed).")
+                        help="Which to run; a baseline pair (ei/pi, ei-direct/pi-direct) needs one of its two.")
     parser.add_argument("--reuse", type=Path, help="An earlier al_band_gap.json whose curves to keep.")
     args = parser.parse_args()
     old = json.loads(args.reuse.read_text()) if args.reuse else None
@@ -175,7 +173,9 @@ def window_report(window: str, parts: list[dict], reused: dict, old: dict | None
     ours = min(("range", "range-ensemble"), key=lambda s: summary.get(s, {}).get("median_half", np.inf))
     ratios = {}
     for label, pair in BASELINES.items():
-        best = min(pair, key=lambda s: summary[s]["median_half"])
+        if not any(s in summary for s in pair):
+            continue
+        best = min((s for s in pair if s in summary), key=lambda s: summary[s]["median_half"])
         per_seed = [a / b for a, b in zip(summary[ours]["half"], summary[best]["half"], strict=True)
                     if a is not None and b is not None]
         ratio = summary[ours]["median_half"] / summary[best]["median_half"]
