@@ -43,7 +43,6 @@ class Setup:
     batch: int
     budget: int  # total labelled materials at the end, the initial ones included
     seeds: int = 5
-    first_seed: int = 0  # seeds first_seed ... first_seed + seeds - 1 (lets a run be split across processes)
     test_fraction: float = 0.2
     model: str = "et"
     trees: int = 100
@@ -54,6 +53,7 @@ class Setup:
     test_mask: np.ndarray | None = None  # test set drawn only where True (e.g. non-oxides); the rest is pool
     strata: int = 1000  # regions of the pool for the 'stratified' strategy
     names: list[str] = field(default_factory=list)
+    first_seed: int = 0  # seeds first_seed ... first_seed + seeds - 1 (lets a run be split across processes)
 
     def check(self) -> None:
         n = len(self.y)
