@@ -165,8 +165,6 @@ def window_report(window: str, parts: list[dict], reused: dict, old: dict | None
     """Summary, ratios, plot and Markdown of one finished window; fills data['windows'][window]."""
     result = merge_seeds(parts) if parts else dict(old["windows"][window]["result"])
     result["strategies"] = {s: reused.get(s) or result["strategies"][s] for s in args.strategies}
-    for key in ("n_pool", "n_test", "n_targets") if reused else ():  # absent when nothing was recomputed
-        result.setdefault(key, old["windows"][window]["result"][key])
     md: list[str] = []
     lo, hi = (float(x) for x in window.split("-"))
     summary = summarize(result)
