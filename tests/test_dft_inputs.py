@@ -122,8 +122,12 @@ def test_spin_polarized_gap_takes_both_channels():
     assert gap.vbm == pytest.approx(2.5) and gap.cbm == pytest.approx(2.8) and gap.gap == pytest.approx(0.3)
     assert gap.direct  # both at the second k-point
     assert band_gap(eig, 5, lsda=True, magnetization=0.6).is_metal  # a fractional filling has no gap
-    unpolarized_reading = band_gap(eig[:, :4], 4)  # the same array read without spin would be something else
-    assert unpolarized_reading.gap != pytest.approx(gap.gap)
+    # a moment of -1 fills 2 up and 3 down bands: the down valence band (3.0) lies above the up conduction band
+    # (2.0), so the channels must not be swapped or merged
+    assert band_gap(eig, 5, lsda=True, magnetization=-1.0).is_metal
+    # zero moment, 6 electrons: 3 up and 3 down; VBM 3.0 (down, k-point 0), CBM 3.5 (up, k-point 1): indirect
+    even = band_gap(eig, 6, lsda=True, magnetization=0.0)
+    assert even.vbm == pytest.approx(3.0) and even.cbm == pytest.approx(3.5) and not even.direct
 
 
 def test_open_shell_oxides_get_a_fixed_ferromagnetic_moment(tmp_path):

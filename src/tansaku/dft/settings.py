@@ -43,6 +43,9 @@ class DielectricSettings:
     # auto: ferromagnetic high-spin run when a cation has an open d or f shell (Fe3+, Ni2+, Gd3+); off: never.
     spin: str = "auto"
 
+    def __post_init__(self) -> None:
+        check_spin_mode(self.spin)  # here, so that no preset, override or stored setting carries a bad mode
+
     def with_overrides(self, overrides: dict | None) -> DielectricSettings:
         if not overrides:
             return self
@@ -52,8 +55,6 @@ class DielectricSettings:
             raise TansakuError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         if "hubbard_u" in overrides:
             overrides = {**overrides, "hubbard_u": parse_hubbard_u(overrides["hubbard_u"])}
-        if "spin" in overrides:
-            check_spin_mode(overrides["spin"])
         return replace(self, **overrides)
 
     def as_dict(self) -> dict:

@@ -12,7 +12,7 @@ from pymatgen.core import Composition, Structure
 from tansaku import TansakuError
 from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
-from tansaku.features.oxidation import anion_elements, guess_oxidation_states
+from tansaku.features.oxidation import anion_elements, d_electrons, guess_oxidation_states
 
 VERSION = "composition-2"
 STATS = ("mean", "avg_dev", "std_dev", "minimum", "maximum", "range", "mode")
@@ -207,8 +207,8 @@ def cation_kinds(table: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.
     row = table[:, PROPERTIES.index("row")]
     block = table[:, PROPERTIES.index("block")]
     with np.errstate(invalid="ignore"):
-        d0 = (block == 2) & (group >= 4) & (group <= 7) & (states == group)
+        d0 = (block == 2) & (group >= 4) & (group <= 7) & (d_electrons(group, states) == 0)
         lone_pair = (block == 1) & (row >= 4) & (group >= 13) & (states > 0) & (states == group - 12)
         d10 = (((block == 2) & (group >= 11) & (group <= 12)) | ((block == 1) & (row >= 4))) & (states > 0) & (
-            states == group - 10)
+            d_electrons(group, states) == 10)
     return d0.astype(float), lone_pair.astype(float), d10.astype(float)

@@ -46,6 +46,14 @@ def guess_oxidation_states(formula: str) -> dict[str, int] | None:
     return None
 
 
+def d_electrons(group, state):
+    """d-shell electrons of a transition-metal cation (scalars or arrays): group − oxidation state.
+
+    One rule for the whole project: d0 (Ti4+ = 4 − 4), d5 (Fe3+ = 8 − 3), d10 (Zn2+ = 12 − 2).
+    """
+    return group - state
+
+
 def open_shell_electrons(formula: str) -> dict[str, tuple[str, int, int]]:
     """Cations whose guessed state leaves a partly filled d or f shell: symbol -> (shell, electrons, capacity).
 
@@ -60,7 +68,7 @@ def open_shell_electrons(formula: str) -> dict[str, tuple[str, int, int]]:
             base = 57 if element.is_lanthanoid else 89
             shell, count, full = "f", element.Z - base + 3 - state, 14
         elif element.is_transition_metal and 3 <= element.group <= 12:
-            shell, count, full = "d", element.group - state, 10
+            shell, count, full = "d", d_electrons(element.group, state), 10
         else:
             continue
         if 0 < count < full:
