@@ -6,7 +6,7 @@ descriptors, a random forest refitted every round, batches of 200 from 1,000 to 
 (b) a database biased to one chemistry: start from 1,000 oxides, select from the whole pool, test on a fixed
     sample of non-oxides (5 % of the data) that never enters the pool.
 
-Run: .venv/bin/python benchmarks/al_formation_energy.py [--seeds 3] [--settings a b]
+Run: .venv/bin/python benchmarks/al_formation_energy.py [--seeds 3] [--settings a b] [--strategies ...]
 Target: a strategy of our design reaches random's final test MAE with at most 70 % of random's 3,000 added
 samples, in both settings; plain uncertainty sampling reported beside it.
 """
@@ -28,8 +28,8 @@ from tansaku.active.pools import pool_from_csv  # noqa: E402
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate  # noqa: E402
 from tansaku.plots.figures import active_learning_curves  # noqa: E402
 
-STRATEGIES = ["random", "uncertainty", "weighted", "stratified", "density"]
-OURS = ["weighted", "stratified", "density"]
+STRATEGIES = ["random", "uncertainty", "weighted", "stratified", "stratified-error", "density"]
+OURS = ["weighted", "stratified", "stratified-error", "density"]
 SETTINGS = {"a": "random start, test drawn like the pool", "b": "start from oxides, test on non-oxides"}
 
 
@@ -61,7 +61,13 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=50)
     parser.add_argument("--init", type=int, default=1000)
     parser.add_argument("--budget", type=int, default=4000)
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES,
+                        help="random is always run: it is the yardstick")
     args = parser.parse_args()
+    strategies = ["random", *(s for s in args.strategies if s != "random")]
+    ours = [s for s in OURS if s in strategies]
+    if not ours:
+        parser.error(f"--strategies needs at least one of ours to compare: {', '.join(OURS)}")
     pool = pool_from_csv(SHARED / "datasets" / "matbench" / "mp_e_form.csv.gz")
     oxide = pool.containing("O")
     data: dict = {"n_materials": len(pool.y), "oxide_fraction": float(oxide.mean()), "seeds": args.seeds,
@@ -70,7 +76,7 @@ def main() -> None:
           f"{len(pool.y):,} compositions (matbench mp_e_form), composition descriptors, random forest of "
           f"{args.trees} trees refitted every round, {args.init:,} labelled at the start, batches of 200, "
           f"{args.budget:,} at the end; {args.seeds} seeds, the same start and test set for every strategy.", "",
-          "Strategies: " + "; ".join(f"**{s}**: {DESCRIPTIONS[s]}" for s in STRATEGIES) + ".", "",
+          "Strategies: " + "; ".join(f"**{s}**: {DESCRIPTIONS[s]}" for s in strategies) + ".", "",
           "Ratio: added samples a strategy needs to reach random's final test MAE (seed-mean curves) divided by "
           f"random's {args.budget - args.init:,}; target ≤ 0.70. '—' means never reached within the budget.", ""]
     for name in args.settings:
@@ -78,16 +84,16 @@ def main() -> None:
         setup = Setup(pool.X, pool.y, Goal("error"), init=args.init, batch=200, budget=args.budget,
                       seeds=args.seeds, test_fraction=0.05, model="rf", trees=args.trees, **kw)
         start = time.perf_counter()
-        result = simulate(setup, STRATEGIES)
+        result = simulate(setup, strategies)
         seconds = time.perf_counter() - start
         summary = additions_ratio(result, args.init, args.budget)
         plot = RESULTS / f"al_formation_energy_{name}.png"
         active_learning_curves(result, plot, "formation energy, eV/atom")
-        ours = min(OURS, key=lambda s: np.inf if summary[s]["ratio"] is None else summary[s]["ratio"])
-        best = summary[ours]["ratio"]
+        best_name = min(ours, key=lambda s: np.inf if summary[s]["ratio"] is None else summary[s]["ratio"])
+        best = summary[best_name]["ratio"]
         data["settings"][name] = {"description": SETTINGS[name], "n_pool": result["n_pool"],
                                   "n_test": result["n_test"], "seconds": seconds, "summary": summary,
-                                  "best_of_ours": ours, "target_met": best is not None and best <= 0.7,
+                                  "best_of_ours": best_name, "target_met": best is not None and best <= 0.7,
                                   "result": result}
         md += [f"## Setting ({name}): {SETTINGS[name]} ({result['n_pool']:,} in pool, {result['n_test']:,} in test)",
                "", "| strategy | final MAE (eV/atom) | MAE after 2,000 added | final R² | 68 % coverage | ratio | "
@@ -99,7 +105,7 @@ def main() -> None:
                       f"{v['mae_after_2000_added']:.4f} | {v['final_r2_mean']:.3f} | {v['coverage_68']:.2f} | "
                       f"{ratio} | {per_seed} |")
         verdict = "met" if data["settings"][name]["target_met"] else "missed"
-        md += ["", f"Best of our strategies: **{ours}**, ratio **{'—' if best is None else f'{best:.2f}'}** "
+        md += ["", f"Best of our strategies: **{best_name}**, ratio **{'—' if best is None else f'{best:.2f}'}** "
                f"(target ≤ 0.70: {verdict}). {seconds / 60:.0f} min.", "",
                f"![learning curves]({plot.name})", ""]
         print("\n".join(md[-14:]), flush=True)

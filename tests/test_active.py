@@ -22,10 +22,18 @@ from tansaku.active.acquisition import (
     score,
     upper_confidence_bound,
 )
-from tansaku.active.batch import density_batch, duplicate_groups, ranking, select_batch, stratified_batch
+from tansaku.active.batch import (
+    density_batch,
+    duplicate_groups,
+    ranking,
+    select_batch,
+    stratified_batch,
+    stratum_errors,
+)
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate
 from tansaku.cli.app import app
 from tansaku.cli.common import State
+from tansaku.models.learners import make_model
 from tansaku.store.models import Subset
 from tests.conftest import E_FORM_CSV, need_shared
 
@@ -134,6 +142,35 @@ def test_stratified_batch_follows_neyman_allocation():
     assert set(strata[chosen]) == {1}
 
 
+def test_stratum_errors_trust_residuals_where_there_are_labels():
+    # region 0: trees agree (spread 0.1) but 7 labelled residuals of 1.0; region 1: spread 0.5, no labels
+    strata = np.repeat([0, 1], 10)
+    std = np.where(strata == 0, 0.1, 0.5)
+    residuals = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0])
+    sigma = stratum_errors(std, strata, residuals, np.zeros(7, dtype=int), 2, prior=3.0)
+    assert sigma[0] == pytest.approx(np.sqrt((7 * 1.0 + 3 * 0.01) / 10))  # hand-computed
+    assert sigma[1] == pytest.approx(0.5)  # no residuals: the tree spread
+    # so the allocation now favours region 0, which tree spread alone would have starved
+    chosen = stratified_batch(std, strata, np.array([7, 0]), 6, np.random.default_rng(0), sigma)
+    assert np.bincount(strata[chosen], minlength=2)[0] > np.bincount(
+        strata[stratified_batch(std, strata, np.array([7, 0]), 6, np.random.default_rng(0))], minlength=2)[0]
+
+
+def test_out_of_bag_predictions_are_honest():
+    X, y = _synthetic(300, seed=4)
+    model = make_model("rf", 0, trees=60)
+    model.learner.set_params(oob=True)
+    model.fit(X, y)
+    in_bag = np.abs(model.predict(X) - y).mean()
+    out_of_bag = np.abs(model.oob_prediction() - y).mean()
+    assert out_of_bag > 1.5 * in_bag  # a forest nearly memorizes its training rows; OOB does not
+    model.learner.set_params(n_estimators=1)
+    single = model.fit(X, y).oob_prediction()  # one tree: the rows it drew have no out-of-bag vote
+    assert 0.2 < np.isnan(single).mean() < 0.8 and np.isfinite(single).sum() > 50
+    with pytest.raises(TansakuError, match="out-of-bag"):
+        make_model("rf", 0, trees=5).fit(X, y).oob_prediction()
+
+
 def test_density_batch_takes_one_per_group_and_favours_large_groups():
     X = np.array([[1.0, np.nan], [1.0, np.nan], [1.0, 2.0], [3.0, 4.0], [1.0, np.nan], [3.0, 4.0]])
     groups = duplicate_groups(X)
@@ -201,6 +238,7 @@ def test_no_strategy_ever_trains_on_the_test_set():
     X, y = _synthetic(300, seed=3)
     setup = Setup(X, y, Goal("error"), init=20, batch=20, budget=200, seeds=1, test_fraction=0.3, trees=10)
     result = simulate(setup, ["uncertainty", "weighted", "stratified", "density", "random"])
+    result["strategies"].update(simulate(replace(setup, model="rf"), ["stratified-error"])["strategies"])
     test = _test_indices(setup)
     for name, runs in result["strategies"].items():
         assert not test.intersection(runs[0]["labelled"]), name
@@ -318,7 +356,6 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
 
 def test_calibration_brings_held_out_coverage_to_68_percent():
     from tansaku.models.calibration import Calibrated
-    from tansaku.models.learners import make_model
 
     rng = np.random.default_rng(5)
     X = rng.uniform(0, 1, size=(900, 4))
@@ -336,7 +373,6 @@ def test_calibration_brings_held_out_coverage_to_68_percent():
 
 
 def test_calibrated_lightgbm_has_usable_intervals_where_the_raw_bag_has_not():
-    from tansaku.models.learners import make_model
 
     rng = np.random.default_rng(7)
     X = rng.uniform(0, 1, size=(900, 4))

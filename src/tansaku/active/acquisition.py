@@ -98,6 +98,7 @@ STRATEGIES = {
     "uncertainty": "largest predictive standard deviation",
     "weighted": "random draws with probability ∝ standard deviation (uncertainty without chasing outliers)",
     "stratified": "regions of descriptor space sampled in proportion to size x mean uncertainty (Neyman)",
+    "stratified-error": "the same Neyman allocation with each region's measured error (out-of-bag residuals)",
     "density": "random draws ∝ standard deviation x number of pool materials with the same descriptors",
     "greedy": "best predicted desirability",
     "ei": "expected improvement of the desirability",
@@ -112,7 +113,8 @@ STRATEGIES = {
 # The textbook way to aim EI/PI at a window: transform the labels into desirabilities and model those. The
 # surrogate must then be trained on desirabilities, which a saved property model is not: simulations only.
 DIRECT_STRATEGIES = {"ei-direct", "pi-direct"}
-SIMULATION_ONLY = {"stratified", "density", *DIRECT_STRATEGIES}
+STRATIFIED_STRATEGIES = {"stratified", "stratified-error"}
+SIMULATION_ONLY = {*STRATIFIED_STRATEGIES, "density", *DIRECT_STRATEGIES}
 
 
 def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best: float | None = None,
@@ -133,7 +135,7 @@ def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best:
     if strategy == "weighted":
         # Gumbel-top-k trick: argsort of log(w) + Gumbel noise draws without replacement with p ∝ w.
         return np.log(np.maximum(std, _TINY)) + rng.gumbel(size=len(std))
-    if strategy in ("stratified", "density"):
+    if strategy in STRATIFIED_STRATEGIES or strategy == "density":
         return uncertainty(mean, std)  # single-candidate ranking; batches: batch.stratified_batch / density_batch
     if strategy in ("range", "range-ensemble"):
         if goal.kind != "range":

@@ -76,19 +76,21 @@ def pool_strata(X: np.ndarray, n_strata: int, seed: int = 0) -> np.ndarray:
 
 
 def stratified_batch(std: np.ndarray, strata: np.ndarray, labelled_per_stratum: np.ndarray, k: int,
-                     rng: np.random.Generator) -> np.ndarray:
+                     rng: np.random.Generator, sigma: np.ndarray | None = None) -> np.ndarray:
     """k candidates allocated to regions in proportion to size x mean uncertainty (Neyman allocation).
 
     `std` and `strata` describe the unlabelled candidates; `labelled_per_stratum` counts what each region
     already has. Random sampling allocates by region size alone and uncertainty sampling spends everything
     on the few most uncertain (often outlying) candidates; Neyman's rule n_h ∝ N_h σ_h, which minimizes the
     variance of a stratified estimate, sits between the two. Within a region the pick is random, so the
-    chosen materials stay representative of it.
+    chosen materials stay representative of it. `sigma` (one per region) replaces the mean uncertainty, e.g.
+    by `stratum_errors`.
     """
     n_strata = len(labelled_per_stratum)
     unlabelled = np.bincount(strata, minlength=n_strata)
     size = unlabelled + labelled_per_stratum
-    sigma = np.bincount(strata, weights=std, minlength=n_strata) / np.maximum(unlabelled, 1)
+    if sigma is None:
+        sigma = np.bincount(strata, weights=std, minlength=n_strata) / np.maximum(unlabelled, 1)
     weight = size * sigma
     if weight.sum() <= 0:
         weight = size.astype(float)
@@ -105,6 +107,23 @@ def stratified_batch(std: np.ndarray, strata: np.ndarray, labelled_per_stratum: 
         have[h] += 1
         left[h] -= 1
     return np.array(chosen, dtype=int)
+
+
+def stratum_errors(std: np.ndarray, strata: np.ndarray, residuals: np.ndarray, labelled_strata: np.ndarray,
+                   n_strata: int, prior: float = 3.0) -> np.ndarray:
+    """Per region, the model's error as measured: RMS of out-of-bag residuals of its labelled materials.
+
+    Tree spread says where the trees disagree, which is not where they are wrong (a forest can agree on a wrong
+    answer for an unusual chemistry). Residuals measure the error itself; a region with few labels leans on its
+    mean tree spread, weighted as `prior` pseudo-residuals, so an unexplored region is not ignored.
+    """
+    unlabelled = np.bincount(strata, minlength=n_strata)
+    spread2 = np.bincount(strata, weights=std**2, minlength=n_strata) / np.maximum(unlabelled, 1)
+    known = np.isfinite(residuals)  # a row every tree saw has no out-of-bag prediction
+    residuals, labelled_strata = residuals[known], labelled_strata[known]
+    count = np.bincount(labelled_strata, minlength=n_strata)
+    squares = np.bincount(labelled_strata, weights=residuals**2, minlength=n_strata)
+    return np.sqrt((squares + prior * spread2) / (count + prior))
 
 
 def duplicate_groups(X: np.ndarray, decimals: int = 6) -> np.ndarray:

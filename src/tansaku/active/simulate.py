@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import DIRECT_STRATEGIES, STRATEGIES, Goal, score
+from tansaku.active.acquisition import DIRECT_STRATEGIES, STRATEGIES, STRATIFIED_STRATEGIES, Goal, score
 from tansaku.active.batch import (
     density_batch,
     descriptor_coordinates,
@@ -24,6 +24,7 @@ from tansaku.active.batch import (
     pool_strata,
     select_batch,
     stratified_batch,
+    stratum_errors,
     typical_spacing,
 )
 from tansaku.models.calibration import Calibrated
@@ -112,8 +113,10 @@ def targets(setup: Setup, pool: np.ndarray) -> np.ndarray:
     return hit
 
 
-def _fit(setup: Setup, seed: int, X, y):
+def _fit(setup: Setup, seed: int, X, y, oob: bool = False):
     model = make_model(setup.model, seed, trees=setup.trees)
+    if oob:
+        model.learner.set_params(oob=True)
     if setup.calibrate:
         model = Calibrated(model, folds=3, random_state=seed)
     return model.fit(X, y)
@@ -133,7 +136,7 @@ def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hi
     while True:
         if len(set(labelled)) != len(labelled) or test_set.intersection(labelled):
             raise TansakuError("bookkeeping error: a material was labelled twice or taken from the test set")
-        model = _fit(setup, seed, setup.X[labelled], setup.y[labelled])
+        model = _fit(setup, seed, setup.X[labelled], setup.y[labelled], oob=strategy == "stratified-error")
         held = test if len(test) else np.flatnonzero(unlabelled)
         mean, std = model.predict_dist(setup.X[held])
         curve["evaluated"].append(len(labelled))
@@ -166,11 +169,16 @@ def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled:
         _, std = model.predict_dist(Xc)
         groups, size = regions["groups"]
         return density_batch(std, groups[candidates], size, k, rng)
-    if strategy == "stratified":
+    if strategy in STRATIFIED_STRATEGIES:
         _, std = model.predict_dist(Xc)
         strata = regions["strata"]
         n_strata = int(strata.max()) + 1
-        return stratified_batch(std, strata[candidates], np.bincount(strata[labelled], minlength=n_strata), k, rng)
+        sigma = None
+        if strategy == "stratified-error":
+            residuals = setup.y[labelled] - model.oob_prediction()
+            sigma = stratum_errors(std, strata[candidates], residuals, strata[labelled], n_strata)
+        return stratified_batch(std, strata[candidates], np.bincount(strata[labelled], minlength=n_strata), k, rng,
+                                sigma)
     samples = None
     if strategy in DIRECT_STRATEGIES:  # a second surrogate, fitted to the desirabilities of the labelled ones
         d_model = _fit(setup, seed, setup.X[labelled], setup.goal.desirability(setup.y[labelled]))
@@ -197,6 +205,9 @@ def simulate(setup: Setup, strategies: list[str], progress: Callable | None = No
         raise TansakuError(f"unknown strategy {unknown[0]!r} (choose from {', '.join(STRATEGIES)})")
     for s in strategies:  # fail before hours of work, not in round 1 of the third strategy
         score(s, setup.goal, np.zeros(2), np.ones(2), best=0.0)
+    if "stratified-error" in strategies and (setup.model != "rf" or setup.calibrate):
+        raise TansakuError("strategy 'stratified-error' measures errors out of bag: it needs --model rf (a bootstrap "
+                           "forest) without --calibrate")
     coords = descriptor_coordinates(setup.X) if setup.diversity > 0 and setup.batch > 1 else None
     spacing = typical_spacing(coords, np.random.default_rng(0)) if coords is not None else 1.0
     result: dict = {"goal": setup.goal.__dict__, "n_materials": int(len(setup.y)), "init": setup.init,
@@ -210,7 +221,7 @@ def simulate(setup: Setup, strategies: list[str], progress: Callable | None = No
         if seed not in splits:
             pool, test, initial = split(setup, seed)
             regions: dict = {}
-            if "stratified" in strategies:
+            if STRATIFIED_STRATEGIES.intersection(strategies):
                 regions["strata"] = np.full(len(setup.y), -1)
                 regions["strata"][pool] = pool_strata(setup.X[pool], setup.strata, seed)
             if "density" in strategies:

@@ -18,8 +18,9 @@ class ForestWithSpread(RegressorMixin, BaseEstimator):
     """A random or extra-trees forest; the uncertainty is the spread of its trees' predictions."""
 
     def __init__(self, kind: str = "rf", n_estimators: int = 500, max_features: float = 0.33,
-                 min_samples_leaf: int = 1, random_state: int = 0, n_jobs: int = -1):
+                 min_samples_leaf: int = 1, random_state: int = 0, n_jobs: int = -1, oob: bool = False):
         self.kind = kind
+        self.oob = oob
         self.n_estimators = n_estimators
         self.max_features = max_features
         self.min_samples_leaf = min_samples_leaf
@@ -31,12 +32,29 @@ class ForestWithSpread(RegressorMixin, BaseEstimator):
         self.forest_ = cls(n_estimators=self.n_estimators, max_features=self.max_features,
                            min_samples_leaf=self.min_samples_leaf, random_state=self.random_state,
                            n_jobs=self.n_jobs).fit(X, y)
+        self.training_X_ = np.asarray(X, dtype=np.float32) if self.oob else None
         self.feature_importances_ = self.forest_.feature_importances_
         self.shift_ = float(np.mean(y))  # moments are summed around it, against cancellation
         return self
 
     def predict(self, X):
         return self.forest_.predict(X)
+
+    def oob_prediction(self) -> np.ndarray:
+        """Each training row predicted by the trees that never saw it (bootstrap forests with oob=True):
+        honest residuals on the labelled data without a separate validation split; NaN where no tree left it
+        out."""
+        if not (self.oob and self.kind == "rf"):
+            raise TansakuError("out-of-bag predictions need a bootstrap random forest fitted with oob=True")
+        X = self.training_X_
+        total, votes = np.zeros(len(X)), np.zeros(len(X))
+        for tree, in_bag in zip(self.forest_.estimators_, self.forest_.estimators_samples_, strict=True):
+            out = np.ones(len(X), dtype=bool)
+            out[in_bag] = False
+            total[out] += tree.predict(X[out])
+            votes[out] += 1
+        with np.errstate(invalid="ignore"):
+            return np.where(votes > 0, total / np.maximum(votes, 1), np.nan)  # NaN: every tree saw the row
 
     def _tree_groups(self):
         trees = self.forest_.estimators_
@@ -165,6 +183,11 @@ class Imputed(RegressorMixin, BaseEstimator):
 
     def predict_dist(self, X):
         return self.learner_.predict_dist(self.imputer_.transform(X))
+
+    def oob_prediction(self) -> np.ndarray:
+        if not hasattr(self.learner_, "oob_prediction"):
+            raise TansakuError(f"{type(self.learner_).__name__} has no out-of-bag predictions")
+        return self.learner_.oob_prediction()
 
     def predict_samples(self, X):
         if not hasattr(self.learner_, "predict_samples"):
