@@ -74,13 +74,19 @@ def test_oxidation_guess_and_unbalanceable():
     assert guess_oxidation_states("Fe3O4") is None or set(guess_oxidation_states("Fe3O4")) == {"Fe", "O"}
     assert guess_oxidation_states("SrTiO3") == {"O": -2, "Sr": 2, "Ti": 4}
     assert guess_oxidation_states("NaO3") is None
+    # equal sums of states: the pair crystals show more often wins, not the first one tried
+    assert guess_oxidation_states("CuAlO2") == {"O": -2, "Cu": 1, "Al": 3}  # delafossite, not Cu3+ Al+
+    assert guess_oxidation_states("LaMnO3") == {"O": -2, "La": 3, "Mn": 3}  # not La2+ Mn4+
+    assert guess_oxidation_states("PbMoO4") == {"O": -2, "Pb": 2, "Mo": 6}  # wulfenite, not Pb4+ Mo4+
 
 
 def test_open_shell_cations_are_the_magnetic_ones():
     assert open_shell_cations("Fe2O3") == ["Fe3+ (d5)"]
     assert open_shell_cations("NiO") == ["Ni2+ (d8)"]
     assert open_shell_cations("Gd2O3") == ["Gd3+ (f7)"]
-    for closed in ("ZnO", "Cu2O", "BaTiO3", "La2O3", "CeO2", "Lu2O3", "MoO3", "NaO3"):  # d0, d10, f0, f14, none
+    assert open_shell_cations("LaMnO3") == ["Mn3+ (d4)"]
+    # d0, d10, f0, f14, none
+    for closed in ("ZnO", "Cu2O", "CuAlO2", "BaTiO3", "La2O3", "CeO2", "Lu2O3", "MoO3", "NaO3"):
         assert open_shell_cations(closed) == [], closed
 
 

@@ -14,7 +14,7 @@ from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, d_electrons, guess_oxidation_states
 
-VERSION = "composition-2"
+VERSION = "composition-3"
 STATS = ("mean", "avg_dev", "std_dev", "minimum", "maximum", "range", "mode")
 MASS_WEIGHTED = ("X", "row", "atomic_radius", "average_ionic_radius", "dipole_polarizability", "mendeleev_no")
 NORMS = (2, 3, 5, 7, 10)

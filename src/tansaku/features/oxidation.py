@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from functools import lru_cache
+from pathlib import Path
 
 from pymatgen.core import Composition, Element
 
@@ -19,6 +20,18 @@ def anion_elements(composition: Composition) -> set[str]:
     if not anions and len(symbols) > 1:
         anions = {max(symbols, key=lambda s: Element(s).X or 0)}
     return anions
+
+
+@lru_cache(maxsize=1)
+def _icsd_occurrence() -> dict[tuple[str, int], int]:
+    """How many ICSD structures show each (element, oxidation state): pymatgen's bond-valence statistics."""
+    import pymatgen.core.composition as composition_module
+    from monty.serialization import loadfn
+    from pymatgen.core import Species
+
+    table = loadfn(Path(composition_module.__file__).parent / "icsd_bv.yaml")["occurrence"]
+    return {(species.symbol, int(species.oxi_state)): count
+            for species, count in ((Species.from_str(key), count) for key, count in table.items())}
 
 
 @lru_cache(maxsize=200_000)
@@ -38,7 +51,10 @@ def guess_oxidation_states(formula: str) -> dict[str, int] | None:
         for combo in itertools.product(*options):
             total = charge + sum(amounts[el] * s for el, s in zip(cations, combo, strict=True))
             if abs(total) < 1e-6:
-                rank = sum(abs(s) for s in combo)  # prefer the lower states when several balance
+                # prefer the lower states when several balance, then the states crystals show most often
+                # (CuAlO2: Cu+ Al3+ rather than Cu3+ Al+; LaMnO3: La3+ Mn3+ rather than La2+ Mn4+)
+                seen = sum(_icsd_occurrence().get((el, s), 0) for el, s in zip(cations, combo, strict=True))
+                rank = (sum(abs(s) for s in combo), -seen)
                 if best is None or rank < best[0]:
                     best = (rank, combo)
         if best is not None:

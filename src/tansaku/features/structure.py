@@ -17,7 +17,7 @@ from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import MAX_Z, PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 
-VERSION = "structure-2"
+VERSION = "structure-3"
 CUTOFF = 6.0  # Å, beyond any first shell of an oxide
 SHELL = 1.2  # first shell: neighbours within 1.2 × the site's nearest distance
 LOCAL_PROPERTIES = ("X", "row", "atomic_mass", "dipole_polarizability", "average_ionic_radius", "Z")
