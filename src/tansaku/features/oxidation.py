@@ -34,6 +34,11 @@ def _icsd_occurrence() -> dict[tuple[str, int], int]:
             for species, count in ((Species.from_str(key), count) for key, count in table.items())}
 
 
+def _icsd_count(cations: list[str], states: tuple[int, ...]) -> int:
+    table = _icsd_occurrence()
+    return sum(table.get((el, s), 0) for el, s in zip(cations, states, strict=True))
+
+
 @lru_cache(maxsize=200_000)
 def guess_oxidation_states(formula: str) -> dict[str, int] | None:
     """Integer oxidation states per element that balance the charge, or None when none does."""
@@ -47,16 +52,21 @@ def guess_oxidation_states(formula: str) -> dict[str, int] | None:
         return fixed if abs(charge) < 1e-6 else None
     for pool in ("common_oxidation_states", "oxidation_states"):
         options = [[s for s in getattr(Element(el), pool) if s > 0] or [0] for el in cations]
-        best = None
+        best: tuple | None = None
+        best_seen = None  # counted only when a tie needs it
         for combo in itertools.product(*options):
             total = charge + sum(amounts[el] * s for el, s in zip(cations, combo, strict=True))
             if abs(total) < 1e-6:
                 # prefer the lower states when several balance, then the states crystals show most often
                 # (CuAlO2: Cu+ Al3+ rather than Cu3+ Al+; LaMnO3: La3+ Mn3+ rather than La2+ Mn4+)
-                seen = sum(_icsd_occurrence().get((el, s), 0) for el, s in zip(cations, combo, strict=True))
-                rank = (sum(abs(s) for s in combo), -seen)
+                rank = sum(abs(s) for s in combo)
                 if best is None or rank < best[0]:
-                    best = (rank, combo)
+                    best, best_seen = (rank, combo), None
+                elif rank == best[0]:
+                    best_seen = _icsd_count(cations, best[1]) if best_seen is None else best_seen
+                    seen = _icsd_count(cations, combo)
+                    if seen > best_seen:
+                        best, best_seen = (rank, combo), seen
         if best is not None:
             return {**fixed, **dict(zip(cations, best[1], strict=True))}
     return None
