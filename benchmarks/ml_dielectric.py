@@ -57,10 +57,10 @@ def speed(structures, formulas, sample: int) -> dict:
     )
     from pymatgen.core import Composition
 
-    from tansaku.features.oxidation import _icsd_occurrence, guess_oxidation_states
+    from tansaku.features.oxidation import guess_oxidation_states, icsd_occurrence
 
     element_table()  # one-time table builds, excluded like matminer's data loading
-    _icsd_occurrence()
+    icsd_occurrence()
     props = ["X", "row", "group", "atomic_mass", "mendeleev_no", "melting_point", "atomic_radius",
              "thermal_conductivity", "block"]
     mm_comp = [ElementProperty("pymatgen", props, ["minimum", "maximum", "range", "mean", "std_dev"]),

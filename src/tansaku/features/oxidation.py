@@ -23,7 +23,7 @@ def anion_elements(composition: Composition) -> set[str]:
 
 
 @lru_cache(maxsize=1)
-def _icsd_occurrence() -> dict[tuple[str, int], int]:
+def icsd_occurrence() -> dict[tuple[str, int], int]:
     """How many ICSD structures show each (element, oxidation state): pymatgen's bond-valence statistics."""
     import pymatgen.core.composition as composition_module
     from monty.serialization import loadfn
@@ -35,7 +35,7 @@ def _icsd_occurrence() -> dict[tuple[str, int], int]:
 
 
 def _icsd_count(cations: list[str], states: tuple[int, ...]) -> int:
-    table = _icsd_occurrence()
+    table = icsd_occurrence()
     return sum(table.get((el, s), 0) for el, s in zip(cations, states, strict=True))
 
 
