@@ -5,13 +5,14 @@ strategy starts from the same 20 random oxides per seed and adds 5 per round. Ta
 lies in the window. We count evaluations (labelled oxides, the initial ones included) until half of the
 targets are found, per seed, and compare target range with the better of EI and PI on desirability.
 
-Run: .venv/bin/python benchmarks/al_band_gap.py [--seeds 10] [--budget 700] [--windows 2-3 4-5] [--reuse OLD.json]
+Run: .venv/bin/python benchmarks/al_band_gap.py [--seeds 10] [--budget 700] [--windows 2-3 4-5] [--strategies ...]
 Target: target range needs ≤ 0.6 × the evaluations of the best of EI/PI (median over ≥ 10 seeds).
 Two EI/PI baselines are measured: 'ei'/'pi' take the desirability of every tree's prediction (our stronger
 variant), 'ei-direct'/'pi-direct' fit a second forest to the desirability labels (the textbook construction:
 transform the objective, then ordinary EI/PI). The ratio is reported against both.
---reuse takes the curves of strategies already in an earlier results file with the same settings (the
-simulation is deterministic per seed); seed 0 of one reused strategy is recomputed to prove they still agree.
+A full run takes hours on 2 cores, so every (window, strategy, seed) curve is checkpointed under --work as it
+finishes; the same command run again (after a kill, or with a strategy added) computes only what is missing.
+Checkpoints are keyed by the descriptors, labels, settings and the source of the code that draws a curve.
 Reference (plain version measured by the issue's author): ~180 of 322 found after 400 evaluations, EI ~113,
 random ~100.
 """
@@ -19,6 +20,7 @@ random ~100.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -31,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+import tansaku
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, write_results  # noqa: E402
+from _common import REPO, RESULTS, SHARED, write_results  # noqa: E402
 from tansaku.active.acquisition import Goal  # noqa: E402
 from tansaku.active.pools import pool_from_database  # noqa: E402
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate  # noqa: E402
@@ -43,25 +47,39 @@ from tansaku.store import open_database  # noqa: E402
 STRATEGIES = ["random", "ei", "pi", "ei-direct", "pi-direct", "ucb", "range", "range-ensemble"]
 BASELINES = {"per-tree desirability (ei, pi)": ("ei", "pi"),
              "model fitted to the desirability (ei-direct, pi-direct)": ("ei-direct", "pi-direct")}
-SETTINGS = ("init", "batch", "budget", "model", "trees", "seeds", "diversity", "calibrate")  # must match to reuse
+SETTINGS = ("init", "batch", "budget", "model", "trees", "diversity", "calibrate", "test_fraction")
+# The code that decides a curve: a change to any of these files makes earlier checkpoints stale.
+CURVE_CODE = ("active/simulate.py", "active/acquisition.py", "active/batch.py", "models/learners.py",
+              "models/calibration.py")
 
 
-def reusable(old: dict | None, setup: Setup, window: str) -> dict:
-    """Curves from an earlier run with identical settings, checked by recomputing seed 0 of one strategy."""
-    if not old or window not in old.get("windows", {}):
-        return {}
-    previous = old["windows"][window]["result"]
-    if any(previous.get(k) != getattr(setup, k) for k in SETTINGS):
-        print(f"window {window}: earlier run has other settings, recomputing everything", flush=True)
-        return {}
-    curves = {name: runs for name, runs in previous["strategies"].items() if name in STRATEGIES}
-    probe = "pi" if "pi" in curves else next(iter(curves), None)
-    if probe is not None:
-        check = simulate(replace(setup, seeds=1), [probe])["strategies"][probe][0]
-        if check["found"] != curves[probe][0]["found"]:
-            raise SystemExit(f"window {window}: seed 0 of {probe!r} no longer matches the earlier run; "
-                             "rerun without --reuse")
-    return curves
+def fingerprint(setup: Setup, window: str) -> str:
+    """What a curve depends on besides seed and strategy: data, settings, window and the code that draws it."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(setup.X).tobytes())
+    digest.update(np.ascontiguousarray(setup.y).tobytes())
+    digest.update(json.dumps({k: getattr(setup, k) for k in SETTINGS} | {"window": window}, sort_keys=True).encode())
+    package = Path(tansaku.__file__).parent
+    for name in CURVE_CODE:
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def checkpoint(work: Path, key: str, strategy: str, seed: int) -> Path:
+    return work / key / f"{strategy}-seed{seed}.json"
+
+
+def run_curve(setup: Setup, seed: int, strategy: str, path: Path) -> dict:
+    """One strategy on one seed, saved (atomically) before it is returned: a killed run loses only running jobs."""
+    start = time.perf_counter()
+    result = simulate(replace(setup, seeds=1, first_seed=seed), [strategy])
+    part = {"meta": {k: v for k, v in result.items() if k != "strategies"},
+            "curve": result["strategies"][strategy][0], "seconds": time.perf_counter() - start}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(part))
+    tmp.replace(path)
+    return part
 
 
 def half_evaluations(result: dict, strategy: str) -> list[float | None]:
@@ -94,17 +112,11 @@ def pin_worker(counter) -> None:
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})
 
 
-def run_seed(setup: Setup, seed: int, strategies: list[str]) -> dict:
-    return simulate(replace(setup, seeds=1, first_seed=seed), strategies)
-
-
-def merge_seeds(parts: list[dict]) -> dict:
-    """One result from per-seed results of the same setup: curves concatenated in seed order."""
-    parts = sorted(parts, key=lambda r: next(iter(r["strategies"].values()))[0]["seed"])
-    merged = {**parts[0], "seeds": len(parts)}
-    merged["strategies"] = {name: [run for part in parts for run in part["strategies"][name]]
-                            for name in parts[0]["strategies"]}
-    return merged
+def merge(parts: dict[tuple[str, int], dict], strategies: list[str], seeds: int) -> dict:
+    """One result (as `simulate` returns it) from per-(strategy, seed) parts of one window."""
+    first = next(iter(parts.values()))
+    return {**first["meta"], "seeds": seeds,
+            "strategies": {s: [parts[s, seed]["curve"] for seed in range(seeds)] for s in strategies}}
 
 
 def main() -> None:
@@ -116,9 +128,10 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="An oxide database already imported (skips the import).")
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES,
                         help="Which to run; a baseline pair (ei/pi, ei-direct/pi-direct) needs one of its two.")
-    parser.add_argument("--reuse", type=Path, help="An earlier al_band_gap.json whose curves to keep.")
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "al_band_gap",
+                        help="Checkpoints, one file per strategy and seed: running again computes only what is "
+                             "missing (or stale: other data, settings or curve code).")
     args = parser.parse_args()
-    old = json.loads(args.reuse.read_text()) if args.reuse else None
     db_path = args.db
     if db_path is None:
         db_path = Path(tempfile.mkdtemp()) / "oxides.db"
@@ -135,36 +148,48 @@ def main() -> None:
           "predicting inside.",
           "", "Evaluations until half of the in-window oxides are found (median over seeds, 10–90 % in brackets; "
           "a seed that never gets there counts as more than the budget):", ""]
-    setups, reused, parts = {}, {}, {}
+    setups, keys, parts, jobs = {}, {}, {}, []
     for window in args.windows:
         lo, hi = (float(x) for x in window.split("-"))
         setups[window] = Setup(pool.X, pool.y, Goal("range", lo, hi), init=20, batch=5, budget=args.budget,
                                seeds=args.seeds, test_fraction=0.0, model="et", trees=args.trees, names=pool.names)
-        reused[window] = reusable(old, setups[window], window)
-        parts[window] = []
-    todo = {w: [s for s in args.strategies if s not in reused[w]] for w in args.windows}
-    jobs = [(w, seed) for w in args.windows for seed in range(args.seeds) if todo[w]]
+        keys[window] = fingerprint(setups[window], window)
+        parts[window] = {}
+        for seed in range(args.seeds):
+            for strategy in args.strategies:
+                path = checkpoint(args.work, keys[window], strategy, seed)
+                if path.exists():
+                    parts[window][strategy, seed] = json.loads(path.read_text())
+                else:
+                    jobs.append((window, seed, strategy, path))
+    cached = {w: len(parts[w]) for w in args.windows}
+    print(f"{sum(cached.values())} curves from checkpoints in {args.work}, {len(jobs)} to compute", flush=True)
     start = time.perf_counter()
-    for w in (w for w in args.windows if not todo[w]):  # every curve reused: nothing to compute
-        md += window_report(w, [], reused[w], old, args, len(pool.y), data, 0.0)
+    needed = args.seeds * len(args.strategies)
+
+    def finish(w: str) -> None:
+        nonlocal md
+        md += window_report(w, merge(parts[w], args.strategies, args.seeds), args, len(pool.y), data,
+                            time.perf_counter() - start, cached[w], parts[w])
+        write_results("al_band_gap", data, "\n".join(md), compact=True)  # a long run keeps what it has
+
+    for w in (w for w in args.windows if len(parts[w]) == needed):  # everything checkpointed already
+        finish(w)
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ProcessPoolExecutor(workers, initializer=pin_worker, initargs=(multiprocessing.Value("i", 0),)) as executor:
-        futures = {executor.submit(run_seed, setups[w], seed, todo[w]): w for w, seed in jobs}
+        futures = {executor.submit(run_curve, setups[w], seed, strategy, path): (w, seed, strategy)
+                   for w, seed, strategy, path in jobs}
         for future in as_completed(futures):
-            w = futures[future]
-            parts[w].append(future.result())
-            print(f"window {w}: {len(parts[w])}/{args.seeds} seeds", flush=True)
-            if len(parts[w]) == args.seeds:
-                md += window_report(w, parts[w], reused[w], old, args, len(pool.y), data, time.perf_counter() - start)
-                write_results("al_band_gap", data, "\n".join(md), compact=True)  # a long run keeps what it has
-    write_results("al_band_gap", data, "\n".join(md), compact=True)
+            w, seed, strategy = futures[future]
+            parts[w][strategy, seed] = future.result()
+            print(f"window {w}: {len(parts[w])}/{needed} curves ({strategy}, seed {seed})", flush=True)
+            if len(parts[w]) == needed:
+                finish(w)
 
 
-def window_report(window: str, parts: list[dict], reused: dict, old: dict | None, args, n_materials: int,
-                  data: dict, seconds: float) -> list[str]:
+def window_report(window: str, result: dict, args, n_materials: int, data: dict, seconds: float, cached: int,
+                  parts: dict) -> list[str]:
     """Summary, ratios, plot and Markdown of one finished window; fills data['windows'][window]."""
-    result = merge_seeds(parts) if parts else dict(old["windows"][window]["result"])
-    result["strategies"] = {s: reused.get(s) or result["strategies"][s] for s in args.strategies}
     md: list[str] = []
     lo, hi = (float(x) for x in window.split("-"))
     summary = summarize(result)
@@ -181,9 +206,10 @@ def window_report(window: str, parts: list[dict], reused: dict, old: dict | None
                          "target_met": bool(ratio <= 0.6)}
     plot = RESULTS / f"al_band_gap_{window}.png"
     active_learning_curves(result, plot, "band gap, eV")
-    data["windows"][window] = {"n_targets": result["n_targets"], "seconds": seconds, "summary": summary,
-                               "ours": ours, "ratios": ratios, "reused": sorted(reused),
-                               "reused_from": old["machine"]["date"] if reused else None, "result": result}
+    core_seconds = sum(p["seconds"] for p in parts.values())
+    data["windows"][window] = {"n_targets": result["n_targets"], "seconds": seconds, "core_seconds": core_seconds,
+                               "curves_from_checkpoints": cached, "summary": summary, "ours": ours,
+                               "ratios": ratios, "result": result}
     md += [f"## Window {lo:g}–{hi:g} eV: {result['n_targets']} of {n_materials} oxides inside", "",
            "| strategy | evaluations for half (median, 10–90 %) | seeds reaching half | found at 400 "
            f"(median) | found at {args.budget} (median) |", "| --- | --- | --- | --- | --- |"]
@@ -200,10 +226,11 @@ def window_report(window: str, parts: list[dict], reused: dict, old: dict | None
                   f"{np.percentile(r['ratio_per_seed'], 90):.2f} (10–90 %)" if r["ratio_per_seed"] else "")
         md.append(f"- Against EI/PI on {label}: {ours} / {r['baseline']} = **{r['ratio']:.2f}** "
                   f"(target ≤ 0.6: {verdict}){spread}.")
-    origin = (f" Curves of {', '.join(sorted(reused))} reused from the run of {old['machine']['date']} "
-              "(same seeds and settings; seed 0 recomputed and identical)." if reused else "")
-    md += ["", f"{seconds / 60:.1f} min wall from the start to this window's last seed (seeds spread over "
-           f"the cores, one process each).{origin}", "", f"![discovery curves]({plot.name})", ""]
+    origin = (f" {cached} of its {len(parts)} curves came from checkpoints of an earlier invocation (same data, "
+              "settings and code)." if cached else "")
+    md += ["", f"{core_seconds / 60:.1f} core-minutes for this window's curves (one process per core); this "
+           f"invocation reached its last curve after {seconds / 60:.1f} min wall.{origin}", "",
+           f"![discovery curves]({plot.name})", ""]
     print("\n".join(md[-10:]), flush=True)
     return md
 
