@@ -3,6 +3,9 @@
 Run: nice .venv/bin/python benchmarks/dft_reproduction.py --preset standard --mpi-procs 2
 Resumable: run the same command again and finished steps are skipped. Results are rewritten after every
 material, so a partial run still reports what it finished.
+Geometry or physics apart: `--set relax=false` computes on the database's own (VASP-relaxed) cell, e.g.
+`--ids mp-2133 --set relax=false --set hubbard_u=Zn:5 --work benchmarks/work/dft_db_cell` separates ZnO's cell
+from its Hubbard-U treatment; each override set writes its own results file.
 Targets (issue 4): MAPE of ε∞ ≤ 3 %, of ε_ion ≤ 10 % (materials with imaginary Γ modes left out of ε_ion).
 """
 
