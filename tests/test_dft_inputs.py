@@ -138,6 +138,9 @@ def test_open_shell_oxides_get_a_fixed_ferromagnetic_moment(tmp_path):
     assert spin_setup(nio.get_primitive_structure(), "auto") == SpinSetup(2, ("Ni",))
     assert spin_setup(fe2o3, "auto") == SpinSetup(20, ("Fe",))  # 4 Fe3+ (d5) in the rhombohedral cell
     assert spin_setup(nio, "off") is None and spin_setup(rocksalt(), "auto") is None
+    # mixed valence: two Fe3O4 units, each Fe2+ (d6: 4 unpaired) + 2 Fe3+ (d5: 5 each)
+    fe3o4 = Structure(Lattice.cubic(6.0), ["Fe"] * 6 + ["O"] * 8, np.random.default_rng(0).random((14, 3)))
+    assert spin_setup(fe3o4, "auto") == SpinSetup(2 * (4 + 2 * 5), ("Fe",))
     text = pw_input(nio.get_primitive_structure(), "scf", preset("test"), family, "scf", tmp_path)
     # species sorted (Ni, O): Ni is species 1; 18 + 6 = 24 electrons, 13 up and 11 down, + 8 empty bands
     assert "nspin = 2" in text and "tot_magnetization = 2" in text and "starting_magnetization(1) = 0.5" in text

@@ -6,7 +6,7 @@ from pymatgen.core import Composition, Lattice, Structure
 
 from tansaku import TansakuError
 from tansaku.features.composition import CompositionFeaturizer
-from tansaku.features.oxidation import guess_oxidation_states, open_shell_cations
+from tansaku.features.oxidation import guess_oxidation_states, mixed_valence_states, open_shell_cations
 from tansaku.features.structure import NAMES, StructureFeaturizer
 
 FORMULAS = ["SrTiO3", "MgO", "Al2O3", "LiNbO3", "BaZrO3", "K2Ti6O13", "NaBiO3", "Y3Al5O12"]
@@ -86,8 +86,20 @@ def test_open_shell_cations_are_the_magnetic_ones():
     assert open_shell_cations("Gd2O3") == ["Gd3+ (f7)"]
     assert open_shell_cations("LaMnO3") == ["Mn3+ (d4)"]
     # d0, d10, f0, f14, none
-    for closed in ("ZnO", "Cu2O", "CuAlO2", "BaTiO3", "La2O3", "CeO2", "Lu2O3", "MoO3", "NaO3"):
+    for closed in ("ZnO", "Cu2O", "CuAlO2", "BaTiO3", "La2O3", "CeO2", "Lu2O3", "MoO3", "NaO3", "Pb3O4"):
         assert open_shell_cations(closed) == [], closed
+
+
+def test_mixed_valence_splits_one_element_between_two_states():
+    # no single Fe state balances Fe3O4; one Fe2+ and two Fe3+ do (not Fe2+ + Fe4+: the closer pair wins a tie)
+    assert mixed_valence_states("Fe3O4") == (("Fe", 2, 1.0), ("Fe", 3, 2.0))
+    assert open_shell_cations("Fe3O4") == ["Fe2+ (d6)", "Fe3+ (d5)"]
+    # Mn3+ is missing from pymatgen's common states but is what hausmannite has
+    assert mixed_valence_states("Mn3O4") == (("Mn", 2, 1.0), ("Mn", 3, 2.0))
+    assert mixed_valence_states("LiMn2O4") == (("Li", 1, 1.0), ("Mn", 3, 1.0), ("Mn", 4, 1.0))
+    assert mixed_valence_states("Pb3O4") == (("Pb", 2, 2.0), ("Pb", 4, 1.0))  # not neighbouring states
+    assert mixed_valence_states("KPd2O3") is None  # Pd2.5+: no split with whole atoms in the formula unit
+    assert mixed_valence_states("NaO3") is None
 
 
 def test_bad_compositions_are_refused():

@@ -2,7 +2,8 @@
 
 Why fixed: ph.x computes ε∞ and Born charges only for insulators with fixed occupations, and pw.x allows fixed
 occupations with two spins only when the total moment is given (`tot_magnetization`). We take the moment of
-every open-shell cation filled by Hund's rule (Fe3+ d5: 5 μB, Ni2+ d8: 2 μB), aligned ferromagnetically, the
+every open-shell cation filled by Hund's rule (Fe3+ d5: 5 μB, Ni2+ d8: 2 μB; mixed valence counted per state,
+Fe3O4 = Fe2+ + 2 Fe3+: 14 μB per formula unit), aligned ferromagnetically, the
 usual high-throughput starting point (antiferromagnetic orders need supercells and are not tried).
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pymatgen.core import Structure
 
 from tansaku import TansakuError
-from tansaku.features.oxidation import high_spin_unpaired, open_shell_electrons
+from tansaku.features.oxidation import high_spin_unpaired, open_shells
 
 SPIN_MODES = ("auto", "off")
 
@@ -37,9 +38,10 @@ def spin_setup(structure: Structure, mode: str) -> SpinSetup | None:
     check_spin_mode(mode)
     if mode == "off":
         return None
-    shells = open_shell_electrons(structure.composition.reduced_formula)
+    composition = structure.composition
+    shells = open_shells(composition.reduced_formula)
     if not shells:
         return None
-    counts = structure.composition.get_el_amt_dict()
-    moment = sum(round(counts[symbol]) * high_spin_unpaired(n, full) for symbol, (_, n, full) in shells.items())
-    return SpinSetup(int(moment), tuple(sorted(shells)))
+    units = composition.num_atoms / composition.reduced_composition.num_atoms  # formula units in the cell
+    moment = sum(round(amount * units) * high_spin_unpaired(n, full) for _, _, amount, _, n, full in shells)
+    return SpinSetup(int(moment), tuple(sorted({symbol for symbol, *_ in shells})))

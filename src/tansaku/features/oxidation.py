@@ -80,16 +80,61 @@ def d_electrons(group, state):
     return group - state
 
 
-def open_shell_electrons(formula: str) -> dict[str, tuple[str, int, int]]:
-    """Cations whose guessed state leaves a partly filled d or f shell: symbol -> (shell, electrons, capacity).
+@lru_cache(maxsize=20_000)
+def mixed_valence_states(formula: str) -> tuple[tuple[str, int, float], ...] | None:
+    """(element, state, amount per formula unit) with one cation shared between two states, for oxides no single
+    state per element balances: Fe3O4 → Fe2+ + 2 Fe3+, Pb3O4 → 2 Pb2+ + Pb4+, Sb2O4 → Sb3+ + Sb5+.
 
-    These carry magnetic moments (Fe3+: d5, Gd3+: f7); d0, d10, f0 and f14 cations do not.
+    Only the magnetic setup of a DFT run uses this (how many d or f electrons each site has); descriptors keep
+    the single-state guess. None when no split balances with whole numbers of atoms.
     """
-    found: dict[str, tuple[str, int, int]] = {}
-    for symbol, state in (guess_oxidation_states(formula) or {}).items():
+    composition = Composition(formula)
+    amounts = composition.get_el_amt_dict()
+    anions = anion_elements(composition)
+    charge = sum(amounts[el] * ANION_CHARGES.get(el, -2) for el in anions)
+    cations = [el for el in amounts if el not in anions]
+    for pool in ("common_oxidation_states", "oxidation_states"):  # for the other cations
+        options = {el: [s for s in getattr(Element(el), pool) if s > 0] or [0] for el in cations}
+        best: tuple | None = None
+        for shared in cations:
+            others = [el for el in cations if el != shared]
+            # every known state for the shared element: pymatgen's common list lacks Mn3+ (Mn3O4: Mn2+ + 2 Mn3+)
+            pairs = itertools.combinations(sorted(s for s in Element(shared).oxidation_states if s > 0), 2)
+            for (low, high), combo in itertools.product(pairs, itertools.product(*(options[el] for el in others))):
+                needed = -charge - sum(amounts[el] * s for el, s in zip(others, combo, strict=True))
+                n_high = (needed - low * amounts[shared]) / (high - low)
+                if not (0 < n_high < amounts[shared] and abs(n_high - round(n_high)) < 1e-6):
+                    continue
+                split = [(shared, low, amounts[shared] - round(n_high)), (shared, high, float(round(n_high)))]
+                states = tuple(sorted([*split, *((el, s, amounts[el]) for el, s in zip(others, combo, strict=True))]))
+                rank = (sum(abs(s) * n for _, s, n in states), high - low)  # lowest states, closest pair
+                if best is None or rank < best[0]:
+                    best = (rank, states)
+        if best is not None:
+            return best[1]
+    return None
+
+
+def cation_states(formula: str) -> tuple[tuple[str, int, float], ...]:
+    """(element, state, amount per formula unit) of every cation: the charge-balanced guess, else a mixed-valence
+    split (`mixed_valence_states`), else nothing."""
+    guess = guess_oxidation_states(formula)
+    if guess is None:
+        return mixed_valence_states(formula) or ()
+    amounts = Composition(formula).get_el_amt_dict()
+    return tuple((el, state, amounts[el]) for el, state in guess.items() if state > 0)
+
+
+def open_shells(formula: str) -> list[tuple[str, int, float, str, int, int]]:
+    """Cations whose state leaves a partly filled d or f shell:
+    (element, state, amount per formula unit, shell, electrons, capacity).
+
+    These carry magnetic moments (Fe3+: d5, Gd3+: f7); d0, d10, f0 and f14 cations do not. A mixed-valence
+    element appears once per state (Fe3O4: Fe2+ d6 and Fe3+ d5).
+    """
+    found = []
+    for symbol, state, amount in cation_states(formula):
         element = Element(symbol)
-        if state <= 0:
-            continue
         if element.is_lanthanoid or element.is_actinoid:
             base = 57 if element.is_lanthanoid else 89
             shell, count, full = "f", element.Z - base + 3 - state, 14
@@ -98,15 +143,13 @@ def open_shell_electrons(formula: str) -> dict[str, tuple[str, int, int]]:
         else:
             continue
         if 0 < count < full:
-            found[symbol] = (shell, count, full)
+            found.append((symbol, state, amount, shell, count, full))
     return found
 
 
 def open_shell_cations(formula: str) -> list[str]:
     """The open-shell cations as people write them ('Fe3+ (d5)'), for messages."""
-    states = guess_oxidation_states(formula) or {}
-    return [f"{symbol}{states[symbol]}+ ({shell}{count})"
-            for symbol, (shell, count, _) in open_shell_electrons(formula).items()]
+    return [f"{symbol}{state}+ ({shell}{count})" for symbol, state, _, shell, count, _ in open_shells(formula)]
 
 
 def high_spin_unpaired(count: int, capacity: int) -> int:
