@@ -32,6 +32,17 @@ def test_metrics_and_coverage_by_hand():
     assert m["mae"] == pytest.approx(0.625) and m["coverage_68"] == 0.75 and m["coverage_95"] == 1.0
 
 
+def test_forest_saved_before_the_oob_option_still_loads():
+    X, y = np.random.default_rng(0).random((30, 4)), np.arange(30.0)
+    model = make_model("rf", trees=10).fit(X, y)
+    del model.learner_.__dict__["oob"]  # as pickled by a version without out-of-bag predictions
+    old = pickle.loads(pickle.dumps(model))
+    assert old.learner_.get_params()["oob"] is False
+    assert np.allclose(old.predict_dist(X)[0], model.predict_dist(X)[0])
+    with pytest.raises(TansakuError, match="out-of-bag"):
+        old.oob_prediction()
+
+
 def test_dataset_uses_log10_and_the_paper_subset(oxide_db):
     data = load_dataset(oxide_db, "eps_ionic", "composition", subset="paper")
     assert len(data.y) == 1266 and data.log_target

@@ -17,6 +17,8 @@ from tansaku.models.calibration import Calibrated
 class ForestWithSpread(RegressorMixin, BaseEstimator):
     """A random or extra-trees forest; the uncertainty is the spread of its trees' predictions."""
 
+    oob = False  # what models saved before the option existed mean: they keep working (get_params, clone)
+
     def __init__(self, kind: str = "rf", n_estimators: int = 500, max_features: float = 0.33,
                  min_samples_leaf: int = 1, random_state: int = 0, n_jobs: int = -1, oob: bool = False):
         self.kind = kind
