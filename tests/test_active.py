@@ -158,9 +158,7 @@ def test_stratum_errors_trust_residuals_where_there_are_labels():
 
 def test_out_of_bag_predictions_are_honest():
     X, y = _synthetic(300, seed=4)
-    model = make_model("rf", 0, trees=60)
-    model.learner.set_params(oob=True)
-    model.fit(X, y)
+    model = make_model("rf", 0, trees=60, oob=True).fit(X, y)
     in_bag = np.abs(model.predict(X) - y).mean()
     out_of_bag = np.abs(model.oob_prediction() - y).mean()
     assert out_of_bag > 1.5 * in_bag  # a forest nearly memorizes its training rows; OOB does not
@@ -169,6 +167,8 @@ def test_out_of_bag_predictions_are_honest():
     assert 0.2 < np.isnan(single).mean() < 0.8 and np.isfinite(single).sum() > 50
     with pytest.raises(TansakuError, match="out-of-bag"):
         make_model("rf", 0, trees=5).fit(X, y).oob_prediction()
+    with pytest.raises(TansakuError, match="bootstrap random forest"):
+        make_model("et", 0, oob=True)
 
 
 def test_density_batch_takes_one_per_group_and_favours_large_groups():

@@ -114,9 +114,7 @@ def targets(setup: Setup, pool: np.ndarray) -> np.ndarray:
 
 
 def _fit(setup: Setup, seed: int, X, y, oob: bool = False):
-    model = make_model(setup.model, seed, trees=setup.trees)
-    if oob:
-        model.learner.set_params(oob=True)
+    model = make_model(setup.model, seed, trees=setup.trees, oob=oob)
     if setup.calibrate:
         model = Calibrated(model, folds=3, random_state=seed)
     return model.fit(X, y)

@@ -200,14 +200,17 @@ class Imputed(RegressorMixin, BaseEstimator):
 MODELS = ("rf", "et", "lgbm", "lgbm-cal", "blend")
 
 
-def make_model(name: str, random_state: int = 0, trees: int = 500) -> Imputed:
+def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = False) -> Imputed:
     """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; lgbm-cal: the same with its spread
     rescaled on 3-fold out-of-fold residuals (the raw bag spread covers about 13 % at 68 %); blend: et + lgbm.
 
     `trees` sizes the forests; active-learning loops that refit every round use fewer than training does.
+    `oob` keeps what a bootstrap forest needs for out-of-bag predictions (rf only).
     """
+    if oob and name != "rf":
+        raise TansakuError(f"out-of-bag predictions need the bootstrap random forest (rf), not {name!r}")
     if name == "rf":
-        learner = ForestWithSpread("rf", trees, 0.33, random_state=random_state)
+        learner = ForestWithSpread("rf", trees, 0.33, random_state=random_state, oob=oob)
     elif name == "et":
         learner = ForestWithSpread("et", trees, 0.5, random_state=random_state)
     elif name == "lgbm":
