@@ -179,13 +179,12 @@ def main() -> None:
           "predicting inside.",
           "", "Evaluations until half of the in-window oxides are found (median over seeds, 10–90 % in brackets; "
           "a seed that never gets there counts as more than the budget):", ""]
-    setups, keys, bounds, parts, jobs = {}, {}, {}, {}, []
+    setups, keys, parts, jobs = {}, {}, {}, []
     for window in args.windows:
         lo, hi = (float(x) for x in window.split("-"))
         setups[window] = Setup(pool.X, pool.y, Goal("range", lo, hi), init=20, batch=5, budget=args.budget,
                                seeds=args.seeds, test_fraction=0.0, model="et", trees=args.trees, names=pool.names)
         keys[window] = fingerprint(setups[window], window)
-        bounds[window] = hindsight(setups[window])
         parts[window] = {}
         for strategy in args.strategies:
             found = {seed: checkpoint(args.work, keys[window], strategy, seed) for seed in range(args.seeds)}
@@ -207,7 +206,7 @@ def main() -> None:
     def finish(w: str) -> None:
         nonlocal md
         md += window_report(w, merge(parts[w], args.strategies, args.seeds), args, len(pool.y), data,
-                            time.perf_counter() - start, cached[w], parts[w], bounds[w])
+                            time.perf_counter() - start, cached[w], parts[w], hindsight(setups[w]))
         write_results("al_band_gap", data, "\n".join(md), compact=True)  # a long run keeps what it has
 
     for w in (w for w in args.windows if len(parts[w]) == needed):  # everything checkpointed already
