@@ -83,7 +83,7 @@ def d_electrons(group, state):
 @lru_cache(maxsize=20_000)
 def mixed_valence_states(formula: str) -> tuple[tuple[str, int, float], ...] | None:
     """(element, state, amount per formula unit) with one cation shared between two states, for oxides no single
-    state per element balances: Fe3O4 → Fe2+ + 2 Fe3+, Pb3O4 → 2 Pb2+ + Pb4+, Sb2O4 → Sb3+ + Sb5+.
+    state per element balances: Fe3O4 → Fe2+ + 2 Fe3+, Pb3O4 → 2 Pb2+ + Pb4+, Cr8O21 → 2 Cr3+ + 6 Cr6+.
 
     Only the magnetic setup of a DFT run uses this (how many d or f electrons each site has); descriptors keep
     the single-state guess. None when no split balances with whole numbers of atoms.
@@ -107,7 +107,11 @@ def mixed_valence_states(formula: str) -> tuple[tuple[str, int, float], ...] | N
                     continue
                 split = [(shared, low, amounts[shared] - round(n_high)), (shared, high, float(round(n_high)))]
                 states = tuple(sorted([*split, *((el, s, amounts[el]) for el, s in zip(others, combo, strict=True))]))
-                rank = (sum(abs(s) * n for _, s, n in states), high - low)  # lowest states, closest pair
+                # lowest states, then the pair whose rarer state crystals show most often (ICSD, as the
+                # single-state guess breaks ties): Fe3O4 Fe2+/Fe3+ not Fe2+/Fe4+, Cr8O21 Cr3+/Cr6+ not Cr5+/Cr6+,
+                # LiMn2O4 Mn3+/Mn4+ not Mn2+/Mn5+
+                seen = min(_icsd_count([shared], (low,)), _icsd_count([shared], (high,)))
+                rank = (sum(abs(s) * n for _, s, n in states), -seen)
                 if best is None or rank < best[0]:
                     best = (rank, states)
         if best is not None:
