@@ -102,7 +102,11 @@ def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
             break
         assert process.poll() is None, "the run ended before the phonon step started"
         time.sleep(0.2)
-    time.sleep(3)  # well inside ph.x
+    # Kill once ph.x has finished its electric-field part (ε∞ and Born charges, checkpointed) and works on phonons.
+    log = phonon_state.parent / "output.out"
+    while time.time() < deadline and "Representation #   1 modes" not in (log.read_text() if log.exists() else ""):
+        assert process.poll() is None, "the run ended before ph.x reached the phonons"
+        time.sleep(0.1)
     # Kill everything, as a node failure would: the controller and ph.x (which runs in its own group).
     ph_pid = int(json.loads(phonon_state.read_text())["job_id"])
     os.killpg(process.pid, signal.SIGKILL)
@@ -114,6 +118,11 @@ def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
     rerun_reaches_reference(argv, tmp_path / "out.json", str(tmp_path / "MgO.json"))
     state = StepState.load(phonon_state.parent, "phonon")
     assert state.attempt == 2 and state.status == "done"
+    # The second attempt went on from ph.x's checkpoint instead of starting over: no electric-field part again.
+    assert [h["handler"] for h in state.handlers] == ["resume_interrupted"]
+    assert "recover" in (phonon_state.parent / "input.in").read_text()
+    assert "End of electric fields calculation" in (phonon_state.parent / "attempt1.out").read_text()
+    assert "Electric Fields Calculation" not in log.read_text()
     database = open_database(db)
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Calculation)) == 4

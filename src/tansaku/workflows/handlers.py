@@ -22,7 +22,8 @@ def _times(state: StepState, name: str) -> int:
     return sum(1 for h in state.handlers if h["handler"] == name)
 
 
-def _set(state: StepState, namelist: str, **values) -> dict:
+def set_override(state: StepState, namelist: str, **values) -> dict:
+    """Change input variables for the next attempt; the returned mapping is what the state file records."""
     state.overrides.setdefault(namelist, {}).update(values)
     return {namelist: values}
 
@@ -31,9 +32,9 @@ def scf_not_converged(state: StepState, log: str) -> dict | None:
     """Lower mixing_beta with more iterations; then switch to conjugate-gradient diagonalization."""
     n = _times(state, "scf_not_converged")
     if n == 0:
-        return _set(state, "electrons", mixing_beta=0.3, electron_maxstep=300)
+        return set_override(state, "electrons", mixing_beta=0.3, electron_maxstep=300)
     if n == 1:
-        return _set(state, "electrons", mixing_beta=0.1, electron_maxstep=500, diagonalization="cg")
+        return set_override(state, "electrons", mixing_beta=0.1, electron_maxstep=500, diagonalization="cg")
     return None
 
 
@@ -54,9 +55,9 @@ def relax_restart(state: StepState, log: str) -> dict | None:
     steps = re.findall(r"nstep\s*=\s*(\d+)", log)
     if "maximum number of steps" in log:  # ran out of steps: continue with twice as many
         previous = state.overrides.get("control", {}).get("nstep") or (int(steps[0]) if steps else 50)
-        change.update(_set(state, "control", nstep=2 * int(previous)))
+        change.update(set_override(state, "control", nstep=2 * int(previous)))
     if n >= 1:
-        change.update(_set(state, "ions", trust_radius_ini=0.1, bfgs_ndim=3))
+        change.update(set_override(state, "ions", trust_radius_ini=0.1, bfgs_ndim=3))
     return change or None
 
 
@@ -65,7 +66,7 @@ def walltime(state: StepState, log: str) -> dict | None:
     if _times(state, "walltime") >= 5:
         return None
     if state.step.startswith("phonon"):
-        return _set(state, "inputph", recover=True)
+        return set_override(state, "inputph", recover=True)
     last = last_geometry(log, _input_lattice(state))
     if last is not None:
         state.structure = last.as_dict()
@@ -79,21 +80,21 @@ def ph_not_converged(state: StepState, log: str) -> dict | None:
     values = [0.3, 0.1]
     if n >= len(values):
         return None
-    return _set(state, "inputph", **{"alpha_mix(1)": values[n], "niter_ph": 200})
+    return set_override(state, "inputph", **{"alpha_mix(1)": values[n], "niter_ph": 200})
 
 
 def ph_symmetry(state: StepState, log: str) -> dict | None:
     """ph.x 6.x fails to classify symmetry of slightly distorted hexagonal cells: run without search_sym."""
     if _times(state, "ph_symmetry"):
         return None
-    return _set(state, "inputph", search_sym=False)
+    return set_override(state, "inputph", search_sym=False)
 
 
 def cholesky(state: StepState, log: str) -> dict | None:
     """Failed subspace diagonalization: use conjugate gradients."""
     if _times(state, "cholesky"):
         return None
-    return _set(state, "electrons", diagonalization="cg")
+    return set_override(state, "electrons", diagonalization="cg")
 
 
 HANDLERS: dict[str, Handler] = {

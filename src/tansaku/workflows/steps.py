@@ -13,7 +13,7 @@ from pymatgen.core import Structure
 from tansaku import TansakuError
 from tansaku.dft.qe.parsers import detect_errors, qe_error_message
 from tansaku.workflows.executor import CommandJob, Executor, JobState, QECommands, pid_alive
-from tansaku.workflows.handlers import HANDLERS, handler_name
+from tansaku.workflows.handlers import HANDLERS, handler_name, set_override
 from tansaku.workflows.state import StepState, now
 
 INPUT, OUTPUT = "input.in", "output.out"
@@ -105,7 +105,26 @@ def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState
         _finish(state, status, directory, spec, save)
     except StepFailed:
         state.status = "retry"  # the interrupted attempt failed; the caller starts a new one
+    if state.status == "retry" and spec.program == "ph" and ph_recover_data(directory / INPUT) is not None:
+        change = set_override(state, "inputph", recover=True)  # go on from ph.x's last checkpoint, not from scratch
+        state.handlers.append({"handler": "resume_interrupted", "error": "interrupted", "attempt": state.attempt,
+                               "changed": change})
+        save()
     return state
+
+
+def ph_recover_data(input_file: Path) -> Path | None:
+    """The status file ph.x keeps in its outdir (`_ph0/<prefix>.phsave/status_run.xml`) when the run in
+    `input_file` got far enough to be continued with `recover=.true.`; None otherwise."""
+    if not input_file.exists():
+        return None
+    text = input_file.read_text()
+    outdir = re.search(r"^\s*outdir\s*=\s*'([^']*)'", text, re.MULTILINE)
+    prefix = re.search(r"^\s*prefix\s*=\s*'([^']*)'", text, re.MULTILINE)
+    if not (outdir and prefix):
+        return None
+    status = Path(outdir.group(1)) / "_ph0" / f"{prefix.group(1)}.phsave" / "status_run.xml"
+    return status if status.exists() else None
 
 
 def _finish(state, status, directory, spec, save) -> bool:
