@@ -39,22 +39,31 @@ def _icsd_count(cations: list[str], states: tuple[int, ...]) -> int:
     return sum(table.get((el, s), 0) for el, s in zip(cations, states, strict=True))
 
 
-@lru_cache(maxsize=200_000)
-def guess_oxidation_states(formula: str) -> dict[str, int] | None:
-    """Integer oxidation states per element that balance the charge, or None when none does."""
+def _ions(formula: str) -> tuple[dict[str, float], dict[str, int], list[str]]:
+    """Amount of every element, the fixed charges of the anions, and the cations whose states are to be found."""
     composition = Composition(formula)
     amounts = composition.get_el_amt_dict()
     anions = anion_elements(composition)
-    fixed = {el: ANION_CHARGES.get(el, -2) for el in anions}
+    return amounts, {el: ANION_CHARGES.get(el, -2) for el in anions}, [el for el in amounts if el not in anions]
+
+
+def _cation_options(cations: list[str]):
+    """Positive states to try per cation: pymatgen's common states first, then every known state (0 if none)."""
+    for pool in ("common_oxidation_states", "oxidation_states"):
+        yield {el: [s for s in getattr(Element(el), pool) if s > 0] or [0] for el in cations}
+
+
+@lru_cache(maxsize=200_000)
+def guess_oxidation_states(formula: str) -> dict[str, int] | None:
+    """Integer oxidation states per element that balance the charge, or None when none does."""
+    amounts, fixed, cations = _ions(formula)
     charge = sum(amounts[el] * q for el, q in fixed.items())
-    cations = [el for el in amounts if el not in anions]
     if not cations:
         return fixed if abs(charge) < 1e-6 else None
-    for pool in ("common_oxidation_states", "oxidation_states"):
-        options = [[s for s in getattr(Element(el), pool) if s > 0] or [0] for el in cations]
+    for options in _cation_options(cations):
         best: tuple | None = None
         best_seen = None  # counted only when a tie needs it
-        for combo in itertools.product(*options):
+        for combo in itertools.product(*options.values()):
             total = charge + sum(amounts[el] * s for el, s in zip(cations, combo, strict=True))
             if abs(total) < 1e-6:
                 # prefer the lower states when several balance, then the states crystals show most often
@@ -88,13 +97,9 @@ def mixed_valence_states(formula: str) -> tuple[tuple[str, int, float], ...] | N
     Only the magnetic setup of a DFT run uses this (how many d or f electrons each site has); descriptors keep
     the single-state guess. None when no split balances with whole numbers of atoms.
     """
-    composition = Composition(formula)
-    amounts = composition.get_el_amt_dict()
-    anions = anion_elements(composition)
-    charge = sum(amounts[el] * ANION_CHARGES.get(el, -2) for el in anions)
-    cations = [el for el in amounts if el not in anions]
-    for pool in ("common_oxidation_states", "oxidation_states"):  # for the other cations
-        options = {el: [s for s in getattr(Element(el), pool) if s > 0] or [0] for el in cations}
+    amounts, fixed, cations = _ions(formula)
+    charge = sum(amounts[el] * q for el, q in fixed.items())
+    for options in _cation_options(cations):  # for the cations other than the shared one
         best: tuple | None = None
         for shared in cations:
             others = [el for el in cations if el != shared]
