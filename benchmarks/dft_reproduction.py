@@ -33,12 +33,14 @@ DEFAULT_IDS = ["mp-1265", "mp-2605", "mp-2472", "mp-1960", "mp-1342", "mp-2542",
 
 
 def step_times(root: Path) -> dict[str, float]:
+    """Wall seconds per finished step, every attempt counted (a killed and resumed step included)."""
     times = {}
     for state_file in sorted(root.glob("*/state.json")):
         state = json.loads(state_file.read_text())
         if state.get("started") and state.get("finished"):
             start = datetime.fromisoformat(state["started"])
-            times[state["step"]] = (datetime.fromisoformat(state["finished"]) - start).total_seconds()
+            last_attempt = (datetime.fromisoformat(state["finished"]) - start).total_seconds()
+            times[state["step"]] = max(state.get("seconds", 0.0), last_attempt)  # older state files: last only
     return times
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -123,6 +124,8 @@ def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
     assert "recover" in (phonon_state.parent / "input.in").read_text()
     assert "End of electric fields calculation" in (phonon_state.parent / "attempt1.out").read_text()
     assert "Electric Fields Calculation" not in log.read_text()
+    last_attempt = (datetime.fromisoformat(state.finished) - datetime.fromisoformat(state.started)).total_seconds()
+    assert state.seconds > last_attempt + 5  # the killed attempt's time (its electric-field part) is counted too
     database = open_database(db)
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Calculation)) == 4

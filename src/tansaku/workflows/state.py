@@ -15,6 +15,13 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def seconds_since(started: str | None, until: datetime | None = None) -> float:
+    """Wall seconds from an ISO time stamp (`now()`'s format) to `until` (default: now); 0 without a start."""
+    if not started:
+        return 0.0
+    return max(0.0, ((until or datetime.now(UTC)) - datetime.fromisoformat(started)).total_seconds())
+
+
 @dataclass
 class StepState:
     step: str
@@ -27,8 +34,9 @@ class StepState:
     handlers: list[dict] = field(default_factory=list)  # what each handler changed and why
     outputs: dict | None = None
     error: str | None = None
-    started: str | None = None
+    started: str | None = None  # of the current (last) attempt
     finished: str | None = None
+    seconds: float = 0.0  # wall time of all attempts together, killed ones included
     code_version: str | None = None
 
     @classmethod

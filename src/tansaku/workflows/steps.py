@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pymatgen.core import Structure
@@ -14,7 +15,7 @@ from tansaku import TansakuError
 from tansaku.dft.qe.parsers import detect_errors, qe_error_message
 from tansaku.workflows.executor import CommandJob, Executor, JobState, QECommands, pid_alive
 from tansaku.workflows.handlers import HANDLERS, handler_name, set_override
-from tansaku.workflows.state import StepState, now
+from tansaku.workflows.state import StepState, now, seconds_since
 
 INPUT, OUTPUT = "input.in", "output.out"
 
@@ -78,6 +79,7 @@ def run_step(
         state.status, state.started, state.error = "running", now(), None
         save()
         status = _wait(executor, state.job_id, poll_seconds)
+        state.seconds += seconds_since(state.started)
         if _finish(state, status, directory, spec, save):
             return state
 
@@ -101,6 +103,10 @@ def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState
         if hasattr(executor, "remember"):  # where the job leaves its exit status
             executor.remember(state.job_id, directory, spec.name)
         status = _wait(executor, state.job_id, poll_seconds)
+    # The attempt's last sign of life is its log's last write (its controller was not there to see it end).
+    log = directory / OUTPUT
+    state.seconds += seconds_since(state.started, datetime.fromtimestamp(log.stat().st_mtime, UTC)
+                                   if log.exists() else None)
     try:
         _finish(state, status, directory, spec, save)
     except StepFailed:
