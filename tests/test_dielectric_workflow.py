@@ -21,7 +21,7 @@ from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import Calculation, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
 from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric, scf_spec
-from tansaku.workflows.executor import LocalExecutor, QECommands
+from tansaku.workflows.executor import LocalExecutor, QECommands, pid_alive_in
 from tansaku.workflows.state import StepState
 from tansaku.workflows.steps import run_step
 from tests.conftest import OXI_DB, PSEUDOS, need_shared
@@ -217,3 +217,19 @@ def test_ferromagnetic_insulator_scf_has_a_fixed_moment_and_a_gap(tmp_path):
     assert "nspin = 2" in text and "tot_magnetization = 3" in text and "Hubbard_U(1) = 3" in text
     assert state.outputs["magnetization"] == pytest.approx(3.0, abs=1e-6)
     assert state.outputs["gap"] > 1.0, state.outputs
+
+
+def test_a_reused_process_number_is_not_mistaken_for_the_step_job(tmp_path):
+    """After a reboot a step's recorded pid may belong to another process: only one working in the step's
+    directory counts as the job to wait for."""
+    step_dir, elsewhere = tmp_path / "phonon", tmp_path / "other"
+    step_dir.mkdir()
+    elsewhere.mkdir()
+    process = subprocess.Popen(["sleep", "30"], cwd=elsewhere)
+    try:
+        assert pid_alive_in(process.pid, elsewhere)
+        assert not pid_alive_in(process.pid, step_dir)
+    finally:
+        process.kill()
+        process.wait()
+    assert not pid_alive_in(process.pid, elsewhere)

@@ -108,6 +108,16 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def pid_alive_in(pid: int, directory: Path) -> bool:
+    """Alive and working in `directory`: a step's job, not another process that got its number after a reboot."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve() == Path(directory).resolve()
+    except OSError:  # no /proc (not Linux) or not ours to inspect: trust the number
+        return True
+
+
 def kill_group(pid: int) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

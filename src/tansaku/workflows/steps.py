@@ -13,7 +13,7 @@ from pymatgen.core import Structure
 
 from tansaku import TansakuError
 from tansaku.dft.qe.parsers import detect_errors, qe_error_message
-from tansaku.workflows.executor import CommandJob, Executor, JobState, QECommands, pid_alive
+from tansaku.workflows.executor import CommandJob, Executor, JobState, QECommands, pid_alive_in
 from tansaku.workflows.handlers import HANDLERS, handler_name, set_override
 from tansaku.workflows.state import StepState, now, seconds_since
 
@@ -97,7 +97,7 @@ def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState
     status = None
     if state.executor == "local":
         # The local job died with its controller or lives on as an orphan; an orphan is waited for.
-        while pid_alive(int(state.job_id)):
+        while pid_alive_in(int(state.job_id), directory):
             time.sleep(poll_seconds)
     elif state.executor == executor.name:
         if hasattr(executor, "remember"):  # where the job leaves its exit status
