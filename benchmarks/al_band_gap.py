@@ -15,7 +15,8 @@ finishes; the same command run again (after a kill, or with a strategy added) co
 Checkpoints are keyed by descriptors, labels and settings; each strategy's first rounds are recomputed on
 start and its checkpoints thrown away if the current code no longer labels the same materials.
 Each window also gets a hindsight ranking (the same forest cross-fitted on 80 % of all labels): whether the
-target is within this surrogate's reach at all.
+target is within this surrogate's reach at all; `--hindsight rf lgbm blend` ranks with other learners too
+(would a different surrogate put it within reach?).
 Reference (plain version measured by the issue's author): ~180 of 322 found after 400 evaluations, EI ~113,
 random ~100.
 """
@@ -41,7 +42,7 @@ from _common import REPO, RESULTS, SHARED, write_results  # noqa: E402
 from tansaku.active.acquisition import Goal, score  # noqa: E402
 from tansaku.active.pools import pool_from_database  # noqa: E402
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate  # noqa: E402
-from tansaku.models.learners import make_model  # noqa: E402
+from tansaku.models.learners import MODELS, make_model  # noqa: E402
 from tansaku.plots.figures import active_learning_curves  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
@@ -158,6 +159,9 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="An oxide database already imported (skips the import).")
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES,
                         help="Which to run; a baseline pair (ei/pi, ei-direct/pi-direct) needs one of its two.")
+    parser.add_argument("--hindsight", nargs="*", default=[], choices=MODELS, metavar="MODEL",
+                        help=f"Also rank in hindsight with these learners ({', '.join(MODELS)}): would another "
+                             "surrogate put the target within reach? The simulations keep extra trees.")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "al_band_gap",
                         help="Checkpoints, one file per strategy and seed: running again computes only what is "
                              "missing, or stale (other data or settings; a strategy whose first rounds the "
@@ -206,7 +210,8 @@ def main() -> None:
     def finish(w: str) -> None:
         nonlocal md
         md += window_report(w, merge(parts[w], args.strategies, args.seeds), args, len(pool.y), data,
-                            time.perf_counter() - start, cached[w], parts[w], hindsight(setups[w]))
+                            time.perf_counter() - start, cached[w], parts[w], hindsight(setups[w]),
+                            {m: hindsight(replace(setups[w], model=m)) for m in args.hindsight if m != setups[w].model})
         write_results("al_band_gap", data, "\n".join(md), compact=True)  # a long run keeps what it has
 
     for w in (w for w in args.windows if len(parts[w]) == needed):  # everything checkpointed already
@@ -224,7 +229,7 @@ def main() -> None:
 
 
 def window_report(window: str, result: dict, args, n_materials: int, data: dict, seconds: float, cached: int,
-                  parts: dict, bound: dict) -> list[str]:
+                  parts: dict, bound: dict, others: dict[str, dict]) -> list[str]:
     """Summary, ratios, plot and Markdown of one finished window; fills data['windows'][window]."""
     md: list[str] = []
     lo, hi = (float(x) for x in window.split("-"))
@@ -246,7 +251,8 @@ def window_report(window: str, result: dict, args, n_materials: int, data: dict,
     core_seconds = sum(p["seconds"] for p in parts.values())
     data["windows"][window] = {"n_targets": result["n_targets"], "seconds": seconds, "core_seconds": core_seconds,
                                "curves_from_checkpoints": cached, "summary": summary, "ours": ours,
-                               "ratios": ratios, "hindsight": bound, "result": result}
+                               "ratios": ratios, "hindsight": bound, "hindsight_other_learners": others,
+                               "result": result}
     md += [f"## Window {lo:g}–{hi:g} eV: {result['n_targets']} of {n_materials} oxides inside", "",
            "| strategy | evaluations for half (median, 10–90 %) | seeds reaching half | found at 400 "
            f"(median) | found at {args.budget} (median) |", "| --- | --- | --- | --- | --- |"]
@@ -270,6 +276,11 @@ def window_report(window: str, result: dict, args, n_materials: int, data: dict,
                   f"{', '.join(map(str, bound['evaluations_for_half']))}; precision of its first 200: "
                   f"{np.mean(bound['precision_top_200']):.2f}); the target allows {allowed:.0f}. An active-learning "
                   "run knows far fewer labels than this ranker.")
+        if others:
+            md.append("- The same hindsight with the project's other learners (does a different surrogate open the "
+                      "way?): " + ", ".join(f"{m} **{b['median']:.0f}** (precision of first 200: "
+                                            f"{np.mean(b['precision_top_200']):.2f})" for m, b in others.items())
+                      + f"; allowed {allowed:.0f}.")
     origin = (f" {cached} of its {len(parts)} curves came from checkpoints of an earlier invocation (same data and "
               "settings, first rounds reproduced)." if cached else "")
     md += ["", f"{core_seconds / 60:.1f} core-minutes for this window's curves (one process per core); this "
