@@ -281,10 +281,14 @@ def window_report(window: str, result: dict, args, n_materials: int, data: dict,
                       "way?): " + ", ".join(f"{m} **{b['median']:.0f}** (precision of first 200: "
                                             f"{np.mean(b['precision_top_200']):.2f})" for m, b in others.items())
                       + f"; allowed {allowed:.0f}.")
-    origin = (f" {cached} of its {len(parts)} curves came from checkpoints of an earlier invocation (same data and "
-              "settings, first rounds reproduced)." if cached else "")
-    md += ["", f"{core_seconds / 60:.1f} core-minutes for this window's curves (one process per core); this "
-           f"invocation reached its last curve after {seconds / 60:.1f} min wall.{origin}", "",
+    if cached == len(parts):
+        origin = (f"all {cached} curves came from checkpoints of earlier invocations (same data and settings, first "
+                  "rounds reproduced).")
+    else:
+        origin = (f"this invocation reached its last curve after {seconds / 60:.1f} min wall"
+                  + (f"; {cached} of its {len(parts)} curves came from checkpoints of an earlier invocation (same "
+                     "data and settings, first rounds reproduced)." if cached else "."))
+    md += ["", f"{core_seconds / 60:.1f} core-minutes for this window's curves (one process per core); {origin}", "",
            f"![discovery curves]({plot.name})", ""]
     print("\n".join(md[-10:]), flush=True)
     return md
