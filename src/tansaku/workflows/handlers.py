@@ -74,6 +74,14 @@ def walltime(state: StepState, log: str) -> dict | None:
     return {"rerun": "no geometry to continue from; run again"}
 
 
+def resume_interrupted(state: StepState, log: str) -> dict | None:
+    """The attempt died with its controller (node failure, kill): a ph.x that had started its response
+    iterations has checkpointed them, so go on from there with recover; anything else simply runs again."""
+    if state.step.startswith("phonon") and "iter #" in log:
+        return set_override(state, "inputph", recover=True)
+    return None
+
+
 def ph_not_converged(state: StepState, log: str) -> dict | None:
     """Tighter linear-response mixing: alpha_mix 0.3, then 0.1."""
     n = _times(state, "ph_not_converged")
@@ -99,6 +107,7 @@ def cholesky(state: StepState, log: str) -> dict | None:
 
 HANDLERS: dict[str, Handler] = {
     "walltime": walltime,
+    "interrupted": resume_interrupted,
     "scf_not_converged": scf_not_converged,
     "relax_max_steps": relax_restart,
     "bfgs_failed": relax_restart,
@@ -109,7 +118,7 @@ HANDLERS: dict[str, Handler] = {
 
 
 def handler_name(code: str) -> str:
-    return "relax_restart" if code in ("relax_max_steps", "bfgs_failed") else code
+    return HANDLERS[code].__name__
 
 
 def last_geometry(log: str, lattice: Lattice | None = None) -> Structure | None:

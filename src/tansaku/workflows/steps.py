@@ -14,7 +14,7 @@ from pymatgen.core import Structure
 from tansaku import TansakuError
 from tansaku.dft.qe.parsers import detect_errors, qe_error_message
 from tansaku.workflows.executor import CommandJob, Executor, JobState, QECommands, pid_alive_in
-from tansaku.workflows.handlers import HANDLERS, handler_name, set_override
+from tansaku.workflows.handlers import HANDLERS, handler_name
 from tansaku.workflows.state import StepState, now, seconds_since
 
 INPUT, OUTPUT = "input.in", "output.out"
@@ -107,36 +107,18 @@ def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState
     log = directory / OUTPUT
     state.seconds += seconds_since(state.started, datetime.fromtimestamp(log.stat().st_mtime, UTC)
                                    if log.exists() else None)
-    try:
-        _finish(state, status, directory, spec, save)
+    try:  # a job that left no result and no known error was cut off with its controller: "interrupted"
+        _finish(state, status, directory, spec, save, unexplained="interrupted")
     except StepFailed:
         state.status = "retry"  # the interrupted attempt failed; the caller starts a new one
-    if state.status == "retry" and spec.program == "ph" and ph_recover_data(directory / INPUT) is not None:
-        change = set_override(state, "inputph", recover=True)  # go on from ph.x's last checkpoint, not from scratch
-        state.handlers.append({"handler": "resume_interrupted", "error": "interrupted", "attempt": state.attempt,
-                               "changed": change})
-        save()
     return state
 
 
-def ph_recover_data(input_file: Path) -> Path | None:
-    """The status file ph.x keeps in its outdir (`_ph0/<prefix>.phsave/status_run.xml`) when the run in
-    `input_file` got far enough to be continued with `recover=.true.`; None otherwise."""
-    if not input_file.exists():
-        return None
-    text = input_file.read_text()
-    outdir = re.search(r"^\s*outdir\s*=\s*'([^']*)'", text, re.MULTILINE)
-    prefix = re.search(r"^\s*prefix\s*=\s*'([^']*)'", text, re.MULTILINE)
-    if not (outdir and prefix):
-        return None
-    status = Path(outdir.group(1)) / "_ph0" / f"{prefix.group(1)}.phsave" / "status_run.xml"
-    return status if status.exists() else None
-
-
-def _finish(state, status, directory, spec, save) -> bool:
+def _finish(state, status, directory, spec, save, unexplained: str = "crash") -> bool:
     """Judge a finished attempt (status None: exit code unknown, judge by the log).
 
-    True when done; False when a handler (or a crash retry) has prepared the next attempt.
+    True when done; False when a handler (or a crash retry) has prepared the next attempt. `unexplained` is the
+    error code given to an attempt that ended without a result and without a known error.
     """
     log_path = directory / OUTPUT
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -148,7 +130,7 @@ def _finish(state, status, directory, spec, save) -> bool:
         try:
             state.outputs = spec.parse(directory, log)
         except TansakuError as exc:
-            errors = ["crash"]
+            errors = [unexplained]
             state.error = str(exc)
         else:
             state.status, state.finished, state.error = "done", now(), None
@@ -158,7 +140,7 @@ def _finish(state, status, directory, spec, save) -> bool:
         state.status, state.error, state.finished = "cancelled", "cancelled", now()
         save()
         raise StepFailed(f"{spec.name}: cancelled")
-    for code in errors or ["crash"]:
+    for code in errors or [unexplained]:
         handler = HANDLERS.get(code)
         if handler is None:
             continue
@@ -170,7 +152,7 @@ def _finish(state, status, directory, spec, save) -> bool:
             save()
             return False
     qe_message = qe_error_message(log)
-    if errors and errors != ["crash"]:
+    if errors and errors != [unexplained]:
         detail = f": {qe_message}" if qe_message else ""
         state.error = f"{', '.join(errors)}{detail}; no handler has anything left to try"
     else:
