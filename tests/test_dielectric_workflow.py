@@ -22,6 +22,7 @@ from tansaku.store import Calculation, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
 from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric, scf_spec
 from tansaku.workflows.executor import LocalExecutor, QECommands, pid_alive_in
+from tansaku.workflows.handlers import last_geometry
 from tansaku.workflows.state import StepState
 from tansaku.workflows.steps import run_step
 from tests.conftest import OXI_DB, PSEUDOS, need_shared
@@ -89,31 +90,39 @@ def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
     assert len(calculation_rows(ctx)) == 4
 
 
+def cli_argv(tmp_path, structure_file, *settings: str) -> list[str]:
+    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(tmp_path / "cli.db"), "run",
+            "dielectric", str(structure_file), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir", str(PSEUDOS),
+            "--run-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json")]
+    return argv + [x for item in settings for x in ("--set", item)]
+
+
+def kill_during(argv: list[str], step_dir, ready) -> None:
+    """Start the CLI, wait until `ready(log text)` holds for the step's running job, then SIGKILL the controller
+    and the job (which runs in its own process group), as a node failure would."""
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state, log = step_dir / "state.json", step_dir / "output.out"
+    deadline = time.time() + 300
+    while not (state.exists() and json.loads(state.read_text())["status"] == "running"
+               and log.exists() and ready(log.read_text())):
+        assert process.poll() is None, f"the run ended before the moment to kill it in {step_dir.name}"
+        assert time.time() < deadline, f"{step_dir.name} did not reach the moment to kill it in 300 s"
+        time.sleep(0.05)
+    job_pid = int(json.loads(state.read_text())["job_id"])
+    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(job_pid, signal.SIGKILL)
+    process.wait()
+    assert json.loads(state.read_text())["status"] == "running"
+
+
 def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
     mgo.to(filename=str(tmp_path / "MgO.json"))
     db = tmp_path / "cli.db"
-    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(db), "run", "dielectric",
-            str(tmp_path / "MgO.json"), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir", str(PSEUDOS),
-            "--run-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json")]
-    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = cli_argv(tmp_path, tmp_path / "MgO.json")
     phonon_state = tmp_path / "runs" / "1-MgO" / "phonon" / "state.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if phonon_state.exists() and json.loads(phonon_state.read_text())["status"] == "running":
-            break
-        assert process.poll() is None, "the run ended before the phonon step started"
-        time.sleep(0.2)
-    # Kill once ph.x has finished its electric-field part (ε∞ and Born charges, checkpointed) and works on phonons.
     log = phonon_state.parent / "output.out"
-    while time.time() < deadline and "Representation #   1 modes" not in (log.read_text() if log.exists() else ""):
-        assert process.poll() is None, "the run ended before ph.x reached the phonons"
-        time.sleep(0.1)
-    # Kill everything, as a node failure would: the controller and ph.x (which runs in its own group).
-    ph_pid = int(json.loads(phonon_state.read_text())["job_id"])
-    os.killpg(process.pid, signal.SIGKILL)
-    os.killpg(ph_pid, signal.SIGKILL)
-    process.wait()
-    assert json.loads(phonon_state.read_text())["status"] == "running"
+    # Kill once ph.x has finished its electric-field part (ε∞ and Born charges, checkpointed) and works on phonons.
+    kill_during(argv, phonon_state.parent, lambda text: "Representation #   1 modes" in text)
     assert not (tmp_path / "out.json").exists()
 
     rerun_reaches_reference(argv, tmp_path / "out.json", str(tmp_path / "MgO.json"))
@@ -130,6 +139,39 @@ def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Calculation)) == 4
         assert session.scalar(select(func.count()).select_from(Material)) == 1
+
+
+def test_killed_relaxation_continues_from_its_last_geometry(tmp_path, mgo):
+    displaced = mgo.copy()
+    displaced.translate_sites([1], [0.03, 0.03, 0.03])  # along the 3-fold axis: few k-points, several BFGS steps
+    displaced.to(filename=str(tmp_path / "MgO.json"))
+    settings = ["standardize=false"]
+    relax_dir = tmp_path / "runs" / "1-MgO" / "relax"
+    kill_during(cli_argv(tmp_path, tmp_path / "MgO.json", *settings), relax_dir,
+                lambda text: text.count("ATOMIC_POSITIONS") >= 2 and "Begin final coordinates" not in text)
+    killed_log = (relax_dir / "output.out").read_text()
+
+    # Resume the relaxation step alone (the rest of the workflow is covered above).
+    ctx = make_ctx(tmp_path, {"standardize": False})
+    state = run_step(relax_spec(ctx, tmp_path / "runs" / "1-MgO", displaced, "relax"), relax_dir, ctx.executor,
+                     ctx.commands, 4, 0.2)
+    assert state.status == "done" and state.attempt == 2
+    assert [(h["handler"], h["error"]) for h in state.handlers] == [("resume_interrupted", "interrupted")]
+    assert state.handlers[0]["changed"]["structure"].startswith("continued from the last geometry")
+    # The second attempt started from the geometry the killed one had reached, not from the input.
+    reached = last_geometry(killed_log, displaced.lattice, len(displaced))
+    assert reached is not None
+    assert reached.frac_coords[1] != pytest.approx(displaced.frac_coords[1], abs=1e-3)
+    block = (relax_dir / "input.in").read_text().split("ATOMIC_POSITIONS crystal\n")[1].splitlines()[:2]
+    started = [[float(x) for x in line.split()[1:4]] for line in block]
+    assert sum(started, []) == pytest.approx(reached.frac_coords.ravel().tolist(), abs=1e-6)
+    relaxed = Structure.from_dict(state.outputs["structure"])
+    offset = relaxed.frac_coords[1] - relaxed.frac_coords[0]
+    assert offset == pytest.approx([0.5, 0.5, 0.5], abs=2e-3)  # back on the rock-salt site
+    # A block cut short by the kill is passed over for the last whole one.
+    cut = killed_log[: killed_log.rindex("ATOMIC_POSITIONS")] + "ATOMIC_POSITIONS (crystal)\nMg  0.1 0.1 0.1\n"
+    before = last_geometry(cut, displaced.lattice, len(displaced))
+    assert before is not None and len(before) == 2
 
 
 def test_scf_not_converged_is_fixed_by_its_handler(tmp_path, mgo):
@@ -153,7 +195,7 @@ def test_relaxation_out_of_steps_restarts_from_its_last_geometry(tmp_path, mgo):
     state = run_step(spec, tmp_path / "runs" / "x" / "relax", ctx.executor, ctx.commands, 6, 0.2)
     assert state.status == "done"
     assert state.handlers and all(h["handler"] == "relax_restart" for h in state.handlers)
-    assert "restarted from the last geometry" in state.handlers[0]["changed"]["structure"]
+    assert "continued from the last geometry" in state.handlers[0]["changed"]["structure"]
     assert Structure.from_dict(state.structure) != distorted  # the input moved on
 
 

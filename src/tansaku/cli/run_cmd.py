@@ -73,9 +73,9 @@ def dielectric(
     Steps: vc-relax in PBEsol (again if the cell changed a lot), SCF with empty bands (a metal stops here),
     ph.x at Γ (ε∞, Born charges, force constants), then ε_ion with the acoustic sum rule. Each step lives in
     RUN_DIR/<id>-<formula>/<step>/ with its input, output and state.json. Running the same command again
-    skips finished steps and restarts interrupted ones (ph.x from its last checkpoint). Known failures (SCF or
-    relaxation not converging, walltime, ph.x symmetry or convergence trouble) are fixed by error handlers that
-    record what they changed.
+    skips finished steps and restarts interrupted ones (ph.x from its last checkpoint, a relaxation from its
+    last geometry). Known failures (SCF or relaxation not converging, walltime, ph.x symmetry or convergence
+    trouble) are fixed by error handlers that record what they changed.
 
     Example: tansaku run dielectric MgO.cif --preset test --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
     """

@@ -38,8 +38,14 @@ def scf_not_converged(state: StepState, log: str) -> dict | None:
     return None
 
 
-def _input_lattice(state: StepState) -> Lattice | None:
-    return Structure.from_dict(state.structure).lattice if state.structure else None
+def _continue_geometry(state: StepState, log: str) -> dict | None:
+    """Make the next attempt start where a pw.x relaxation got to (None: the log printed no whole geometry)."""
+    start = Structure.from_dict(state.structure) if state.structure else None
+    last = last_geometry(log, start.lattice if start else None, len(start) if start else None)
+    if last is None:
+        return None
+    state.structure = last.as_dict()
+    return {"structure": f"continued from the last geometry (volume {last.volume:.3f} Å³)"}
 
 
 def relax_restart(state: StepState, log: str) -> dict | None:
@@ -47,11 +53,7 @@ def relax_restart(state: StepState, log: str) -> dict | None:
     n = _times(state, "relax_restart")
     if n >= 3:
         return None
-    last = last_geometry(log, _input_lattice(state))
-    change: dict = {}
-    if last is not None:
-        state.structure = last.as_dict()
-        change["structure"] = f"restarted from the last geometry (volume {last.volume:.3f} Å³)"
+    change: dict = _continue_geometry(state, log) or {}
     steps = re.findall(r"nstep\s*=\s*(\d+)", log)
     if "maximum number of steps" in log:  # ran out of steps: continue with twice as many
         previous = state.overrides.get("control", {}).get("nstep") or (int(steps[0]) if steps else 50)
@@ -67,19 +69,16 @@ def walltime(state: StepState, log: str) -> dict | None:
         return None
     if state.step.startswith("phonon"):
         return set_override(state, "inputph", recover=True)
-    last = last_geometry(log, _input_lattice(state))
-    if last is not None:
-        state.structure = last.as_dict()
-        return {"structure": "continued from the last geometry"}
-    return {"rerun": "no geometry to continue from; run again"}
+    return _continue_geometry(state, log) or {"rerun": "no geometry to continue from; run again"}
 
 
 def resume_interrupted(state: StepState, log: str) -> dict | None:
-    """The attempt died with its controller (node failure, kill): a ph.x that had started its response
-    iterations has checkpointed them, so go on from there with recover; anything else simply runs again."""
-    if state.step.startswith("phonon") and "iter #" in log:
-        return set_override(state, "inputph", recover=True)
-    return None
+    """The attempt died with its controller (node failure, kill). Go on from what it left: a ph.x that had
+    started its response iterations has checkpointed them (recover); a relaxation printed its geometries (the
+    last one is the new start). Anything else (an SCF, a ph.x killed early) simply runs again."""
+    if state.step.startswith("phonon"):
+        return set_override(state, "inputph", recover=True) if "iter #" in log else None
+    return _continue_geometry(state, log)
 
 
 def ph_not_converged(state: StepState, log: str) -> dict | None:
@@ -121,25 +120,32 @@ def handler_name(code: str) -> str:
     return HANDLERS[code].__name__
 
 
-def last_geometry(log: str, lattice: Lattice | None = None) -> Structure | None:
-    """The last ATOMIC_POSITIONS (crystal) block a pw.x relaxation printed, in its last CELL_PARAMETERS
-    (a fixed-cell relaxation prints none: then `lattice`, the input cell)."""
+def last_geometry(log: str, lattice: Lattice | None = None, natoms: int | None = None) -> Structure | None:
+    """The last ATOMIC_POSITIONS (crystal) block a pw.x relaxation printed, in the CELL_PARAMETERS printed before
+    it (a fixed-cell relaxation prints none: then `lattice`, the input cell). With `natoms`, a block cut short
+    (the run was killed while writing it) is passed over for the one before."""
     cells = list(re.finditer(r"CELL_PARAMETERS \((alat=\s*([\d.]+)|angstrom|bohr)\)\n((?:.*\n){3})", log))
-    positions = list(re.finditer(r"ATOMIC_POSITIONS \(crystal\)\n((?:\s*[A-Z][a-z]?\w*\s+[-\d.Ee+]+\s+[-\d.Ee+]+\s+"
-                                 r"[-\d.Ee+]+.*\n)+)", log))
-    if not positions or not (cells or lattice):
+    blocks = list(re.finditer(r"ATOMIC_POSITIONS \(crystal\)\n((?:\s*[A-Z][a-z]?\w*\s+[-\d.Ee+]+\s+[-\d.Ee+]+\s+"
+                              r"[-\d.Ee+]+.*\n)+)", log))
+    lines = [block.group(1).strip().splitlines() for block in blocks]
+    complete = [(b, rows) for b, rows in zip(blocks, lines, strict=True) if natoms is None or len(rows) == natoms]
+    if not complete:
         return None
-    if cells:
-        cell = cells[-1]
+    block, rows = complete[-1]
+    before = [cell for cell in cells if cell.start() < block.start()]
+    if before:
+        cell = before[-1]
         matrix = np.array([line.split()[:3] for line in cell.group(3).strip().splitlines()], dtype=float)
         if cell.group(2):
             matrix *= float(cell.group(2)) * BOHR_TO_ANGSTROM
         elif cell.group(1) == "bohr":
             matrix *= BOHR_TO_ANGSTROM
-    else:
+    elif lattice is not None:
         matrix = lattice.matrix
+    else:
+        return None
     species, coords = [], []
-    for line in positions[-1].group(1).strip().splitlines():
+    for line in rows:
         parts = line.split()
         species.append(re.sub(r"\d+$", "", parts[0]))
         coords.append([float(x) for x in parts[1:4]])
