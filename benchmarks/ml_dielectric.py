@@ -162,13 +162,23 @@ def grouped_permutation(model, X, y, names, seed=0) -> dict:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def linear_share(model) -> float | None:
+    """A stacked model's share of the trees' gain taken by the ridge column (None: not a stacked model)."""
+    while model is not None:
+        if hasattr(model, "linear_importance_"):
+            return float(model.linear_importance_)
+        model = getattr(model, "learner_", None)
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["rf", "blend"])
     parser.add_argument("--cv", default="5x3")
     parser.add_argument("--speed-sample", type=int, default=150)
     parser.add_argument("--merge", action="store_true",
-                        help="Keep the stored rows of other models (add or replace only the --models given).")
+                        help="Keep the stored rows of other models (add or replace only the --models given) and the "
+                             "stored speed section (re-measure it with --speed-only on an idle machine).")
     parser.add_argument("--speed-only", action="store_true",
                         help="Measure descriptor speed again and keep the stored model results.")
     args = parser.parse_args()
@@ -186,6 +196,8 @@ def main() -> None:
         previous = json.loads((RESULTS / "ml_dielectric.json").read_text())
         results["tasks"] = {k: {**v, "from": v.get("from", previous["machine"]["command"])}
                             for k, v in previous["tasks"].items() if k.split("/")[2] not in args.models}
+        results["speed"] = previous["speed"]
+        results["speed_from"] = previous.get("speed_from", previous["machine"])
     plots = RESULTS / "ml_dielectric_plots"
     plots.mkdir(parents=True, exist_ok=True)
     for feature_set in ("composition", "structure"):
@@ -214,6 +226,8 @@ def main() -> None:
                         fitted = make_model(name).fit(data.X[tr], data.y[tr])
                         entry["permutation_importance"] = grouped_permutation(fitted, data.X[te], data.y[te],
                                                                               data.feature_names)
+                        if (share := linear_share(fitted)) is not None:
+                            entry["linear_share_of_gain"] = share
                         order = np.argsort(fitted.feature_importances_)[::-1][:10]
                         entry["top_impurity"] = {data.feature_names[i]: float(fitted.feature_importances_[i])
                                                  for i in order}
@@ -221,8 +235,9 @@ def main() -> None:
                                         plots / f"importance_{prop}.png", f"{name}: {prop} (structure set)")
                 results["tasks"][key] = entry
                 print(key, round(res["cv"]["r2_mean"], 3), round(entry["seconds"]), flush=True)
-    structures, formulas = paper_materials(db)
-    results["speed"] = speed(structures, formulas, args.speed_sample)
+    if not args.merge:
+        structures, formulas = paper_materials(db)
+        results["speed"] = speed(structures, formulas, args.speed_sample)
     order = list(MODELS)
     results["tasks"] = dict(sorted(results["tasks"].items(), key=lambda kv: (
         ("composition", "structure").index(kv[0].split("/")[1]), kv[0].split("/")[0], order.index(kv[0].split("/")[2]))))
@@ -268,6 +283,10 @@ def markdown(results: dict, models: list[str]) -> str:
                      f"| {e['stretch_r2']} | {e['holdout']['r2_mean']:.3f} | {e['grouped']['r2_mean']:.3f} "
                      f"| {cv['mae_mean']:.3f} | {cv['coverage_68_mean']:.2f} / {cv['coverage_95_mean']:.2f} |")
     sp = results["speed"]
+    if "speed_from" in results:
+        origin = results["speed_from"]
+        lines += ["", f"(Speed section from `{origin['command']}` on {origin['date']}, commit {origin['commit']}; model "
+                  "rows were added with --merge.)"]
     if "model_results_from" in results:
         origin = results["model_results_from"]
         lines += ["", f"(Model rows from `{origin['command']}` on {origin['date']}, commit {origin['commit']}; the "
@@ -292,6 +311,9 @@ def markdown(results: dict, models: list[str]) -> str:
             top = list(e["permutation_importance"].items())[:6]
             lines.append(f"- {key.split('/')[0]} ({key.split('/')[2]}): " + ", ".join(f"{g} {v:.4f}" for g, v in top))
             lines.append(f"  - top single descriptors: {', '.join(list(e['top_impurity'])[:6])}")
+            if "linear_share_of_gain" in e:
+                lines.append(f"  - the stacked ridge prediction takes {e['linear_share_of_gain']:.0%} of LightGBM's "
+                             "gain")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
+from sklearn.model_selection import KFold
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -14,8 +15,9 @@ from tansaku.cli.app import app
 from tansaku.cli.common import State
 from tansaku.models.dataset import load_dataset
 from tansaku.models.evaluation import evaluate, metrics
-from tansaku.models.learners import make_model
+from tansaku.models.learners import ForestWithSpread, make_model
 from tansaku.models.persistence import load_model
+from tansaku.models.stacking import LinearStacked
 from tansaku.store.models import Property
 
 runner = CliRunner()
@@ -41,6 +43,29 @@ def test_forest_saved_before_the_oob_option_still_loads():
     assert np.allclose(old.predict_dist(X)[0], model.predict_dist(X)[0])
     with pytest.raises(TansakuError, match="out-of-bag"):
         old.oob_prediction()
+
+
+def test_linear_stacking_helps_trees_on_a_smooth_trend_and_keeps_its_training_column_out_of_fold():
+    rng = np.random.default_rng(0)
+    X = rng.random((400, 6))
+    y = 3 * X[:, 0] + 2 * X[:, 1] - X[:, 2] + 0.5 * (X[:, 3] > 0.5) + 0.05 * rng.normal(size=400)
+    train, test = np.arange(300), np.arange(300, 400)
+    forest = ForestWithSpread("et", 100, 0.5)
+    plain = forest.fit(X[train], y[train]).predict(X[test])
+    stacked_model = LinearStacked(forest).fit(X[train], y[train])
+    stacked = stacked_model.predict(X[test])
+    assert np.abs(stacked - y[test]).mean() < 0.7 * np.abs(plain - y[test]).mean()  # measured: 0.60
+    assert stacked_model.feature_importances_.shape == (6,) and 0 < stacked_model.linear_importance_ < 1
+    # The trees saw, for each training row, the prediction of a ridge fitted without that row.
+    seen = stacked_model.training_linear_
+    for fit_rows, held in KFold(5, shuffle=True, random_state=0).split(X[train]):
+        without = LinearStacked(ForestWithSpread("et", 5)).fit(X[train][fit_rows], y[train][fit_rows]).ridge_
+        assert seen[held] == pytest.approx(without.predict(X[train][held]))
+    assert not np.allclose(seen, stacked_model.ridge_.predict(X[train]))
+    assert stacked_model.predict_dist(X[test])[1].shape == (100,)
+    model = make_model("lgbm-lin").fit(np.where(X[:150] > 0.95, np.nan, X[:150]), y[:150])  # NaN: imputed
+    mean, std = model.predict_dist(X[test])
+    assert np.abs(mean - y[test]).mean() < np.abs(y[test] - y[:150].mean()).mean() / 3 and (std > 0).all()
 
 
 def test_dataset_uses_log10_and_the_paper_subset(oxide_db):

@@ -12,6 +12,7 @@ from sklearn.impute import SimpleImputer
 
 from tansaku import TansakuError
 from tansaku.models.calibration import Calibrated
+from tansaku.models.stacking import LinearStacked
 
 
 class ForestWithSpread(RegressorMixin, BaseEstimator):
@@ -197,12 +198,13 @@ class Imputed(RegressorMixin, BaseEstimator):
         return self.learner_.predict_samples(self.imputer_.transform(X))
 
 
-MODELS = ("rf", "et", "lgbm", "lgbm-cal", "blend")
+MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "blend")
 
 
 def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = False) -> Imputed:
     """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; lgbm-cal: the same with its spread
-    rescaled on 3-fold out-of-fold residuals (the raw bag spread covers about 13 % at 68 %); blend: et + lgbm.
+    rescaled on 3-fold out-of-fold residuals (the raw bag spread covers about 13 % at 68 %); lgbm-lin: lgbm-cal
+    with a ridge regression's out-of-fold prediction as one more descriptor (`stacking`); blend: et + lgbm.
 
     `trees` sizes the forests; active-learning loops that refit every round use fewer than training does.
     `oob` keeps what a bootstrap forest needs for out-of-bag predictions (rf only).
@@ -217,6 +219,9 @@ def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = F
         learner = LGBMBag(random_state=random_state)
     elif name == "lgbm-cal":
         learner = Calibrated(LGBMBag(random_state=random_state), folds=3, random_state=random_state)
+    elif name == "lgbm-lin":
+        learner = Calibrated(LinearStacked(LGBMBag(random_state=random_state), random_state=random_state), folds=3,
+                             random_state=random_state)
     elif name == "blend":
         learner = Blend([ForestWithSpread("et", trees, 0.5, random_state=random_state),
                          LGBMBag(random_state=random_state)])

@@ -1,0 +1,65 @@
+"""A linear model under a tree learner: the trees get the ridge regression's prediction as one more descriptor.
+
+Trees approximate a smooth, nearly additive trend (how ε∞ grows with the share of polarizable ions, say) by
+many small steps, and each step needs data; a ridge regression on the standardized descriptors captures such a
+trend with one coefficient per descriptor. Stacking gives the trees that trend as a descriptor, so their splits
+go to what the linear model misses. The training rows get out-of-fold ridge predictions, otherwise the trees
+would learn to trust a column that has seen their own targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import KFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+ALPHAS = tuple(np.logspace(-2, 4, 13))
+
+
+def _ridge(alphas) -> Pipeline:
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=alphas))
+
+
+class LinearStacked(RegressorMixin, BaseEstimator):
+    """`learner` (with predict_dist) fitted on the descriptors plus a ridge regression's prediction.
+
+    Expects imputed descriptors (no NaN), as `Imputed` gives. `feature_importances_` covers the descriptors
+    only (the learner's share for the ridge column is `linear_importance_`), so importance plots keep their
+    names.
+    """
+
+    def __init__(self, learner=None, folds: int = 5, alphas=ALPHAS, random_state: int = 0):
+        self.learner = learner
+        self.folds = folds
+        self.alphas = alphas
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+        self.ridge_ = _ridge(self.alphas).fit(X, y)
+        linear = self.ridge_.predict(X)
+        if len(y) >= 2 * self.folds:
+            for train, test in KFold(self.folds, shuffle=True, random_state=self.random_state).split(X):
+                linear[test] = _ridge(self.alphas).fit(X[train], y[train]).predict(X[test])
+        self.training_linear_ = linear  # what the trees saw for the training rows (out of fold)
+        self.learner_ = clone(self.learner).fit(np.column_stack([X, linear]), y)
+        importances = np.asarray(getattr(self.learner_, "feature_importances_", np.zeros(X.shape[1] + 1)), float)
+        self.linear_importance_ = float(importances[-1])
+        self.feature_importances_ = importances[:-1]
+        return self
+
+    def _with_linear(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        return np.column_stack([X, self.ridge_.predict(X)])
+
+    def predict(self, X):
+        return self.learner_.predict(self._with_linear(X))
+
+    def predict_dist(self, X):
+        return self.learner_.predict_dist(self._with_linear(X))
+
+    def predict_samples(self, X):
+        return self.learner_.predict_samples(self._with_linear(X))
