@@ -6,6 +6,9 @@ material, so a partial run still reports what it finished.
 Geometry or physics apart: `--set relax=false` computes on the database's own (VASP-relaxed) cell, e.g.
 `--ids mp-2133 --set relax=false --set hubbard_u=Zn:5 --work benchmarks/work/dft_db_cell` separates ZnO's cell
 from its Hubbard-U treatment; each override set writes its own results file.
+An override that touches one element need not recompute the others: `--ids mp-2133 --set hubbard_u=Zn:12 --reuse
+benchmarks/results/dft_reproduction.json` computes ZnO and takes the other oxides from the plain run, after
+checking that the settings they run with (the U restricted to their elements) are the same; such rows are marked.
 Targets (issue 4): MAPE of ε∞ ≤ 3 %, of ε_ion ≤ 10 % (materials with imaginary Γ modes left out of ε_ion).
 """
 
@@ -53,6 +56,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Override a setting as `tansaku run dielectric --set` does; the results file is then "
                              "named after the overrides so the plain preset's results stay.")
+    parser.add_argument("--reuse", type=Path, metavar="RESULTS.json",
+                        help="An earlier run's results: its materials not in --ids are taken from it, provided the "
+                             "settings they run with are this run's (checked per material, U restricted to its "
+                             "elements); the table marks them.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     db = open_database(args.work / "dft.db")
@@ -65,6 +72,7 @@ def main() -> None:
     ctx = RunContext(db, preset(args.preset, parse_overrides(args.overrides)), args.preset,
                      load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
                      QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0)
+    reused = reused_rows(args.reuse, ctx.settings, args.ids) if args.reuse else []
     rows = []
     for mp_id in args.ids:
         reference = json.loads((data_dir / f"{mp_id}.json").read_text())
@@ -89,13 +97,34 @@ def main() -> None:
             "imaginary_modes": result.imaginary_modes, "volume_change": volume_change,
             "step_seconds": step_times(root), "seconds_this_invocation": time.perf_counter() - start,
         })
-        report(rows, args)
+        report(rows + reused, args)
+
+
+def reused_rows(path: Path, settings, computed_ids: list[str]) -> list[dict]:
+    """Rows of an earlier results file whose calculations this run's settings would repeat exactly."""
+    from pymatgen.core import Composition
+
+    earlier = json.loads(path.read_text())
+    then = preset(earlier["preset"], parse_overrides(earlier.get("overrides", [])))
+    rows = []
+    for row in earlier["materials"]:
+        if row["mp_id"] in computed_ids:
+            continue
+        elements = {el.symbol for el in Composition(row["formula"]).elements}
+        if then.for_elements(elements) != settings.for_elements(elements):
+            sys.exit(f"{path}: {row['formula']} ({row['mp_id']}) ran with other settings than this run would use; "
+                     "compute it here (add it to --ids) instead of reusing it")
+        rows.append({**row, "reused_from": path.name})
+    return rows
 
 
 def report(rows: list[dict], args) -> None:
     def ape(ours, ref):
         return None if ours is None else abs(ours / ref - 1) * 100
 
+    total = len(args.ids) + sum(1 for r in rows if r.get("reused_from"))
+    order = {mp_id: i for i, mp_id in enumerate(DEFAULT_IDS)}
+    rows = sorted(rows, key=lambda r: order.get(r["mp_id"], len(order)))
     done = [r for r in rows if r["status"] == "done"]
     e_err = [ape(r["eps_electronic"], r["eps_electronic_db"]) for r in done]
     i_err = [ape(r["eps_ionic"], r["eps_ionic_db"]) for r in done if not r["imaginary_modes"]]
@@ -104,7 +133,7 @@ def report(rows: list[dict], args) -> None:
     lines = [
         f"# DFT reproduction of the oxide dielectric database ({args.preset} preset"
         + "".join(f", {o}" for o in args.overrides) + ")", "",
-        f"{len(done)} of {len(args.ids)} materials finished so far; pending ones are not in the table.", "",
+        f"{len(done)} of {total} materials finished so far; pending ones are not in the table.", "",
         "| oxide | status | ε∞ ours / DB | ε_ion ours / DB | gap ours / DB (eV) | volume vs DB | "
         "wall time per step (s) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -114,14 +143,19 @@ def report(rows: list[dict], args) -> None:
         return "–" if x is None else format(x, fmt)
 
     for r in rows:
+        mark = " †" if r.get("reused_from") else ""
         times = ", ".join(f"{k} {v:.0f}" for k, v in r["step_seconds"].items())
         lines.append(
-            f"| {r['formula']} ({r['mp_id']}) | {r['status']} | {f(r['eps_electronic'])} / {r['eps_electronic_db']:.2f} "
+            f"| {r['formula']} ({r['mp_id']}){mark} | {r['status']} | {f(r['eps_electronic'])} / {r['eps_electronic_db']:.2f} "
             f"| {f(r['eps_ionic'])} / {r['eps_ionic_db']:.2f} | {f(r['band_gap'])} / {r['band_gap_db']:.2f} "
             f"| {f(r['volume_change'] * 100 if r['volume_change'] is not None else None, '+.1f')} % | {times} |"
         )
     lines += ["", f"MAPE ε∞: **{f(mape_e, '.1f')} %** (target ≤ 3 %) over {len(e_err)} materials; "
               f"MAPE ε_ion: **{f(mape_i, '.1f')} %** (target ≤ 10 %) over {len(i_err)} materials without imaginary modes."]
+    sources = sorted({r["reused_from"] for r in rows if r.get("reused_from")})
+    if sources:
+        lines += ["", f"† taken from {', '.join(sources)} (`--reuse`): the settings these materials run with are the "
+                  "same in both runs (checked per material), so recomputing them would repeat the same calculation."]
     notes = [f"- {r['formula']}: {r['reason']}" for r in rows if r["reason"]]
     if notes:
         lines += ["", "Notes:", *notes]

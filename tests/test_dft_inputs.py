@@ -57,6 +57,15 @@ def test_hubbard_u_from_text_or_table_and_bad_values():
             parse_hubbard_u(bad)
 
 
+def test_settings_for_elements_keep_only_the_u_a_material_uses():
+    plain, with_zn = preset("standard"), preset("standard", {"hubbard_u": "Zn:12,Cu:0"})
+    assert with_zn.for_elements({"Mg", "O"}) == plain.for_elements({"Mg", "O"})  # MgO's run is unchanged
+    assert with_zn.for_elements({"Zn", "O"}).hubbard_u == {"Zn": 12.0}
+    assert with_zn.for_elements({"Zn", "O"}) != plain.for_elements({"Zn", "O"})
+    # any other override changes every material
+    assert preset("standard", {"ecutwfc": 90}).for_elements({"Mg", "O"}) != plain.for_elements({"Mg", "O"})
+
+
 def test_hubbard_u_reaches_pw_input_for_the_species_present(tmp_path):
     family = load_family(need_shared(PSEUDOS))
     zno = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.25, 5.21), ["Zn", "O"],

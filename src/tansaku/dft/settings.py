@@ -60,6 +60,10 @@ class DielectricSettings:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def for_elements(self, elements) -> DielectricSettings:
+        """The settings a material of these elements really runs with: a U on Zn leaves MgO's run unchanged."""
+        return replace(self, hubbard_u={el: u for el, u in self.hubbard_u.items() if u and el in set(elements)})
+
 
 PRESETS: dict[str, DielectricSettings] = {
     # Tiny and fast, for tests: MgO end to end in seconds; values only roughly right.
