@@ -25,7 +25,7 @@ from tansaku.features.elements import element_table  # noqa: E402
 from tansaku.features.sets import cached_features, raw_features  # noqa: E402
 from tansaku.models.dataset import load_dataset  # noqa: E402
 from tansaku.models.evaluation import evaluate  # noqa: E402
-from tansaku.models.learners import MODELS, make_model  # noqa: E402
+from tansaku.models.learners import MODELS, make_model, model_feature_set  # noqa: E402
 from tansaku.plots.figures import importance as plot_importance  # noqa: E402
 from tansaku.plots.figures import parity  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
@@ -44,6 +44,7 @@ GROUPS = {  # descriptor families for grouped permutation importance
     "Ewald energy": ["ewald"], "volume": ["volume"], "symmetry": ["spacegroup", "crystal_system"],
     "cation kinds (d0, lone pair, d10)": ["d0_cation", "lone_pair_cation", "d10_cation"],
     "bond valence": ["bond_valence", "instability_index", "under_bonded"],
+    "ion fractions (stacked ridge only)": ["ion_fraction:"],
 }
 
 
@@ -208,8 +209,10 @@ def main() -> None:
         cached_features(db, data.material_ids, feature_set)
         results["cache"][feature_set] = {"first_seconds": first, "cached_seconds": time.perf_counter() - start}
         for prop in ("eps_electronic", "eps_ionic"):
-            data = load_dataset(db, prop, feature_set, subset="paper")
+            plain = load_dataset(db, prop, feature_set, subset="paper")
             for name in args.models:
+                inputs = model_feature_set(make_model(name), feature_set)  # lgbm-lin: the set plus ion fractions
+                data = plain if inputs == feature_set else load_dataset(db, prop, inputs, subset="paper")
                 start = time.perf_counter()
                 res = evaluate(make_model(name), data.X, data.y, data.groups, (k, r))
                 key = f"{prop}/{feature_set}/{name}"

@@ -272,6 +272,8 @@ def test_simulation_rejects_bad_setups():
         simulate(Setup(X, y, Goal("error"), init=5, batch=5, budget=20), ["random", "magic"])
     with pytest.raises(TansakuError, match="needs a goal"):
         simulate(Setup(X, y, Goal("error"), init=5, batch=5, budget=20), ["ei"])
+    with pytest.raises(TansakuError, match="lgbm-lin also reads the ions descriptor block"):
+        simulate(Setup(X, y, Goal("error"), init=5, batch=5, budget=20, model="lgbm-lin"), ["random"])
 
 
 def test_evaluations_to_reach_interpolates():

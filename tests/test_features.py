@@ -104,6 +104,29 @@ def test_mixed_valence_splits_one_element_between_two_states():
     assert mixed_valence_states("NaO3") is None
 
 
+def test_ion_fractions_name_each_ion_and_sum_to_one():
+    from tansaku.features.ions import ion_fractions, names
+    from tansaku.features.sets import feature_names, featurizer_key, raw_features
+
+    columns = names()
+    rows = ion_fractions(["SrTiO3", Composition("Fe6O8"), "KPd2O3"])
+    assert rows.shape == (3, len(columns)) and np.allclose(rows.sum(axis=1), 1)
+
+    def ions(row):
+        return {columns[i].split(":")[1]: round(row[i], 3) for i in np.flatnonzero(row)}
+
+    assert ions(rows[0]) == {"Sr2+": 0.2, "Ti4+": 0.2, "O2-": 0.6}
+    assert ions(rows[1]) == {"Fe2+": 0.143, "Fe3+": 0.286, "O2-": 0.571}  # mixed valence, any formula unit
+    assert ions(rows[2]) == {"K?": 0.167, "Pd?": 0.333, "O2-": 0.5}  # no balanced guess: states unknown
+    # a set with the block: same columns in front, the block behind, its own descriptor version
+    plain, both = raw_features(FORMULAS[:2], "composition"), raw_features(FORMULAS[:2], "composition+ions")
+    assert np.array_equal(both[:, : plain.shape[1]], plain, equal_nan=True)
+    assert len(feature_names("composition+ions")) == both.shape[1] == plain.shape[1] + len(columns)
+    assert featurizer_key("composition+ions") == featurizer_key("composition") + "+ions-1"
+    with pytest.raises(TansakuError, match="unknown feature set 'composition\\+orbitals'"):
+        featurizer_key("composition+orbitals")
+
+
 def test_bad_compositions_are_refused():
     featurizer = CompositionFeaturizer()
     with pytest.raises(TansakuError, match="unknown element"):

@@ -63,9 +63,33 @@ def test_linear_stacking_helps_trees_on_a_smooth_trend_and_keeps_its_training_co
         assert seen[held] == pytest.approx(without.predict(X[train][held]))
     assert not np.allclose(seen, stacked_model.ridge_.predict(X[train]))
     assert stacked_model.predict_dist(X[test])[1].shape == (100,)
-    model = make_model("lgbm-lin").fit(np.where(X[:150] > 0.95, np.nan, X[:150]), y[:150])  # NaN: imputed
-    mean, std = model.predict_dist(X[test])
-    assert np.abs(mean - y[test]).mean() < np.abs(y[test] - y[:150].mean()).mean() / 3 and (std > 0).all()
+    # trailing columns for the ridge alone (ion fractions): the trees never see them, the ridge uses them
+    fractions = rng.dirichlet(np.ones(3), size=400)
+    y2 = y + 2 * fractions[:, 0]
+    with_fractions = np.column_stack([X, fractions])
+    only = LinearStacked(forest, linear_only=3).fit(with_fractions[train], y2[train])
+    assert only.learner_.forest_.n_features_in_ == 7  # six descriptors and the ridge column
+    assert only.feature_importances_.shape == (9,) and not only.feature_importances_[6:].any()
+    blind = LinearStacked(forest).fit(X[train], y2[train]).predict(X[test])
+    assert np.abs(only.predict(with_fractions[test]) - y2[test]).mean() < 0.8 * np.abs(blind - y2[test]).mean()
+    with pytest.raises(TansakuError, match="last 3 columns, and these are not fractions"):
+        LinearStacked(forest, linear_only=3).fit(X[train], y[train])
+
+
+def test_lgbm_lin_reads_ion_fractions_through_training_saving_and_prediction(oxide_db, tmp_path):
+    model = tmp_path / "lin.pkl"
+    result = invoke(oxide_db.url, "train", "--property", "eps_electronic", "--features", "composition", "--model",
+                    "lgbm-lin", "--subset", "paper", "--cv", "0", "--out", str(model))
+    assert result.exit_code == 0, result.output
+    fitted, meta = load_model(model)
+    assert meta["feature_set"] == "composition" and meta["descriptors"] == "composition+ions"
+    assert meta["descriptor_version"].endswith("+ions-1") and meta["feature_names"][-1].startswith("ion_fraction:")
+    out = invoke(oxide_db.url, "predict", "--model", str(model), "--formula", "SrTiO3", "--formula", "MgO", "--json")
+    rows = json.loads(out.output)
+    assert 4 < rows[0]["value"] < 8 and 2.5 < rows[1]["value"] < 4  # PBEsol: SrTiO3 ≈ 6, MgO ≈ 3.2
+    data = load_dataset(oxide_db, "eps_electronic", "composition", subset="paper")
+    with pytest.raises(ValueError, match="features"):  # the plain set lacks the block it reads
+        fitted.predict(data.X[:3])
 
 
 def test_dataset_uses_log10_and_the_paper_subset(oxide_db):

@@ -27,7 +27,7 @@ from tansaku.active.oracles import Oracle, Outcome
 from tansaku.active.suggest import model_goal
 from tansaku.features.sets import cached_features
 from tansaku.models.dataset import uses_log
-from tansaku.models.learners import make_model
+from tansaku.models.learners import make_model, model_feature_set
 from tansaku.store.database import Database
 from tansaku.store.models import Campaign, CampaignPick, CampaignRound, Material, Property, utcnow
 from tansaku.workflows.batch import build_query
@@ -146,9 +146,9 @@ def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: i
     if len(ids) < 2:
         raise TansakuError(f"campaign {config.name!r}: {len(ids)} known value(s) of {config.property!r}; the model "
                            "needs at least 2 (check [training] query or raise init_random)")
-    X = cached_features(db, ids, config.features)
-    y = np.array([np.log10(known[i]) if log else known[i] for i in ids])
     model = make_model(config.learner, random_state=seed, trees=config.trees)
+    X = cached_features(db, ids, model_feature_set(model, config.features))
+    y = np.array([np.log10(known[i]) if log else known[i] for i in ids])
     metrics: dict = {"n_train": len(ids)}
     folds = config.cv_folds
     if folds >= 2 and len(ids) >= 2 * folds:
@@ -178,7 +178,7 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
         return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
     started = time.perf_counter()
     model, metrics, y = train(db, config, known, config.seed + number)
-    X = cached_features(db, pool, config.features)
+    X = cached_features(db, pool, model_feature_set(model, config.features))
     usable = np.isfinite(X).any(axis=1)
     if config.cost_aware:
         if costs is None:

@@ -203,6 +203,9 @@ def simulate(setup: Setup, strategies: list[str], progress: Callable | None = No
         raise TansakuError(f"unknown strategy {unknown[0]!r} (choose from {', '.join(STRATEGIES)})")
     for s in strategies:  # fail before hours of work, not in round 1 of the third strategy
         score(s, setup.goal, np.zeros(2), np.ones(2), best=0.0)
+    if blocks := make_model(setup.model).extra_blocks:
+        raise TansakuError(f"--model {setup.model} also reads the {', '.join(blocks)} descriptor block, which "
+                           "simulation pools do not carry; simulate with rf, et, lgbm, lgbm-cal or blend")
     if "stratified-error" in strategies and (setup.model != "rf" or setup.calibrate):
         raise TansakuError("strategy 'stratified-error' measures errors out of bag: it needs --model rf (a bootstrap "
                            "forest) without --calibrate")

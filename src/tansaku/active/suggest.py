@@ -34,7 +34,7 @@ def _stored_missing(db: Database, property_name: str, feature_set: str) -> list[
     with db.session() as session:
         have = select(Property.material_id).where(Property.name == property_name, ~Property.method.startswith("ml:"))
         query = select(Material.id).where(Material.id.not_in(have)).order_by(Material.id)
-        if feature_set == "structure":
+        if feature_set.split("+")[0] == "structure":
             query = query.where(Material.structure_json.is_not(None))
         return list(session.scalars(query))
 
@@ -74,6 +74,7 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
     from tansaku.features.composition import to_composition
     from tansaku.sources.structures import FILE_SOURCE, check_ordered, read_structure
 
+    structural = feature_set.split("+")[0] == "structure"
     records: list[dict] = []
     blocks: list[np.ndarray] = []
     refused: list[str] = []
@@ -89,7 +90,7 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
             continue
         path = Path(spec)
         if path.name.endswith((".csv", ".csv.gz")):
-            if feature_set == "structure":
+            if feature_set.split("+")[0] == "structure":
                 raise TansakuError(f"{spec}: the model uses structure descriptors; give structure files")
             for formula in candidate_formulas(path):
                 try:
@@ -107,7 +108,7 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
             refused.append(str(exc))
             continue
         record = {"candidate": spec, "material_id": None, "formula": structure.composition.reduced_formula,
-                  "item": structure if feature_set == "structure" else structure.composition}
+                  "item": structure if structural else structure.composition}
         if queue:
             with db.session() as session:
                 material, _ = add_structure_material(session, structure, FILE_SOURCE, str(path.resolve()),
@@ -139,7 +140,7 @@ def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n
         raise TansakuError(f"strategy {strategy!r} is for `tansaku al simulate` only: it needs a model of the "
                            "desirability, and a saved model predicts the property")
     mgoal = model_goal(goal, log_target)
-    records, X, refused = load_candidates(db, candidates, prop, meta["feature_set"], queue is not None, progress)
+    records, X, refused = load_candidates(db, candidates, prop, meta["descriptors"], queue is not None, progress)
     for reason in refused:
         print(f"skipped {reason}", file=sys.stderr)
     usable = np.isfinite(X).any(axis=1) if len(X) else np.zeros(0, dtype=bool)

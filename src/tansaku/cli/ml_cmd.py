@@ -14,7 +14,7 @@ from tansaku.cli.common import console, database, progress_bar
 from tansaku.features.sets import FEATURE_SETS, raw_features
 from tansaku.models.dataset import load_dataset
 from tansaku.models.evaluation import evaluate
-from tansaku.models.learners import MODELS, make_model
+from tansaku.models.learners import MODELS, make_model, model_feature_set
 from tansaku.models.persistence import load_model, save_model
 from tansaku.sources.structures import check_ordered, read_structure
 from tansaku.store.materials import set_property
@@ -41,8 +41,9 @@ def train(
     Example: tansaku train --property eps_electronic --features structure --model blend --subset paper --out e.pkl
     """
     db = database(create=False)
-    data = load_dataset(db, property_name, features, subset, progress=progress_bar("descriptors"))
     model = make_model(model_name, seed)
+    data = load_dataset(db, property_name, model_feature_set(model, features), subset,
+                        progress=progress_bar("descriptors"))
     result: dict = {"n": len(data.y)}
     if cv != "0":
         k, _, r = cv.partition("x")
@@ -104,7 +105,7 @@ def predict(
     rows = []
     if items:
         _check_balance(items)
-        mean, std = model.predict_dist(raw_features(items, meta["feature_set"]))
+        mean, std = model.predict_dist(raw_features(items, meta["descriptors"]))
         rows = [_row(label, m, s, meta) for label, m, s in zip(labels, mean, std, strict=True)]
     if db_missing:
         rows += _predict_db_missing(model, meta)
@@ -150,7 +151,7 @@ def _predict_db_missing(model, meta) -> list[dict]:
         return []
     from tansaku.features.sets import cached_features
 
-    mean, std = model.predict_dist(cached_features(db, ids, meta["feature_set"], progress_bar("descriptors")))
+    mean, std = model.predict_dist(cached_features(db, ids, meta["descriptors"], progress_bar("descriptors")))
     rows = []
     with db.session() as session:
         for mid, m, s in zip(ids, mean, std, strict=True):

@@ -8,43 +8,63 @@ import numpy as np
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.features import composition, structure
+from tansaku.features import composition, ions, structure
 from tansaku.store.database import Database
 from tansaku.store.models import FeatureCache, Material
 
 FEATURE_SETS = ("composition", "structure")
+# Blocks a model may ask for on top of a set ("structure+ions"): read by one part of the model only.
+EXTRA_BLOCKS = ("ions",)
+
+
+def _parts(feature_set: str) -> tuple[str, list[str]]:
+    base, *extra = feature_set.split("+")
+    if base not in FEATURE_SETS or any(block not in EXTRA_BLOCKS for block in extra):
+        raise TansakuError(f"unknown feature set {feature_set!r} (choose from {', '.join(FEATURE_SETS)})")
+    return base, extra
 
 
 def featurizer_key(feature_set: str) -> str:
-    if feature_set == "composition":
-        return composition.VERSION
-    if feature_set == "structure":
-        return f"{composition.VERSION}+{structure.VERSION}"
-    raise TansakuError(f"unknown feature set {feature_set!r} (choose from {', '.join(FEATURE_SETS)})")
+    base, extra = _parts(feature_set)
+    key = composition.VERSION if base == "composition" else f"{composition.VERSION}+{structure.VERSION}"
+    return "+".join([key, *(ions.VERSION for _ in extra)])
 
 
 def feature_names(feature_set: str) -> list[str]:
+    base, extra = _parts(feature_set)
     names = composition.CompositionFeaturizer()._names()
-    if feature_set == "structure":
+    if base == "structure":
         names += list(structure.NAMES)
-    return names
+    return names + [name for _ in extra for name in ions.names()]
 
 
 def raw_features(items: list, feature_set: str) -> np.ndarray:
     """Raw descriptor rows (NaN where unknown) for compositions or structures."""
-    featurizer_key(feature_set)
-    comp = composition.CompositionFeaturizer()._raw(items)
-    if feature_set == "composition":
-        return comp
-    return np.hstack([comp, structure.StructureFeaturizer()._raw(items)])
+    base, extra = _parts(feature_set)
+    blocks = [composition.CompositionFeaturizer()._raw(items)]
+    if base == "structure":
+        blocks.append(structure.StructureFeaturizer()._raw(items))
+    blocks += [ions.ion_fractions(items) for _ in extra]
+    return np.hstack(blocks)
 
 
 def cached_features(
     db: Database, material_ids: list[int], feature_set: str, progress: Callable | None = None, chunk: int = 500
 ) -> np.ndarray:
-    """Descriptors of stored materials, computed once and kept in the feature_cache table."""
-    key = featurizer_key(feature_set)
-    width = len(feature_names(feature_set))
+    """Descriptors of stored materials, computed once and kept in the feature_cache table (a set and its extra
+    blocks separately, so "structure+ions" reuses what "structure" cached)."""
+    base, extra = _parts(feature_set)
+    if extra:
+        blocks = [cached_features(db, material_ids, base, progress, chunk)]
+        blocks += [_cached_block(db, material_ids, ions.VERSION, len(ions.names()), ions.ion_fractions, False,
+                                 progress, chunk) for _ in extra]
+        return np.hstack(blocks)
+    return _cached_block(db, material_ids, featurizer_key(base), len(feature_names(base)),
+                         lambda items: raw_features(items, base), base == "structure", progress, chunk)
+
+
+def _cached_block(db: Database, material_ids: list[int], key: str, width: int, compute: Callable,
+                  needs_structure: bool, progress: Callable | None, chunk: int) -> np.ndarray:
     found: dict[int, np.ndarray] = {}
     with db.session() as session:
         for start in range(0, len(material_ids), 20_000):
@@ -60,7 +80,7 @@ def cached_features(
             items = []
             for mid in part:
                 m = materials[mid]
-                if feature_set == "structure":
+                if needs_structure:
                     item = m.structure()
                     if item is None:
                         raise TansakuError(f"material {mid} ({m.reduced_formula}) has no structure for "
@@ -68,7 +88,7 @@ def cached_features(
                 else:
                     item = m.reduced_formula if m.structure_json is None else m.formula
                 items.append(item)
-            rows = raw_features(items, feature_set)
+            rows = compute(items)
             session.query(FeatureCache).filter(FeatureCache.featurizer == key,
                                                FeatureCache.material_id.in_(part)).delete()
             session.add_all(FeatureCache(material_id=mid, featurizer=key, values=row.astype("<f8").tobytes())

@@ -52,7 +52,7 @@ def load_dataset(
         query = query.where(Property.method == method)
     if subset:
         query = query.where(Property.material_id.in_(select(Subset.material_id).where(Subset.name == subset)))
-    if feature_set == "structure":
+    if feature_set.split("+")[0] == "structure":
         query = query.where(Material.structure_json.is_not(None))
     with db.session() as session:
         rows = session.execute(query).all()

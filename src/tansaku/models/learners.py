@@ -11,6 +11,7 @@ from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 
 from tansaku import TansakuError
+from tansaku.features import ions
 from tansaku.models.calibration import Calibrated
 from tansaku.models.stacking import LinearStacked
 
@@ -170,10 +171,17 @@ class Blend(RegressorMixin, BaseEstimator):
 
 
 class Imputed(RegressorMixin, BaseEstimator):
-    """Median imputation (fitted on the training data only) in front of a learner with predict_dist."""
+    """Median imputation (fitted on the training data only) in front of a learner with predict_dist.
 
-    def __init__(self, learner=None):
+    `extra_blocks` names the descriptor blocks the learner expects after the feature set's columns ("ions"):
+    whoever builds its input asks `model_feature_set`.
+    """
+
+    extra_blocks: tuple[str, ...] = ()  # models saved before the option existed
+
+    def __init__(self, learner=None, extra_blocks: tuple[str, ...] = ()):
         self.learner = learner
+        self.extra_blocks = extra_blocks
 
     def fit(self, X, y):
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
@@ -201,10 +209,17 @@ class Imputed(RegressorMixin, BaseEstimator):
 MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "blend")
 
 
+def model_feature_set(model, feature_set: str) -> str:
+    """The descriptors `model` reads for a feature set: the set plus the extra blocks it asked for
+    ("structure" → "structure+ions" for lgbm-lin)."""
+    return "+".join([feature_set.split("+")[0], *getattr(model, "extra_blocks", ())])
+
+
 def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = False) -> Imputed:
     """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; lgbm-cal: the same with its spread
     rescaled on 3-fold out-of-fold residuals (the raw bag spread covers about 13 % at 68 %); lgbm-lin: lgbm-cal
-    with a ridge regression's out-of-fold prediction as one more descriptor (`stacking`); blend: et + lgbm.
+    with a ridge regression's out-of-fold prediction as one more descriptor (`stacking`), the ridge also reading
+    the ion fractions (`features.ions`: build its input with `model_feature_set`); blend: et + lgbm.
 
     `trees` sizes the forests; active-learning loops that refit every round use fewer than training does.
     `oob` keeps what a bootstrap forest needs for out-of-bag predictions (rf only).
@@ -220,8 +235,9 @@ def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = F
     elif name == "lgbm-cal":
         learner = Calibrated(LGBMBag(random_state=random_state), folds=3, random_state=random_state)
     elif name == "lgbm-lin":
-        learner = Calibrated(LinearStacked(LGBMBag(random_state=random_state), random_state=random_state), folds=3,
-                             random_state=random_state)
+        stacked = LinearStacked(LGBMBag(random_state=random_state), random_state=random_state,
+                                linear_only=len(ions.names()))
+        return Imputed(Calibrated(stacked, folds=3, random_state=random_state), extra_blocks=("ions",))
     elif name == "blend":
         learner = Blend([ForestWithSpread("et", trees, 0.5, random_state=random_state),
                          LGBMBag(random_state=random_state)])

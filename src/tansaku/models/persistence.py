@@ -15,10 +15,14 @@ FORMAT = "tansaku-model-1"
 
 def save_model(path: Path, model, *, property_name: str, feature_set: str, log_target: bool, model_name: str,
                feature_names: list[str], training_hash: str, n_train: int, metrics: dict | None = None) -> dict:
+    """`feature_set` is what the user chose ("structure"); `descriptors` what the model reads ("structure+ions")."""
+    from tansaku.models.learners import model_feature_set
+
+    descriptors = model_feature_set(model, feature_set)
     meta = {
         "format": FORMAT, "id": f"{model_name}-{property_name}-{uuid.uuid4().hex[:8]}",
-        "model": model_name, "property": property_name, "feature_set": feature_set,
-        "descriptor_version": featurizer_key(feature_set), "log_target": log_target,
+        "model": model_name, "property": property_name, "feature_set": feature_set, "descriptors": descriptors,
+        "descriptor_version": featurizer_key(descriptors), "log_target": log_target,
         "feature_names": feature_names, "training_hash": training_hash, "n_train": n_train,
         "metrics": metrics or {}, "tansaku_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -41,7 +45,8 @@ def load_model(path: Path) -> tuple[object, dict]:
     if not isinstance(data, dict) or data.get("meta", {}).get("format") != FORMAT:
         raise TansakuError(f"{path}: not a tansaku model file")
     meta = data["meta"]
-    current = featurizer_key(meta["feature_set"])
+    meta.setdefault("descriptors", meta["feature_set"])  # models saved before extra blocks existed
+    current = featurizer_key(meta["descriptors"])
     if meta["descriptor_version"] != current:
         raise TansakuError(f"{path}: trained with descriptors {meta['descriptor_version']}, this tansaku computes "
                            f"{current}; retrain the model")
