@@ -57,11 +57,16 @@ class LinearStacked(RegressorMixin, BaseEstimator):
     def fit(self, X, y):
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
         self._check_fractions(X)
-        self.ridge_ = _ridge(self.alphas).fit(X, y)
-        linear = self.ridge_.predict(X)  # kept in-sample only below 2 × folds rows: too few to hold any out
+        # constant columns (most ion fractions: ions no training compound has) get no weight; leaving them out
+        # changes nothing but the ridge's cost, which grows with the square of the column count
+        varying = np.ptp(X, axis=0) > 0
+        self.varying_ = varying if varying.any() else np.ones(X.shape[1], dtype=bool)
+        Xr = X[:, self.varying_]
+        self.ridge_ = _ridge(self.alphas).fit(Xr, y)
+        linear = self.ridge_.predict(Xr)  # kept in-sample only below 2 × folds rows: too few to hold any out
         if len(y) >= 2 * self.folds:
-            for train, test in KFold(self.folds, shuffle=True, random_state=self.random_state).split(X):
-                linear[test] = _ridge(self.alphas).fit(X[train], y[train]).predict(X[test])
+            for train, test in KFold(self.folds, shuffle=True, random_state=self.random_state).split(Xr):
+                linear[test] = _ridge(self.alphas).fit(Xr[train], y[train]).predict(Xr[test])
         self.training_linear_ = linear  # what the trees saw for the training rows (out of fold)
         trees = self._tree_columns(X)
         self.learner_ = clone(self.learner).fit(np.column_stack([trees, linear]), y)
@@ -73,7 +78,8 @@ class LinearStacked(RegressorMixin, BaseEstimator):
     def _with_linear(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=float)
         self._check_fractions(X)
-        return np.column_stack([self._tree_columns(X), self.ridge_.predict(X)])
+        ridge_columns = getattr(self, "varying_", np.ones(X.shape[1], dtype=bool))  # older models: all
+        return np.column_stack([self._tree_columns(X), self.ridge_.predict(X[:, ridge_columns])])
 
     def predict(self, X):
         return self.learner_.predict(self._with_linear(X))
