@@ -14,7 +14,10 @@ from tansaku.store.models import FeatureCache, Material
 
 FEATURE_SETS = ("composition", "structure")
 # Blocks a model may ask for on top of a set ("structure+ions"): read by one part of the model only.
-EXTRA_BLOCKS = ("ions",)
+# Each: (version, column names, rows from formulas or structures).
+EXTRA_BLOCKS: dict[str, tuple[str, Callable[[], list[str]], Callable]] = {
+    "ions": (ions.VERSION, ions.names, ions.ion_fractions),
+}
 
 
 def _parts(feature_set: str) -> tuple[str, list[str]]:
@@ -27,7 +30,7 @@ def _parts(feature_set: str) -> tuple[str, list[str]]:
 def featurizer_key(feature_set: str) -> str:
     base, extra = _parts(feature_set)
     key = composition.VERSION if base == "composition" else f"{composition.VERSION}+{structure.VERSION}"
-    return "+".join([key, *(ions.VERSION for _ in extra)])
+    return "+".join([key, *(EXTRA_BLOCKS[block][0] for block in extra)])
 
 
 def feature_names(feature_set: str) -> list[str]:
@@ -35,7 +38,7 @@ def feature_names(feature_set: str) -> list[str]:
     names = composition.CompositionFeaturizer()._names()
     if base == "structure":
         names += list(structure.NAMES)
-    return names + [name for _ in extra for name in ions.names()]
+    return names + [name for block in extra for name in EXTRA_BLOCKS[block][1]()]
 
 
 def raw_features(items: list, feature_set: str) -> np.ndarray:
@@ -44,7 +47,7 @@ def raw_features(items: list, feature_set: str) -> np.ndarray:
     blocks = [composition.CompositionFeaturizer()._raw(items)]
     if base == "structure":
         blocks.append(structure.StructureFeaturizer()._raw(items))
-    blocks += [ions.ion_fractions(items) for _ in extra]
+    blocks += [EXTRA_BLOCKS[block][2](items) for block in extra]
     return np.hstack(blocks)
 
 
@@ -56,8 +59,9 @@ def cached_features(
     base, extra = _parts(feature_set)
     if extra:
         blocks = [cached_features(db, material_ids, base, progress, chunk)]
-        blocks += [_cached_block(db, material_ids, ions.VERSION, len(ions.names()), ions.ion_fractions, False,
-                                 progress, chunk) for _ in extra]
+        for block in extra:
+            version, names, compute = EXTRA_BLOCKS[block]
+            blocks.append(_cached_block(db, material_ids, version, len(names()), compute, False, progress, chunk))
         return np.hstack(blocks)
     return _cached_block(db, material_ids, featurizer_key(base), len(feature_names(base)),
                          lambda items: raw_features(items, base), base == "structure", progress, chunk)
