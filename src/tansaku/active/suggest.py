@@ -12,7 +12,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.acquisition import SIMULATION_ONLY, Goal, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
-from tansaku.features.sets import cached_features, raw_features
+from tansaku.features.sets import base_set, cached_features, raw_features
 from tansaku.models.persistence import load_model
 from tansaku.store.database import Database
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
@@ -34,7 +34,7 @@ def _stored_missing(db: Database, property_name: str, feature_set: str) -> list[
     with db.session() as session:
         have = select(Property.material_id).where(Property.name == property_name, ~Property.method.startswith("ml:"))
         query = select(Material.id).where(Material.id.not_in(have)).order_by(Material.id)
-        if feature_set.split("+")[0] == "structure":
+        if base_set(feature_set) == "structure":
             query = query.where(Material.structure_json.is_not(None))
         return list(session.scalars(query))
 
@@ -74,7 +74,7 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
     from tansaku.features.composition import to_composition
     from tansaku.sources.structures import FILE_SOURCE, check_ordered, read_structure
 
-    structural = feature_set.split("+")[0] == "structure"
+    structural = base_set(feature_set) == "structure"
     records: list[dict] = []
     blocks: list[np.ndarray] = []
     refused: list[str] = []
@@ -90,7 +90,7 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
             continue
         path = Path(spec)
         if path.name.endswith((".csv", ".csv.gz")):
-            if feature_set.split("+")[0] == "structure":
+            if structural:
                 raise TansakuError(f"{spec}: the model uses structure descriptors; give structure files")
             for formula in candidate_formulas(path):
                 try:

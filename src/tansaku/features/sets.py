@@ -27,6 +27,11 @@ def _parts(feature_set: str) -> tuple[str, list[str]]:
     return base, extra
 
 
+def base_set(feature_set: str) -> str:
+    """The user's set without the extra blocks: "structure+ions" → "structure"."""
+    return _parts(feature_set)[0]
+
+
 def featurizer_key(feature_set: str) -> str:
     base, extra = _parts(feature_set)
     key = composition.VERSION if base == "composition" else f"{composition.VERSION}+{structure.VERSION}"

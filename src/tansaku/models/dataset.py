@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.features.sets import cached_features, feature_names
+from tansaku.features.sets import base_set, cached_features, feature_names
 from tansaku.store.database import Database
 from tansaku.store.models import Material, Property, Subset
 
@@ -52,7 +52,7 @@ def load_dataset(
         query = query.where(Property.method == method)
     if subset:
         query = query.where(Property.material_id.in_(select(Subset.material_id).where(Subset.name == subset)))
-    if feature_set.split("+")[0] == "structure":
+    if base_set(feature_set) == "structure":
         query = query.where(Material.structure_json.is_not(None))
     with db.session() as session:
         rows = session.execute(query).all()

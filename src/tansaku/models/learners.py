@@ -12,6 +12,7 @@ from sklearn.impute import SimpleImputer
 
 from tansaku import TansakuError
 from tansaku.features import ions
+from tansaku.features.sets import base_set
 from tansaku.models.calibration import Calibrated
 from tansaku.models.stacking import LinearStacked
 
@@ -212,7 +213,7 @@ MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "blend")
 def model_feature_set(model, feature_set: str) -> str:
     """The descriptors `model` reads for a feature set: the set plus the extra blocks it asked for
     ("structure" → "structure+ions" for lgbm-lin)."""
-    return "+".join([feature_set.split("+")[0], *getattr(model, "extra_blocks", ())])
+    return "+".join([base_set(feature_set), *getattr(model, "extra_blocks", ())])
 
 
 def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = False) -> Imputed:
