@@ -33,7 +33,7 @@ demo: setup
 	$(BIN)/python -m tansaku.demo --shared $(SHARED) --out demo
 
 test: setup
-	bash .ci/services.sh $(BIN)/python -m pytest -q
+	bash .ci/services.sh $(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -106,7 +106,7 @@ def test_mixed_valence_splits_one_element_between_two_states():
 
 def test_ion_fractions_name_each_ion_and_sum_to_one():
     from tansaku.features.ions import ion_fractions, names
-    from tansaku.features.sets import feature_names, featurizer_key, raw_features
+    from tansaku.features.sets import base_columns, feature_names, featurizer_key, raw_features
 
     columns = names()
     rows = ion_fractions(["SrTiO3", Composition("Fe6O8"), "KPd2O3"])
@@ -121,6 +121,7 @@ def test_ion_fractions_name_each_ion_and_sum_to_one():
     # a set with the block: same columns in front, the block behind, its own descriptor version
     plain, both = raw_features(FORMULAS[:2], "composition"), raw_features(FORMULAS[:2], "composition+ions")
     assert np.array_equal(both[:, : plain.shape[1]], plain, equal_nan=True)
+    assert np.array_equal(base_columns(both, "composition+ions"), plain, equal_nan=True)  # what diversity sees
     assert len(feature_names("composition+ions")) == both.shape[1] == plain.shape[1] + len(columns)
     assert featurizer_key("composition+ions") == featurizer_key("composition") + "+ions-1"
     with pytest.raises(TansakuError, match="unknown feature set 'composition\\+orbitals'"):

@@ -92,6 +92,32 @@ def test_lgbm_lin_reads_ion_fractions_through_training_saving_and_prediction(oxi
         fitted.predict(data.X[:3])
 
 
+def test_feature_cache_serves_the_second_run_and_stores_ion_fractions_compressed(oxide_db_copy):
+    from tansaku.features.sets import cached_features, feature_names, featurizer_key
+    from tansaku.store.models import FeatureCache, Material
+
+    db = oxide_db_copy
+    with db.session() as session:
+        ids = list(session.scalars(select(Material.id).order_by(Material.id).limit(4)))
+    first = cached_features(db, ids, "composition+ions")
+    width = len(feature_names("composition"))
+    with db.session() as session:
+        stored = {(key, mid): blob for key, mid, blob in session.execute(select(
+            FeatureCache.featurizer, FeatureCache.material_id, FeatureCache.values).where(
+            FeatureCache.material_id.in_(ids)))}
+        key = featurizer_key("composition")
+        assert all(len(stored[(key, mid)]) == 8 * width for mid in ids)
+        assert all(len(stored[("ions-1", mid)]) < 200 for mid in ids)  # 655 mostly-zero columns, compressed
+        # a changed cached value shows up: the second run reads the cache instead of featurizing again
+        row = np.frombuffer(stored[(key, ids[0])], dtype="<f8").copy()
+        row[0] = 1234.5
+        session.query(FeatureCache).filter(FeatureCache.featurizer == key,
+                                           FeatureCache.material_id == ids[0]).update({"values": row.tobytes()})
+    second = cached_features(db, ids, "composition+ions")
+    assert second[0, 0] == 1234.5
+    assert np.array_equal(second[:, 1:], first[:, 1:], equal_nan=True)
+
+
 def test_dataset_uses_log10_and_the_paper_subset(oxide_db):
     data = load_dataset(oxide_db, "eps_ionic", "composition", subset="paper")
     assert len(data.y) == 1266 and data.log_target

@@ -25,7 +25,7 @@ from tansaku.active.campaign_config import CampaignConfig
 from tansaku.active.cost import CostEstimator
 from tansaku.active.oracles import Oracle, Outcome
 from tansaku.active.suggest import model_goal
-from tansaku.features.sets import cached_features
+from tansaku.features.sets import base_columns, cached_features
 from tansaku.models.dataset import uses_log
 from tansaku.models.learners import make_model, model_feature_set
 from tansaku.store.database import Database
@@ -201,7 +201,7 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
         metrics["expected_hits_left"] = float(in_range_probability(mean, std, goal.lo, goal.hi).sum())
     coords = spacing = None
     if config.diversity > 0 and k > 1 and len(pool) > 2:
-        coords = descriptor_coordinates(X)
+        coords = descriptor_coordinates(base_columns(X, config.features))
         spacing = typical_spacing(coords, rng)
     chosen = select_batch(scores, min(k, len(pool)), rng, coords, config.diversity * (spacing or 0.0))
     metrics["seconds"] = round(time.perf_counter() - started, 3)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.acquisition import SIMULATION_ONLY, Goal, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
-from tansaku.features.sets import base_set, cached_features, raw_features
+from tansaku.features.sets import base_columns, base_set, cached_features, raw_features
 from tansaku.models.persistence import load_model
 from tansaku.store.database import Database
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
@@ -162,7 +162,7 @@ def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n
     scores = score(strategy, mgoal, mean, std, best=best, samples=samples, rng=rng)
     coords = spacing = None
     if diversity > 0 and n > 1 and len(records) > 2:
-        coords = descriptor_coordinates(X)
+        coords = descriptor_coordinates(base_columns(X, meta["descriptors"]))
         spacing = typical_spacing(coords, rng)
     chosen = select_batch(scores, n, rng, coords, diversity * (spacing or 0.0))
     rows = []

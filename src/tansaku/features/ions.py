@@ -17,7 +17,7 @@ import numpy as np
 from pymatgen.core import Element
 
 from tansaku.features.composition import to_composition
-from tansaku.features.oxidation import ANION_CHARGES, _ions, cation_states, guess_oxidation_states
+from tansaku.features.oxidation import ANION_CHARGES, cation_states, guess_oxidation_states, split_ions
 
 VERSION = "ions-1"
 UNKNOWN = "?"  # state not found (no charge-balanced guess)
@@ -50,7 +50,7 @@ def names() -> list[str]:
 def ion_amounts(formula: str) -> tuple[tuple[str, float], ...]:
     """(ion label, amount per formula unit): the charge-balanced guess, else a mixed-valence split (Fe3O4 → Fe2+ +
     2 Fe3+), else the cations in their unknown-state columns."""
-    amounts, anion_charges, cation_symbols = _ions(formula)
+    amounts, anion_charges, cation_symbols = split_ions(formula)
     guess = guess_oxidation_states(formula)
     if guess is not None:
         return tuple((ion_label(el, guess[el]), amount) for el, amount in amounts.items())

@@ -39,7 +39,7 @@ def _icsd_count(cations: list[str], states: tuple[int, ...]) -> int:
     return sum(table.get((el, s), 0) for el, s in zip(cations, states, strict=True))
 
 
-def _ions(formula: str) -> tuple[dict[str, float], dict[str, int], list[str]]:
+def split_ions(formula: str) -> tuple[dict[str, float], dict[str, int], list[str]]:
     """Amount of every element, the fixed charges of the anions, and the cations whose states are to be found."""
     composition = Composition(formula)
     amounts = composition.get_el_amt_dict()
@@ -56,7 +56,7 @@ def _cation_options(cations: list[str]):
 @lru_cache(maxsize=200_000)
 def guess_oxidation_states(formula: str) -> dict[str, int] | None:
     """Integer oxidation states per element that balance the charge, or None when none does."""
-    amounts, fixed, cations = _ions(formula)
+    amounts, fixed, cations = split_ions(formula)
     charge = sum(amounts[el] * q for el, q in fixed.items())
     if not cations:
         return fixed if abs(charge) < 1e-6 else None
@@ -97,7 +97,7 @@ def mixed_valence_states(formula: str) -> tuple[tuple[str, int, float], ...] | N
     Only the magnetic setup of a DFT run uses this (how many d or f electrons each site has); descriptors keep
     the single-state guess. None when no split balances with whole numbers of atoms.
     """
-    amounts, fixed, cations = _ions(formula)
+    amounts, fixed, cations = split_ions(formula)
     charge = sum(amounts[el] * q for el, q in fixed.items())
     for options in _cation_options(cations):  # for the cations other than the shared one
         best: tuple | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -30,6 +31,12 @@ def _parts(feature_set: str) -> tuple[str, list[str]]:
 def base_set(feature_set: str) -> str:
     """The user's set without the extra blocks: "structure+ions" → "structure"."""
     return _parts(feature_set)[0]
+
+
+def base_columns(X: np.ndarray, feature_set: str) -> np.ndarray:
+    """The columns of the user's set alone: what distances between candidates should see (a model's extra
+    blocks, hundreds of sparse ion fractions, would swamp them)."""
+    return X[:, : len(feature_names(base_set(feature_set)))]
 
 
 def featurizer_key(feature_set: str) -> str:
@@ -66,21 +73,39 @@ def cached_features(
         blocks = [cached_features(db, material_ids, base, progress, chunk)]
         for block in extra:
             version, names, compute = EXTRA_BLOCKS[block]
-            blocks.append(_cached_block(db, material_ids, version, len(names()), compute, False, progress, chunk))
+            blocks.append(_cached_block(db, material_ids, version, len(names()), compute, False, progress, chunk,
+                                        compress=True))
         return np.hstack(blocks)
     return _cached_block(db, material_ids, featurizer_key(base), len(feature_names(base)),
                          lambda items: raw_features(items, base), base == "structure", progress, chunk)
 
 
+def _decode(blob: bytes, width: int) -> np.ndarray:
+    """A cached row: raw little-endian float64, or zlib-compressed when that is what was stored."""
+    if len(blob) != 8 * width:
+        try:
+            blob = zlib.decompress(blob)
+        except zlib.error:
+            return np.empty(0)  # neither: a row of another width, recomputed by the caller
+    return np.frombuffer(blob, dtype="<f8")
+
+
+def _encode(row: np.ndarray, compress: bool) -> bytes:
+    raw = row.astype("<f8").tobytes()
+    return zlib.compress(raw) if compress else raw
+
+
 def _cached_block(db: Database, material_ids: list[int], key: str, width: int, compute: Callable,
-                  needs_structure: bool, progress: Callable | None, chunk: int) -> np.ndarray:
+                  needs_structure: bool, progress: Callable | None, chunk: int, compress: bool = False) -> np.ndarray:
+    """`compress`: store rows zlib-compressed, for sparse blocks (655 ion fractions, a handful non-zero, take
+    about 60 bytes instead of 5 KB per material)."""
     found: dict[int, np.ndarray] = {}
     with db.session() as session:
         for start in range(0, len(material_ids), 20_000):
             part = material_ids[start : start + 20_000]
             for mid, blob in session.execute(select(FeatureCache.material_id, FeatureCache.values).where(
                     FeatureCache.featurizer == key, FeatureCache.material_id.in_(part))):
-                found[mid] = np.frombuffer(blob, dtype="<f8")
+                found[mid] = _decode(blob, width)
     missing = [mid for mid in material_ids if mid not in found or len(found[mid]) != width]
     chunks = [missing[i : i + chunk] for i in range(0, len(missing), chunk)]
     for part in progress(chunks) if progress and chunks else chunks:
@@ -100,7 +125,7 @@ def _cached_block(db: Database, material_ids: list[int], key: str, width: int, c
             rows = compute(items)
             session.query(FeatureCache).filter(FeatureCache.featurizer == key,
                                                FeatureCache.material_id.in_(part)).delete()
-            session.add_all(FeatureCache(material_id=mid, featurizer=key, values=row.astype("<f8").tobytes())
+            session.add_all(FeatureCache(material_id=mid, featurizer=key, values=_encode(row, compress))
                             for mid, row in zip(part, rows, strict=True))
             found.update(zip(part, rows, strict=True))
     return np.array([found[mid] for mid in material_ids])

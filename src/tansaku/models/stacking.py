@@ -63,10 +63,12 @@ class LinearStacked(RegressorMixin, BaseEstimator):
         self.varying_ = varying if varying.any() else np.ones(X.shape[1], dtype=bool)
         Xr = X[:, self.varying_]
         self.ridge_ = _ridge(self.alphas).fit(Xr, y)
-        linear = self.ridge_.predict(Xr)  # kept in-sample only below 2 × folds rows: too few to hold any out
         if len(y) >= 2 * self.folds:
+            linear = np.empty(len(y))
             for train, test in KFold(self.folds, shuffle=True, random_state=self.random_state).split(Xr):
                 linear[test] = _ridge(self.alphas).fit(Xr[train], y[train]).predict(Xr[test])
+        else:  # below 2 × folds rows there are too few to hold any out: in-sample it is
+            linear = self.ridge_.predict(Xr)
         self.training_linear_ = linear  # what the trees saw for the training rows (out of fold)
         trees = self._tree_columns(X)
         self.learner_ = clone(self.learner).fit(np.column_stack([trees, linear]), y)
