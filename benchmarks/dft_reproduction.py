@@ -60,6 +60,9 @@ def main() -> None:
                         help="An earlier run's results: its materials not in --ids are taken from it, provided the "
                              "settings they run with are this run's (checked per material, U restricted to its "
                              "elements); the table marks them.")
+    parser.add_argument("--note", dest="notes", action="append", default=[], metavar="TEXT",
+                        help="A line for the Notes of the results (what the table cannot show, such as wall times "
+                             "that include a pause or a shared machine); repeatable.")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     db = open_database(args.work / "dft.db")
@@ -156,13 +159,13 @@ def report(rows: list[dict], args) -> None:
     if sources:
         lines += ["", f"† taken from {', '.join(sources)} (`--reuse`): the settings these materials run with are the "
                   "same in both runs (checked per material), so recomputing them would repeat the same calculation."]
-    notes = [f"- {r['formula']}: {r['reason']}" for r in rows if r["reason"]]
+    notes = [f"- {r['formula']}: {r['reason']}" for r in rows if r["reason"]] + [f"- {n}" for n in args.notes]
     if notes:
         lines += ["", "Notes:", *notes]
     name = "dft_reproduction" + (f"_{args.preset}" if args.preset != "standard" else "")
     name += "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
     write_results(name,
-                  {"preset": args.preset, "overrides": args.overrides, "materials": rows, "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i},
+                  {"preset": args.preset, "overrides": args.overrides, "notes": args.notes, "materials": rows, "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i},
                   "\n".join(lines))
 
 
