@@ -7,6 +7,8 @@ descriptors, a random forest refitted every round, batches of 200 from 1,000 to 
     sample of non-oxides (5 % of the data) that never enters the pool.
 
 Run: .venv/bin/python benchmarks/al_formation_energy.py [--seeds 3] [--settings a b] [--strategies ...]
+     [--reuse benchmarks/results/al_formation_energy.json]  (curves of strategies already run with the same
+     settings are taken from that file instead of being recomputed: a new strategy costs only its own runs)
 Target: a strategy of our design reaches random's final test MAE with at most 70 % of random's 3,000 added
 samples, in both settings; plain uncertainty sampling reported beside it.
 """
@@ -14,6 +16,7 @@ samples, in both settings; plain uncertainty sampling reported beside it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,8 +31,9 @@ from tansaku.active.pools import pool_from_csv  # noqa: E402
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate  # noqa: E402
 from tansaku.plots.figures import active_learning_curves  # noqa: E402
 
-STRATEGIES = ["random", "uncertainty", "weighted", "stratified", "stratified-error", "density"]
-OURS = ["weighted", "stratified", "stratified-error", "density"]
+STRATEGIES = ["random", "uncertainty", "weighted", "stratified", "stratified-error", "density", "error-model"]
+OURS = ["weighted", "stratified", "stratified-error", "density", "error-model"]
+SAME_RUN = ("init", "batch", "budget", "model", "trees", "seeds", "n_pool", "n_test")  # must match to reuse curves
 SETTINGS = {"a": "random start, test drawn like the pool", "b": "start from oxides, test on non-oxides"}
 
 
@@ -63,7 +67,10 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=4000)
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES,
                         help="random is always run: it is the yardstick")
+    parser.add_argument("--reuse", type=Path, help="earlier results JSON whose curves are taken where the settings "
+                                                    "match (simulations are deterministic per seed)")
     args = parser.parse_args()
+    earlier = json.loads(args.reuse.read_text())["settings"] if args.reuse else {}
     strategies = ["random", *(s for s in args.strategies if s != "random")]
     ours = [s for s in OURS if s in strategies]
     if not ours:
@@ -84,7 +91,12 @@ def main() -> None:
         setup = Setup(pool.X, pool.y, Goal("error"), init=args.init, batch=200, budget=args.budget,
                       seeds=args.seeds, test_fraction=0.05, model="rf", trees=args.trees, **kw)
         start = time.perf_counter()
-        result = simulate(setup, strategies)
+        old = earlier.get(name, {}).get("result", {})
+        reused = {s: old["strategies"][s] for s in strategies if s in old.get("strategies", {})}
+        result = simulate(setup, [s for s in strategies if s not in reused] or ["random"])
+        if reused and any(old[key] != result[key] for key in SAME_RUN):
+            raise SystemExit(f"--reuse {args.reuse}: setting ({name}) was run with other settings")
+        result["strategies"] = {s: reused.get(s) or result["strategies"][s] for s in strategies}
         seconds = time.perf_counter() - start
         summary = additions_ratio(result, args.init, args.budget)
         plot = RESULTS / f"al_formation_energy_{name}.png"
@@ -92,7 +104,8 @@ def main() -> None:
         best_name = min(ours, key=lambda s: np.inf if summary[s]["ratio"] is None else summary[s]["ratio"])
         best = summary[best_name]["ratio"]
         data["settings"][name] = {"description": SETTINGS[name], "n_pool": result["n_pool"],
-                                  "n_test": result["n_test"], "seconds": seconds, "summary": summary,
+                                  "n_test": result["n_test"], "seconds": seconds, "reused": sorted(reused),
+                                  "summary": summary,
                                   "best_of_ours": best_name, "target_met": best is not None and best <= 0.7,
                                   "result": result}
         md += [f"## Setting ({name}): {SETTINGS[name]} ({result['n_pool']:,} in pool, {result['n_test']:,} in test)",
@@ -106,7 +119,8 @@ def main() -> None:
                       f"{ratio} | {per_seed} |")
         verdict = "met" if data["settings"][name]["target_met"] else "missed"
         md += ["", f"Best of our strategies: **{best_name}**, ratio **{'—' if best is None else f'{best:.2f}'}** "
-               f"(target ≤ 0.70: {verdict}). {seconds / 60:.0f} min.", "",
+               f"(target ≤ 0.70: {verdict}). {seconds / 60:.0f} min"
+               + (f" (curves of {', '.join(sorted(reused))} reused from the earlier run)." if reused else "."), "",
                f"![learning curves]({plot.name})", ""]
         print("\n".join(md[-14:]), flush=True)
     write_results("al_formation_energy", data, "\n".join(md), compact=True)

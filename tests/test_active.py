@@ -30,6 +30,7 @@ from tansaku.active.batch import (
     stratified_batch,
     stratum_errors,
 )
+from tansaku.active.error_model import predicted_error
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate
 from tansaku.cli.app import app
 from tansaku.cli.common import State
@@ -171,6 +172,24 @@ def test_out_of_bag_predictions_are_honest():
         make_model("et", 0, oob=True)
 
 
+def test_error_model_points_at_the_region_where_the_forest_is_wrong():
+    # y is smooth for x0 < 0.5 and rough (high frequency) above: the forest's out-of-bag errors are large there
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0, 1, size=(400, 2))
+    rough = X[:, 0] > 0.5
+    y = np.where(rough, np.sin(40 * X[:, 1]), 0.1 * X[:, 1])
+    model = make_model("rf", 0, trees=40, oob=True).fit(X[:200], y[:200])
+    residuals = y[:200] - model.oob_prediction()
+    residuals[:3] = np.nan  # rows every tree saw: left out, not fatal
+    error = predicted_error(X[:200], residuals, X[200:], seed=0)
+    assert error.min() > 0
+    assert error[rough[200:]].mean() > 2 * error[~rough[200:]].mean()
+    draws = select_batch(score("error-model", Goal("error"), error, error, rng=rng), 50, rng)
+    assert len(set(draws.tolist())) == 50 and rough[200:][draws].mean() > 0.6  # a draw (random: 0.5), tilted to the rough side
+    with pytest.raises(TansakuError, match="only 4 out-of-bag residuals"):
+        predicted_error(X[:4], residuals[3:7], X[200:])
+
+
 def test_density_batch_takes_one_per_group_and_favours_large_groups():
     X = np.array([[1.0, np.nan], [1.0, np.nan], [1.0, 2.0], [3.0, 4.0], [1.0, np.nan], [3.0, 4.0]])
     groups = duplicate_groups(X)
@@ -238,7 +257,7 @@ def test_no_strategy_ever_trains_on_the_test_set():
     X, y = _synthetic(300, seed=3)
     setup = Setup(X, y, Goal("error"), init=20, batch=20, budget=200, seeds=1, test_fraction=0.3, trees=10)
     result = simulate(setup, ["uncertainty", "weighted", "stratified", "density", "random"])
-    result["strategies"].update(simulate(replace(setup, model="rf"), ["stratified-error"])["strategies"])
+    result["strategies"].update(simulate(replace(setup, model="rf"), ["stratified-error", "error-model"])["strategies"])
     test = _test_indices(setup)
     for name, runs in result["strategies"].items():
         assert not test.intersection(runs[0]["labelled"]), name
@@ -272,6 +291,8 @@ def test_simulation_rejects_bad_setups():
         simulate(Setup(X, y, Goal("error"), init=5, batch=5, budget=20), ["random", "magic"])
     with pytest.raises(TansakuError, match="needs a goal"):
         simulate(Setup(X, y, Goal("error"), init=5, batch=5, budget=20), ["ei"])
+    with pytest.raises(TansakuError, match="'error-model' measures errors out of bag: it needs --model rf"):
+        simulate(Setup(X, y, Goal("error"), init=5, batch=5, budget=20, model="et"), ["error-model"])
     with pytest.raises(TansakuError, match="lgbm-lin also reads the ions descriptor block"):
         simulate(Setup(X, y, Goal("error"), init=5, batch=5, budget=20, model="lgbm-lin"), ["random"])
 

@@ -100,6 +100,7 @@ STRATEGIES = {
     "stratified": "regions of descriptor space sampled in proportion to size x mean uncertainty (Neyman)",
     "stratified-error": "the same Neyman allocation with each region's measured error (out-of-bag residuals)",
     "density": "random draws ∝ standard deviation x number of pool materials with the same descriptors",
+    "error-model": "random draws ∝ the error a second model predicts from the forest's out-of-bag residuals",
     "greedy": "best predicted desirability",
     "ei": "expected improvement of the desirability",
     "pi": "probability of improving the desirability",
@@ -114,7 +115,8 @@ STRATEGIES = {
 # surrogate must then be trained on desirabilities, which a saved property model is not: simulations only.
 DIRECT_STRATEGIES = {"ei-direct", "pi-direct"}
 STRATIFIED_STRATEGIES = {"stratified", "stratified-error"}
-SIMULATION_ONLY = {*STRATIFIED_STRATEGIES, "density", *DIRECT_STRATEGIES}
+OUT_OF_BAG_STRATEGIES = {"stratified-error", "error-model"}  # need a bootstrap forest's out-of-bag predictions
+SIMULATION_ONLY = {*STRATIFIED_STRATEGIES, "density", "error-model", *DIRECT_STRATEGIES}
 
 
 def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best: float | None = None,
@@ -132,7 +134,7 @@ def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best:
         return random_scores(len(mean), rng)
     if strategy == "uncertainty":
         return uncertainty(mean, std)
-    if strategy == "weighted":
+    if strategy in ("weighted", "error-model"):  # error-model: `std` is the predicted error (see error_model)
         # Gumbel-top-k trick: argsort of log(w) + Gumbel noise draws without replacement with p ∝ w.
         return np.log(np.maximum(std, _TINY)) + rng.gumbel(size=len(std))
     if strategy in STRATIFIED_STRATEGIES or strategy == "density":

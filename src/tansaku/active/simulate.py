@@ -16,7 +16,14 @@ import numpy as np
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import DIRECT_STRATEGIES, STRATEGIES, STRATIFIED_STRATEGIES, Goal, score
+from tansaku.active.acquisition import (
+    DIRECT_STRATEGIES,
+    OUT_OF_BAG_STRATEGIES,
+    STRATEGIES,
+    STRATIFIED_STRATEGIES,
+    Goal,
+    score,
+)
 from tansaku.active.batch import (
     density_batch,
     descriptor_coordinates,
@@ -27,6 +34,7 @@ from tansaku.active.batch import (
     stratum_errors,
     typical_spacing,
 )
+from tansaku.active.error_model import predicted_error
 from tansaku.models.calibration import Calibrated
 from tansaku.models.learners import make_model
 
@@ -134,7 +142,7 @@ def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hi
     while True:
         if len(set(labelled)) != len(labelled) or test_set.intersection(labelled):
             raise TansakuError("bookkeeping error: a material was labelled twice or taken from the test set")
-        model = _fit(setup, seed, setup.X[labelled], setup.y[labelled], oob=strategy == "stratified-error")
+        model = _fit(setup, seed, setup.X[labelled], setup.y[labelled], oob=strategy in OUT_OF_BAG_STRATEGIES)
         held = test if len(test) else np.flatnonzero(unlabelled)
         mean, std = model.predict_dist(setup.X[held])
         curve["evaluated"].append(len(labelled))
@@ -177,6 +185,9 @@ def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled:
             sigma = stratum_errors(std, strata[candidates], residuals, strata[labelled], n_strata)
         return stratified_batch(std, strata[candidates], np.bincount(strata[labelled], minlength=n_strata), k, rng,
                                 sigma)
+    if strategy == "error-model":
+        error = predicted_error(setup.X[labelled], setup.y[labelled] - model.oob_prediction(), Xc, seed=seed)
+        return select_batch(score(strategy, setup.goal, error, error, rng=rng), k, rng)
     samples = None
     if strategy in DIRECT_STRATEGIES:  # a second surrogate, fitted to the desirabilities of the labelled ones
         d_model = _fit(setup, seed, setup.X[labelled], setup.goal.desirability(setup.y[labelled]))
@@ -206,9 +217,9 @@ def simulate(setup: Setup, strategies: list[str], progress: Callable | None = No
     if blocks := make_model(setup.model).extra_blocks:
         raise TansakuError(f"--model {setup.model} also reads the {', '.join(blocks)} descriptor block, which "
                            "simulation pools do not carry; simulate with rf, et, lgbm, lgbm-cal or blend")
-    if "stratified-error" in strategies and (setup.model != "rf" or setup.calibrate):
-        raise TansakuError("strategy 'stratified-error' measures errors out of bag: it needs --model rf (a bootstrap "
-                           "forest) without --calibrate")
+    if (oob := OUT_OF_BAG_STRATEGIES.intersection(strategies)) and (setup.model != "rf" or setup.calibrate):
+        raise TansakuError(f"strategy {sorted(oob)[0]!r} measures errors out of bag: it needs --model rf (a "
+                           "bootstrap forest) without --calibrate")
     coords = descriptor_coordinates(setup.X) if setup.diversity > 0 and setup.batch > 1 else None
     spacing = typical_spacing(coords, np.random.default_rng(0)) if coords is not None else 1.0
     result: dict = {"goal": setup.goal.__dict__, "n_materials": int(len(setup.y)), "init": setup.init,
