@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import zlib
 
 import numpy as np
 import pytest
@@ -93,6 +94,7 @@ def test_lgbm_lin_reads_ion_fractions_through_training_saving_and_prediction(oxi
 
 
 def test_feature_cache_serves_the_second_run_and_stores_ion_fractions_compressed(oxide_db_copy):
+    from tansaku.features import ions
     from tansaku.features.sets import cached_features, feature_names, featurizer_key
     from tansaku.store.models import FeatureCache, Material
 
@@ -107,12 +109,15 @@ def test_feature_cache_serves_the_second_run_and_stores_ion_fractions_compressed
             FeatureCache.material_id.in_(ids)))}
         key = featurizer_key("composition")
         assert all(len(stored[(key, mid)]) == 8 * width for mid in ids)
-        assert all(len(stored[("ions-1", mid)]) < 200 for mid in ids)  # 655 mostly-zero columns, compressed
+        assert all(len(stored[(ions.VERSION, mid)]) < 200 for mid in ids)  # 655 mostly-zero columns, compressed
         # a changed cached value shows up: the second run reads the cache instead of featurizing again
         row = np.frombuffer(stored[(key, ids[0])], dtype="<f8").copy()
         row[0] = 1234.5
         session.query(FeatureCache).filter(FeatureCache.featurizer == key,
                                            FeatureCache.material_id == ids[0]).update({"values": row.tobytes()})
+        # a damaged ion row (decompresses to 3 bytes) is recomputed, not a crash
+        session.query(FeatureCache).filter(FeatureCache.featurizer == ions.VERSION,
+                                           FeatureCache.material_id == ids[1]).update({"values": zlib.compress(b"abc")})
     second = cached_features(db, ids, "composition+ions")
     assert second[0, 0] == 1234.5
     assert np.array_equal(second[:, 1:], first[:, 1:], equal_nan=True)

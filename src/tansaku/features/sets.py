@@ -81,13 +81,14 @@ def cached_features(
 
 
 def _decode(blob: bytes, width: int) -> np.ndarray:
-    """A cached row: raw little-endian float64, or zlib-compressed when that is what was stored."""
+    """A cached row: raw little-endian float64, or zlib-compressed when that is what was stored. Anything else
+    (a row of another width, a damaged blob) comes back empty, and the caller recomputes it."""
     if len(blob) != 8 * width:
         try:
             blob = zlib.decompress(blob)
         except zlib.error:
-            return np.empty(0)  # neither: a row of another width, recomputed by the caller
-    return np.frombuffer(blob, dtype="<f8")
+            return np.empty(0)
+    return np.frombuffer(blob, dtype="<f8") if len(blob) == 8 * width else np.empty(0)
 
 
 def _encode(row: np.ndarray, compress: bool) -> bytes:
