@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.ensemble import ExtraTreesRegressor
-from sklearn.impute import SimpleImputer
 
 from tansaku import TansakuError
 
@@ -31,8 +30,25 @@ def predicted_error(X_labelled: np.ndarray, residuals: np.ndarray, X_candidates:
     if known.sum() < 2 * min_samples_leaf:
         raise TansakuError(f"only {int(known.sum())} out-of-bag residuals: too few to model the error "
                            f"(need {2 * min_samples_leaf})")
-    imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(X_labelled)
+    median = _column_medians(X_labelled)
     model = ExtraTreesRegressor(trees, max_features=0.5, min_samples_leaf=min_samples_leaf, random_state=seed,
                                 n_jobs=-1)
-    model.fit(imputer.transform(X_labelled[known]), np.abs(residuals[known]))
-    return np.maximum(model.predict(imputer.transform(X_candidates)), _FLOOR)
+    model.fit(_fill(X_labelled[known], median), np.abs(residuals[known]))
+    return np.maximum(model.predict(_fill(X_candidates, median)), _FLOOR)
+
+
+def _column_medians(X: np.ndarray) -> np.ndarray:
+    """Per-column median of the known values, 0 for a column with none (as SimpleImputer with
+    keep_empty_features); computed here because SimpleImputer's transform takes a second per 100,000 rows."""
+    X = np.asarray(X, dtype=float)
+    median = np.zeros(X.shape[1])
+    seen = ~np.isnan(X).all(axis=0)
+    median[seen] = np.nanmedian(X[:, seen], axis=0)
+    return median
+
+
+def _fill(X: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """NaN → the column's median, as float32 (what the trees compare in anyway: no second conversion)."""
+    filled = np.array(X, dtype=np.float32)
+    np.copyto(filled, median.astype(np.float32), where=np.isnan(filled))
+    return filled
