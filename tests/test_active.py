@@ -373,8 +373,10 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", 3, 6, "--maximize")
     with pytest.raises(TansakuError, match="lo must be > 0"):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", -1, 6)
-    with pytest.raises(TansakuError, match="'ei-direct' is for `tansaku al simulate` only"):
+    with pytest.raises(TansakuError, match="'ei-direct' cannot rank with a saved model: it fits a second model"):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", 3, 6, "--strategy", "ei-direct")
+    with pytest.raises(TansakuError, match="'error-model' cannot rank .* a campaign with \\[goal\\] kind = 'error'"):
+        invoke("--db", db, "al", "suggest", "--model", model, "--uncertainty", "--strategy", "error-model")
 
 
 def test_calibration_brings_held_out_coverage_to_68_percent():

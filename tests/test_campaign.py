@@ -80,6 +80,9 @@ def test_example_config_parses_and_mistakes_are_named(tmp_path):
         (sim_config(goal={"kind": "maximize"}, acquisition={"strategy": "range"}), "needs \\[goal\\] kind = 'range'"),
         (sim_config(acquisition={"cost_aware": True, "strategy": "ucb"}), "non-negative scores"),
         (sim_config(goal={"kind": "range", "lo": 3.0, "hi": 2.0}), "empty window"),
+        (sim_config(acquisition={"strategy": "error-model"}), "'error-model' .* needs \\[goal\\] kind = 'error'"),
+        (sim_config(goal={"kind": "error"}, acquisition={"strategy": "error-model"}, model={"cv_folds": 0}),
+         "cv_folds of at least 2"),
     ]
     for data, message in cases:
         with pytest.raises(TansakuError, match=message):
@@ -304,6 +307,23 @@ def test_model_error_goal_stops_when_cross_validated_error_is_low_enough(oxide_d
     assert status["stop_reason"].startswith("goal met: cross-validated MAE")
     assert status["runs"] == 15 and status["rounds"][2]["model"]["cv_mae"] < 5.0
     assert status["hits"] == 0  # a model-error goal has no targets
+
+
+def test_error_model_campaign_draws_where_cross_validated_errors_are_large(oxide_db_copy):
+    db = oxide_db_copy
+    oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
+    data = sim_config("err", goal={"kind": "error"}, acquisition={"strategy": "error-model", "batch": 5},
+                      training={"init_random": 10}, budget={"runs": 20}, model={"cv_folds": 3})
+    status = run_campaign(db, config_from_dict(data), oracle, say=quiet)
+    assert status["runs"] == 20 and len({p["material_id"] for r in status["rounds"] for p in r["picks"]}) == 20
+    drawn = [p["reason"] for r in status["rounds"][2:] for p in r["picks"]]
+    assert len(drawn) == 10 and all(r.startswith("error-model: predicted error ") for r in drawn), drawn
+    errors = [float(r.rsplit(" ", 1)[1]) for r in drawn]
+    assert min(errors) > 0 and len(set(errors)) > 1  # a per-candidate model, not a constant
+    # with fewer out-of-fold residuals than the error model needs, the first model round draws ∝ tree spread
+    few = run_campaign(db, config_from_dict({**data, "name": "err-few", "training": {"init_random": 6},
+                                             "budget": {"runs": 11}}), oracle, say=quiet)
+    assert [p["reason"].startswith("error-model (too few labels") for p in few["rounds"][-1]["picks"]] == [True] * 5
 
 
 def test_stop_reasons_cover_runs_cpu_hours_hits_and_values():

@@ -115,8 +115,16 @@ STRATEGIES = {
 # surrogate must then be trained on desirabilities, which a saved property model is not: simulations only.
 DIRECT_STRATEGIES = {"ei-direct", "pi-direct"}
 STRATIFIED_STRATEGIES = {"stratified", "stratified-error"}
-OUT_OF_BAG_STRATEGIES = {"stratified-error", "error-model"}  # need a bootstrap forest's out-of-bag predictions
-SIMULATION_ONLY = {*STRATIFIED_STRATEGIES, "density", "error-model", *DIRECT_STRATEGIES}
+OUT_OF_BAG_STRATEGIES = {"stratified-error", "error-model"}  # in simulations: a bootstrap forest's out-of-bag errors
+# What a saved model alone cannot rank with (`al suggest`), and why.
+NOT_FROM_A_SAVED_MODEL = {
+    **{s: "it fits a second model to the desirability labels, and a saved model predicts the property"
+       for s in DIRECT_STRATEGIES},
+    **{s: "it allocates over the regions of a simulated pool" for s in (*STRATIFIED_STRATEGIES, "density")},
+    "error-model": "it models the training set's out-of-fold errors, which a saved model does not keep; a campaign "
+                   "with [goal] kind = 'error' can use it",
+}
+SIMULATION_ONLY = set(NOT_FROM_A_SAVED_MODEL) - {"error-model"}  # campaigns have the training set: error-model works
 
 
 def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best: float | None = None,

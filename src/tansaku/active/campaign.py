@@ -23,6 +23,7 @@ from tansaku.active.acquisition import Goal, in_range_probability, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.active.campaign_config import CampaignConfig
 from tansaku.active.cost import CostEstimator
+from tansaku.active.error_model import MIN_RESIDUALS, predicted_error
 from tansaku.active.oracles import Oracle, Outcome
 from tansaku.active.suggest import model_goal
 from tansaku.features.sets import base_columns, cached_features
@@ -139,8 +140,19 @@ def candidate_ids(db: Database, config: CampaignConfig, campaign_id: int, known:
     return [i for i in ids if i not in picked and i not in known]
 
 
-def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: int):
-    """Fit the campaign's model on the known values; returns the model, its metrics and log flag."""
+@dataclass
+class Trained:
+    """The round's model and what it was fitted on; `residuals` are out of fold (None without cross-validation)."""
+
+    model: object
+    metrics: dict
+    X: np.ndarray
+    y: np.ndarray
+    residuals: np.ndarray | None
+
+
+def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: int) -> Trained:
+    """Fit the campaign's model on the known values (cross-validated first when cv_folds >= 2)."""
     log = uses_log(config.property)
     ids = [i for i, v in known.items() if not log or v > 0]
     if len(ids) < 2:
@@ -150,6 +162,7 @@ def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: i
     X = cached_features(db, ids, model_feature_set(model, config.features))
     y = np.array([np.log10(known[i]) if log else known[i] for i in ids])
     metrics: dict = {"n_train": len(ids)}
+    residuals = None
     folds = config.cv_folds
     if folds >= 2 and len(ids) >= 2 * folds:
         from sklearn.model_selection import KFold, cross_val_predict
@@ -157,8 +170,9 @@ def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: i
         oof = cross_val_predict(model, X, y, cv=KFold(folds, shuffle=True, random_state=seed))
         metrics["cv_mae"] = float(np.mean(np.abs(oof - y)))
         metrics["cv_r2"] = float(1 - np.sum((oof - y) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-300))
+        residuals = y - oof
     model.fit(X, y)
-    return model, metrics, y
+    return Trained(model, metrics, X, y, residuals)
 
 
 def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, k: int,
@@ -177,7 +191,8 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
         take = rng.choice(len(pool), size=min(k, config.init_random - n_picked, len(pool)), replace=False)
         return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
     started = time.perf_counter()
-    model, metrics, y = train(db, config, known, config.seed + number)
+    trained = train(db, config, known, config.seed + number)
+    model, metrics, y = trained.model, trained.metrics, trained.y
     X = cached_features(db, pool, model_feature_set(model, config.features))
     usable = np.isfinite(X).any(axis=1)
     if config.cost_aware:
@@ -194,6 +209,18 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     samples = model.predict_samples(X) if config.strategy == "range-ensemble" else None
     mean, std = (samples.mean(0), samples.std(0)) if samples is not None else model.predict_dist(X)
     best = float(goal.desirability(y).max()) if goal.kind != "error" else None
+    if config.strategy == "error-model":  # a draw ∝ the error predicted from the out-of-fold residuals
+        residuals = trained.residuals
+        if residuals is None or np.isfinite(residuals).sum() < MIN_RESIDUALS:  # too few labels yet: draw ∝ σ
+            error, why = std, "error-model (too few labels to model the error): spread"
+        else:
+            error = predicted_error(trained.X, residuals, X, seed=config.seed + number)
+            why = "error-model: predicted error"
+        scores = score(config.strategy, goal, error, error, rng=rng)
+        chosen = select_batch(scores, min(k, len(pool)), rng)
+        metrics["seconds"] = round(time.perf_counter() - started, 3)
+        return [Choice(pool[i], f"{why} {error[i]:.3g}", float(mean[i]), float(std[i]), float(scores[i]),
+                       _finite(estimate[i])) for i in chosen], metrics
     scores = score(config.strategy, goal, mean, std, best=best, samples=samples, rng=rng)
     if config.cost_aware:
         scores = scores / np.maximum(estimate, 1e-9)
@@ -314,7 +341,7 @@ def _finish(db: Database, config: CampaignConfig, campaign_id: int, reason: str)
     final: dict = {}
     known = labels(db, config, campaign_id)
     if len(known) >= 2:
-        _, final, _ = train(db, config, known, config.seed)
+        final = train(db, config, known, config.seed).metrics
     with db.session() as session:
         campaign = session.get(Campaign, campaign_id)
         campaign.status, campaign.stop_reason, campaign.finished_at = "finished", reason, utcnow()

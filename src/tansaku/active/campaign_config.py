@@ -23,6 +23,7 @@ stop_hits = 5                    # optional: stop after this many materials insi
 
 [acquisition]
 strategy = "range"               # default: range for windows, ei to maximize/minimize, uncertainty for error
+                                 # (error: also weighted, or error-model = where CV errors are large)
 batch = 2                        # DFT runs per round
 diversity = 1.0                  # 0: plain ranking; >0 penalizes near-copies inside a batch
 cost_aware = false               # rank by score per estimated CPU hour
@@ -151,7 +152,10 @@ def _validate(c: CampaignConfig, where: str) -> None:
         raise bad(f"unknown acquisition strategy {c.strategy!r} (choose from {', '.join(STRATEGIES)})")
     if c.strategy in SIMULATION_ONLY:
         raise bad(f"strategy {c.strategy!r} is for simulations only (`tansaku al simulate`); for a campaign use "
-                  "uncertainty or weighted (model error), range (a window) or ei/pi/ucb")
+                  "uncertainty, weighted or error-model (model error), range (a window) or ei/pi/ucb")
+    if c.strategy == "error-model" and (c.goal.kind != "error" or c.cv_folds < 2):
+        raise bad("strategy 'error-model' draws where the model's cross-validated errors are large: it needs "
+                  "[goal] kind = 'error' and [model] cv_folds of at least 2")
     if c.strategy.startswith("range") and c.goal.kind != "range":
         raise bad(f"strategy {c.strategy!r} needs [goal] kind = 'range' with lo and hi")
     if c.goal.kind == "error" and c.strategy in ("greedy", "ei", "pi", "ucb"):
@@ -160,7 +164,7 @@ def _validate(c: CampaignConfig, where: str) -> None:
         raise bad("[acquisition] batch and [budget] runs must be at least 1")
     if c.budget_cpu_hours is not None and c.budget_cpu_hours <= 0:
         raise bad("[budget] cpu_hours must be positive")
-    if c.cost_aware and c.strategy in ("greedy", "ucb", "weighted"):
+    if c.cost_aware and c.strategy in ("greedy", "ucb", "weighted", "error-model"):
         raise bad(f"cost_aware divides scores by cost and needs non-negative scores; {c.strategy!r} has none")
     if c.learner not in MODELS:
         raise bad(f"unknown learner {c.learner!r} (choose from {', '.join(MODELS)})")

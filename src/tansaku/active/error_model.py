@@ -16,10 +16,12 @@ from sklearn.ensemble import ExtraTreesRegressor
 from tansaku import TansakuError
 
 _FLOOR = 1e-6
+MIN_SAMPLES_LEAF = 5
+MIN_RESIDUALS = 2 * MIN_SAMPLES_LEAF  # fewer and the error model would be one or two leaves of noise
 
 
 def predicted_error(X_labelled: np.ndarray, residuals: np.ndarray, X_candidates: np.ndarray, seed: int = 0,
-                    trees: int = 100, min_samples_leaf: int = 5) -> np.ndarray:
+                    trees: int = 100, min_samples_leaf: int = MIN_SAMPLES_LEAF) -> np.ndarray:
     """Predicted absolute error of each candidate, from the labelled materials' out-of-bag residuals.
 
     Rows whose residual is unknown (NaN: every tree saw them) are left out. Extra trees with leaves of at least

@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import SIMULATION_ONLY, Goal, score
+from tansaku.active.acquisition import NOT_FROM_A_SAVED_MODEL, Goal, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.features.sets import base_columns, base_set, cached_features, raw_features
 from tansaku.models.persistence import load_model
@@ -136,9 +136,8 @@ def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n
         raise TansakuError(f"{model_path} predicts {meta['property']!r}, not {property_name!r}")
     prop, log_target = meta["property"], meta["log_target"]
     strategy = strategy or DEFAULT_STRATEGY[goal.kind]
-    if strategy in SIMULATION_ONLY:
-        raise TansakuError(f"strategy {strategy!r} is for `tansaku al simulate` only: it needs a model of the "
-                           "desirability, and a saved model predicts the property")
+    if strategy in NOT_FROM_A_SAVED_MODEL:
+        raise TansakuError(f"strategy {strategy!r} cannot rank with a saved model: {NOT_FROM_A_SAVED_MODEL[strategy]}")
     mgoal = model_goal(goal, log_target)
     records, X, refused = load_candidates(db, candidates, prop, meta["descriptors"], queue is not None, progress)
     for reason in refused:
