@@ -186,7 +186,7 @@ def test_error_model_points_at_the_region_where_the_forest_is_wrong():
     assert error[rough[200:]].mean() > 2 * error[~rough[200:]].mean()
     draws = select_batch(score("error-model", Goal("error"), error, error, rng=rng), 50, rng)
     assert len(set(draws.tolist())) == 50 and rough[200:][draws].mean() > 0.6  # random draws: 0.5
-    with pytest.raises(TansakuError, match="only 4 out-of-bag residuals"):
+    with pytest.raises(TansakuError, match="only 4 out-of-sample residuals"):
         predicted_error(X[:4], residuals[3:7], X[200:])
 
 
