@@ -214,7 +214,10 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
         if residuals is None or np.isfinite(residuals).sum() < MIN_RESIDUALS:  # too few labels yet: draw ∝ σ
             error, why = std, "error-model (too few labels to model the error): spread"
         else:
-            error = predicted_error(trained.X, residuals, X, seed=config.seed + number)
+            # on the user's descriptors only: a model's extra blocks (hundreds of sparse ion fractions) would
+            # dilute the error model's column sampling, as they would the trees'
+            error = predicted_error(base_columns(trained.X, config.features), residuals,
+                                    base_columns(X, config.features), seed=config.seed + number)
             why = "error-model: predicted error"
         scores = score(config.strategy, goal, error, error, rng=rng)
         chosen = select_batch(scores, min(k, len(pool)), rng)
