@@ -186,15 +186,18 @@ class Imputed(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y):
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(X)
-        self.learner_ = clone(self.learner).fit(self.imputer_.transform(X), y)
+        self.learner_ = clone(self.learner).fit(self._filled(X), y)
         self.feature_importances_ = self.learner_.feature_importances_
         return self
 
+    def _filled(self, X) -> np.ndarray:
+        return fill_missing(X, self.imputer_.statistics_)
+
     def predict(self, X):
-        return self.learner_.predict(self.imputer_.transform(X))
+        return self.learner_.predict(self._filled(X))
 
     def predict_dist(self, X):
-        return self.learner_.predict_dist(self.imputer_.transform(X))
+        return self.learner_.predict_dist(self._filled(X))
 
     def oob_prediction(self) -> np.ndarray:
         if not hasattr(self.learner_, "oob_prediction"):
@@ -204,7 +207,21 @@ class Imputed(RegressorMixin, BaseEstimator):
     def predict_samples(self, X):
         if not hasattr(self.learner_, "predict_samples"):
             raise TansakuError(f"{type(self.learner_).__name__} has no ensemble members to sample")
-        return self.learner_.predict_samples(self.imputer_.transform(X))
+        return self.learner_.predict_samples(self._filled(X))
+
+
+def fill_missing(X, fill: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """A copy of X with NaN → the column's value in `fill` (a fitted median imputer's `statistics_`, 0 for columns
+    it never saw). float32 suits trees, which compare in float32 anyway: no second conversion.
+
+    What SimpleImputer.transform does, about ten times faster on a pool of 100,000 candidates: it validates and
+    fills column by column, which a round of active learning pays on every prediction.
+    """
+    filled = np.array(X, dtype=dtype)
+    if filled.ndim != 2 or filled.shape[1] != len(fill):
+        raise ValueError(f"X has {filled.shape[-1]} features, but the model was fitted on {len(fill)}")  # as sklearn
+    np.copyto(filled, np.asarray(fill, dtype=dtype), where=np.isnan(filled))
+    return filled
 
 
 MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "blend")
