@@ -209,34 +209,39 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     samples = model.predict_samples(X) if config.strategy == "range-ensemble" else None
     mean, std = (samples.mean(0), samples.std(0)) if samples is not None else model.predict_dist(X)
     best = float(goal.desirability(y).max()) if goal.kind != "error" else None
-    if config.strategy == "error-model":  # a draw ∝ the error predicted from the out-of-fold residuals
-        residuals = trained.residuals
-        if residuals is None or np.isfinite(residuals).sum() < MIN_RESIDUALS:  # too few labels yet: draw ∝ σ
-            error, why = std, "error-model (too few labels to model the error): spread"
-        else:
-            # on the user's descriptors only: a model's extra blocks (hundreds of sparse ion fractions) would
-            # dilute the error model's column sampling, as they would the trees'
-            error = predicted_error(base_columns(trained.X, config.features), residuals,
-                                    base_columns(X, config.features), seed=config.seed + number)
-            why = "error-model: predicted error"
-        scores = score(config.strategy, goal, error, error, rng=rng)
-        chosen = select_batch(scores, min(k, len(pool)), rng)
-        metrics["seconds"] = round(time.perf_counter() - started, 3)
-        return [Choice(pool[i], f"{why} {error[i]:.3g}", float(mean[i]), float(std[i]), float(scores[i]),
-                       _finite(estimate[i])) for i in chosen], metrics
-    scores = score(config.strategy, goal, mean, std, best=best, samples=samples, rng=rng)
+    if config.strategy == "error-model":
+        weights, label = _error_weights(trained, X, std, config, number)
+        scores = score(config.strategy, goal, weights, weights, rng=rng)
+    else:
+        scores = score(config.strategy, goal, mean, std, best=best, samples=samples, rng=rng)
+        label = f"{config.strategy} score"
     if config.cost_aware:
         scores = scores / np.maximum(estimate, 1e-9)
+    shown = weights if config.strategy == "error-model" else scores
     if goal.kind == "range":
         metrics["expected_hits_left"] = float(in_range_probability(mean, std, goal.lo, goal.hi).sum())
     coords = spacing = None
-    if config.diversity > 0 and k > 1 and len(pool) > 2:
+    # error-model is already a random draw (as in simulations): a distance penalty would bias it
+    if config.diversity > 0 and k > 1 and len(pool) > 2 and config.strategy != "error-model":
         coords = descriptor_coordinates(base_columns(X, config.features))
         spacing = typical_spacing(coords, rng)
     chosen = select_batch(scores, min(k, len(pool)), rng, coords, config.diversity * (spacing or 0.0))
     metrics["seconds"] = round(time.perf_counter() - started, 3)
-    return [Choice(pool[i], f"{config.strategy} score {scores[i]:.4g}", float(mean[i]), float(std[i]),
-                   float(scores[i]), _finite(estimate[i])) for i in chosen], metrics
+    return [Choice(pool[i], f"{label} {shown[i]:.4g}", float(mean[i]), float(std[i]), float(scores[i]),
+                   _finite(estimate[i])) for i in chosen], metrics
+
+
+def _error_weights(trained: Trained, X: np.ndarray, std: np.ndarray, config: CampaignConfig,
+                   number: int) -> tuple[np.ndarray, str]:
+    """error-model's draw weights: the error predicted from the out-of-fold residuals, or the tree spread while
+    there are too few residuals to model. The error model reads the user's descriptors only: a model's extra
+    blocks (hundreds of sparse ion fractions) would dilute its column sampling, as they would the trees'."""
+    residuals = trained.residuals
+    if residuals is None or np.isfinite(residuals).sum() < MIN_RESIDUALS:
+        return std, "error-model (too few labels to model the error): spread"
+    error = predicted_error(base_columns(trained.X, config.features), residuals, base_columns(X, config.features),
+                            seed=config.seed + number)
+    return error, "error-model: predicted error"
 
 
 def _finite(x: float) -> float | None:
