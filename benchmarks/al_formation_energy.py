@@ -28,7 +28,7 @@ from _common import RESULTS, SHARED, write_results  # noqa: E402
 from tansaku.active.acquisition import STRATEGIES as DESCRIPTIONS  # noqa: E402
 from tansaku.active.acquisition import Goal  # noqa: E402
 from tansaku.active.pools import pool_from_csv  # noqa: E402
-from tansaku.active.simulate import Setup, evaluations_to_reach, simulate  # noqa: E402
+from tansaku.active.simulate import Setup, evaluations_to_reach, simulate, split  # noqa: E402
 from tansaku.plots.figures import active_learning_curves  # noqa: E402
 
 STRATEGIES = ["random", "uncertainty", "weighted", "stratified", "stratified-error", "density", "error-model"]
@@ -93,9 +93,13 @@ def main() -> None:
         start = time.perf_counter()
         old = earlier.get(name, {}).get("result", {})
         reused = {s: old["strategies"][s] for s in strategies if s in old.get("strategies", {})}
-        result = simulate(setup, [s for s in strategies if s not in reused] or ["random"])
-        if reused and any(old[key] != result[key] for key in SAME_RUN):
+        pool_ids, test_ids, _ = split(setup, 0)
+        now = {**{key: getattr(setup, key) for key in SAME_RUN[:-2]}, "n_pool": len(pool_ids),
+               "n_test": len(test_ids)}
+        if reused and any(old[key] != now[key] for key in SAME_RUN):
             raise SystemExit(f"--reuse {args.reuse}: setting ({name}) was run with other settings")
+        missing = [s for s in strategies if s not in reused]
+        result = {**old, **now, "strategies": {}} if not missing else simulate(setup, missing)
         result["strategies"] = {s: reused.get(s) or result["strategies"][s] for s in strategies}
         seconds = time.perf_counter() - start
         summary = additions_ratio(result, args.init, args.budget)
