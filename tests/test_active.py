@@ -32,6 +32,7 @@ from tansaku.active.batch import (
 )
 from tansaku.active.error_model import predicted_error
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate
+from tansaku.active.suggest import suggest
 from tansaku.cli.app import app
 from tansaku.cli.common import State
 from tansaku.models.learners import make_model
@@ -369,6 +370,16 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
     with oxide_db_copy.session() as session:
         queued = set(session.scalars(select(Subset.material_id).where(Subset.name == "next")))
     assert queued == {r["material_id"] for r in rows}
+    # a weighted draw is a draw: the batch's distance penalty (which reorders ranked strategies) leaves it alone
+    for name, (a, b) in {"MgGeO3": ("Mg", "Ge"), "CdHfO3": ("Cd", "Hf"), "ZnSnO3": ("Zn", "Sn")}.items():
+        s = Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.0), [a, b, "O"],
+                                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+        s.to(filename=str(tmp_path / f"{name}.cif"))
+        assert invoke("--db", db, "import", "structures", tmp_path / f"{name}.cif").exit_code == 0
+    draws = [[r["formula"] for r in suggest(oxide_db_copy, model, Goal("error"), ["db-missing"], 3,
+                                            strategy="weighted", diversity=d, seed=seed)]
+             for seed in range(4) for d in (0.0, 20.0)]
+    assert draws[0::2] == draws[1::2], draws
     with pytest.raises(TansakuError, match="exactly one goal"):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", 3, 6, "--maximize")
     with pytest.raises(TansakuError, match="lo must be > 0"):

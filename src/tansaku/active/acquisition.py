@@ -115,6 +115,8 @@ STRATEGIES = {
 # surrogate must then be trained on desirabilities, which a saved property model is not: simulations only.
 DIRECT_STRATEGIES = {"ei-direct", "pi-direct"}
 STRATIFIED_STRATEGIES = {"stratified", "stratified-error"}
+# random draws (the scores are log weights plus Gumbel noise): a distance penalty on top would bias the draw
+DRAW_STRATEGIES = {"random", "weighted", "error-model"}
 OUT_OF_BAG_STRATEGIES = {"stratified-error", "error-model"}  # in simulations: a bootstrap forest's out-of-bag errors
 # What a saved model alone cannot rank with (`al suggest`), and why.
 NOT_FROM_A_SAVED_MODEL = {

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import Goal, in_range_probability, score
+from tansaku.active.acquisition import DRAW_STRATEGIES, Goal, in_range_probability, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.active.campaign_config import CampaignConfig
 from tansaku.active.cost import CostEstimator
@@ -221,8 +221,7 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     if goal.kind == "range":
         metrics["expected_hits_left"] = float(in_range_probability(mean, std, goal.lo, goal.hi).sum())
     coords = spacing = None
-    # error-model is already a random draw (as in simulations): a distance penalty would bias it
-    if config.diversity > 0 and k > 1 and len(pool) > 2 and config.strategy != "error-model":
+    if config.diversity > 0 and k > 1 and len(pool) > 2 and config.strategy not in DRAW_STRATEGIES:
         coords = descriptor_coordinates(base_columns(X, config.features))
         spacing = typical_spacing(coords, rng)
     chosen = select_batch(scores, min(k, len(pool)), rng, coords, config.diversity * (spacing or 0.0))

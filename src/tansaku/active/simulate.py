@@ -18,6 +18,7 @@ from sklearn.metrics import mean_absolute_error, r2_score
 from tansaku import TansakuError
 from tansaku.active.acquisition import (
     DIRECT_STRATEGIES,
+    DRAW_STRATEGIES,
     OUT_OF_BAG_STRATEGIES,
     STRATEGIES,
     STRATIFIED_STRATEGIES,
@@ -187,7 +188,7 @@ def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled:
                                 sigma)
     if strategy == "error-model":
         error = predicted_error(setup.X[labelled], setup.y[labelled] - model.oob_prediction(), Xc, seed=seed)
-        return select_batch(score(strategy, setup.goal, error, error, rng=rng), k, rng)
+        return select_batch(score(strategy, setup.goal, error, error, rng=rng), k, rng)  # a draw: no penalty
     samples = None
     if strategy in DIRECT_STRATEGIES:  # a second surrogate, fitted to the desirabilities of the labelled ones
         d_model = _fit(setup, seed, setup.X[labelled], setup.goal.desirability(setup.y[labelled]))
@@ -201,7 +202,7 @@ def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled:
     if setup.goal.kind != "error":
         best = float(setup.goal.desirability(setup.y[labelled]).max())
     scores = score(strategy, setup.goal, mean, std, best=best, samples=samples, rng=rng)
-    if strategy == "weighted":  # already a random draw; a penalty would bias it
+    if strategy in DRAW_STRATEGIES:
         return select_batch(scores, k, rng)
     return select_batch(scores, k, rng, None if coords is None else coords[candidates], setup.diversity * spacing)
 

@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import NOT_FROM_A_SAVED_MODEL, Goal, score
+from tansaku.active.acquisition import DRAW_STRATEGIES, NOT_FROM_A_SAVED_MODEL, Goal, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.features.sets import base_columns, base_set, cached_features, raw_features
 from tansaku.models.persistence import load_model
@@ -160,7 +160,7 @@ def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n
     rng = np.random.default_rng(seed)
     scores = score(strategy, mgoal, mean, std, best=best, samples=samples, rng=rng)
     coords = spacing = None
-    if diversity > 0 and n > 1 and len(records) > 2:
+    if diversity > 0 and n > 1 and len(records) > 2 and strategy not in DRAW_STRATEGIES:
         coords = descriptor_coordinates(base_columns(X, meta["descriptors"]))
         spacing = typical_spacing(coords, rng)
     chosen = select_batch(scores, n, rng, coords, diversity * (spacing or 0.0))
