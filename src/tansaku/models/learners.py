@@ -5,10 +5,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
+from sklearn.utils.parallel import Parallel, delayed  # passes sklearn's config to the threads, which call trees
 
 from tansaku import TansakuError
 from tansaku.features import ions
