@@ -25,7 +25,7 @@ stop_hits = 5                    # optional: stop after this many materials insi
 strategy = "range"               # default: range for windows, ei to maximize/minimize, uncertainty for error
                                  # (error: also weighted, or error-model = where CV errors are large)
 batch = 2                        # DFT runs per round
-diversity = 1.0                  # 0: plain ranking; >0 penalizes near-copies inside a batch
+diversity = 1.0                  # 0: plain ranking; >0 penalizes near-copies inside a batch (not random draws)
 cost_aware = false               # rank by score per estimated CPU hour
 
 [budget]

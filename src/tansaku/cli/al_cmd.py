@@ -57,7 +57,8 @@ def simulate(
     trees: int = typer.Option(100, help="Trees per forest (refitted every round, so fewer than for training)."),
     calibrate: bool = typer.Option(False, help="Rescale the uncertainty by 3-fold CV on the labelled set."),
     diversity: float = typer.Option(1.0, help="Batch spread: penalty length in units of the pool's typical "
-                                    "nearest-neighbour distance; 0 takes the plain top-k."),
+                                    "nearest-neighbour distance; 0 takes the plain top-k. Random draws "
+                                    "(random, weighted, error-model) are never penalized."),
     strata: int = typer.Option(1000, help="Regions of descriptor space for the 'stratified' strategy."),
     top_fraction: float = typer.Option(0.05, help="--maximize/--minimize: the top fraction that counts as found."),
     init_containing: str = typer.Option(None, help="Start only from materials containing this element "
@@ -146,7 +147,8 @@ def suggest(
     candidates: list[str] = typer.Option(["db-missing"], help="'db-missing' (stored materials without the "
                                          "property), a CSV of formulas, or structure files (CIF, POSCAR, JSON)."),
     n: int = typer.Option(10, "--n", help="How many to suggest."),
-    diversity: float = typer.Option(1.0, help="Spread of the suggested batch (0: plain top-n)."),
+    diversity: float = typer.Option(1.0, help="Spread of the suggested batch (0: plain top-n; "
+                                   "random and weighted draws are never spread)."),
     queue: str = typer.Option(None, help="Add the suggested materials to this subset, to compute them with "
                               "'tansaku run dielectric --query subset=NAME'."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
