@@ -46,7 +46,7 @@ class ErrorOracle:
         return np.maximum(np.abs(self.y[self.candidates] - mean), 1e-6) ** self.power
 
 
-original_choose = simulation.choose
+original_choose, original_predicted_error = simulation.choose, simulation.predicted_error  # restored after each run
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         try:
             run = simulation.simulate(setup, ["error-model"])
         finally:
-            simulation.choose, simulation.predicted_error = original_choose, formation_error_model
+            simulation.choose, simulation.predicted_error = original_choose, original_predicted_error
         curves[f"oracle, draws ∝ true error^{power:g}"] = run["strategies"]["error-model"]
     ratios = formation.additions_ratio({"strategies": curves}, 1000, 4000)
     md = ["# Error-directed sampling with an oracle (formation energies, setting (a))", "",
@@ -92,8 +92,6 @@ def main() -> None:
                                       "strategies": {n: [{k: s[k] for k in ("evaluated", "mae", "r2")} for s in c]
                                                      for n, c in curves.items()}}, "\n".join(md))
 
-
-formation_error_model = simulation.predicted_error
 
 if __name__ == "__main__":
     main()
