@@ -5,6 +5,9 @@ PYTHON ?= python3
 SHARED ?= ../shared
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tansaku-installed
+# PyTorch for the CHGNet descriptors (tansaku[mlip]): pinned to the CPU build this machine keeps on disk; elsewhere
+# e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu" avoids downloading a CUDA build
+TORCH ?= torch==2.13.0
 
 .PHONY: setup qe demo test lint bench clean
 
@@ -13,7 +16,8 @@ setup: $(STAMP) qe
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test,mlip]'
 	touch $(STAMP)
 
 # Quantum ESPRESSO (pw.x, ph.x) from Debian when it is not on PATH; needs root, else says what to do.

@@ -93,6 +93,33 @@ def test_lgbm_lin_reads_ion_fractions_through_training_saving_and_prediction(oxi
         fitted.predict(data.X[:3])
 
 
+def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, tmp_path):
+    from tansaku.features import mlip
+    from tansaku.store.models import Material, Subset
+
+    db = oxide_db_copy
+    with db.session() as session:
+        ids = session.scalars(select(Property.material_id).join(Material, Material.id == Property.material_id)
+                              .where(Property.name == "eps_ionic", Material.nsites <= 6)
+                              .order_by(Property.material_id).limit(16)).all()  # small cells: CHGNet is quick
+        session.add_all(Subset(name="few", material_id=i) for i in ids)
+    model = tmp_path / "chgnet.pkl"
+    result = invoke(db.url, "train", "--property", "eps_ionic", "--features", "structure", "--model", "lgbm-chgnet",
+                    "--subset", "few", "--cv", "0", "--out", str(model))
+    assert result.exit_code == 0, result.output
+    _, meta = load_model(model)
+    assert meta["descriptors"] == "structure+chgnet+ions" and mlip.VERSION in meta["descriptor_version"]
+    assert "polar_softness_max_log10" in meta["feature_names"]
+    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mgo.to(filename=str(tmp_path / "MgO.cif"))
+    rows = json.loads(invoke(db.url, "predict", "--model", str(model), "--structure", str(tmp_path / "MgO.cif"),
+                             "--json").output)
+    assert len(rows) == 1 and 0 < rows[0]["value_low"] <= rows[0]["value"] <= rows[0]["value_high"]
+    with pytest.raises(TansakuError, match="chgnet descriptors read crystal structures: use --features structure"):
+        invoke(db.url, "train", "--property", "eps_ionic", "--features", "composition", "--model", "lgbm-chgnet",
+               "--subset", "few", "--cv", "0", "--out", str(tmp_path / "no.pkl"))
+
+
 def test_feature_cache_serves_the_second_run_and_stores_ion_fractions_compressed(oxide_db_copy):
     from tansaku.features import ions
     from tansaku.features.sets import cached_features, feature_names, featurizer_key

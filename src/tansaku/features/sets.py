@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.features import composition, ions, structure
+from tansaku.features import composition, ions, mlip, structure
 from tansaku.store.database import Database
 from tansaku.store.models import FeatureCache, Material
 
 FEATURE_SETS = ("composition", "structure")
-# Blocks a model may ask for on top of a set ("structure+ions"): read by one part of the model only.
-# Each: (version, column names, rows from formulas or structures).
-EXTRA_BLOCKS: dict[str, tuple[str, Callable[[], list[str]], Callable]] = {
-    "ions": (ions.VERSION, ions.names, ions.ion_fractions),
+class Block(NamedTuple):
+    """Descriptors a model may ask for on top of a set ("structure+ions")."""
+
+    version: str
+    names: Callable[[], list[str]]
+    compute: Callable  # rows from formulas, or from structures when `needs_structure`
+    needs_structure: bool
+    sparse: bool  # rows mostly zero: cached zlib-compressed
+
+
+EXTRA_BLOCKS: dict[str, Block] = {
+    "ions": Block(ions.VERSION, ions.names, ions.ion_fractions, needs_structure=False, sparse=True),
+    "chgnet": Block(mlip.VERSION, mlip.names, mlip.mlip_descriptors, needs_structure=True, sparse=False),
 }
 
 
@@ -25,6 +35,8 @@ def _parts(feature_set: str) -> tuple[str, list[str]]:
     base, *extra = feature_set.split("+")
     if base not in FEATURE_SETS or any(block not in EXTRA_BLOCKS for block in extra):
         raise TansakuError(f"unknown feature set {feature_set!r} (choose from {', '.join(FEATURE_SETS)})")
+    if base == "composition" and (needing := [block for block in extra if EXTRA_BLOCKS[block].needs_structure]):
+        raise TansakuError(f"the {', '.join(needing)} descriptors read crystal structures: use --features structure")
     return base, extra
 
 
@@ -42,7 +54,7 @@ def base_columns(X: np.ndarray, feature_set: str) -> np.ndarray:
 def featurizer_key(feature_set: str) -> str:
     base, extra = _parts(feature_set)
     key = composition.VERSION if base == "composition" else f"{composition.VERSION}+{structure.VERSION}"
-    return "+".join([key, *(EXTRA_BLOCKS[block][0] for block in extra)])
+    return "+".join([key, *(EXTRA_BLOCKS[block].version for block in extra)])
 
 
 def feature_names(feature_set: str) -> list[str]:
@@ -50,7 +62,7 @@ def feature_names(feature_set: str) -> list[str]:
     names = composition.CompositionFeaturizer()._names()
     if base == "structure":
         names += list(structure.NAMES)
-    return names + [name for block in extra for name in EXTRA_BLOCKS[block][1]()]
+    return names + [name for block in extra for name in EXTRA_BLOCKS[block].names()]
 
 
 def raw_features(items: list, feature_set: str) -> np.ndarray:
@@ -59,7 +71,7 @@ def raw_features(items: list, feature_set: str) -> np.ndarray:
     blocks = [composition.CompositionFeaturizer()._raw(items)]
     if base == "structure":
         blocks.append(structure.StructureFeaturizer()._raw(items))
-    blocks += [EXTRA_BLOCKS[block][2](items) for block in extra]
+    blocks += [EXTRA_BLOCKS[block].compute(items) for block in extra]
     return np.hstack(blocks)
 
 
@@ -72,9 +84,11 @@ def cached_features(
     if extra:
         blocks = [cached_features(db, material_ids, base, progress, chunk)]
         for block in extra:
-            version, names, compute = EXTRA_BLOCKS[block]
-            blocks.append(_cached_block(db, material_ids, version, len(names()), compute, False, progress, chunk,
-                                        compress=True))
+            spec = EXTRA_BLOCKS[block]
+            # a potential's descriptors take about half a second per structure: smaller chunks keep the bar moving
+            size = min(chunk, 50) if spec.needs_structure else chunk
+            blocks.append(_cached_block(db, material_ids, spec.version, len(spec.names()), spec.compute,
+                                        spec.needs_structure, progress, size, compress=spec.sparse))
         return np.hstack(blocks)
     return _cached_block(db, material_ids, featurizer_key(base), len(feature_names(base)),
                          lambda items: raw_features(items, base), base == "structure", progress, chunk)

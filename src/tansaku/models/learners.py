@@ -225,7 +225,7 @@ def fill_missing(X, fill: np.ndarray, dtype=np.float64) -> np.ndarray:
     return filled
 
 
-MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "blend")
+MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "lgbm-chgnet", "blend")
 
 
 def model_feature_set(model, feature_set: str) -> str:
@@ -238,7 +238,9 @@ def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = F
     """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; lgbm-cal: the same with its spread
     rescaled on 3-fold out-of-fold residuals (the raw bag spread covers about 13 % at 68 %); lgbm-lin: lgbm-cal
     with a ridge regression's out-of-fold prediction as one more descriptor (`stacking`), the ridge also reading
-    the ion fractions (`features.ions`: build its input with `model_feature_set`); blend: et + lgbm.
+    the ion fractions (`features.ions`: build its input with `model_feature_set`); lgbm-chgnet: lgbm-lin that also
+    reads what the pretrained CHGNet potential says of each structure (`features.mlip`; structure set only, needs
+    `tansaku[mlip]`); blend: et + lgbm.
 
     `trees` sizes the forests; active-learning loops that refit every round use fewer than training does.
     `oob` keeps what a bootstrap forest needs for out-of-bag predictions (rf only).
@@ -253,10 +255,11 @@ def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = F
         learner = LGBMBag(random_state=random_state)
     elif name == "lgbm-cal":
         learner = Calibrated(LGBMBag(random_state=random_state), folds=3, random_state=random_state)
-    elif name == "lgbm-lin":
+    elif name in ("lgbm-lin", "lgbm-chgnet"):
         stacked = LinearStacked(LGBMBag(random_state=random_state), random_state=random_state,
-                                linear_only=len(ions.names()))
-        return Imputed(Calibrated(stacked, folds=3, random_state=random_state), extra_blocks=("ions",))
+                                linear_only=len(ions.names()))  # the ion fractions come last: the ridge's alone
+        blocks = ("ions",) if name == "lgbm-lin" else ("chgnet", "ions")
+        return Imputed(Calibrated(stacked, folds=3, random_state=random_state), extra_blocks=blocks)
     elif name == "blend":
         learner = Blend([ForestWithSpread("et", trees, 0.5, random_state=random_state),
                          LGBMBag(random_state=random_state)])

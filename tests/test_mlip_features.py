@@ -1,0 +1,63 @@
+"""Descriptors from the pretrained CHGNet potential, run for real on oxides of the published database."""
+
+import json
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from tansaku import TansakuError
+from tansaku.features import mlip
+from tansaku.features.sets import feature_names, raw_features
+from tests.conftest import OXI_DB, need_shared
+
+ROCK_SALTS = {"MgO": "mp-1265", "CaO": "mp-2605", "SrO": "mp-2472", "BaO": "mp-1342"}  # ε_ion 6.8, 12, 16, 62
+
+
+def published(mp_id: str) -> Structure:
+    data = json.loads((need_shared(OXI_DB) / "data" / f"{mp_id}.json").read_text())
+    return Structure.from_dict(data["structure"])
+
+
+@pytest.fixture(scope="module")
+def rock_salts() -> dict[str, np.ndarray]:
+    rows = mlip.mlip_descriptors([published(mp_id) for mp_id in ROCK_SALTS.values()])
+    return dict(zip(ROCK_SALTS, rows, strict=True))
+
+
+def column(name: str) -> int:
+    return mlip.names().index(name)
+
+
+def test_polar_stiffness_falls_as_the_ionic_dielectric_constant_rises_down_the_alkaline_earths(rock_salts):
+    stiffness = [rock_salts[formula][column("polar_stiffness_min")] for formula in ROCK_SALTS]
+    softness = [rock_salts[formula][column("polar_softness_max_log10")] for formula in ROCK_SALTS]
+    assert stiffness == sorted(stiffness, reverse=True) and stiffness[0] > 1.5 * stiffness[2]
+    assert min(stiffness[:3]) > 0  # stable cells: the polar pattern costs energy
+    assert softness[-1] == max(softness) and softness[-1] > softness[0] + 1  # BaO's ε_ion is 9× MgO's
+    for row in rock_salts.values():  # cubic: the three field directions agree
+        assert row[column("polar_stiffness_min")] == pytest.approx(row[column("polar_stiffness_mean")], rel=1e-2)
+
+
+def test_rows_are_finite_and_do_not_depend_on_site_order_or_origin(rock_salts):
+    mgo = published("mp-1265")
+    assert all(len(row) == len(mlip.names()) and np.isfinite(row).all() for row in rock_salts.values())
+    moved = Structure(mgo.lattice, mgo.species[::-1], mgo.cart_coords[::-1] + 0.37, coords_are_cartesian=True)
+    again = mlip.mlip_descriptors([moved])[0]
+    assert again == pytest.approx(rock_salts["MgO"], rel=1e-3, abs=1e-4)
+    assert not np.allclose(rock_salts["MgO"], rock_salts["BaO"])
+
+
+def test_the_chgnet_block_joins_the_structure_set_and_refuses_what_it_cannot_read():
+    names, start = feature_names("structure+chgnet+ions"), len(feature_names("structure"))
+    assert names[start : start + len(mlip.names())] == mlip.names() and names[-1].startswith("ion_fraction:")
+    mgo = published("mp-1265")
+    X = raw_features([mgo], "structure+chgnet")
+    assert X.shape == (1, len(feature_names("structure+chgnet")))
+    with pytest.raises(TansakuError, match="chgnet descriptors read crystal structures: use --features structure"):
+        feature_names("composition+chgnet")
+    disordered = Structure(Lattice.cubic(4.2), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(TansakuError, match="disordered structure"):
+        mlip.mlip_descriptors([disordered])
+    with pytest.raises(TansakuError, match="need pymatgen Structures"):
+        mlip.mlip_descriptors(["MgO"])
