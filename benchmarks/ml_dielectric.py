@@ -4,7 +4,8 @@ descriptor speed against matminer, all in one run.
 Run: .venv/bin/python benchmarks/ml_dielectric.py [--models rf blend] [--cv 5x3]
 Targets (issue 3): mean repeated-CV R² above the paper (0.87, 0.89, 0.65, 0.73 for electronic/ionic ×
 composition/structure); stretch 0.91, 0.945, 0.72, 0.80. Composition descriptors ≥ 20× and structure
-descriptors ≥ 5× faster than matminer featurizers of equal definition.
+descriptors ≥ 5× faster than matminer featurizers of equal definition. Structure-only models (lgbm-chgnet)
+have no composition rows; what featurizing a model's extra blocks first cost is in the feature-cache line.
 """
 
 from __future__ import annotations

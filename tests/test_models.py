@@ -100,8 +100,8 @@ def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, 
     db = oxide_db_copy
     with db.session() as session:
         ids = session.scalars(select(Property.material_id).join(Material, Material.id == Property.material_id)
-                              .where(Property.name == "eps_ionic", Material.nsites <= 6)
-                              .order_by(Property.material_id).limit(16)).all()  # small cells: CHGNet is quick
+                              .where(Property.name == "eps_ionic", Material.nsites <= 5)
+                              .order_by(Property.material_id).limit(10)).all()  # small cells: CHGNet is quick
         session.add_all(Subset(name="few", material_id=i) for i in ids)
     model = tmp_path / "chgnet.pkl"
     result = invoke(db.url, "train", "--property", "eps_ionic", "--features", "structure", "--model", "lgbm-chgnet",
