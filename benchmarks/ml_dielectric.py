@@ -215,10 +215,10 @@ def main() -> None:
         for prop in ("eps_electronic", "eps_ionic"):
             plain = load_dataset(db, prop, feature_set, subset="paper")
             for name in args.models:
-                blocks = getattr(make_model(name), "extra_blocks", ())
-                if feature_set == "composition" and any(EXTRA_BLOCKS[b].needs_structure for b in blocks):
+                model = make_model(name)
+                if feature_set == "composition" and any(EXTRA_BLOCKS[b].needs_structure for b in model.extra_blocks):
                     continue  # lgbm-chgnet reads structures: it has no composition-only row
-                inputs = model_feature_set(make_model(name), feature_set)  # lgbm-lin: the set plus ion fractions
+                inputs = model_feature_set(model, feature_set)  # lgbm-lin: the set plus ion fractions
                 start = time.perf_counter()
                 data = plain if inputs == feature_set else load_dataset(db, prop, inputs, subset="paper")
                 if inputs not in results["cache"]:  # the model's extra blocks: what featurizing them first cost
@@ -227,7 +227,7 @@ def main() -> None:
                     cached_features(db, data.material_ids, inputs)
                     results["cache"][inputs] = {"first_seconds": first, "cached_seconds": time.perf_counter() - start}
                 start = time.perf_counter()
-                res = evaluate(make_model(name), data.X, data.y, data.groups, (k, r))
+                res = evaluate(model, data.X, data.y, data.groups, (k, r))
                 key = f"{prop}/{feature_set}/{name}"
                 entry = {key2: res[key2] for key2 in ("cv", "holdout", "grouped")}
                 entry.update(n=res["n"], seconds=time.perf_counter() - start, paper_r2=PAPER[(prop, feature_set)],

@@ -20,14 +20,12 @@ import numpy as np
 from pymatgen.core import Structure
 
 from tansaku import TansakuError
-from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 
 MODEL = "0.3.0"  # CHGNet weights shipped in its wheel: the version pins what the descriptors mean
 VERSION = f"chgnet-{MODEL}-1"
 WIDTH = 64  # CHGNet's atom and crystal feature length
 STEP = 0.01  # Å: the largest single-atom move of a polar displacement
-EV_PER_A3_TO_GPA = 160.21766
 SCALARS = ["mlip_energy_per_atom", "mlip_max_force", "mlip_max_magmom", "mlip_pressure", "mlip_stress_anisotropy"]
 # softness also as log10: the stacked ridge reads these columns too, and log ε_ion is what it predicts
 POLAR = ["polar_stiffness_min", "polar_stiffness_mean", "polar_softness_max", "polar_softness_mean",
@@ -144,15 +142,3 @@ def _row(structure: Structure, prediction: dict, forces: list[np.ndarray], q: np
     return np.concatenate([np.asarray(prediction["crystal_fea"]), cation_mean, cation_max, anion_mean,
                            scalars, polar])
 
-
-class MLIPFeaturizer(MedianFilledFeaturizer):
-    """CHGNet descriptors of pymatgen Structures (use beside CompositionFeaturizer and StructureFeaturizer)."""
-
-    def _names(self) -> list[str]:
-        return names()
-
-    def _raw(self, X) -> np.ndarray:
-        structures = list(X)
-        if not structures:
-            raise TansakuError("no structures to featurize")
-        return mlip_descriptors(structures)

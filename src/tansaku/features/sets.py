@@ -15,6 +15,8 @@ from tansaku.store.database import Database
 from tansaku.store.models import FeatureCache, Material
 
 FEATURE_SETS = ("composition", "structure")
+
+
 class Block(NamedTuple):
     """Descriptors a model may ask for on top of a set ("structure+ions")."""
 
