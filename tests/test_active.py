@@ -35,6 +35,7 @@ from tansaku.active.simulate import Setup, evaluations_to_reach, simulate
 from tansaku.active.suggest import suggest
 from tansaku.cli.app import app
 from tansaku.cli.common import State
+from tansaku.features import ions
 from tansaku.models.learners import make_model
 from tansaku.store.models import Subset
 from tests.conftest import E_FORM_CSV, need_shared
@@ -422,3 +423,25 @@ def test_calibrated_lightgbm_has_usable_intervals_where_the_raw_bag_has_not():
     raw, calibrated = coverage("lgbm"), coverage("lgbm-cal")
     assert raw < 0.4, raw  # boosted models agree with each other far more than with the data
     assert abs(calibrated - 0.68) < 0.08, calibrated
+
+
+@pytest.mark.parametrize("name", ["lgbm-cal", "lgbm-lin"])
+def test_calibration_on_ten_samples_gives_an_interval_the_size_of_the_residuals(name):
+    # ten samples: the boosted bag makes no splits, its members agree exactly, and dividing residuals by that
+    # zero spread once made the scale 10¹¹ and the ± overflow; the floor turns it into a constant interval
+    rng = np.random.default_rng(3)
+
+    def descriptors(n):
+        X = rng.normal(size=(n, 8))
+        if name == "lgbm-lin":  # its ridge reads ion fractions from the last columns
+            fractions = np.zeros((n, len(ions.names())))
+            fractions[np.arange(n), rng.integers(0, 20, n)] = 1
+            X = np.hstack([X, fractions])
+        return X
+
+    X = descriptors(10)
+    y = 0.3 * X[:, 0] + 0.1 * rng.normal(size=10)
+    model = make_model(name).fit(X, y)
+    mean, std = model.predict_dist(descriptors(5))
+    assert np.all(np.isfinite(std)) and np.all(std > 0.02 * y.std()), std
+    assert np.all(std < 5 * y.std()), (std, y.std())
