@@ -118,6 +118,16 @@ def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, 
     # but finite (the spread floor in `Calibrated`)
     assert len(rows) == 1 and 1 < rows[0]["value"] < 1e3
     assert 0 < rows[0]["value_low"] < rows[0]["value"] < rows[0]["value_high"] < 1e4, rows
+    # hypothetical candidates as structure files go through the same descriptors for active learning
+    for name, a in {"CaO": 4.81, "SrO": 5.16}.items():
+        Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [name[:-1], "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+            filename=str(tmp_path / f"{name}.cif"))
+    result = invoke(db.url, "al", "suggest", "--model", str(model), "--range", 10, 30, "--n", 2, "--json",
+                    "--candidates", str(tmp_path / "MgO.cif"), "--candidates", str(tmp_path / "CaO.cif"),
+                    "--candidates", str(tmp_path / "SrO.cif"))
+    ranked = json.loads(result.output[result.output.index("["):])
+    assert len(ranked) == 2 and {r["formula"] for r in ranked} <= {"MgO", "CaO", "SrO"}, ranked
+    assert ranked[0]["score"] >= ranked[1]["score"] and all(np.isfinite(r["std"]) for r in ranked)
     with pytest.raises(TansakuError, match="chgnet descriptors read crystal structures: use --features structure"):
         invoke(db.url, "train", "--property", "eps_ionic", "--features", "composition", "--model", "lgbm-chgnet",
                "--subset", "few", "--cv", "0", "--out", str(tmp_path / "no.pkl"))
