@@ -25,6 +25,7 @@ from tansaku.features.oxidation import anion_elements, guess_oxidation_states
 MODEL = "0.3.0"  # CHGNet weights shipped in its wheel: the version pins what the descriptors mean
 VERSION = f"chgnet-{MODEL}-1"
 WIDTH = 64  # CHGNet's atom and crystal feature length
+LAST_ELEMENT_Z = 94  # CHGNet 0.3.0 embeds H to Pu
 STEP = 0.01  # Å: the largest single-atom move of a polar displacement
 SCALARS = ["mlip_energy_per_atom", "mlip_max_force", "mlip_max_magmom", "mlip_pressure", "mlip_stress_anisotropy"]
 # softness also as log10: the stacked ridge reads these columns too, and log ε_ion is what it predicts
@@ -82,6 +83,10 @@ def _check(structure) -> None:
     if not structure.is_ordered:
         raise TansakuError(f"{structure.composition.reduced_formula}: disordered structure (partial occupancies); "
                            "CHGNet descriptors need an ordered cell")
+    beyond = sorted({site.specie.symbol for site in structure if site.specie.Z > LAST_ELEMENT_Z})
+    if beyond:
+        raise TansakuError(f"{structure.composition.reduced_formula}: CHGNet was trained on elements up to Pu "
+                           f"(Z = {LAST_ELEMENT_Z}) and cannot read {', '.join(beyond)}")
 
 
 def mlip_descriptors(structures: list[Structure], batch_size: int = 4) -> np.ndarray:
