@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 
 from tansaku import TansakuError
 from tansaku.features import mlip
-from tansaku.features.sets import feature_names, raw_features
+from tansaku.features.sets import feature_names, raw_features, raw_features_each
 from tests.conftest import OXI_DB, need_shared
 
 ROCK_SALTS = {"MgO": "mp-1265", "CaO": "mp-2605", "SrO": "mp-2472", "BaO": "mp-1342"}  # ε_ion 6.8, 12, 16, 62
@@ -57,6 +57,8 @@ def test_the_chgnet_block_joins_the_structure_set_and_refuses_what_it_cannot_rea
     assert X.shape == (1, len(feature_names("structure+chgnet")))
     with pytest.raises(TansakuError, match="chgnet descriptors read crystal structures: use --features structure"):
         feature_names("composition+chgnet")
+    with pytest.raises(TansakuError, match="chgnet descriptors read crystal structures"):  # once, not per item
+        raw_features_each([mgo, mgo], "composition+chgnet")
     disordered = Structure(Lattice.cubic(4.2), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     with pytest.raises(TansakuError, match="disordered structure"):
         mlip.mlip_descriptors([disordered])

@@ -118,14 +118,23 @@ def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, 
     # but finite (the spread floor in `Calibrated`)
     assert len(rows) == 1 and 1 < rows[0]["value"] < 1e3
     assert 0 < rows[0]["value_low"] < rows[0]["value"] < rows[0]["value_high"] < 1e4, rows
+    # a structure CHGNet cannot read drops out alone: the batch is described again one structure at a time
+    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.38), ["Am", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]]).to(
+        filename=str(tmp_path / "AmO2.cif"))
+    out = invoke(db.url, "predict", "--model", str(model), "--structure", str(tmp_path / "AmO2.cif"),
+                 "--structure", str(tmp_path / "MgO.cif"), "--json")
+    assert out.exit_code == 1 and [r["input"] for r in json.loads(out.stdout)] == [str(tmp_path / "MgO.cif")]
+    assert json.loads(out.stdout)[0]["value"] == pytest.approx(rows[0]["value"])
+    assert "AmO2.cif: AmO2: CHGNet was trained on elements up to Pu (Z = 94) and cannot read Am" in out.stderr
     # hypothetical candidates as structure files go through the same descriptors for active learning
     for name, a in {"CaO": 4.81, "SrO": 5.16}.items():
         Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [name[:-1], "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
             filename=str(tmp_path / f"{name}.cif"))
     result = invoke(db.url, "al", "suggest", "--model", str(model), "--range", 10, 30, "--n", 2, "--json",
                     "--candidates", str(tmp_path / "MgO.cif"), "--candidates", str(tmp_path / "CaO.cif"),
-                    "--candidates", str(tmp_path / "SrO.cif"))
-    ranked = json.loads(result.output[result.output.index("["):])
+                    "--candidates", str(tmp_path / "AmO2.cif"), "--candidates", str(tmp_path / "SrO.cif"))
+    assert "skipped " + str(tmp_path / "AmO2.cif") + ": AmO2: CHGNet was trained" in result.stderr
+    ranked = json.loads(result.stdout[result.stdout.index("["):])
     assert len(ranked) == 2 and {r["formula"] for r in ranked} <= {"MgO", "CaO", "SrO"}, ranked
     assert ranked[0]["score"] >= ranked[1]["score"] and all(np.isfinite(r["std"]) for r in ranked)
     with pytest.raises(TansakuError, match="chgnet descriptors read crystal structures: use --features structure"):
@@ -195,6 +204,23 @@ def test_train_and_predict_cli(oxide_db, tmp_path):
     assert rows[0]["log10"] and 3 < rows[0]["value"] < 9  # SrTiO3 ε∞ ≈ 6 in PBEsol
     assert rows[1]["value"] < rows[0]["value"]  # MgO is far less polarizable
     assert rows[0]["value_low"] < rows[0]["value"] < rows[0]["value_high"]
+
+    # a batch with bad inputs: each is skipped with its reason, the good ones are still predicted, exit code 1
+    (tmp_path / "broken.cif").write_text("data_x\n_cell_length_a 4.2\nnot a cif at all\n")
+    Structure(Lattice.cubic(4.2), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+        filename=str(tmp_path / "disordered.json"))
+    Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.81), ["Ca", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+        filename=str(tmp_path / "CaO.cif"))
+    out = invoke(db, "predict", "--model", str(model), "--formula", "SrTiO3", "--formula", "Xx2O3", "--formula",
+                 "NaO3", "--structure", str(tmp_path / "broken.cif"), "--structure", str(tmp_path / "disordered.json"),
+                 "--structure", str(tmp_path / "CaO.cif"), "--structure", str(tmp_path / "missing.cif"), "--json")
+    assert out.exit_code == 1
+    assert [r["input"] for r in json.loads(out.stdout)] == ["SrTiO3", str(tmp_path / "CaO.cif")]
+    skipped = [line for line in out.stderr.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 5, out.stderr
+    for expected in ("unknown element 'Xx'", "NaO3: cannot be charge-balanced", "broken.cif", "disordered.json: "
+                     "disordered or partially occupied structure", "missing.cif: no such file"):
+        assert any(expected in line for line in skipped), (expected, out.stderr)
 
 
 def test_predict_db_missing_stores_ml_predictions(oxide_db_copy, tmp_path):

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.acquisition import DRAW_STRATEGIES, NOT_FROM_A_SAVED_MODEL, Goal, score
 from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
-from tansaku.features.sets import base_columns, base_set, cached_features, raw_features
+from tansaku.features.sets import base_columns, base_set, cached_features, raw_features_each
 from tansaku.models.persistence import load_model
 from tansaku.store.database import Database
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
@@ -117,7 +117,10 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
         records.append(record)
     loose = [r for r in records if "item" in r]
     if loose:
-        blocks.append(raw_features([r["item"] for r in loose], feature_set))
+        X_loose, kept, failed = raw_features_each([r["item"] for r in loose], feature_set)
+        refused += [f"{loose[i]['candidate']}: {reason}" for i, reason in failed]
+        loose = [loose[i] for i in kept]
+        blocks.append(X_loose)
     ordered = [r for r in records if "item" not in r] + loose
     X = np.vstack(blocks) if blocks else np.empty((0, 0))
     for r in ordered:

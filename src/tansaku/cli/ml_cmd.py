@@ -10,8 +10,8 @@ from rich.table import Table
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.cli.common import console, database, progress_bar
-from tansaku.features.sets import FEATURE_SETS, raw_features
+from tansaku.cli.common import console, database, err_console, progress_bar
+from tansaku.features.sets import FEATURE_SETS, raw_features_each
 from tansaku.models.dataset import load_dataset
 from tansaku.models.evaluation import evaluate
 from tansaku.models.learners import MODELS, make_model, model_feature_set
@@ -89,34 +89,66 @@ def predict(
                                     "property and store the predictions as method ml:<model id>."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Predictions with uncertainty (and, for dielectric models, the constant itself, not only its log10)."""
+    """Predictions with uncertainty (and, for dielectric models, the constant itself, not only its log10).
+
+    An input that cannot be read or described (a broken file, an unknown element, a formula that cannot be
+    charge-balanced, a disordered cell) is skipped with its reason on stderr; the others are still predicted,
+    and the exit code is 1 when any was skipped.
+
+    Example: tansaku predict --model eps.pkl --formula SrTiO3 --formula BaZrO3 --json
+    """
     model, meta = load_model(model_path)
-    items, labels = [], []
-    for text in formula or []:
-        items.append(text)
-        labels.append(text)
-    for path in structure or []:
-        s = read_structure(path)
-        check_ordered(s, str(path))
-        items.append(s if meta["feature_set"] == "structure" else s.composition)
-        labels.append(str(path))
-    if meta["feature_set"] == "structure" and any(isinstance(i, str) for i in items):
-        raise TansakuError(f"{model_path} uses structure descriptors: give --structure files, not formulas")
+    items, labels, refused = _read_inputs(formula or [], structure or [], meta, model_path)
     rows = []
     if items:
-        _check_balance(items)
-        mean, std = model.predict_dist(raw_features(items, meta["descriptors"]))
-        rows = [_row(label, m, s, meta) for label, m, s in zip(labels, mean, std, strict=True)]
+        X, kept, failed = raw_features_each(items, meta["descriptors"])
+        refused += [f"{labels[i]}: {reason}" for i, reason in failed]
+        labels = [labels[i] for i in kept]
+        if labels:
+            mean, std = model.predict_dist(X)
+            rows = [_row(label, m, s, meta) for label, m, s in zip(labels, mean, std, strict=True)]
     if db_missing:
         rows += _predict_db_missing(model, meta)
+    for reason in refused:
+        err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
     if json_out:
         console.print_json(json.dumps(rows))
-        return
-    table = Table("input", "prediction", "± std", "value" if meta["log_target"] else "", title=meta["id"])
-    for r in rows:
-        table.add_row(str(r["input"]), f"{r['mean']:.3f}", f"{r['std']:.3f}",
-                      f"{r['value']:.3g}" if meta["log_target"] else "")
-    console.print(table)
+    else:
+        table = Table("input", "prediction", "± std", "value" if meta["log_target"] else "", title=meta["id"])
+        for r in rows:
+            table.add_row(str(r["input"]), f"{r['mean']:.3f}", f"{r['std']:.3f}",
+                          f"{r['value']:.3g}" if meta["log_target"] else "")
+        console.print(table)
+    if refused:
+        raise typer.Exit(1)
+
+
+def _read_inputs(formulas: list[str], structures: list[Path], meta: dict, model_path: Path):
+    """(items, labels, refusals): every input checked on its own, so one bad input refuses only itself."""
+    items, labels, refused = [], [], []
+    for text in formulas:
+        if meta["feature_set"] == "structure":
+            refused.append(f"{text}: {model_path} uses structure descriptors; give a --structure file, "
+                           "not a formula")
+            continue
+        try:
+            _check_balance([text])
+        except TansakuError as exc:
+            refused.append(str(exc))
+            continue
+        items.append(text)
+        labels.append(text)
+    for path in structures:
+        try:
+            s = read_structure(path)
+            check_ordered(s, str(path), "predictions need an ordered cell")
+            _check_balance([s])
+        except TansakuError as exc:
+            refused.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
+            continue
+        items.append(s if meta["feature_set"] == "structure" else s.composition)
+        labels.append(str(path))
+    return items, labels, refused
 
 
 def _check_balance(items) -> None:

@@ -77,6 +77,25 @@ def raw_features(items: list, feature_set: str) -> np.ndarray:
     return np.hstack(blocks)
 
 
+def raw_features_each(items: list, feature_set: str) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """`raw_features` for a batch where one bad item must not sink the rest: all at once, and if a descriptor
+    refuses, one item at a time. Returns the rows described, their indices in `items`, and (index, reason) for
+    each item refused. A feature set that cannot be built at all is still one error for the whole batch."""
+    _parts(feature_set)
+    try:
+        return raw_features(items, feature_set), list(range(len(items))), []
+    except TansakuError:
+        pass
+    rows, kept, refused = [], [], []
+    for index, item in enumerate(items):
+        try:
+            rows.append(raw_features([item], feature_set))
+            kept.append(index)
+        except TansakuError as exc:
+            refused.append((index, str(exc)))
+    return (np.vstack(rows) if rows else np.empty((0, len(feature_names(feature_set))))), kept, refused
+
+
 def cached_features(
     db: Database, material_ids: list[int], feature_set: str, progress: Callable | None = None, chunk: int = 500
 ) -> np.ndarray:

@@ -62,13 +62,16 @@ def structure_from_dict(data: dict, where: str) -> Structure:
         raise TansakuError(f"{where}: invalid structure ({type(exc).__name__}: {exc})") from exc
 
 
-def check_ordered(structure: Structure, where: str) -> None:
+ORDER_IT_FIRST = "order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation"
+
+
+def check_ordered(structure: Structure, where: str, remedy: str = ORDER_IT_FIRST) -> None:
     """Refuse disordered or partially occupied structures: DFT and our descriptors need ordered cells."""
     if not structure.is_ordered:
         partial = next(site for site in structure if not site.is_ordered)
         raise TansakuError(
             f"{where}: disordered or partially occupied structure (site {partial.species_string} "
-            f"at {partial.frac_coords.round(3).tolist()}); pass --allow-disorder to store it anyway"
+            f"at {partial.frac_coords.round(3).tolist()}); {remedy}"
         )
 
 
@@ -81,7 +84,7 @@ def import_structure_files(
         try:
             structure = read_structure(path)
             if not allow_disorder:
-                check_ordered(structure, str(path))
+                check_ordered(structure, str(path), "pass --allow-disorder to store it anyway")
             with db.session() as session:
                 add_structure_material(
                     session, structure, FILE_SOURCE, str(Path(path).resolve()), report,
