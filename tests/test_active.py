@@ -445,3 +445,6 @@ def test_calibration_on_ten_samples_gives_an_interval_the_size_of_the_residuals(
     mean, std = model.predict_dist(descriptors(5))
     assert np.all(np.isfinite(std)) and np.all(std > 0.02 * y.std()), std
     assert np.all(std < 5 * y.std()), (std, y.std())
+    # boosted bags keep no members to draw from: range-ensemble gets a clear refusal, not an AttributeError
+    with pytest.raises(TansakuError, match="LGBMBag has no ensemble members to sample"):
+        model.predict_samples(descriptors(5))

@@ -90,4 +90,6 @@ class LinearStacked(RegressorMixin, BaseEstimator):
         return self.learner_.predict_dist(self._with_linear(X))
 
     def predict_samples(self, X):
+        if not hasattr(self.learner_, "predict_samples"):
+            raise TansakuError(f"{type(self.learner_).__name__} has no ensemble members to sample")
         return self.learner_.predict_samples(self._with_linear(X))
