@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.features import composition, ions, mlip, structure
+from tansaku.features import composition, ions, mlip, structure, tokens
 from tansaku.store.database import Database
 from tansaku.store.models import FeatureCache, Material
 
@@ -30,6 +30,7 @@ class Block(NamedTuple):
 EXTRA_BLOCKS: dict[str, Block] = {
     "ions": Block(ions.VERSION, ions.names, ions.ion_fractions, needs_structure=False, sparse=True),
     "chgnet": Block(mlip.VERSION, mlip.names, mlip.mlip_descriptors, needs_structure=True, sparse=False),
+    "tokens": Block(tokens.VERSION, tokens.names, tokens.element_tokens, needs_structure=False, sparse=False),
 }
 
 

@@ -72,3 +72,14 @@ def load_dataset(
         groups.append(formula)
     X = cached_features(db, ids, feature_set, progress)
     return Dataset(ids, X, np.array(y), np.array(groups), feature_names(feature_set), property_name, log_target)
+
+
+def formula_values(db: Database, property_name: str, subset: str | None = None) -> list[tuple[str, float]]:
+    """(reduced formula, value) of every stored value of a property (ML predictions never): what pretraining
+    on a large property reads, without the descriptors `load_dataset` computes."""
+    query = (select(Material.reduced_formula, Property.value).join(Material, Material.id == Property.material_id)
+             .where(Property.name == property_name, Property.value.is_not(None), ~Property.method.startswith("ml:")))
+    if subset:
+        query = query.where(Property.material_id.in_(select(Subset.material_id).where(Subset.name == subset)))
+    with db.session() as session:
+        return [(formula, value) for formula, value in session.execute(query)]

@@ -225,7 +225,7 @@ def fill_missing(X, fill: np.ndarray, dtype=np.float64) -> np.ndarray:
     return filled
 
 
-MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "lgbm-chgnet", "blend")
+MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "lgbm-chgnet", "lgbm-attn", "blend")
 
 
 def model_feature_set(model, feature_set: str) -> str:
@@ -234,17 +234,22 @@ def model_feature_set(model, feature_set: str) -> str:
     return "+".join([base_set(feature_set), *getattr(model, "extra_blocks", ())])
 
 
-def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = False) -> Imputed:
+def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = False,
+               pretrained: dict | None = None) -> Imputed:
     """rf: the paper's random forest; et: extra trees; lgbm: bagged LightGBM; lgbm-cal: the same with its spread
     rescaled on 3-fold out-of-fold residuals (the raw bag spread covers about 13 % at 68 %); lgbm-lin: lgbm-cal
     with a ridge regression's out-of-fold prediction as one more descriptor (`stacking`), the ridge also reading
     the ion fractions (`features.ions`: build its input with `model_feature_set`); lgbm-chgnet: lgbm-lin that also
     reads what the pretrained CHGNet potential says of each structure (`features.mlip`; structure set only, needs
-    `tansaku[mlip]`); blend: et + lgbm.
+    `tansaku[mlip]`); lgbm-attn: the average of lgbm-lin and an element-attention network on the composition
+    (`models.attention`; needs PyTorch), started from `pretrained` weights (`tansaku pretrain`) when given;
+    blend: et + lgbm.
 
     `trees` sizes the forests; active-learning loops that refit every round use fewer than training does.
     `oob` keeps what a bootstrap forest needs for out-of-bag predictions (rf only).
     """
+    if pretrained is not None and name != "lgbm-attn":
+        raise TansakuError(f"pretrained weights start the attention network of lgbm-attn; {name!r} has none")
     if oob and name != "rf":
         raise TansakuError(f"out-of-bag predictions need the bootstrap random forest (rf), not {name!r}")
     if name == "rf":
@@ -255,14 +260,25 @@ def make_model(name: str, random_state: int = 0, trees: int = 500, oob: bool = F
         learner = LGBMBag(random_state=random_state)
     elif name == "lgbm-cal":
         learner = Calibrated(LGBMBag(random_state=random_state), folds=3, random_state=random_state)
-    elif name in ("lgbm-lin", "lgbm-chgnet"):
+    elif name in ("lgbm-lin", "lgbm-chgnet", "lgbm-attn"):
         stacked = LinearStacked(LGBMBag(random_state=random_state), random_state=random_state,
                                 linear_only=len(ions.names()))  # the ion fractions come last: the ridge's alone
+        calibrated = Calibrated(stacked, folds=3, random_state=random_state)
+        if name == "lgbm-attn":
+            return Imputed(_token_blend(calibrated, pretrained, random_state), extra_blocks=("ions", "tokens"))
         blocks = ("ions",) if name == "lgbm-lin" else ("chgnet", "ions")
-        return Imputed(Calibrated(stacked, folds=3, random_state=random_state), extra_blocks=blocks)
+        return Imputed(calibrated, extra_blocks=blocks)
     elif name == "blend":
         learner = Blend([ForestWithSpread("et", trees, 0.5, random_state=random_state),
                          LGBMBag(random_state=random_state)])
     else:
         raise TansakuError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
     return Imputed(learner)
+
+
+def _token_blend(base, pretrained: dict | None, random_state: int):
+    try:
+        from tansaku.models.attention import AttentionRegressor, TokenBlend
+    except ImportError as error:
+        raise TansakuError(f"lgbm-attn needs PyTorch: pip install 'tansaku[mlip]' ({error})") from None
+    return TokenBlend(base, AttentionRegressor(pretrained, random_state=random_state))

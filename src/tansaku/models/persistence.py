@@ -14,8 +14,10 @@ FORMAT = "tansaku-model-1"
 
 
 def save_model(path: Path, model, *, property_name: str, feature_set: str, log_target: bool, model_name: str,
-               feature_names: list[str], training_hash: str, n_train: int, metrics: dict | None = None) -> dict:
-    """`feature_set` is what the user chose ("structure"); `descriptors` what the model reads ("structure+ions")."""
+               feature_names: list[str], training_hash: str, n_train: int, metrics: dict | None = None,
+               extra: dict | None = None) -> dict:
+    """`feature_set` is what the user chose ("structure"); `descriptors` what the model reads ("structure+ions").
+    `extra`: more provenance (where lgbm-attn's network started)."""
     from tansaku.models.learners import model_feature_set
 
     descriptors = model_feature_set(model, feature_set)
@@ -25,7 +27,7 @@ def save_model(path: Path, model, *, property_name: str, feature_set: str, log_t
         "descriptor_version": featurizer_key(descriptors), "log_target": log_target,
         "feature_names": feature_names, "training_hash": training_hash, "n_train": n_train,
         "metrics": metrics or {}, "tansaku_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), **(extra or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
