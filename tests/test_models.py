@@ -248,11 +248,11 @@ def test_bad_prediction_inputs(oxide_db, tmp_path):
     from tansaku.cli.ml_cmd import _check_balance
 
     with pytest.raises(TansakuError, match="unknown element 'Xx'"):
-        _check_balance(["Xx2O3"])
+        _check_balance("Xx2O3")
     with pytest.raises(TansakuError, match="only noble gases"):
-        _check_balance(["Ne"])
+        _check_balance("Ne")
     with pytest.raises(TansakuError, match="NaO3: cannot be charge-balanced"):
-        _check_balance(["NaO3"])
+        _check_balance("NaO3")
     junk = tmp_path / "junk.pkl"
     junk.write_bytes(b"not a model")
     with pytest.raises(TansakuError, match="not a tansaku model file"):

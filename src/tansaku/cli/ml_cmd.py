@@ -180,7 +180,7 @@ def _read_inputs(formulas: list[str], structures: list[Path], meta: dict, model_
                            "not a formula")
             continue
         try:
-            _check_balance([text])
+            _check_balance(text)
         except TansakuError as exc:
             refused.append(str(exc))
             continue
@@ -190,7 +190,7 @@ def _read_inputs(formulas: list[str], structures: list[Path], meta: dict, model_
         try:
             s = read_structure(path)
             check_ordered(s, str(path), "predictions need an ordered cell")
-            _check_balance([s])
+            _check_balance(s)
         except TansakuError as exc:
             refused.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
             continue
@@ -199,15 +199,15 @@ def _read_inputs(formulas: list[str], structures: list[Path], meta: dict, model_
     return items, labels, refused
 
 
-def _check_balance(items) -> None:
+def _check_balance(item) -> None:
+    """Refuse a formula or structure no charge-balanced guess exists for: not a compound the model knows."""
     from tansaku.features.composition import to_composition
     from tansaku.features.oxidation import guess_oxidation_states
 
-    for item in items:
-        composition = to_composition(item)
-        if guess_oxidation_states(composition.reduced_formula) is None:
-            raise TansakuError(f"{composition.reduced_formula}: cannot be charge-balanced with known oxidation "
-                               "states; refusing to predict a composition that cannot exist as an ionic solid")
+    composition = to_composition(item)
+    if guess_oxidation_states(composition.reduced_formula) is None:
+        raise TansakuError(f"{composition.reduced_formula}: cannot be charge-balanced with known oxidation states; "
+                           "refusing to predict a composition that cannot exist as an ionic solid")
 
 
 def _row(label, mean, std, meta) -> dict:
