@@ -37,7 +37,7 @@ from tansaku.cli.app import app
 from tansaku.cli.common import State
 from tansaku.features import ions
 from tansaku.models.learners import make_model
-from tansaku.store.models import Subset
+from tansaku.store.models import Material, Subset
 from tests.conftest import E_FORM_CSV, need_shared
 
 runner = CliRunner()
@@ -381,6 +381,24 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
                                             strategy="weighted", diversity=d, seed=seed)]
              for seed in range(4) for d in (0.0, 20.0)]
     assert draws[0::2] == draws[1::2], draws
+    # structure files as candidates: only the chosen one is stored (and queued); a file the descriptors refuse
+    # (a noble-gas crystal) and the ones not chosen leave nothing in the database
+    files = []
+    for name, (a, b) in {"BaTaO3": ("Ba", "Ta"), "SrGeO3": ("Sr", "Ge")}.items():
+        s = Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.0), [a, b, "O"],
+                                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+        files.append(tmp_path / f"file-{name}.cif")
+        s.to(filename=str(files[-1]))
+    files.append(tmp_path / "argon.cif")
+    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.3), ["Ar"], [[0, 0, 0]]).to(filename=str(files[-1]))
+    with oxide_db_copy.session() as session:
+        before = session.query(Material).count()
+    rows = suggest(oxide_db_copy, model, Goal("range", 3, 6), [str(f) for f in files], 1, queue="from-files")
+    with oxide_db_copy.session() as session:
+        assert session.query(Material).count() == before + 1
+        queued = list(session.scalars(select(Subset.material_id).where(Subset.name == "from-files")))
+    assert queued == [rows[0]["material_id"]] and rows[0]["candidate"] in map(str, files[:2])
+    assert "to_store" not in rows[0]
     with pytest.raises(TansakuError, match="exactly one goal"):
         invoke("--db", db, "al", "suggest", "--model", model, "--range", 3, 6, "--maximize")
     with pytest.raises(TansakuError, match="lo must be > 0"):

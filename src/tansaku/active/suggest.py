@@ -72,7 +72,7 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
                     progress: Callable | None = None) -> tuple[list[dict], np.ndarray, list[str]]:
     """Candidate records, their descriptors, and the reasons candidates were refused (others go on)."""
     from tansaku.features.composition import to_composition
-    from tansaku.sources.structures import FILE_SOURCE, check_ordered, read_structure
+    from tansaku.sources.structures import check_ordered, read_structure
 
     structural = base_set(feature_set) == "structure"
     records: list[dict] = []
@@ -110,10 +110,7 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
         record = {"candidate": spec, "material_id": None, "formula": structure.composition.reduced_formula,
                   "item": structure if structural else structure.composition}
         if queue:
-            with db.session() as session:
-                material, _ = add_structure_material(session, structure, FILE_SOURCE, str(path.resolve()),
-                                                     ImportReport(), extra={"file": path.name})
-                record["material_id"] = material.id
+            record["to_store"] = (structure, path)  # stored once chosen: a refused one must not stay behind
         records.append(record)
     loose = [r for r in records if "item" in r]
     if loose:
@@ -126,6 +123,20 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
     for r in ordered:
         r.pop("item", None)
     return ordered, X, refused
+
+
+def _store_chosen_files(db: Database, rows: list[dict]) -> None:
+    """Store the structure files among the chosen candidates, so the queue can point at them."""
+    from tansaku.sources.structures import FILE_SOURCE
+
+    with db.session() as session:
+        for row in rows:
+            if (stored := row.pop("to_store", None)) is not None:
+                structure, path = stored
+                material, _ = add_structure_material(session, structure, FILE_SOURCE, str(path.resolve()),
+                                                     ImportReport(), extra={"file": path.name})
+                session.flush()
+                row["material_id"] = material.id
 
 
 def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n: int, *,
@@ -174,6 +185,7 @@ def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n
                "strategy": strategy, "log10": log_target}
         rows.append(row)
     if queue:
+        _store_chosen_files(db, rows)
         ids = [r["material_id"] for r in rows if r["material_id"] is not None]
         missing = [r["candidate"] for r in rows if r["material_id"] is None]
         if missing:
