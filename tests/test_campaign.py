@@ -20,8 +20,9 @@ from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
 from tansaku.active.cost import CostEstimator, CostModel
 from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
+from tansaku.sources.download import sha256_of
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
-from tansaku.store import Calculation, CampaignPick, CampaignRound, Property, open_database
+from tansaku.store import Calculation, CampaignPick, CampaignRound, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
 from tests.conftest import PSEUDOS, need_shared
 from tests.test_cli import invoke
@@ -83,6 +84,8 @@ def test_example_config_parses_and_mistakes_are_named(tmp_path):
         (sim_config(acquisition={"strategy": "error-model"}), "'error-model' .* needs \\[goal\\] kind = 'error'"),
         (sim_config(goal={"kind": "error"}, acquisition={"strategy": "error-model"}, model={"cv_folds": 0}),
          "cv_folds of at least 2"),
+        (sim_config(model={"pretrained": str(example)}), "pretrained starts lgbm-attn's network; learner 'et'"),
+        (sim_config(model={"learner": "lgbm-attn", "pretrained": "nowhere.pt"}), "nowhere.pt: no such file"),
     ]
     for data, message in cases:
         with pytest.raises(TansakuError, match=message):
@@ -120,6 +123,24 @@ def test_simulated_campaign_pauses_resumes_and_spends_exactly_its_budget(oxide_d
     other_goal = config_from_dict(sim_config(goal={"kind": "range", "lo": 4.0, "hi": 5.0}))
     with pytest.raises(TansakuError, match="exists with a different goal"):
         run_campaign(db, other_goal, oracle, say=quiet)
+
+
+def test_campaign_with_lgbm_attn_starts_every_round_from_the_pretrained_weights(oxide_db_copy, tmp_path):
+    from tansaku.models.attention import pretrain, save_pretrained
+
+    with oxide_db_copy.session() as session:  # any large-ish property will do for the test: the stored ε∞
+        rows = session.execute(select(Material.reduced_formula, Property.value).join(Property).where(
+            Property.name == "eps_electronic")).all()
+    weights = tmp_path / "eps.pt"
+    save_pretrained(weights, pretrain([f for f, _ in rows], [v for _, v in rows], "eps_electronic", epochs=1))
+    config = config_from_dict(sim_config("attn", budget={"runs": 35}, training={"init_random": 30},
+                                         model={"learner": "lgbm-attn", "pretrained": str(weights), "cv_folds": 0}))
+    status = run_campaign(oxide_db_copy, config, DatasetOracle(oxide_db_copy, "band_gap", "import:oxi_diel_db"),
+                          say=quiet)
+    assert status["status"] == "finished" and status["runs"] == 35
+    chosen = status["rounds"][-1]
+    assert chosen["model"]["n_train"] == 30 and chosen["model"]["pretrained_sha256"] == sha256_of(weights)
+    assert all(p["reason"].startswith("range score") and p["std"] > 0 for p in chosen["picks"])
 
 
 def test_target_range_campaign_finds_more_than_random_and_stops_at_its_goal(oxide_db_copy):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, select
@@ -158,10 +159,17 @@ def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: i
     if len(ids) < 2:
         raise TansakuError(f"campaign {config.name!r}: {len(ids)} known value(s) of {config.property!r}; the model "
                            "needs at least 2 (check [training] query or raise init_random)")
-    model = make_model(config.learner, random_state=seed, trees=config.trees)
+    weights = None
+    if config.pretrained:
+        from tansaku.models.attention import load_pretrained
+
+        weights = load_pretrained(Path(config.pretrained))
+    model = make_model(config.learner, random_state=seed, trees=config.trees, pretrained=weights)
     X = cached_features(db, ids, model_feature_set(model, config.features))
     y = np.array([np.log10(known[i]) if log else known[i] for i in ids])
     metrics: dict = {"n_train": len(ids)}
+    if weights is not None:
+        metrics["pretrained_sha256"] = weights["meta"]["sha256"]
     residuals = None
     folds = config.cv_folds
     if folds >= 2 and len(ids) >= 2 * folds:

@@ -40,7 +40,8 @@ query = "subset=paper"           # materials whose stored values teach the model
 init_random = 0                  # candidates computed at random before the model chooses
 
 [model]
-learner = "et"                   # rf, et, lgbm, blend
+learner = "et"                   # rf, et, lgbm, lgbm-cal, lgbm-lin, lgbm-chgnet, lgbm-attn, blend
+# pretrained = "e_form.pt"       # lgbm-attn only: weights from `tansaku pretrain` to start its network from
 features = "composition"         # composition or structure
 trees = 300
 cv_folds = 5                     # per-round cross-validated error; 0 skips it
@@ -82,6 +83,7 @@ class CampaignConfig:
     features: str = "composition"
     trees: int = 300
     cv_folds: int = 5
+    pretrained: str | None = None
     oracle: str = "dft"
     oracle_method: str | None = None
     dft: dict = field(default_factory=dict)
@@ -138,6 +140,7 @@ def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
         training_query=train.get("query"), init_random=int(train.get("init_random", 0)),
         learner=model.get("learner", "et"), features=model.get("features", "composition"),
         trees=int(model.get("trees", 300)), cv_folds=int(model.get("cv_folds", 5)),
+        pretrained=model.get("pretrained"),
         oracle=oracle.get("kind", "dft"), oracle_method=oracle.get("method"), dft=dict(dft),
     )
     _validate(config, where)
@@ -168,6 +171,10 @@ def _validate(c: CampaignConfig, where: str) -> None:
         raise bad(f"cost_aware divides scores by cost and needs non-negative scores; {c.strategy!r} has none")
     if c.learner not in MODELS:
         raise bad(f"unknown learner {c.learner!r} (choose from {', '.join(MODELS)})")
+    if c.pretrained is not None and c.learner != "lgbm-attn":
+        raise bad(f"[model] pretrained starts lgbm-attn's network; learner {c.learner!r} has none")
+    if c.pretrained is not None and not Path(c.pretrained).is_file():
+        raise bad(f"[model] pretrained: {c.pretrained}: no such file (make it with `tansaku pretrain`)")
     if c.features not in ("composition", "structure"):
         raise bad(f"unknown features {c.features!r} (composition or structure)")
     if c.oracle not in ("dft", "dataset"):
