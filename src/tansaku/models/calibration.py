@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold
 
-from tansaku import TansakuError
+from tansaku.models.members import sample_members
 
 ONE_SIGMA = 0.6826894921370859
 RELATIVE_STD_FLOOR = 1e-3
@@ -55,8 +55,6 @@ class Calibrated(RegressorMixin, BaseEstimator):
         return mean, np.maximum(std, self.std_floor_) * self.scale_
 
     def predict_samples(self, X):
-        if not hasattr(self.learner_, "predict_samples"):
-            raise TansakuError(f"{type(self.learner_).__name__} has no ensemble members to sample")
-        samples = self.learner_.predict_samples(X)
+        samples = sample_members(self.learner_, X)
         centre = samples.mean(axis=0)
         return centre + (samples - centre) * self.scale_

@@ -15,6 +15,7 @@ from tansaku import TansakuError
 from tansaku.features import ions
 from tansaku.features.sets import base_set
 from tansaku.models.calibration import Calibrated
+from tansaku.models.members import sample_members
 from tansaku.models.stacking import LinearStacked
 
 
@@ -206,9 +207,7 @@ class Imputed(RegressorMixin, BaseEstimator):
         return self.learner_.oob_prediction()
 
     def predict_samples(self, X):
-        if not hasattr(self.learner_, "predict_samples"):
-            raise TansakuError(f"{type(self.learner_).__name__} has no ensemble members to sample")
-        return self.learner_.predict_samples(self._filled(X))
+        return sample_members(self.learner_, self._filled(X))
 
 
 def fill_missing(X, fill: np.ndarray, dtype=np.float64) -> np.ndarray:

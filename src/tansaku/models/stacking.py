@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tansaku import TansakuError
+from tansaku.models.members import sample_members
 
 ALPHAS = tuple(np.logspace(-2, 4, 13))
 
@@ -90,6 +91,4 @@ class LinearStacked(RegressorMixin, BaseEstimator):
         return self.learner_.predict_dist(self._with_linear(X))
 
     def predict_samples(self, X):
-        if not hasattr(self.learner_, "predict_samples"):
-            raise TansakuError(f"{type(self.learner_).__name__} has no ensemble members to sample")
-        return self.learner_.predict_samples(self._with_linear(X))
+        return sample_members(self.learner_, self._with_linear(X))
