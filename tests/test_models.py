@@ -17,7 +17,7 @@ from tansaku.cli.common import State
 from tansaku.models.dataset import load_dataset
 from tansaku.models.evaluation import evaluate, metrics
 from tansaku.models.learners import ForestWithSpread, make_model
-from tansaku.models.persistence import load_model
+from tansaku.models.persistence import load_model, save_model
 from tansaku.models.stacking import LinearStacked
 from tansaku.store.models import Property
 
@@ -265,3 +265,18 @@ def test_bad_prediction_inputs(oxide_db, tmp_path):
         load_model(old)
     with pytest.raises(TansakuError, match="no material has property 'nonexistent'"):
         load_dataset(oxide_db, "nonexistent", "composition")
+
+
+def test_a_failed_save_leaves_the_previous_model_file_whole(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(size=(40, 3)), rng.uniform(size=40)
+    path = tmp_path / "m.pkl"
+    fields = dict(property_name="band_gap", feature_set="composition", log_target=False, model_name="rf",
+                  feature_names=["a", "b", "c"], training_hash="h", n_train=40)
+    save_model(path, make_model("rf", trees=5).fit(X, y), **fields)
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="lambda"):  # a model that cannot be pickled fails midway through the write
+        save_model(path, lambda: None, **fields)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]  # no partial file left beside it
+    model, meta = load_model(path)
+    assert meta["n_train"] == 40 and model.predict(X).shape == (40,)

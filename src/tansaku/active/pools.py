@@ -10,6 +10,7 @@ import numpy as np
 
 from tansaku import TansakuError
 from tansaku.features.sets import featurizer_key, raw_features
+from tansaku.files import write_atomically
 from tansaku.sources.csv_table import read_table
 from tansaku.sources.download import cache_dir, sha256_of
 from tansaku.store.database import Database
@@ -45,10 +46,7 @@ def pool_from_csv(path: Path, column: str | None = None, progress: Callable | No
     else:
         parts = [formulas[i : i + chunk] for i in range(0, len(formulas), chunk)]
         X = np.vstack([raw_features(part, "composition") for part in (progress(parts) if progress else parts)])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, X)
-        tmp.replace(cache)
+        write_atomically(cache, lambda handle: np.save(handle, X))
     return LabelledPool(formulas, formulas, X, y, str(path))
 
 

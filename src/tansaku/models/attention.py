@@ -25,6 +25,7 @@ from torch import nn
 
 from tansaku import TansakuError
 from tansaku.features import tokens
+from tansaku.files import write_atomically
 
 PRETRAINED_FORMAT = "tansaku-pretrained-attention-1"
 MIN_PRETRAINING = 100
@@ -119,8 +120,7 @@ def pretrain(formulas: list[str], values: np.ndarray, property_name: str, epochs
 
 
 def save_pretrained(path: Path, pretrained: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(pretrained, path)
+    write_atomically(path, lambda handle: torch.save(pretrained, handle))
 
 
 def load_pretrained(path: Path) -> dict:

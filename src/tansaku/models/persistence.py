@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tansaku import TansakuError, __version__
 from tansaku.features.sets import featurizer_key
+from tansaku.files import write_atomically
 
 FORMAT = "tansaku-model-1"
 
@@ -29,9 +30,7 @@ def save_model(path: Path, model, *, property_name: str, feature_set: str, log_t
         "metrics": metrics or {}, "tansaku_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"), **(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        pickle.dump({"meta": meta, "model": model}, handle)
+    write_atomically(path, lambda handle: pickle.dump({"meta": meta, "model": model}, handle))
     return meta
 
 

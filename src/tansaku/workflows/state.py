@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tansaku.files import write_atomically
 
 STATE_FILE = "state.json"
 
@@ -48,10 +49,8 @@ class StepState:
 
     def save(self, directory: Path) -> None:
         """Atomic write: a kill never leaves a half-written state file."""
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, default=_jsonable))
-        os.replace(tmp, directory / STATE_FILE)
+        text = json.dumps(asdict(self), indent=1, default=_jsonable)
+        write_atomically(directory / STATE_FILE, lambda handle: handle.write(text.encode()))
 
 
 def _jsonable(value):
