@@ -274,6 +274,10 @@ def test_a_failed_save_leaves_the_previous_model_file_whole(tmp_path):
     fields = dict(property_name="band_gap", feature_set="composition", log_target=False, model_name="rf",
                   feature_names=["a", "b", "c"], training_hash="h", n_train=40)
     save_model(path, make_model("rf", trees=5).fit(X, y), **fields)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # the umask's, not a temp file's 0600
+    plain.unlink()
     before = path.read_bytes()
     with pytest.raises(Exception, match="lambda"):  # a model that cannot be pickled fails midway through the write
         save_model(path, lambda: None, **fields)

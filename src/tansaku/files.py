@@ -11,7 +11,9 @@ from typing import BinaryIO
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """`write(handle)` into a temporary file beside `path`, then rename it over `path` (atomic on one file
-    system). If `write` raises, the temporary file is removed and `path` is untouched."""
+    system). If `write` raises, the temporary file is removed and `path` is untouched. The file gets the
+    permissions `open` would give it (the umask's), not the owner-only ones of a temporary file: a model or
+    weights file is meant to be read by the group that shares a cluster."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False) as tmp:
         try:
@@ -20,4 +22,11 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
             tmp.close()
             Path(tmp.name).unlink(missing_ok=True)
             raise
+    os.chmod(tmp.name, 0o666 & ~_umask())
     os.replace(tmp.name, path)
+
+
+def _umask() -> int:
+    current = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(current)
+    return current
