@@ -244,6 +244,10 @@ def test_metals_and_bad_materials_get_clear_reasons(tmp_path):
     with ctx.db.session() as session:
         comp_id = session.scalar(select(Material.id).where(Material.source == "csv:x"))
     assert "has no structure" in run_dielectric(ctx, comp_id).reason
+    alloy = Structure(Lattice.cubic(4.5), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mixed = run_dielectric(ctx, store(ctx, alloy, "MgCaO-alloy"))
+    assert mixed.status == "failed" and "disordered or partially occupied structure (site Ca:0.5, Mg:0.5" in \
+        mixed.reason and "DFT needs an ordered cell" in mixed.reason, mixed.reason
     assert not any(status == "done" for step, status in calculation_rows(ctx) if step == "phonon")
 
 

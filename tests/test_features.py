@@ -135,7 +135,7 @@ def test_bad_compositions_are_refused():
     with pytest.raises(TansakuError, match="only noble gases"):
         featurizer.fit(["Ar"])
     disordered = Structure(Lattice.cubic(4), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    with pytest.raises(TansakuError, match="disordered structure"):
+    with pytest.raises(TansakuError, match="Ca0.5Mg0.5O1: disordered or partially occupied structure"):
         StructureFeaturizer().fit([disordered])
 
 

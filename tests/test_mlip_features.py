@@ -60,7 +60,7 @@ def test_the_chgnet_block_joins_the_structure_set_and_refuses_what_it_cannot_rea
     with pytest.raises(TansakuError, match="chgnet descriptors read crystal structures"):  # once, not per item
         raw_features_each([mgo, mgo], "composition+chgnet")
     disordered = Structure(Lattice.cubic(4.2), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    with pytest.raises(TansakuError, match="disordered structure"):
+    with pytest.raises(TansakuError, match="Ca0.5Mg0.5O1: disordered or partially occupied structure"):
         mlip.mlip_descriptors([disordered])
     with pytest.raises(TansakuError, match="need pymatgen Structures"):
         mlip.mlip_descriptors(["MgO"])

@@ -21,6 +21,7 @@ from pymatgen.core import Structure
 
 from tansaku import TansakuError
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
+from tansaku.sources.structures import check_ordered
 
 MODEL = "0.3.0"  # CHGNet weights shipped in its wheel: the version pins what the descriptors mean
 VERSION = f"chgnet-{MODEL}-1"
@@ -80,9 +81,7 @@ def _displaced(structure: Structure, shift: np.ndarray) -> Structure:
 def _check(structure) -> None:
     if not isinstance(structure, Structure):
         raise TansakuError(f"CHGNet descriptors need pymatgen Structures, got {type(structure).__name__}")
-    if not structure.is_ordered:
-        raise TansakuError(f"{structure.composition.reduced_formula}: disordered structure (partial occupancies); "
-                           "CHGNet descriptors need an ordered cell")
+    check_ordered(structure, structure.composition.reduced_formula, "CHGNet descriptors need an ordered cell")
     beyond = sorted({site.specie.symbol for site in structure if site.specie.Z > LAST_ELEMENT_Z})
     if beyond:
         raise TansakuError(f"{structure.composition.reduced_formula}: CHGNet was trained on elements up to Pu "

@@ -16,6 +16,7 @@ from tansaku import TansakuError
 from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import MAX_Z, PROPERTIES, element_table, symbol_to_z
 from tansaku.features.oxidation import anion_elements, guess_oxidation_states
+from tansaku.sources.structures import check_ordered
 
 VERSION = "structure-3"
 CUTOFF = 6.0  # Å, beyond any first shell of an oxide
@@ -45,9 +46,7 @@ def _crystal_system(number: int) -> int:
 
 
 def structure_descriptors(structure: Structure, ewald: bool = True) -> np.ndarray:
-    if not structure.is_ordered:
-        raise TansakuError(f"{structure.composition.reduced_formula}: disordered structure; descriptors need an "
-                           "ordered cell")
+    check_ordered(structure, structure.composition.reduced_formula, "descriptors need an ordered cell")
     n = len(structure)
     table = element_table()
     z = np.array([symbol_to_z()[site.specie.symbol] for site in structure])

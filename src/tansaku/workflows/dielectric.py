@@ -17,6 +17,7 @@ from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw
 from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml
 from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
 from tansaku.features.oxidation import open_shell_cations
+from tansaku.sources.structures import check_ordered
 from tansaku.store.database import Database
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.models import Calculation, Material, utcnow
@@ -89,8 +90,7 @@ def run_dielectric(
     try:
         if structure is None:
             raise TansakuError(f"{where}: has no structure (composition-only materials cannot be computed)")
-        if not structure.is_ordered:
-            raise TansakuError(f"{where}: disordered structure; DFT needs an ordered cell")
+        check_ordered(structure, where, "DFT needs an ordered cell")
         ctx.pseudos.check_covers({s.specie.symbol for s in structure}, where)
         nelec = number_of_electrons(structure, ctx.pseudos)
         spin = spin_setup(structure, ctx.settings.spin)
