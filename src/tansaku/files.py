@@ -27,6 +27,14 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _umask() -> int:
-    current = os.umask(0)  # the only portable way to read it is to set it
+    """Read without changing it where Linux allows: setting it, the portable way to read it, briefly gives every
+    other thread's new files no mask at all."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o077)  # elsewhere: set a strict one while reading, then put it back
     os.umask(current)
     return current
