@@ -89,12 +89,8 @@ def fine_tune(weights: dict, z, x, targets: np.ndarray, loss: str, seed: int, ep
 
 
 def heads(net: ElementAttention, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """ElementAttention.forward without the final squeeze, so that a multi-output head keeps its columns."""
-    pad = z == 0
-    h = net.encoder(net.project(net.vectors(z)) + net.fraction(torch.stack([x, torch.log(x.clamp_min(1e-4))], -1)),
-                    src_key_padding_mask=pad)
-    pooled = torch.cat([(h * x.unsqueeze(-1)).sum(1), h.masked_fill(pad.unsqueeze(-1), -1e9).max(1).values], -1)
-    return net.head(pooled).reshape(len(z), -1)
+    """Every output of the head (ElementAttention.forward squeezes its one column away)."""
+    return net.head(net.encode(z, x)).reshape(len(z), -1)
 
 
 def tuned_network(weights, z, x, targets, train, test, loss: str, seeds: int, epochs: int) -> np.ndarray:

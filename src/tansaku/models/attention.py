@@ -41,13 +41,17 @@ class ElementAttention(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.Linear(2 * width, 64), nn.SiLU(), nn.Linear(64, 1))
 
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The compound's vector, before the head: fraction-weighted mean and max of the encoded elements."""
         pad = z == 0
         fraction = torch.stack([x, torch.log(x.clamp_min(1e-4))], -1)
         h = self.encoder(self.project(self.vectors(z)) + self.fraction(fraction), src_key_padding_mask=pad)
         mean = (h * x.unsqueeze(-1)).sum(1)
         top = h.masked_fill(pad.unsqueeze(-1), -1e9).max(1).values
-        return self.head(torch.cat([mean, top], -1)).squeeze(-1)
+        return torch.cat([mean, top], -1)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(z, x)).squeeze(-1)
 
 
 def _fit(net: ElementAttention, z: np.ndarray, x: np.ndarray, target: np.ndarray, epochs: int, lr: float,
