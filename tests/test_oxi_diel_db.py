@@ -115,8 +115,12 @@ def test_download_checksum_mismatch_caches_nothing(http_server, tmp_path, monkey
     (root / "f.bin").write_bytes(b"payload")
     with pytest.raises(TansakuError, match="checksum mismatch"):
         fetch(f"{base}/f.bin", "f.bin", sha256="0" * 64)
-    assert not (tmp_path / "cache" / "f.bin").exists()
+    assert list((tmp_path / "cache").iterdir()) == []  # neither the file nor a partial download
     import hashlib
 
     good = hashlib.sha256(b"payload").hexdigest()
-    assert fetch(f"{base}/f.bin", "f.bin", sha256=good).read_bytes() == b"payload"
+    cached = fetch(f"{base}/f.bin", "f.bin", sha256=good)
+    assert cached.read_bytes() == b"payload"
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert cached.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # readable like any file, not 0600

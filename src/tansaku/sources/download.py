@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from tansaku import TansakuError
+from tansaku.files import write_atomically
 
 
 def cache_dir() -> Path:
@@ -39,18 +38,20 @@ def fetch(url: str, filename: str, sha256: str | None = None, timeout: float = 6
     expected = sha256 or (recorded.read_text().strip() if recorded.exists() else None)
     if target.exists() and expected and sha256_of(target) == expected:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+    digest = hashlib.sha256()
+
+    def download(handle) -> None:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - user-given URL
-                shutil.copyfileobj(response, tmp)
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    handle.write(block)
         except Exception as exc:  # noqa: BLE001
-            Path(tmp.name).unlink(missing_ok=True)
             raise TansakuError(f"{url}: download failed ({exc})") from exc
-    got = sha256_of(Path(tmp.name))
-    if sha256 and got != sha256:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise TansakuError(f"{url}: checksum mismatch (expected sha256 {sha256}, got {got}); nothing was cached")
-    os.replace(tmp.name, target)
-    recorded.write_text(got + "\n")
+        if sha256 and digest.hexdigest() != sha256:
+            raise TansakuError(f"{url}: checksum mismatch (expected sha256 {sha256}, got {digest.hexdigest()}); "
+                               "nothing was cached")
+
+    write_atomically(target, download)  # a failed or mismatched download leaves no file behind
+    recorded.write_text(digest.hexdigest() + "\n")
     return target
