@@ -83,7 +83,7 @@ def main() -> None:
           f"{len(pool.y):,} compositions (matbench mp_e_form), composition descriptors, random forest of "
           f"{args.trees} trees refitted every round, {args.init:,} labelled at the start, batches of 200, "
           f"{args.budget:,} at the end; {args.seeds} seeds, the same start and test set for every strategy.", "",
-          "Strategies: " + "; ".join(f"**{s}**: {DESCRIPTIONS[s]}" for s in strategies) + ".", "",
+          "Strategies: " + "; ".join(f"**{s}**: {DESCRIPTIONS[s].description}" for s in strategies) + ".", "",
           "Ratio: added samples a strategy needs to reach random's final test MAE (seed-mean curves) divided by "
           f"random's {args.budget - args.init:,}; target ≤ 0.70. '—' means never reached within the budget.", ""]
     for name in args.settings:

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, write_results  # noqa: E402
 from tansaku.active.acquisition import Goal, score  # noqa: E402
-from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing  # noqa: E402
+from tansaku.active.diversity import descriptor_coordinates, select_batch, typical_spacing  # noqa: E402
 from tansaku.active.error_model import predicted_error  # noqa: E402
 from tansaku.active.pools import pool_from_csv  # noqa: E402
 from tansaku.models.learners import make_model  # noqa: E402

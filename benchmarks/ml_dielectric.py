@@ -64,7 +64,7 @@ def speed(structures, formulas, sample: int) -> dict:
     )
     from pymatgen.core import Composition
 
-    from tansaku.features.oxidation import guess_oxidation_states, icsd_occurrence
+    from tansaku.chemistry.oxidation import guess_oxidation_states, icsd_occurrence
 
     element_table()  # one-time table builds, excluded like matminer's data loading
     icsd_occurrence()
@@ -98,7 +98,7 @@ def speed(structures, formulas, sample: int) -> dict:
 
     # (1) element statistics + stoichiometry (+ our cation/anion descriptors) without oxidation states
     start = time.perf_counter()
-    CompositionFeaturizer(oxidation=False)._raw(comps)
+    CompositionFeaturizer(oxidation=False).raw(comps)
     ours_plain = time.perf_counter() - start
     mm_plain = matminer_seconds(with_oxidation=False)
     # (2) the whole composition set: also oxidation-state statistics (charge-balanced guesses, computed cold on
@@ -120,7 +120,7 @@ def speed(structures, formulas, sample: int) -> dict:
     start = time.perf_counter()
     from tansaku.features.structure import StructureFeaturizer
 
-    StructureFeaturizer()._raw(subset)
+    StructureFeaturizer().raw(subset)
     ours_struct = time.perf_counter() - start
     mm_struct = [DensityFeatures(), GlobalSymmetryFeatures(["spacegroup_num", "crystal_system_int"]), EwaldEnergy(),
                  StructuralHeterogeneity()]
@@ -295,7 +295,7 @@ def pretrained_weights(tmp: Path, epochs: int) -> dict:
 
 def paper_materials(db) -> tuple[list, list[str]]:
     """Structures and formulas of the paper's 1,266 oxides, the input of the speed comparison."""
-    from tansaku.store.models import Material, Subset
+    from tansaku.store.tables import Material, Subset
 
     with db.session() as session:
         mats = session.query(Material).join(Subset, Subset.material_id == Material.id).filter(

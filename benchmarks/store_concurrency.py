@@ -23,7 +23,7 @@ from tests.store_workers import write_materials  # noqa: E402
 
 from _common import write_results  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
-from tansaku.store.models import Property  # noqa: E402
+from tansaku.store.tables import Property  # noqa: E402
 
 PER_PROCESS = 200
 

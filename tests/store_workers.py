@@ -6,8 +6,8 @@ import time
 
 from tansaku.store import open_database
 from tansaku.store.materials import set_property
-from tansaku.store.models import Calculation, Material
 from tansaku.store.rows import get_or_create
+from tansaku.store.tables import Calculation, Material
 
 
 def write_materials(url: str, worker: int, count: int) -> int:

@@ -22,7 +22,7 @@ from tansaku.active.acquisition import (
     score,
     upper_confidence_bound,
 )
-from tansaku.active.batch import (
+from tansaku.active.diversity import (
     density_batch,
     duplicate_groups,
     ranking,
@@ -37,7 +37,7 @@ from tansaku.cli.app import app
 from tansaku.cli.common import State
 from tansaku.features import ions
 from tansaku.models.learners import make_model
-from tansaku.store.models import Material, Subset
+from tansaku.store.tables import Material, Subset
 from tests.conftest import E_FORM_CSV, need_shared
 
 runner = CliRunner()

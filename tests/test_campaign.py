@@ -19,11 +19,12 @@ from tansaku import TansakuError
 from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
 from tansaku.active.cost import CostEstimator, CostModel
-from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
-from tansaku.sources.download import sha256_of
+from tansaku.active.oracles import DatasetOracle, DFTOracle
+from tansaku.download import sha256_of
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
 from tansaku.store import Calculation, CampaignPick, CampaignRound, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
+from tansaku.workflows.job import Job
 from tests.conftest import PSEUDOS, need_shared
 from tests.test_cli import invoke
 
@@ -233,7 +234,7 @@ def test_metallic_candidate_is_recorded_and_never_chosen_again(quantum_espresso,
             "budget": {"runs": 3}, "candidates": {"query": "subset=odd"}, "training": {"init_random": 1},
             "oracle": {"kind": "dft"}, "dft": dft_section(tmp_path)}
     config = config_from_dict(data)
-    ctx = dft_context(db, config.dft)
+    ctx = config.dft.context(db)
     status = run_campaign(db, config, DFTOracle(ctx, "band_gap"), say=quiet)
     (pick,) = status["rounds"][0]["picks"]
     assert pick["status"] == "metal" and "below the metal threshold" in pick["detail"]
@@ -301,7 +302,7 @@ def test_cost_aware_ranking_prefers_cheap_candidates(oxide_db_copy):
     """Same goal and seed; ranking by score per estimated CPU hour picks smaller cells."""
     db = oxide_db_copy
     dft = {"preset": "test", "pseudo_dir": str(need_shared(PSEUDOS))}
-    costs = CostEstimator(db, dft_context(db, dft))
+    costs = CostEstimator(db, Job.from_table(dft).context(db))
     oracle = DatasetOracle(db, "band_gap", "import:oxi_diel_db")
     mean_cost = {}
     for aware in (False, True):
@@ -369,7 +370,7 @@ def test_a_running_campaign_is_not_run_twice_but_a_dead_runner_is_taken_over(oxi
 
     from tansaku.active.campaign import open_campaign
     from tansaku.store import Campaign
-    from tansaku.store.models import utcnow
+    from tansaku.store.tables import utcnow
 
     db = oxide_db_copy
     config = config_from_dict(sim_config("locked", budget={"runs": 10}, model={"cv_folds": 0}))

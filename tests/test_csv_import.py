@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from tansaku import TansakuError
 from tansaku.sources.csv_table import import_csv
-from tansaku.store.models import Material, Property
+from tansaku.store.tables import Material, Property
 from tests.conftest import E_FORM_CSV, need_shared
 
 

@@ -16,13 +16,14 @@ from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
 
 from tansaku.dft.pseudos import load_family
+from tansaku.dft.qe.parsers import last_geometry
 from tansaku.dft.settings import preset
+from tansaku.processes import pid_alive_in
 from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import Calculation, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
 from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric, scf_spec
-from tansaku.workflows.executor import LocalExecutor, QECommands, pid_alive_in
-from tansaku.workflows.handlers import last_geometry
+from tansaku.workflows.executor import LocalExecutor, QECommands
 from tansaku.workflows.state import StepState, seconds_since
 from tansaku.workflows.steps import run_step
 from tests.conftest import OXI_DB, PSEUDOS, need_shared

@@ -5,8 +5,8 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 from tansaku import TansakuError
+from tansaku.chemistry.oxidation import guess_oxidation_states, mixed_valence_states, open_shell_cations
 from tansaku.features.composition import CompositionFeaturizer
-from tansaku.features.oxidation import guess_oxidation_states, mixed_valence_states, open_shell_cations
 from tansaku.features.structure import NAMES, StructureFeaturizer
 
 FORMULAS = ["SrTiO3", "MgO", "Al2O3", "LiNbO3", "BaZrO3", "K2Ti6O13", "NaBiO3", "Y3Al5O12"]

@@ -1,5 +1,6 @@
 """Training, evaluation, persistence and prediction on the real oxide database."""
 
+import csv
 import json
 import pickle
 import zlib
@@ -18,8 +19,9 @@ from tansaku.models.dataset import load_dataset
 from tansaku.models.evaluation import evaluate, metrics
 from tansaku.models.learners import ForestWithSpread, make_model
 from tansaku.models.persistence import load_model, save_model
+from tansaku.models.predictor import Predictor
 from tansaku.models.stacking import LinearStacked
-from tansaku.store.models import Property
+from tansaku.store.tables import Property
 
 runner = CliRunner()
 
@@ -95,7 +97,7 @@ def test_lgbm_lin_reads_ion_fractions_through_training_saving_and_prediction(oxi
 
 def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, tmp_path):
     from tansaku.features import mlip
-    from tansaku.store.models import Material, Subset
+    from tansaku.store.tables import Material, Subset
 
     db = oxide_db_copy
     with db.session() as session:
@@ -145,7 +147,7 @@ def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, 
 def test_feature_cache_serves_the_second_run_and_stores_ion_fractions_compressed(oxide_db_copy):
     from tansaku.features import ions
     from tansaku.features.sets import cached_features, feature_names, featurizer_key
-    from tansaku.store.models import FeatureCache, Material
+    from tansaku.store.tables import FeatureCache, Material
 
     db = oxide_db_copy
     with db.session() as session:
@@ -215,12 +217,39 @@ def test_train_and_predict_cli(oxide_db, tmp_path):
                  "NaO3", "--structure", str(tmp_path / "broken.cif"), "--structure", str(tmp_path / "disordered.json"),
                  "--structure", str(tmp_path / "CaO.cif"), "--structure", str(tmp_path / "missing.cif"), "--json")
     assert out.exit_code == 1
-    assert [r["input"] for r in json.loads(out.stdout)] == ["SrTiO3", str(tmp_path / "CaO.cif")]
+    rows = {r["input"]: r for r in json.loads(out.stdout)}
+    assert list(rows) == ["SrTiO3", "NaO3", str(tmp_path / "CaO.cif")]
     skipped = [line for line in out.stderr.splitlines() if line.startswith("skipped")]
-    assert len(skipped) == 5, out.stderr
-    for expected in ("unknown element 'Xx'", "NaO3: cannot be charge-balanced", "broken.cif", "disordered.json: "
+    assert len(skipped) == 4, out.stderr
+    for expected in ("unknown element 'Xx'", "broken.cif", "disordered.json: "
                      "disordered or partially occupied structure", "missing.cif: no such file"):
         assert any(expected in line for line in skipped), (expected, out.stderr)
+    # a formula no charge-balanced guess exists for is predicted, but flagged with the reason
+    assert not rows["NaO3"]["in_domain"] and "cannot be charge-balanced" in rows["NaO3"]["domain"][0]
+    assert rows["SrTiO3"]["in_domain"] and rows[str(tmp_path / "CaO.cif")]["in_domain"]
+
+
+def test_predictions_outside_the_training_domain_are_flagged(oxide_db, tmp_path):
+    """An oxide model still answers for a chloride, a carbide or a metal, but says why not to trust it."""
+    model = tmp_path / "m.pkl"
+    invoke(oxide_db.url, "train", "--property", "eps_electronic", "--model", "et", "--cv", "0", "--out", str(model))
+    predictor = Predictor.load(model)
+    out = invoke(oxide_db.url, "predict", "--model", str(model), "--formula", "NaCl", "--formula", "SiC",
+                 "--formula", "BaZrO3", "--formula", "Fe3O4", "--formula", "PuO2", "--json")
+    assert out.exit_code == 0, out.output
+    rows = {r["input"]: r for r in json.loads(out.stdout)}
+    assert "anion(s) outside the training set: Cl" in rows["NaCl"]["domain"]
+    assert any("outside the training set: C" in note for note in rows["SiC"]["domain"])
+    assert rows["BaZrO3"]["in_domain"], rows
+    # Fe3O4 balances (Fe2+ and Fe3+); the database holds no iron oxide, and that is what is said
+    notes = rows["Fe3O4"]["domain"]
+    assert "element(s) never seen in training: Fe" in notes and not any("charge" in n for n in notes), notes
+    assert "element(s) never seen in training: Pu" in rows["PuO2"]["domain"]
+    # the distance check on its own: a training row is inside, a row far beyond every column is outside
+    domain = predictor.meta["domain"]
+    X = load_dataset(oxide_db, "eps_electronic", "composition").X
+    assert domain.distances(X[:50]).max() < 1.5
+    assert domain.distances(X[:1] * 50 + 1000)[0] > 1
 
 
 def test_predict_db_missing_stores_ml_predictions(oxide_db_copy, tmp_path):
@@ -237,22 +266,27 @@ def test_predict_db_missing_stores_ml_predictions(oxide_db_copy, tmp_path):
     with oxide_db.session() as session:
         stored = session.scalars(select(Property).where(Property.method.startswith("ml:et-eps_electronic"))).all()
     assert len(stored) == 1 and stored[0].value == pytest.approx(rows[0]["value"])
-    assert stored[0].extra["std"] > 0
+    assert stored[0].extra["std"] > 0 and stored[0].extra["in_domain"] in (True, False)
+    # exports keep guesses apart from facts: measured values only, unless predictions are asked for by name
+    out = tmp_path / "e.csv"
+    for flags, value_expected in (((), False), (("--include-predictions",), True)):
+        assert invoke(db, "db", "export", str(out), "--property", "eps_electronic", *flags).exit_code == 0
+        exported = {r["formula"]: r for r in csv.DictReader(out.open())}
+        assert exported["MgO"]["eps_electronic_method"] == "import:oxi_diel_db"
+        assert bool(exported["BaHfO3"]["eps_electronic"]) is value_expected
+        assert exported["BaHfO3"]["eps_electronic_method"].startswith("ml:") is value_expected
 
 
 def test_bad_prediction_inputs(oxide_db, tmp_path):
     model_path = tmp_path / "m.pkl"
     invoke(oxide_db.url, "train", "--property", "eps_electronic", "--model", "rf", "--cv", "0", "--out",
            str(model_path))
-    model, meta = load_model(model_path)
-    from tansaku.cli.ml_cmd import _check_balance
-
-    with pytest.raises(TansakuError, match="unknown element 'Xx'"):
-        _check_balance("Xx2O3")
-    with pytest.raises(TansakuError, match="only noble gases"):
-        _check_balance("Ne")
-    with pytest.raises(TansakuError, match="NaO3: cannot be charge-balanced"):
-        _check_balance("NaO3")
+    predictor = Predictor.load(model_path)
+    assert "unknown element 'Xx'" in predictor.refusal("Xx2O3", "Xx2O3")
+    assert "only noble gases" in predictor.refusal("Ne", "Ne")
+    # what is merely unusual is not refused (it is predicted and flagged: the domain test)
+    assert all(predictor.refusal(f, f) is None for f in ("NaO3", "Fe3O4", "CoAsS", "H2"))
+    assert "uses structure descriptors" not in (predictor.refusal("SrTiO3", "SrTiO3") or "")
     junk = tmp_path / "junk.pkl"
     junk.write_bytes(b"not a model")
     with pytest.raises(TansakuError, match="not a tansaku model file"):
@@ -263,6 +297,16 @@ def test_bad_prediction_inputs(oxide_db, tmp_path):
     old.write_bytes(pickle.dumps(data))
     with pytest.raises(TansakuError, match="trained with descriptors composition-0"):
         load_model(old)
+    # a model saved before the transform and the domain were recorded still predicts in the property's units
+    data = pickle.loads(model_path.read_bytes())
+    del data["meta"]["transform"], data["meta"]["domain"]
+    older = tmp_path / "older.pkl"
+    older.write_bytes(pickle.dumps(data))
+    then, now = Predictor.load(older), Predictor.load(model_path)
+    assert then.transform == "log10"
+    a, b = then.predict(["SrTiO3", "NaO3"]), now.predict(["SrTiO3", "NaO3"])
+    assert np.allclose(a.value, b.value) and 3 < a.value[0] < 9
+    assert a.domain[0] == [] and "cannot be charge-balanced" in a.domain[1][0]
     with pytest.raises(TansakuError, match="no material has property 'nonexistent'"):
         load_dataset(oxide_db, "nonexistent", "composition")
 

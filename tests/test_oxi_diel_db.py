@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import func, select
 
 from tansaku import TansakuError
-from tansaku.sources.download import fetch
+from tansaku.download import fetch
 from tansaku.sources.oxi_diel_db import SOURCE, import_oxi_diel_db
-from tansaku.store.models import Material, Property
 from tansaku.store.queries import stats
+from tansaku.store.tables import Material, Property
 
 FEW = ["mp-1265.json", "mp-2605.json", "mp-2472.json"]  # MgO, CaO, SrO
 

@@ -154,8 +154,7 @@ def test_executor_reports_states_and_exit_codes(tmp_path):
     assert done.state == JobState.DONE and done.returncode == 0
     assert failed.state == JobState.FAILED and failed.returncode == 3
     fresh = SlurmExecutor()  # a restarted controller that knows only the job id and the step directory
-    fresh.remember(bad, tmp_path, "bad")
-    assert fresh.poll(bad).returncode == 3
+    assert fresh.reattach(bad, tmp_path, "bad", 0.1).returncode == 3
 
 
 def test_slurm_states_map_to_job_states():

@@ -5,7 +5,7 @@ from sqlalchemy import select, update
 
 from tansaku import TansakuError
 from tansaku.store import Material, open_database, resolve_url
-from tansaku.store.models import Meta
+from tansaku.store.tables import Meta
 
 
 def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import multiprocessing
 from sqlalchemy import func, select
 
 from tansaku.store import open_database
-from tansaku.store.models import Calculation, Material, Property
+from tansaku.store.tables import Calculation, Material, Property
 from tests.store_workers import finish_calculation, write_materials
 
 

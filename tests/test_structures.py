@@ -5,8 +5,9 @@ from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.sources.structures import import_structure_files, read_structure
-from tansaku.store.models import Material
+from tansaku.chemistry.structures import read_structure
+from tansaku.sources.structures import import_structure_files
+from tansaku.store.tables import Material
 
 
 def rocksalt(a=4.21, cation="Mg"):

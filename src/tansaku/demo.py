@@ -19,7 +19,7 @@ from tansaku import TansakuError
 from tansaku.active.campaign import choose, open_campaign, run_campaign
 from tansaku.active.campaign_config import CampaignConfig, config_from_dict
 from tansaku.active.cost import CostEstimator
-from tansaku.active.oracles import DFTOracle, dft_context
+from tansaku.active.oracles import DFTOracle
 from tansaku.cli.common import progress_bar
 from tansaku.models.dataset import load_dataset
 from tansaku.models.evaluation import evaluate
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     console.rule(f"4. suggest candidates with a band gap in {WINDOW[0]}-{WINDOW[1]} eV")
     config = demo_campaign(pseudo_dir, args.out.resolve())
     campaign_id = open_campaign(db, config)
-    costs = CostEstimator(db, dft_context(db, config.dft)) if pseudo_dir.is_dir() else None
+    costs = CostEstimator(db, config.dft.context(db)) if pseudo_dir.is_dir() else None
     ranking, metrics = choose(db, replace(config, candidates_query=f"subset={GENERATED}", diversity=0.0),
                               campaign_id, 1, 8, costs)
     names = {c.material_id: c.formula for c in stored}
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
     console.rule("5. one closed-loop round: DFT (test preset) on the best small candidate, store, retrain")
     if shutil.which("pw.x") and shutil.which("ph.x") and pseudo_dir.is_dir():
-        oracle = DFTOracle(dft_context(db, config.dft), config.property)
+        oracle = DFTOracle(config.dft.context(db), config.property)
         status = run_campaign(db, config, oracle, costs=costs, say=console.print)
         campaign_progress(status, args.out / "campaign.png")
         pick = status["rounds"][0]["picks"][0]

@@ -7,6 +7,7 @@ ensemble's per-member predictions, and then use it instead of the normal approxi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,100 +94,169 @@ def in_range_fraction(samples: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.mean((samples >= lo) & (samples <= hi), axis=0)
 
 
-STRATEGIES = {
-    "random": "random order (the baseline)",
-    "uncertainty": "largest predictive standard deviation",
-    "weighted": "random draws with probability ∝ standard deviation (uncertainty without chasing outliers)",
-    "stratified": "regions of descriptor space sampled in proportion to size x mean uncertainty (Neyman)",
-    "stratified-error": "the same Neyman allocation with each region's measured error (out-of-bag residuals)",
-    "density": "random draws ∝ standard deviation x number of pool materials with the same descriptors",
-    "error-model": "random draws ∝ the error a second model predicts from the forest's out-of-bag residuals",
-    "greedy": "best predicted desirability",
-    "ei": "expected improvement of the desirability",
-    "pi": "probability of improving the desirability",
-    "ucb": "upper confidence bound of the desirability (kappa = 2)",
-    "ei-direct": "expected improvement from a second model fitted to the desirability labels themselves",
-    "pi-direct": "probability of improvement from a second model fitted to the desirability labels themselves",
-    "range": "probability of lying inside the window (normal approximation)",
-    "range-ensemble": "probability of lying inside the window (fraction of ensemble members)",
-}
-
-# The textbook way to aim EI/PI at a window: transform the labels into desirabilities and model those. The
-# surrogate must then be trained on desirabilities, which a saved property model is not: simulations only.
-DIRECT_STRATEGIES = {"ei-direct", "pi-direct"}
-STRATIFIED_STRATEGIES = {"stratified", "stratified-error"}
-# random draws (the scores are log weights plus Gumbel noise): a distance penalty on top would bias the draw
-DRAW_STRATEGIES = {"random", "weighted", "error-model"}
-OUT_OF_BAG_STRATEGIES = {"stratified-error", "error-model"}  # in simulations: a bootstrap forest's out-of-bag errors
-# What a saved model alone cannot rank with (`al suggest`), and why.
-NOT_FROM_A_SAVED_MODEL = {
-    **{s: "it fits a second model to the desirability labels, and a saved model predicts the property"
-       for s in DIRECT_STRATEGIES},
-    **{s: "it allocates over the regions of a simulated pool" for s in (*STRATIFIED_STRATEGIES, "density")},
-    "error-model": "it models the training set's out-of-fold errors, which a saved model does not keep; a campaign "
-                   "with [goal] kind = 'error' can use it",
-}
-SIMULATION_ONLY = set(NOT_FROM_A_SAVED_MODEL) - {"error-model"}  # campaigns have the training set: error-model works
+def _desirability_moments(goal: Goal, mean, std, samples):
+    """Mean and spread of the desirability. For a window, -|y - centre| of a normal is not normal: take it of
+    every ensemble member (or of 64 normal draws when the model has no members) and use the moments."""
+    if goal.kind != "range":
+        return goal.desirability(mean), std
+    if samples is None:
+        samples = mean + std * np.random.default_rng(12345).standard_normal((64, len(mean)))
+    d = goal.desirability(samples)
+    return d.mean(axis=0), d.std(axis=0)
 
 
-def score(strategy: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best: float | None = None,
+def _needs_best(name: str, best: float | None) -> float:
+    if best is None:
+        raise TansakuError(f"{name} needs the best value found so far")
+    return best
+
+
+def _improvement(name: str):
+    """EI or PI of the desirability. Normal formulas on the members' desirability moments: the members' own
+    EI/PI is exactly 0 for most candidates once a material near the centre is known, and ties would make the
+    choice random."""
+    fn = expected_improvement if name.startswith("ei") else probability_of_improvement
+
+    def scorer(goal, mean, std, best, samples, rng, kappa):
+        d_mean, d_std = _desirability_moments(goal, mean, std, samples)
+        return fn(d_mean, d_std, _needs_best(name, best))
+    return scorer
+
+
+def _direct(name: str):
+    """ei-direct / pi-direct: `mean` and `std` are already the desirability's (a model fitted to it)."""
+    fn = expected_improvement if name.startswith("ei") else probability_of_improvement
+
+    def scorer(goal, mean, std, best, samples, rng, kappa):
+        return fn(mean, std, _needs_best(name, best))
+    return scorer
+
+
+def _greedy(goal, mean, std, best, samples, rng, kappa):
+    return _desirability_moments(goal, mean, std, samples)[0]
+
+
+def _ucb(goal, mean, std, best, samples, rng, kappa):
+    d_mean, d_std = _desirability_moments(goal, mean, std, samples)
+    return upper_confidence_bound(d_mean, d_std, kappa)
+
+
+def _in_window(goal, mean, std, best, samples, rng, kappa):
+    if samples is not None:
+        return in_range_fraction(samples, goal.lo, goal.hi)
+    return in_range_probability(mean, std, goal.lo, goal.hi)
+
+
+def _weighted_draw(goal, mean, std, best, samples, rng, kappa):
+    # Gumbel-top-k trick: argsort of log(w) + Gumbel noise draws without replacement with p ∝ w.
+    # For error-model, `std` is the predicted error (see error_model).
+    return np.log(np.maximum(std, _TINY)) + rng.gumbel(size=len(std))
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to rank candidates: how it scores, what it needs, and how a batch is formed from its scores.
+
+    `batch` says how simulations form a batch: "scores" (best scores, spread by the diversity penalty), "draw"
+    (the scores are a random draw: a distance penalty would bias it), "stratified", "density", "error-model"
+    and "direct" (which need what only a simulation or a campaign holds: regions of the pool, out-of-fold
+    residuals, a second model fitted to desirabilities).
+    """
+
+    name: str
+    description: str
+    scorer: Callable
+    batch: str = "scores"
+    needs_goal: bool = False  # scores a desirability: needs --range, --maximize or --minimize
+    needs_window: bool = False
+    members: bool = False  # reads the ensemble's members for a window goal when the model has them
+    members_required: bool = False
+    out_of_bag: bool = False  # in simulations: a bootstrap forest's out-of-bag errors
+    saved_model: str | None = None  # why a saved model alone cannot rank with it (`al suggest`); None: it can
+    campaign: bool = True  # a campaign (which has its training set) can use it
+
+    @property
+    def is_draw(self) -> bool:
+        return self.batch in ("draw", "error-model")
+
+    def check(self, goal: Goal) -> None:
+        """Refuse a goal the strategy cannot serve, before any work."""
+        if self.needs_window and goal.kind != "range":
+            raise TansakuError(f"strategy {self.name!r} needs a window goal (--range LO HI)")
+        if self.needs_goal and goal.kind == "error":
+            raise TansakuError(f"strategy {self.name!r} needs a goal: --range, --maximize or --minimize")
+
+    def wants_members(self, goal: Goal) -> bool:
+        return self.members and goal.kind == "range"
+
+    def score(self, goal: Goal, mean, std, *, best: float | None = None, samples: np.ndarray | None = None,
+              rng: np.random.Generator | None = None, kappa: float = 2.0) -> np.ndarray:
+        self.check(goal)
+        rng = rng or np.random.default_rng(0)
+        return self.scorer(goal, np.asarray(mean, float), np.asarray(std, float), best, samples, rng, kappa)
+
+
+_SATURATION = "it allocates over the regions of a simulated pool"
+_DIRECT_WHY = "it fits a second model to the desirability labels, and a saved model predicts the property"
+
+
+def _registry(*strategies: Strategy) -> dict[str, Strategy]:
+    return {s.name: s for s in strategies}
+
+
+STRATEGIES: dict[str, Strategy] = _registry(
+    Strategy("random", "random order (the baseline)", lambda goal, mean, std, best, samples, rng, kappa:
+             rng.random(len(mean)), batch="draw"),
+    Strategy("uncertainty", "largest predictive standard deviation",
+             lambda goal, mean, std, best, samples, rng, kappa: std.copy()),
+    Strategy("weighted", "random draws with probability ∝ standard deviation (uncertainty without chasing "
+             "outliers)", _weighted_draw, batch="draw"),
+    Strategy("stratified", "regions of descriptor space sampled in proportion to size x mean uncertainty "
+             "(Neyman)", lambda goal, mean, std, best, samples, rng, kappa: std.copy(), batch="stratified",
+             saved_model=_SATURATION, campaign=False),
+    Strategy("stratified-error", "the same Neyman allocation with each region's measured error (out-of-bag "
+             "residuals)", lambda goal, mean, std, best, samples, rng, kappa: std.copy(), batch="stratified",
+             out_of_bag=True, saved_model=_SATURATION, campaign=False),
+    Strategy("density", "random draws ∝ standard deviation x number of pool materials with the same descriptors",
+             lambda goal, mean, std, best, samples, rng, kappa: std.copy(), batch="density",
+             saved_model=_SATURATION, campaign=False),
+    Strategy("error-model", "random draws ∝ the error a second model predicts from the forest's out-of-bag "
+             "residuals", _weighted_draw, batch="error-model", out_of_bag=True,
+             saved_model="it models the training set's out-of-fold errors, which a saved model does not keep; a "
+                         "campaign with [goal] kind = 'error' can use it"),
+    Strategy("greedy", "best predicted desirability", _greedy, needs_goal=True, members=True),
+    Strategy("ei", "expected improvement of the desirability", _improvement("ei"), needs_goal=True, members=True),
+    Strategy("pi", "probability of improving the desirability", _improvement("pi"), needs_goal=True,
+             members=True),
+    Strategy("ucb", "upper confidence bound of the desirability (kappa = 2)", _ucb, needs_goal=True, members=True),
+    # The textbook way to aim EI/PI at a window: transform the labels into desirabilities and model those. The
+    # surrogate must then be trained on desirabilities, which a saved property model is not: simulations only.
+    Strategy("ei-direct", "expected improvement from a second model fitted to the desirability labels themselves",
+             _direct("ei-direct"), batch="direct", needs_goal=True, saved_model=_DIRECT_WHY, campaign=False),
+    Strategy("pi-direct", "probability of improvement from a second model fitted to the desirability labels "
+             "themselves", _direct("pi-direct"), batch="direct", needs_goal=True, saved_model=_DIRECT_WHY,
+             campaign=False),
+    Strategy("range", "probability of lying inside the window (normal approximation)", _in_window,
+             needs_window=True),
+    Strategy("range-ensemble", "probability of lying inside the window (fraction of ensemble members)",
+             _in_window, needs_window=True, members=True, members_required=True),
+)
+
+
+def strategy_named(name: str) -> Strategy:
+    """The strategy called `name`, or an error listing them all."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise TansakuError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})") from None
+
+
+def score(name: str, goal: Goal, mean: np.ndarray, std: np.ndarray, *, best: float | None = None,
           samples: np.ndarray | None = None, rng: np.random.Generator | None = None,
           kappa: float = 2.0) -> np.ndarray:
-    """Scores (higher is better) of one strategy for one goal.
+    """Scores (higher is better) of one strategy for one goal (`Strategy.score` by name).
 
-    `best` is the best desirability among labelled materials (EI, PI). With `samples`, EI/PI/UCB of a
-    window goal use the moments of the members' desirabilities, since -|y - centre| of a normal is not normal.
-    For 'ei-direct' and 'pi-direct', `mean` and `std` are already the desirability's (a model fitted to it).
+    `best` is the best desirability among labelled materials (EI, PI). `samples` (members x candidates) are the
+    ensemble's predictions, used by the strategies that read members.
     """
-    rng = rng or np.random.default_rng(0)
-    mean, std = np.asarray(mean, float), np.asarray(std, float)
-    if strategy == "random":
-        return random_scores(len(mean), rng)
-    if strategy == "uncertainty":
-        return uncertainty(mean, std)
-    if strategy in ("weighted", "error-model"):  # error-model: `std` is the predicted error (see error_model)
-        # Gumbel-top-k trick: argsort of log(w) + Gumbel noise draws without replacement with p ∝ w.
-        return np.log(np.maximum(std, _TINY)) + rng.gumbel(size=len(std))
-    if strategy in STRATIFIED_STRATEGIES or strategy == "density":
-        return uncertainty(mean, std)  # single-candidate ranking; batches: batch.stratified_batch / density_batch
-    if strategy in ("range", "range-ensemble"):
-        if goal.kind != "range":
-            raise TansakuError(f"strategy {strategy!r} needs a window goal (--range LO HI)")
-        if strategy == "range-ensemble" and samples is not None:
-            return in_range_fraction(samples, goal.lo, goal.hi)
-        return in_range_probability(mean, std, goal.lo, goal.hi)
-    if strategy in DIRECT_STRATEGIES:
-        if goal.kind == "error":
-            raise TansakuError(f"strategy {strategy!r} needs a goal: --range, --maximize or --minimize")
-        if best is None:
-            raise TansakuError(f"{strategy} needs the best value found so far")
-        fn = expected_improvement if strategy == "ei-direct" else probability_of_improvement
-        return fn(mean, std, best)
-    if strategy not in ("greedy", "ei", "pi", "ucb"):
-        raise TansakuError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if goal.kind == "error":
-        raise TansakuError(f"strategy {strategy!r} needs a goal: --range, --maximize or --minimize")
-    if goal.kind == "range" and samples is None:
-        samples = mean + std * np.random.default_rng(12345).standard_normal((64, len(mean)))
-    if goal.kind == "range":
-        d = goal.desirability(samples)
-        d_mean, d_std = d.mean(axis=0), d.std(axis=0)
-        if strategy == "greedy":
-            return d_mean
-        if strategy == "ucb":
-            return d_mean + kappa * d_std
-        if best is None:
-            raise TansakuError(f"{strategy} needs the best value found so far")
-        # Normal formulas on the members' desirability moments: the members' own EI/PI is exactly 0 for
-        # most candidates once a material near the centre is known, and ties would make the choice random.
-        fn = expected_improvement if strategy == "ei" else probability_of_improvement
-        return fn(d_mean, d_std, best)
-    d_mean = goal.desirability(mean)
-    if strategy == "greedy":
-        return d_mean
-    if strategy == "ucb":
-        return upper_confidence_bound(d_mean, std, kappa)
-    if best is None:
-        raise TansakuError(f"{strategy} needs the best value found so far")
-    fn = expected_improvement if strategy == "ei" else probability_of_improvement
-    return fn(d_mean, std, best)
+    return strategy_named(name).score(goal, mean, std, best=best, samples=samples, rng=rng, kappa=kappa)

@@ -20,19 +20,23 @@ import numpy as np
 from sqlalchemy import func, select
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import DRAW_STRATEGIES, Goal, in_range_probability, score
-from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
+from tansaku.active.acquisition import STRATEGIES, Goal, in_range_probability
 from tansaku.active.campaign_config import CampaignConfig
 from tansaku.active.cost import CostEstimator
+from tansaku.active.diversity import descriptor_coordinates
 from tansaku.active.error_model import MIN_RESIDUALS, predicted_error
 from tansaku.active.oracles import Oracle, Outcome
-from tansaku.active.suggest import model_goal
+from tansaku.active.ranking import Prediction, predict_for, rank
 from tansaku.features.sets import base_columns, cached_features
-from tansaku.models.dataset import uses_log
+from tansaku.models import transform as transforms
+from tansaku.models.evaluation import metrics as fold_metrics
+from tansaku.models.evaluation import out_of_fold
 from tansaku.models.learners import make_model, model_feature_set
+from tansaku.models.predictor import Predictor
 from tansaku.store.database import Database
-from tansaku.store.models import Campaign, CampaignPick, CampaignRound, Material, Property, utcnow
-from tansaku.workflows.batch import build_query
+from tansaku.store.filters import build_query, measured_values
+from tansaku.store.tables import Campaign, CampaignPick, CampaignRound, Material, Property, utcnow
+from tansaku.workflows.job import Job
 
 Say = Callable[[str], None]
 
@@ -77,9 +81,8 @@ def labels(db: Database, config: CampaignConfig, campaign_id: int) -> dict[int, 
     with db.session() as session:
         if config.training_query:
             members = build_query(config.training_query, structures_only=config.features == "structure")
-            rows = session.execute(select(Property.material_id, Property.value).where(
-                Property.name == config.property, Property.value.is_not(None), ~Property.method.startswith("ml:"),
-                Property.material_id.in_(members.scalar_subquery())).order_by(Property.material_id, Property.id))
+            rows = session.execute(measured_values(config.property).where(
+                Property.material_id.in_(members.scalar_subquery())))
             for material_id, value in rows:
                 known.setdefault(material_id, float(value))
         for material_id, value in session.execute(select(CampaignPick.material_id, CampaignPick.value).where(
@@ -143,9 +146,10 @@ def candidate_ids(db: Database, config: CampaignConfig, campaign_id: int, known:
 
 @dataclass
 class Trained:
-    """The round's model and what it was fitted on; `residuals` are out of fold (None without cross-validation)."""
+    """The round's model (as a predictor, which owns the target transform) and what it was fitted on;
+    `residuals` are out of fold (None without cross-validation)."""
 
-    model: object
+    predictor: Predictor
     metrics: dict
     X: np.ndarray
     y: np.ndarray
@@ -154,8 +158,8 @@ class Trained:
 
 def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: int) -> Trained:
     """Fit the campaign's model on the known values (cross-validated first when cv_folds >= 2)."""
-    log = uses_log(config.property)
-    ids = [i for i, v in known.items() if not log or v > 0]
+    transform, _ = transforms.choose(config.property, np.array(list(known.values())))
+    ids = [i for i, v in known.items() if transforms.usable(transform, np.array([v]))[0]]
     if len(ids) < 2:
         raise TansakuError(f"campaign {config.name!r}: {len(ids)} known value(s) of {config.property!r}; the model "
                            "needs at least 2 (check [training] query or raise init_random)")
@@ -165,22 +169,23 @@ def train(db: Database, config: CampaignConfig, known: dict[int, float], seed: i
 
         weights = load_pretrained(Path(config.pretrained))
     model = make_model(config.learner, random_state=seed, trees=config.trees, pretrained=weights)
-    X = cached_features(db, ids, model_feature_set(model, config.features))
-    y = np.array([np.log10(known[i]) if log else known[i] for i in ids])
-    metrics: dict = {"n_train": len(ids)}
+    descriptors = model_feature_set(model, config.features)
+    X = cached_features(db, ids, descriptors)
+    y = transforms.forward(transform, [known[i] for i in ids])
+    metrics: dict = {"n_train": len(ids), "transform": transform}
     if weights is not None:
         metrics["pretrained_sha256"] = weights["meta"]["sha256"]
     residuals = None
     folds = config.cv_folds
     if folds >= 2 and len(ids) >= 2 * folds:
-        from sklearn.model_selection import KFold, cross_val_predict
-
-        oof = cross_val_predict(model, X, y, cv=KFold(folds, shuffle=True, random_state=seed))
-        metrics["cv_mae"] = float(np.mean(np.abs(oof - y)))
-        metrics["cv_r2"] = float(1 - np.sum((oof - y) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-300))
+        oof, _ = out_of_fold(model, X, y, folds, seed)
+        scored = fold_metrics(y, oof)
+        metrics["cv_mae"], metrics["cv_r2"] = scored["mae"], scored["r2"]
         residuals = y - oof
     model.fit(X, y)
-    return Trained(model, metrics, X, y, residuals)
+    meta = {"id": f"campaign-{config.name}", "property": config.property, "transform": transform,
+            "feature_set": config.features, "descriptors": descriptors}
+    return Trained(Predictor(model, meta, f"campaign {config.name!r}"), metrics, X, y, residuals)
 
 
 def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, k: int,
@@ -200,9 +205,13 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
         return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
     started = time.perf_counter()
     trained = train(db, config, known, config.seed + number)
-    model, metrics, y = trained.model, trained.metrics, trained.y
-    X = cached_features(db, pool, model_feature_set(model, config.features))
-    usable = np.isfinite(X).any(axis=1)
+    predictor, metrics, y = trained.predictor, trained.metrics, trained.y
+    X, kept, refused = predictor.describe_stored(db, pool)
+    if refused:
+        metrics["refused"] = refused[:20]
+    usable = np.isfinite(X).any(axis=1) if len(X) else np.zeros(0, dtype=bool)
+    estimate = estimate[[pool.index(i) for i in kept]] if kept else estimate[:0]
+    pool = kept
     if config.cost_aware:
         if costs is None:
             raise TansakuError("cost_aware needs cost estimates: give [dft] preset and pseudo_dir")
@@ -212,30 +221,26 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     pool, X, estimate = [p for p, ok in zip(pool, usable, strict=True) if ok], X[usable], estimate[usable]
     if not pool:
         return [], metrics
-    log = uses_log(config.property)
-    goal = model_goal(config.goal, log)
-    samples = model.predict_samples(X) if config.strategy == "range-ensemble" else None
-    mean, std = (samples.mean(0), samples.std(0)) if samples is not None else model.predict_dist(X)
+    goal = predictor.goal(config.goal)
+    chosen_strategy = STRATEGIES[config.strategy]
+    prediction = predict_for(chosen_strategy, goal, predictor, X)
     best = float(goal.desirability(y).max()) if goal.kind != "error" else None
-    if config.strategy == "error-model":
-        weights, label = _error_weights(trained, X, std, config, number)
-        scores = score(config.strategy, goal, weights, weights, rng=rng)
-    else:
-        scores = score(config.strategy, goal, mean, std, best=best, samples=samples, rng=rng)
-        label = f"{config.strategy} score"
-    if config.cost_aware:
-        scores = scores / np.maximum(estimate, 1e-9)
-    shown = weights if config.strategy == "error-model" else scores
+    label = f"{config.strategy} score"
+    if chosen_strategy.batch == "error-model":
+        weights, label = _error_weights(trained, X, prediction.std, config, number)
+        prediction = Prediction(weights, weights)
     if goal.kind == "range":
-        metrics["expected_hits_left"] = float(in_range_probability(mean, std, goal.lo, goal.hi).sum())
-    coords = spacing = None
-    if config.diversity > 0 and k > 1 and len(pool) > 2 and config.strategy not in DRAW_STRATEGIES:
+        metrics["expected_hits_left"] = float(in_range_probability(prediction.mean, prediction.std, goal.lo,
+                                                                   goal.hi).sum())
+    coords = None
+    if config.diversity > 0 and k > 1 and len(pool) > 2 and not chosen_strategy.is_draw:
         coords = descriptor_coordinates(base_columns(X, config.features))
-        spacing = typical_spacing(coords, rng)
-    chosen = select_batch(scores, min(k, len(pool)), rng, coords, config.diversity * (spacing or 0.0))
+    ranked = rank(chosen_strategy, goal, prediction, k, rng, best=best,
+                  cost=estimate if config.cost_aware else None, coords=coords, diversity=config.diversity)
+    shown = prediction.std if chosen_strategy.batch == "error-model" else ranked.scores
     metrics["seconds"] = round(time.perf_counter() - started, 3)
-    return [Choice(pool[i], f"{label} {shown[i]:.4g}", float(mean[i]), float(std[i]), float(scores[i]),
-                   _finite(estimate[i])) for i in chosen], metrics
+    return [Choice(pool[i], f"{label} {shown[i]:.4g}", float(prediction.mean[i]), float(prediction.std[i]),
+                   float(ranked.scores[i]), _finite(estimate[i])) for i in ranked.chosen], metrics
 
 
 def _error_weights(trained: Trained, X: np.ndarray, std: np.ndarray, config: CampaignConfig,
@@ -378,9 +383,13 @@ def campaign_status(db: Database, name: str) -> dict:
             picks = session.execute(select(CampaignPick, Material.reduced_formula)
                                     .join(Material, Material.id == CampaignPick.material_id)
                                     .where(CampaignPick.round_id == round_.id).order_by(CampaignPick.id)).all()
+            # picks keep mean and std in the round model's units; rounds before the transform was recorded
+            # learned dielectric constants as log10 and everything else as it is
+            transform = (round_.model or {}).get("transform") or transforms.choose(config.property, [])[0]
             rounds.append({"number": round_.number, "status": round_.status, "model": round_.model or {},
                            "picks": [{"material_id": p.material_id, "formula": f, "reason": p.reason,
-                                      "mean": p.mean, "std": p.std, "cost_estimate": p.cost_estimate,
+                                      "mean": p.mean, "std": p.std, **_predicted(transform, p.mean, p.std),
+                                      "cost_estimate": p.cost_estimate,
                                       "status": p.status, "value": p.value, "cpu_hours": p.cpu_hours,
                                       "hit": is_hit(config, p.value) if p.status in ("done", "metal") else False,
                                       "detail": p.detail} for p, f in picks]})
@@ -394,7 +403,16 @@ def campaign_status(db: Database, name: str) -> dict:
     return summary
 
 
+def _predicted(transform: str, mean: float | None, std: float | None) -> dict:
+    """A pick's prediction in the property's units (None for picks made before any model, at random)."""
+    if mean is None or std is None:
+        return {"predicted": None, "predicted_low": None, "predicted_high": None}
+    value, low, high = transforms.inverse(transform, mean, std)
+    return {"predicted": float(value), "predicted_low": float(low), "predicted_high": float(high)}
+
+
 def _config_back(stored: dict) -> CampaignConfig:
     """The CampaignConfig from its stored dict (as_dict flattened the TOML sections)."""
     goal = stored["goal"]
-    return CampaignConfig(**{**stored, "goal": Goal(goal["kind"], goal["lo"], goal["hi"])})
+    return CampaignConfig(**{**stored, "goal": Goal(goal["kind"], goal["lo"], goal["hi"]),
+                             "dft": Job.from_table(stored.get("dft") or {}, "stored campaign [dft]")})

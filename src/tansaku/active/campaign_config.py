@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import SIMULATION_ONLY, STRATEGIES, Goal
+from tansaku.active.acquisition import STRATEGIES, Goal
 from tansaku.models.learners import MODELS
+from tansaku.workflows.job import Job
 
 DFT_PROPERTIES = ("band_gap", "eps_electronic", "eps_ionic", "eps_total")
 EXAMPLE = """\
@@ -86,11 +87,12 @@ class CampaignConfig:
     pretrained: str | None = None
     oracle: str = "dft"
     oracle_method: str | None = None
-    dft: dict = field(default_factory=dict)
+    dft: Job = field(default_factory=Job)
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["goal"] = {"kind": self.goal.kind, "lo": self.goal.lo, "hi": self.goal.hi}
+        data["dft"] = self.dft.as_table()
         return data
 
     def identity(self) -> dict:
@@ -141,7 +143,8 @@ def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
         learner=model.get("learner", "et"), features=model.get("features", "composition"),
         trees=int(model.get("trees", 300)), cv_folds=int(model.get("cv_folds", 5)),
         pretrained=model.get("pretrained"),
-        oracle=oracle.get("kind", "dft"), oracle_method=oracle.get("method"), dft=dict(dft),
+        oracle=oracle.get("kind", "dft"), oracle_method=oracle.get("method"),
+        dft=Job.from_table(dft, f"{where}: [dft]"),
     )
     _validate(config, where)
     return config
@@ -153,15 +156,15 @@ def _validate(c: CampaignConfig, where: str) -> None:
 
     if c.strategy not in STRATEGIES:
         raise bad(f"unknown acquisition strategy {c.strategy!r} (choose from {', '.join(STRATEGIES)})")
-    if c.strategy in SIMULATION_ONLY:
+    if not STRATEGIES[c.strategy].campaign:
         raise bad(f"strategy {c.strategy!r} is for simulations only (`tansaku al simulate`); for a campaign use "
                   "uncertainty, weighted or error-model (model error), range (a window) or ei/pi/ucb")
     if c.strategy == "error-model" and (c.goal.kind != "error" or c.cv_folds < 2):
         raise bad("strategy 'error-model' draws where the model's cross-validated errors are large: it needs "
                   "[goal] kind = 'error' and [model] cv_folds of at least 2")
-    if c.strategy.startswith("range") and c.goal.kind != "range":
+    if STRATEGIES[c.strategy].needs_window and c.goal.kind != "range":
         raise bad(f"strategy {c.strategy!r} needs [goal] kind = 'range' with lo and hi")
-    if c.goal.kind == "error" and c.strategy in ("greedy", "ei", "pi", "ucb"):
+    if STRATEGIES[c.strategy].needs_goal and c.goal.kind == "error":
         raise bad(f"strategy {c.strategy!r} needs a range, maximize or minimize goal")
     if c.batch < 1 or c.budget_runs < 1:
         raise bad("[acquisition] batch and [budget] runs must be at least 1")
@@ -186,8 +189,3 @@ def _validate(c: CampaignConfig, where: str) -> None:
                   "(e.g. 'import:oxi_diel_db')")
     if c.training_query is None and c.init_random == 0:
         raise bad("the model needs something to learn from: [training] query and/or init_random > 0")
-    known_dft = {"preset", "pseudo_dir", "workers", "mpi_procs", "run_dir", "executor", "slurm_profile", "set",
-                 "pw_command", "ph_command", "launcher"}
-    unknown = sorted(set(c.dft) - known_dft)
-    if unknown:
-        raise bad(f"unknown [dft] key(s) {', '.join(unknown)} (known: {', '.join(sorted(known_dft))})")

@@ -13,9 +13,9 @@ import threading
 from datetime import timedelta
 
 from tansaku import TansakuError
+from tansaku.processes import pid_alive
 from tansaku.store.database import Database
-from tansaku.store.models import Campaign, utcnow
-from tansaku.workflows.executor import pid_alive
+from tansaku.store.tables import Campaign, utcnow
 
 BEAT_SECONDS = 30.0
 STALE_SECONDS = 180.0

@@ -21,7 +21,7 @@ from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
 from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
 from tansaku.store.database import Database
-from tansaku.store.models import Calculation, Material
+from tansaku.store.tables import Calculation, Material
 
 PRIOR_HOURS_PER_SIZE = 3.0e-11  # SrS and BaS, test preset, 2 MPI processes, this project's CI machine
 

@@ -6,17 +6,14 @@ finished calculation at once and a killed campaign loses at most the calculation
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import select
 
-from tansaku import TansakuError
 from tansaku.store.database import Database
-from tansaku.store.models import Property
+from tansaku.store.tables import Property
 
 
 @dataclass
@@ -61,7 +58,7 @@ class DFTOracle:
 
     def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None]) -> None:
         from tansaku.active.cost import cpu_hours_by_material
-        from tansaku.workflows.batch import run_many
+        from tansaku.workflows.many import run_many
 
         def finished(key: str, result) -> None:
             material_id = int(key)
@@ -73,28 +70,3 @@ class DFTOracle:
             on_outcome(material_id, Outcome(status, value, result.reason or "", hours.get(material_id, 0.0)))
 
         run_many(self.ctx, {str(m): m for m in material_ids}, self.workers, self.on_step, on_result=finished)
-
-
-def dft_context(db: Database, dft: dict):
-    """The RunContext a campaign's [dft] table describes (same meaning as `tansaku run dielectric` options)."""
-    from tansaku.dft.pseudos import load_family
-    from tansaku.dft.settings import preset
-    from tansaku.workflows.dielectric import RunContext
-    from tansaku.workflows.executor import LocalExecutor, QECommands
-    from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile
-
-    name = dft.get("preset", "standard")
-    settings = preset(name, dft.get("set"))
-    pseudos = load_family(dft.get("pseudo_dir") or os.environ.get("TANSAKU_PSEUDO_DIR"))
-    launcher = dft.get("launcher", "mpirun --allow-run-as-root --oversubscribe -np {n}")
-    executor_name = dft.get("executor", "local")
-    if executor_name == "slurm":
-        profile = SlurmProfile.load(Path(dft["slurm_profile"]) if dft.get("slurm_profile") else None)
-        executor, launcher = SlurmExecutor(profile), profile.launcher
-    elif executor_name == "local":
-        executor = LocalExecutor()
-    else:
-        raise TansakuError(f"[dft] executor {executor_name!r}: use local or slurm")
-    commands = QECommands(dft.get("pw_command", "pw.x"), dft.get("ph_command", "ph.x"), launcher,
-                          int(dft.get("mpi_procs", 1)))
-    return RunContext(db, settings, name, pseudos, executor, commands, Path(dft.get("run_dir", "runs")).resolve())

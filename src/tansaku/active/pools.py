@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from tansaku import TansakuError
+from tansaku.download import cache_dir, sha256_of
 from tansaku.features.sets import featurizer_key, raw_features
 from tansaku.files import write_atomically
 from tansaku.sources.csv_table import read_table
-from tansaku.sources.download import cache_dir, sha256_of
 from tansaku.store.database import Database
 
 

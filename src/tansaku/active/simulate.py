@@ -11,35 +11,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import (
-    DIRECT_STRATEGIES,
-    DRAW_STRATEGIES,
-    OUT_OF_BAG_STRATEGIES,
-    STRATEGIES,
-    STRATIFIED_STRATEGIES,
-    Goal,
-    score,
-)
-from tansaku.active.batch import (
+from tansaku.active.acquisition import STRATEGIES, Goal, strategy_named
+from tansaku.active.diversity import (
     density_batch,
     descriptor_coordinates,
     duplicate_groups,
     pool_strata,
-    select_batch,
     stratified_batch,
     stratum_errors,
     typical_spacing,
 )
 from tansaku.active.error_model import predicted_error
+from tansaku.active.ranking import Prediction, predict_for, rank
 from tansaku.models.calibration import Calibrated
 from tansaku.models.learners import make_model
-
-SAMPLE_STRATEGIES = {"range-ensemble", "ei", "pi", "ucb", "greedy"}
 
 
 @dataclass
@@ -143,7 +134,7 @@ def run_strategy(setup: Setup, strategy: str, seed: int, pool, test, initial, hi
     while True:
         if len(set(labelled)) != len(labelled) or test_set.intersection(labelled):
             raise TansakuError("bookkeeping error: a material was labelled twice or taken from the test set")
-        model = _fit(setup, seed, setup.X[labelled], setup.y[labelled], oob=strategy in OUT_OF_BAG_STRATEGIES)
+        model = _fit(setup, seed, setup.X[labelled], setup.y[labelled], oob=STRATEGIES[strategy].out_of_bag)
         held = test if len(test) else np.flatnonzero(unlabelled)
         mean, std = model.predict_dist(setup.X[held])
         curve["evaluated"].append(len(labelled))
@@ -169,57 +160,50 @@ def choose(setup: Setup, strategy: str, model, candidates: np.ndarray, labelled:
            seed: int = 0) -> np.ndarray:
     """Positions (in `candidates`) of the next batch; `regions` holds the pool's strata and duplicate groups."""
     k = min(setup.batch, setup.budget - len(labelled), len(candidates))
-    if strategy == "random":
-        return rng.choice(len(candidates), size=k, replace=False)
+    chosen = STRATEGIES[strategy]
     Xc = setup.X[candidates]
-    if strategy == "density":
-        _, std = model.predict_dist(Xc)
+    allocate = None
+    if chosen.batch == "density":
         groups, size = regions["groups"]
-        return density_batch(std, groups[candidates], size, k, rng)
-    if strategy in STRATIFIED_STRATEGIES:
-        _, std = model.predict_dist(Xc)
+        allocate = partial(density_batch, groups=groups[candidates], group_size=size, k=k, rng=rng)
+    elif chosen.batch == "stratified":
         strata = regions["strata"]
         n_strata = int(strata.max()) + 1
-        sigma = None
-        if strategy == "stratified-error":
-            residuals = setup.y[labelled] - model.oob_prediction()
-            sigma = stratum_errors(std, strata[candidates], residuals, strata[labelled], n_strata)
-        return stratified_batch(std, strata[candidates], np.bincount(strata[labelled], minlength=n_strata), k, rng,
-                                sigma)
-    if strategy == "error-model":
+        counts = np.bincount(strata[labelled], minlength=n_strata)
+
+        def allocate(std):
+            sigma = None
+            if chosen.out_of_bag:  # each region's measured error
+                residuals = setup.y[labelled] - model.oob_prediction()
+                sigma = stratum_errors(std, strata[candidates], residuals, strata[labelled], n_strata)
+            return stratified_batch(std, strata[candidates], counts, k, rng, sigma)
+    if chosen.batch == "error-model":
         error = predicted_error(setup.X[labelled], setup.y[labelled] - model.oob_prediction(), Xc, seed=seed)
-        return select_batch(score(strategy, setup.goal, error, error, rng=rng), k, rng)  # a draw: no penalty
-    samples = None
-    if strategy in DIRECT_STRATEGIES:  # a second surrogate, fitted to the desirabilities of the labelled ones
+        prediction = Prediction(error, error)
+    elif chosen.batch == "direct":  # a second surrogate, fitted to the desirabilities of the labelled ones
         d_model = _fit(setup, seed, setup.X[labelled], setup.goal.desirability(setup.y[labelled]))
-        mean, std = d_model.predict_dist(Xc)
-    elif strategy in SAMPLE_STRATEGIES and setup.goal.kind == "range" and hasattr(model, "predict_samples"):
-        samples = model.predict_samples(Xc)
-        mean, std = samples.mean(axis=0), samples.std(axis=0)
+        prediction = predict_for(chosen, setup.goal, d_model, Xc)
     else:
-        mean, std = model.predict_dist(Xc)
+        prediction = predict_for(chosen, setup.goal, model, Xc)
     best = None
     if setup.goal.kind != "error":
         best = float(setup.goal.desirability(setup.y[labelled]).max())
-    scores = score(strategy, setup.goal, mean, std, best=best, samples=samples, rng=rng)
-    if strategy in DRAW_STRATEGIES:
-        return select_batch(scores, k, rng)
-    return select_batch(scores, k, rng, None if coords is None else coords[candidates], setup.diversity * spacing)
+    return rank(chosen, setup.goal, prediction, k, rng, best=best,
+                coords=None if coords is None else coords[candidates], spacing=spacing,
+                diversity=setup.diversity, allocate=allocate).chosen
 
 
 def simulate(setup: Setup, strategies: list[str], progress: Callable | None = None) -> dict:
     """Every strategy on every seed; returns the JSON-ready result (see `tansaku al simulate --help`)."""
     setup.check()
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise TansakuError(f"unknown strategy {unknown[0]!r} (choose from {', '.join(STRATEGIES)})")
-    for s in strategies:  # fail before hours of work, not in round 1 of the third strategy
-        score(s, setup.goal, np.zeros(2), np.ones(2), best=0.0)
+    for name in strategies:  # fail before hours of work, not in round 1 of the third strategy
+        strategy_named(name).check(setup.goal)
     if blocks := make_model(setup.model).extra_blocks:
         raise TansakuError(f"--model {setup.model} also reads the {', '.join(blocks)} descriptor block, which "
                            "simulation pools do not carry; simulate with rf, et, lgbm, lgbm-cal or blend")
-    if (oob := OUT_OF_BAG_STRATEGIES.intersection(strategies)) and (setup.model != "rf" or setup.calibrate):
-        raise TansakuError(f"strategy {sorted(oob)[0]!r} measures errors out of bag: it needs --model rf (a "
+    oob = sorted(s for s in strategies if STRATEGIES[s].out_of_bag)
+    if oob and (setup.model != "rf" or setup.calibrate):
+        raise TansakuError(f"strategy {oob[0]!r} measures errors out of bag: it needs --model rf (a "
                            "bootstrap forest) without --calibrate")
     coords = descriptor_coordinates(setup.X) if setup.diversity > 0 and setup.batch > 1 else None
     spacing = typical_spacing(coords, np.random.default_rng(0)) if coords is not None else 1.0
@@ -234,7 +218,7 @@ def simulate(setup: Setup, strategies: list[str], progress: Callable | None = No
         if seed not in splits:
             pool, test, initial = split(setup, seed)
             regions: dict = {}
-            if STRATIFIED_STRATEGIES.intersection(strategies):
+            if any(STRATEGIES[s].batch == "stratified" for s in strategies):
                 regions["strata"] = np.full(len(setup.y), -1)
                 regions["strata"][pool] = pool_strata(setup.X[pool], setup.strata, seed)
             if "density" in strategies:

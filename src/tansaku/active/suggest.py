@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,42 +10,25 @@ import numpy as np
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.active.acquisition import DRAW_STRATEGIES, NOT_FROM_A_SAVED_MODEL, Goal, score
-from tansaku.active.batch import descriptor_coordinates, select_batch, typical_spacing
-from tansaku.features.sets import base_columns, base_set, cached_features, raw_features_each
-from tansaku.models.persistence import load_model
+from tansaku.active.acquisition import Goal, strategy_named
+from tansaku.active.diversity import descriptor_coordinates
+from tansaku.active.ranking import predict_for, rank
+from tansaku.features.sets import base_columns
+from tansaku.models.predictor import Predictor
 from tansaku.store.database import Database
+from tansaku.store.filters import measured_values, missing_property
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
-from tansaku.store.models import Material, Property
+from tansaku.store.tables import Material
 
 DEFAULT_STRATEGY = {"range": "range", "maximize": "ei", "minimize": "ei", "error": "uncertainty"}
+log = logging.getLogger(__name__)
 
 
-def model_goal(goal: Goal, log_target: bool) -> Goal:
-    """The goal in the model's units: a window on a dielectric constant becomes a window on its log10."""
-    if not log_target or goal.kind != "range":
-        return goal
-    if goal.lo <= 0:
-        raise TansakuError(f"window {goal.lo}..{goal.hi}: this property is learned as log10, so lo must be > 0")
-    return Goal("range", float(np.log10(goal.lo)), float(np.log10(goal.hi)))
-
-
-def _stored_missing(db: Database, property_name: str, feature_set: str) -> list[int]:
+def _best_known(db: Database, predictor: Predictor, goal: Goal) -> float | None:
+    """The best desirability among the measured values, in model units (EI and PI improve on it)."""
     with db.session() as session:
-        have = select(Property.material_id).where(Property.name == property_name, ~Property.method.startswith("ml:"))
-        query = select(Material.id).where(Material.id.not_in(have)).order_by(Material.id)
-        if base_set(feature_set) == "structure":
-            query = query.where(Material.structure_json.is_not(None))
-        return list(session.scalars(query))
-
-
-def _best_known(db: Database, property_name: str, goal: Goal, log_target: bool) -> float | None:
-    with db.session() as session:
-        values = np.array(session.scalars(select(Property.value).where(
-            Property.name == property_name, Property.value.is_not(None), ~Property.method.startswith("ml:"))).all(),
-            dtype=float)
-    if log_target:
-        values = np.log10(values[values > 0])
+        values = np.array([v for _, v in session.execute(measured_values(predictor.property_name))], dtype=float)
+    values = predictor.to_model_units(values)
     return float(goal.desirability(values).max()) if len(values) else None
 
 
@@ -68,38 +51,36 @@ def candidate_formulas(path: Path) -> list[str]:
     return [row[column].strip() for row in rows[1:] if len(row) > column]
 
 
-def load_candidates(db: Database, specs: list[str], property_name: str, feature_set: str, queue: bool,
+def load_candidates(db: Database, specs: list[str], predictor: Predictor, queue: bool,
                     progress: Callable | None = None) -> tuple[list[dict], np.ndarray, list[str]]:
-    """Candidate records, their descriptors, and the reasons candidates were refused (others go on)."""
-    from tansaku.features.composition import to_composition
-    from tansaku.sources.structures import check_ordered, read_structure
+    """Candidate records, their descriptors, and the reasons candidates were refused (others go on): the
+    predictor's one rule decides, for stored materials, formulas and structure files alike."""
+    from tansaku.chemistry.structures import check_ordered, read_structure
 
-    structural = base_set(feature_set) == "structure"
     records: list[dict] = []
     blocks: list[np.ndarray] = []
     refused: list[str] = []
+    loose_items, loose_records = [], []
     for spec in specs:
         if spec == "db-missing":
-            ids = _stored_missing(db, property_name, feature_set)
-            if ids:
-                blocks.append(cached_features(db, ids, feature_set, progress))
-                with db.session() as session:
-                    formulas = dict(session.execute(select(Material.id, Material.reduced_formula)
-                                                    .where(Material.id.in_(ids))).all())
-                records += [{"candidate": i, "material_id": i, "formula": formulas[i]} for i in ids]
+            with db.session() as session:
+                ids = list(session.scalars(missing_property(predictor.property_name, predictor.needs_structure)))
+                formulas = dict(session.execute(select(Material.id, Material.reduced_formula)
+                                                .where(Material.id.in_(ids))).all()) if ids else {}
+            X, kept, why = predictor.describe_stored(db, ids, progress)
+            refused += why
+            if kept:
+                blocks.append(X)
+                records += [{"candidate": i, "material_id": i, "formula": formulas[i]} for i in kept]
             continue
         path = Path(spec)
         if path.name.endswith((".csv", ".csv.gz")):
-            if structural:
+            if predictor.needs_structure:
                 raise TansakuError(f"{spec}: the model uses structure descriptors; give structure files")
             for formula in candidate_formulas(path):
-                try:
-                    composition = to_composition(formula, f"{path.name}: {formula}")
-                except TansakuError as exc:
-                    refused.append(str(exc))
-                    continue
-                records.append({"candidate": formula, "material_id": None, "formula": composition.reduced_formula,
-                                "item": formula})
+                loose_items.append(formula)
+                loose_records.append({"candidate": formula, "material_id": None, "formula": _reduced(formula),
+                                      "label": f"{path.name}: {formula}"})
             continue
         try:
             structure = read_structure(path)
@@ -108,21 +89,29 @@ def load_candidates(db: Database, specs: list[str], property_name: str, feature_
             refused.append(str(exc))
             continue
         record = {"candidate": spec, "material_id": None, "formula": structure.composition.reduced_formula,
-                  "item": structure if structural else structure.composition}
+                  "label": spec}
         if queue:
             record["to_store"] = (structure, path)  # stored once chosen: a refused one must not stay behind
-        records.append(record)
-    loose = [r for r in records if "item" in r]
-    if loose:
-        X_loose, kept, failed = raw_features_each([r["item"] for r in loose], feature_set)
-        refused += [f"{loose[i]['candidate']}: {reason}" for i, reason in failed]
-        loose = [loose[i] for i in kept]
-        blocks.append(X_loose)
-    ordered = [r for r in records if "item" not in r] + loose
+        loose_items.append(structure)
+        loose_records.append(record)
+    if loose_items:
+        X, kept, why = predictor.describe(loose_items, [r.pop("label") for r in loose_records])
+        refused += why
+        if kept:
+            blocks.append(X)
+            records += [loose_records[i] for i in kept]
     X = np.vstack(blocks) if blocks else np.empty((0, 0))
-    for r in ordered:
-        r.pop("item", None)
-    return ordered, X, refused
+    return records, X, refused
+
+
+def _reduced(formula: str) -> str:
+    """The reduced formula, or the text as given when it does not parse (the predictor then refuses it)."""
+    from pymatgen.core import Composition
+
+    try:
+        return Composition(formula).reduced_formula
+    except Exception:  # noqa: BLE001
+        return formula
 
 
 def _store_chosen_files(db: Database, rows: list[dict]) -> None:
@@ -141,56 +130,60 @@ def _store_chosen_files(db: Database, rows: list[dict]) -> None:
 
 def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n: int, *,
             strategy: str | None = None, diversity: float = 1.0, queue: str | None = None,
-            property_name: str | None = None, progress: Callable | None = None, seed: int = 0) -> list[dict]:
-    """The n best candidates, each with mean, std, value (property units) and score; optionally queued."""
+            property_name: str | None = None, progress: Callable | None = None, seed: int = 0,
+            skipped: Callable[[str], None] = log.warning) -> list[dict]:
+    """The n best candidates, best score first, each with mean and std (model units), value with its interval
+    (property units) and score; optionally queued. Each refused candidate is passed to `skipped` with its
+    reason (the command prints it; the library logs it) and the others go on."""
     if n < 1:
         raise TansakuError("--n must be at least 1")
-    model, meta = load_model(model_path)
-    if property_name and property_name != meta["property"]:
-        raise TansakuError(f"{model_path} predicts {meta['property']!r}, not {property_name!r}")
-    prop, log_target = meta["property"], meta["log_target"]
-    strategy = strategy or DEFAULT_STRATEGY[goal.kind]
-    if strategy in NOT_FROM_A_SAVED_MODEL:
-        raise TansakuError(f"strategy {strategy!r} cannot rank with a saved model: {NOT_FROM_A_SAVED_MODEL[strategy]}")
-    mgoal = model_goal(goal, log_target)
-    records, X, refused = load_candidates(db, candidates, prop, meta["descriptors"], queue is not None, progress)
-    for reason in refused:
-        print(f"skipped {reason}", file=sys.stderr)
+    predictor = Predictor.load(model_path)
+    if property_name and property_name != predictor.property_name:
+        raise TansakuError(f"{model_path} predicts {predictor.property_name!r}, not {property_name!r}")
+    chosen_strategy = strategy_named(strategy or DEFAULT_STRATEGY[goal.kind])
+    if chosen_strategy.saved_model:
+        raise TansakuError(f"strategy {chosen_strategy.name!r} cannot rank with a saved model: "
+                           f"{chosen_strategy.saved_model}")
+    mgoal = predictor.goal(goal)
+    chosen_strategy.check(mgoal)
+    records, X, refused = load_candidates(db, candidates, predictor, queue is not None, progress)
     usable = np.isfinite(X).any(axis=1) if len(X) else np.zeros(0, dtype=bool)
-    for r in (r for r, ok in zip(records, usable, strict=True) if not ok):
-        print(f"skipped {r['candidate']}: no usable descriptor (all NaN)", file=sys.stderr)
+    refused += [f"{r['candidate']}: no usable descriptor (all NaN)" for r, ok in zip(records, usable, strict=True)
+                if not ok]
+    for reason in refused:
+        skipped(reason)
     records = [r for r, ok in zip(records, usable, strict=True) if ok]
     X = X[usable] if len(X) else X
     if not records:
         raise TansakuError("no candidates to rank (the database holds the property for every material, "
                            "or every candidate was refused)")
-    samples = model.predict_samples(X) if strategy == "range-ensemble" and hasattr(model, "predict_samples") else None
-    mean, std = (samples.mean(0), samples.std(0)) if samples is not None else model.predict_dist(X)
+    prediction = predict_for(chosen_strategy, mgoal, predictor, X)
     best = None
     if mgoal.kind != "error":
-        best = _best_known(db, prop, mgoal, log_target)
+        best = _best_known(db, predictor, mgoal)
         if best is None:
-            best = float(mgoal.desirability(mean).max())
+            best = float(mgoal.desirability(prediction.mean).max())
     rng = np.random.default_rng(seed)
-    scores = score(strategy, mgoal, mean, std, best=best, samples=samples, rng=rng)
-    coords = spacing = None
-    if diversity > 0 and n > 1 and len(records) > 2 and strategy not in DRAW_STRATEGIES:
-        coords = descriptor_coordinates(base_columns(X, meta["descriptors"]))
-        spacing = typical_spacing(coords, rng)
-    chosen = select_batch(scores, n, rng, coords, diversity * (spacing or 0.0))
-    rows = []
-    for i in chosen:
-        row = {**records[i], "property": prop, "mean": float(mean[i]), "std": float(std[i]),
-               "value": float(10 ** mean[i]) if log_target else float(mean[i]), "score": float(scores[i]),
-               "strategy": strategy, "log10": log_target}
-        rows.append(row)
+    coords = None
+    if diversity > 0 and n > 1 and len(records) > 2 and not chosen_strategy.is_draw:
+        coords = descriptor_coordinates(base_columns(X, predictor.descriptors))
+    ranked = rank(chosen_strategy, mgoal, prediction, n, rng, best=best, coords=coords, diversity=diversity)
+    value, low, high = predictor.in_units(prediction.mean, prediction.std)
+    domain = dict(zip(ranked.chosen.tolist(), predictor.domain_notes(
+        [records[i]["formula"] for i in ranked.chosen], X[ranked.chosen]), strict=True))
+    rows = [{**records[i], "in_domain": not domain[i], "domain": domain[i],
+             "property": predictor.property_name, "mean": float(prediction.mean[i]),
+             "std": float(prediction.std[i]), "value": float(value[i]), "value_low": float(low[i]),
+             "value_high": float(high[i]), "score": float(ranked.scores[i]), "strategy": chosen_strategy.name,
+             "log10": predictor.transform == "log10", "transform": predictor.transform}
+            for i in ranked.chosen]
+    rows.sort(key=lambda row: -row["score"])  # the batch was chosen together; shown best score first
     if queue:
         _store_chosen_files(db, rows)
         ids = [r["material_id"] for r in rows if r["material_id"] is not None]
         missing = [r["candidate"] for r in rows if r["material_id"] is None]
         if missing:
-            print(f"not queued (formulas have no structure to compute): {', '.join(map(str, missing))}",
-                  file=sys.stderr)
+            skipped(f"not queued (formulas have no structure to compute): {', '.join(map(str, missing))}")
         with db.session() as session:
             add_to_subset(session, queue, ids)
     return rows

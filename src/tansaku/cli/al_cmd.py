@@ -11,12 +11,12 @@ from rich.table import Table
 
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
-from tansaku.cli.common import console, database, progress_bar
+from tansaku.cli.common import console, database, err_console, progress_bar
 
 app = typer.Typer(help="Active learning: simulate strategies on labelled data, suggest what to compute next.",
                   no_args_is_help=True)
 
-STRATEGY_HELP = "; ".join(f"{name}: {text}" for name, text in STRATEGIES.items())
+STRATEGY_HELP = "; ".join(f"{name}: {s.description}" for name, s in STRATEGIES.items())
 
 
 def goal_from_options(window: tuple[float, float] | None, maximize: bool, minimize: bool) -> Goal:
@@ -164,14 +164,17 @@ def suggest(
     goal = goal_from_options(window, maximize, minimize)
     rows = rank(database(create=queue is not None or "db-missing" not in candidates), model_path, goal,
                 candidates, n, strategy=strategy, diversity=diversity, queue=queue,
-                property_name=property_name, progress=progress_bar("descriptors"))
+                property_name=property_name, progress=progress_bar("descriptors"),
+                skipped=lambda reason: err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True))
     if json_out:
         console.print_json(json.dumps(rows))
         return
-    table = Table("rank", "candidate", "formula", "mean", "± std", "score", title=f"{len(rows)} suggestions")
+    table = Table("rank", "candidate", "formula", "predicted", "±1σ interval", "score", "domain",
+                  title=f"{len(rows)} suggestions, best score first")
     for i, r in enumerate(rows, 1):
-        table.add_row(str(i), str(r["candidate"]), r["formula"], f"{r['value']:.3g}", f"{r['std']:.3f}",
-                      f"{r['score']:.3g}")
+        table.add_row(str(i), str(r["candidate"]), r["formula"], f"{r['value']:.3g}",
+                      f"{r['value_low']:.3g} to {r['value_high']:.3g}", f"{r['score']:.3g}",
+                      "" if r["in_domain"] else "[yellow]outside: " + "; ".join(r["domain"]) + "[/]")
     console.print(table)
     if queue:
         console.print(f"queued in subset {queue!r}: tansaku run dielectric --query subset={queue}")

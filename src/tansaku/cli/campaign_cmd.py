@@ -16,13 +16,13 @@ app = typer.Typer(help="Closed-loop campaigns: train → suggest → compute wit
 def make_oracle(db, config, say):
     """The oracle the config asks for, and a cost estimator when DFT settings and pseudopotentials are known."""
     from tansaku.active.cost import CostEstimator
-    from tansaku.active.oracles import DatasetOracle, DFTOracle, dft_context
+    from tansaku.active.oracles import DatasetOracle, DFTOracle
 
     if config.oracle == "dataset":
-        costs = CostEstimator(db, dft_context(db, config.dft)) if config.dft.get("pseudo_dir") else None
+        costs = CostEstimator(db, config.dft.context(db)) if config.dft.pseudo_dir else None
         return DatasetOracle(db, config.property, config.oracle_method), costs
-    ctx = dft_context(db, config.dft)
-    oracle = DFTOracle(ctx, config.property, int(config.dft.get("workers", 1)),
+    ctx = config.dft.context(db)
+    oracle = DFTOracle(ctx, config.property, config.dft.workers,
                        on_step=lambda key, step: say(f"  material {key}: {step}"))
     return oracle, CostEstimator(db, ctx)
 

@@ -64,12 +64,15 @@ def db_export(
     property_names: list[str] = typer.Option(None, "--property", help="Only these properties (repeatable)."),
     structures: str = typer.Option(None, help="Add a structure column as 'cif' or 'json'."),
     subset: str = typer.Option(None, help="Only members of this subset, e.g. 'paper'."),
+    include_predictions: bool = typer.Option(False, "--include-predictions", help="Fill cells no measured value "
+                                             "fills with stored ML predictions (their method column says "
+                                             "ml:<model id>). Without it only imported and computed values go out."),
 ) -> None:
-    """Export materials and property values.
+    """Export materials and property values, each with a <property>_method column saying how it was obtained.
 
     Example: tansaku db export oxides.csv --property eps_electronic --property eps_ionic --subset paper
     """
     db = database(create=False)
     with db.session() as session:
-        n = export_table(session, out, property_names or None, structures, subset)
+        n = export_table(session, out, property_names or None, structures, subset, include_predictions)
     console.print(f"wrote {n} rows to {out}")

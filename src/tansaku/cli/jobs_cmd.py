@@ -9,7 +9,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from tansaku.cli.common import console, database
-from tansaku.store.models import Calculation, Material
+from tansaku.store.tables import Calculation, Material
 
 
 def register(app: typer.Typer) -> None:

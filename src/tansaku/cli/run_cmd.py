@@ -11,12 +11,9 @@ from rich.table import Table
 
 from tansaku import TansakuError
 from tansaku.cli.common import console, database
-from tansaku.dft.pseudos import load_family
-from tansaku.dft.settings import PRESETS, preset
-from tansaku.workflows.batch import resolve_inputs, run_many
-from tansaku.workflows.dielectric import RunContext
-from tansaku.workflows.executor import LocalExecutor, QECommands
-from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile
+from tansaku.dft.settings import PRESETS
+from tansaku.workflows.job import DEFAULT_LAUNCHER, Job
+from tansaku.workflows.many import resolve_inputs, run_many
 
 app = typer.Typer(help="Run first-principles workflows (Quantum ESPRESSO).")
 
@@ -58,7 +55,7 @@ def dielectric(
     mpi_procs: int = typer.Option(1, help="MPI processes per pw.x/ph.x run."),
     pw_command: str = typer.Option("pw.x", help="pw.x executable (or a wrapper command)."),
     ph_command: str = typer.Option("ph.x", help="ph.x executable."),
-    launcher: str = typer.Option("mpirun --allow-run-as-root --oversubscribe -np {n}",
+    launcher: str = typer.Option(DEFAULT_LAUNCHER,
                                  help="MPI launcher used when --mpi-procs > 1; {n} is the process count."),
     run_dir: Path = typer.Option(Path("runs"), help="Where runs/<material>/<step>/ are written."),
     executor_name: str = typer.Option("local", "--executor", help="local (child processes) or slurm (one "
@@ -79,21 +76,15 @@ def dielectric(
 
     Example: tansaku run dielectric MgO.cif --preset test --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
     """
-    settings = preset(preset_name, parse_overrides(overrides))
-    pseudos = load_family(pseudo_dir)
-    db = database()
-    targets, failures = resolve_inputs(db, files, ids, query)
+    job = Job(preset=preset_name, overrides=parse_overrides(overrides),
+              pseudo_dir=str(pseudo_dir) if pseudo_dir else None, executor=executor_name,
+              slurm_profile=str(slurm_profile) if slurm_profile else None, launcher=launcher,
+              pw_command=pw_command, ph_command=ph_command, mpi_procs=mpi_procs, workers=workers,
+              run_dir=str(run_dir))
+    ctx = job.context(database())
+    targets, failures = resolve_inputs(ctx.db, files, ids, query)
     if not targets and not failures:
         raise TansakuError("nothing to run: give structure files, --ids or --query")
-    if executor_name == "slurm":
-        profile = SlurmProfile.load(slurm_profile)
-        executor, launcher = SlurmExecutor(profile), profile.launcher
-    elif executor_name == "local":
-        executor = LocalExecutor()
-    else:
-        raise TansakuError(f"unknown executor {executor_name!r} (local or slurm)")
-    ctx = RunContext(db, settings, preset_name, pseudos, executor,
-                     QECommands(pw_command, ph_command, launcher, mpi_procs), run_dir.resolve())
     status = {key: "queued" for key in targets}
 
     def table() -> Table:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pymatgen.core import Structure
 
 from tansaku import TansakuError
-from tansaku.features.oxidation import high_spin_unpaired, open_shells
+from tansaku.chemistry.oxidation import high_spin_unpaired, open_shells
 
 SPIN_MODES = ("auto", "off")
 

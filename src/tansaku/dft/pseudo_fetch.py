@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tansaku import TansakuError
 from tansaku.dft.pseudos import PseudoFamily, load_family
-from tansaku.sources.download import cache_dir, fetch
+from tansaku.download import cache_dir, fetch
 
 
 @dataclass(frozen=True)

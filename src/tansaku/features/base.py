@@ -9,13 +9,14 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 
 class MedianFilledFeaturizer(TransformerMixin, BaseEstimator):
-    """Subclasses implement `_raw(X)` (rows, NaN where unknown) and `_names()`.
+    """Subclasses implement `raw(X)` (rows, NaN where unknown) and `names()`, which the descriptor sets and
+    their cache call directly (models impute for themselves); fit/transform serve scikit-learn pipelines.
 
     Columns unknown for every training item are dropped; other NaN become the training median.
     """
 
     def fit(self, X, y=None):
-        raw = self._raw(X)
+        raw = self.raw(X)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             medians = np.nanmedian(raw, axis=0)
@@ -25,14 +26,14 @@ class MedianFilledFeaturizer(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        raw = self._raw(X)
+        raw = self.raw(X)
         return np.where(np.isnan(raw), self.medians_, raw)[:, self.keep_]
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        return np.array(self._names())[self.keep_]
+        return np.array(self.names())[self.keep_]
 
-    def _raw(self, X) -> np.ndarray:
+    def raw(self, X) -> np.ndarray:
         raise NotImplementedError
 
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
         raise NotImplementedError

@@ -10,9 +10,9 @@ import numpy as np
 from pymatgen.core import Composition, Structure
 
 from tansaku import TansakuError
+from tansaku.chemistry.oxidation import anion_elements, d_electrons, guess_oxidation_states
 from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import PROPERTIES, element_table, symbol_to_z
-from tansaku.features.oxidation import anion_elements, d_electrons, guess_oxidation_states
 
 VERSION = "composition-3"
 STATS = ("mean", "avg_dev", "std_dev", "minimum", "maximum", "range", "mode")
@@ -102,7 +102,7 @@ class CompositionFeaturizer(MedianFilledFeaturizer):
     def __init__(self, oxidation: bool = True):
         self.oxidation = oxidation
 
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
         names = [f"{stat}_{prop}" for prop in PROPERTIES for stat in STATS]
         names += [f"massweighted_mean_{prop}" for prop in MASS_WEIGHTED]
         names += ["n_elements"] + [f"stoich_norm_{p}" for p in NORMS]
@@ -115,7 +115,7 @@ class CompositionFeaturizer(MedianFilledFeaturizer):
                       "d10_cation_fraction"]
         return names
 
-    def _raw(self, X: Iterable) -> np.ndarray:
+    def raw(self, X: Iterable) -> np.ndarray:
         compositions = [to_composition(item) for item in X]
         if not compositions:
             raise TansakuError("no compositions to featurize")

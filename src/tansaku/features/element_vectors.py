@@ -18,7 +18,7 @@ import numpy as np
 from pymatgen.core import Element
 
 from tansaku import TansakuError
-from tansaku.sources.download import fetch
+from tansaku.download import fetch
 
 WHEEL = "elementembeddings-0.8.0-py3-none-any.whl"
 WHEEL_URL = ("https://files.pythonhosted.org/packages/16/1e/1cbddfe353b3eb44561faddcdbd6024752c928486207e28dc81e2"

@@ -16,8 +16,8 @@ from functools import lru_cache
 import numpy as np
 from pymatgen.core import Element
 
+from tansaku.chemistry.oxidation import ANION_CHARGES, cation_states, guess_oxidation_states, split_ions
 from tansaku.features.composition import to_composition
-from tansaku.features.oxidation import ANION_CHARGES, cation_states, guess_oxidation_states, split_ions
 
 VERSION = "ions-1"
 UNKNOWN = "?"  # state not found (no charge-balanced guess)

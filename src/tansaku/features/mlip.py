@@ -20,8 +20,8 @@ import numpy as np
 from pymatgen.core import Structure
 
 from tansaku import TansakuError
-from tansaku.features.oxidation import anion_elements, guess_oxidation_states
-from tansaku.sources.structures import check_ordered
+from tansaku.chemistry.oxidation import anion_elements, guess_oxidation_states
+from tansaku.chemistry.structures import check_ordered
 
 MODEL = "0.3.0"  # CHGNet weights shipped in its wheel: the version pins what the descriptors mean
 VERSION = f"chgnet-{MODEL}-1"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.features import composition, ions, mlip, structure, tokens
 from tansaku.store.database import Database
-from tansaku.store.models import FeatureCache, Material
+from tansaku.store.tables import FeatureCache, Material
 
 FEATURE_SETS = ("composition", "structure")
 
@@ -62,7 +62,7 @@ def featurizer_key(feature_set: str) -> str:
 
 def feature_names(feature_set: str) -> list[str]:
     base, extra = _parts(feature_set)
-    names = composition.CompositionFeaturizer()._names()
+    names = composition.CompositionFeaturizer().names()
     if base == "structure":
         names += list(structure.NAMES)
     return names + [name for block in extra for name in EXTRA_BLOCKS[block].names()]
@@ -71,9 +71,9 @@ def feature_names(feature_set: str) -> list[str]:
 def raw_features(items: list, feature_set: str) -> np.ndarray:
     """Raw descriptor rows (NaN where unknown) for compositions or structures."""
     base, extra = _parts(feature_set)
-    blocks = [composition.CompositionFeaturizer()._raw(items)]
+    blocks = [composition.CompositionFeaturizer().raw(items)]
     if base == "structure":
-        blocks.append(structure.StructureFeaturizer()._raw(items))
+        blocks.append(structure.StructureFeaturizer().raw(items))
     blocks += [EXTRA_BLOCKS[block].compute(items) for block in extra]
     return np.hstack(blocks)
 

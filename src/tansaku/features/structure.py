@@ -13,10 +13,10 @@ from pymatgen.analysis.ewald import EwaldSummation
 from pymatgen.core import Structure
 
 from tansaku import TansakuError
+from tansaku.chemistry.oxidation import anion_elements, guess_oxidation_states
+from tansaku.chemistry.structures import check_ordered
 from tansaku.features.base import MedianFilledFeaturizer
 from tansaku.features.elements import MAX_Z, PROPERTIES, element_table, symbol_to_z
-from tansaku.features.oxidation import anion_elements, guess_oxidation_states
-from tansaku.sources.structures import check_ordered
 
 VERSION = "structure-3"
 CUTOFF = 6.0  # Å, beyond any first shell of an oxide
@@ -165,10 +165,10 @@ class StructureFeaturizer(MedianFilledFeaturizer):
     def __init__(self, ewald: bool = True):
         self.ewald = ewald
 
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
         return list(NAMES)
 
-    def _raw(self, X) -> np.ndarray:
+    def raw(self, X) -> np.ndarray:
         rows = []
         for item in X:
             if not isinstance(item, Structure):

@@ -10,7 +10,11 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import GroupKFold, KFold, RepeatedKFold, train_test_split
 
 
-def metrics(y, mean, std) -> dict:
+def metrics(y, mean, std=None) -> dict:
+    """R², MAE, RMSE and, with a spread, how often the truth lies within 1 and 1.96 standard deviations."""
+    if std is None:
+        return {"r2": float(r2_score(y, mean)), "mae": float(mean_absolute_error(y, mean)),
+                "rmse": float(np.sqrt(mean_squared_error(y, mean)))}
     z = np.abs(y - mean) / np.maximum(std, 1e-12)
     return {"r2": float(r2_score(y, mean)), "mae": float(mean_absolute_error(y, mean)),
             "rmse": float(np.sqrt(mean_squared_error(y, mean))),
@@ -58,10 +62,10 @@ def evaluate(model, X, y, groups, cv: tuple[int, int] = (5, 3), seed: int = 0, p
     return result
 
 
-def kfold_predictions(model, X, y, seed: int = 0):
-    """Out-of-fold mean and std from one 5-fold split (for parity plots)."""
+def out_of_fold(model, X, y, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Every row predicted by a model that never saw it (one shuffled K-fold): parity plots, a campaign's
+    per-round error and the residuals its error model learns from."""
     mean, std = np.zeros(len(y)), np.zeros(len(y))
-    for train, test in KFold(5, shuffle=True, random_state=seed).split(X):
-        m, s = clone(model).fit(X[train], y[train]).predict_dist(X[test])
-        mean[test], std[test] = m, s
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
+        mean[test], std[test] = clone(model).fit(X[train], y[train]).predict_dist(X[test])
     return mean, std

@@ -225,6 +225,9 @@ def fill_missing(X, fill: np.ndarray, dtype=np.float64) -> np.ndarray:
 
 
 MODELS = ("rf", "et", "lgbm", "lgbm-cal", "lgbm-lin", "lgbm-chgnet", "lgbm-attn", "blend")
+# the most accurate learner that needs nothing beyond the base install, on composition and on structure
+# descriptors, with a calibrated interval (benchmarks/results/ml_dielectric.md)
+DEFAULT_MODEL = "lgbm-lin"
 
 
 def model_feature_set(model, feature_set: str) -> str:

@@ -14,18 +14,21 @@ from tansaku.files import write_atomically
 FORMAT = "tansaku-model-1"
 
 
-def save_model(path: Path, model, *, property_name: str, feature_set: str, log_target: bool, model_name: str,
+def save_model(path: Path, model, *, property_name: str, feature_set: str, model_name: str,
                feature_names: list[str], training_hash: str, n_train: int, metrics: dict | None = None,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, transform: str | None = None, log_target: bool | None = None) -> dict:
     """`feature_set` is what the user chose ("structure"); `descriptors` what the model reads ("structure+ions").
-    `extra`: more provenance (where lgbm-attn's network started)."""
+    `transform`: what the model learned in ("log10" or "none"; `log_target` is the older way to say it, and is
+    still written for readers of older tansaku). `extra`: more provenance (where lgbm-attn's network started)."""
+    transform = transform or ("log10" if log_target else "none")
     from tansaku.models.learners import model_feature_set
 
     descriptors = model_feature_set(model, feature_set)
     meta = {
         "format": FORMAT, "id": f"{model_name}-{property_name}-{uuid.uuid4().hex[:8]}",
         "model": model_name, "property": property_name, "feature_set": feature_set, "descriptors": descriptors,
-        "descriptor_version": featurizer_key(descriptors), "log_target": log_target,
+        "descriptor_version": featurizer_key(descriptors), "transform": transform,
+        "log_target": transform == "log10",
         "feature_names": feature_names, "training_hash": training_hash, "n_train": n_train,
         "metrics": metrics or {}, "tansaku_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"), **(extra or {}),

@@ -104,12 +104,11 @@ def campaign_progress(status: dict, path: Path) -> Path:
     left.set_xlabel("DFT runs (campaign picks)")
     left.set_xlim(0, max(len(picks), 1) + 0.5)
     left.legend(fontsize=8, loc="upper left")
-    judged = [p for p in picks if p["mean"] is not None and p["value"] is not None]
+    judged = [p for p in picks if p["predicted"] is not None and p["value"] is not None]
     if judged:
-        log = status["property"].startswith("eps_")
-        pred = np.array([10 ** p["mean"] if log else p["mean"] for p in judged])
-        lo = np.array([10 ** (p["mean"] - p["std"]) if log else p["mean"] - p["std"] for p in judged])
-        hi = np.array([10 ** (p["mean"] + p["std"]) if log else p["mean"] + p["std"] for p in judged])
+        pred = np.array([p["predicted"] for p in judged])
+        lo = np.array([p["predicted_low"] for p in judged])
+        hi = np.array([p["predicted_high"] for p in judged])
         got = np.array([p["value"] for p in judged])
         right.errorbar(got, pred, yerr=[pred - lo, hi - pred], fmt="o", ms=4, capsize=2)
         for p, x, y in zip(judged if len(judged) <= 15 else [], got, pred, strict=False):

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from tansaku import TansakuError
 from tansaku.store.database import Database
 from tansaku.store.materials import ImportReport, composition_fields
-from tansaku.store.models import Material, Property
+from tansaku.store.tables import Material, Property
 
 COMPOSITION_COLUMNS = ("formula", "composition", "reduced_formula", "pretty_formula")
 BATCH = 5000

@@ -30,7 +30,8 @@ from pymatgen.core import Composition, Element, Species, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
-from tansaku.sources.structures import check_ordered, read_structure
+from tansaku.chemistry.oxidation import common_states_guess
+from tansaku.chemistry.structures import check_ordered, read_structure
 from tansaku.store.database import Database
 from tansaku.store.materials import (
     ImportReport,
@@ -40,7 +41,7 @@ from tansaku.store.materials import (
     find_same_structure,
     get_material,
 )
-from tansaku.store.models import Material
+from tansaku.store.tables import Material
 
 GENERATED_SOURCE = "generated"
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI", 7: "VII", 8: "VIII", 9: "IX", 10: "X",
@@ -165,13 +166,6 @@ def _radius(symbol: str, oxidation: float, cn: int | None) -> float | None:
     return float(radius) if radius else None
 
 
-def _oxidation_guess(composition: Composition) -> dict[str, float] | None:
-    """The most likely charge-balanced assignment using only each element's common oxidation states."""
-    common = {el.symbol: list(el.common_oxidation_states) for el in composition.elements}
-    guesses = composition.oxi_state_guesses(oxi_states_override=common, max_sites=-1)
-    return dict(guesses[0]) if guesses else None
-
-
 @dataclass
 class SiteAnalysis:
     """What substitution needs to know about a prototype: its anion, cation labels and coordination."""
@@ -185,7 +179,7 @@ class SiteAnalysis:
 
 def analyse_prototype(prototype: Prototype) -> SiteAnalysis:
     structure = prototype.structure
-    oxidation = _oxidation_guess(structure.composition)
+    oxidation = common_states_guess(structure.composition)
     if oxidation is None:
         raise TansakuError(f"prototype {prototype.label} ({structure.composition.reduced_formula}): no charge-"
                            "balanced oxidation states, cannot tell cations from anions")
@@ -270,7 +264,7 @@ def _make_candidate(prototype: Prototype, sites: SiteAnalysis, substitution: dic
     if len(structure) > limits.max_sites:
         return Refusal(formula, prototype.label, f"{len(structure)} sites exceed the cap of {limits.max_sites}")
     new_anion = substitution.get(sites.anion, sites.anion)
-    oxidation = _oxidation_guess(structure.composition)
+    oxidation = common_states_guess(structure.composition)
     if oxidation is None or oxidation.get(new_anion, 0) >= 0:
         return Refusal(formula, prototype.label, "not charge-balanced with common oxidation states")
     checks: dict[str, float] = {}
@@ -362,7 +356,7 @@ def chemsys_compositions(elements: list[str], max_atoms: int, subsystems: bool =
         composition = Composition(dict(zip(elements, counts, strict=True)))
         if composition.reduced_formula in found:
             continue
-        oxidation = _oxidation_guess(composition)
+        oxidation = common_states_guess(composition)
         if oxidation and any(v < 0 for v in oxidation.values()) and any(v > 0 for v in oxidation.values()):
             found[composition.reduced_formula] = composition
     return sorted(found.values(), key=lambda c: (len(c), c.num_atoms, c.reduced_formula))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tansaku import TansakuError
-from tansaku.sources.download import fetch
-from tansaku.sources.structures import structure_from_dict
+from tansaku.chemistry.structures import structure_from_dict
+from tansaku.download import fetch
 from tansaku.store.database import Database
 from tansaku.store.materials import (
     ImportReport,

@@ -1,7 +1,7 @@
 """The materials database (SQLite by default, any SQLAlchemy URL such as PostgreSQL at scale)."""
 
 from tansaku.store.database import Database, open_database, resolve_url
-from tansaku.store.models import (
+from tansaku.store.tables import (
     Calculation,
     Campaign,
     CampaignPick,

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tansaku import TansakuError, __version__
-from tansaku.store.models import SCHEMA_VERSION, Base, Meta
+from tansaku.store.tables import SCHEMA_VERSION, Base, Meta
 
 DEFAULT_DB = "tansaku.db"
 

@@ -11,8 +11,8 @@ from pymatgen.core import Composition, Structure
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tansaku.store.models import Material, Property, Subset
 from tansaku.store.rows import get_or_create
+from tansaku.store.tables import Material, Property, Subset
 
 
 @dataclass

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tansaku import TansakuError
-from tansaku.store.models import Calculation, Material, Property, Subset
+from tansaku.store.filters import ML_PREFIX, is_measured
+from tansaku.store.tables import Calculation, Material, Property, Subset
 
 
 def stats(session: Session) -> dict[str, Any]:
@@ -76,8 +77,11 @@ def export_table(
     properties: list[str] | None = None,
     structures: str | None = None,
     subset: str | None = None,
+    include_predictions: bool = False,
 ) -> int:
-    """Write one row per material (properties as columns) to CSV or JSON by the suffix; returns rows written."""
+    """Write one row per material (each property a value column and a `<name>_method` column) to CSV or JSON by
+    the suffix; returns rows written. Measured values (imported or computed) only, unless `include_predictions`:
+    then a model's prediction fills a cell no measured value fills, and its method (ml:<model id>) says so."""
     if out.suffix.lower() not in (".csv", ".json"):
         raise TansakuError(f"{out}: the export format is chosen by the suffix, .csv or .json")
     if structures not in (None, "cif", "json"):
@@ -86,12 +90,19 @@ def export_table(
     if subset:
         query = query.join(Subset, Subset.material_id == Material.id).where(Subset.name == subset)
     materials = session.scalars(query).all()
-    prop_query = select(Property.material_id, Property.name, Property.value)
+    prop_query = select(Property.material_id, Property.name, Property.value, Property.method)
     if properties:
         prop_query = prop_query.where(Property.name.in_(properties))
-    values: dict[int, dict[str, float | None]] = {}
-    for material_id, name, value in session.execute(prop_query.order_by(Property.id)):
-        values.setdefault(material_id, {})[name] = value
+    if not include_predictions:
+        prop_query = prop_query.where(is_measured())
+    values: dict[int, dict[str, tuple[float | None, str]]] = {}
+    predicted: dict[int, dict[str, tuple[float | None, str]]] = {}
+    for material_id, name, value, method in session.execute(prop_query.order_by(Property.id)):
+        target = predicted if method.startswith(ML_PREFIX) else values
+        target.setdefault(material_id, {})[name] = (value, method)
+    for material_id, row in predicted.items():
+        for name, cell in row.items():
+            values.setdefault(material_id, {}).setdefault(name, cell)
     names = properties or sorted({n for row in values.values() for n in row})
     rows = []
     for m in materials:
@@ -99,7 +110,9 @@ def export_table(
             "id": m.id, "formula": m.reduced_formula, "source": m.source, "source_id": m.source_id,
             "nsites": m.nsites, "spacegroup": m.spacegroup_symbol,
         }
-        row.update({name: values.get(m.id, {}).get(name) for name in names})
+        for name in names:
+            value, method = values.get(m.id, {}).get(name, (None, None))
+            row[name], row[f"{name}_method"] = value, method
         if structures:
             structure = m.structure()
             if structure is None:

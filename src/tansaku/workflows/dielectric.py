@@ -10,21 +10,21 @@ import numpy as np
 from pymatgen.core import Structure
 
 from tansaku import TansakuError, __version__
+from tansaku.chemistry.oxidation import open_shell_cations
+from tansaku.chemistry.structures import check_ordered
 from tansaku.dft.ionic import asr_born_charges, ionic_dielectric
 from tansaku.dft.magnetism import spin_setup
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw_input
 from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml
 from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
-from tansaku.features.oxidation import open_shell_cations
-from tansaku.sources.structures import check_ordered
 from tansaku.store.database import Database
 from tansaku.store.materials import set_property, tensor_average
-from tansaku.store.models import Calculation, Material, utcnow
 from tansaku.store.rows import get_or_create
+from tansaku.store.tables import Calculation, Material, utcnow
 from tansaku.workflows.executor import Executor, QECommands
 from tansaku.workflows.state import StepState
-from tansaku.workflows.steps import StepFailed, StepSpec, run_step
+from tansaku.workflows.steps import StepCancelled, StepSpec, run_step
 
 WORKFLOW = "dielectric"
 DYN_FILE = "gamma.dyn"
@@ -74,10 +74,45 @@ def material_dir(ctx: RunContext, material: Material) -> Path:
     return ctx.run_root / f"{material.id}-{material.reduced_formula}"
 
 
-def run_dielectric(
-    ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
-) -> DielectricResult:
-    """Run (or resume) the whole workflow for one stored material; never raises for a material's failure."""
+@dataclass
+class Run:
+    """One material going through a workflow: where it runs, the structure as it now stands, its result."""
+
+    ctx: RunContext
+    material_id: int
+    structure: Structure  # the input structure, then the relaxed one
+    root: Path
+    result: DielectricResult
+    report: Callable[[str], None]
+    input_structure: Structure | None = None
+    steps: dict[str, StepState] = field(default_factory=dict)
+
+    def step(self, name: str, spec: StepSpec) -> StepState:
+        """Run (or resume, or skip when done) one program step in root/name."""
+        self.report(name)
+        s = self.ctx.settings
+        self.steps[name] = run_step(spec, self.root / name, self.ctx.executor, self.ctx.commands, s.max_attempts,
+                                    self.ctx.poll_seconds,
+                                    on_change=lambda st: _record(self.ctx, self.material_id, st, self.root / name,
+                                                                 spec))
+        return self.steps[name]
+
+
+# A workflow step takes the run and returns False when the material stops there (a metal: the reason is in
+# run.result); it raises StepFailed or TansakuError when it fails. Steps are shared between workflows by
+# reference: a later workflow that starts with `relax` finds its directory and state and skips it.
+Step = Callable[[Run], bool]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    steps: tuple[Step, ...]
+
+
+def run_workflow(workflow: Workflow, ctx: RunContext, material_id: int,
+                 report: Callable[[str], None] | None = None) -> DielectricResult:
+    """Run (or resume) a workflow for one stored material; never raises for a material's failure."""
     with ctx.db.session() as session:
         material = session.get(Material, material_id)
         if material is None:
@@ -86,63 +121,95 @@ def run_dielectric(
         formula = material.reduced_formula
         root = material_dir(ctx, material)
     result = DielectricResult(status="failed", material_id=material_id, formula=formula)
-    where = f"material {material_id} ({formula})"
     try:
         if structure is None:
-            raise TansakuError(f"{where}: has no structure (composition-only materials cannot be computed)")
-        check_ordered(structure, where, "DFT needs an ordered cell")
-        ctx.pseudos.check_covers({s.specie.symbol for s in structure}, where)
-        nelec = number_of_electrons(structure, ctx.pseudos)
-        spin = spin_setup(structure, ctx.settings.spin)
-        if spin is None and round(nelec) % 2:
-            result.status = "metal"
-            result.reason = (f"odd number of valence electrons ({nelec:g}): a spin-unpolarized cell is metallic, "
-                             "no static dielectric constant" + _magnetic_hint(formula, ctx.settings.spin))
-            return result
-        if spin is not None and round(nelec + spin.total_magnetization) % 2:
-            result.status = "metal"
-            result.reason = (f"{nelec:g} valence electrons cannot fill whole bands with a moment of "
-                             f"{spin.total_magnetization} μB (high spin of {', '.join(open_shell_cations(formula))})"
-                             ": no insulating ferromagnetic state to compute")
-            return result
-        _run_steps(ctx, material_id, structure, root, result, report or (lambda s: None))
-    except StepFailed as exc:
-        result.status = "cancelled" if str(exc).endswith("cancelled") else "failed"
-        result.reason = str(exc)
-    except TansakuError as exc:
-        result.reason = str(exc)
+            raise TansakuError(f"material {material_id} ({formula}): has no structure (composition-only materials "
+                               "cannot be computed)")
+        run = Run(ctx, material_id, structure, root, result, report or (lambda s: None), structure)
+        for step in workflow.steps:
+            if not step(run):
+                break
+    except StepCancelled as exc:
+        result.status, result.reason = "cancelled", str(exc)
+    except TansakuError as exc:  # StepFailed included
+        result.status, result.reason = "failed", str(exc)
     return result
 
 
-def _run_steps(ctx, material_id, structure, root, result, report) -> None:
-    s = ctx.settings
+def check_insulator_setup(run: Run) -> bool:
+    """Before any calculation: an ordered cell, pseudopotentials for every element, and an electron count that
+    can fill whole bands (else the cell is metallic and has no static dielectric constant)."""
+    ctx, structure, result = run.ctx, run.structure, run.result
+    formula = structure.composition.reduced_formula
+    where = f"material {run.material_id} ({formula})"
+    check_ordered(structure, where, "DFT needs an ordered cell")
+    ctx.pseudos.check_covers({s.specie.symbol for s in structure}, where)
+    nelec = number_of_electrons(structure, ctx.pseudos)
+    spin = spin_setup(structure, ctx.settings.spin)
+    if spin is None and round(nelec) % 2:
+        result.status = "metal"
+        result.reason = (f"odd number of valence electrons ({nelec:g}): a spin-unpolarized cell is metallic, "
+                         "no static dielectric constant" + _magnetic_hint(formula, ctx.settings.spin))
+        return False
+    if spin is not None and round(nelec + spin.total_magnetization) % 2:
+        result.status = "metal"
+        result.reason = (f"{nelec:g} valence electrons cannot fill whole bands with a moment of "
+                         f"{spin.total_magnetization} μB (high spin of {', '.join(open_shell_cations(formula))})"
+                         ": no insulating ferromagnetic state to compute")
+        return False
+    return True
 
-    def step(name: str, spec: StepSpec) -> StepState:
-        report(name)
-        return run_step(spec, root / name, ctx.executor, ctx.commands, s.max_attempts, ctx.poll_seconds,
-                        on_change=lambda st: _record(ctx, material_id, st, root / name, spec))
 
-    current = standard_cell(structure) if s.standardize else structure
+def relax(run: Run) -> bool:
+    """vc-relax (again when the cell moved a lot); a metal in the relaxation stops the workflow."""
+    s = run.ctx.settings
+    current = standard_cell(run.structure) if s.standardize else run.structure
     if s.relax:
-        relaxed = step("relax", relax_spec(ctx, root, current, "relax"))
+        relaxed = run.step("relax", relax_spec(run.ctx, run.root, current, "relax"))
         volume_change = relaxed.outputs["volume"] / current.volume - 1
         current = Structure.from_dict(relaxed.outputs["structure"])
         if abs(volume_change) > s.rerelax_volume_change:
-            relaxed = step("relax2", relax_spec(ctx, root, current, "relax2"))
+            relaxed = run.step("relax2", relax_spec(run.ctx, run.root, current, "relax2"))
             current = Structure.from_dict(relaxed.outputs["structure"])
         gap = relaxed.outputs.get("gap")
         if gap is not None and gap < s.metal_gap_ev:
-            _mark_metal(result, gap, "relaxation", structure, s.spin)
-            return
-    scf = step("scf", scf_spec(ctx, root, current))
-    result.band_gap = scf.outputs["gap"]
-    result.magnetization = scf.outputs.get("magnetization")
-    if result.band_gap < s.metal_gap_ev:
-        _mark_metal(result, result.band_gap, "SCF", structure, s.spin)
-        return
-    step("phonon", phonon_spec(ctx, root))
-    report("analysis")
-    _analyse(ctx, material_id, root, scf, result)
+            _mark_metal(run.result, gap, "relaxation", run.input_structure, s.spin)
+            return False
+    run.structure = current
+    return True
+
+
+def scf_gap(run: Run) -> bool:
+    """SCF with empty bands: the band gap; a metal stops here."""
+    scf = run.step("scf", scf_spec(run.ctx, run.root, run.structure))
+    run.result.band_gap = scf.outputs["gap"]
+    run.result.magnetization = scf.outputs.get("magnetization")
+    if run.result.band_gap < run.ctx.settings.metal_gap_ev:
+        _mark_metal(run.result, run.result.band_gap, "SCF", run.input_structure, run.ctx.settings.spin)
+        return False
+    return True
+
+
+def phonon(run: Run) -> bool:
+    """ph.x at Γ: ε∞, Born charges and force constants."""
+    run.step("phonon", phonon_spec(run.ctx, run.root))
+    return True
+
+
+def dielectric_analysis(run: Run) -> bool:
+    """ε_ion with the acoustic sum rule, then every property into the database."""
+    run.report("analysis")
+    _analyse(run.ctx, run.material_id, run.root, run.steps["scf"], run.result)
+    return True
+
+
+DIELECTRIC = Workflow(WORKFLOW, (check_insulator_setup, relax, scf_gap, phonon, dielectric_analysis))
+
+
+def run_dielectric(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
+                   ) -> DielectricResult:
+    """The dielectric workflow for one stored material (`run_workflow(DIELECTRIC, ...)`)."""
+    return run_workflow(DIELECTRIC, ctx, material_id, report)
 
 
 def _mark_metal(result: DielectricResult, gap: float, where: str, structure: Structure, spin_mode: str) -> None:

@@ -10,11 +10,14 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
+
+from tansaku.processes import pid_alive, pid_alive_in
 
 
 class JobState(StrEnum):
@@ -56,6 +59,19 @@ class Executor(Protocol):
 
     def cancel(self, job_id: str) -> None: ...
 
+    def reattach(self, job_id: str, directory: Path, name: str, poll_seconds: float) -> JobStatus | None:
+        """Wait for a job an earlier controller started; its final status, or None when its exit is unknown
+        (the caller then judges the step by its log)."""
+
+
+def wait_for(executor: Executor, job_id: str, poll_seconds: float) -> JobStatus:
+    """Poll until the job has left the queue and stopped running."""
+    while True:
+        status = executor.poll(job_id)
+        if status.state not in (JobState.RUNNING, JobState.PENDING):
+            return status
+        time.sleep(poll_seconds)
+
 
 class LocalExecutor:
     """Runs jobs as child processes of this machine, each in its own process group."""
@@ -95,27 +111,11 @@ class LocalExecutor:
         if process is not None:
             process.wait()
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a zombie is not alive
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
-
-
-def pid_alive_in(pid: int, directory: Path) -> bool:
-    """Alive and working in `directory`: a step's job, not another process that got its number after a reboot."""
-    if not pid_alive(pid):
-        return False
-    try:
-        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve() == Path(directory).resolve()
-    except OSError:  # no /proc (not Linux) or not ours to inspect: trust the number
-        return True
+    def reattach(self, job_id: str, directory: Path, name: str, poll_seconds: float) -> None:
+        """The job died with its controller or lives on as an orphan; an orphan is waited for. Its exit code is
+        lost with its parent: always None."""
+        while pid_alive_in(int(job_id), directory):
+            time.sleep(poll_seconds)
 
 
 def kill_group(pid: int) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from tansaku import TansakuError
-from tansaku.workflows.executor import CommandJob, JobState, JobStatus
+from tansaku.workflows.executor import CommandJob, JobState, JobStatus, wait_for
 
 EXIT_SUFFIX = ".exitcode"
 STATES = {
@@ -133,9 +133,10 @@ class SlurmExecutor:
         if proc.returncode != 0:
             raise TansakuError(f"scancel {job_id}: {(proc.stderr or proc.stdout).strip()}")
 
-    def remember(self, job_id: str, directory: Path, name: str) -> None:
-        """Where a job from an earlier controller writes its exit status (used when reattaching)."""
+    def reattach(self, job_id: str, directory: Path, name: str, poll_seconds: float) -> JobStatus:
+        """A job from an earlier controller: learn where it writes its exit status, then wait for it."""
         self._exit_files[job_id] = directory / (name + EXIT_SUFFIX)
+        return wait_for(self, job_id, poll_seconds)
 
 
 def judge(info: dict[str, str]) -> JobStatus:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,8 +10,8 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from tansaku import TansakuError
-from tansaku.dft.qe.parsers import detect_errors, qe_error_message
-from tansaku.workflows.executor import CommandJob, Executor, JobState, QECommands, pid_alive_in
+from tansaku.dft.qe.parsers import code_version, detect_errors, qe_error_message
+from tansaku.workflows.executor import CommandJob, Executor, JobState, LocalExecutor, QECommands, wait_for
 from tansaku.workflows.handlers import HANDLERS, handler_name
 from tansaku.workflows.state import StepState, now, seconds_since
 
@@ -22,6 +20,10 @@ INPUT, OUTPUT = "input.in", "output.out"
 
 class StepFailed(TansakuError):
     """A step that could not be brought to a good end; the message says why."""
+
+
+class StepCancelled(StepFailed):
+    """The step's job was cancelled (scancel, or by hand): not retried, and the material is marked cancelled."""
 
 
 @dataclass
@@ -78,31 +80,19 @@ def run_step(
         state.executor = executor.name
         state.status, state.started, state.error = "running", now(), None
         save()
-        status = _wait(executor, state.job_id, poll_seconds)
+        status = wait_for(executor, state.job_id, poll_seconds)
         state.seconds += seconds_since(state.started)
         if _finish(state, status, directory, spec, save):
             return state
 
 
-def _wait(executor: Executor, job_id: str, poll_seconds: float):
-    while True:
-        status = executor.poll(job_id)
-        if status.state not in (JobState.RUNNING, JobState.PENDING):
-            return status
-        time.sleep(poll_seconds)
-
-
 def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState:
     """A controller died while this step ran: wait for a job that still runs, else judge its log."""
     status = None
-    if state.executor == "local":
-        # The local job died with its controller or lives on as an orphan; an orphan is waited for.
-        while pid_alive_in(int(state.job_id), directory):
-            time.sleep(poll_seconds)
-    elif state.executor == executor.name:
-        if hasattr(executor, "remember"):  # where the job leaves its exit status
-            executor.remember(state.job_id, directory, spec.name)
-        status = _wait(executor, state.job_id, poll_seconds)
+    if state.executor == executor.name:
+        status = executor.reattach(state.job_id, directory, spec.name, poll_seconds)
+    elif state.executor == LocalExecutor.name:  # an orphan of a local run, now controlled by another executor
+        LocalExecutor().reattach(state.job_id, directory, spec.name, poll_seconds)
     # The attempt's last sign of life is its log's last write (its controller was not there to see it end).
     log = directory / OUTPUT
     state.seconds += seconds_since(state.started, datetime.fromtimestamp(log.stat().st_mtime, UTC)
@@ -122,7 +112,7 @@ def _finish(state, status, directory, spec, save, unexplained: str = "crash") ->
     """
     log_path = directory / OUTPUT
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
-    state.code_version = state.code_version or _code_version(log)
+    state.code_version = state.code_version or code_version(log)
     errors = detect_errors(log)
     if status is not None and status.reason and status.reason not in errors:
         errors = [status.reason, *errors]  # e.g. killed by the scheduler at its time limit: no QE message
@@ -139,7 +129,7 @@ def _finish(state, status, directory, spec, save, unexplained: str = "crash") ->
     if status is not None and status.state == JobState.CANCELLED:
         state.status, state.error, state.finished = "cancelled", "cancelled", now()
         save()
-        raise StepFailed(f"{spec.name}: cancelled")
+        raise StepCancelled(f"{spec.name}: cancelled")
     for code in errors or [unexplained]:
         handler = HANDLERS.get(code)
         if handler is None:
@@ -166,8 +156,3 @@ def _finish(state, status, directory, spec, save, unexplained: str = "crash") ->
     state.status, state.finished = "failed", now()
     save()
     raise StepFailed(f"{spec.name}: {state.error}")
-
-
-def _code_version(log: str) -> str | None:
-    match = re.search(r"Program (\w+) v\.(\S+)", log)
-    return f"{match.group(1)} {match.group(2)}" if match else None

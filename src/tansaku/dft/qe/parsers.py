@@ -202,3 +202,41 @@ def qe_error_message(log: str) -> str | None:
 def detect_errors(log_text: str) -> list[str]:
     """Codes of the known failures present in a log, in the order of ERROR_PATTERNS."""
     return [code for code, pattern in ERROR_PATTERNS.items() if re.search(pattern, log_text)]
+
+
+def last_geometry(log: str, lattice: Lattice | None = None, natoms: int | None = None) -> Structure | None:
+    """The last ATOMIC_POSITIONS (crystal) block a pw.x relaxation printed, in the CELL_PARAMETERS printed before
+    it (a fixed-cell relaxation prints none: then `lattice`, the input cell). With `natoms`, a block cut short
+    (the run was killed while writing it) is passed over for the one before."""
+    cells = list(re.finditer(r"CELL_PARAMETERS \((alat=\s*([\d.]+)|angstrom|bohr)\)\n((?:.*\n){3})", log))
+    blocks = list(re.finditer(r"ATOMIC_POSITIONS \(crystal\)\n((?:\s*[A-Z][a-z]?\w*\s+[-\d.Ee+]+\s+[-\d.Ee+]+\s+"
+                              r"[-\d.Ee+]+.*\n)+)", log))
+    lines = [block.group(1).strip().splitlines() for block in blocks]
+    complete = [(b, rows) for b, rows in zip(blocks, lines, strict=True) if natoms is None or len(rows) == natoms]
+    if not complete:
+        return None
+    block, rows = complete[-1]
+    before = [cell for cell in cells if cell.start() < block.start()]
+    if before:
+        cell = before[-1]
+        matrix = np.array([line.split()[:3] for line in cell.group(3).strip().splitlines()], dtype=float)
+        if cell.group(2):
+            matrix *= float(cell.group(2)) * BOHR_TO_ANGSTROM
+        elif cell.group(1) == "bohr":
+            matrix *= BOHR_TO_ANGSTROM
+    elif lattice is not None:
+        matrix = lattice.matrix
+    else:
+        return None
+    species, coords = [], []
+    for line in rows:
+        parts = line.split()
+        species.append(re.sub(r"\d+$", "", parts[0]))
+        coords.append([float(x) for x in parts[1:4]])
+    return Structure(Lattice(matrix), species, coords)
+
+
+def code_version(log: str) -> str | None:
+    """'PWSCF 6.7MaX' from the banner a QE program prints first, or None."""
+    match = re.search(r"Program (\w+) v\.(\S+)", log)
+    return f"{match.group(1)} {match.group(2)}" if match else None

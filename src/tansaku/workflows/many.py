@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from sqlalchemy import select
-
 from tansaku import TansakuError
-from tansaku.sources.structures import FILE_SOURCE, check_ordered, read_structure
+from tansaku.chemistry.structures import check_ordered, read_structure
+from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store.database import Database
+from tansaku.store.filters import build_query
 from tansaku.store.materials import ImportReport, add_structure_material
-from tansaku.store.models import Material, Subset
+from tansaku.store.tables import Material
 from tansaku.workflows.dielectric import DielectricResult, RunContext, run_dielectric
 
 
@@ -44,38 +43,6 @@ def resolve_inputs(
             for material_id in session.scalars(build_query(query)):
                 targets[str(material_id)] = material_id
     return targets, failures
-
-
-def build_query(text: str, structures_only: bool = True):
-    """'formula=MgO', 'source=oxi_diel_db', 'subset=paper', 'max_sites=5', 'elements=Mg,O', joined by ';'.
-
-    'all' selects every material; composition-only materials are left out unless `structures_only` is False.
-    """
-    query = select(Material.id).order_by(Material.id)
-    if structures_only:
-        query = query.where(Material.structure_json.is_not(None))
-    if text.strip() == "all":
-        return query
-    for clause in filter(None, (c.strip() for c in text.split(";"))):
-        match = re.fullmatch(r"(\w+)\s*=\s*(.+)", clause)
-        if not match:
-            raise TansakuError(f"query clause {clause!r} is not key=value")
-        key, value = match.group(1), match.group(2).strip()
-        if key == "formula":
-            query = query.where(Material.reduced_formula.in_(value.split(",")))
-        elif key == "source":
-            query = query.where(Material.source == value)
-        elif key == "source_id":
-            query = query.where(Material.source_id.in_(value.split(",")))
-        elif key == "subset":
-            query = query.where(Material.id.in_(select(Subset.material_id).where(Subset.name == value)))
-        elif key == "max_sites":
-            query = query.where(Material.nsites <= int(value))
-        elif key == "elements":
-            query = query.where(Material.elements == ",".join(sorted(value.split(","))))
-        else:
-            raise TansakuError(f"unknown query key {key!r} (formula, source, source_id, subset, max_sites, elements)")
-    return query
 
 
 def run_many(

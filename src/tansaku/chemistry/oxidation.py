@@ -81,6 +81,15 @@ def guess_oxidation_states(formula: str) -> dict[str, int] | None:
     return None
 
 
+def common_states_guess(composition: Composition) -> dict[str, float] | None:
+    """The most likely charge-balanced assignment from each element's common oxidation states only (pymatgen's
+    ICSD-weighted `oxi_state_guesses`): the stricter rule that hypothetical candidates must pass, where
+    `guess_oxidation_states` also tries rarer states to describe compounds that exist."""
+    common = {el.symbol: list(el.common_oxidation_states) for el in composition.elements}
+    guesses = composition.oxi_state_guesses(oxi_states_override=common, max_sites=-1)
+    return dict(guesses[0]) if guesses else None
+
+
 def d_electrons(group, state):
     """d-shell electrons of a transition-metal cation (scalars or arrays): group − oxidation state.
 
@@ -164,3 +173,13 @@ def open_shell_cations(formula: str) -> list[str]:
 def high_spin_unpaired(count: int, capacity: int) -> int:
     """Unpaired electrons of a shell filled by Hund's rule (high spin): d5 -> 5, d7 -> 3, f7 -> 7, f9 -> 5."""
     return count if count <= capacity // 2 else capacity - count
+
+
+def charge_balance_problem(formula: str) -> str | None:
+    """What is odd about this composition for an ionic model, or None: known oxidation states must balance the
+    charge, with one element allowed two states (Fe3O4 = Fe2+ + 2 Fe3+). H2, CoAsS and typos such as NaO3 do not;
+    neither do some real compounds whose anions the guess does not know (Ca4Sb2O holds Sb3-), so this flags a
+    prediction (its ionic descriptors are guesses) and refuses nothing."""
+    if guess_oxidation_states(formula) is not None or mixed_valence_states(formula) is not None:
+        return None
+    return "cannot be charge-balanced with known oxidation states, even with one element in two states"

@@ -1,0 +1,93 @@
+"""Is a prediction inside what the model has seen? Elements, anion types, charge balance and descriptor distance.
+
+A model trained on oxides still returns a number for NaCl, a metal or a formula no ionic solid has; that number is
+given, but flagged, with every reason: an element or anion never seen in training, no charge-balanced oxidation
+states (the ionic descriptors are then guesses), or descriptors farther from every training material than almost
+all training materials are from their nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pymatgen.core import Composition
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.neighbors import NearestNeighbors
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tansaku.chemistry.oxidation import anion_elements, charge_balance_problem
+
+REFERENCE = 5000  # training materials kept for distances (a sample when there are more)
+QUANTILE = 0.99  # farther than this quantile of the training set's nearest-neighbour distances: outside
+
+
+@dataclass
+class Domain:
+    """What a model was trained on, kept in the saved model (`meta["domain"]`)."""
+
+    elements: frozenset[str]
+    anions: frozenset[str]
+    projection: object  # imputer → scaler → PCA, fitted on the training descriptors
+    reference: np.ndarray  # projected training materials (a sample of at most REFERENCE)
+    threshold: float  # nearest-neighbour distance beyond which a material is outside
+
+    @classmethod
+    def fit(cls, formulas: Sequence[str], X: np.ndarray, seed: int = 0) -> Domain:
+        """From the training formulas and the descriptors of the user's set (no extra blocks)."""
+        compositions = [Composition(f) for f in formulas]
+        elements = frozenset(el.symbol for c in compositions for el in c.elements)
+        anions = frozenset(a for c in compositions for a in anion_elements(c))
+        n_components = max(1, min(16, X.shape[1], len(X) - 1))
+        projection = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                                   PCA(n_components=n_components, random_state=seed))
+        coords = projection.fit_transform(X)
+        rng = np.random.default_rng(seed)
+        if len(coords) > REFERENCE:
+            coords = coords[rng.choice(len(coords), REFERENCE, replace=False)]
+        if len(coords) >= 3:
+            distances, _ = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)
+            threshold = float(np.quantile(distances[:, 1], QUANTILE))
+        else:
+            threshold = float("inf")
+        return cls(elements, anions, projection, coords.astype(np.float32), threshold)
+
+    def distances(self, X: np.ndarray) -> np.ndarray:
+        """Distance of each row to its nearest training material, in units of the threshold (> 1: outside)."""
+        if not len(X):
+            return np.empty(0)
+        coords = self.projection.transform(X)
+        nearest, _ = NearestNeighbors(n_neighbors=1).fit(self.reference).kneighbors(coords)
+        return nearest[:, 0] / max(self.threshold, 1e-12)
+
+    def check(self, formulas: Sequence[str], X: np.ndarray) -> list[list[str]]:
+        """Per input, the reasons it lies outside the training domain (empty: inside)."""
+        far = self.distances(X)
+        notes = []
+        for i, formula in enumerate(formulas):
+            notes.append(self._chemistry(formula) + (
+                [f"descriptors {far[i]:.1f}x farther from the training data than the usual nearest-neighbour "
+                 "distance"] if far[i] > 1 else []))
+        return notes
+
+    def _chemistry(self, formula: str) -> list[str]:
+        composition = Composition(formula)
+        reasons = []
+        unseen = sorted(el.symbol for el in composition.elements if el.symbol not in self.elements)
+        if unseen:
+            reasons.append(f"element(s) never seen in training: {', '.join(unseen)}")
+        new_anions = sorted(anion_elements(composition) - self.anions)
+        if new_anions:
+            reasons.append(f"anion(s) outside the training set: {', '.join(new_anions)}")
+        if (problem := charge_balance_problem(composition.reduced_formula)) is not None:
+            reasons.append(problem)
+        return reasons
+
+
+def chemistry_notes(formulas: Sequence[str]) -> list[list[str]]:
+    """What can be said without a model's domain (models saved before domains were recorded): charge balance."""
+    return [[problem] if (problem := charge_balance_problem(Composition(f).reduced_formula)) else []
+            for f in formulas]
