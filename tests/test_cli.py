@@ -54,3 +54,58 @@ def test_user_errors_exit_with_a_message(tmp_path):
     )
     assert proc.returncode == 2
     assert "is not a tansaku database" in proc.stderr
+
+
+def test_db_delete_plans_counts_and_refuses_referenced_data(tmp_path, oxi_dir):
+    import pytest
+    from sqlalchemy import func, select, text
+
+    from tansaku import TansakuError
+    from tansaku.store import Calculation, Material, Property, Subset, open_database
+    from tansaku.store.materials import add_to_subset, set_property
+
+    db = str(tmp_path / "del.db")
+    mini = tmp_path / "mini" / "data"
+    mini.mkdir(parents=True)
+    for name in ("mp-1265.json", "mp-2605.json", "mp-2472.json"):  # MgO, CaO, SrO
+        (mini / name).write_bytes((oxi_dir / "data" / name).read_bytes())
+    assert invoke("--db", db, "import", "oxi-diel-db", str(mini.parent)).exit_code == 0
+    store = open_database(db)
+    with store.session() as session:
+        by_formula = {m.reduced_formula: m for m in session.scalars(select(Material))}
+        mgo, cao, sro = by_formula["MgO"], by_formula["CaO"], by_formula["SrO"]
+        set_property(session, mgo, "eps_electronic", 3.0, "ml:et-x")
+        set_property(session, sro, "eps_electronic", 4.0, "ml:et-x")
+        session.add(Calculation(material_id=cao.id, workflow="dielectric", step="scf", preset="test", engine="qe",
+                                status="done", attempts=1))
+        add_to_subset(session, "next", [mgo.id, sro.id])
+        ids = (mgo.id, cao.id, sro.id)
+
+    def count(table, *where):
+        with store.session() as session:
+            return session.scalar(select(func.count()).select_from(table).where(*where))
+
+    before = count(Property)
+    dry = json.loads(invoke("--db", db, "db", "delete", "--method", "ml:et-x", "--dry-run", "--json").output)
+    assert dry["properties"] == 2 and dry["dry_run"] and count(Property) == before
+    assert invoke("--db", db, "db", "delete", "--method", "ml:et-x", "--property", "eps_electronic",
+                  str(ids[0])).exit_code == 0  # only MgO's prediction
+    assert count(Property, Property.method == "ml:et-x") == 1 and count(Property) == before - 1
+    # a material a calculation refers to is refused, then deleted when asked again with --force
+    with pytest.raises(TansakuError, match="calculations or campaigns refer to .*nothing was deleted"):
+        invoke("--db", db, "db", "delete", str(ids[1]))
+    assert count(Material) == 3
+    assert invoke("--db", db, "db", "delete", str(ids[1]), "--force").exit_code == 0
+    assert count(Material) == 2 and count(Calculation) == 0 and count(Property, Property.material_id == ids[1]) == 0
+    # a subset goes, its materials stay; an unknown id names itself
+    assert invoke("--db", db, "db", "delete", "--subset", "next").exit_code == 0
+    assert count(Subset) == 0 and count(Material) == 2
+    with pytest.raises(TansakuError, match="no material with id 99"):
+        invoke("--db", db, "db", "delete", "99")
+    assert invoke("--db", db, "db", "delete", "--query", "formula=SrO").exit_code == 0
+    assert count(Material) == 1
+    with store.session() as session:
+        assert session.execute(text("PRAGMA foreign_key_check")).all() == []
+        assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    shown = invoke("--db", db, "db", "show", "MgO")
+    assert shown.exit_code == 0 and "born_charges: mean over atoms of |Tr Z*| / 3" in shown.output

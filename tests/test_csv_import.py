@@ -51,3 +51,23 @@ def test_empty_csv_is_refused(db, tmp_path):
     with pytest.raises(TansakuError, match="header but no rows"):
         import_csv(db, header_only, "x")
     assert count(db, Material) == 0
+
+
+def test_value_column_is_the_one_numeric_column_or_named(db, tmp_path):
+    """An id column is not a value: with two numeric columns the import stops and names them."""
+    path = tmp_path / "ids.csv"
+    path.write_text("id,formula,e_form\n1,BeO,-3.1\n2,MgO,-3.0\n3,MgO,-2.9\n")
+    with pytest.raises(TansakuError, match=r"several numeric columns could hold the values \(id, e_form\)"):
+        import_csv(db, path, "e_form")
+    assert count(db, Material) == 0
+    report = import_csv(db, path, "e_form", value_column="e_form")
+    with db.session() as session:
+        values = sorted(session.execute(select(Material.reduced_formula, Property.value).join(Property)).all())
+    assert values == [("BeO", -3.1), ("MgO", -3.0), ("MgO", -2.9)]
+    # the two MgO rows disagree: said, not silent
+    assert len(report.warnings) == 1 and "1 formula(s) appear more than once" in report.warnings[0]
+    assert "MgO" in report.warnings[0]
+    words = tmp_path / "words.csv"
+    words.write_text("formula,note\nMgO,cubic\n")
+    with pytest.raises(TansakuError, match="no numeric column besides 'formula'"):
+        import_csv(db, words, "x")

@@ -15,6 +15,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
 
+from tansaku.dft.ionic import isotropic_born_charge
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.parsers import last_geometry
 from tansaku.dft.settings import preset
@@ -82,6 +83,9 @@ def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
         assert set(props) == {"band_gap", "eps_electronic", "eps_ionic", "eps_total", "born_charges",
                               "gamma_frequencies"}
         assert len(props["eps_ionic"].tensor) == 3 and props["eps_ionic"].calculation_id is not None
+        # one definition for computed and imported Born charges: mean |Tr Z*| / 3 (the database's MgO: 1.962)
+        born = props["born_charges"]
+        assert born.value == pytest.approx(isotropic_born_charge(born.tensor)) and 1.7 < born.value < 2.3
         assert scf.inputs["pseudo_sha256"]["Mg"] and scf.inputs["kmesh"] == [4, 4, 4]
         assert scf.code_version.startswith("PWSCF")
     started = time.perf_counter()

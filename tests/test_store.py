@@ -5,7 +5,8 @@ from sqlalchemy import select, update
 
 from tansaku import TansakuError
 from tansaku.store import Material, open_database, resolve_url
-from tansaku.store.tables import Meta
+from tansaku.store.materials import set_property
+from tansaku.store.tables import Meta, Property
 
 
 def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
@@ -21,7 +22,7 @@ def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
 def test_new_database_has_schema_and_version(backend_url):
     db = open_database(backend_url)
     with db.session() as session:
-        assert session.get(Meta, "schema_version").value == "2"
+        assert session.get(Meta, "schema_version").value == "3"
         assert session.scalars(select(Material)).all() == []
     db.dispose()
     again = open_database(backend_url, create=False)  # reopening checks the version and keeps the data
@@ -80,7 +81,28 @@ def test_version_1_database_is_upgraded_in_place(backend_url):
     upgraded = open_database(backend_url)
     assert {"campaigns", "campaign_rounds", "campaign_picks"} <= set(inspect(upgraded.engine).get_table_names())
     with upgraded.session() as session:
-        assert session.get(Meta, "schema_version").value == "2"
+        assert session.get(Meta, "schema_version").value == "3"
+    upgraded.dispose()
+
+
+def test_version_2_born_charges_are_recomputed_to_the_one_definition(backend_url):
+    """Version 2 stored computed born_charges as mean |Tr Z*| (3x the imported |Tr Z*|/3); opening upgrades."""
+    db = open_database(backend_url)
+    tensor = [[[2.0, 0.1, 0], [0, 2.0, 0], [0, 0, 2.0]], [[-2.0, 0, 0], [0, -2.0, 0], [0, 0, -2.0]]]
+    with db.session() as session:
+        material = Material(source="t", source_id="MgO", formula="Mg1O1", reduced_formula="MgO", elements="Mg,O",
+                            nelements=2)
+        session.add(material)
+        session.flush()
+        set_property(session, material, "born_charges", 6.0, "dft:qe", tensor=tensor)
+        set_property(session, material, "born_charges", 1.962, "import:oxi_diel_db", tensor=tensor)
+        session.execute(update(Meta).where(Meta.key == "schema_version").values(value="2"))
+    db.dispose()
+    upgraded = open_database(backend_url)
+    with upgraded.session() as session:
+        values = dict(session.execute(select(Property.method, Property.value)).all())
+        assert session.get(Meta, "schema_version").value == "3"
+    assert values == {"dft:qe": pytest.approx(2.0), "import:oxi_diel_db": pytest.approx(1.962)}
     upgraded.dispose()
 
 

@@ -47,3 +47,5 @@ def print_report(report, what: str) -> None:
     )
     for item, reason in report.errors:
         err_console.print(f"[red]skipped[/] {item}: {reason}", soft_wrap=True)
+    for message in report.warnings:
+        err_console.print(f"[yellow]note[/] {message}", soft_wrap=True)

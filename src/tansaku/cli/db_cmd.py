@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from tansaku.cli.common import console, database
-from tansaku.store.queries import export_table, material_details, stats
+from tansaku.store.deletion import carry_out, plan_deletion
+from tansaku.store.queries import DEFINITIONS, export_table, find_materials, material_details, stats
 
 app = typer.Typer(help="Inspect and export the materials database.")
 
@@ -38,13 +39,29 @@ def db_stats(json_out: bool = typer.Option(False, "--json", help="Print JSON ins
 
 @app.command("show")
 def db_show(
-    material_id: int = typer.Argument(..., help="Material id (see 'tansaku db export')."),
+    material: str = typer.Argument(..., help="Material id, or a reduced formula such as MgO (every material "
+                                   "with that formula is listed when there are several)."),
     json_out: bool = typer.Option(False, "--json", help="Print everything, structure included, as JSON."),
 ) -> None:
-    """One material: identity, properties with their methods, calculations."""
+    """One material: identity, properties with their methods and what each scalar means, calculations."""
     db = database(create=False)
     with db.session() as session:
-        data = material_details(session, material_id)
+        ids = find_materials(session, material)
+        if len(ids) > 1:
+            listed = [material_details(session, i) for i in ids]
+        else:
+            data = material_details(session, ids[0])
+    if len(ids) > 1:
+        if json_out:
+            console.print_json(json.dumps(listed))
+            return
+        table = Table("id", "formula", "source", "source id", "sites", "space group",
+                      title=f"{len(ids)} materials with formula {material}")
+        for d in listed:
+            table.add_row(str(d["id"]), d["reduced_formula"], d["source"], str(d["source_id"]), str(d["nsites"] or ""),
+                          d["spacegroup"] or "")
+        console.print(table)
+        return
     if json_out:
         console.print_json(json.dumps(data))
         return
@@ -56,6 +73,9 @@ def db_show(
     for p in data["properties"]:
         table.add_row(p["name"], "" if p["value"] is None else f"{p['value']:.4g}", p["unit"] or "", p["method"])
     console.print(table)
+    for name in dict.fromkeys(p["name"] for p in data["properties"]):
+        if name in DEFINITIONS:
+            console.print(f"  {name}: {DEFINITIONS[name]}")
 
 
 @app.command("export")
@@ -76,3 +96,40 @@ def db_export(
     with db.session() as session:
         n = export_table(session, out, property_names or None, structures, subset, include_predictions)
     console.print(f"wrote {n} rows to {out}")
+
+
+@app.command("delete")
+def db_delete(
+    material_ids: list[int] = typer.Argument(None, help="Material ids to delete, with everything stored about them."),
+    query: str = typer.Option(None, help="Delete the materials this selects ('source=file', 'subset=gen', the "
+                              "syntax of 'tansaku run --query')."),
+    subset: str = typer.Option(None, help="Remove this subset (its membership; the materials stay)."),
+    method: str = typer.Option(None, help="Delete the property values stored with this method, e.g. a model's "
+                               "predictions 'ml:<model id>' (only of the selected materials, if any are selected)."),
+    property_name: str = typer.Option(None, "--property", help="With --method: only this property."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
+    force: bool = typer.Option(False, "--force", help="Also delete measured data that calculations or campaigns "
+                               "refer to (refused without it, so such data is only removed when asked twice)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Delete materials, one method's property values, or a subset; in one transaction.
+
+    Examples: tansaku db delete --method ml:et-eps_electronic-1a2b3c4d --dry-run
+              tansaku db delete 17 18 --force
+              tansaku db delete --query source=generated
+    """
+    db = database(create=False)
+    with db.session() as session:
+        plan = plan_deletion(session, material_ids or None, query, subset, method, property_name)
+        counts = plan.counts() if dry_run else carry_out(session, plan, force)
+    if json_out:
+        console.print_json(json.dumps({**counts, "dry_run": dry_run}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    parts = [f"{counts['materials']} material(s)", f"{counts['properties']} property value(s)"]
+    if counts["subset"]:
+        parts.append(f"subset {counts['subset']!r} ({counts['subset_members']} members)")
+    console.print(f"{verb} {', '.join(parts)}")
+    if dry_run and plan.referenced:
+        console.print(f"{len(plan.referenced)} of them are referenced by calculations or campaigns: deleting them "
+                      "needs --force", soft_wrap=True)

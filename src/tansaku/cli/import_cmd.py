@@ -44,7 +44,8 @@ def csv_table(
     file: Path = typer.Argument(..., help="CSV (or .csv.gz) with a composition column and a value column."),
     property_name: str = typer.Option(..., "--property", help="Name to store the values under, e.g. e_form."),
     unit: str = typer.Option(None, help="Unit of the values, e.g. eV/atom."),
-    column: str = typer.Option(None, help="Value column (default: the first column that is not the formula)."),
+    column: str = typer.Option(None, help="Value column (default: the only numeric column besides the formula; "
+                               "with several, e.g. an id and a value, the import stops and lists them)."),
     json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
 ) -> None:
     """Import a composition,value table; each row becomes a composition-only material.

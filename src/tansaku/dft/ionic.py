@@ -105,3 +105,10 @@ def ionic_dielectric(
         oscillator_strengths=strengths * AMU_TO_ME,
         imaginary_modes=imaginary,
     )
+
+
+def isotropic_born_charge(born_charges) -> float:
+    """The scalar stored as `born_charges`: the mean over atoms of |Tr Z*| / 3 (e), the isotropic Born charge
+    (MgO ≈ 2). The reference database's 'avg_abs_trace' is this number, so computed and imported values agree."""
+    z = np.asarray(born_charges, dtype=float)
+    return float(np.mean(np.abs(np.trace(z, axis1=1, axis2=2)) / 3))

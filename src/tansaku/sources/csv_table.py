@@ -58,6 +58,8 @@ def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[
         raise TansakuError(f"{path}: cannot read as CSV ({exc})") from exc
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise TansakuError(f"{path}: the CSV is empty")
+    if len(rows) == 1:
+        raise TansakuError(f"{path}: the CSV has a header but no rows")
     header = [cell.strip().lower() for cell in rows[0]]
     comp_idx = next((header.index(c) for c in COMPOSITION_COLUMNS if c in header), 0)
     if value_column is not None:
@@ -65,12 +67,7 @@ def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[
             raise TansakuError(f"{path}: no column {value_column!r} (columns: {', '.join(header)})")
         value_idx = header.index(value_column.lower())
     else:
-        others = [i for i in range(len(header)) if i != comp_idx]
-        if not others:
-            raise TansakuError(f"{path}: needs a composition column and a value column")
-        value_idx = others[0]
-    if len(rows) == 1:
-        raise TansakuError(f"{path}: the CSV has a header but no rows")
+        value_idx = _value_column(path, header, comp_idx, rows[1:201])
     good: list[tuple[int, str, float]] = []
     for number, row in enumerate(rows[1:], start=1):
         if not row or not any(cell.strip() for cell in row):
@@ -90,7 +87,52 @@ def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[
             report.error(where, f"value {text!r} is not finite")
             continue
         good.append((number, formula, value))
+    _report_conflicts(good, report, path)
     return good, report
+
+
+def _value_column(path: Path, header: list[str], comp_idx: int, sample: list[list[str]]) -> int:
+    """The only numeric column besides the formula; several (an id and a value) or none stop the import."""
+    others = [i for i in range(len(header)) if i != comp_idx]
+    if not others:
+        raise TansakuError(f"{path}: needs a composition column and a value column")
+
+    def numeric(i: int) -> bool:
+        cells = [row[i].strip() for row in sample if len(row) > i and row[i].strip()]
+        parsed = 0
+        for cell in cells:
+            try:
+                float(cell)
+                parsed += 1
+            except ValueError:
+                pass
+        return bool(cells) and parsed > 0.5 * len(cells)  # a few bad cells are reported row by row
+
+    candidates = [i for i in others if numeric(i)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise TansakuError(f"{path}: no numeric column besides {header[comp_idx]!r} to take values from "
+                           f"(columns: {', '.join(header)})")
+    names = ", ".join(header[i] for i in candidates)
+    raise TansakuError(f"{path}: several numeric columns could hold the values ({names}); name one with --column")
+
+
+def _report_conflicts(rows: list[tuple[int, str, float]], report: ImportReport, path: Path) -> None:
+    """Say how many formulas appear more than once with different values: polymorphs (each row stays its own
+    material, as matbench's tables mean) or conflicting entries, which the user should know about."""
+    values: dict[str, set[float]] = {}
+    for _, formula, value in rows:
+        try:
+            key = Composition(formula).reduced_formula
+        except Exception:  # noqa: BLE001 - refused later, row by row, with its reason
+            continue
+        values.setdefault(key, set()).add(value)
+    conflicting = [f for f, v in values.items() if len(v) > 1]
+    if conflicting:
+        report.warn(f"{path.name}: {len(conflicting)} formula(s) appear more than once with different values "
+                    f"(polymorphs or conflicting entries), e.g. {', '.join(conflicting[:5])}; each row is stored "
+                    "as its own material")
 
 
 def import_csv(

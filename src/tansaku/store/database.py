@@ -9,11 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tansaku import TansakuError, __version__
-from tansaku.store.tables import SCHEMA_VERSION, Base, Meta
+from tansaku.store.tables import SCHEMA_VERSION, Base, Meta, Property
 
 DEFAULT_DB = "tansaku.db"
 
@@ -78,7 +78,13 @@ def open_database(db: str | os.PathLike | None = None, create: bool = True) -> D
         # a new database in a new folder (`--db results/run1.db`): make the folder, as an output option should
         path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if is_sqlite else {"pool_pre_ping": True}
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ImportError, NoSuchModuleError, ArgumentError) as exc:
+        scheme = url.split("://")[0]
+        raise TansakuError(f"{_display(url)}: no database driver for {scheme!r} ({exc}); tansaku stores in SQLite "
+                           "(a file path) or PostgreSQL (postgresql+psycopg://..., pip install 'tansaku[postgres]')"
+                           ) from None
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -86,6 +92,9 @@ def open_database(db: str | os.PathLike | None = None, create: bool = True) -> D
         tables = set(inspect(engine).get_table_names())
     except (DatabaseError, OperationalError) as exc:
         engine.dispose()
+        if not is_sqlite:
+            raise TansakuError(f"cannot connect to the database server at {_display(url)} (is it running, and "
+                               f"are host, port and credentials right?): {exc.orig}") from exc
         raise TansakuError(f"{_display(url)} is not a tansaku database (cannot read it: {exc.orig})") from exc
     if Meta.__tablename__ not in tables:
         if tables:
@@ -127,13 +136,21 @@ def _check_version(engine: Engine, url: str) -> None:
         )
 
 
-UPGRADABLE = ("1",)  # versions whose upgrade only adds tables
+UPGRADABLE = ("1", "2")  # versions upgraded in place
 
 
 def _upgrade(engine: Engine) -> None:
-    """Add the tables a newer schema has (version 1 → 2: campaigns) and record the new version."""
+    """Bring an older database to this schema: version 1 → 2 added the campaign tables; 2 → 3 recomputes the
+    scalar of computed `born_charges` (it was the mean |Tr Z*|, three times the imported values' |Tr Z*|/3) from
+    the tensors stored beside it. Idempotent: the value is recomputed from the tensor, not scaled."""
+    from tansaku.dft.ionic import isotropic_born_charge
+
     Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
+        for prop in session.scalars(select(Property).where(Property.name == "born_charges",
+                                                           Property.method.startswith("dft:"),
+                                                           Property.tensor.is_not(None))):
+            prop.value = isotropic_born_charge(prop.tensor)
         session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
 

@@ -24,9 +24,13 @@ class ImportReport:
     linked: int = 0
     properties: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # stored, but worth knowing (e.g. conflicting duplicates)
 
     def error(self, item: str, reason: str) -> None:
         self.errors.append((item, reason))
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +39,7 @@ class ImportReport:
             "linked_duplicates": self.linked,
             "properties": self.properties,
             "errors": [{"item": i, "reason": r} for i, r in self.errors],
+            "warnings": list(self.warnings),
         }
 
 

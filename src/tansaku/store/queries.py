@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pymatgen.core import Composition
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,30 @@ def stats(session: Session) -> dict[str, Any]:
         "nelements": grouped(Material.nelements),
         "calculations": grouped(Calculation.status),
     }
+
+
+# What the scalar `value` of a property row means where the name alone does not say (the tensor is in the row)
+DEFINITIONS = {
+    "eps_electronic": "mean of the tensor's eigenvalues (ε∞)",
+    "eps_ionic": "mean of the tensor's eigenvalues (ionic contribution to the static ε)",
+    "eps_total": "mean of the tensor's eigenvalues (ε∞ + ε_ion)",
+    "born_charges": "mean over atoms of |Tr Z*| / 3 (e), the isotropic Born charge; the tensors are in the row",
+    "gamma_frequencies": "lowest Γ phonon frequency (THz); all of them are in the row",
+}
+
+
+def find_materials(session: Session, key: str) -> list[int]:
+    """Ids of the materials `key` names: an id, or a reduced formula (any order of elements, e.g. OMg)."""
+    if key.strip().isdigit():
+        return [int(key)]
+    try:
+        formula = Composition(key).reduced_formula
+    except Exception:  # noqa: BLE001 - pymatgen raises many types for a bad formula
+        raise TansakuError(f"{key!r} is neither a material id nor a formula") from None
+    ids = list(session.scalars(select(Material.id).where(Material.reduced_formula == formula).order_by(Material.id)))
+    if not ids:
+        raise TansakuError(f"no material with formula {formula}")
+    return ids
 
 
 def material_details(session: Session, material_id: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2  # 2 added the campaign tables (a version-1 database is upgraded in place)
+SCHEMA_VERSION = 3  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones
 
 
 def utcnow() -> datetime:

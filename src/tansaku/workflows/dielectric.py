@@ -6,13 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from pymatgen.core import Structure
 
 from tansaku import TansakuError, __version__
 from tansaku.chemistry.oxidation import open_shell_cations
 from tansaku.chemistry.structures import check_ordered
-from tansaku.dft.ionic import asr_born_charges, ionic_dielectric
+from tansaku.dft.ionic import asr_born_charges, ionic_dielectric, isotropic_born_charge
 from tansaku.dft.magnetism import spin_setup
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw_input
@@ -320,8 +319,8 @@ def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult) -
         put("eps_electronic", result.eps_electronic, eps_e.tolist())
         put("eps_ionic", result.eps_ionic, ionic.tensor.tolist(), more={"imaginary_modes": result.imaginary_modes})
         put("eps_total", result.eps_total, eps_total.tolist())
-        put("born_charges", float(np.mean(np.abs(np.trace(asr_born_charges(dyn.born_charges), axis1=1, axis2=2)))),
-            asr_born_charges(dyn.born_charges).tolist(), unit="e")
+        born = asr_born_charges(dyn.born_charges)
+        put("born_charges", isotropic_born_charge(born), born.tolist(), unit="e")
         put("gamma_frequencies", float(ionic.frequencies_thz.min()), ionic.frequencies_thz.tolist(), unit="THz",
             more={"imaginary_modes": result.imaginary_modes})
 
