@@ -109,3 +109,40 @@ def test_db_delete_plans_counts_and_refuses_referenced_data(tmp_path, oxi_dir):
         assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"
     shown = invoke("--db", db, "db", "show", "MgO")
     assert shown.exit_code == 0 and "born_charges: mean over atoms of |Tr Z*| / 3" in shown.output
+
+
+def test_no_traceback_for_common_mistakes(tmp_path):
+    """Each mistake ends in one line naming the input and the problem, exit status 2, never a traceback."""
+    import subprocess
+    import sys
+
+    table = tmp_path / "gaps.csv"
+    table.write_text("formula,gap\nMgO,7.8\nCaO,6.1\nSrO,5.3\n")
+    db = str(tmp_path / "t.db")
+    assert invoke("--db", db, "import", "csv", str(table), "--property", "band_gap").exit_code == 0
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from tansaku.cli.app import main; main()", *args],
+                              capture_output=True, text=True)
+
+    cases = [
+        (("--db", db, "train", "--property", "band_gap", "--model", "rf", "--out", str(tmp_path / "m.pkl")),
+         "3 materials are too few for 5-fold cross-validation"),
+        (("--db", db, "train", "--property", "band_gap", "--model", "rf", "--cv", "abc", "--out",
+          str(tmp_path / "m.pkl")), "--cv 'abc': give KxR"),
+        (("--db", db, "train", "--property", "band_gap", "--model", "rf", "--features", "structure", "--cv", "0",
+          "--out", str(tmp_path / "m.pkl")), "none of those selected has a crystal structure"),
+        (("--db", "mysql://me@localhost/x", "db", "stats"), "no database driver for 'mysql'"),
+        (("--db", "postgresql+psycopg://me@127.0.0.1:1/x", "db", "stats"),
+         "cannot connect to the database server at 127.0.0.1:1/x"),
+        (("--db", db, "db", "show", "NotAFormula!"), "is neither a material id nor a formula"),
+    ]
+    for args, message in cases:
+        proc = run(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+    assert not (tmp_path / "m.pkl").exists()
+    for command in (("predict",), ("al", "suggest"), ("db", "export"), ("import", "structures")):
+        shown = invoke(*command, "--help").output
+        assert "<bool>" not in shown, command  # flags read as flags, not as options taking a value
+    assert "mp-5020" in invoke("generate", "substitute", "--help").output  # an example the oxide database holds

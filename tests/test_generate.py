@@ -128,7 +128,7 @@ def test_cli_generates_from_a_stored_prototype(tmp_path):
     assert all(g["material_id"] for g in data["generated"])
     assert len(list((tmp_path / "cifs").glob("*.cif"))) == 4
     nothing = invoke("--db", str(db_path), "generate", "substitute", "--prototype", "1", "--site-elements", "Sr=K")
-    assert nothing.exit_code == 1  # KTiO3 is not charge-balanced: nothing to store, and the exit status says so
+    assert nothing.exit_code == 2  # KTiO3 is not charge-balanced: nothing stored, and the exit status says so
 
 
 def test_chemsys_lists_charge_balanced_compositions_and_skips_known_ones(tmp_path):

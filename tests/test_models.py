@@ -21,7 +21,7 @@ from tansaku.models.learners import ForestWithSpread, make_model
 from tansaku.models.persistence import load_model, save_model
 from tansaku.models.predictor import Predictor
 from tansaku.models.stacking import LinearStacked
-from tansaku.store.tables import Property
+from tansaku.store.tables import Material, Property
 
 runner = CliRunner()
 
@@ -97,7 +97,7 @@ def test_lgbm_lin_reads_ion_fractions_through_training_saving_and_prediction(oxi
 
 def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, tmp_path):
     from tansaku.features import mlip
-    from tansaku.store.tables import Material, Subset
+    from tansaku.store.tables import Subset
 
     db = oxide_db_copy
     with db.session() as session:
@@ -328,3 +328,26 @@ def test_a_failed_save_leaves_the_previous_model_file_whole(tmp_path):
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]  # no partial file left beside it
     model, meta = load_model(path)
     assert meta["n_train"] == 40 and model.predict(X).shape == (40,)
+
+
+def test_one_bad_stored_material_never_stops_a_batch(oxide_db_copy, tmp_path):
+    """A material an older tansaku stored with an unknown element is skipped with its reason by predict
+    --db-missing and al suggest; the good ones are still predicted, stored and ranked (exit status 1)."""
+    db = oxide_db_copy
+    model = tmp_path / "m.pkl"
+    invoke(db.url, "train", "--property", "eps_electronic", "--model", "et", "--cv", "0", "--out", str(model))
+    with db.session() as session:
+        session.add(Material(source="old", source_id="x", formula="Xx1O1", reduced_formula="XxO", elements="O,Xx",
+                             nelements=2))
+        session.add(Material(source="old", source_id="y", formula="Ba1Hf1O3", reduced_formula="BaHfO3",
+                             elements="Ba,Hf,O", nelements=3))
+    out = invoke(db.url, "predict", "--model", str(model), "--db-missing", "--json")
+    assert out.exit_code == 1, out.output
+    assert [r["value"] > 1 for r in json.loads(out.stdout)] == [True]
+    assert "(XxO): unknown element 'Xx'" in out.stderr
+    with db.session() as session:
+        stored = session.scalars(select(Property.material_id).where(Property.method.startswith("ml:"))).all()
+    assert len(stored) == 1
+    ranked = invoke(db.url, "al", "suggest", "--model", str(model), "--range", "3", "6", "--n", "1", "--json")
+    assert ranked.exit_code == 1 and json.loads(ranked.stdout)[0]["formula"] == "BaHfO3"
+    assert "unknown element 'Xx'" in ranked.stderr

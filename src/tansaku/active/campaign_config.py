@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,11 +109,33 @@ def _section(data: dict, name: str, where: str) -> dict:
     return value
 
 
+def _number(table: dict, key: str, section: str, where: str, default):
+    """A finite number from the file, or the default when the key is absent; anything else names the key."""
+    value = table.get(key, default)
+    if value is default:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TansakuError(f"{where}: [{section}] {key} = {value!r} is not a finite number")
+    return float(value)
+
+
+def _whole(table: dict, key: str, section: str, where: str, default):
+    """A whole number (7 or 7.0) from the file, or the default when the key is absent."""
+    value = _number(table, key, section, where, default)
+    if value is default:
+        return value
+    if value != int(value):
+        raise TansakuError(f"{where}: [{section}] {key} = {table[key]!r} is not a whole number")
+    return int(value)
+
+
 def load_config(path: Path) -> CampaignConfig:
     if not path.is_file():
         raise TansakuError(f"{path}: no such campaign file (see `tansaku campaign example`)")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise TansakuError(f"{path}: not UTF-8 text, so not a campaign file (TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise TansakuError(f"{path}: not valid TOML ({exc})") from exc
     return config_from_dict(data, str(path))
@@ -129,19 +152,25 @@ def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
     goal_t, acq, budget = (_section(data, s, where) for s in ("goal", "acquisition", "budget"))
     cand, train, model = (_section(data, s, where) for s in ("candidates", "training", "model"))
     oracle, dft = _section(data, "oracle", where), _section(data, "dft", where)
-    goal = Goal(goal_t.get("kind", "error"), goal_t.get("lo"), goal_t.get("hi"))
+    try:
+        goal = Goal(goal_t.get("kind", "error"), _number(goal_t, "lo", "goal", where, None),
+                    _number(goal_t, "hi", "goal", where, None))
+    except TansakuError as exc:
+        raise TansakuError(f"{where}: [goal] {exc}") from None
     default_strategy = {"range": "range", "maximize": "ei", "minimize": "ei", "error": "uncertainty"}[goal.kind]
     config = CampaignConfig(
         name=data["name"], property=data["property"], goal=goal,
-        stop_hits=goal_t.get("stop_hits"), stop_value=goal_t.get("stop_value"),
-        strategy=acq.get("strategy", default_strategy), batch=int(acq.get("batch", 1)),
-        diversity=float(acq.get("diversity", 1.0)), cost_aware=bool(acq.get("cost_aware", False)),
-        seed=int(acq.get("seed", 0)),
-        budget_runs=int(budget.get("runs", 10)), budget_cpu_hours=budget.get("cpu_hours"),
+        stop_hits=_whole(goal_t, "stop_hits", "goal", where, None),
+        stop_value=_number(goal_t, "stop_value", "goal", where, None),
+        strategy=acq.get("strategy", default_strategy), batch=_whole(acq, "batch", "acquisition", where, 1),
+        diversity=_number(acq, "diversity", "acquisition", where, 1.0),
+        cost_aware=bool(acq.get("cost_aware", False)), seed=_whole(acq, "seed", "acquisition", where, 0),
+        budget_runs=_whole(budget, "runs", "budget", where, 10),
+        budget_cpu_hours=_number(budget, "cpu_hours", "budget", where, None),
         candidates_query=cand.get("query", "source=generated"),
-        training_query=train.get("query"), init_random=int(train.get("init_random", 0)),
+        training_query=train.get("query"), init_random=_whole(train, "init_random", "training", where, 0),
         learner=model.get("learner", "et"), features=model.get("features", "composition"),
-        trees=int(model.get("trees", 300)), cv_folds=int(model.get("cv_folds", 5)),
+        trees=_whole(model, "trees", "model", where, 300), cv_folds=_whole(model, "cv_folds", "model", where, 5),
         pretrained=model.get("pretrained"),
         oracle=oracle.get("kind", "dft"), oracle_method=oracle.get("method"),
         dft=Job.from_table(dft, f"{where}: [dft]"),

@@ -9,6 +9,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Element, Species, Structure
 
 from tansaku import TansakuError
@@ -30,12 +31,16 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
     name = path.name.lower()
     head = path.read_bytes()[:4096]
     if b"\0" in head and not name.endswith(".gz"):
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise TansakuError(f"{path}: UTF-16 text; save it as UTF-8 to read it")
         raise TansakuError(f"{path}: a binary file, not a structure (CIF, POSCAR or pymatgen JSON)")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if name.endswith(".json") or name.endswith(".json.gz"):
                 structure = _from_json(path)
+            elif any(key in name for key in POSCAR_NAMES) and (problem := _poscar_counts_problem(path)):
+                raise TansakuError(f"{path}: {problem}")
             elif species and any(key in name for key in POSCAR_NAMES):
                 from pymatgen.io.vasp import Poscar
 
@@ -57,7 +62,43 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
         raise TansakuError(f"{path}: unknown element symbol(s) {', '.join(repr(u.rstrip('0+-')) for u in unknown)}")
     if len(structure) == 0:
         raise TansakuError(f"{path}: the structure has no sites")
+    check_geometry(structure, str(path))
     return structure
+
+
+MAX_SITES = 10_000  # more than any cell DFT or the descriptors will see: a typo or a hostile file
+VOLUME_PER_ATOM = (0.5, 10_000.0)  # Å³: below, atoms overlap or the cell is flat; above, a unit slip
+
+
+def check_geometry(structure: Structure, where: str) -> None:
+    """Refuse cells no calculation can use: non-finite numbers, a flat or absurd volume, too many sites."""
+    matrix = structure.lattice.matrix
+    if len(structure) > MAX_SITES:
+        raise TansakuError(f"{where}: {len(structure)} sites (at most {MAX_SITES})")
+    if not (np.isfinite(matrix).all() and np.isfinite(structure.frac_coords).all()):
+        raise TansakuError(f"{where}: the cell or the coordinates hold a number that is not finite")
+    per_atom = abs(float(np.linalg.det(matrix))) / len(structure)
+    low, high = VOLUME_PER_ATOM
+    if not low <= per_atom <= high:
+        raise TansakuError(f"{where}: {per_atom:.3g} Å³ per atom is outside {low}-{high:g} (a flat or collapsed cell, "
+                           "or lengths in the wrong unit)")
+
+
+def _poscar_counts_problem(path: Path) -> str | None:
+    """A POSCAR whose atom counts are negative or more than its lines could hold (pymatgen would try to read
+    them all first)."""
+    lines = path.read_text(errors="replace").splitlines()
+    for index in (5, 6):  # VASP 4: counts on line 6; VASP 5: element line 6, counts line 7
+        if index < len(lines):
+            fields = lines[index].split()
+            if fields and all(f.lstrip("-").isdigit() for f in fields):
+                counts = [int(f) for f in fields]
+                if any(c < 0 for c in counts):
+                    return f"negative atom count in {' '.join(fields)}"
+                if sum(counts) > len(lines):
+                    return f"atom counts {' '.join(fields)} do not fit the {len(lines)} lines of the file"
+                return None
+    return None
 
 
 def _worth_saying(caught: warnings.WarningMessage) -> bool:

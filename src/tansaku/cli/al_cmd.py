@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
-from tansaku.cli.common import console, database, err_console, progress_bar
+from tansaku.cli.common import console, database, err_console, finish_batch, progress_bar
 
 app = typer.Typer(help="Active learning: simulate strategies on labelled data, suggest what to compute next.",
                   no_args_is_help=True)
@@ -162,12 +162,18 @@ def suggest(
     if sum([window is not None, maximize, minimize, uncertain]) != 1:
         raise TansakuError("give exactly one goal: --range LO HI, --maximize, --minimize or --uncertainty")
     goal = goal_from_options(window, maximize, minimize)
+    skipped: list[str] = []
+
+    def skip(reason: str) -> None:
+        skipped.append(reason)
+        err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
+
     rows = rank(database(create=queue is not None or "db-missing" not in candidates), model_path, goal,
                 candidates, n, strategy=strategy, diversity=diversity, queue=queue,
-                property_name=property_name, progress=progress_bar("descriptors"),
-                skipped=lambda reason: err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True))
+                property_name=property_name, progress=progress_bar("descriptors"), skipped=skip)
     if json_out:
         console.print_json(json.dumps(rows))
+        finish_batch(len(rows), len(skipped))
         return
     table = Table("rank", "candidate", "formula", "predicted", "±1σ interval", "score", "domain",
                   title=f"{len(rows)} suggestions, best score first")
@@ -178,3 +184,4 @@ def suggest(
     console.print(table)
     if queue:
         console.print(f"queued in subset {queue!r}: tansaku run dielectric --query subset={queue}")
+    finish_batch(len(rows), len(skipped))

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -38,6 +39,15 @@ def progress_bar(description: str):
             yield from progress.track(items, description=description, total=len(items))
 
     return track
+
+
+def finish_batch(done: int, skipped: int) -> None:
+    """The exit status of every batch command: 0 when every item was done, 1 when some were skipped (each with
+    its reason on stderr), 2 when nothing was done (2 is also what a usage or input error exits with)."""
+    if skipped and not done:
+        raise typer.Exit(2)
+    if skipped:
+        raise typer.Exit(1)
 
 
 def print_report(report, what: str) -> None:

@@ -17,7 +17,7 @@ app = typer.Typer(help="Make hypothetical candidate materials that no database h
 @app.command("substitute")
 def substitute_cmd(
     prototypes: list[str] = typer.Option(..., "--prototype", help="Prototype: material id, source id (e.g. "
-                                         "mp-5229) or structure file (CIF, POSCAR, JSON). Repeatable."),
+                                         "mp-5020) or structure file (CIF, POSCAR, JSON). Repeatable."),
     site_elements: str = typer.Option(..., help="What goes on each site: 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'. A, B, C... "
                                       "are the prototype's cations from largest to smallest ionic radius; an "
                                       "element symbol of the prototype (e.g. 'Ti=Zr,Hf') names its sites."),
@@ -40,7 +40,7 @@ def substitute_cmd(
     The lattice is scaled by the ratio of cation-anion bond lengths (Shannon radii) as a starting guess.
     Stored materials have source 'generated' and record their prototype and substitution.
 
-    Example: tansaku generate substitute --prototype mp-5229 --site-elements 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'
+    Example: tansaku generate substitute --prototype mp-5020 --site-elements 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'
     """
     db = database()
     limits = Limits(tolerance_min=tolerance[0], tolerance_max=tolerance[1],
@@ -62,8 +62,8 @@ def substitute_cmd(
     console.print(table)
     for r in refused:
         err_console.print(f"[yellow]refused[/] {r.formula} ({r.prototype}): {r.reason}", soft_wrap=True)
-    if not candidates:
-        raise typer.Exit(1)  # every substitution or prototype was refused, each with its reason above
+    if not candidates:  # every substitution or prototype was refused, each with its reason above: nothing done
+        raise typer.Exit(2)
     if write_dir:
         write_dir.mkdir(parents=True, exist_ok=True)
         for c in candidates:

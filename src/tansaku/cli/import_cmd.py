@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tansaku.cli.common import console, database, print_report, progress_bar
+from tansaku.cli.common import console, database, finish_batch, print_report, progress_bar
 from tansaku.sources.csv_table import import_csv
 from tansaku.sources.oxi_diel_db import DEFAULT_URL, import_oxi_diel_db
 from tansaku.sources.structures import import_structure_files
@@ -60,13 +60,17 @@ def csv_table(
 def structures(
     files: list[Path] = typer.Argument(..., help="CIF, POSCAR/CONTCAR (*.vasp) or pymatgen JSON files."),
     allow_disorder: bool = typer.Option(False, help="Store disordered/partially occupied structures too."),
+    species: str = typer.Option(None, help="Elements of a VASP 4 POSCAR that has no element line (and no POTCAR "
+                                "beside it), in the order of its counts, e.g. Mg,O. Without it such a file is "
+                                "refused, never read as H, He, ..."),
     json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
 ) -> None:
     """Import structure files, any mix of formats. A structure identical to a stored one is linked to it.
 
     Example: tansaku import structures MgO.cif POSCAR BaTiO3.json
     """
-    report = import_structure_files(database(), files, allow_disorder, progress_bar("structures"))
+    names = [s.strip() for s in species.split(",") if s.strip()] if species else None
+    report = import_structure_files(database(), files, allow_disorder, progress_bar("structures"), names)
     _finish(report, "structures", json_out)
 
 
@@ -75,5 +79,4 @@ def _finish(report, what: str, json_out: bool) -> None:
         console.print_json(json.dumps(report.as_dict()))
     else:
         print_report(report, what)
-    if report.errors and not (report.added or report.existing):
-        raise typer.Exit(1)
+    finish_batch(report.added + report.existing, len(report.errors))

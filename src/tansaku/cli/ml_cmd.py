@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.table import Table
 
-from tansaku.cli.common import console, database, err_console, progress_bar
+from tansaku import TansakuError
+from tansaku.cli.common import console, database, err_console, finish_batch, progress_bar
 from tansaku.features.sets import FEATURE_SETS, base_columns
 from tansaku.models.dataset import formula_values, load_dataset
 from tansaku.models.domain import Domain
-from tansaku.models.evaluation import evaluate
+from tansaku.models.evaluation import evaluate, parse_cv
 from tansaku.models.learners import DEFAULT_MODEL, MODELS, make_model, model_feature_set
 from tansaku.models.persistence import save_model
 from tansaku.models.predictor import Predictor, read_inputs
 from tansaku.store.filters import missing_property
+
+MIN_TRAIN = 3
 
 
 def train(
@@ -58,11 +62,17 @@ def train(
                         progress=progress_bar("descriptors"), transform=transform)
     console.print(f"target: {data.transform} ({data.transform_reason})"
                   + (f"; left out {data.left_out} values <= 0" if data.left_out else ""))
+    if len(data.y) < MIN_TRAIN:
+        raise TansakuError(f"{len(data.y)} material(s) with {property_name!r}: a model needs at least {MIN_TRAIN}")
+    folds = parse_cv(cv, len(data.y))
     result: dict = {"n": len(data.y)}
-    if cv != "0":
-        k, _, r = cv.partition("x")
-        result = evaluate(model, data.X, data.y, data.groups, (int(k), int(r or 1)), seed,
-                          progress=progress_bar(f"CV {cv}"))
+    if folds:
+        result = evaluate(model, data.X, data.y, data.groups, folds, seed, progress=progress_bar(f"CV {cv}"))
+        undefined = [key for key in ("cv", "holdout", "grouped") if key in result
+                     and not np.isfinite(result[key]["r2_mean"])]
+        if undefined:
+            err_console.print(f"[yellow]warning[/] R² is undefined under {', '.join(undefined)} (a test fold whose "
+                              "values are all equal); the model is saved, its metrics say nan", soft_wrap=True)
     fitted = model.fit(data.X, data.y)
     domain = Domain.fit(list(data.groups), base_columns(data.X, features), seed)
     summary = {key: {m: result[key][f"{m}_mean"] for m in ("r2", "mae", "rmse")} | {"r2_std": result[key]["r2_std"]}
@@ -147,9 +157,11 @@ def predict(
 ) -> None:
     """Predictions with uncertainty (and, for dielectric models, the constant itself, not only its log10).
 
-    An input that cannot be read or described (a broken file, an unknown element, a formula that cannot be
-    charge-balanced, a disordered cell) is skipped with its reason on stderr; the others are still predicted,
-    and the exit code is 1 when any was skipped.
+    An input that cannot be read or described (a broken file, an unknown element, a disordered cell) is skipped
+    with its reason on stderr; the others are still predicted, and the exit code is 1 when any was skipped.
+    A prediction outside what the model was trained on (an element or anion it never saw, no charge-balanced
+    oxidation states, descriptors far from every training material) is given but flagged: "in_domain": false
+    and the reasons in "domain" (JSON), "outside" in the table.
 
     Example: tansaku predict --model eps.pkl --formula SrTiO3 --formula BaZrO3 --json
     """
@@ -182,8 +194,7 @@ def predict(
             if not r["in_domain"]:
                 err_console.print(f"[yellow]outside the training domain[/] {r['input']}: {'; '.join(r['domain'])}",
                                   soft_wrap=True)
-    if refused:
-        raise typer.Exit(1)
+    finish_batch(len(rows), len(refused))
 
 
 def register(app: typer.Typer) -> None:

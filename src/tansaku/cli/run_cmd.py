@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 from tansaku import TansakuError
-from tansaku.cli.common import console, database
+from tansaku.cli.common import console, database, finish_batch
 from tansaku.dft.settings import PRESETS
 from tansaku.workflows.job import DEFAULT_LAUNCHER, Job
 from tansaku.workflows.many import resolve_inputs, run_many
@@ -109,5 +109,5 @@ def dielectric(
     console.print(summary)
     if json_out:
         json_out.write_text(json.dumps({key: res.as_dict() for key, res in results.items()}, indent=1))
-    if all(r.status == "failed" for r in results.values()):
-        raise typer.Exit(1)
+    failed = sum(r.status in ("failed", "cancelled") for r in results.values())
+    finish_batch(len(results) - failed, failed)  # a metal is an answer (no static ε), not a failure

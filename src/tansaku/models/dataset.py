@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tansaku import TansakuError
 from tansaku.features.sets import base_set, cached_features, feature_names
@@ -62,6 +62,13 @@ def load_dataset(
         values.setdefault(material_id, (value, formula))  # first method wins when several exist
     if not values:
         where = f" in subset {subset!r}" if subset else ""
+        if base_set(feature_set) == "structure":
+            with db.session() as session:
+                n = session.scalar(select(func.count(func.distinct(Property.material_id))).where(
+                    Property.name == property_name, Property.value.is_not(None), is_measured()))
+            if n:
+                raise TansakuError(f"{n} materials have {property_name!r}, but none of those selected has a crystal "
+                                   "structure (composition-only data, e.g. from a CSV): use --features composition")
         raise TansakuError(f"no material has property {property_name!r}{where}; import or compute it first")
     chosen, why = transforms.choose(property_name, np.array([v for v, _ in values.values()]), transform)
     ids, raw, groups = [], [], []

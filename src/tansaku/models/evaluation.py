@@ -9,6 +9,25 @@ from sklearn.base import clone
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import GroupKFold, KFold, RepeatedKFold, train_test_split
 
+from tansaku import TansakuError
+
+
+def parse_cv(text: str, n: int) -> tuple[int, int] | None:
+    """'KxR' (K folds, R repeats; 'K' alone: one repeat) as (K, R), or None for '0' (no evaluation). Refuses
+    what cannot give a meaning R²: every test fold needs at least two materials."""
+    text = text.strip().lower()
+    if text == "0":
+        return None
+    k, _, r = text.partition("x")
+    if not (k.isdigit() and (r.isdigit() or not r)) or int(k) < 2 or (r and int(r) < 1):
+        raise TansakuError(f"--cv {text!r}: give KxR, K folds (at least 2) repeated R times, e.g. 5x3; or 0 to skip "
+                           "the evaluation")
+    folds = int(k)
+    if n < 2 * folds:
+        raise TansakuError(f"{n} materials are too few for {folds}-fold cross-validation (each test fold needs at "
+                           "least 2 materials): use fewer folds (--cv 2x1 needs 4 materials) or --cv 0")
+    return folds, int(r or 1)
+
 
 def metrics(y, mean, std=None) -> dict:
     """R², MAE, RMSE and, with a spread, how often the truth lies within 1 and 1.96 standard deviations."""

@@ -117,7 +117,7 @@ def parse_site_elements(text: str) -> dict[str, list[str]]:
 
 
 def load_prototypes(db: Database, specs: list[str]) -> tuple[list[Prototype], list[Refusal]]:
-    """Prototypes by material id, source id (e.g. mp-5229) or structure file; a bad one is refused, the rest go on."""
+    """Prototypes by material id, source id (e.g. mp-5020) or structure file; a bad one is refused, the rest go on."""
     prototypes, refused = [], []
     for spec in specs:
         try:

@@ -13,13 +13,14 @@ FILE_SOURCE = "file"
 
 
 def import_structure_files(
-    db: Database, paths: list[Path], allow_disorder: bool = False, progress=None
+    db: Database, paths: list[Path], allow_disorder: bool = False, progress=None, species: list[str] | None = None
 ) -> ImportReport:
-    """Store each file as a material (source 'file', id = its resolved path); one transaction per file."""
+    """Store each file as a material (source 'file', id = its resolved path); one transaction per file.
+    `species`: the elements of VASP 4 POSCARs that name none, in the order of their counts."""
     report = ImportReport()
     for path in progress(paths) if progress else paths:
         try:
-            structure = read_structure(path)
+            structure = read_structure(path, species)
             if not allow_disorder:
                 check_ordered(structure, str(path), "pass --allow-disorder to store it anyway")
             with db.session() as session:

@@ -54,7 +54,12 @@ class Job:
         values = {TABLE_KEYS.get(key, key): value for key, value in table.items()}
         for key in ("mpi_procs", "workers"):
             if key in values:
-                values[key] = int(values[key])
+                value = values[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+                    raise TansakuError(f"{where}: {key} = {value!r} is not a whole number")
+                values[key] = int(value)
+        if not isinstance(values.get("overrides") or {}, dict):
+            raise TansakuError(f"{where}: set must be a table, e.g. set = {{ ecutwfc = 60 }}")
         for key in ("pseudo_dir", "slurm_profile", "run_dir"):
             if values.get(key) is not None:
                 values[key] = str(values[key])
