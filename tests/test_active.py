@@ -368,6 +368,10 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
     assert len(rows) == 2 and {r["formula"] for r in rows} <= {"BaHfO3", "SrZrO3", "CaSnO3"}
     # std may be 0: extra trees (no bootstrap) agree exactly on a composition they were trained on (SrZrO3)
     assert rows[0]["score"] >= rows[1]["score"] and all(r["std"] >= 0 and r["value"] > 1 for r in rows)
+    # the interval is in the property's units like the value (not ± a log10 spread), and flagged by domain
+    assert all(r["value_low"] <= r["value"] <= r["value_high"] and r["transform"] == "log10" for r in rows)
+    assert all(r["value_high"] == pytest.approx(10 ** (r["mean"] + r["std"])) for r in rows)
+    assert all(isinstance(r["in_domain"], bool) for r in rows)
     with oxide_db_copy.session() as session:
         queued = set(session.scalars(select(Subset.material_id).where(Subset.name == "next")))
     assert queued == {r["material_id"] for r in rows}

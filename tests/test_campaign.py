@@ -195,6 +195,11 @@ def test_cli_run_and_status_with_plot(oxide_db_copy, tmp_path):
     assert plot.stat().st_size > 10_000
     status = json.loads(out.read_text())
     assert status["runs"] == 15 and len(status["rounds"]) == 3
+    # the summary reads as words, not as a Python dict; a simulation is not called DFT
+    assert "outcomes: 15 done" in result.output and "{'done'" not in result.output
+    assert status["oracle"] == "dataset"
+    judged = [p for r in status["rounds"] for p in r["picks"] if p["mean"] is not None]
+    assert judged and all(p["predicted_low"] <= p["predicted"] <= p["predicted_high"] for p in judged)
     with pytest.raises(TansakuError, match="no campaign named 'nope' \\(campaigns: cli\\)"):
         invoke("--db", db_path, "campaign", "status", "nope")
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -53,3 +54,33 @@ def test_unreadable_files_are_reported_by_name(db, tmp_path):
     assert report.added == 1
     with pytest.raises(TansakuError, match="no such file"):
         read_structure(tmp_path / "absent.cif")
+
+
+def test_species_come_from_the_user_never_from_a_default(db, tmp_path):
+    """A VASP 4 POSCAR names no elements: refused (pymatgen would read H and He), read with --species; an
+    unknown symbol is refused before anything is stored; pymatgen's own reason is quoted."""
+    from typer.testing import CliRunner
+
+    from tansaku.cli.app import app
+    from tansaku.cli.common import State
+    from tansaku.store import Material
+
+    corpus = Path(__file__).parent / "data" / "fuzz" / "structures"
+    vasp4 = tmp_path / "POSCAR"
+    vasp4.write_text((corpus / "POSCAR_vasp4").read_text())
+    with pytest.raises(TansakuError, match="names no elements .*--species"):
+        read_structure(vasp4)
+    assert read_structure(vasp4, ["Mg", "O"]).composition.reduced_formula == "MgO"
+    State.db = None
+    runner = CliRunner()
+    refused = runner.invoke(app, ["--db", db.url, "import", "structures", str(vasp4),
+                                  str(corpus / "unknown_element.cif")])
+    assert refused.exit_code == 2 and "names no elements" in refused.stderr and "'Xx'" in refused.stderr
+    with db.session() as session:
+        assert session.query(Material).count() == 0
+    done = runner.invoke(app, ["--db", db.url, "import", "structures", str(vasp4), "--species", "Mg,O"])
+    assert done.exit_code == 0, done.output
+    with db.session() as session:
+        assert [m.reduced_formula for m in session.query(Material)] == ["MgO"]
+    with pytest.raises(TansakuError, match="pymatgen says: .*Occupancy 1.556 exceeded tolerance"):
+        read_structure(corpus / "overfull_occupancy.cif")

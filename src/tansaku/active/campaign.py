@@ -394,7 +394,8 @@ def campaign_status(db: Database, name: str) -> dict:
                                       "hit": is_hit(config, p.value) if p.status in ("done", "metal") else False,
                                       "detail": p.detail} for p, f in picks]})
         summary = {"name": campaign.name, "status": campaign.status, "stop_reason": campaign.stop_reason,
-                   "property": config.property, "goal": stored["goal"], "final_model": campaign.final_model,
+                   "property": config.property, "oracle": config.oracle, "goal": stored["goal"],
+                   "final_model": campaign.final_model,
                    "budget": {"runs": config.budget_runs, "cpu_hours": config.budget_cpu_hours}}
     picks = [p for r in rounds for p in r["picks"]]
     summary.update(rounds=rounds, runs=len(picks), hits=sum(p["hit"] for p in picks),

@@ -53,7 +53,8 @@ def run_cmd(
 @app.command("status")
 def status_cmd(
     name: str = typer.Argument(..., help="Campaign name, or its TOML file."),
-    plot: Path = typer.Option(None, help="Write a PNG: materials found against DFT runs, and model error."),
+    plot: Path = typer.Option(None, help="Write a PNG: materials found against runs, the model's cross-validated "
+                              "error by round, and each pick's prediction against its outcome."),
     json_out: Path = typer.Option(None, "--json", help="Write rounds, picks and outcomes as JSON."),
 ) -> None:
     """Rounds, chosen candidates with their predictions and outcomes, hits and spent budget."""
@@ -86,12 +87,13 @@ def print_status(status: dict) -> None:
     def fmt(x, spec=".3g"):
         return "" if x is None else format(x, spec)
 
-    table = Table("round", "formula (id)", "why", "predicted", "est. CPU-h", "outcome", "value",
+    table = Table("round", "formula (id)", "why", "predicted (±1σ)", "est. CPU-h", "outcome", "value",
                   title=f"campaign {status['name']} ({status['property']}, goal {status['goal']['kind']})")
     for r in status["rounds"]:
         for i, p in enumerate(r["picks"]):
             outcome = p["status"] + (" ★" if p["hit"] else "")
-            pred = "" if p["mean"] is None else f"{p['mean']:.3g} ± {p['std']:.2g}"
+            pred = "" if p["predicted"] is None else \
+                f"{p['predicted']:.3g} ({p['predicted_low']:.3g} to {p['predicted_high']:.3g})"
             table.add_row(str(r["number"]) if i == 0 else "", f"{p['formula']} ({p['material_id']})", p["reason"],
                           pred, fmt(p["cost_estimate"]), outcome, fmt(p["value"]))
     console.print(table)
@@ -101,5 +103,7 @@ def print_status(status: dict) -> None:
         console.print(f"model CV MAE (model units): first round {maes[0]:.4g}, last round {maes[-1]:.4g}")
     console.print(f"{status['runs']} of {budget['runs']} runs, {status['cpu_hours']:.3f} CPU hours"
                   + (f" of {budget['cpu_hours']}" if budget["cpu_hours"] else "")
-                  + f"; {status['hits']} found; outcomes {status['outcomes']}; status {status['status']}"
+                  + f"; {status['hits']} found; outcomes: "
+                  + ", ".join(f"{n} {kind}" for kind, n in status["outcomes"].items() if n)
+                  + f"; status {status['status']}"
                   + (f" ({status['stop_reason']})" if status["stop_reason"] else ""))

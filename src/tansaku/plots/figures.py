@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def parity(y, mean, std, path: Path, label: str, r2: float | None = None) -> Path:
@@ -58,7 +59,9 @@ def active_learning_curves(result: dict, path: Path, label: str) -> None:
     """Learning curves (test MAE) and, for goals with targets, discovery curves: median and 10-90 % band."""
     has_targets = result["goal"]["kind"] != "error"
     fig, axes = plt.subplots(1, 2 if has_targets else 1, figsize=(11 if has_targets else 5.5, 4.2), squeeze=False)
-    panels = [("mae", f"test MAE ({label})")] + ([("found", "targets found")] if has_targets else [])
+    # with no test set (--test-fraction 0) the error is measured on the pool not yet labelled
+    where = "test" if result.get("n_test") else "unlabelled-pool"
+    panels = [("mae", f"{where} MAE ({label})")] + ([("found", "targets found")] if has_targets else [])
     for ax, (key, ylabel) in zip(axes[0], panels, strict=True):
         for name, runs in result["strategies"].items():
             length = min(len(r["evaluated"]) for r in runs)
@@ -81,11 +84,12 @@ def active_learning_curves(result: dict, path: Path, label: str) -> None:
 
 
 def campaign_progress(status: dict, path: Path) -> Path:
-    """Left: materials found (or best value) against DFT runs. Right: what the model predicted for each pick
-    against what the calculation gave (the model's honesty, round by round)."""
+    """Left: materials found (or best value) against runs. Middle: the model's cross-validated error, round by
+    round. Right: what the model predicted for each pick against what the oracle gave (its honesty)."""
     picks = [p for r in status["rounds"] for p in r["picks"]]
     runs = np.arange(0, len(picks) + 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    dataset = status.get("oracle") == "dataset"
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 3.8))
     goal = status["goal"]
     if goal["kind"] == "range" or any(p["hit"] for p in picks):
         left.step(runs, np.concatenate([[0], np.cumsum([p["hit"] for p in picks])]), where="post", color="C0")
@@ -101,7 +105,7 @@ def campaign_progress(status: dict, path: Path) -> Path:
         idx = [i + 1 for i, p in enumerate(picks) if p["status"] == name]
         if idx:
             left.scatter(idx, np.zeros(len(idx)), marker="|", s=80, color=colour, label=name)
-    left.set_xlabel("DFT runs (campaign picks)")
+    left.set_xlabel("look-ups of stored values (a simulation)" if dataset else "DFT runs (campaign picks)")
     left.set_xlim(0, max(len(picks), 1) + 0.5)
     left.legend(fontsize=8, loc="upper left")
     judged = [p for p in picks if p["predicted"] is not None and p["value"] is not None]
@@ -117,7 +121,17 @@ def campaign_progress(status: dict, path: Path) -> Path:
         right.plot(edge, edge, "k--", lw=1)
         if goal["kind"] == "range":
             right.axvspan(goal["lo"], goal["hi"], color="C0", alpha=0.1)
-    right.set_xlabel(f"computed {status['property']}")
+    errors = [(r["number"], r["model"]["cv_mae"]) for r in status["rounds"] if "cv_mae" in r["model"]]
+    if errors:
+        middle.plot(*zip(*errors, strict=True), "o-")
+        transform = next((r["model"].get("transform") for r in status["rounds"] if r["model"]), "none")
+        middle.set_ylabel("cross-validated MAE" + (" (log10)" if transform == "log10" else ""))
+    else:
+        middle.text(0.5, 0.5, "no cross-validated model yet\n(cv_folds = 0, or random picks only)",
+                    ha="center", va="center", transform=middle.transAxes, fontsize=9)
+    middle.set_xlabel("round")
+    middle.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xlabel(("stored " if dataset else "computed ") + status["property"])
     right.set_ylabel("predicted before the run (±1σ)")
     fig.suptitle(f"campaign {status['name']}: {status['hits']} found in {status['runs']} runs")
     fig.tight_layout()
