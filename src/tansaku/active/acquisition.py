@@ -157,8 +157,9 @@ def _weighted_draw(goal, mean, std, best, samples, rng, kappa):
 class Strategy:
     """One way to rank candidates: how it scores, what it needs, and how a batch is formed from its scores.
 
-    `batch` says how simulations form a batch: "scores" (best scores, spread by the diversity penalty), "draw"
-    (the scores are a random draw: a distance penalty would bias it), "stratified", "density", "error-model"
+    `batch` says how a batch is formed: "scores" (best scores, spread by the diversity penalty), "random" (a
+    uniform draw without replacement), "draw" (the scores are a weighted random draw: a distance penalty would
+    bias it), "stratified", "density", "error-model"
     and "direct" (which need what only a simulation or a campaign holds: regions of the pool, out-of-fold
     residuals, a second model fitted to desirabilities).
     """
@@ -177,7 +178,7 @@ class Strategy:
 
     @property
     def is_draw(self) -> bool:
-        return self.batch in ("draw", "error-model")
+        return self.batch in ("random", "draw", "error-model")
 
     def check(self, goal: Goal) -> None:
         """Refuse a goal the strategy cannot serve, before any work."""
@@ -206,7 +207,7 @@ def _registry(*strategies: Strategy) -> dict[str, Strategy]:
 
 STRATEGIES: dict[str, Strategy] = _registry(
     Strategy("random", "random order (the baseline)", lambda goal, mean, std, best, samples, rng, kappa:
-             rng.random(len(mean)), batch="draw"),
+             rng.random(len(mean)), batch="random"),
     Strategy("uncertainty", "largest predictive standard deviation",
              lambda goal, mean, std, best, samples, rng, kappa: std.copy()),
     Strategy("weighted", "random draws with probability ∝ standard deviation (uncertainty without chasing "
