@@ -41,14 +41,14 @@ def main() -> None:
     source = open_database(work / "oxides.db")
     import_oxi_diel_db(source, SHARED / "datasets" / "oxi_diel_db")
     with source.session() as session:
-        export_table(session, work / "eps.csv", ["eps_total"], subset="paper")
+        export_table(session, work / "eps.csv", ["eps_electronic", "eps_ionic"], subset="paper")
     table = work / "k.csv"
     with open(work / "eps.csv") as handle, open(table, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["formula", "k"])
-        for row in csv.DictReader(handle):
-            if row["eps_total"]:
-                writer.writerow([row["formula"], row["eps_total"]])
+        for row in csv.DictReader(handle):  # ε_total = ε∞ + ε_ion (the database stores the two parts)
+            if row["eps_electronic"] and row["eps_ionic"]:
+                writer.writerow([row["formula"], float(row["eps_electronic"]) + float(row["eps_ionic"])])
     db = open_database(work / "user.db")
     import_csv(db, table, "k")
     values = load_dataset(db, "k", "composition", transform="none").y

@@ -146,3 +146,25 @@ def test_no_traceback_for_common_mistakes(tmp_path):
         shown = invoke(*command, "--help").output
         assert "<bool>" not in shown, command  # flags read as flags, not as options taking a value
     assert "mp-5020" in invoke("generate", "substitute", "--help").output  # an example the oxide database holds
+
+
+def test_run_dielectric_refuses_an_unknown_element_before_storing_it(tmp_path):
+    """The file is refused when read: no material is stored, no calculation starts, the rest of a batch goes on."""
+    from pathlib import Path
+
+    from sqlalchemy import func, select
+
+    from tansaku.store import Material, open_database
+    from tests.conftest import PSEUDOS, need_shared
+
+    bad = Path(__file__).parent / "data" / "fuzz" / "structures" / "unknown_element.cif"
+    db = str(tmp_path / "run.db")
+    result = invoke("--db", db, "run", "dielectric", str(bad), "--preset", "test", "--pseudo-dir",
+                    str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json",
+                    str(tmp_path / "out.json"))
+    assert result.exit_code == 2  # nothing was done
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report[str(bad)]["status"] == "failed" and "unknown element symbol(s) 'Xx'" in report[str(bad)]["reason"]
+    with open_database(db).session() as session:
+        assert session.scalar(select(func.count()).select_from(Material)) == 0
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

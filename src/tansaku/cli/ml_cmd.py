@@ -93,7 +93,9 @@ def train(
     console.print(f"saved model {meta['id']} to {out}")
     if json_out:
         clean = {k: v for k, v in result.items() if not k.startswith("_")}
-        json_out.write_text(json.dumps({**clean, "model_id": meta["id"], "n": len(data.y)}, indent=1))
+        json_out.write_text(json.dumps({**clean, "model_id": meta["id"], "n": len(data.y), "model": model_name,
+                                        "transform": data.transform, "transform_reason": data.transform_reason},
+                                       indent=1))
     if plots:
         from tansaku.plots.figures import importance, parity
 

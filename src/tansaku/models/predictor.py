@@ -133,6 +133,9 @@ class Predictor:
     def describe_stored(self, db: Database, ids: list[int], progress: Callable | None = None
                         ) -> tuple[np.ndarray, list[int], list[str]]:
         """The same for stored materials (descriptors from the cache): one bad material refuses only itself."""
+        return self._describe_stored(db, ids, progress)[:3]
+
+    def _describe_stored(self, db, ids, progress) -> tuple[np.ndarray, list[int], list[str], dict[int, str]]:
         with db.session() as session:
             formulas = dict(session.execute(select(Material.id, Material.reduced_formula)
                                             .where(Material.id.in_(ids))).all()) if ids else {}
@@ -144,9 +147,9 @@ class Predictor:
             else:
                 kept.append(material_id)
         if not kept:
-            return np.empty((0, 0)), [], refused
+            return np.empty((0, 0)), [], refused, formulas
         try:
-            return cached_features(db, kept, self.descriptors, progress), kept, refused
+            return cached_features(db, kept, self.descriptors, progress), kept, refused, formulas
         except TansakuError:
             pass  # one material the descriptors refuse: describe them one at a time
         rows, good = [], []
@@ -156,7 +159,7 @@ class Predictor:
                 good.append(material_id)
             except TansakuError as exc:
                 refused.append(f"material {material_id} ({formulas[material_id]}): {exc}")
-        return (np.vstack(rows) if rows else np.empty((0, 0))), good, refused
+        return (np.vstack(rows) if rows else np.empty((0, 0))), good, refused, formulas
 
     # predictions --------------------------------------------------------------------------------------------
     def predict_dist(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,10 +193,7 @@ class Predictor:
 
     def predict_stored(self, db: Database, ids: list[int], progress: Callable | None = None) -> Predictions:
         """Stored materials by id; labels are the ids."""
-        X, kept, refused = self.describe_stored(db, ids, progress)
-        with db.session() as session:
-            formulas = dict(session.execute(select(Material.id, Material.reduced_formula)
-                                            .where(Material.id.in_(kept))).all()) if kept else {}
+        X, kept, refused, formulas = self._describe_stored(db, ids, progress)
         return self._predictions(X, kept, [formulas[i] for i in kept], refused)
 
     def store(self, db: Database, predictions: Predictions) -> None:
