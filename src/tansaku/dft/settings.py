@@ -6,7 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
-from pymatgen.core import Element, Structure
+import spglib
+from pymatgen.core import Element, Lattice, Structure
 
 from tansaku import TansakuError
 from tansaku.dft.magnetism import check_spin_mode
@@ -120,22 +121,41 @@ def preset(name: str, overrides: dict | None = None) -> DielectricSettings:
     return PRESETS[name].with_overrides(overrides)
 
 
-def standard_cell(structure: Structure, symprec: float = 1e-3) -> Structure:
-    """The standard primitive cell (Setyawan-Curtarolo orientation), or the input when spglib fails.
+def standard_frame(structure: Structure, symprec: float = 1e-3) -> tuple[Structure, np.ndarray]:
+    """spglib's standardized primitive cell, symmetrized, and the rotation R that takes the input's Cartesian frame
+    to it (r_standard = R r_input); the input and the identity when spglib gives up.
 
-    QE detects symmetry operations in its Cartesian frame, so a cell in a standard orientation gets the full
-    point group: fewer k-points and none of ph.x's class errors on almost-hexagonal cells.
+    pw.x looks for symmetry operations in its own Cartesian frame: a hexagonal or trigonal cell must have its
+    c axis along z and a along x, a monoclinic one its unique axis along a Cartesian axis. spglib's standard
+    orientation does both (pymatgen's Setyawan-Curtarolo primitive cell of a rhombohedral lattice does not: pw.x
+    found 4 of NaInO2's 12 operations in it). Tensors computed in this frame go back with R^T T R.
     """
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
     try:
-        standard = SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
+        dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        lattice, positions, numbers = spglib.standardize_cell(cell, to_primitive=True, no_idealize=False,
+                                                              symprec=symprec)
     except Exception:  # noqa: BLE001 - spglib gives up on some cells; run them as given
-        return structure
+        return structure, np.eye(3)
+    if dataset is None or lattice is None:
+        return structure, np.eye(3)
+    standard = Structure(Lattice(lattice), [Element.from_Z(int(z)) for z in numbers], positions)
     per_atom = standard.volume / len(standard) - structure.volume / len(structure)
-    if len(standard) > len(structure) or abs(per_atom) > 1e-3:
-        return structure
-    return standard
+    if len(standard) > len(structure) or abs(per_atom) > 1e-2 * structure.volume / len(structure):
+        return structure, np.eye(3)
+    rotation = dataset["std_rotation_matrix"] if isinstance(dataset, dict) else dataset.std_rotation_matrix
+    return standard, np.asarray(rotation, dtype=float)  # spglib < 2.5 returns a dict
+
+
+def standard_cell(structure: Structure, symprec: float = 1e-3) -> Structure:
+    """The standardized primitive cell alone (`standard_frame` without the rotation)."""
+    return standard_frame(structure, symprec)[0]
+
+
+def to_input_frame(tensor, rotation: np.ndarray) -> np.ndarray:
+    """A 3x3 tensor (or a stack of them, e.g. Born charges per atom) computed in the standard frame, expressed in
+    the input structure's Cartesian frame: R^T T R."""
+    return np.einsum("ji,...jk,kl->...il", rotation, np.asarray(tensor, dtype=float), rotation)
 
 
 def kmesh(structure: Structure, spacing: float, even: bool = True) -> tuple[int, int, int]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Structure
 
 from tansaku import TansakuError, __version__
@@ -15,8 +16,8 @@ from tansaku.dft.ionic import asr_born_charges, ionic_dielectric, isotropic_born
 from tansaku.dft.magnetism import spin_setup
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw_input
-from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml
-from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
+from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml, symmetry_operations
+from tansaku.dft.settings import DielectricSettings, kmesh, standard_frame, to_input_frame
 from tansaku.store.database import Database
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.rows import get_or_create
@@ -85,6 +86,7 @@ class Run:
     report: Callable[[str], None]
     input_structure: Structure | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
+    rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
 
     def step(self, name: str, spec: StepSpec) -> StepState:
         """Run (or resume, or skip when done) one program step in root/name."""
@@ -162,7 +164,7 @@ def check_insulator_setup(run: Run) -> bool:
 def relax(run: Run) -> bool:
     """vc-relax (again when the cell moved a lot); a metal in the relaxation stops the workflow."""
     s = run.ctx.settings
-    current = standard_cell(run.structure) if s.standardize else run.structure
+    current, run.rotation = standard_frame(run.structure) if s.standardize else (run.structure, np.eye(3))
     if s.relax:
         relaxed = run.step("relax", relax_spec(run.ctx, run.root, current, "relax"))
         volume_change = relaxed.outputs["volume"] / current.volume - 1
@@ -198,7 +200,7 @@ def phonon(run: Run) -> bool:
 def dielectric_analysis(run: Run) -> bool:
     """ε_ion with the acoustic sum rule, then every property into the database."""
     run.report("analysis")
-    _analyse(run.ctx, run.material_id, run.root, run.steps["scf"], run.result)
+    _analyse(run.ctx, run.material_id, run.root, run.steps["scf"], run.result, run.rotation)
     return True
 
 
@@ -257,6 +259,7 @@ def scf_spec(ctx: RunContext, root: Path, structure: Structure) -> StepSpec:
             raise TansakuError("SCF did not converge")
         gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"], data["magnetization"])
         return {"structure": data["structure"].as_dict(), "energy_ev": data["energy_ev"], "gap": gap.gap,
+                "symmetry_operations": symmetry_operations(log),
                 "direct": gap.direct, "vbm": gap.vbm, "cbm": gap.cbm, "nelec": gap.nelec,
                 "magnetization": data["magnetization"] if data["lsda"] else None}
 
@@ -278,12 +281,14 @@ def phonon_spec(ctx: RunContext, root: Path) -> StepSpec:
     return StepSpec("phonon", "ph", lambda st, ov: ph_input(ctx.settings, "scf", scratch, DYN_FILE, ov), parse)
 
 
-def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult) -> None:
-    """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database."""
+def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult, rotation: np.ndarray) -> None:
+    """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database, its
+    tensors turned back from the computed (standard) frame into the input structure's Cartesian frame."""
     dyn = read_dyn_gamma(root / "phonon" / DYN_FILE)
     ionic = ionic_dielectric(dyn.force_constants, dyn.born_charges, dyn.masses_amu, dyn.volume_bohr3)
-    eps_e = dyn.eps_electronic
-    eps_total = eps_e + ionic.tensor
+    eps_e = to_input_frame(dyn.eps_electronic, rotation)
+    eps_ion = to_input_frame(ionic.tensor, rotation)
+    eps_total = eps_e + eps_ion
     result.eps_electronic = tensor_average(eps_e)
     result.eps_ionic = ionic.average
     result.eps_total = tensor_average(eps_total)
@@ -294,7 +299,8 @@ def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult) -
         result.reason = (f"{len(ionic.imaginary_modes)} imaginary optical mode(s) at Γ ({freqs} THz): the structure "
                          "is not a minimum; ε_ion leaves them out")
     outputs = {
-        "eps_electronic": eps_e.tolist(), "eps_ionic": ionic.tensor.tolist(), "eps_total": eps_total.tolist(),
+        "eps_electronic": eps_e.tolist(), "eps_ionic": eps_ion.tolist(), "eps_total": eps_total.tolist(),
+        "frame": "the input structure's Cartesian axes", "rotation_to_computed_frame": rotation.tolist(),
         "frequencies_thz": ionic.frequencies_thz.tolist(), "acoustic_modes": ionic.acoustic.tolist(),
         "imaginary_modes": ionic.imaginary_modes, "asr": "simple",
     }
@@ -317,9 +323,9 @@ def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult) -
         magnetic = {"magnetization_bohr_magneton": scf_out["magnetization"]} if scf_out.get("magnetization") else {}
         put("band_gap", scf_out["gap"], unit="eV", more={"is_direct": scf_out["direct"], **magnetic})
         put("eps_electronic", result.eps_electronic, eps_e.tolist())
-        put("eps_ionic", result.eps_ionic, ionic.tensor.tolist(), more={"imaginary_modes": result.imaginary_modes})
+        put("eps_ionic", result.eps_ionic, eps_ion.tolist(), more={"imaginary_modes": result.imaginary_modes})
         put("eps_total", result.eps_total, eps_total.tolist())
-        born = asr_born_charges(dyn.born_charges)
+        born = to_input_frame(asr_born_charges(dyn.born_charges), rotation)  # atoms in the computed cell's order
         put("born_charges", isotropic_born_charge(born), born.tolist(), unit="e")
         put("gamma_frequencies", float(ionic.frequencies_thz.min()), ionic.frequencies_thz.tolist(), unit="THz",
             more={"imaginary_modes": result.imaginary_modes})

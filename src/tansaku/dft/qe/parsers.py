@@ -240,3 +240,12 @@ def code_version(log: str) -> str | None:
     """'PWSCF 6.7MaX' from the banner a QE program prints first, or None."""
     match = re.search(r"Program (\w+) v\.(\S+)", log)
     return f"{match.group(1)} {match.group(2)}" if match else None
+
+
+def symmetry_operations(log: str) -> int | None:
+    """How many symmetry operations pw.x found and kept ('48 Sym. Ops., with inversion, found'; 'No symmetry
+    found' is the identity alone), or None when the log says neither."""
+    match = re.search(r"(\d+)\s+Sym\. Ops\.", log)
+    if match:
+        return int(match.group(1))
+    return 1 if "No symmetry found" in log else None
