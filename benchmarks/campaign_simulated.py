@@ -89,6 +89,12 @@ oracle that reveals the stored PBEsol gap instead of running DFT. {n_targets} ox
 {rows}
 
 ![discovery curve](campaign_simulated.png)
+
+What changed the figures on 2026-12-04 (issue 28, one ranking path for simulations, suggestions and
+campaigns): for a window goal, EI reads the extra-trees members' predictions, as `al simulate` always did (it
+used 64 normal draws before: 58 found after 200 look-ups), and random picks are a uniform draw, as in
+simulations (50 found before). `range` picks exactly what it picked at e52c915 (checked on seed 0); its earlier
+103 came from a run at an older commit.
 """
     write_results("campaign_simulated", {"window": [lo, hi], "n_targets": n_targets, "seeds": args.seeds,
                                          "budget": args.budget, "summary": summary, "curves": curves},
