@@ -5,13 +5,16 @@ PYTHON ?= python3
 SHARED ?= ../shared
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tansaku-installed
+# the wheel whose mat2vec vectors lgbm-attn reads (tansaku fetches and checks it itself on first use); the tests
+# copy it into their private cache so that they need no network
+MAT2VEC := $(VENV)/wheels/elementembeddings-0.8.0-py3-none-any.whl
 # PyTorch for the CHGNet descriptors (tansaku[mlip]): pinned to the CPU build this machine keeps on disk; elsewhere
 # e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu" avoids downloading a CUDA build
 TORCH ?= torch==2.13.0
 
 .PHONY: setup qe demo test lint bench clean
 
-setup: $(STAMP) qe
+setup: $(STAMP) $(MAT2VEC) qe
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[test,mlip]'
 	touch $(STAMP)
+
+$(MAT2VEC): | $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/wheels elementembeddings==0.8.0
 
 # Quantum ESPRESSO (pw.x, ph.x) from Debian when it is not on PATH; needs root, else says what to do.
 qe:

@@ -22,6 +22,29 @@ E_FORM_CSV = SHARED / "datasets" / "matbench" / "mp_e_form.csv.gz"
 PSEUDOS = SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Iterator[Path]:
+    """Every test writes its caches (descriptor pools, downloads) into a directory of its own, never the
+    user's home. The mat2vec wheel is copied in from where `make setup` put it (or the user's cache), so the
+    tests need no network; test_attention checks the download itself against a local server."""
+    import shutil
+
+    from tansaku.features.element_vectors import WHEEL
+
+    cache = tmp_path_factory.mktemp("cache")
+    for source in (REPO / ".venv" / "wheels" / WHEEL, Path.home() / ".cache" / "tansaku" / WHEEL):
+        if source.is_file():
+            shutil.copy(source, cache / WHEEL)
+            break
+    before = os.environ.get("TANSAKU_CACHE")
+    os.environ["TANSAKU_CACHE"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("TANSAKU_CACHE", None)
+    else:
+        os.environ["TANSAKU_CACHE"] = before
+
+
 def need_shared(path: Path) -> Path:
     """The path, or a skip on a developer machine without ../shared; in CI its absence is a failure."""
     if not path.exists():

@@ -348,7 +348,8 @@ def test_al_simulate_cli_on_a_csv_with_a_biased_start(tmp_path):
         formulas = [r[0] for r in list(csv.reader(f))[1:]]
     for run in (runs[0] for runs in data["strategies"].values()):
         assert all("O" in Composition(formulas[i]).get_el_amt_dict() for i in run["labelled"][:30])
-        assert run["found"] is None and run["mae"][-1] < run["mae"][0] * 1.5
+        # non-oxides added to an oxide start teach the model about the non-oxide test set: the error falls
+        assert run["found"] is None and run["mae"][-1] < 0.5 * run["mae"][0], run["mae"]
 
 
 def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):

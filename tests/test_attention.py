@@ -51,6 +51,31 @@ def test_mat2vec_vectors_come_from_the_checksummed_wheel(tmp_path):
         read_mat2vec(broken)
 
 
+def test_the_wheel_is_downloaded_once_and_checked(private_cache, http_server, tmp_path, monkeypatch):
+    """The download itself, against a file server on loopback: fetched into an empty cache, checked against the
+    published SHA-256; a wheel with one byte changed is refused and nothing stays in the cache."""
+    from tansaku.features import element_vectors
+
+    root, base = http_server
+    genuine = (private_cache / element_vectors.WHEEL).read_bytes()
+    (root / element_vectors.WHEEL).write_bytes(genuine)
+    monkeypatch.setenv("TANSAKU_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(element_vectors, "WHEEL_URL", f"{base}/{element_vectors.WHEEL}")
+    element_vectors.mat2vec_table.cache_clear()
+    try:
+        table = element_vectors.mat2vec_table()
+        assert table.shape == (119, 200)
+        assert (tmp_path / "empty" / element_vectors.WHEEL).read_bytes() == genuine
+        (root / element_vectors.WHEEL).write_bytes(genuine[:-1] + bytes([genuine[-1] ^ 1]))
+        monkeypatch.setenv("TANSAKU_CACHE", str(tmp_path / "second"))
+        element_vectors.mat2vec_table.cache_clear()
+        with pytest.raises(TansakuError, match="SHA-256|sha256|checksum"):
+            element_vectors.mat2vec_table()
+        assert not (tmp_path / "second" / element_vectors.WHEEL).exists()
+    finally:
+        element_vectors.mat2vec_table.cache_clear()
+
+
 def test_the_network_learns_formation_energies_and_pretraining_helps_on_few_data(e_form_rows, tmp_path):
     formulas, y = zip(*e_form_rows, strict=True)
     X = tokens.element_tokens(formulas)
