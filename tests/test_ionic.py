@@ -82,3 +82,20 @@ def test_shape_mismatch_is_an_error():
     fc, charges, masses = diatomic()
     with pytest.raises(ValueError, match="shapes do not match 3 atoms"):
         ionic_dielectric(fc, charges, np.array([1.0, 2.0, 3.0]), 100.0)
+
+
+def test_anisotropic_springs_and_non_symmetric_born_charges_keep_their_indices():
+    """Two ions on springs K = diag(k1, k2, k3) with a non-symmetric Z* (field α, displacement β): the closed form
+    is ε_ion = (4π/Ω) Z K⁻¹ Zᵀ. Reading Z* with its indices swapped gives (4π/Ω) Zᵀ K⁻¹ Z instead, which
+    differs here; a cubic test cannot tell the two apart."""
+    springs = np.array([0.12, 0.2, 0.35])
+    z = np.array([[2.1, 0.6, 0.0], [-0.2, 1.7, 0.4], [0.3, 0.0, 2.6]])
+    fc = np.zeros((2, 2, 3, 3))
+    fc[0, 0] = fc[1, 1] = np.diag(springs)
+    fc[0, 1] = fc[1, 0] = -np.diag(springs)
+    volume = 140.0
+    result = ionic_dielectric(fc, np.array([z, -z]), np.array([65.4, 16.0]), volume)
+    expected = 4 * np.pi / volume * z @ np.diag(1 / springs) @ z.T
+    swapped = 4 * np.pi / volume * z.T @ np.diag(1 / springs) @ z
+    np.testing.assert_allclose(result.tensor, expected, rtol=1e-9)
+    assert np.abs(expected - swapped).max() > 0.5  # the test can see a swap
