@@ -99,3 +99,35 @@ def test_anisotropic_springs_and_non_symmetric_born_charges_keep_their_indices()
     swapped = 4 * np.pi / volume * z.T @ np.diag(1 / springs) @ z
     np.testing.assert_allclose(result.tensor, expected, rtol=1e-9)
     assert np.abs(expected - swapped).max() > 0.5  # the test can see a swap
+
+
+def test_a_real_wurtzite_dynamical_matrix_is_read_index_by_index():
+    """tests/data/beo_wurtzite_gamma.dyn: ph.x 6.7 at Γ for wurtzite BeO (P6_3mc, 4 atoms, test preset, c along z),
+    made by `tansaku run dielectric` on mp-2542. The expected numbers were read off the file by eye: a uniaxial
+    ε∞, and Born charges and force constants whose zz differs from xx, so a mis-ordered atom or axis, or a unit
+    slip, changes the result (the non-symmetric Z* case is the closed-form test above)."""
+    from pathlib import Path
+
+    from tansaku.dft.qe.parsers import read_dyn_gamma
+
+    dyn = read_dyn_gamma(Path(__file__).parent / "data" / "beo_wurtzite_gamma.dyn")
+    assert dyn.species == ["Be", "Be", "O", "O"]
+    np.testing.assert_allclose(dyn.masses_amu, [9.012182, 9.012182, 15.9994, 15.9994], rtol=1e-6)
+    alat = 5.0945372  # bohr; cell vectors (1, 0, 0), (-1/2, √3/2, 0), (0, 0, 1.623877660) in alat
+    assert dyn.volume_bohr3 == pytest.approx(alat**3 * 0.866025404 * 1.623877660, rel=1e-8)
+    np.testing.assert_allclose(np.diag(dyn.eps_electronic), [3.203365249085, 3.203365248996, 3.183934488004])
+    assert np.abs(dyn.eps_electronic - np.diag(np.diag(dyn.eps_electronic))).max() < 1e-9
+    np.testing.assert_allclose(np.diag(dyn.born_charges[0]), [1.800520189037, 1.800520189126, 1.868130117947])
+    np.testing.assert_allclose(np.diag(dyn.born_charges[3]), [-1.844795047976, -1.844795047660, -1.848167885551])
+    # the file's force constants are in Ry/bohr² (block 1 1: xx 0.22113668, zz 0.35605200; block 1 4: zz
+    # -0.12429162); we hold Hartree/bohr²
+    assert dyn.force_constants[0, 0, 0, 0] == pytest.approx(0.22113668 / 2)
+    assert dyn.force_constants[0, 0, 2, 2] == pytest.approx(0.35605200 / 2)
+    assert dyn.force_constants[0, 3, 2, 2] == pytest.approx(-0.12429162 / 2)
+    result = ionic_dielectric(dyn.force_constants, dyn.born_charges, dyn.masses_amu, dyn.volume_bohr3)
+    optical = np.sort(np.delete(result.frequencies_thz, result.acoustic))
+    # ph.x's own frequencies before the acoustic sum rule: 9.685 (E2), ... , 26.098 THz; the rule shifts them a
+    # little, never by more than a THz at these settings
+    np.testing.assert_allclose(optical[[0, -1]], [9.685, 26.098], atol=0.5)
+    assert result.tensor[0, 0] == pytest.approx(result.tensor[1, 1]) and result.tensor[2, 2] > result.tensor[0, 0]
+    assert result.average == pytest.approx(4.3425, abs=1e-3)  # what the workflow stored for this run
