@@ -183,10 +183,16 @@ def test_dataset_uses_log10_and_the_paper_subset(oxide_db):
 
 def test_forest_learns_electronic_dielectric_constant(oxide_db):
     data = load_dataset(oxide_db, "eps_electronic", "composition", subset="paper")
-    result = evaluate(make_model("et"), data.X, data.y, data.groups, cv=(3, 1))
+    result = evaluate(make_model("et"), data.X, data.y, data.groupings(), cv=(3, 1), holdouts=3)
     assert result["cv"]["r2_mean"] > 0.75  # a broken descriptor or target transform falls far below
     assert 0.5 < result["cv"]["coverage_68_mean"] <= 1.0
     assert result["grouped"]["r2_mean"] > 0.6 and result["holdout"]["folds"] == 1
+    # grouping by formula would be a random split (1,266 formulas); chemical systems and prototypes are fewer
+    assert len(set(data.groups)) == 1266
+    assert result["grouped"]["groups"] < 1266 and result["grouped_prototype"]["groups"] < 1266
+    assert len({(a, b) for a, b in zip(data.chemsys, data.groups, strict=True)}) == 1266
+    spread = result["holdout_spread"]
+    assert spread["seeds"] == 3 and spread["r2_min"] <= result["holdout"]["r2_mean"] <= spread["r2_max"]
     assert np.all(np.isfinite(result["_oof_mean"]))
 
 

@@ -21,6 +21,9 @@ from tansaku.models.predictor import Predictor, read_inputs
 from tansaku.store.filters import missing_property
 
 MIN_TRAIN = 3
+# grouped: whole chemical systems (element sets) held out; grouped_prototype: whole anonymized-formula + space
+# group prototypes held out
+PROTOCOLS = ("cv", "holdout", "grouped", "grouped_prototype")
 
 
 def train(
@@ -46,8 +49,10 @@ def train(
 ) -> None:
     """Train a model with uncertainty on the database, report metrics, save it.
 
-    Metrics come from repeated K-fold CV, the reference paper's single 80/20 split, and a K-fold split
-    grouped by reduced formula (polymorphs never on both sides). Dielectric metrics are in log10 units.
+    Metrics come from repeated K-fold CV, the reference paper's single 80/20 split, and K-fold splits that hold
+    out whole chemical systems (grouped: no element set on both sides) and whole prototypes (grouped_prototype:
+    anonymized formula and space group), which say how the model does on chemistry it has not seen. Metrics are
+    in the model's units (log10 for dielectric constants).
 
     Example: tansaku train --property eps_electronic --features structure --model blend --subset paper --out e.pkl
 
@@ -67,8 +72,8 @@ def train(
     folds = parse_cv(cv, len(data.y))
     result: dict = {"n": len(data.y)}
     if folds:
-        result = evaluate(model, data.X, data.y, data.groups, folds, seed, progress=progress_bar(f"CV {cv}"))
-        undefined = [key for key in ("cv", "holdout", "grouped") if key in result
+        result = evaluate(model, data.X, data.y, data.groupings(), folds, seed, progress=progress_bar(f"CV {cv}"))
+        undefined = [key for key in PROTOCOLS if key in result
                      and not np.isfinite(result[key]["r2_mean"])]
         if undefined:
             err_console.print(f"[yellow]warning[/] R² is undefined under {', '.join(undefined)} (a test fold whose "
@@ -76,7 +81,7 @@ def train(
     fitted = model.fit(data.X, data.y)
     domain = Domain.fit(list(data.groups), base_columns(data.X, features), seed)
     summary = {key: {m: result[key][f"{m}_mean"] for m in ("r2", "mae", "rmse")} | {"r2_std": result[key]["r2_std"]}
-               for key in ("cv", "holdout", "grouped") if key in result}
+               for key in PROTOCOLS if key in result}
     meta = save_model(out, fitted, property_name=property_name, feature_set=features, transform=data.transform,
                       model_name=model_name, feature_names=data.feature_names, training_hash=data.hash(),
                       n_train=len(data.y), metrics=summary,
@@ -84,7 +89,7 @@ def train(
     table = Table("protocol", "R²", "± std", "MAE", "RMSE", "68 % cover", "95 % cover",
                   title=f"{model_name} on {property_name} ({features}), n = {len(data.y)}"
                   + (" (log10)" if data.log_target else ""))
-    for key in ("cv", "holdout", "grouped"):
+    for key in PROTOCOLS:
         if key in result:
             m = result[key]
             table.add_row(key, f"{m['r2_mean']:.3f}", f"{m['r2_std']:.3f}", f"{m['mae_mean']:.3f}",

@@ -1,4 +1,5 @@
-"""Repeated K-fold, the paper's single 80/20 split and a split grouped by reduced formula; calibration."""
+"""Repeated K-fold, the paper's 80/20 split (one or many seeds) and splits that hold out whole chemical systems
+or prototypes."""
 
 from __future__ import annotations
 
@@ -62,22 +63,44 @@ def _run(model, X, y, splits, progress: Callable | None) -> tuple[dict, np.ndarr
 
 
 def evaluate(model, X, y, groups, cv: tuple[int, int] = (5, 3), seed: int = 0, progress: Callable | None = None,
-             which: tuple[str, ...] = ("cv", "holdout", "grouped")) -> dict:
-    """Metrics (log10 units for dielectric targets) under the three protocols."""
+             which: tuple[str, ...] = ("cv", "holdout", "grouped"), holdouts: int = 1) -> dict:
+    """Metrics (in the model's units) under the protocols asked for.
+
+    cv: repeated K-fold. holdout: the reference paper's single 80/20 split; with `holdouts` > 1 also the spread
+    of that many 80/20 splits (seeds seed … seed + holdouts − 1) as `holdout_spread`, since one split says
+    little. grouped: K-fold with whole groups held out: `groups` is one array (result key "grouped") or a dict
+    name → array, e.g. `Dataset.groupings()`: by chemical system ("grouped") and by prototype
+    ("grouped_prototype"), which say how a model does on chemistry or structure types it has not seen.
+    """
     n_splits, n_repeats = cv
     result: dict = {"n": int(len(y))}
     if "cv" in which:
         splits = list(RepeatedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed).split(X))
         result["cv"], result["_oof_mean"], result["_oof_std"] = _run(model, X, y, splits, progress)
     if "holdout" in which:
-        train, test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed)
-        result["holdout"], *_ = _run(model, X, y, [(train, test)], None)
+        scores = []
+        for offset in range(max(1, holdouts)):
+            train, test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=seed + offset)
+            scored, *_ = _run(model, X, y, [(train, test)], None)
+            scores.append(scored)
+        result["holdout"] = scores[0]
+        if holdouts > 1:
+            r2 = np.array([s["r2_mean"] for s in scores])
+            result["holdout_spread"] = {"r2_mean": float(r2.mean()), "r2_std": float(r2.std()),
+                                        "r2_min": float(r2.min()), "r2_max": float(r2.max()),
+                                        "r2_median": float(np.median(r2)), "seeds": int(len(r2))}
     if "grouped" in which:
-        _, codes = np.unique(groups, return_inverse=True)
-        rng = np.random.default_rng(seed)
-        shuffled = rng.permutation(codes.max() + 1)[codes]  # random group-to-fold assignment
-        splits = list(GroupKFold(n_splits=n_splits).split(X, y, shuffled))
-        result["grouped"], *_ = _run(model, X, y, splits, None)
+        named = groups if isinstance(groups, dict) else {"grouped": groups}
+        for name, labels in named.items():
+            _, codes = np.unique(np.asarray(labels), return_inverse=True)
+            folds = min(n_splits, int(codes.max()) + 1)
+            if folds < 2:
+                continue  # one group: nothing to hold out
+            rng = np.random.default_rng(seed)
+            shuffled = rng.permutation(codes.max() + 1)[codes]  # random group-to-fold assignment
+            splits = list(GroupKFold(n_splits=folds).split(X, y, shuffled))
+            result[name], *_ = _run(model, X, y, splits, None)
+            result[name]["groups"] = int(codes.max()) + 1
     return result
 
 
