@@ -107,6 +107,7 @@ def campaign_progress(status: dict, path: Path) -> Path:
             left.scatter(idx, np.zeros(len(idx)), marker="|", s=80, color=colour, label=name)
     left.set_xlabel("look-ups of stored values (a simulation)" if dataset else "DFT runs (campaign picks)")
     left.set_xlim(0, max(len(picks), 1) + 0.5)
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.legend(fontsize=8, loc="upper left")
     judged = [p for p in picks if p["predicted"] is not None and p["value"] is not None]
     if judged:
@@ -130,7 +131,10 @@ def campaign_progress(status: dict, path: Path) -> Path:
         middle.text(0.5, 0.5, "no cross-validated model yet\n(cv_folds = 0, or random picks only)",
                     ha="center", va="center", transform=middle.transAxes, fontsize=9)
     middle.set_xlabel("round")
-    middle.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if errors and len(errors) <= 12:
+        middle.set_xticks([number for number, _ in errors])
+    else:
+        middle.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel(("stored " if dataset else "computed ") + status["property"])
     right.set_ylabel("predicted before the run (±1σ)")
     fig.suptitle(f"campaign {status['name']}: {status['hits']} found in {status['runs']} runs")
