@@ -10,7 +10,7 @@ from tansaku import TansakuError
 from tansaku.dft.magnetism import SpinSetup, spin_setup
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.inputs import ph_input, pw_input
-from tansaku.dft.qe.parsers import band_gap, detect_errors, qe_error_message
+from tansaku.dft.qe.parsers import band_gap, cpu_seconds, detect_errors, qe_error_message, read_ph_dielectric
 from tansaku.dft.settings import kmesh, parse_hubbard_u, preset, standard_cell
 from tests.conftest import PSEUDOS, need_shared
 
@@ -166,3 +166,43 @@ def test_error_detection_in_logs():
     box = " %%%%\n     Error in routine electrons (1):\n     charge is wrong\n %%%%\n"
     assert qe_error_message(box) == "charge is wrong (routine electrons)"
     assert "charge_wrong" in detect_errors(box)
+
+
+def test_cpu_time_from_the_last_timing_line_in_every_format_qe_prints():
+    assert cpu_seconds("     PWSCF        :     13.40s CPU     14.05s WALL\n") == pytest.approx(13.4)
+    # ph.x repeats its timing line; the last one is the run's total
+    log = "     PHONON       :      0.14s CPU      0.15s WALL\n     PHONON       :  1m50.23s CPU  2m 1.10s WALL\n"
+    assert cpu_seconds(log) == pytest.approx(110.23)
+    assert cpu_seconds("     PHONON       :  1h 2m CPU  1h 3m WALL\n") == pytest.approx(3720)
+    assert cpu_seconds("     PWSCF        :  1d 2h 3m CPU  1d 2h 4m WALL\n") == pytest.approx(93780)
+    assert cpu_seconds("     iteration #  3     ecut=    30.00 Ry\n") is None  # killed before the end
+
+
+def test_dielectric_from_a_ph_log_without_phonons_and_a_log_cut_short():
+    log = """
+          Dielectric constant in cartesian axis
+
+          (       3.478048423       0.000000000       0.000000000 )
+          (       0.000000000       3.478048423       0.000000000 )
+          (       0.000000000       0.000000000       3.578048423 )
+
+          Effective charges (d Force / dE) in cartesian axis
+
+           atom      1   Mg
+      Ex  (        2.01675        0.00000       -0.00000 )
+      Ey  (       -0.00000        2.01675       -0.00000 )
+      Ez  (       -0.00000       -0.00000        2.01675 )
+           atom      2   O
+      Ex  (       -2.08102       -0.00000       -0.00000 )
+      Ey  (       -0.00000       -2.08102       -0.00000 )
+      Ez  (       -0.00000        0.00000       -2.08102 )
+
+     PHONON       :      3.13s CPU      3.38s WALL
+"""
+    eps, born = read_ph_dielectric(log)
+    assert eps[2, 2] == pytest.approx(3.578048423) and born.shape == (2, 3, 3)
+    assert born[1, 0, 0] == pytest.approx(-2.08102)
+    with pytest.raises(TansakuError, match="cut short"):
+        read_ph_dielectric(log[: log.index("Ez  (       -0.00000        0.00000")])
+    with pytest.raises(TansakuError, match="no dielectric constant"):
+        read_ph_dielectric("     Electric Fields Calculation\n")

@@ -88,11 +88,39 @@ def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
         assert born.value == pytest.approx(isotropic_born_charge(born.tensor)) and 1.7 < born.value < 2.3
         assert scf.inputs["pseudo_sha256"]["Mg"] and scf.inputs["kmesh"] == [4, 4, 4]
         assert scf.code_version.startswith("PWSCF")
+        analysis = session.scalar(select(Calculation).where(Calculation.step == "analysis")).outputs
+        assert analysis["symmetry_operations"] == 48 and analysis["k_points"] == 8 and analysis["kspacing"] == 0.7
+    scf_state = json.loads((tmp_path / "runs" / f"{material_id}-MgO" / "scf" / "state.json").read_text())
+    assert 0 < scf_state["cpu_seconds"] < 2 * 2 * scf_state["seconds"] + 1  # QE's CPU figure × 2 processes
     started = time.perf_counter()
     again = run_dielectric(ctx, material_id)
     assert time.perf_counter() - started < 5  # every step is read back from its state file
     assert again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
     assert len(calculation_rows(ctx)) == 4
+
+
+def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh(tmp_path, mgo):
+    ctx = make_ctx(tmp_path, {"k_converge": 0.1, "k_coarsest": 1.5, "relax": False})
+    material_id = store(ctx, mgo, "MgO")
+    result = run_dielectric(ctx, material_id)
+    assert result.status == "done", result.reason
+    with ctx.db.session() as session:
+        rows = {c.step: c for c in session.scalars(select(Calculation))}
+    probes = rows["analysis"].outputs["k_convergence"]
+    assert len(probes) >= 2 and probes[0]["mesh"] == [2, 2, 2]  # 1.5 Å⁻¹ on MgO's primitive cell
+    meshes = [p["mesh"] for p in probes]
+    assert len({tuple(m) for m in meshes}) == len(meshes)  # each probe a new mesh
+    last, before = probes[-1], probes[-2]
+    assert abs(before["eps_electronic"] / last["eps_electronic"] - 1) < 0.1
+    assert all(abs(a["eps_electronic"] / b["eps_electronic"] - 1) >= 0.1 or abs(a["band_gap"] - b["band_gap"]) >= 0.05
+               for a, b in zip(probes[:-2], probes[1:-1], strict=True))  # it stopped at the first settled pair
+    assert result.kspacing == before["spacing"] and rows["scf"].inputs["kmesh"] == before["mesh"]
+    probe_rows = [step for step in rows if step.startswith("kmesh-")]
+    assert len(probe_rows) == 2 * len(probes) and all(rows[s].status == "done" for s in probe_rows)
+    assert rows[f"kmesh-{'x'.join(map(str, last['mesh']))}-scf"].inputs["kmesh"] == last["mesh"]
+    assert not (tmp_path / "runs" / f"{material_id}-MgO" / "kmesh-scratch").exists()  # probes leave no wavefunctions
+    # same cell, same mesh: the probe's ε∞ (from ph.x's log) is the full run's (from its dynamical matrix)
+    assert result.eps_electronic == pytest.approx(before["eps_electronic"], rel=1e-4)
 
 
 def cli_argv(tmp_path, structure_file, *settings: str) -> list[str]:

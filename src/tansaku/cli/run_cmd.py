@@ -46,7 +46,9 @@ def dielectric(
                               "'subset=paper;max_sites=5'."),
     preset_name: str = typer.Option("standard", "--preset", help=f"Settings preset: {', '.join(PRESETS)}."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a setting, e.g. --set ecutwfc=60 "
-                                        "--set kspacing=0.3 --set hubbard_u=Zn:5,Cu:5 (Dudarev U in eV on d/f "
+                                        "--set kspacing=0.3 (Å⁻¹ between k-points) or --set k_converge=0.01 (measure "
+                                        "each material's k-mesh: refine until ε∞ changes by less than 1 percent) "
+                                        "--set hubbard_u=Zn:5,Cu:5 (Dudarev U in eV on d/f "
                                         "shells; hubbard_u=reference for the reference database's U set, "
                                         "hubbard_u=none for plain PBEsol; spin=off to keep open-shell cations "
                                         "spin-unpolarized, default auto: ferromagnetic high spin) (repeatable)."),

@@ -23,6 +23,12 @@ class DielectricSettings:
     ecutrho_factor: float = 4.0  # norm-conserving: 4 × ecutwfc
     kspacing: float = 0.25  # Å⁻¹ (2π included), Γ-centred, rounded up to even numbers
     even_kmesh: bool = True
+    # Automatic k-mesh: refine from the coarsest mesh until ε∞ changes by less than this fraction and the gap by
+    # less than k_converge_gap_ev between two meshes (cheap SCF + electric-field-only ph.x probes), then run with
+    # the coarser of the two. None: use kspacing as given.
+    k_converge: float | None = None
+    k_converge_gap_ev: float = 0.05
+    k_coarsest: float = 0.6  # Å⁻¹, the first probe's spacing; each next one is 0.8× the last, down to 0.1
     conv_thr_per_atom: float = 1e-12
     relax: bool = True
     relax_cell: bool = True  # vc-relax; False relaxes positions only (cheap cutoffs give huge Pulay stress)

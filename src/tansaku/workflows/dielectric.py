@@ -15,14 +15,22 @@ from tansaku.chemistry.structures import check_ordered
 from tansaku.dft.ionic import asr_born_charges, ionic_dielectric, isotropic_born_charge
 from tansaku.dft.magnetism import spin_setup
 from tansaku.dft.pseudos import PseudoFamily
-from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons, ph_input, pw_input
-from tansaku.dft.qe.parsers import band_gap, read_dyn_gamma, read_pw_xml, symmetry_operations
+from tansaku.dft.qe.inputs import ecutwfc_for, merge, number_of_electrons, ph_input, pw_input
+from tansaku.dft.qe.parsers import (
+    band_gap,
+    irreducible_k_points,
+    read_dyn_gamma,
+    read_ph_dielectric,
+    read_pw_xml,
+    symmetry_operations,
+)
 from tansaku.dft.settings import DielectricSettings, kmesh, standard_frame, to_input_frame
 from tansaku.store.database import Database
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.rows import get_or_create
 from tansaku.store.tables import Calculation, Material, utcnow
 from tansaku.workflows.executor import Executor, QECommands
+from tansaku.workflows.kmesh_convergence import converge_kmesh
 from tansaku.workflows.state import StepState
 from tansaku.workflows.steps import StepCancelled, StepSpec, run_step
 
@@ -64,6 +72,7 @@ class DielectricResult:
     material_id: int | None = None
     formula: str | None = None
     magnetization: float | None = None  # total moment per cell (μB) of a spin-polarized run
+    kspacing: float | None = None  # Å⁻¹, the k-point spacing the material ran with (measured when k_converge)
     steps: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -87,15 +96,16 @@ class Run:
     input_structure: Structure | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
+    k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
 
-    def step(self, name: str, spec: StepSpec) -> StepState:
-        """Run (or resume, or skip when done) one program step in root/name."""
+    def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None) -> StepState:
+        """Run (or resume, or skip when done) one program step in root/name; `ctx` when its settings differ from
+        the run's (a k-mesh probe), so that its database row records what it ran with."""
         self.report(name)
-        s = self.ctx.settings
-        self.steps[name] = run_step(spec, self.root / name, self.ctx.executor, self.ctx.commands, s.max_attempts,
-                                    self.ctx.poll_seconds,
-                                    on_change=lambda st: _record(self.ctx, self.material_id, st, self.root / name,
-                                                                 spec))
+        ctx = ctx or self.ctx
+        self.steps[name] = run_step(spec, self.root / name, ctx.executor, ctx.commands, ctx.settings.max_attempts,
+                                    ctx.poll_seconds,
+                                    on_change=lambda st: _record(ctx, self.material_id, st, self.root / name, spec))
         return self.steps[name]
 
 
@@ -200,11 +210,12 @@ def phonon(run: Run) -> bool:
 def dielectric_analysis(run: Run) -> bool:
     """ε_ion with the acoustic sum rule, then every property into the database."""
     run.report("analysis")
-    _analyse(run.ctx, run.material_id, run.root, run.steps["scf"], run.result, run.rotation)
+    run.result.kspacing = run.ctx.settings.kspacing
+    _analyse(run.ctx, run.material_id, run.root, run.steps["scf"], run.result, run.rotation, run.k_probes)
     return True
 
 
-DIELECTRIC = Workflow(WORKFLOW, (check_insulator_setup, relax, scf_gap, phonon, dielectric_analysis))
+DIELECTRIC = Workflow(WORKFLOW, (check_insulator_setup, converge_kmesh, relax, scf_gap, phonon, dielectric_analysis))
 
 
 def run_dielectric(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
@@ -250,38 +261,52 @@ def relax_spec(ctx: RunContext, root: Path, structure: Structure, name: str) -> 
                     parse, structure)
 
 
-def scf_spec(ctx: RunContext, root: Path, structure: Structure) -> StepSpec:
-    scratch = root / "scratch"
+def scf_spec(ctx: RunContext, root: Path, structure: Structure, name: str = "scf",
+             scratch: Path | None = None) -> StepSpec:
+    """SCF with fixed occupations and empty bands; `name` is the step and the pw.x prefix ph.x reads."""
+    scratch = scratch or root / "scratch"
 
     def parse(directory: Path, log: str) -> dict:
-        data = read_pw_xml(scratch / "scf.xml")
+        data = read_pw_xml(scratch / f"{name}.xml")
         if not data["scf_converged"]:
             raise TansakuError("SCF did not converge")
         gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"], data["magnetization"])
         return {"structure": data["structure"].as_dict(), "energy_ev": data["energy_ev"], "gap": gap.gap,
-                "symmetry_operations": symmetry_operations(log),
+                "symmetry_operations": symmetry_operations(log), "k_points": irreducible_k_points(log),
                 "direct": gap.direct, "vbm": gap.vbm, "cbm": gap.cbm, "nelec": gap.nelec,
                 "magnetization": data["magnetization"] if data["lsda"] else None}
 
-    return StepSpec("scf", "pw", lambda st, ov: pw_input(st, "scf", ctx.settings, ctx.pseudos, "scf", scratch, ov),
+    return StepSpec(name, "pw", lambda st, ov: pw_input(st, "scf", ctx.settings, ctx.pseudos, name, scratch, ov),
                     parse, structure)
 
 
-def phonon_spec(ctx: RunContext, root: Path) -> StepSpec:
-    scratch = root / "scratch"
+def phonon_spec(ctx: RunContext, root: Path, name: str = "phonon", prefix: str = "scf",
+                scratch: Path | None = None, phonons: bool = True) -> StepSpec:
+    """ph.x at Γ on the SCF called `prefix`: the electric field (ε∞, Born charges) and, with `phonons`, the atomic
+    displacements (force constants). Without them ph.x writes no dynamical matrix: ε∞ and Z* come from its log."""
+    scratch = scratch or root / "scratch"
 
     def parse(directory: Path, log: str) -> dict:
         if "JOB DONE" not in log:
             raise TansakuError("ph.x did not finish")
+        if not phonons:
+            eps, born = read_ph_dielectric(log)
+            return {"eps_electronic": eps.tolist(), "born_charges": born.tolist()}
         dyn = read_dyn_gamma(directory / DYN_FILE)
         if dyn.eps_electronic is None or dyn.born_charges is None:
             raise TansakuError(f"{directory / DYN_FILE}: no dielectric tensor or Born charges")
         return {"dyn_file": DYN_FILE}
 
-    return StepSpec("phonon", "ph", lambda st, ov: ph_input(ctx.settings, "scf", scratch, DYN_FILE, ov), parse)
+    fields_only = {} if phonons else {"inputph": {"trans": False}}
+
+    def write(structure: Structure | None, overrides: dict) -> str:
+        return ph_input(ctx.settings, prefix, scratch, DYN_FILE, merge(fields_only, overrides))
+
+    return StepSpec(name, "ph", write, parse)
 
 
-def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult, rotation: np.ndarray) -> None:
+def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult, rotation: np.ndarray,
+             k_probes: list[dict]) -> None:
     """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database, its
     tensors turned back from the computed (standard) frame into the input structure's Cartesian frame."""
     dyn = read_dyn_gamma(root / "phonon" / DYN_FILE)
@@ -303,7 +328,11 @@ def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult, r
         "frame": "the input structure's Cartesian axes", "rotation_to_computed_frame": rotation.tolist(),
         "frequencies_thz": ionic.frequencies_thz.tolist(), "acoustic_modes": ionic.acoustic.tolist(),
         "imaginary_modes": ionic.imaginary_modes, "asr": "simple",
+        "kspacing": ctx.settings.kspacing, "k_points": scf.outputs.get("k_points"),
+        "symmetry_operations": scf.outputs.get("symmetry_operations"),
     }
+    if k_probes:
+        outputs["k_convergence"] = k_probes
     with ctx.db.session() as session:
         calc = _calculation(session, ctx, material_id, "analysis")
         calc.engine, calc.status, calc.outputs = "tansaku", "done", outputs

@@ -38,6 +38,8 @@ class StepState:
     started: str | None = None  # of the current (last) attempt
     finished: str | None = None
     seconds: float = 0.0  # wall time of all attempts together, killed ones included
+    # CPU time of all attempts: QE's own figure × processes, or wall × processes for an attempt cut off before it
+    cpu_seconds: float = 0.0
     code_version: str | None = None
 
     @classmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from tansaku import TansakuError
-from tansaku.dft.qe.parsers import code_version, detect_errors, qe_error_message
+from tansaku.dft.qe.parsers import code_version, cpu_seconds, detect_errors, qe_error_message
 from tansaku.workflows.executor import CommandJob, Executor, JobState, LocalExecutor, QECommands, wait_for
 from tansaku.workflows.handlers import HANDLERS, handler_name
 from tansaku.workflows.state import StepState, now, seconds_since
@@ -60,7 +60,7 @@ def run_step(
             on_change(state)
 
     if state.status == "running" and state.job_id:
-        state = _reattach(state, executor, directory, spec, poll_seconds, save)
+        state = _reattach(state, executor, directory, spec, poll_seconds, save, commands.mpi_procs)
         if state.status == "done":
             return state
     while True:
@@ -81,12 +81,20 @@ def run_step(
         state.status, state.started, state.error = "running", now(), None
         save()
         status = wait_for(executor, state.job_id, poll_seconds)
-        state.seconds += seconds_since(state.started)
+        _charge(state, directory, seconds_since(state.started), commands.mpi_procs)
         if _finish(state, status, directory, spec, save):
             return state
 
 
-def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState:
+def _charge(state: StepState, directory: Path, wall: float, processes: int) -> None:
+    """Add one attempt's wall and CPU time (the cost model and the cost benchmarks read both)."""
+    state.seconds += wall
+    log = directory / OUTPUT
+    cpu = cpu_seconds(log.read_text(errors="replace")) if log.exists() else None
+    state.cpu_seconds += (cpu if cpu is not None else wall) * max(1, processes)
+
+
+def _reattach(state, executor, directory, spec, poll_seconds, save, processes: int) -> StepState:
     """A controller died while this step ran: wait for a job that still runs, else judge its log."""
     status = None
     if state.executor == executor.name:
@@ -95,8 +103,8 @@ def _reattach(state, executor, directory, spec, poll_seconds, save) -> StepState
         LocalExecutor().reattach(state.job_id, directory, spec.name, poll_seconds)
     # The attempt's last sign of life is its log's last write (its controller was not there to see it end).
     log = directory / OUTPUT
-    state.seconds += seconds_since(state.started, datetime.fromtimestamp(log.stat().st_mtime, UTC)
-                                   if log.exists() else None)
+    _charge(state, directory, seconds_since(state.started, datetime.fromtimestamp(log.stat().st_mtime, UTC)
+                                            if log.exists() else None), processes)
     try:  # a job that left no result and no known error was cut off with its controller: "interrupted"
         _finish(state, status, directory, spec, save, unexplained="interrupted")
     except StepFailed:

@@ -249,3 +249,46 @@ def symmetry_operations(log: str) -> int | None:
     if match:
         return int(match.group(1))
     return 1 if "No symmetry found" in log else None
+
+
+def cpu_seconds(log: str) -> float | None:
+    """CPU seconds of the first MPI process from the timing line a finished pw.x or ph.x prints last
+    ('PWSCF        :   1m46.25s CPU   1m52.60s WALL'; hours as '1h 2m'), or None when the run did not finish."""
+    matches = re.findall(r"^\s*(?:PWSCF|PHONON)\s*:\s*(.+?)CPU", log, re.MULTILINE)
+    if not matches:
+        return None
+    text = matches[-1].replace(" ", "")
+    parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", text)
+    if not parts or not any(parts.groups()):
+        return None
+    days, hours, minutes, seconds = (float(x) if x else 0.0 for x in parts.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def read_ph_dielectric(log: str) -> tuple[np.ndarray, np.ndarray]:
+    """ε∞ (3×3) and the Born charges (atoms × 3 × 3, rows the field direction as in the log) that ph.x prints
+    after its electric-field step, the only record of an `epsil` run without phonons (it writes no fildyn)."""
+    marker = "Dielectric constant in cartesian axis"
+    if marker not in log:
+        raise TansakuError("ph.x printed no dielectric constant")
+    part = log.rsplit(marker, 1)[1]
+    eps = np.array(re.findall(r"\(\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s*\)", part)[:3], dtype=float)
+    charges_part = part.split("Effective charges (d Force / dE) in cartesian axis", 1)
+    if len(charges_part) < 2:
+        raise TansakuError("ph.x printed no Born effective charges")
+    rows = []
+    for line in charges_part[1].splitlines():
+        match = re.match(r"\s*E[xyz]\s+\(\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s*\)", line)
+        if match:
+            rows.append([float(x) for x in match.groups()])
+        elif rows and line.strip() and not line.strip().startswith("atom"):
+            break
+    if eps.shape != (3, 3) or not rows or len(rows) % 3:
+        raise TansakuError("ph.x's dielectric constant or Born charges are cut short")
+    return eps, np.array(rows).reshape(-1, 3, 3)
+
+
+def irreducible_k_points(log: str) -> int | None:
+    """The number of k-points pw.x computes ('number of k points=    29'), after its symmetry reduction."""
+    match = re.search(r"number of k points=\s*(\d+)", log)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,97 @@
+"""Choosing a material's k-mesh by measurement: the coarsest mesh whose ε∞ and gap a denser one no longer changes.
+
+Each probe is an SCF and an electric-field-only ph.x (3 perturbations instead of 3 × atoms + 3), a small part of
+the full workflow's cost; the relaxation, SCF and phonons then run on the chosen mesh.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+
+import numpy as np
+from pymatgen.core import Structure
+
+from tansaku import TansakuError
+from tansaku.dft.ionic import isotropic_born_charge
+from tansaku.dft.settings import kmesh, standard_frame
+from tansaku.store.materials import tensor_average
+
+REFINE = 0.8  # each probe's spacing is this fraction of the last one's
+FINEST = 0.1  # Å⁻¹: no probe is denser than this
+
+
+@dataclass
+class Probe:
+    spacing: float
+    mesh: tuple[int, int, int]
+    k_points: int | None
+    band_gap: float
+    eps_electronic: float
+    born_charge: float
+    cpu_seconds: float
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "mesh": list(self.mesh)}
+
+
+def probe_spacings(structure: Structure, coarsest: float, even: bool = True) -> list[float]:
+    """Spacings from `coarsest` down, 0.8× each time, keeping only the first spacing of each distinct mesh."""
+    spacings, meshes = [], set()
+    spacing = coarsest
+    while spacing >= FINEST - 1e-9:
+        mesh = kmesh(structure, spacing, even)
+        if mesh not in meshes:
+            meshes.add(mesh)
+            spacings.append(round(spacing, 4))
+        spacing *= REFINE
+    return spacings
+
+
+def probe(run, structure: Structure, spacing: float, keep_scratch: bool = False) -> Probe:
+    """SCF and electric-field ph.x at one spacing, as steps of their own (resumable, recorded) in run.root."""
+    from tansaku.workflows.dielectric import phonon_spec, scf_spec  # the workflow imports this module
+
+    ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
+    mesh = kmesh(structure, spacing, ctx.settings.even_kmesh)
+    name = "kmesh-" + "x".join(map(str, mesh))
+    scratch = run.root / "kmesh-scratch"
+    scf = run.step(f"{name}-scf", scf_spec(ctx, run.root, structure, f"{name}-scf", scratch), ctx)
+    ph = run.step(f"{name}-eps", phonon_spec(ctx, run.root, f"{name}-eps", f"{name}-scf", scratch, phonons=False),
+                  ctx)
+    if not keep_scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    born = np.asarray(ph.outputs["born_charges"])
+    return Probe(spacing, mesh, scf.outputs.get("k_points"), scf.outputs["gap"],
+                 tensor_average(np.asarray(ph.outputs["eps_electronic"])), isotropic_born_charge(born),
+                 scf.cpu_seconds + ph.cpu_seconds)
+
+
+def close_enough(coarse: Probe, fine: Probe, tolerance: float, gap_tolerance_ev: float) -> bool:
+    return (abs(coarse.eps_electronic / fine.eps_electronic - 1) < tolerance
+            and abs(coarse.band_gap - fine.band_gap) < gap_tolerance_ev)
+
+
+def converge_kmesh(run) -> bool:
+    """Workflow step: with `k_converge` set, measure the k-mesh this material needs and run the rest with it."""
+    s = run.ctx.settings
+    if s.k_converge is None:
+        return True
+    structure = standard_frame(run.structure)[0] if s.standardize else run.structure
+    probes: list[Probe] = []
+    for spacing in probe_spacings(structure, s.k_coarsest, s.even_kmesh):
+        probes.append(probe(run, structure, spacing))
+        if probes[-1].band_gap < s.metal_gap_ev:
+            chosen = probes[-1]  # no gap on this mesh: the SCF step that follows stops the metal with its gap
+            break
+        if len(probes) > 1 and close_enough(probes[-2], probes[-1], s.k_converge, s.k_converge_gap_ev):
+            chosen = probes[-2]
+            break
+    else:
+        last = probes[-1]
+        raise TansakuError(f"k-mesh not converged to {s.k_converge:.1%} in ε∞ down to {last.spacing} Å⁻¹ "
+                           f"({'x'.join(map(str, last.mesh))}); set kspacing by hand")
+    run.k_probes = [p.as_dict() for p in probes]
+    run.ctx = replace(run.ctx, settings=replace(s, kspacing=chosen.spacing))
+    run.report(f"k-mesh {'x'.join(map(str, chosen.mesh))} (spacing {chosen.spacing} Å⁻¹)")
+    return True
