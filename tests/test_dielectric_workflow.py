@@ -15,6 +15,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
 
+from tansaku.active.cost import cpu_hours_by_material
 from tansaku.dft.ionic import isotropic_born_charge
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.parsers import last_geometry
@@ -90,8 +91,13 @@ def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
         assert scf.code_version.startswith("PWSCF")
         analysis = session.scalar(select(Calculation).where(Calculation.step == "analysis")).outputs
         assert analysis["symmetry_operations"] == 48 and analysis["k_points"] == 8 and analysis["kspacing"] == 0.7
+        cpu = dict(session.execute(select(Calculation.step, Calculation.cpu_seconds)).all())
     scf_state = json.loads((tmp_path / "runs" / f"{material_id}-MgO" / "scf" / "state.json").read_text())
     assert 0 < scf_state["cpu_seconds"] < 2 * 2 * scf_state["seconds"] + 1  # QE's CPU figure × 2 processes
+    assert cpu["scf"] == scf_state["cpu_seconds"] and cpu["phonon"] > cpu["scf"] and cpu["analysis"] is None
+    # the cost model learns from QE's CPU times, not from wall clocks
+    assert cpu_hours_by_material(ctx.db, "test", 2)[material_id] == pytest.approx(
+        (cpu["relax"] + cpu["scf"] + cpu["phonon"]) / 3600)
     started = time.perf_counter()
     again = run_dielectric(ctx, material_id)
     assert time.perf_counter() - started < 5  # every step is read back from its state file

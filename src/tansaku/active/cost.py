@@ -2,7 +2,8 @@
 
 size = k-points × plane waves × bands² × atoms: plane-wave DFT scales with k-points × plane waves × bands²
 (plane waves ∝ volume × ecutwfc^1.5, bands ∝ electrons), and DFPT repeats that for 3 × atoms
-perturbations. CPU hours = c × size^b; with fewer than four finished runs b = 1 and c is the median ratio of
+perturbations. The k-points are the irreducible ones of the Γ-centred mesh in the cell pw.x computes (spglib,
+time reversal included): a cubic cell of 48 operations costs a sixth of a triclinic one of the same mesh. CPU hours = c × size^b; with fewer than four finished runs b = 1 and c is the median ratio of
 CPU hours to size; with four or more, c and b come from a least-squares fit in log space (b kept in [0.5, 2]).
 Before any run finishes, c is a prior measured on this project's CI-like machine (rock-salt SrS and BaS, 'test'
 preset).
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import spglib
 from pymatgen.core import Structure
 from sqlalchemy import select
 
@@ -23,18 +25,28 @@ from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
 from tansaku.store.database import Database
 from tansaku.store.tables import Calculation, Material
 
-PRIOR_HOURS_PER_SIZE = 3.0e-11  # SrS and BaS, test preset, 2 MPI processes, this project's CI machine
+PRIOR_HOURS_PER_SIZE = 2.4e-10  # SrS and BaS, test preset, 2 MPI processes, CI machine (3e-11 per full-mesh point × 8)
 
 
 def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily) -> float:
     """The size of the cell the workflow will actually compute (its standard primitive cell by default)."""
     if settings.standardize:
         structure = standard_cell(structure)
-    nk = float(np.prod(kmesh(structure, settings.kspacing, settings.even_kmesh)))
+    nk = float(irreducible_k_points(structure, kmesh(structure, settings.kspacing, settings.even_kmesh)))
     ecut = ecutwfc_for(structure, settings, pseudos)
     plane_waves = structure.volume * ecut**1.5
     bands = number_of_electrons(structure, pseudos) / 2 + settings.extra_bands
     return nk * plane_waves * bands**2 * len(structure)
+
+
+def irreducible_k_points(structure: Structure, mesh: tuple[int, int, int]) -> int:
+    """Irreducible points of a Γ-centred mesh (the full mesh when spglib finds no symmetry)."""
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    try:
+        mapping, _ = spglib.get_ir_reciprocal_mesh(mesh, cell, is_shift=[0, 0, 0], symprec=1e-3)
+    except Exception:  # noqa: BLE001 - spglib gives up on some cells
+        return int(np.prod(mesh))
+    return len(np.unique(mapping))
 
 
 @dataclass
@@ -60,19 +72,22 @@ class CostModel:
 
 def cpu_hours_by_material(db: Database, preset: str, mpi_procs: int, material_ids: list[int] | None = None,
                           finished_only: bool = False) -> dict[int, float]:
-    """Wall time of each material's dielectric-workflow steps with this preset × MPI processes per run."""
-    query = select(Calculation.material_id, Calculation.started_at, Calculation.finished_at).where(
-        Calculation.workflow == "dielectric", Calculation.preset == preset)
+    """CPU hours of each material's dielectric-workflow steps with this preset: QE's own CPU time of every attempt
+    and process where recorded (schema 4 on), else wall time × MPI processes per run."""
+    query = select(Calculation.material_id, Calculation.cpu_seconds, Calculation.started_at,
+                   Calculation.finished_at).where(Calculation.workflow == "dielectric", Calculation.preset == preset)
     if material_ids is not None:
         query = query.where(Calculation.material_id.in_(material_ids))
     if finished_only:
         query = query.where(Calculation.status == "done")
     seconds: dict[int, float] = {}
     with db.session() as session:
-        for material_id, start, end in session.execute(query):
-            if start and end:
-                seconds[material_id] = seconds.get(material_id, 0.0) + (end - start).total_seconds()
-    return {material_id: s * mpi_procs / 3600.0 for material_id, s in seconds.items()}
+        for material_id, cpu, start, end in session.execute(query):
+            if cpu:
+                seconds[material_id] = seconds.get(material_id, 0.0) + cpu
+            elif start and end:
+                seconds[material_id] = seconds.get(material_id, 0.0) + (end - start).total_seconds() * mpi_procs
+    return {material_id: s / 3600.0 for material_id, s in seconds.items()}
 
 
 class CostEstimator:

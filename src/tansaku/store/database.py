@@ -136,16 +136,22 @@ def _check_version(engine: Engine, url: str) -> None:
         )
 
 
-UPGRADABLE = ("1", "2")  # versions upgraded in place
+UPGRADABLE = ("1", "2", "3")  # versions upgraded in place
 
 
 def _upgrade(engine: Engine) -> None:
     """Bring an older database to this schema: version 1 → 2 added the campaign tables; 2 → 3 recomputes the
     scalar of computed `born_charges` (it was the mean |Tr Z*|, three times the imported values' |Tr Z*|/3) from
-    the tensors stored beside it. Idempotent: the value is recomputed from the tensor, not scaled."""
+    the tensors stored beside it; 3 → 4 added calculations.cpu_seconds (empty for older runs: the cost model then
+    uses their wall time). Idempotent: the value is recomputed from the tensor, not scaled."""
+    from sqlalchemy import inspect, text
+
     from tansaku.dft.ionic import isotropic_born_charge
 
     Base.metadata.create_all(engine)
+    if "cpu_seconds" not in {c["name"] for c in inspect(engine).get_columns("calculations")}:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE calculations ADD COLUMN cpu_seconds FLOAT"))
     with Session(engine) as session, session.begin():
         for prop in session.scalars(select(Property).where(Property.name == "born_charges",
                                                            Property.method.startswith("dft:"),

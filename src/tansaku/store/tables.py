@@ -20,7 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 3  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones
+SCHEMA_VERSION = 4  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones;
+# 4 added calculations.cpu_seconds
 
 
 def utcnow() -> datetime:
@@ -108,6 +109,7 @@ class Calculation(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     code_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # every attempt, every process
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -377,6 +377,7 @@ def _record(ctx: RunContext, material_id: int, state: StepState, directory: Path
         calc.job_id = state.job_id
         calc.work_dir = str(directory)
         calc.code_version = state.code_version
+        calc.cpu_seconds = state.cpu_seconds or None
         calc.outputs = state.outputs
         structure = Structure.from_dict(state.structure) if state.structure else None
         calc.inputs = {
