@@ -4,9 +4,9 @@ size = k-points × plane waves × bands² × atoms: plane-wave DFT scales with k
 (plane waves ∝ volume × ecutwfc^1.5, bands ∝ electrons), and DFPT repeats that for 3 × atoms
 perturbations. The k-points are the irreducible ones of the Γ-centred mesh in the cell pw.x computes (spglib,
 time reversal included), so a symmetric cell is charged for the points pw.x really computes.
-CPU hours = c × size^b; with fewer than four finished runs b = 1 and c is the median ratio of CPU hours to size; with four or more, c and b come from a least-squares fit in log space (b kept in [0.5, 2]).
-Before any run finishes, c is a prior measured on this project's CI-like machine (rock-salt SrS and BaS, 'test'
-preset).
+CPU hours = c × size^b; with fewer than four finished runs b = 1 and c is the median ratio of CPU hours to size;
+with four or more, c and b come from a least-squares fit in log space (b kept in [0.5, 2]). Before any run
+finishes, c is a prior measured on this project's CI-like machine (rock-salt SrS and BaS, 'test' preset).
 """
 
 from __future__ import annotations
