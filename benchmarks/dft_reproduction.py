@@ -10,6 +10,10 @@ An override that touches one element need not recompute the others: `--ids mp-21
 benchmarks/results/dft_reproduction.json` computes ZnO and takes the other oxides from the plain run, after
 checking that the settings they run with (the U restricted to their elements) are the same; such rows are marked.
 Targets (issue 4): MAPE of ε∞ ≤ 3 %, of ε_ion ≤ 10 % (materials with imaginary Γ modes left out of ε_ion).
+Cost (issue 34): `--before benchmarks/results/dft_reproduction_before.json` compares with the run before the cost
+work, material by material: processor time (wall × MPI processes, the one measure both runs have), k-points,
+symmetry operations pw.x found against spglib's, ε∞ and ε_ion; and checks the cost model's leave-one-out estimate
+of every material's CPU hours.
 """
 
 from __future__ import annotations
@@ -32,19 +36,32 @@ from tansaku.store import Material, open_database  # noqa: E402
 from tansaku.workflows.dielectric import RunContext, material_dir, run_dielectric  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
 
-DEFAULT_IDS = ["mp-1265", "mp-2605", "mp-2472", "mp-1960", "mp-1342", "mp-2542", "mp-2133", "mp-5020"]
+DEFAULT_IDS = ["mp-1265", "mp-2605", "mp-2472", "mp-1960", "mp-1342", "mp-2542", "mp-2133", "mp-5020",
+               # non-cubic, 4-10 atoms: α-NaFeO2-type NaScO2, delafossite CuAlO2, rutile SnO2, corundum Al2O3
+               "mp-7914", "mp-3748", "mp-856", "mp-1143"]
 
 
-def step_times(root: Path) -> dict[str, float]:
-    """Wall seconds per finished step, every attempt counted (a killed and resumed step included)."""
+def step_times(root: Path, key: str = "seconds") -> dict[str, float]:
+    """Wall seconds (or with key="cpu_seconds" QE's CPU seconds × processes) per finished step, every attempt
+    counted (a killed and resumed step included)."""
     times = {}
     for state_file in sorted(root.glob("*/state.json")):
         state = json.loads(state_file.read_text())
         if state.get("started") and state.get("finished"):
+            if key != "seconds":
+                times[state["step"]] = state.get(key, 0.0)
+                continue
             start = datetime.fromisoformat(state["started"])
             last_attempt = (datetime.fromisoformat(state["finished"]) - start).total_seconds()
             times[state["step"]] = max(state.get("seconds", 0.0), last_attempt)  # older state files: last only
     return times
+
+
+def spglib_operations(structure) -> int:
+    """Operations of the cell's space group that map its primitive cell onto itself (what pw.x can find)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    return len(SpacegroupAnalyzer(structure, symprec=1e-3).get_symmetry_operations())
 
 
 def main() -> None:
@@ -60,6 +77,9 @@ def main() -> None:
                         help="An earlier run's results: its materials not in --ids are taken from it, provided the "
                              "settings they run with are this run's (checked per material, U restricted to its "
                              "elements); the table marks them.")
+    parser.add_argument("--before", type=Path, metavar="RESULTS.json",
+                        help="The results of the same benchmark before a change: adds the cost and accuracy "
+                             "comparison, material by material.")
     parser.add_argument("--note", dest="notes", action="append", default=[], metavar="TEXT",
                         help="A line for the Notes of the results (what the table cannot show, such as wall times "
                              "that include a pause or a shared machine); repeatable.")
@@ -98,9 +118,36 @@ def main() -> None:
             "eps_ionic": result.eps_ionic, "eps_ionic_db": reference["dielectric"]["epsilon_ionic_avg"],
             "band_gap": result.band_gap, "band_gap_db": reference["band_gap"],
             "imaginary_modes": result.imaginary_modes, "volume_change": volume_change,
-            "step_seconds": step_times(root), "seconds_this_invocation": time.perf_counter() - start,
+            "step_seconds": step_times(root), "step_cpu_seconds": step_times(root, "cpu_seconds"),
+            "seconds_this_invocation": time.perf_counter() - start, "kspacing": result.kspacing,
+            **scf_facts(root, result.kspacing or ctx.settings.kspacing, ctx.settings.even_kmesh),
+            "cost_size": _size(ctx, reference),
         })
         report(rows + reused, args)
+
+
+def scf_facts(root: Path, spacing: float, even: bool) -> dict:
+    """k-mesh, irreducible k-points and symmetry operations of the SCF, with spglib's count for the same cell."""
+    from pymatgen.core import Structure
+
+    from tansaku.dft.settings import kmesh
+
+    state = root / "scf" / "state.json"
+    outputs = json.loads(state.read_text()).get("outputs") if state.exists() else None
+    if not outputs:
+        return {}
+    structure = Structure.from_dict(outputs["structure"])
+    return {"kmesh": list(kmesh(structure, spacing, even)), "k_points": outputs.get("k_points"),
+            "symmetry_operations": outputs.get("symmetry_operations"),
+            "spglib_operations": spglib_operations(structure)}
+
+
+def _size(ctx, reference: dict) -> float:
+    from pymatgen.core import Structure
+
+    from tansaku.active.cost import cost_size
+
+    return cost_size(Structure.from_dict(reference["structure"]), ctx.settings, ctx.pseudos)
 
 
 def reused_rows(path: Path, settings, computed_ids: list[str]) -> list[dict]:
@@ -155,6 +202,13 @@ def report(rows: list[dict], args) -> None:
         )
     lines += ["", f"MAPE ε∞: **{f(mape_e, '.1f')} %** (target ≤ 3 %) over {len(e_err)} materials; "
               f"MAPE ε_ion: **{f(mape_i, '.1f')} %** (target ≤ 10 %) over {len(i_err)} materials without imaginary modes."]
+    comparison: dict = {}
+    if args.before:
+        comparison = compare(rows, json.loads(args.before.read_text()), args.mpi_procs)
+        lines += ["", *comparison.pop("lines")]
+    cost = cost_model_check(done)
+    if cost:
+        lines += ["", *cost.pop("lines")]
     sources = sorted({r["reused_from"] for r in rows if r.get("reused_from")})
     if sources:
         lines += ["", f"† taken from {', '.join(sources)} (`--reuse`): the settings these materials run with are the "
@@ -165,8 +219,106 @@ def report(rows: list[dict], args) -> None:
     name = "dft_reproduction" + (f"_{args.preset}" if args.preset != "standard" else "")
     name += "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
     write_results(name,
-                  {"preset": args.preset, "overrides": args.overrides, "notes": args.notes, "materials": rows, "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i},
+                  {"preset": args.preset, "overrides": args.overrides, "notes": args.notes, "materials": rows,
+                   "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i, "before": comparison,
+                   "cost_model": cost},
                   "\n".join(lines))
+
+
+def compare(rows: list[dict], before: dict, procs: int) -> dict:
+    """Before against now on the materials both runs finished: processor time (wall × processes, the one measure
+    the older run has), k-points, symmetry and accuracy against the database."""
+    then = {r["mp_id"]: r for r in before["materials"] if r["status"] == "done"}
+    both = [(then[r["mp_id"]], r) for r in rows if r["status"] == "done" and r["mp_id"] in then]
+    if not both:
+        return {"lines": []}
+    before_procs = _procs(before["machine"]["command"])
+    for old, _ in both:
+        old.setdefault("k_points", _k_points_then(old["mp_id"], before))
+
+    def hours(row, p):
+        return sum(row["step_seconds"].values()) * p / 3600
+
+    def mape(pairs, key, skip_imaginary=False):
+        errors = [abs(r[key] / r[f"{key}_db"] - 1) * 100 for r in pairs
+                  if r[key] is not None and not (skip_imaginary and r["imaginary_modes"])]
+        return sum(errors) / len(errors) if errors else None
+
+    lines = [f"## Before and after (before: `{before['machine']['command']}` at {before['machine']['commit']})", "",
+             "| oxide | processor hours before → after | ratio | k-points before → after | symmetry pw.x / spglib "
+             "| ε∞ before → after / DB | ε_ion before → after / DB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for old, new in both:
+        h0, h1 = hours(old, before_procs), hours(new, procs)
+        lines.append(f"| {new['formula']} ({new['mp_id']}) | {h0:.2f} → {h1:.2f} | {h1 / h0:.2f} | "
+                     f"{old.get('k_points') or '–'} → {new.get('k_points') or '–'} | "
+                     f"{new.get('symmetry_operations')} / {new.get('spglib_operations')} | "
+                     f"{old['eps_electronic']:.2f} → {new['eps_electronic']:.2f} / {new['eps_electronic_db']:.2f} | "
+                     f"{old['eps_ionic']:.2f} → {new['eps_ionic']:.2f} / {new['eps_ionic_db']:.2f} |")
+    total0 = sum(hours(o, before_procs) for o, _ in both)
+    total1 = sum(hours(n, procs) for _, n in both)
+    olds, news = [o for o, _ in both], [n for _, n in both]
+    out = {"materials": [n["mp_id"] for n in news], "processor_hours_before": total0, "processor_hours_after": total1,
+           "ratio": total1 / total0,
+           "mape_eps_electronic": [mape(olds, "eps_electronic"), mape(news, "eps_electronic")],
+           "mape_eps_ionic": [mape(olds, "eps_ionic", True), mape(news, "eps_ionic", True)],
+           "symmetry_complete": all(n.get("symmetry_operations") == n.get("spglib_operations") for n in rows
+                                    if n["status"] == "done")}
+    f = (lambda x: "–" if x is None else f"{x:.1f}")  # noqa: E731
+    lines += ["", f"Total over the {len(both)} materials both runs finished: **{total0:.2f} → {total1:.2f} processor "
+              f"hours ({out['ratio']:.2f}×)** (target ≤ 0.4×). MAPE ε∞ {f(out['mape_eps_electronic'][0])} → "
+              f"{f(out['mape_eps_electronic'][1])} %, ε_ion {f(out['mape_eps_ionic'][0])} → "
+              f"{f(out['mape_eps_ionic'][1])} % (target: within 0.5 points of before, or better). Every finished "
+              f"material's symmetry count equals spglib's: **{out['symmetry_complete']}**."]
+    out["lines"] = lines
+    return out
+
+
+def _k_points_then(mp_id: str, before: dict) -> int:
+    """Irreducible k-points of a run that did not record them: spglib's count for its mesh on the database cell
+    (pw.x found every operation in these cells then too: benchmarks/results/dft_symmetry.md)."""
+    from pymatgen.core import Structure
+
+    from tansaku.active.cost import irreducible_k_points
+    from tansaku.dft.settings import kmesh, standard_cell
+
+    settings = preset(before["preset"], parse_overrides(before.get("overrides", [])))
+    structure = standard_cell(Structure.from_dict(json.loads(
+        (SHARED / "datasets" / "oxi_diel_db" / "data" / f"{mp_id}.json").read_text())["structure"]))
+    return irreducible_k_points(structure, kmesh(structure, settings.kspacing, settings.even_kmesh))
+
+
+def _procs(command: str) -> int:
+    match = re.search(r"--mpi-procs[ =](\d+)", command)
+    return int(match.group(1)) if match else 2
+
+
+def cost_model_check(done: list[dict]) -> dict:
+    """The cost model's estimate of each material's CPU hours when calibrated on all the others (leave one out)."""
+    from tansaku.active.cost import CostModel
+
+    rows = [r for r in done if r.get("cost_size") and sum(r.get("step_cpu_seconds", {}).values())]
+    if len(rows) < 3:
+        return {}
+    hours = {r["mp_id"]: sum(r["step_cpu_seconds"].values()) / 3600 for r in rows}
+    estimates = {}
+    for r in rows:
+        others = [o for o in rows if o is not r]
+        model = CostModel.calibrate([o["cost_size"] for o in others], [hours[o["mp_id"]] for o in others])
+        estimates[r["mp_id"]] = float(model.hours(r["cost_size"]))
+    errors = {k: estimates[k] / hours[k] - 1 for k in hours}
+    total_error = sum(estimates.values()) / sum(hours.values()) - 1
+    lines = ["## Cost model (leave one out: calibrated on the other materials' QE CPU hours)", "",
+             "| oxide | CPU hours measured | estimated | error |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['formula']} ({r['mp_id']}) | {hours[r['mp_id']]:.3f} | {estimates[r['mp_id']]:.3f} | "
+              f"{errors[r['mp_id']]:+.0%} |" for r in rows]
+    median = float(sorted(abs(e) for e in errors.values())[len(errors) // 2])
+    within = sum(abs(e) <= 0.3 for e in errors.values())
+    lines += ["", f"Total: estimated {sum(estimates.values()):.2f} vs measured {sum(hours.values()):.2f} CPU hours "
+              f"({total_error:+.0%}); per material, median |error| {median:.0%}, {within} of {len(errors)} within "
+              "30 % (target: within 30 %)."]
+    return {"estimates": estimates, "measured": hours, "total_error": total_error, "median_abs_error": median,
+            "within_30_percent": within, "lines": lines}
 
 
 if __name__ == "__main__":
