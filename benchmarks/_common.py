@@ -15,14 +15,28 @@ SHARED = Path(os.environ.get("TANSAKU_SHARED", REPO.parent / "shared"))
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def _commit() -> str:
+    """The commit checked out, with '+changes' when tracked files differ from it (the code that ran is not it)."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no")
+                                                  else "")
+
+
+# Read when the benchmark starts: a run of hours must name the code it started with, not a commit made meanwhile.
+STARTED_AT_COMMIT = _commit()
+STARTED = datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def machine() -> dict:
     return {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=REPO).stdout.strip(),
+        "started": STARTED,
+        "commit": STARTED_AT_COMMIT,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
 

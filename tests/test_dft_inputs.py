@@ -109,6 +109,10 @@ def test_pw_and_ph_inputs_carry_settings_and_overrides(tmp_path):
     assert "mixing_beta = 0.3" in text and "occupations = 'fixed'" in text
     assert "nbnd = 16" in text  # 16 valence electrons → 8 occupied + 8 empty bands
     assert "Mg 24.305000 Mg-sp.upf" in text
+    # the SCF before DFPT is converged tightly, each relaxation step 100x less (2 atoms)
+    assert "conv_thr = 2e-12" in text
+    relax = pw_input(standard_cell(rocksalt()), "vc-relax", settings, family, "relax", tmp_path)
+    assert "conv_thr = 2e-10" in relax and "occupations = 'smearing'" in relax
     ph = ph_input(settings, "scf", tmp_path, "gamma.dyn", {"inputph": {"search_sym": False}})
     assert "epsil = .true." in ph and "search_sym = .false." in ph and ph.endswith("0.0 0.0 0.0\n")
 

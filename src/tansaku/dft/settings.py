@@ -21,15 +21,18 @@ class DielectricSettings:
     ecutwfc: float | None = None  # None: the pseudopotential family's hint, else ecutwfc_default
     ecutwfc_default: float = 80.0
     ecutrho_factor: float = 4.0  # norm-conserving: 4 × ecutwfc
-    kspacing: float = 0.25  # Å⁻¹ (2π included), Γ-centred, rounded up to even numbers
-    even_kmesh: bool = True
+    # Å⁻¹ (2π included), Γ-centred. 0.35 with any whole number: ε∞ within 1 % of 0.25 Å⁻¹ meshes at about 0.4 of
+    # their k-points (benchmarks/results/dft_kpoints.md, dft_reproduction.md); 0.25 with even numbers until issue 34.
+    kspacing: float = 0.35
+    even_kmesh: bool = False
     # Automatic k-mesh: refine from the coarsest mesh until ε∞ changes by less than this fraction and the gap by
     # less than k_converge_gap_ev between two meshes (cheap SCF + electric-field-only ph.x probes), then run with
     # the coarser of the two. None: use kspacing as given.
     k_converge: float | None = None
     k_converge_gap_ev: float = 0.05
     k_coarsest: float = 0.6  # Å⁻¹, the first probe's spacing; each next one is 0.8× the last, down to 0.1
-    conv_thr_per_atom: float = 1e-12
+    conv_thr_per_atom: float = 1e-12  # the SCF that ph.x starts from: DFPT wants a tight ground state
+    relax_conv_thr_per_atom: float = 1e-10  # each relaxation step: forces and stress need far less
     relax: bool = True
     relax_cell: bool = True  # vc-relax; False relaxes positions only (cheap cutoffs give huge Pulay stress)
     forc_conv_thr: float = 1e-4  # Ry/bohr

@@ -71,12 +71,14 @@ def pw_input(
     spin = spin_setup(structure, settings.spin)
     if spin is not None:
         system.update(spin_namelist(species, spin))
+    relaxing = calculation in ("vc-relax", "relax")
+    conv_thr = settings.relax_conv_thr_per_atom if relaxing else settings.conv_thr_per_atom
     electrons = {
-        "conv_thr": settings.conv_thr_per_atom * len(structure), "mixing_beta": settings.mixing_beta,
+        "conv_thr": conv_thr * len(structure), "mixing_beta": settings.mixing_beta,
         "electron_maxstep": settings.electron_maxstep,
     }
     namelists: Namelists = {"control": control, "system": system, "electrons": electrons}
-    if calculation in ("vc-relax", "relax"):
+    if relaxing:
         control.update(forc_conv_thr=settings.forc_conv_thr, nstep=settings.relax_nstep, etot_conv_thr=1e-6)
         system.update(occupations="smearing", smearing="gaussian", degauss=0.005)
         namelists["ions"] = {"ion_dynamics": "bfgs"}
