@@ -18,7 +18,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
-from tansaku.active.cost import CostEstimator, CostModel
+from tansaku.active.cost import CostEstimator, CostModel, irreducible_k_points
 from tansaku.active.oracles import DatasetOracle, DFTOracle
 from tansaku.download import sha256_of
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
@@ -211,6 +211,18 @@ def test_cost_model_calibration():
     sizes = [1e8, 1e9, 1e10, 1e11]
     fit = CostModel.calibrate(sizes, [3e-12 * s**1.2 for s in sizes])
     assert fit.exponent == pytest.approx(1.2) and fit.hours(1e12) == pytest.approx(3e-12 * 1e12**1.2)
+
+
+def test_cost_size_counts_the_irreducible_k_points_pw_computes():
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    primitive = rocksalt.get_primitive_structure()
+    # pw.x reports 8 k-points for MgO's 4x4x4 mesh and 29 for 8x8x8 (48 operations, time reversal)
+    assert irreducible_k_points(primitive, (4, 4, 4)) == 8 and irreducible_k_points(primitive, (8, 8, 8)) == 29
+    distorted = primitive.copy()
+    distorted.translate_sites([1], [0.03, 0.01, 0.0])  # no operation left but the identity
+    # time reversal alone: k and -k pair up, except the 8 points that are their own partner
+    assert irreducible_k_points(distorted, (4, 4, 4)) == (64 - 8) // 2 + 8
+    assert irreducible_k_points(primitive, (1, 1, 1)) == 1
 
 
 # ---- with Quantum ESPRESSO -------------------------------------------------------------------------------
