@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--before", type=Path, metavar="RESULTS.json",
                         help="The results of the same benchmark before a change: adds the cost and accuracy "
                              "comparison, material by material.")
+    parser.add_argument("--before-work", type=Path, metavar="DIR",
+                        help="The --work directory of the --before run: k-points and symmetry operations of runs "
+                             "that did not record them are read from their SCF logs there.")
     parser.add_argument("--note", dest="notes", action="append", default=[], metavar="TEXT",
                         help="A line for the Notes of the results (what the table cannot show, such as wall times "
                              "that include a pause or a shared machine); repeatable.")
@@ -204,7 +207,7 @@ def report(rows: list[dict], args) -> None:
               f"MAPE ε_ion: **{f(mape_i, '.1f')} %** (target ≤ 10 %) over {len(i_err)} materials without imaginary modes."]
     comparison: dict = {}
     if args.before:
-        comparison = compare(rows, json.loads(args.before.read_text()), args.mpi_procs)
+        comparison = compare(rows, json.loads(args.before.read_text()), args.mpi_procs, args.before_work)
         lines += ["", *comparison.pop("lines")]
     cost = cost_model_check(done)
     if cost:
@@ -225,7 +228,7 @@ def report(rows: list[dict], args) -> None:
                   "\n".join(lines))
 
 
-def compare(rows: list[dict], before: dict, procs: int) -> dict:
+def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None = None) -> dict:
     """Before against now on the materials both runs finished: processor time (wall × processes, the one measure
     the older run has), k-points, symmetry and accuracy against the database."""
     then = {r["mp_id"]: r for r in before["materials"] if r["status"] == "done"}
@@ -234,6 +237,7 @@ def compare(rows: list[dict], before: dict, procs: int) -> dict:
         return {"lines": []}
     before_procs = _procs(before["machine"]["command"])
     for old, _ in both:
+        old.update({k: v for k, v in _logged_then(before_work, old["formula"]).items() if old.get(k) is None})
         old.setdefault("k_points", _k_points_then(old["mp_id"], before))
 
     def hours(row, p):
@@ -245,14 +249,15 @@ def compare(rows: list[dict], before: dict, procs: int) -> dict:
         return sum(errors) / len(errors) if errors else None
 
     lines = [f"## Before and after (before: `{before['machine']['command']}` at {before['machine']['commit']})", "",
-             "| oxide | processor hours before → after | ratio | k-points before → after | symmetry pw.x / spglib "
-             "| ε∞ before → after / DB | ε_ion before → after / DB |",
+             "| oxide | processor hours before → after | ratio | k-points before → after | symmetry pw.x before → "
+             "after / spglib | ε∞ before → after / DB | ε_ion before → after / DB |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for old, new in both:
         h0, h1 = hours(old, before_procs), hours(new, procs)
         lines.append(f"| {new['formula']} ({new['mp_id']}) | {h0:.2f} → {h1:.2f} | {h1 / h0:.2f} | "
                      f"{old.get('k_points') or '–'} → {new.get('k_points') or '–'} | "
-                     f"{new.get('symmetry_operations')} / {new.get('spglib_operations')} | "
+                     f"{old.get('symmetry_operations') or '–'} → {new.get('symmetry_operations')} / "
+                     f"{new.get('spglib_operations')} | "
                      f"{old['eps_electronic']:.2f} → {new['eps_electronic']:.2f} / {new['eps_electronic_db']:.2f} | "
                      f"{old['eps_ionic']:.2f} → {new['eps_ionic']:.2f} / {new['eps_ionic_db']:.2f} |")
     total0 = sum(hours(o, before_procs) for o, _ in both)
@@ -272,6 +277,17 @@ def compare(rows: list[dict], before: dict, procs: int) -> dict:
               f"material's symmetry count equals spglib's: **{out['symmetry_complete']}**."]
     out["lines"] = lines
     return out
+
+
+def _logged_then(work: Path | None, formula: str) -> dict:
+    """k-points and symmetry operations from the SCF log an older run left in its work directory."""
+    from tansaku.dft.qe.parsers import irreducible_k_points, symmetry_operations
+
+    logs = sorted(work.glob(f"runs/*-{formula}/scf/output.out")) if work else []
+    if len(logs) != 1:
+        return {}
+    log = logs[0].read_text(errors="replace")
+    return {"k_points": irreducible_k_points(log), "symmetry_operations": symmetry_operations(log)}
 
 
 def _k_points_then(mp_id: str, before: dict) -> int:

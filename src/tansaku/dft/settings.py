@@ -21,10 +21,11 @@ class DielectricSettings:
     ecutwfc: float | None = None  # None: the pseudopotential family's hint, else ecutwfc_default
     ecutwfc_default: float = 80.0
     ecutrho_factor: float = 4.0  # norm-conserving: 4 × ecutwfc
-    # Å⁻¹ (2π included), Γ-centred. 0.35 with any whole number: ε∞ within 1 % of 0.25 Å⁻¹ meshes at about 0.4 of
-    # their k-points (benchmarks/results/dft_kpoints.md, dft_reproduction.md); 0.25 with even numbers until issue 34.
-    kspacing: float = 0.35
-    even_kmesh: bool = False
+    # Å⁻¹ (2π included), Γ-centred. 0.4: ε∞ as on 0.25 Å⁻¹ meshes at about a third of their k-points
+    # (benchmarks/results/dft_kpoints.md, dft_reproduction.md). Even numbers put the zone-boundary points (X, L)
+    # on the mesh: on odd meshes the rock salts' indirect gaps came out 0.1-0.17 eV too wide.
+    kspacing: float = 0.4
+    even_kmesh: bool = True
     # Automatic k-mesh: refine from the coarsest mesh until ε∞ changes by less than this fraction and the gap by
     # less than k_converge_gap_ev between two meshes (cheap SCF + electric-field-only ph.x probes), then run with
     # the coarser of the two. None: use kspacing as given.
