@@ -237,11 +237,14 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
         return {"lines": []}
     before_procs = _procs(before["machine"]["command"])
     for old, _ in both:
-        old.update({k: v for k, v in _logged_then(before_work, old["formula"]).items() if old.get(k) is None})
-        old.setdefault("k_points", _k_points_then(old["mp_id"], before))
+        old.update({k: v for k, v in _logged_then(before_work, old["formula"], before_procs).items()
+                    if not old.get(k)})
 
     def hours(row, p):
         return sum(row["step_seconds"].values()) * p / 3600
+
+    def cpu_hours(row):
+        return sum(row.get("step_cpu_seconds", {}).values()) / 3600 or None
 
     def mape(pairs, key, skip_imaginary=False):
         errors = [abs(r[key] / r[f"{key}_db"] - 1) * 100 for r in pairs
@@ -249,12 +252,14 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
         return sum(errors) / len(errors) if errors else None
 
     lines = [f"## Before and after (before: `{before['machine']['command']}` at {before['machine']['commit']})", "",
-             "| oxide | processor hours before → after | ratio | k-points before → after | symmetry pw.x before → "
-             "after / spglib | ε∞ before → after / DB | ε_ion before → after / DB |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| oxide | CPU hours before → after | ratio | wall × processes (h) before → after | k-points before → "
+             "after | symmetry pw.x before → after / spglib | ε∞ before → after / DB | ε_ion before → after / DB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for old, new in both:
         h0, h1 = hours(old, before_procs), hours(new, procs)
-        lines.append(f"| {new['formula']} ({new['mp_id']}) | {h0:.2f} → {h1:.2f} | {h1 / h0:.2f} | "
+        c0, c1 = cpu_hours(old), cpu_hours(new)
+        cpu = f"{c0:.3f} → {c1:.3f} | {c1 / c0:.2f}" if c0 and c1 else "– | –"
+        lines.append(f"| {new['formula']} ({new['mp_id']}) | {cpu} | {h0:.2f} → {h1:.2f} | "
                      f"{old.get('k_points') or '–'} → {new.get('k_points') or '–'} | "
                      f"{old.get('symmetry_operations') or '–'} → {new.get('symmetry_operations')} / "
                      f"{new.get('spglib_operations')} | "
@@ -263,15 +268,23 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
     total0 = sum(hours(o, before_procs) for o, _ in both)
     total1 = sum(hours(n, procs) for _, n in both)
     olds, news = [o for o, _ in both], [n for _, n in both]
+    with_cpu = [(o, n) for o, n in both if cpu_hours(o) and cpu_hours(n)]
+    cpu0 = sum(cpu_hours(o) for o, _ in with_cpu)
+    cpu1 = sum(cpu_hours(n) for _, n in with_cpu)
     out = {"materials": [n["mp_id"] for n in news], "processor_hours_before": total0, "processor_hours_after": total1,
-           "ratio": total1 / total0,
+           "wall_ratio": total1 / total0, "cpu_hours_before": cpu0, "cpu_hours_after": cpu1,
+           "ratio": cpu1 / cpu0 if cpu0 else None, "cpu_materials": [n["mp_id"] for _, n in with_cpu],
            "mape_eps_electronic": [mape(olds, "eps_electronic"), mape(news, "eps_electronic")],
            "mape_eps_ionic": [mape(olds, "eps_ionic", True), mape(news, "eps_ionic", True)],
            "symmetry_complete": all(n.get("symmetry_operations") == n.get("spglib_operations") for n in rows
                                     if n["status"] == "done")}
     f = (lambda x: "–" if x is None else f"{x:.1f}")  # noqa: E731
-    lines += ["", f"Total over the {len(both)} materials both runs finished: **{total0:.2f} → {total1:.2f} processor "
-              f"hours ({out['ratio']:.2f}×)** (target ≤ 0.4×). MAPE ε∞ {f(out['mape_eps_electronic'][0])} → "
+    cpu_total = (f"**{cpu0:.2f} → {cpu1:.2f} CPU hours ({out['ratio']:.2f}×)** (QE's CPU time × processes, over the "
+                 f"{len(with_cpu)} materials both runs logged it; target ≤ 0.4×); wall × processes {total0:.2f} → "
+                 f"{total1:.2f} h ({out['wall_ratio']:.2f}×)" if with_cpu else
+                 f"**{total0:.2f} → {total1:.2f} processor hours ({out['wall_ratio']:.2f}×)** (wall × processes; "
+                 "target ≤ 0.4×)")
+    lines += ["", f"Total over the {len(both)} materials both runs finished: {cpu_total}. MAPE ε∞ {f(out['mape_eps_electronic'][0])} → "
               f"{f(out['mape_eps_electronic'][1])} %, ε_ion {f(out['mape_eps_ionic'][0])} → "
               f"{f(out['mape_eps_ionic'][1])} % (target: within 0.5 points of before, or better). Every finished "
               f"material's symmetry count equals spglib's: **{out['symmetry_complete']}**."]
@@ -279,29 +292,21 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
     return out
 
 
-def _logged_then(work: Path | None, formula: str) -> dict:
-    """k-points and symmetry operations from the SCF log an older run left in its work directory."""
-    from tansaku.dft.qe.parsers import irreducible_k_points, symmetry_operations
+def _logged_then(work: Path | None, formula: str, procs: int) -> dict:
+    """k-points, symmetry operations and QE's CPU seconds per step (every attempt's log, × processes) from the
+    logs an older run left in its work directory."""
+    from tansaku.dft.qe.parsers import cpu_seconds, irreducible_k_points, symmetry_operations
 
-    logs = sorted(work.glob(f"runs/*-{formula}/scf/output.out")) if work else []
-    if len(logs) != 1:
+    roots = sorted(work.glob(f"runs/*-{formula}")) if work else []
+    if len(roots) != 1 or not (roots[0] / "scf" / "output.out").exists():
         return {}
-    log = logs[0].read_text(errors="replace")
-    return {"k_points": irreducible_k_points(log), "symmetry_operations": symmetry_operations(log)}
-
-
-def _k_points_then(mp_id: str, before: dict) -> int:
-    """Irreducible k-points of a run that did not record them: spglib's count for its mesh on the database cell
-    (pw.x found every operation in these cells then too: benchmarks/results/dft_symmetry.md)."""
-    from pymatgen.core import Structure
-
-    from tansaku.active.cost import irreducible_k_points
-    from tansaku.dft.settings import kmesh, standard_cell
-
-    settings = preset(before["preset"], parse_overrides(before.get("overrides", [])))
-    structure = standard_cell(Structure.from_dict(json.loads(
-        (SHARED / "datasets" / "oxi_diel_db" / "data" / f"{mp_id}.json").read_text())["structure"]))
-    return irreducible_k_points(structure, kmesh(structure, settings.kspacing, settings.even_kmesh))
+    log = (roots[0] / "scf" / "output.out").read_text(errors="replace")
+    cpu = {}
+    for step in sorted(p for p in roots[0].iterdir() if (p / "output.out").exists()):
+        logs = [step / "output.out", *sorted(step.glob("attempt*.out"))]
+        cpu[step.name] = sum(cpu_seconds(x.read_text(errors="replace")) or 0.0 for x in logs) * procs
+    return {"k_points": irreducible_k_points(log), "symmetry_operations": symmetry_operations(log),
+            "step_cpu_seconds": cpu}
 
 
 def _procs(command: str) -> int:
