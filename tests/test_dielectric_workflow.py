@@ -129,6 +129,16 @@ def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh
     assert result.eps_electronic == pytest.approx(before["eps_electronic"], rel=1e-4)
 
 
+def test_automatic_kmesh_on_a_metal_stops_with_the_metal_reason_not_a_probe_failure(tmp_path):
+    # rock-salt TiO spin-unpolarized: an even electron count, so only a calculation can tell it is metallic
+    tio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.18), ["Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    ctx = make_ctx(tmp_path, {"k_converge": 0.1, "k_coarsest": 1.5, "spin": "off"})
+    result = run_dielectric(ctx, store(ctx, tio, "TiO"))
+    assert result.status == "metal" and "below the metal threshold" in result.reason, result.reason
+    probes = sorted(p.name for p in (tmp_path / "runs").glob("*-TiO/kmesh-*"))
+    assert probes and all(p.endswith("-scf") for p in probes)  # no electric-field ph.x on a metal
+
+
 def cli_argv(tmp_path, structure_file, *settings: str) -> list[str]:
     argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(tmp_path / "cli.db"), "run",
             "dielectric", str(structure_file), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir", str(PSEUDOS),

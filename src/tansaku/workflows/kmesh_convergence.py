@@ -57,6 +57,10 @@ def probe(run, structure: Structure, spacing: float, keep_scratch: bool = False)
     name = "kmesh-" + "x".join(map(str, mesh))
     scratch = run.root / "kmesh-scratch"
     scf = run.step(f"{name}-scf", scf_spec(ctx, run.root, structure, f"{name}-scf", scratch), ctx)
+    if scf.outputs["gap"] < ctx.settings.metal_gap_ev:  # no dielectric response to probe: the workflow's own
+        shutil.rmtree(scratch, ignore_errors=True)    # relaxation and SCF then stop the metal with its reason
+        return Probe(spacing, mesh, scf.outputs.get("k_points"), scf.outputs["gap"], float("nan"), float("nan"),
+                     scf.cpu_seconds)
     ph = run.step(f"{name}-eps", phonon_spec(ctx, run.root, f"{name}-eps", f"{name}-scf", scratch, phonons=False),
                   ctx)
     if not keep_scratch:
@@ -80,7 +84,12 @@ def converge_kmesh(run) -> bool:
     structure = standard_frame(run.structure)[0] if s.standardize else run.structure
     probes: list[Probe] = []
     for spacing in probe_spacings(structure, s.k_coarsest, s.even_kmesh):
-        probes.append(probe(run, structure, spacing))
+        try:
+            probes.append(probe(run, structure, spacing))
+        except TansakuError as exc:
+            raise TansakuError(f"automatic k-mesh: the probe at {spacing} Å⁻¹ failed ({exc}); a metal or a hard "
+                               "SCF: run with a fixed kspacing (k_converge=none), whose relaxation tells a "
+                               "metal apart") from exc
         if probes[-1].band_gap < s.metal_gap_ev:
             chosen = probes[-1]  # no gap on this mesh: the SCF step that follows stops the metal with its gap
             break
