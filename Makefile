@@ -12,7 +12,7 @@ MAT2VEC := $(VENV)/wheels/elementembeddings-0.8.0-py3-none-any.whl
 # e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu" avoids downloading a CUDA build
 TORCH ?= torch==2.13.0
 
-.PHONY: setup qe demo test lint bench clean
+.PHONY: setup qe chromium demo test lint bench clean
 
 setup: $(STAMP) $(MAT2VEC) qe
 
@@ -39,10 +39,22 @@ qe:
 		echo "install it (e.g. 'sudo apt-get install quantum-espresso') to run the DFT parts; skipping."; \
 	fi
 
+# Debian's chromium for the browser tests of `tansaku serve` (Playwright drives it; it downloads no browser).
+chromium:
+	@if command -v chromium >/dev/null; then \
+		echo "chromium found: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium with apt-get (for the browser tests)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "chromium not found and cannot apt-get install it without root: the browser tests need it"; \
+	fi
+
 demo: setup
 	$(BIN)/python -m tansaku.demo --shared $(SHARED) --out demo
 
-test: setup
+test: setup chromium
 	bash .ci/services.sh $(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)

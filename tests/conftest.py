@@ -141,3 +141,56 @@ def oxide_db_copy(oxide_db, tmp_path):
     database = open_database(target)
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="session")
+def served_world(tmp_path_factory, oxide_db):
+    """What `tansaku serve` shows, made the way a user makes it: the oxide database, a trained model (file) and
+    its stored predictions, a simulated campaign, and a real DFT run of MgO (test preset) with its run directory.
+    Yields (database path, models directory)."""
+    import shutil
+
+    from tansaku.active.campaign import run_campaign
+    from tansaku.active.campaign_config import config_from_dict
+    from tansaku.active.oracles import DatasetOracle
+    from tansaku.dft.pseudos import load_family
+    from tansaku.dft.settings import preset
+    from tansaku.store.materials import ImportReport, add_structure_material
+    from tansaku.workflows.dielectric import RunContext, run_dielectric
+    from tansaku.workflows.executor import LocalExecutor, QECommands
+    from tests.serving import copy_database, cubic_bazrs3
+    from tests.test_cli import invoke
+
+    root = tmp_path_factory.mktemp("served")
+    path = copy_database(oxide_db.url, root / "served.db")
+    models = root / "models"
+    models.mkdir()
+    train = invoke("--db", str(path), "train", "--property", "eps_electronic", "--model", "et", "--features",
+                   "composition", "--subset", "paper", "--cv", "3x1", "--out", str(models / "eps_e.pkl"))
+    assert train.exit_code == 0, train.output
+    db = open_database(path)
+    with db.session() as session:
+        add_structure_material(session, cubic_bazrs3(), "file", "BaZrS3.cif", ImportReport())
+    predict = invoke("--db", str(path), "predict", "--model", str(models / "eps_e.pkl"), "--db-missing")
+    assert predict.exit_code == 0, predict.output
+    config = config_from_dict({
+        "name": "green", "property": "band_gap", "goal": {"kind": "range", "lo": 2.0, "hi": 3.0},
+        "acquisition": {"strategy": "range", "batch": 5}, "budget": {"runs": 10},
+        "candidates": {"query": "subset=paper"}, "training": {"init_random": 5},
+        "model": {"learner": "et", "trees": 30, "cv_folds": 3},
+        "oracle": {"kind": "dataset", "method": "import:oxi_diel_db"}})
+    run_campaign(db, config, DatasetOracle(db, "band_gap", "import:oxi_diel_db"), say=lambda _: None)
+    if shutil.which("pw.x") and shutil.which("ph.x"):
+        ctx = RunContext(db, preset("test", {"relax": False}), "test", load_family(need_shared(PSEUDOS)),
+                         LocalExecutor(), QECommands(mpi_procs=2), root / "runs", poll_seconds=0.2)
+        from sqlalchemy import select
+
+        from tansaku.store.tables import Material
+
+        with db.session() as session:
+            mgo = session.scalar(select(Material.id).where(Material.source_id == "mp-1265"))
+        assert run_dielectric(ctx, mgo).status == "done"
+    elif os.environ.get("CI"):
+        pytest.fail("pw.x/ph.x missing in CI: 'make test' installs Quantum ESPRESSO")
+    db.dispose()
+    yield path, models

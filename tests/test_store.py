@@ -22,7 +22,7 @@ def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
 def test_new_database_has_schema_and_version(backend_url):
     db = open_database(backend_url)
     with db.session() as session:
-        assert session.get(Meta, "schema_version").value == "4"
+        assert session.get(Meta, "schema_version").value == "5"
         assert session.scalars(select(Material)).all() == []
     db.dispose()
     again = open_database(backend_url, create=False)  # reopening checks the version and keeps the data
@@ -68,13 +68,18 @@ def test_incompatible_schema_version_is_refused(backend_url):
 
 
 def test_version_1_database_is_upgraded_in_place(backend_url):
-    """Versions 2-4 added tables and a column: an older database gains them and keeps its data."""
+    """Versions 2-5 added tables and columns: an older database gains them, keeps its data and has the OPTIMADE
+    formulas of its materials filled in."""
     from sqlalchemy import inspect, text
 
     db = open_database(backend_url)
     with db.session() as session:
+        session.add(Material(source="t", source_id="BTO", formula="Ba2Ti2O6", reduced_formula="BaTiO3",
+                             elements="Ba,O,Ti", nelements=3))
         session.execute(update(Meta).where(Meta.key == "schema_version").values(value="1"))
         session.execute(text("ALTER TABLE calculations DROP COLUMN cpu_seconds"))
+        session.execute(text("ALTER TABLE materials DROP COLUMN formula_alphabetical"))
+        session.execute(text("ALTER TABLE materials DROP COLUMN formula_anonymous"))
         session.execute(text("DROP TABLE campaign_picks"))
         session.execute(text("DROP TABLE campaign_rounds"))
         session.execute(text("DROP TABLE campaigns"))
@@ -83,7 +88,9 @@ def test_version_1_database_is_upgraded_in_place(backend_url):
     assert {"campaigns", "campaign_rounds", "campaign_picks"} <= set(inspect(upgraded.engine).get_table_names())
     assert "cpu_seconds" in {c["name"] for c in inspect(upgraded.engine).get_columns("calculations")}
     with upgraded.session() as session:
-        assert session.get(Meta, "schema_version").value == "4"
+        assert session.get(Meta, "schema_version").value == "5"
+        formulas = session.execute(select(Material.formula_alphabetical, Material.formula_anonymous)).one()
+    assert tuple(formulas) == ("BaO3Ti", "A3BC")
     upgraded.dispose()
 
 
@@ -103,7 +110,7 @@ def test_version_2_born_charges_are_recomputed_to_the_one_definition(backend_url
     upgraded = open_database(backend_url)
     with upgraded.session() as session:
         values = dict(session.execute(select(Property.method, Property.value)).all())
-        assert session.get(Meta, "schema_version").value == "4"
+        assert session.get(Meta, "schema_version").value == "5"
     assert values == {"dft:qe": pytest.approx(2.0), "import:oxi_diel_db": pytest.approx(1.962)}
     upgraded.dispose()
 

@@ -138,8 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         console.print("pw.x/ph.x or the pseudopotentials are missing: DFT step skipped")
         report += ["5. DFT step skipped: pw.x/ph.x or pseudopotentials missing.", ""]
+    look = f"tansaku --db {args.out / 'tansaku.db'} serve"
+    report += ["## Where to look", "", f"`{look}`, then open http://127.0.0.1:8000: the materials with the provenance "
+               "of every value, the campaign's picks and the same data through OPTIMADE (/optimade/v1/structures).",
+               ""]
     (args.out / "report.md").write_text("\n".join(report))
     console.print(f"report written to {args.out / 'report.md'}")
+    console.print(f"to browse it all: [bold]{look}[/], then open http://127.0.0.1:8000")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from tansaku.cli import (
     ml_cmd,
     pseudos_cmd,
     run_cmd,
+    serve_cmd,
 )
 from tansaku.cli.common import State, err_console
 
@@ -34,6 +35,7 @@ app.add_typer(generate_cmd.app, name="generate")
 app.add_typer(campaign_cmd.app, name="campaign")
 ml_cmd.register(app)
 jobs_cmd.register(app)
+serve_cmd.register(app)
 
 
 def _version(value: bool) -> None:

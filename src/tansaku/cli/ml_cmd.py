@@ -85,7 +85,8 @@ def train(
     meta = save_model(out, fitted, property_name=property_name, feature_set=features, transform=data.transform,
                       model_name=model_name, feature_names=data.feature_names, training_hash=data.hash(),
                       n_train=len(data.y), metrics=summary,
-                      extra={"domain": domain, **({"pretrained": weights["meta"]} if weights else {})})
+                      extra={"domain": domain, **({"pretrained": weights["meta"]} if weights else {}),
+                             **_drawable(data, result, fitted, seed)})
     table = Table("protocol", "R²", "± std", "MAE", "RMSE", "68 % cover", "95 % cover",
                   title=f"{model_name} on {property_name} ({features}), n = {len(data.y)}"
                   + (" (log10)" if data.log_target else ""))
@@ -112,6 +113,27 @@ def train(
         importance(data.feature_names, fitted.feature_importances_, plots / f"importance_{property_name}.png",
                    f"impurity/gain importance: {property_name}")
         console.print(f"plots in {plots}")
+
+
+OOF_KEPT = 20_000  # out-of-fold points kept in the model file for its parity plot (a sample beyond that)
+IMPORTANCES_KEPT = 30
+
+
+def _drawable(data, result: dict, fitted, seed: int) -> dict:
+    """What the web pages draw without refitting: a sample of the out-of-fold predictions and the top importances."""
+    out: dict = {}
+    if "_oof_mean" in result:
+        keep = np.arange(len(data.y))
+        if len(keep) > OOF_KEPT:
+            keep = np.sort(np.random.default_rng(seed).choice(keep, OOF_KEPT, replace=False))
+        out["oof"] = {key: np.asarray(values, dtype=float)[keep].tolist()
+                      for key, values in (("y", data.y), ("mean", result["_oof_mean"]), ("std", result["_oof_std"]))}
+    values = getattr(fitted, "feature_importances_", None)
+    if values is not None:
+        order = np.argsort(values)[::-1][:IMPORTANCES_KEPT]
+        out["importance"] = {"names": [data.feature_names[i] for i in order],
+                             "values": [float(values[i]) for i in order]}
+    return out
 
 
 def _pretrained(path: Path) -> dict:

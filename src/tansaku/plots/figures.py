@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
 
@@ -10,6 +12,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def _save(fig, out: Path | BinaryIO) -> None:
+    """A PNG (or whatever the suffix says) at a path, or SVG into an open binary file (the web pages)."""
+    if isinstance(out, Path | str):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+    else:
+        fig.savefig(out, format="svg")
+    plt.close(fig)
 
 
 def parity(y, mean, std, path: Path, label: str, r2: float | None = None) -> Path:
@@ -22,8 +34,7 @@ def parity(y, mean, std, path: Path, label: str, r2: float | None = None) -> Pat
     if r2 is not None:
         ax.set_title(f"R² = {r2:.3f} (out of fold)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -33,8 +44,7 @@ def importance(names, values, path: Path, title: str, top: int = 20) -> Path:
     ax.barh(np.array(names)[order], np.asarray(values)[order])
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -50,8 +60,7 @@ def curves(series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: P
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -78,9 +87,7 @@ def active_learning_curves(result: dict, path: Path, label: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{result['n_pool']} in pool, {result['seeds']} seeds", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def campaign_progress(status: dict, path: Path) -> Path:
@@ -139,6 +146,37 @@ def campaign_progress(status: dict, path: Path) -> Path:
     right.set_ylabel("predicted before the run (±1σ)")
     fig.suptitle(f"campaign {status['name']}: {status['hits']} found in {status['runs']} runs")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def structure_picture(structure, out: Path | BinaryIO, title: str = "") -> None:
+    """The conventional cell's atoms in perspective with the cell's edges, coloured by element: a glance at the
+    structure, not a viewer."""
+    from itertools import product
+
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    with suppress(Exception):  # spglib fails on some odd cells: the stored one is drawn then
+        structure = SpacegroupAnalyzer(structure, symprec=0.1).get_conventional_standard_structure()
+    fig = plt.figure(figsize=(4.2, 4.2))
+    ax = fig.add_subplot(projection="3d")
+    matrix = structure.lattice.matrix
+    corners = {c: np.dot(c, matrix) for c in product((0, 1), repeat=3)}
+    for a, b in product(corners, repeat=2):
+        if sum(abs(x - y) for x, y in zip(a, b, strict=True)) == 1 and a < b:
+            ax.plot(*zip(corners[a], corners[b], strict=True), color="0.6", lw=0.8)
+    symbols = sorted({site.specie.symbol for site in structure})
+    for i, symbol in enumerate(symbols):
+        sites = [site for site in structure if site.specie.symbol == symbol]
+        radius = float(getattr(sites[0].specie, "atomic_radius", None) or 1.0)
+        xyz = np.array([site.coords for site in sites])
+        ax.scatter(*xyz.T, s=120 * radius**2, color=f"C{i % 10}", edgecolor="k", depthshade=False, label=symbol)
+    ax.view_init(elev=18, azim=-60)
+    ax.set_axis_off()
+    ax.set_box_aspect(np.ptp(np.array(list(corners.values())), axis=0))
+    ax.legend(loc="upper left", fontsize=8, markerscale=0.4, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, out)

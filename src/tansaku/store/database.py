@@ -67,8 +67,38 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(db: str | os.PathLike | None = None, create: bool = True) -> Database:
-    """Open (and create if new) a database; refuse files that are not tansaku databases of this version."""
+def _sqlite_read_only(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only = ON")
+    cursor.close()
+
+
+def _sqlite_begin_deferred(connection) -> None:
+    # a reader takes no write lock, so it never makes a campaign's writes wait
+    connection.exec_driver_sql("BEGIN")
+
+
+def _postgres_read_only(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def _make_read_only(engine: Engine, is_sqlite: bool) -> None:
+    """From now on every connection refuses writes (the server's guarantee, not the pages' good manners)."""
+    engine.dispose()  # connections opened for the version check or an upgrade could write
+    if is_sqlite:
+        event.remove(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", _sqlite_begin_deferred)
+        event.listen(engine, "connect", _sqlite_read_only)
+    else:
+        event.listen(engine, "connect", _postgres_read_only)
+
+
+def open_database(db: str | os.PathLike | None = None, create: bool = True, read_only: bool = False) -> Database:
+    """Open (and create if new) a database; refuse files that are not tansaku databases of this version.
+    `read_only`: the engine refuses every write after the version check (an older schema is still upgraded)."""
     url = resolve_url(db)
     is_sqlite = url.startswith("sqlite")
     if url.startswith("sqlite:///"):
@@ -109,6 +139,8 @@ def open_database(db: str | os.PathLike | None = None, create: bool = True) -> D
         _create_schema(engine)
     else:
         _check_version(engine, url)
+    if read_only:
+        _make_read_only(engine, is_sqlite)
     return Database(url, engine)
 
 
@@ -136,28 +168,60 @@ def _check_version(engine: Engine, url: str) -> None:
         )
 
 
-UPGRADABLE = ("1", "2", "3")  # versions upgraded in place
+UPGRADABLE = ("1", "2", "3", "4")  # versions upgraded in place
 
 
 def _upgrade(engine: Engine) -> None:
     """Bring an older database to this schema: version 1 → 2 added the campaign tables; 2 → 3 recomputes the
     scalar of computed `born_charges` (it was the mean |Tr Z*|, three times the imported values' |Tr Z*|/3) from
     the tensors stored beside it; 3 → 4 added calculations.cpu_seconds (empty for older runs: the cost model then
-    uses their wall time). Idempotent: the value is recomputed from the tensor, not scaled."""
-    from sqlalchemy import inspect, text
+    uses their wall time); 4 → 5 added the OPTIMADE formula columns of materials, filled here from each row's
+    formula. Idempotent: the value is recomputed from the tensor, not scaled."""
 
     from tansaku.dft.ionic import isotropic_born_charge
 
     Base.metadata.create_all(engine)
-    if "cpu_seconds" not in {c["name"] for c in inspect(engine).get_columns("calculations")}:
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE calculations ADD COLUMN cpu_seconds FLOAT"))
+    _add_columns(engine, "calculations", {"cpu_seconds": "FLOAT"})
+    if _add_columns(engine, "materials", {"formula_alphabetical": "VARCHAR(256)", "formula_anonymous": "VARCHAR(256)"}):
+        _fill_optimade_formulas(engine)
     with Session(engine) as session, session.begin():
         for prop in session.scalars(select(Property).where(Property.name == "born_charges",
                                                            Property.method.startswith("dft:"),
                                                            Property.tensor.is_not(None))):
             prop.value = isotropic_born_charge(prop.tensor)
         session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+
+
+def _add_columns(engine: Engine, table: str, columns: dict[str, str]) -> bool:
+    """ALTER TABLE for the columns the table lacks; True when any was added."""
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(engine).get_columns(table)}
+    missing = {name: kind for name, kind in columns.items() if name not in present}
+    with engine.begin() as connection:
+        for name, kind in missing.items():
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+    return bool(missing)
+
+
+def _fill_optimade_formulas(engine: Engine) -> None:
+    from pymatgen.core import Composition
+    from sqlalchemy import update
+
+    from tansaku.chemistry.formulas import alphabetical_formula, anonymous_formula
+    from tansaku.store.tables import Material
+
+    with Session(engine) as session, session.begin():
+        cache: dict[str, tuple[str | None, str | None]] = {}
+        rows = []
+        for material_id, formula in session.execute(select(Material.id, Material.formula)):
+            if formula not in cache:
+                composition = Composition(formula)
+                cache[formula] = (alphabetical_formula(composition), anonymous_formula(composition))
+            rows.append({"id": material_id, "formula_alphabetical": cache[formula][0],
+                         "formula_anonymous": cache[formula][1]})
+        if rows:
+            session.execute(update(Material), rows)
 
 
 def _display(url: str) -> str:

@@ -11,6 +11,7 @@ from pymatgen.core import Composition, Structure
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tansaku.chemistry.formulas import alphabetical_formula, anonymous_formula
 from tansaku.store.rows import get_or_create
 from tansaku.store.tables import Material, Property, Subset
 
@@ -50,6 +51,8 @@ def composition_fields(composition: Composition) -> dict[str, Any]:
         "reduced_formula": composition.reduced_formula,
         "elements": ",".join(elements),
         "nelements": len(elements),
+        "formula_alphabetical": alphabetical_formula(composition),
+        "formula_anonymous": anonymous_formula(composition),
     }
 
 

@@ -20,8 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 4  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones;
-# 4 added calculations.cpu_seconds
+SCHEMA_VERSION = 5  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones;
+# 4 added calculations.cpu_seconds; 5 added the OPTIMADE formula columns of materials
 
 
 def utcnow() -> datetime:
@@ -54,6 +54,9 @@ class Material(Base):
     reduced_formula: Mapped[str] = mapped_column(String(256))
     elements: Mapped[str] = mapped_column(String(256))  # sorted symbols joined by "," for cheap filtering
     nelements: Mapped[int] = mapped_column(Integer)
+    # OPTIMADE's forms (alphabetical 'BaO3Ti', anonymous 'A3BC'); None for fractional compositions
+    formula_alphabetical: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    formula_anonymous: Mapped[str | None] = mapped_column(String(256), nullable=True)
     structure_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     nsites: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spacegroup_number: Mapped[int | None] = mapped_column(Integer, nullable=True)

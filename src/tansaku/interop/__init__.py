@@ -1,0 +1,1 @@
+"""Exchanging materials with other databases: OPTIMADE filters, entries and a client."""

@@ -1,0 +1,1 @@
+"""tansaku serve: the web application and OPTIMADE API over a database."""
