@@ -144,7 +144,8 @@ def _state_key(url: str, filter_text: str) -> str:
 
 def import_optimade(db: Database, base_url: str, filter_text: str = "", max_entries: int | None = None,
                     subset: str | None = None, delay: float = 0.5, restart: bool = False,
-                    progress: Callable[[int, int | None], None] | None = None) -> ImportReport:
+                    progress: Callable[[int, int | None], None] | None = None,
+                    page_limit: int = PAGE_LIMIT) -> ImportReport:
     """Import the structures a filter selects from an OPTIMADE server; see the module docstring."""
     from tansaku.store.materials import add_to_subset
 
@@ -155,7 +156,7 @@ def import_optimade(db: Database, base_url: str, filter_text: str = "", max_entr
     with db.session() as session:
         saved = session.get(Meta, key)
         state = json.loads(saved.value) if saved is not None and not restart else None
-    query = {"page_limit": str(min(PAGE_LIMIT, max_entries or PAGE_LIMIT))}
+    query = {"page_limit": str(min(page_limit, max_entries or page_limit))}
     if filter_text:
         query["filter"] = filter_text
     next_url = state["next"] if state else f"{url}?{urllib.parse.urlencode(query)}"
