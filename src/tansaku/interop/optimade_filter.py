@@ -17,7 +17,7 @@ from typing import Any
 
 from lark import Token, Transformer, v_args
 from lark.exceptions import LarkError, VisitError
-from sqlalchemy import ColumnElement, String, and_, cast, exists, false, not_, or_, true
+from sqlalchemy import ColumnElement, String, and_, cast, false, not_, or_, select, true
 from sqlalchemy.sql.operators import eq, ge, gt, le, lt, ne
 
 from tansaku.store.browse import has_element
@@ -166,8 +166,9 @@ class PropertyField(Field):
     property_name: str
 
     def _rows(self, *condition) -> ColumnElement[bool]:
-        return exists().where(Property.material_id == Material.id, Property.name == self.property_name,
-                              is_measured(), Property.value.is_not(None), *condition)
+        # IN over the property's rows (found once through the name index), not EXISTS per material
+        return Material.id.in_(select(Property.material_id).where(
+            Property.name == self.property_name, is_measured(), Property.value.is_not(None), *condition))
 
     def compare(self, op: str, value: Any) -> ColumnElement[bool]:
         if isinstance(value, bool) or not isinstance(value, int | float):

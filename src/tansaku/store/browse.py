@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymatgen.core import Composition, Element
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, select
 from sqlalchemy.orm import Session
 
 from tansaku import TansakuError
@@ -28,8 +28,10 @@ SORTABLE_COLUMNS = {
 
 @dataclass
 class MaterialFilter:
-    """What a person narrows the table by. `method` picks whose values count ('import:oxi_diel_db', 'dft:qe',
-    'ml:<model id>'); without it, measured values (imported or computed), never a model's predictions."""
+    """What a person narrows the table by. `method` picks whose values count ('import:oxi_diel_db', 'dft:qe:standard',
+    'ml:<model id>'); without it, measured values (imported or computed), never a model's predictions. Where a
+    material has several counted values of a property, the table shows (and sorts by) the one whose method sorts
+    first: computed (dft:…) before imported (import:…)."""
 
     elements: list[str] = field(default_factory=list)  # the material has all of them
     formula: str | None = None  # any element order: OMg finds MgO
@@ -74,21 +76,23 @@ def where_clauses(flt: MaterialFilter) -> list[ColumnElement[bool]]:
     if flt.structures_only:
         clauses.append(Material.structure_json.is_not(None))
     for name, (lo, hi) in flt.ranges.items():
-        condition = [Property.material_id == Material.id, value_source(name, flt.method), Property.value.is_not(None)]
+        # IN over the property's rows (found once through the name index), not EXISTS per material
+        condition = [value_source(name, flt.method), Property.value.is_not(None)]
         if lo is not None:
             condition.append(Property.value >= lo)
         if hi is not None:
             condition.append(Property.value <= hi)
-        clauses.append(exists().where(*condition))
+        clauses.append(Material.id.in_(select(Property.material_id).where(*condition)))
     return clauses
 
 
 def _sort_key(sort: str, flt: MaterialFilter):
     if sort in SORTABLE_COLUMNS:
         return SORTABLE_COLUMNS[sort]
-    # a property: its first counted value, as a correlated subquery (NULL for materials without one)
+    # a property: its shown value, as a correlated subquery (NULL for materials without one). Ordered by method,
+    # which the (material, name, method) index gives for free; ordering by row id made SQLite walk the name index
     return (select(Property.value).where(Property.material_id == Material.id, value_source(sort, flt.method))
-            .order_by(Property.id).limit(1).scalar_subquery())
+            .order_by(Property.method).limit(1).scalar_subquery())
 
 
 @dataclass
@@ -126,13 +130,13 @@ def material_page(session: Session, flt: MaterialFilter, columns: list[str], sor
 
 
 def _attach_values(session: Session, rows: list[dict[str, Any]], columns: list[str], method: str | None) -> None:
-    """Fill each row's property columns with the first counted value (and its method) of that property."""
+    """Fill each row's property columns with the shown value (and its method) of that property."""
     if not rows or not columns:
         return
     ids = [r["id"] for r in rows]
     which = Property.method == method if method else is_measured()
     query = (select(Property.material_id, Property.name, Property.value, Property.method)
-             .where(Property.material_id.in_(ids), Property.name.in_(columns), which).order_by(Property.id))
+             .where(Property.material_id.in_(ids), Property.name.in_(columns), which).order_by(Property.method))
     found: dict[tuple[int, str], tuple[float | None, str]] = {}
     for material_id, name, value, row_method in session.execute(query):
         found.setdefault((material_id, name), (value, row_method))
