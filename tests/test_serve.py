@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -234,3 +235,44 @@ def test_postgres_backed_server_reads_the_same():
             page = get_json(f"{served}/api/materials?elements=Mg")
         assert page["total"] == 1 and page["rows"][0]["reduced_formula"] == "MgO"
         reader.dispose()
+
+
+def test_jobs_page_follows_a_running_step_and_sees_its_process_die(served_world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import PSEUDOS
+    from tests.serving import copy_database
+
+    path, _ = served_world
+    copy = copy_database(f"sqlite:///{path}", tmp_path / "jobs.db")
+    (cao,) = materials_with(copy, "SELECT id FROM materials WHERE source_id = 'mp-2605'")
+    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(copy), "run", "dielectric",
+            "--ids", str(cao), "--preset", "test", "--set", "relax=false", "--mpi-procs", "1", "--pseudo-dir",
+            str(PSEUDOS), "--run-dir", str(tmp_path / "runs")]
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with serving(copy) as url:
+            deadline = time.monotonic() + 120
+            while not (running := [s for s in get_json(f"{url}/api/jobs") if s["status"] == "running"]):
+                assert process.poll() is None and time.monotonic() < deadline, "no step started running"
+                time.sleep(0.2)
+            (step,) = running
+            assert step["formula"] == "CaO" and step["executor"] == "local" and step["process_alive"] is True
+            time.sleep(1.0)
+            status, _, html = get(f"{url}/jobs")
+            assert status == 200 and "CaO" in html.decode() and "running" in html.decode()
+            assert get_json(f"{url}/api/jobs")[0]["elapsed_seconds"] >= 1.0
+            os.killpg(process.pid, signal.SIGKILL)  # the controller and the step's job die, as on a node failure
+            os.killpg(int(step["job_id"]), signal.SIGKILL)
+            process.wait()
+            deadline = time.monotonic() + 30
+            while get_json(f"{url}/api/jobs")[0]["process_alive"] is not False:
+                assert time.monotonic() < deadline, "the dead job still looks alive"
+                time.sleep(0.2)
+            assert "its process is gone" in get(f"{url}/jobs")[2].decode()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tansaku import TansakuError
 from tansaku.models import transform as transforms
+from tansaku.processes import pid_alive_in
 from tansaku.store.filters import ML_PREFIX
 from tansaku.store.tables import Calculation, Material, Property, Subset, utcnow
 
@@ -139,11 +140,20 @@ def unfinished_steps(session: Session, include_failed: bool = True, limit: int =
     for calc, formula in session.execute(query):
         end = calc.finished_at or (now if calc.status != "failed" else None)
         elapsed = (end - calc.started_at).total_seconds() if calc.started_at and end else None
+        executor = (calc.inputs or {}).get("executor") or "local"
         out.append({"id": calc.id, "material_id": calc.material_id, "formula": formula, "workflow": calc.workflow,
                     "step": calc.step, "preset": calc.preset, "status": calc.status, "job_id": calc.job_id,
-                    "executor": (calc.inputs or {}).get("executor") or "local", "attempts": calc.attempts,
+                    "executor": executor, "attempts": calc.attempts, "process_alive": _alive(calc, executor),
                     "elapsed_seconds": elapsed, "error": calc.error, "started_at": _iso(calc.started_at)})
     return out
+
+
+def _alive(calc: Calculation, executor: str) -> bool | None:
+    """Is a local running step's process still there (seen from this machine)? None when not knowable here:
+    not running, no process id, or a batch job (its scheduler knows: `tansaku jobs`)."""
+    if calc.status != "running" or executor != "local" or not (calc.job_id or "").isdigit() or not calc.work_dir:
+        return None
+    return pid_alive_in(int(calc.job_id), Path(calc.work_dir))
 
 
 def _iso(moment: datetime | None) -> str | None:
