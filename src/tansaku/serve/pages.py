@@ -230,23 +230,17 @@ def router(state) -> APIRouter:  # noqa: C901 - one closure per page keeps the r
 
         from tansaku.plots.figures import parity
 
-        meta = _model(state, model_id)["meta"]
-        oof = meta.get("oof")
-        if not oof:
-            raise TansakuError(f"model {model_id} was saved without its cross-validated predictions; retrain it")
+        meta, oof = _drawable(state, model_id, "oof", "its cross-validated predictions")
         label = f"log10 {meta['property']}" if meta.get("transform") == "log10" else meta["property"]
         r2 = (meta.get("metrics") or {}).get("cv", {}).get("r2")
-        return _svg(lambda out: parity(np.array(oof["y"]), np.array(oof["mean"]), np.array(oof["std"]), out,
-                                       label, r2))
+        y, mean, std = (np.array(oof[k]) for k in ("y", "mean", "std"))
+        return _svg(lambda out: parity(y, mean, std, out, label, r2))
 
     @pages.get("/models/{model_id}/importance.svg", include_in_schema=False)
     def model_importance(model_id: str) -> Response:
         from tansaku.plots.figures import importance
 
-        meta = _model(state, model_id)["meta"]
-        found = meta.get("importance")
-        if not found:
-            raise TansakuError(f"model {model_id} was saved without feature importances; retrain it")
+        meta, found = _drawable(state, model_id, "importance", "feature importances")
         return _svg(lambda out: importance(found["names"], found["values"], out, f"importance: {meta['property']}"))
 
     @pages.get("/campaigns", response_class=HTMLResponse, include_in_schema=False)
@@ -335,6 +329,14 @@ def _model(state, model_id: str) -> dict[str, Any]:
         if model["meta"]["id"] == model_id:
             return model
     raise TansakuError(f"no model {model_id!r} in the models directory")
+
+
+def _drawable(state, model_id: str, key: str, what: str) -> tuple[dict[str, Any], Any]:
+    """A model's metadata and the part of it a plot draws; models saved before tansaku kept it say so."""
+    meta = _model(state, model_id)["meta"]
+    if not meta.get(key):
+        raise TansakuError(f"model {model_id} was saved without {what}; retrain it to see this plot")
+    return meta, meta[key]
 
 
 def _public(model: dict[str, Any]) -> dict[str, Any]:
