@@ -135,8 +135,9 @@ def test_models_campaigns_and_jobs_pages(site):
     assert campaign["name"] == "green" and campaign["runs"] == 10
     detail = get_json(f"{url}/api/campaigns/green")
     assert sum(len(r["picks"]) for r in detail["rounds"]) == 10
-    status, _, svg = get(f"{url}/campaigns/green/progress.svg")
-    assert status == 200 and b"<svg" in svg
+    for plot in ("progress", "cost"):
+        status, _, svg = get(f"{url}/campaigns/green/{plot}.svg")
+        assert status == 200 and b"<svg" in svg
     assert get_json(f"{url}/api/jobs") == []  # the MgO run finished
     status, _, html = get(f"{url}/api")
     assert status == 200 and b"/api/materials" in html

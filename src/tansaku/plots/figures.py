@@ -180,3 +180,19 @@ def structure_picture(structure, out: Path | BinaryIO, title: str = "") -> None:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     _save(fig, out)
+
+
+def campaign_cost(status: dict, out: Path | BinaryIO) -> None:
+    """Materials found against the CPU hours the campaign's calculations took, pick by pick: what the search
+    cost, as opposed to how many runs it made."""
+    picks = [p for r in status["rounds"] for p in r["picks"]]
+    hours = np.concatenate([[0.0], np.cumsum([p["cpu_hours"] or 0.0 for p in picks])])
+    hits = np.concatenate([[0], np.cumsum([p["hit"] for p in picks])])
+    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    ax.step(hours, hits, where="post")
+    ax.set_xlabel("CPU hours spent")
+    ax.set_ylabel("materials found")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{status['hits']} found for {status['cpu_hours']:.2f} CPU hours", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)

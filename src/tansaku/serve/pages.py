@@ -274,6 +274,14 @@ def router(state) -> APIRouter:  # noqa: C901 - one closure per page keeps the r
         status = campaign_status(state.db, name)
         return _svg(lambda out: campaign_progress(status, out))
 
+    @pages.get("/campaigns/{name}/cost.svg", include_in_schema=False)
+    def campaign_cost_svg(name: str) -> Response:
+        from tansaku.active.campaign import campaign_status
+        from tansaku.plots.figures import campaign_cost
+
+        status = campaign_status(state.db, name)
+        return _svg(lambda out: campaign_cost(status, out))
+
     @pages.get("/jobs", response_class=HTMLResponse, include_in_schema=False)
     def jobs_page(request: Request):
         with state.db.session() as session:
