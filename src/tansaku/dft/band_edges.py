@@ -1,0 +1,97 @@
+"""Band edges, gaps and band effective masses from eigenvalues on k-points: the physics of `run electronic`,
+kept apart from any code that produced the eigenvalues so that it can be tested on bands known exactly.
+
+Units: energies eV, k in Cartesian Å⁻¹ (including the 2π), masses in electron masses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tansaku import TansakuError
+
+HBAR2_OVER_2ME = 3.80998212  # ħ²/2mₑ in eV Å²: E = 3.81 k² for a free electron with k in Å⁻¹
+
+
+@dataclass(frozen=True)
+class BandEdges:
+    """Valence-band maximum and conduction-band minimum, where they are, and the gaps they make."""
+
+    vbm: float
+    cbm: float
+    vbm_k: int  # index of the k-point
+    cbm_k: int
+    direct_gap: float  # the smallest vertical gap
+    direct_k: int
+    valence_band: int  # index of the highest occupied band
+    gap: float
+    is_direct: bool
+
+
+def band_edges(eigenvalues: np.ndarray, occupied_bands: int, direct_tolerance: float = 1e-3) -> BandEdges:
+    """Edges of an insulator from eigenvalues (n_k × n_bands, eV) with the lowest `occupied_bands` bands filled.
+    A gap of zero or less is a metal (or a semimetal) and is refused: the caller decides what a metal means."""
+    energies = np.asarray(eigenvalues, dtype=float)
+    if energies.ndim != 2 or not 0 < occupied_bands < energies.shape[1]:
+        raise TansakuError(f"{occupied_bands} occupied bands do not fit eigenvalues of shape {energies.shape}")
+    valence, conduction = energies[:, occupied_bands - 1], energies[:, occupied_bands]
+    vbm_k, cbm_k = int(np.argmax(valence)), int(np.argmin(conduction))
+    vertical = conduction - valence
+    direct_k = int(np.argmin(vertical))
+    gap = float(conduction[cbm_k] - valence[vbm_k])
+    if gap <= 0:
+        raise TansakuError(f"no gap: the conduction band minimum lies {-gap:.3f} eV below the valence band maximum")
+    direct = float(vertical[direct_k])
+    return BandEdges(vbm=float(valence[vbm_k]), cbm=float(conduction[cbm_k]), vbm_k=vbm_k, cbm_k=cbm_k,
+                     direct_gap=direct, direct_k=direct_k, valence_band=occupied_bands - 1, gap=gap,
+                     is_direct=direct - gap <= direct_tolerance)
+
+
+@dataclass(frozen=True)
+class BandMass:
+    """The effective-mass tensor of one band at one extremum (electron masses; positive for electrons at a
+    minimum and for holes at a maximum), its principal values, and how well a parabola fitted the band."""
+
+    tensor: np.ndarray
+    principal: np.ndarray  # eigenvalues, ascending
+    points: int  # k-points inside the window that the fit used
+    rms_error_ev: float
+
+    @property
+    def average(self) -> float:
+        """The harmonic mean of the principal masses (the conductivity average of a single valley)."""
+        return float(3.0 / np.sum(1.0 / self.principal))
+
+
+def band_mass(k_cartesian: np.ndarray, energies: np.ndarray, k0: np.ndarray, window_ev: float = 0.05,
+              hole: bool = False) -> BandMass:
+    """Fit E(k) = E0 + g·δk + δkᵀ C δk to one band's energies within `window_ev` of its value at `k0` and turn the
+    curvature into a mass tensor: (mₑ/m*)ᵢⱼ = Cᵢⱼ / (ħ²/2mₑ). The linear term absorbs an extremum that lies
+    slightly off the sampled point. Needs at least ten points around k0 spread in three dimensions."""
+    k = np.asarray(k_cartesian, dtype=float) - np.asarray(k0, dtype=float)
+    e = np.asarray(energies, dtype=float)
+    sign = -1.0 if hole else 1.0
+    at_k0 = int(np.argmin(np.linalg.norm(k, axis=1)))
+    inside = np.abs(e - e[at_k0]) <= window_ev
+    k, e = k[inside], e[inside]
+    if len(e) < 10:
+        raise TansakuError(f"{len(e)} k-points within {window_ev} eV of the extremum: a mass fit needs at least 10 "
+                           "(sample more points around it or widen the window)")
+    x, y, z = k.T
+    design = np.column_stack([np.ones_like(x), x, y, z, x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z])
+    coefficients, *_ = np.linalg.lstsq(design, e, rcond=None)
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        raise TansakuError("the k-points around the extremum do not span three dimensions: no mass tensor")
+    cxx, cyy, czz, cxy, cxz, cyz = coefficients[4:]
+    curvature = np.array([[cxx, cxy, cxz], [cxy, cyy, cyz], [cxz, cyz, czz]])
+    inverse_mass = sign * curvature / HBAR2_OVER_2ME
+    principal_inverse = np.linalg.eigvalsh(inverse_mass)
+    if np.any(principal_inverse <= 0):
+        kind = "maximum" if hole else "minimum"
+        raise TansakuError(f"the band is not a {kind} here (curvature eigenvalues {principal_inverse.round(4)})")
+    tensor = np.linalg.inv(inverse_mass)
+    residual = e - design @ coefficients
+    return BandMass(tensor=tensor, principal=np.sort(np.linalg.eigvalsh(tensor)), points=int(len(e)),
+                    rms_error_ev=float(np.sqrt(np.mean(residual**2))))
