@@ -64,7 +64,7 @@ def test_a_mass_is_refused_where_the_band_has_no_extremum_or_too_few_points():
         band_mass(k, steep, k0, window_ev=0.001)
 
 
-def test_band_edges_tell_direct_from_indirect_and_refuse_a_metal():
+def test_band_edges_tell_direct_from_indirect_and_see_a_metal():
     k = np.linspace(0, 1, 21)  # a 1D path, index 0 = Γ
     valence = -0.5 * (k - 0.0) ** 2
     lower = valence - 2.0
@@ -74,8 +74,10 @@ def test_band_edges_tell_direct_from_indirect_and_refuse_a_metal():
     assert edges.gap == pytest.approx(1.2) and edges.direct_gap > edges.gap
     direct = band_edges(np.column_stack([lower, valence, 1.5 + k**2]), occupied_bands=2)
     assert direct.is_direct and direct.gap == pytest.approx(1.5) and direct.direct_k == 0
-    with pytest.raises(TansakuError, match="no gap"):
-        band_edges(np.column_stack([lower, valence, -0.2 + k**2]), occupied_bands=2)
+    metal = band_edges(np.column_stack([lower, valence, -0.2 + k**2]), occupied_bands=2)
+    assert metal.is_metal and metal.gap == pytest.approx(-0.2)
+    with pytest.raises(TansakuError, match="do not fit"):
+        band_edges(np.column_stack([lower, valence]), occupied_bands=2)
 
 
 def lorentz(energy, e0=5.0, gamma=0.5, strength=30.0):

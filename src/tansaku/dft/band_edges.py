@@ -17,7 +17,8 @@ HBAR2_OVER_2ME = 3.80998212  # ħ²/2mₑ in eV Å²: E = 3.81 k² for a free el
 
 @dataclass(frozen=True)
 class BandEdges:
-    """Valence-band maximum and conduction-band minimum, where they are, and the gaps they make."""
+    """Valence-band maximum and conduction-band minimum, where they are, and the gaps they make (a gap of zero or
+    less: the bands overlap, a metal or semimetal)."""
 
     vbm: float
     cbm: float
@@ -25,28 +26,32 @@ class BandEdges:
     cbm_k: int
     direct_gap: float  # the smallest vertical gap
     direct_k: int
-    valence_band: int  # index of the highest occupied band
     gap: float
     is_direct: bool
 
+    @property
+    def is_metal(self) -> bool:
+        return self.gap <= 0
 
-def band_edges(eigenvalues: np.ndarray, occupied_bands: int, direct_tolerance: float = 1e-3) -> BandEdges:
-    """Edges of an insulator from eigenvalues (n_k × n_bands, eV) with the lowest `occupied_bands` bands filled.
-    A gap of zero or less is a metal (or a semimetal) and is refused: the caller decides what a metal means."""
-    energies = np.asarray(eigenvalues, dtype=float)
-    if energies.ndim != 2 or not 0 < occupied_bands < energies.shape[1]:
-        raise TansakuError(f"{occupied_bands} occupied bands do not fit eigenvalues of shape {energies.shape}")
-    valence, conduction = energies[:, occupied_bands - 1], energies[:, occupied_bands]
+
+def edges_from(valence: np.ndarray, conduction: np.ndarray, direct_tolerance: float = 1e-4) -> BandEdges:
+    """Edges from the highest occupied and the lowest empty energy at each k-point (eV)."""
+    valence, conduction = np.asarray(valence, dtype=float), np.asarray(conduction, dtype=float)
     vbm_k, cbm_k = int(np.argmax(valence)), int(np.argmin(conduction))
     vertical = conduction - valence
     direct_k = int(np.argmin(vertical))
     gap = float(conduction[cbm_k] - valence[vbm_k])
-    if gap <= 0:
-        raise TansakuError(f"no gap: the conduction band minimum lies {-gap:.3f} eV below the valence band maximum")
-    direct = float(vertical[direct_k])
     return BandEdges(vbm=float(valence[vbm_k]), cbm=float(conduction[cbm_k]), vbm_k=vbm_k, cbm_k=cbm_k,
-                     direct_gap=direct, direct_k=direct_k, valence_band=occupied_bands - 1, gap=gap,
-                     is_direct=direct - gap <= direct_tolerance)
+                     direct_gap=float(vertical[direct_k]), direct_k=direct_k, gap=gap,
+                     is_direct=float(vertical[direct_k]) - gap <= direct_tolerance)
+
+
+def band_edges(eigenvalues: np.ndarray, occupied_bands: int, direct_tolerance: float = 1e-4) -> BandEdges:
+    """Edges from eigenvalues (n_k × n_bands, eV) with the lowest `occupied_bands` bands filled."""
+    energies = np.asarray(eigenvalues, dtype=float)
+    if energies.ndim != 2 or not 0 < occupied_bands < energies.shape[1]:
+        raise TansakuError(f"{occupied_bands} occupied bands do not fit eigenvalues of shape {energies.shape}")
+    return edges_from(energies[:, occupied_bands - 1], energies[:, occupied_bands], direct_tolerance)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from tansaku import TansakuError
+from tansaku.dft.band_edges import edges_from
 from tansaku.dft.ionic import BOHR_TO_ANGSTROM
 
 HARTREE_TO_EV = 27.211386245988
@@ -103,10 +104,8 @@ def band_gap(eigenvalues_ev: np.ndarray, nelec: float, lsda: bool = False, magne
         if nocc > 0:
             valence = np.maximum(valence, eig[:, nocc - 1])
         conduction = np.minimum(conduction, eig[:, nocc])
-    ik_v, ik_c = int(np.argmax(valence)), int(np.argmin(conduction))
-    gap = float(conduction[ik_c] - valence[ik_v])
-    direct_gap = float(np.min(conduction - valence))
-    return BandGap(gap, bool(abs(direct_gap - gap) < 1e-4), float(valence[ik_v]), float(conduction[ik_c]), nelec)
+    edges = edges_from(valence, conduction)
+    return BandGap(edges.gap, edges.is_direct, edges.vbm, edges.cbm, nelec)
 
 
 @dataclass
