@@ -26,24 +26,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, RESULTS, SHARED, write_results  # noqa: E402
 from tansaku.active.multigoal import Condition, MultiSetup, run_multigoal  # noqa: E402
+from tansaku.active.pools import multi_property_pool  # noqa: E402
 from tansaku.active.simulate import evaluations_to_reach  # noqa: E402
-from tansaku.models.dataset import load_dataset  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work" / "al_multigoal"
 GOALS = ["band_gap>=3", "eps_total>=20"]
 STRATEGIES = ["joint", "random", "single:band_gap", "single:eps_total", "ei-desirability"]
-
-
-def pool(db) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Descriptors and both properties (property units) of the oxides that hold both."""
-    data = {p: load_dataset(db, p, "structure", "paper", transform="none") for p in ("band_gap", "eps_total")}
-    common = sorted(set(data["band_gap"].material_ids) & set(data["eps_total"].material_ids))
-    rows = {p: {m: i for i, m in enumerate(d.material_ids)} for p, d in data.items()}
-    X = data["band_gap"].X[[rows["band_gap"][m] for m in common]]
-    values = {p: d.y[[rows[p][m] for m in common]] for p, d in data.items()}
-    return X, values
 
 
 def plot(curves: dict, n_half: float, path: Path) -> None:
@@ -77,7 +67,8 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     db = open_database(Path(tempfile.mkdtemp()) / "oxides.db")
     import_oxi_diel_db(db, SHARED / "datasets" / "oxi_diel_db")
-    X, values = pool(db)
+    X, values, _ = multi_property_pool(db, [Condition.parse(g).prop for g in GOALS], "structure",
+                                       "paper")
     setup = MultiSetup(X, values, [Condition.parse(g) for g in GOALS], init=20, batch=10, budget=args.budget,
                        seeds=args.seeds, trees=args.trees)
     setup.check()

@@ -53,3 +53,32 @@ def test_asking_for_both_goals_finds_more_than_one_goal_or_none():
         run_multigoal(setup, "ei", seed=0)
     with pytest.raises(TansakuError, match="no values of it"):
         MultiSetup(X, values, [Condition("c", lo=1.0)]).check()
+
+
+def test_al_simulate_with_two_goals_on_the_oxides(oxide_db_copy, tmp_path):
+    import json
+    import sqlite3
+
+    from tests.test_cli import invoke
+
+    db = oxide_db_copy.url.removeprefix("sqlite:///")
+    out = tmp_path / "goals.json"
+    result = invoke("--db", db, "al", "simulate", "--goal", "band_gap>=3", "--goal", "eps_total>=20", "--subset",
+                    "paper", "--strategy", "joint", "--strategy", "random", "--init", "20", "--batch", "20",
+                    "--budget", "100", "--seeds", "1", "--trees", "20", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    with sqlite3.connect(db) as connection:  # the targets counted without our code
+        (expected,) = connection.execute(
+            "SELECT count(*) FROM subsets s JOIN properties g ON g.material_id = s.material_id AND g.name = "
+            "'band_gap' JOIN properties e ON e.material_id = s.material_id AND e.name = 'eps_electronic' JOIN "
+            "properties i ON i.material_id = s.material_id AND i.name = 'eps_ionic' WHERE s.name = 'paper' AND "
+            "g.value >= 3 AND e.value + i.value >= 20").fetchone()
+    assert data["n_targets"] == expected and data["goals"] == ["band_gap>=3", "eps_total>=20"]
+    (joint,), (random,) = data["strategies"]["joint"], data["strategies"]["random"]
+    assert joint["evaluated"] == random["evaluated"] == [20, 40, 60, 80, 100]
+    assert joint["found"][0] == random["found"][0]  # the same start
+    with pytest.raises(TansakuError, match="reads the database's values"):
+        invoke("--db", db, "al", "simulate", "--goal", "band_gap>=3", "--range", "1", "2")
+    with pytest.raises(TansakuError, match="no material has property 'nothing'"):
+        invoke("--db", db, "al", "simulate", "--goal", "nothing>=3")

@@ -213,3 +213,22 @@ def run_multigoal(setup: MultiSetup, strategy: str, seed: int) -> dict:
         labelled.extend(int(i) for i in unlabelled[chosen])
     curve["seconds"] = time.perf_counter() - start
     return curve
+
+
+def simulate_multigoal(setup: MultiSetup, strategies: list[str], progress=None) -> dict:
+    """Every strategy on every seed (the same start per seed); the JSON-ready result with, per strategy, the
+    evaluations each seed needed to find half of the materials meeting every goal."""
+    from tansaku.active.simulate import evaluations_to_reach
+
+    setup.check()
+    n_targets = int(setup.targets().sum())
+    result: dict = {"goals": [str(c) for c in setup.conditions], "n_pool": len(setup.X), "n_targets": n_targets,
+                    "init": setup.init, "batch": setup.batch, "budget": setup.budget, "model": setup.model,
+                    "trees": setup.trees, "seeds": setup.seeds, "joint_errors": "independent",
+                    "strategies": {s: [] for s in strategies}}
+    jobs = [(seed, s) for seed in range(setup.seeds) for s in strategies]
+    for seed, strategy in progress(jobs) if progress else jobs:
+        curve = run_multigoal(setup, strategy, seed)
+        curve["to_half"] = evaluations_to_reach(curve["evaluated"], curve["found"], n_targets / 2, True)
+        result["strategies"][strategy].append({"seed": seed, **curve})
+    return result

@@ -58,3 +58,36 @@ def pool_from_database(db: Database, property_name: str, feature_set: str = "com
     data = load_dataset(db, property_name, feature_set, subset, progress=progress)
     return LabelledPool([str(i) for i in data.material_ids], list(data.groups), data.X, data.y,
                         f"database property {property_name}")
+
+
+def multi_property_pool(db: Database, properties: list[str], feature_set: str = "composition",
+                        subset: str | None = None, progress: Callable | None = None
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray], list[int]]:
+    """Descriptors and each property's measured values (property units) of the materials that hold all of them.
+    `eps_total`, when not stored, is ε∞ + ε_ion (the tensors' eigenvalue averages add)."""
+    from tansaku.models.dataset import load_dataset
+
+    wanted = {p: (["eps_electronic", "eps_ionic"] if p == "eps_total" else [p]) for p in dict.fromkeys(properties)}
+    loaded = {}
+    for prop, parts in wanted.items():
+        try:
+            loaded[prop] = [load_dataset(db, prop, feature_set, subset, progress=progress, transform="none")]
+        except TansakuError:
+            if parts == [prop]:
+                raise
+            loaded[prop] = [load_dataset(db, p, feature_set, subset, progress=progress, transform="none")
+                            for p in parts]
+    common = sorted(set.intersection(*(set(d.material_ids) for sets in loaded.values() for d in sets)))
+    if not common:
+        raise TansakuError(f"no material holds all of {', '.join(wanted)}")
+    first = next(iter(loaded.values()))[0]
+    index = {m: i for i, m in enumerate(first.material_ids)}
+    X = first.X[[index[m] for m in common]]
+    values = {}
+    for prop, sets in loaded.items():
+        columns = []
+        for data in sets:
+            rows = {m: i for i, m in enumerate(data.material_ids)}
+            columns.append(data.y[[rows[m] for m in common]])
+        values[prop] = np.sum(columns, axis=0)
+    return X, values, common

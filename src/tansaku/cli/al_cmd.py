@@ -34,16 +34,21 @@ def goal_from_options(window: tuple[float, float] | None, maximize: bool, minimi
 
 @app.command()
 def simulate(
-    property_name: str = typer.Option(..., "--property", help="The property to learn (a stored property, or the "
-                                      "name given to the CSV's value column)."),
+    property_name: str = typer.Option(None, "--property", help="The property to learn (a stored property, or the "
+                                      "name given to the CSV's value column); not needed with --goal."),
+    goal_texts: list[str] = typer.Option(None, "--goal", help="A condition on a stored property, repeatable: "
+                                         "'band_gap>=3', 'eps_total<=50', 'band_gap=2.2:2.6'. With several, "
+                                         "the targets meet all of them and the strategies are joint (the "
+                                         "probability of meeting all), random, ei-desirability and "
+                                         "single:<property>; the database's values, one surrogate per property."),
     from_db: bool = typer.Option(False, "--db", help="Take labels from the database (the default without --csv)."),
     csv: Path = typer.Option(None, "--csv", help="A CSV of formula,value rows (gzip allowed): composition "
                              "descriptors, cached on disk after the first run."),
     column: str = typer.Option(None, help="CSV value column (default: the first non-formula column)."),
     features: str = typer.Option("composition", help="Database descriptors: composition or structure."),
     subset: str = typer.Option(None, help="Database subset to simulate on, e.g. 'paper'."),
-    strategy: list[str] = typer.Option(["random", "uncertainty"], help=f"Repeatable; compared on the same seeds "
-                                       f"and splits. {STRATEGY_HELP}."),
+    strategy: list[str] = typer.Option(None, help=f"Repeatable; compared on the same seeds and splits (default: "
+                                       f"random and uncertainty; joint and random with --goal). {STRATEGY_HELP}."),
     window: tuple[float, float] = typer.Option(None, "--range", help="Goal: values inside LO HI (e.g. --range 2 3)."),
     maximize: bool = typer.Option(False, help="Goal: the largest values (targets: the top --top-fraction)."),
     minimize: bool = typer.Option(False, help="Goal: the smallest values."),
@@ -78,11 +83,23 @@ def simulate(
         --strategy random --strategy ei --strategy range --init 20 --budget 400 --seeds 10 --test-fraction 0
       tansaku al simulate --property e_form --csv mp_e_form.csv.gz --strategy random --strategy stratified
         --model rf --init 1000 --batch 200 --budget 4000 --seeds 3 --test-fraction 0.05
+      tansaku al simulate --goal 'band_gap>=3' --goal 'eps_total>=20' --subset paper --features structure
+        --strategy joint --strategy random --strategy single:band_gap --init 20 --batch 10 --budget 400
     """
     from tansaku.active.pools import pool_from_csv, pool_from_database
     from tansaku.active.simulate import Setup
     from tansaku.active.simulate import simulate as run
 
+    if goal_texts:
+        if csv is not None or window is not None or maximize or minimize:
+            raise TansakuError("--goal reads the database's values: give it without --csv, --range, --maximize "
+                               "or --minimize (a window is a goal too: --goal 'band_gap=2:3')")
+        _simulate_goals(goal_texts, strategy or ["joint", "random"], features, subset, init, batch, budget, seeds,
+                        model, trees, diversity, json_out)
+        return
+    if not property_name:
+        raise TansakuError("--property is needed (or --goal, repeatable, for several properties)")
+    strategy = strategy or ["random", "uncertainty"]
     goal = goal_from_options(window, maximize, minimize)
     if csv is not None and from_db:
         raise TansakuError("give --db or --csv, not both")
@@ -107,6 +124,31 @@ def simulate(
 
         active_learning_curves(result, plot, property_name)
         console.print(f"plot in {plot}")
+
+
+def _simulate_goals(goal_texts: list[str], strategies: list[str], features: str, subset: str | None, init: int,
+                    batch: int, budget: int, seeds: int, model: str, trees: int, diversity: float,
+                    json_out: Path | None) -> None:
+    """`al simulate --goal ...`: several properties at once (see `tansaku.active.multigoal`)."""
+    from tansaku.active.multigoal import Condition, MultiSetup, simulate_multigoal
+    from tansaku.active.pools import multi_property_pool
+
+    conditions = [Condition.parse(text) for text in goal_texts]
+    X, values, _ = multi_property_pool(database(create=False), [c.prop for c in conditions], features, subset,
+                                       progress_bar("descriptors"))
+    setup = MultiSetup(X, values, conditions, init, batch, budget, seeds, model, trees, diversity)
+    result = simulate_multigoal(setup, list(dict.fromkeys(strategies)), progress_bar("simulations"))
+    table = Table("strategy", "found at the end (median)", "evaluations for half (median)",
+                  title=f"{result['n_pool']} in pool, {result['n_targets']} meet " + " and ".join(result["goals"]))
+    for name, runs in result["strategies"].items():
+        halves = [r["to_half"] for r in runs if r["to_half"] is not None]
+        half = f"{np.median(halves):.0f}" + ("" if len(halves) == len(runs) else f" ({len(halves)}/{len(runs)})")
+        table.add_row(name, f"{np.median([r['found'][-1] for r in runs]):.0f}", half if halves else "not reached")
+    console.print(table)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1))
+        console.print(f"curves in {json_out}")
 
 
 def summary_table(result: dict) -> None:
