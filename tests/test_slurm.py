@@ -26,6 +26,8 @@ from tansaku.workflows.executor import CommandJob, JobState, QECommands
 from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile, job_fields
 from tests.conftest import OXI_DB, PSEUDOS, need_shared
 from tests.mgo_reference import REFERENCE, rerun_reaches_reference
+from tests.serving import serving
+from tests.test_serve import get_json
 
 LAUNCHER = "mpirun --allow-run-as-root -np {n}"  # Debian's OpenMPI QE cannot be direct-launched by srun
 PROFILE = f'walltime = "00:10:00"\nlauncher = "{LAUNCHER}"\nsetup = ["export OMPI_MCA_rmaps_base_oversubscribe=1"]\n'
@@ -90,6 +92,10 @@ def test_mgo_through_slurm_survives_a_killed_controller_without_resubmitting(tmp
     os.killpg(process.pid, signal.SIGKILL)  # the controller dies; the batch job lives on in SLURM
     process.wait()
     assert job_fields(before["job_id"])["JobState"] in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")
+    with serving(db) as url:  # the web page's Jobs view asks SLURM too
+        step = next(s for s in get_json(f"{url}/api/jobs") if s["step"] == "phonon")
+    assert step["executor"] == "slurm" and step["job_id"] == before["job_id"]
+    assert step["scheduler_state"] in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")
 
     rerun_reaches_reference(argv, tmp_path / "out.json", str(tmp_path / "MgO.json"))
     after = state_of(phonon)

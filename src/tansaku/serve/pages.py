@@ -285,15 +285,15 @@ def router(state) -> APIRouter:  # noqa: C901 - one closure per page keeps the r
     @pages.get("/jobs", response_class=HTMLResponse, include_in_schema=False)
     def jobs_page(request: Request):
         with state.db.session() as session:
-            steps = unfinished_steps(session)
+            steps = _with_scheduler_state(unfinished_steps(session))
         return TEMPLATES.TemplateResponse(request, "jobs.html", {"steps": steps})
 
     @pages.get("/api/jobs", tags=["jobs"])
     def jobs_json(include_failed: bool = Query(True, description="Also steps that failed")) -> list[dict[str, Any]]:
         """Workflow steps queued, running or waiting to be retried (local and SLURM), with elapsed time, and
-        failed ones with their reason."""
+        failed ones with their reason; a SLURM job's state as the scheduler reports it now."""
         with state.db.session() as session:
-            return unfinished_steps(session, include_failed)
+            return _with_scheduler_state(unfinished_steps(session, include_failed))
 
     @pages.get("/api", response_class=HTMLResponse, include_in_schema=False)
     def api_index(request: Request):
@@ -303,6 +303,21 @@ def router(state) -> APIRouter:  # noqa: C901 - one closure per page keeps the r
         return TEMPLATES.TemplateResponse(request, "api.html", {"endpoints": endpoints})
 
     return pages
+
+
+def _with_scheduler_state(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add what SLURM says of each unfinished batch job (as `tansaku jobs` does); None where it cannot be asked."""
+    import shutil
+
+    from tansaku.workflows.slurm import job_fields
+
+    can_ask = shutil.which("scontrol") is not None
+    for step in steps:
+        step["scheduler_state"] = None
+        if can_ask and step["executor"] == "slurm" and step["job_id"] and step["status"] != "failed":
+            fields = job_fields(step["job_id"])
+            step["scheduler_state"] = fields.get("JobState") if fields else "no longer known to SLURM"
+    return steps
 
 
 def _dumps(value: Any) -> str:
