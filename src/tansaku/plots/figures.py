@@ -193,6 +193,7 @@ def campaign_cost(status: dict, out: Path | BinaryIO) -> None:
     ax.set_xlabel("CPU hours spent")
     ax.set_ylabel("materials found")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # small totals otherwise print as run-together labels
     ax.set_title(f"{status['hits']} found for {status['cpu_hours']:.2f} CPU hours", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
