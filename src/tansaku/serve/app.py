@@ -11,6 +11,8 @@ import ipaddress
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -30,9 +32,10 @@ class AppState:
     db: Database
     models_dir: Path | None = None
     token: str | None = None
-    _cache: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+    model_meta: dict[tuple, object] = field(default_factory=dict)  # (path, mtime, size) → metadata or refusal
+    _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
-    def _cached(self, key: str, compute) -> list[str]:
+    def _cached(self, key: str, compute) -> Any:
         hit = self._cache.get(key)
         if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
             return hit[1]
@@ -52,6 +55,10 @@ class AppState:
 
     def subsets(self) -> list[str]:
         return self._cached("subsets", browse.subsets)
+
+    def structure_count(self) -> int:
+        """How many materials OPTIMADE serves (its data_available), counted at most every CACHE_SECONDS."""
+        return self._cached("structures", browse.structure_count)
 
 
 def is_loopback(host: str) -> bool:
@@ -94,7 +101,7 @@ def create_app(db: Database, models_dir: Path | None = None, token: str | None =
             if request.query_params.get("token") and request.method == "GET":
                 # the token given once in the address becomes a cookie, and the address is cleaned of it
                 kept = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                target = request.url.path + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
+                target = request.url.path + ("?" + urlencode(kept) if kept else "")
                 response = RedirectResponse(target, status_code=303)
                 response.set_cookie(TOKEN_COOKIE, state.token, httponly=True, samesite="strict")
                 return response

@@ -153,14 +153,13 @@ def _endpoints(api: APIRouter, base: str, app_state) -> None:
             base = base.where(condition)
         with app_state.db.session() as session:
             returned = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-            available = session.scalar(select(func.count()).select_from(Material)
-                                       .where(Material.structure_json.is_not(None))) or 0
             materials = list(session.scalars(base.order_by(*order).offset(offset).limit(limit))) if limit else []
             values = measured_values(session, [m.id for m in materials])
             data = [_fields(to_entry(m, values[m.id]), request) for m in materials]
         more = offset + len(data) < returned
         body: dict[str, Any] = {"data": data, "meta": _meta(request, data_returned=returned,
-                                                            data_available=available, more_data_available=more)}
+                                                            data_available=app_state.structure_count(),
+                                                            more_data_available=more)}
         if more:
             query = {k: v for k, v in request.query_params.items() if k not in ("page_offset", "page_number")}
             query.update(page_offset=str(offset + len(data)), page_limit=str(limit))

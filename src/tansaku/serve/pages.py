@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
@@ -76,72 +77,67 @@ def _columns(state, text: str, flt: browse.MaterialFilter) -> list[str]:
     return chosen + [n for n in names if n not in chosen][: max(0, DEFAULT_COLUMNS - len(chosen))]
 
 
+@dataclass
+class TableQuery:
+    flt: browse.MaterialFilter
+    columns: list[str]
+    sort: str
+    desc: bool
+
+
 def router(state) -> APIRouter:  # noqa: C901 - one closure per page keeps the routes readable together
     pages = APIRouter()
 
-    def table(request: Request, elements: str, formula: str, source: str, subset: str, method: str,
-              structures_only: bool, columns: str, sort: str, desc: bool, offset: int, limit: int):
+    def table_query(
+        request: Request,
+        elements: str = Query("", max_length=200, description="Elements all present, comma-separated: Mg,O"),
+        formula: str = Query("", max_length=100, description="A formula in any element order: MgO or OMg"),
+        source: str = Query("", max_length=128, description="Where the materials came from, e.g. oxi_diel_db"),
+        subset: str = Query("", max_length=64, description="A named subset, e.g. paper"),
+        method: str = Query("", max_length=128, description="Whose values count: import:..., dft:qe, "
+                            "ml:<model id>; default: measured values (imported or computed)"),
+        structures_only: bool = Query(False, description="Only materials with a structure"),
+        columns: str = Query("", max_length=1000, description="Property columns, comma-separated"),
+        sort: str = Query("id", max_length=64, description="id, formula, nsites, nelements, spacegroup, source, "
+                          "source_id or a shown property"),
+        desc: bool = Query(False, description="Sort descending"),
+    ) -> TableQuery:
+        """The table's filter, columns and order, parsed once for the page, its JSON and its CSV."""
         flt = _filter_from(request, state, elements, formula, source, subset, method, structures_only)
-        shown = _columns(state, columns, flt)
-        with state.db.session() as session:
-            return flt, browse.material_page(session, flt, shown, sort, desc, offset, limit)
+        return TableQuery(flt, _columns(state, columns, flt), sort, desc)
 
-    common = {
-        "elements": Query("", max_length=200, description="Elements all present, comma-separated: Mg,O"),
-        "formula": Query("", max_length=100, description="A formula in any element order: MgO or OMg"),
-        "source": Query("", max_length=128, description="Where the materials came from, e.g. oxi_diel_db"),
-        "subset": Query("", max_length=64, description="A named subset, e.g. paper"),
-        "method": Query("", max_length=128, description="Whose values count: import:..., dft:qe, ml:<model id>; "
-                        "default: measured values (imported or computed)"),
-        "structures_only": Query(False, description="Only materials with a structure"),
-        "columns": Query("", max_length=1000, description="Property columns, comma-separated"),
-        "sort": Query("id", max_length=64, description="id, formula, nsites, nelements, spacegroup, source, "
-                      "source_id or a shown property"),
-        "desc": Query(False, description="Sort descending"),
-    }
+    def page_of(q: TableQuery, offset: int, limit: int) -> browse.Page:
+        with state.db.session() as session:
+            return browse.material_page(session, q.flt, q.columns, q.sort, q.desc, offset, limit)
 
     @pages.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
         return RedirectResponse("/materials")
 
     @pages.get("/materials", response_class=HTMLResponse, include_in_schema=False)
-    def materials_page(request: Request, elements: str = common["elements"], formula: str = common["formula"],
-                       source: str = common["source"], subset: str = common["subset"],
-                       method: str = common["method"], structures_only: bool = common["structures_only"],
-                       columns: str = common["columns"], sort: str = common["sort"], desc: bool = common["desc"],
+    def materials_page(request: Request, q: TableQuery = Depends(table_query),
                        offset: int = Query(0, ge=0, le=10**7), limit: int = Query(50, ge=1, le=browse.MAX_PAGE)):
-        flt, page = table(request, elements, formula, source, subset, method, structures_only, columns, sort, desc,
-                          offset, limit)
+        page = page_of(q, offset, limit)
         query = {k: v for k, v in request.query_params.items() if k not in ("offset",)}
         return TEMPLATES.TemplateResponse(request, "materials.html", {
-            "page": page, "flt": flt, "query": query, "properties": state.property_names(),
+            "page": page, "flt": q.flt, "query": query, "properties": state.property_names(),
             "sources": state.sources(), "subsets": state.subsets(), "methods": state.methods(),
-            "sort": sort, "desc": desc, "params": request.query_params})
+            "sort": q.sort, "desc": q.desc, "params": request.query_params})
 
     @pages.get("/api/materials", tags=["materials"])
-    def materials_json(request: Request, elements: str = common["elements"], formula: str = common["formula"],
-                       source: str = common["source"], subset: str = common["subset"],
-                       method: str = common["method"], structures_only: bool = common["structures_only"],
-                       columns: str = common["columns"], sort: str = common["sort"], desc: bool = common["desc"],
-                       offset: int = Query(0, ge=0, le=10**7),
+    def materials_json(q: TableQuery = Depends(table_query), offset: int = Query(0, ge=0, le=10**7),
                        limit: int = Query(50, ge=1, le=browse.MAX_PAGE)) -> dict[str, Any]:
         """One page of the materials table. Bound a property with `min_<name>` and `max_<name>`, e.g.
         `?elements=O&min_band_gap=2&max_band_gap=3&sort=band_gap`."""
-        _, page = table(request, elements, formula, source, subset, method, structures_only, columns, sort, desc,
-                        offset, limit)
+        page = page_of(q, offset, limit)
         return {"total": page.total, "offset": page.offset, "limit": page.limit, "columns": page.columns,
                 "rows": page.rows}
 
     @pages.get("/materials.csv", tags=["materials"])
-    def materials_csv(request: Request, elements: str = common["elements"], formula: str = common["formula"],
-                      source: str = common["source"], subset: str = common["subset"], method: str = common["method"],
-                      structures_only: bool = common["structures_only"], columns: str = common["columns"],
-                      sort: str = common["sort"], desc: bool = common["desc"]) -> StreamingResponse:
+    def materials_csv(q: TableQuery = Depends(table_query)) -> StreamingResponse:
         """Every row of the current filter as CSV (each property a value and a `<name>_method` column)."""
-        flt = _filter_from(request, state, elements, formula, source, subset, method, structures_only)
-        shown = _columns(state, columns, flt)
-        with state.db.session() as session:  # a bad sort or filter is refused before the stream starts
-            browse.material_page(session, flt, shown, sort, desc, 0, 1)
+        flt, shown, sort, desc = q.flt, q.columns, q.sort, q.desc
+        page_of(q, 0, 1)  # a bad sort or filter is refused before the stream starts
 
         def rows():
             header = ["id", "reduced_formula", "nsites", "spacegroup_symbol", "source", "source_id"]
@@ -332,10 +328,16 @@ def _models(state) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
         return [], []
     models, problems = [], []
     for path in sorted(Path(state.models_dir).glob("*.pkl")):
-        try:
-            _, meta = load_model(path)
-        except TansakuError as exc:
-            problems.append({"file": path.name, "reason": str(exc)})
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)  # a model file is unpickled once per version of it
+        if key not in state.model_meta:
+            try:
+                state.model_meta[key] = load_model(path)[1]
+            except TansakuError as exc:
+                state.model_meta[key] = TansakuError(str(exc))
+        meta = state.model_meta[key]
+        if isinstance(meta, TansakuError):
+            problems.append({"file": path.name, "reason": str(meta)})
             continue
         models.append({"file": path.name, "meta": meta})
     if models:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymatgen.core import Composition, Element
-from sqlalchemy import ColumnElement, Select, and_, func, literal, select
+from sqlalchemy import ColumnElement, and_, func, literal, select
 from sqlalchemy.orm import Session
 
 from tansaku import TansakuError
@@ -104,21 +104,23 @@ class Page:
     columns: list[str]  # the property columns of each row
 
 
-def filtered(flt: MaterialFilter) -> Select:
-    return select(Material.id).where(*where_clauses(flt))
-
-
 def material_page(session: Session, flt: MaterialFilter, columns: list[str], sort: str = "id",
                   descending: bool = False, offset: int = 0, limit: int = 50) -> Page:
     """One page of the filtered table with the named property columns, and the number of rows in all."""
+    clauses = where_clauses(flt)
+    total = session.scalar(select(func.count()).select_from(Material).where(*clauses)) or 0
+    rows = _rows(session, flt, clauses, columns, sort, descending, offset, limit)
+    return Page(rows=rows, total=total, offset=offset, limit=limit, columns=columns)
+
+
+def _rows(session: Session, flt: MaterialFilter, clauses, columns: list[str], sort: str, descending: bool,
+          offset: int, limit: int) -> list[dict[str, Any]]:
     if not 1 <= limit <= MAX_PAGE:
         raise TansakuError(f"page size {limit} is outside 1..{MAX_PAGE}")
     if offset < 0:
         raise TansakuError(f"offset {offset} is negative")
     if sort not in SORTABLE_COLUMNS and sort not in columns:
         raise TansakuError(f"cannot sort by {sort!r}: a column ({', '.join(SORTABLE_COLUMNS)}) or a shown property")
-    clauses = where_clauses(flt)
-    total = session.scalar(select(func.count()).select_from(Material).where(*clauses)) or 0
     key = _sort_key(sort, flt)
     order = key.desc().nulls_last() if descending else key.asc().nulls_last()
     query = (select(Material.id, Material.reduced_formula, Material.nsites, Material.spacegroup_symbol,
@@ -126,7 +128,7 @@ def material_page(session: Session, flt: MaterialFilter, columns: list[str], sor
              .where(*clauses).order_by(order, Material.id).offset(offset).limit(limit))
     rows = [dict(r._mapping) for r in session.execute(query)]
     _attach_values(session, rows, columns, flt.method)
-    return Page(rows=rows, total=total, offset=offset, limit=limit, columns=columns)
+    return rows
 
 
 def _attach_values(session: Session, rows: list[dict[str, Any]], columns: list[str], method: str | None) -> None:
@@ -148,13 +150,11 @@ def _attach_values(session: Session, rows: list[dict[str, Any]], columns: list[s
 def iter_filtered(session: Session, flt: MaterialFilter, columns: list[str], sort: str = "id",
                   descending: bool = False, chunk: int = MAX_PAGE) -> Iterator[dict[str, Any]]:
     """Every row of the filter in the table's order, a page at a time (for downloads of any size)."""
+    clauses = where_clauses(flt)
     offset = 0
-    while True:
-        page = material_page(session, flt, columns, sort, descending, offset, chunk)
-        yield from page.rows
+    while rows := _rows(session, flt, clauses, columns, sort, descending, offset, chunk):
+        yield from rows
         offset += chunk
-        if offset >= page.total or not page.rows:
-            return
 
 
 def property_names(session: Session) -> list[str]:
@@ -167,6 +167,10 @@ def methods(session: Session) -> list[str]:
 
 def sources(session: Session) -> list[str]:
     return list(session.scalars(select(Material.source).distinct().order_by(Material.source)))
+
+
+def structure_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Material).where(Material.structure_json.is_not(None))) or 0
 
 
 def subsets(session: Session) -> list[str]:
