@@ -45,6 +45,7 @@ def write_results(name: str, data: dict, markdown: str, compact: bool = False) -
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"machine": machine(), **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=None if compact else 2, default=float) + "\n")
-    header = f"<!-- produced by: {data['machine']['command']} on {data['machine']['date']} -->\n"
+    header = (f"<!-- produced by: {data['machine']['command']} at commit {data['machine']['commit']} on "
+              f"{data['machine']['date']} -->\n")
     (RESULTS / f"{name}.md").write_text(header + markdown.rstrip() + "\n")
     print(markdown)
