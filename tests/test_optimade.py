@@ -83,8 +83,14 @@ def test_filters_match_counts_made_without_our_code(optimade_site):
     assert attributes["_tansaku_methods"]["eps_electronic"] in ("import:oxi_diel_db", "dft:qe:test")
 
 
-def test_bad_and_unsupported_filters_say_why(optimade_site):
+def test_bad_and_unsupported_filters_say_why(optimade_site, tmp_path):
     url, _ = optimade_site
+    from tansaku import TansakuError
+
+    with pytest.raises(TansakuError, match="HTTP 404 .*give the provider's base URL"):
+        import_optimade(open_database(tmp_path / "none.db"), f"{url}/materials", delay=0)
+    with pytest.raises(TansakuError, match="HTTP 400 the filter 'nsites <' does not parse"):
+        import_optimade(open_database(tmp_path / "none.db"), f"{url}/optimade", "nsites <", delay=0)
     for text, status in (("nsites <", 400), ("crazyfield = 2", 400), ("lattice_vectors HAS 1", 501),
                          ('elements HAS ALL "O" AND nsites = "three"', 400)):
         code, _, body = get(f"{url}/optimade/v1/structures?" + urllib.parse.urlencode({"filter": text}))

@@ -74,7 +74,8 @@ class Client:
                 if (exc.code == 429 or exc.code >= 500) and attempt < RETRIES - 1:
                     time.sleep(min(60.0, self.delay * 4**attempt + 1))
                     continue
-                raise TansakuError(f"{url}: HTTP {exc.code} {_detail(exc)}") from None
+                hint = " (no OPTIMADE structures endpoint here: give the provider's base URL)" * (exc.code == 404)
+                raise TansakuError(f"{url}: HTTP {exc.code} {_detail(exc)}{hint}".replace("  ", " ")) from None
             except (urllib.error.URLError, TimeoutError, OSError) as exc:
                 if attempt < RETRIES - 1:
                     time.sleep(min(60.0, self.delay * 4**attempt + 1))
@@ -94,7 +95,7 @@ def _detail(exc: urllib.error.HTTPError) -> str:
         errors = json.loads(exc.read().decode("utf-8")).get("errors") or []
         return "; ".join(str(e.get("detail") or e.get("title")) for e in errors)[:300]
     except Exception:  # noqa: BLE001 - an error page that is not JSON
-        return str(exc.reason)
+        return str(exc.reason or "")
 
 
 def structures_url(base: str) -> str:
