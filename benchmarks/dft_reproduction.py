@@ -107,7 +107,7 @@ def main() -> None:
             material_id, formula, root = material.id, material.reduced_formula, material_dir(ctx, material)
         start = time.perf_counter()
         result = run_dielectric(ctx, material_id, lambda step, f=formula: print(f"{f}: {step}", flush=True))
-        relaxed = root / "scf" / "state.json"
+        relaxed = root / result.scf_step / "state.json"
         volume_change = None
         if relaxed.exists() and json.loads(relaxed.read_text()).get("outputs"):
             from pymatgen.core import Structure
@@ -123,19 +123,20 @@ def main() -> None:
             "imaginary_modes": result.imaginary_modes, "volume_change": volume_change,
             "step_seconds": step_times(root), "step_cpu_seconds": step_times(root, "cpu_seconds"),
             "seconds_this_invocation": time.perf_counter() - start, "kspacing": result.kspacing,
-            **scf_facts(root, result.kspacing or ctx.settings.kspacing, ctx.settings.even_kmesh),
+            **scf_facts(root / result.scf_step, result.kspacing or ctx.settings.kspacing, ctx.settings.even_kmesh),
             "cost_size": _size(ctx, reference),
         })
         report(rows + reused, args)
 
 
-def scf_facts(root: Path, spacing: float, even: bool) -> dict:
-    """k-mesh, irreducible k-points and symmetry operations of the SCF, with spglib's count for the same cell."""
+def scf_facts(scf_dir: Path, spacing: float, even: bool) -> dict:
+    """k-mesh, irreducible k-points and symmetry operations of the SCF the results come from, with spglib's count
+    for the same cell."""
     from pymatgen.core import Structure
 
     from tansaku.dft.settings import kmesh
 
-    state = root / "scf" / "state.json"
+    state = scf_dir / "state.json"
     outputs = json.loads(state.read_text()).get("outputs") if state.exists() else None
     if not outputs:
         return {}

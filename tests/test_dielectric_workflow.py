@@ -129,6 +129,29 @@ def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh
     assert result.eps_electronic == pytest.approx(before["eps_electronic"], rel=1e-4)
 
 
+def test_a_gap_below_small_gap_ev_moves_scf_and_phonons_to_the_mesh_its_eps_needs(tmp_path, mgo):
+    # MgO's gap (~4.5 eV) counts as small under small_gap_ev=10; 1.5 Å⁻¹ (a 2x2x2 mesh) is far from converged
+    ctx = make_ctx(tmp_path, {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False})
+    material_id = store(ctx, mgo, "MgO")
+    result = run_dielectric(ctx, material_id)
+    assert result.status == "done", result.reason
+    with ctx.db.session() as session:
+        rows = {c.step: c for c in session.scalars(select(Calculation))}
+        gap = session.scalar(select(Property.value).where(Property.name == "band_gap"))
+    probes = rows["analysis"].outputs["k_convergence"]
+    assert probes[0]["mesh"] == [2, 2, 2] and probes[0]["spacing"] == 1.5  # measured from kspacing down
+    chosen = next(p for p in probes if p["spacing"] == result.kspacing)
+    tag = "x".join(map(str, chosen["mesh"]))
+    assert chosen["mesh"] != [2, 2, 2] and result.scf_step == f"scf-{tag}"
+    # the fixed-mesh SCF stays; the results come from the SCF and ph.x on the denser mesh
+    assert rows["scf"].inputs["kmesh"] == [2, 2, 2] and rows[f"scf-{tag}"].inputs["kmesh"] == chosen["mesh"]
+    assert rows[f"phonon-{tag}"].status == "done" and "phonon" not in rows
+    assert gap == pytest.approx(rows[f"scf-{tag}"].outputs["gap"]) != rows["scf"].outputs["gap"]
+    assert result.eps_electronic == pytest.approx(chosen["eps_electronic"], rel=1e-4)
+    again = run_dielectric(ctx, material_id)  # resumed: the same mesh, nothing recomputed
+    assert again.scf_step == result.scf_step and again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
+
+
 def test_automatic_kmesh_on_a_metal_stops_with_the_metal_reason_not_a_probe_failure(tmp_path):
     # rock-salt TiO spin-unpolarized: an even electron count, so only a calculation can tell it is metallic
     tio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.18), ["Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])

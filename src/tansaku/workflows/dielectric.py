@@ -30,7 +30,7 @@ from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.rows import get_or_create
 from tansaku.store.tables import Calculation, Material, utcnow
 from tansaku.workflows.executor import Executor, QECommands
-from tansaku.workflows.kmesh_convergence import converge_kmesh
+from tansaku.workflows.kmesh_convergence import converge_kmesh, refine_for_small_gap
 from tansaku.workflows.state import StepState
 from tansaku.workflows.steps import StepCancelled, StepSpec, run_step
 
@@ -73,6 +73,7 @@ class DielectricResult:
     formula: str | None = None
     magnetization: float | None = None  # total moment per cell (μB) of a spin-polarized run
     kspacing: float | None = None  # Å⁻¹, the k-point spacing the material ran with (measured when k_converge)
+    scf_step: str = "scf"  # the SCF the results come from ("scf-8x8x6" when a small gap refined the mesh)
     steps: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -97,6 +98,15 @@ class Run:
     steps: dict[str, StepState] = field(default_factory=dict)
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
     k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
+    mesh_tag: str = ""  # "-8x8x6" when a small gap moved the SCF and ph.x to a denser mesh than kspacing's
+
+    @property
+    def scf_step(self) -> str:
+        return "scf" + self.mesh_tag
+
+    @property
+    def phonon_step(self) -> str:
+        return "phonon" + self.mesh_tag
 
     def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None) -> StepState:
         """Run (or resume, or skip when done) one program step in root/name; `ctx` when its settings differ from
@@ -192,7 +202,7 @@ def relax(run: Run) -> bool:
 
 def scf_gap(run: Run) -> bool:
     """SCF with empty bands: the band gap; a metal stops here."""
-    scf = run.step("scf", scf_spec(run.ctx, run.root, run.structure))
+    scf = run.step(run.scf_step, scf_spec(run.ctx, run.root, run.structure, run.scf_step))
     run.result.band_gap = scf.outputs["gap"]
     run.result.magnetization = scf.outputs.get("magnetization")
     if run.result.band_gap < run.ctx.settings.metal_gap_ev:
@@ -203,7 +213,7 @@ def scf_gap(run: Run) -> bool:
 
 def phonon(run: Run) -> bool:
     """ph.x at Γ: ε∞, Born charges and force constants."""
-    run.step("phonon", phonon_spec(run.ctx, run.root))
+    run.step(run.phonon_step, phonon_spec(run.ctx, run.root, run.phonon_step, run.scf_step))
     return True
 
 
@@ -211,11 +221,14 @@ def dielectric_analysis(run: Run) -> bool:
     """ε_ion with the acoustic sum rule, then every property into the database."""
     run.report("analysis")
     run.result.kspacing = run.ctx.settings.kspacing
-    _analyse(run.ctx, run.material_id, run.root, run.steps["scf"], run.result, run.rotation, run.k_probes)
+    run.result.scf_step = run.scf_step
+    _analyse(run.ctx, run.material_id, run.root / run.phonon_step, run.steps[run.scf_step], run.result,
+             run.rotation, run.k_probes)
     return True
 
 
-DIELECTRIC = Workflow(WORKFLOW, (check_insulator_setup, converge_kmesh, relax, scf_gap, phonon, dielectric_analysis))
+DIELECTRIC = Workflow(WORKFLOW, (check_insulator_setup, converge_kmesh, relax, scf_gap, refine_for_small_gap, phonon,
+                                  dielectric_analysis))
 
 
 def run_dielectric(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
@@ -305,11 +318,11 @@ def phonon_spec(ctx: RunContext, root: Path, name: str = "phonon", prefix: str =
     return StepSpec(name, "ph", write, parse)
 
 
-def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult, rotation: np.ndarray,
+def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: DielectricResult, rotation: np.ndarray,
              k_probes: list[dict]) -> None:
     """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database, its
     tensors turned back from the computed (standard) frame into the input structure's Cartesian frame."""
-    dyn = read_dyn_gamma(root / "phonon" / DYN_FILE)
+    dyn = read_dyn_gamma(phonon_dir / DYN_FILE)
     ionic = ionic_dielectric(dyn.force_constants, dyn.born_charges, dyn.masses_amu, dyn.volume_bohr3)
     eps_e = to_input_frame(dyn.eps_electronic, rotation)
     eps_ion = to_input_frame(ionic.tensor, rotation)
@@ -336,8 +349,8 @@ def _analyse(ctx, material_id, root, scf: StepState, result: DielectricResult, r
     with ctx.db.session() as session:
         calc = _calculation(session, ctx, material_id, "analysis")
         calc.engine, calc.status, calc.outputs = "tansaku", "done", outputs
-        calc.inputs = {"dyn_file": str(root / "phonon" / DYN_FILE)}
-        calc.work_dir, calc.code_version = str(root), f"tansaku {__version__}"
+        calc.inputs = {"dyn_file": str(phonon_dir / DYN_FILE)}
+        calc.work_dir, calc.code_version = str(phonon_dir.parent), f"tansaku {__version__}"
         calc.finished_at = utcnow()
         calc.attempts = 1
         session.flush()

@@ -76,31 +76,57 @@ def close_enough(coarse: Probe, fine: Probe, tolerance: float, gap_tolerance_ev:
             and abs(coarse.band_gap - fine.band_gap) < gap_tolerance_ev)
 
 
+def settle(run, structure: Structure, spacings: list[float], tolerance: float) -> tuple[Probe, list[Probe]]:
+    """Probe the spacings in order until two meshes agree (ε∞ within `tolerance`, gap within k_converge_gap_ev);
+    the coarser of the two, and every probe. A mesh without a gap ends it: the SCF that follows stops the metal."""
+    s = run.ctx.settings
+    probes: list[Probe] = []
+    for spacing in spacings:
+        try:
+            probes.append(probe(run, structure, spacing))
+        except TansakuError as exc:
+            raise TansakuError(f"automatic k-mesh: the probe at {spacing} Å⁻¹ failed ({exc}); a metal or a hard "
+                               "SCF: run with a fixed kspacing (k_converge=none, small_gap_ev=0), whose relaxation "
+                               "tells a metal apart") from exc
+        if probes[-1].band_gap < s.metal_gap_ev:
+            return probes[-1], probes
+        if len(probes) > 1 and close_enough(probes[-2], probes[-1], tolerance, s.k_converge_gap_ev):
+            return probes[-2], probes
+    last = probes[-1]
+    raise TansakuError(f"k-mesh not converged to {tolerance:.1%} in ε∞ down to {last.spacing} Å⁻¹ "
+                       f"({'x'.join(map(str, last.mesh))}); set kspacing by hand")
+
+
 def converge_kmesh(run) -> bool:
     """Workflow step: with `k_converge` set, measure the k-mesh this material needs and run the rest with it."""
     s = run.ctx.settings
     if s.k_converge is None:
         return True
     structure = standard_frame(run.structure)[0] if s.standardize else run.structure
-    probes: list[Probe] = []
-    for spacing in probe_spacings(structure, s.k_coarsest, s.even_kmesh):
-        try:
-            probes.append(probe(run, structure, spacing))
-        except TansakuError as exc:
-            raise TansakuError(f"automatic k-mesh: the probe at {spacing} Å⁻¹ failed ({exc}); a metal or a hard "
-                               "SCF: run with a fixed kspacing (k_converge=none), whose relaxation tells a "
-                               "metal apart") from exc
-        if probes[-1].band_gap < s.metal_gap_ev:
-            chosen = probes[-1]  # no gap on this mesh: the SCF step that follows stops the metal with its gap
-            break
-        if len(probes) > 1 and close_enough(probes[-2], probes[-1], s.k_converge, s.k_converge_gap_ev):
-            chosen = probes[-2]
-            break
-    else:
-        last = probes[-1]
-        raise TansakuError(f"k-mesh not converged to {s.k_converge:.1%} in ε∞ down to {last.spacing} Å⁻¹ "
-                           f"({'x'.join(map(str, last.mesh))}); set kspacing by hand")
+    chosen, probes = settle(run, structure, probe_spacings(structure, s.k_coarsest, s.even_kmesh), s.k_converge)
     run.k_probes = [p.as_dict() for p in probes]
     run.ctx = replace(run.ctx, settings=replace(s, kspacing=chosen.spacing))
     run.report(f"k-mesh {'x'.join(map(str, chosen.mesh))} (spacing {chosen.spacing} Å⁻¹)")
     return True
+
+
+def refine_for_small_gap(run) -> bool:
+    """Workflow step after the SCF: a gap below `small_gap_ev` on the fixed mesh has its mesh measured from
+    kspacing down (small gaps need denser meshes for ε∞); on a denser mesh the SCF and ph.x run again in steps
+    named after it (scf-8x8x6, phonon-8x8x6), so the fixed-mesh steps and their results stay as they were."""
+    s = run.ctx.settings
+    gap = run.steps[run.scf_step].outputs["gap"]
+    if s.k_converge is not None or gap >= s.small_gap_ev:
+        return True
+    run.report(f"gap {gap:.2f} eV < {s.small_gap_ev} eV: measuring the k-mesh ε∞ needs")
+    chosen, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
+                            s.small_gap_k_converge)
+    run.k_probes = [p.as_dict() for p in probes]
+    if kmesh(run.structure, chosen.spacing, s.even_kmesh) == kmesh(run.structure, s.kspacing, s.even_kmesh):
+        return True
+    run.ctx = replace(run.ctx, settings=replace(s, kspacing=chosen.spacing))
+    run.mesh_tag = "-" + "x".join(map(str, chosen.mesh))
+    run.report(f"k-mesh {run.mesh_tag[1:]} (spacing {chosen.spacing} Å⁻¹)")
+    from tansaku.workflows.dielectric import scf_gap  # the workflow imports this module
+
+    return scf_gap(run)
