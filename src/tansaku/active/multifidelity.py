@@ -8,7 +8,8 @@ never counts. Strategies (`TWO_LEVEL_STRATEGIES`):
 - `expensive`: range search on the expensive level only (P(goal) from a surrogate of the expensive values).
 - `funnel`: screen then verify, as people do by hand: range search on the cheap level, the window mapped onto
   the cheap scale by a straight line fitted to the pairs known so far; each round screens a batch and verifies
-  the batch of screened materials whose cheap value lies nearest the mapped window's centre.
+  up to a batch of the screened materials inside the mapped window widened by the line's residual spread,
+  nearest its centre first.
 - `two-level`: the expensive surrogate takes the cheap value as a descriptor (measured where known, else
   integrated over the cheap surrogate's prediction). Each round compares, per unit cost, promoting a screened
   material (P(goal | its cheap value) / expensive cost) with screening one (the best expected hits per cost of
@@ -142,18 +143,23 @@ def _two_level_options(setup: TwoLevelSetup, state: _State, seed: int, delta: bo
 
 
 def _funnel_picks(setup: TwoLevelSetup, state: _State, seed: int) -> tuple[list[int], list[int]]:
-    """(to screen, to verify): range search on the cheap level for the window mapped onto it, and the screened
-    materials nearest the mapped window's centre, in that order."""
+    """(to screen, to verify): range search on the cheap level for the window mapped onto it by a straight line
+    fitted to the pairs known so far, and the screened materials within that window widened by the line's
+    residual spread (the tolerance people allow for the cheap level's error), nearest its centre first."""
     pairs = np.flatnonzero(state.verified & state.screened)
     slope, intercept = np.polyfit(setup.cheap[pairs], setup.expensive[pairs], 1)
     if slope <= 0:
         slope, intercept = 1.0, 0.0
+    spread = float(np.std(setup.expensive[pairs] - (intercept + slope * setup.cheap[pairs]))) / slope
 
-    def on_cheap(bound):
-        return None if bound is None else (bound - intercept) / slope
+    def on_cheap(bound, widen):
+        return None if bound is None else (bound - intercept) / slope + widen
 
-    mapped = Condition(setup.condition.prop, on_cheap(setup.condition.lo), on_cheap(setup.condition.hi))
+    lo, hi = setup.condition.lo, setup.condition.hi
+    mapped = Condition(setup.condition.prop, on_cheap(lo, 0.0), on_cheap(hi, 0.0))
+    band = Condition(setup.condition.prop, on_cheap(lo, -spread), on_cheap(hi, spread))
     waiting = np.flatnonzero(state.screened & ~state.verified)
+    waiting = waiting[band.met(setup.cheap[waiting])]
     centre = np.mean([b for b in (mapped.lo, mapped.hi) if b is not None])
     verify = waiting[np.argsort(np.abs(setup.cheap[waiting] - centre), kind="stable")][: setup.batch]
     unscreened = np.flatnonzero(~state.screened)
