@@ -55,3 +55,45 @@ def test_two_level_setup_refuses_prices_and_goals_that_make_no_search(change, me
     args = {"X": X, "cheap": cheap, "expensive": expensive, "condition": Condition.parse("gap=2.2:2.6"), **change}
     with pytest.raises(TansakuError, match=message):
         TwoLevelSetup(**args).check()
+
+
+def test_al_simulate_two_levels_from_two_csvs_joined_by_formula(tmp_path):
+    import csv
+    import gzip
+    import json
+
+    from tests.conftest import SHARED, need_shared
+    from tests.test_cli import invoke
+
+    with gzip.open(need_shared(SHARED / "datasets" / "matbench" / "matbench_expt_gap.csv.gz"), "rt") as handle:
+        formulas = [row["formula"] for row in csv.DictReader(handle)][:400]
+    rng = np.random.default_rng(1)
+    expensive = rng.uniform(0, 5, len(formulas))
+    expt, pbe = tmp_path / "expt.csv", tmp_path / "pbe.csv"
+    expt.write_text("formula,gap\n" + "".join(f"{f},{v}\n" for f, v in zip(formulas, expensive, strict=True)))
+    with pbe.open("w") as handle:  # every composition twice (two polymorphs): the join takes their median
+        handle.write("formula,gap\n")
+        for f, v in zip(formulas, expensive, strict=True):
+            handle.write(f"{f},{0.8 * v - 0.6}\n{f},{0.8 * v - 0.4}\n")
+        handle.write("Xx2O,1.0\n")  # not a composition: refused, the rest goes on
+    out = tmp_path / "curves.json"
+    result = invoke("al", "simulate", "--csv", expt, "--cheap-csv", pbe, "--goal", "gap=2.2:2.6",
+                    "--expensive-cost", "10", "--init", "10", "--batch", "5", "--budget", "100000", "--seeds", "1",
+                    "--trees", "10", "--strategy", "two-level", "--strategy", "expensive", "--json", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["n_pool"] == len(set(formulas))  # formulas are distinct compositions in matbench's table
+    assert data["n_targets"] == int(((expensive >= 2.2) & (expensive <= 2.6)).sum())
+    assert data["costs"] == {"cheap": 1.0, "expensive": 10.0}
+    for runs in data["strategies"].values():
+        (run,) = runs
+        assert run["cost"][0] == 10 * (1 + 10) and run["cost_to_half"] is not None
+    assert data["strategies"]["expensive"][0]["cheap"][-1] == 10  # expensive-only never pays for a cheap value
+    assert data["strategies"]["two-level"][0]["cost_to_half"] < data["strategies"]["expensive"][0]["cost_to_half"]
+    with pytest.raises(TansakuError, match="--expensive-cost is needed"):
+        invoke("al", "simulate", "--csv", expt, "--cheap-csv", pbe, "--goal", "gap=2.2:2.6")
+    with pytest.raises(TansakuError, match="exactly one --goal"):
+        invoke("al", "simulate", "--csv", expt, "--cheap-csv", pbe, "--goal", "gap>=2", "--goal", "gap<=3",
+               "--expensive-cost", "10")
+    with pytest.raises(TansakuError, match="needs --csv"):
+        invoke("al", "simulate", "--cheap-csv", pbe, "--goal", "gap>=2", "--expensive-cost", "10")

@@ -230,3 +230,24 @@ def cost_to_reach(curve: dict, level: float) -> float | None:
     from tansaku.active.simulate import evaluations_to_reach
 
     return evaluations_to_reach(curve["cost"], curve["found"], level, True)
+
+
+def simulate_two_level(setup: TwoLevelSetup, strategies: list[str], progress=None) -> dict:
+    """Every strategy on every seed (the same start per seed): the JSON-ready curves with, per run, the cost at
+    which half of the targets were found."""
+    setup.check()
+    unknown = sorted(set(strategies) - set(TWO_LEVEL_STRATEGIES))
+    if unknown:
+        raise TansakuError(f"unknown two-level strategy {', '.join(unknown)} "
+                           f"(choose from {', '.join(TWO_LEVEL_STRATEGIES)})")
+    n_targets = int(setup.targets().sum())
+    result: dict = {"goal": str(setup.condition), "n_pool": len(setup.X), "n_targets": n_targets,
+                    "costs": {"cheap": setup.cheap_cost, "expensive": setup.expensive_cost}, "init": setup.init,
+                    "batch": setup.batch, "budget": setup.budget, "model": setup.model, "trees": setup.trees,
+                    "seeds": setup.seeds, "strategies": {s: [] for s in strategies}}
+    jobs = [(seed, s) for seed in range(setup.seeds) for s in strategies]
+    for seed, strategy in progress(jobs) if progress else jobs:
+        curve = run_two_level(setup, strategy, seed)
+        curve["cost_to_half"] = cost_to_reach(curve, n_targets / 2)
+        result["strategies"][strategy].append({"seed": seed, **curve})
+    return result

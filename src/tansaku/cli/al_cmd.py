@@ -69,6 +69,13 @@ def simulate(
     init_containing: str = typer.Option(None, help="Start only from materials containing this element "
                                         "(e.g. O: a database biased to oxides)."),
     test_without: str = typer.Option(None, help="Test only on materials without this element (the 'unknown')."),
+    cheap_csv: Path = typer.Option(None, "--cheap-csv", help="Two levels of theory: a CSV of the same property at a "
+                                   "cheap level (e.g. PBE gaps) for --csv's expensive one (e.g. experimental gaps); "
+                                   "joined by formula, polymorphs by their median. Needs one --goal and "
+                                   "--expensive-cost."),
+    cheap_cost: float = typer.Option(1.0, help="Two levels: the price of one cheap value."),
+    expensive_cost: float = typer.Option(None, help="Two levels: the price of one expensive value, in the cheap "
+                                         "value's units (e.g. 10)."),
     json_out: Path = typer.Option(None, "--json", help="Write curves: n_pool, n_targets, strategies -> seeds -> "
                                   "evaluated, found, mae, r2, coverage_68 per round."),
     plot: Path = typer.Option(None, help="PNG of learning and discovery curves (median and spread over seeds)."),
@@ -85,11 +92,19 @@ def simulate(
         --model rf --init 1000 --batch 200 --budget 4000 --seeds 3 --test-fraction 0.05
       tansaku al simulate --goal 'band_gap>=3' --goal 'eps_total>=20' --subset paper --features structure
         --strategy joint --strategy random --strategy single:band_gap --init 20 --batch 10 --budget 400
+      tansaku al simulate --csv matbench_expt_gap.csv.gz --cheap-csv matbench_mp_gap.csv.gz
+        --goal 'gap=2.2:2.6' --expensive-cost 10 --init 20 --batch 10 --budget 6000 --seeds 5
+        (two levels: --budget is then a cost; strategies two-level, expensive, funnel, two-level-delta)
     """
     from tansaku.active.pools import pool_from_csv, pool_from_database
     from tansaku.active.simulate import Setup
     from tansaku.active.simulate import simulate as run
 
+    if cheap_csv is not None:
+        _simulate_two_levels(csv, cheap_csv, column, goal_texts or [], cheap_cost, expensive_cost,
+                             strategy or ["two-level", "expensive", "funnel"], init, batch, budget, seeds, model,
+                             trees, diversity, json_out)
+        return
     if goal_texts:
         if csv is not None or window is not None or maximize or minimize:
             raise TansakuError("--goal reads the database's values: give it without --csv, --range, --maximize "
@@ -115,15 +130,27 @@ def simulate(
     result = run(setup, list(dict.fromkeys(strategy)), progress_bar("simulations"))
     result.update(property=property_name, source=pool.source)
     summary_table(result)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=1))
-        console.print(f"curves in {json_out}")
+    _write_json(result, json_out)
     if plot:
         from tansaku.plots.figures import active_learning_curves
 
         active_learning_curves(result, plot, property_name)
         console.print(f"plot in {plot}")
+
+
+def _median_reached(values: list, runs: int) -> str:
+    """The median of the runs that got there, with how many did when not all."""
+    reached = [v for v in values if v is not None]
+    if not reached:
+        return "not reached"
+    return f"{np.median(reached):.0f}" + ("" if len(reached) == runs else f" ({len(reached)}/{runs})")
+
+
+def _write_json(result: dict, json_out: Path | None) -> None:
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1))
+        console.print(f"curves in {json_out}")
 
 
 def _simulate_goals(goal_texts: list[str], strategies: list[str], features: str, subset: str | None, init: int,
@@ -141,14 +168,43 @@ def _simulate_goals(goal_texts: list[str], strategies: list[str], features: str,
     table = Table("strategy", "found at the end (median)", "evaluations for half (median)",
                   title=f"{result['n_pool']} in pool, {result['n_targets']} meet " + " and ".join(result["goals"]))
     for name, runs in result["strategies"].items():
-        halves = [r["to_half"] for r in runs if r["to_half"] is not None]
-        half = f"{np.median(halves):.0f}" + ("" if len(halves) == len(runs) else f" ({len(halves)}/{len(runs)})")
-        table.add_row(name, f"{np.median([r['found'][-1] for r in runs]):.0f}", half if halves else "not reached")
+        table.add_row(name, f"{np.median([r['found'][-1] for r in runs]):.0f}",
+                      _median_reached([r["to_half"] for r in runs], len(runs)))
     console.print(table)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=1))
-        console.print(f"curves in {json_out}")
+    _write_json(result, json_out)
+
+
+def _simulate_two_levels(csv: Path | None, cheap_csv: Path, column: str | None, goal_texts: list[str],
+                         cheap_cost: float, expensive_cost: float | None, strategies: list[str], init: int,
+                         batch: int, budget: float, seeds: int, model: str, trees: int, diversity: float,
+                         json_out: Path | None) -> None:
+    """`al simulate --cheap-csv ...`: one property at two levels of theory (see `tansaku.active.multifidelity`)."""
+    from tansaku.active.multifidelity import TwoLevelSetup, simulate_two_level
+    from tansaku.active.multigoal import Condition
+    from tansaku.active.pools import two_level_pool
+
+    if csv is None:
+        raise TansakuError("--cheap-csv needs --csv: the expensive level's values (e.g. experimental gaps)")
+    if len(goal_texts) != 1:
+        raise TansakuError(f"two levels take exactly one --goal, on the expensive level (got {len(goal_texts)}), "
+                           "e.g. --goal 'gap=2.2:2.6'")
+    if expensive_cost is None:
+        raise TansakuError("--expensive-cost is needed with --cheap-csv: the price of one expensive value in units "
+                           "of a cheap one (e.g. 10)")
+    pool = two_level_pool(cheap_csv, csv, None, column)
+    setup = TwoLevelSetup(pool.X, pool.cheap, pool.expensive, Condition.parse(goal_texts[0]), cheap_cost,
+                          expensive_cost, init, batch, float(budget), seeds, model, trees, diversity)
+    result = simulate_two_level(setup, list(dict.fromkeys(strategies)), progress_bar("simulations"))
+    table = Table("strategy", "found at stop (median)", "cost for half (median)", "cheap / expensive paid",
+                  title=f"{result['n_pool']} compositions hold both levels, {result['n_targets']} meet "
+                        f"{result['goal']} at the expensive level")
+    for name, runs in result["strategies"].items():
+        table.add_row(name, f"{np.median([r['found'][-1] for r in runs]):.0f}",
+                      _median_reached([r["cost_to_half"] for r in runs], len(runs)),
+                      f"{np.median([r['cheap'][-1] for r in runs]):.0f} / "
+                      f"{np.median([r['expensive'][-1] for r in runs]):.0f}")
+    console.print(table)
+    _write_json(result, json_out)
 
 
 def summary_table(result: dict) -> None:
