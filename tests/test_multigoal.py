@@ -82,3 +82,60 @@ def test_al_simulate_with_two_goals_on_the_oxides(oxide_db_copy, tmp_path):
         invoke("--db", db, "al", "simulate", "--goal", "band_gap>=3", "--range", "1", "2")
     with pytest.raises(TansakuError, match="no material has property 'nothing'"):
         invoke("--db", db, "al", "simulate", "--goal", "nothing>=3")
+
+
+def test_al_suggest_with_two_goals_ranks_by_the_joint_probability(oxide_db_copy, tmp_path):
+    import json
+
+    from pymatgen.core import Lattice, Structure
+    from sqlalchemy import select
+
+    from tansaku.models.predictor import Predictor
+    from tansaku.store.materials import set_property
+    from tansaku.store.tables import Material, Subset
+    from tests.test_cli import invoke
+
+    db = oxide_db_copy.url
+    models = {prop: str(tmp_path / f"{prop}.pkl") for prop in ("band_gap", "eps_electronic")}
+    for prop, path in models.items():
+        assert invoke("--db", db, "train", "--property", prop, "--model", "et", "--cv", "0",
+                      "--out", path).exit_code == 0
+    structures = {}
+    for name, (a, b) in {"BaHfO3": ("Ba", "Hf"), "SrZrO3": ("Sr", "Zr"), "CaSnO3": ("Ca", "Sn")}.items():
+        structures[name] = Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.1), [a, b, "O"],
+                                                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+        structures[name].to(filename=str(tmp_path / f"{name}.cif"))
+        assert invoke("--db", db, "import", "structures", str(tmp_path / f"{name}.cif")).exit_code == 0
+    with oxide_db_copy.session() as session:  # BaHfO3's gap is known: its gap goal is certain, not predicted
+        bahfo3 = session.scalars(select(Material).where(Material.reduced_formula == "BaHfO3")
+                                 .order_by(Material.id.desc())).first()
+        set_property(session, bahfo3, "band_gap", 5.5, "dft:qe", unit="eV")
+        bahfo3_id = bahfo3.id
+    goals = ["band_gap>=3", "eps_electronic>=4"]
+    result = invoke("--db", db, "al", "suggest", "--model", models["band_gap"], "--model", models["eps_electronic"],
+                    "--goal", goals[0], "--goal", goals[1], "--n", "3", "--queue", "both", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[result.output.index("["):result.output.rindex("]") + 1])
+    assert len(rows) == 3 and [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    for row in rows:
+        assert row["score"] == pytest.approx(np.prod([row["goals"][g]["probability"] for g in goals]))
+    known = next(r for r in rows if r["material_id"] == bahfo3_id)
+    assert known["goals"]["band_gap>=3"] == {"property": "band_gap", "probability": 1.0, "value": 5.5,
+                                             "value_low": 5.5, "value_high": 5.5, "measured": True}
+    # the ε goal's probability, recomputed from the model alone: learned as log10, so the bound is log10(4)
+    eps = Predictor.load(models["eps_electronic"])
+    prediction = eps.predict([structures[known["formula"]]])
+    expected = 1 - norm.cdf((np.log10(4) - prediction.mean[0]) / max(prediction.std[0], 1e-12))
+    assert known["goals"]["eps_electronic>=4"]["probability"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    with oxide_db_copy.session() as session:
+        queued = set(session.scalars(select(Subset.material_id).where(Subset.name == "both")))
+    assert queued == {r["material_id"] for r in rows}
+    for args, message in (
+        (["--goal", "m_e<=0.5"], "goal m_e<=0.5: no --model predicts 'm_e'"),
+        (["--goal", "band_gap>=3"], "the model\\(s\\) for eps_electronic serve no --goal"),
+        (["--goal", "band_gap>=3", "--goal", "eps_electronic>=4", "--range", "1", "2"], "give it without --range"),
+        ([], "several models go with --goal"),
+    ):
+        with pytest.raises(TansakuError, match=message):
+            invoke("--db", db, "al", "suggest", "--model", models["band_gap"], "--model", models["eps_electronic"],
+                   *args)

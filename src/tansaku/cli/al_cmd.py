@@ -232,7 +232,11 @@ def summary_table(result: dict) -> None:
 
 @app.command()
 def suggest(
-    model_path: Path = typer.Option(..., "--model", help="A model saved by 'tansaku train'."),
+    model_paths: list[Path] = typer.Option(..., "--model", help="A model saved by 'tansaku train'; with --goal one "
+                                           "per goal's property (repeatable)."),
+    goal_texts: list[str] = typer.Option(None, "--goal", help="Several goals at once, repeatable: property>=LO, "
+                                         "property<=HI or property=LO:HI (e.g. --goal 'band_gap>=3' --goal "
+                                         "'eps_total>=20'); ranks by the probability of meeting all of them."),
     property_name: str = typer.Option(None, "--property", help="Checked against the model's property."),
     window: tuple[float, float] = typer.Option(None, "--range", help="Wanted window LO HI, in the property's "
                                                "units (not log10)."),
@@ -253,19 +257,30 @@ def suggest(
 ) -> None:
     """Rank candidates by an acquisition function of the model's prediction and uncertainty.
 
-    Example: tansaku al suggest --model gap.pkl --range 2 3 --candidates db-missing --n 5 --queue next
+    Examples:
+      tansaku al suggest --model gap.pkl --range 2 3 --candidates db-missing --n 5 --queue next
+      tansaku al suggest --model gap.pkl --model eps.pkl --goal 'band_gap>=3' --goal 'eps_total>=20' --n 5
     """
     from tansaku.active.suggest import suggest as rank
 
-    if sum([window is not None, maximize, minimize, uncertain]) != 1:
-        raise TansakuError("give exactly one goal: --range LO HI, --maximize, --minimize or --uncertainty")
-    goal = goal_from_options(window, maximize, minimize)
     skipped: list[str] = []
 
     def skip(reason: str) -> None:
         skipped.append(reason)
         err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
 
+    if goal_texts:
+        if window is not None or maximize or minimize or uncertain or strategy or property_name:
+            raise TansakuError("--goal ranks by the probability of meeting every goal: give it without --range, "
+                               "--maximize, --minimize, --uncertainty, --strategy or --property")
+        _suggest_goals(model_paths, goal_texts, candidates, n, diversity, queue, json_out, skip, skipped)
+        return
+    if len(model_paths) != 1:
+        raise TansakuError("one --model per suggestion (several models go with --goal, one per goal's property)")
+    model_path = model_paths[0]
+    if sum([window is not None, maximize, minimize, uncertain]) != 1:
+        raise TansakuError("give exactly one goal: --range LO HI, --maximize, --minimize or --uncertainty")
+    goal = goal_from_options(window, maximize, minimize)
     rows = rank(database(create=queue is not None or "db-missing" not in candidates), model_path, goal,
                 candidates, n, strategy=strategy, diversity=diversity, queue=queue,
                 property_name=property_name, progress=progress_bar("descriptors"), skipped=skip)
@@ -283,3 +298,33 @@ def suggest(
     if queue:
         console.print(f"queued in subset {queue!r}: tansaku run dielectric --query subset={queue}")
     finish_batch(len(rows), len(skipped))
+
+
+def _suggest_goals(model_paths: list[Path], goal_texts: list[str], candidates: list[str], n: int, diversity: float,
+                   queue: str | None, json_out: bool, skip, skipped: list[str]) -> None:
+    """`al suggest --goal ...`: one model per goal's property, ranked by the joint probability."""
+    from tansaku.active.multigoal import Condition
+    from tansaku.active.suggest_goals import suggest_for_goals
+
+    conditions = [Condition.parse(text) for text in goal_texts]
+    rows = suggest_for_goals(database(create=queue is not None or "db-missing" not in candidates), model_paths,
+                             conditions, candidates, n, diversity=diversity, queue=queue,
+                             progress=progress_bar("descriptors"), skipped=skip)
+    if json_out:
+        console.print_json(json.dumps(rows))
+        finish_batch(len(rows), len(skipped))
+        return
+    names = [str(c) for c in conditions]
+    table = Table("rank", "candidate", "formula", *(f"{name}: value (P)" for name in names), "P(all)", "domain",
+                  title=f"{len(rows)} suggestions, most likely to meet every goal first (errors independent)")
+    for i, r in enumerate(rows, 1):
+        cells = [f"{g['value']:.3g}" + (" measured" if g["measured"] else
+                                          f" [{g['value_low']:.3g}, {g['value_high']:.3g}]")
+                 + f" ({g['probability']:.2f})" for g in (r["goals"][name] for name in names)]
+        table.add_row(str(i), str(r["candidate"]), r["formula"], *cells, f"{r['score']:.3g}",
+                      "" if r["in_domain"] else "[yellow]outside: " + "; ".join(r["domain"]) + "[/]")
+    console.print(table)
+    if queue:
+        console.print(f"queued in subset {queue!r}: tansaku run dielectric --query subset={queue}")
+    finish_batch(len(rows), len(skipped))
+
