@@ -49,3 +49,40 @@ def write_results(name: str, data: dict, markdown: str, compact: bool = False) -
               f"{data['machine']['date']} -->\n")
     (RESULTS / f"{name}.md").write_text(header + markdown.rstrip() + "\n")
     print(markdown)
+
+
+def code_fingerprint(*modules) -> str:
+    """SHA-256 (16 hex digits) of the source files of the modules whose code decides a result."""
+    import hashlib
+    import inspect
+
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(inspect.getfile(module)).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(*arrays) -> str:
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def checkpointed(path: Path, key: dict, compute):
+    """A result from its checkpoint when the checkpoint was made with this key (data, settings and the code that
+    decides it), else computed and saved with the key and the commit: a curve made by other code is never
+    reused, and each checkpoint says which commit made it."""
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
+        print(f"{path.name}: made with other code, data or settings ({stored.get('commit', 'no commit recorded')});"
+              " computing it again", flush=True)
+    result = compute()
+    path.write_text(json.dumps({"key": key, "commit": STARTED_AT_COMMIT, "result": result}, default=float))
+    return result

@@ -15,14 +15,14 @@ every composition known for free; the verifications it needs to find half, times
 using this surrogate could beat by much.
 
 Run: .venv/bin/python benchmarks/al_multifidelity.py [--seeds 10] [--trees 50]
-Each curve is checkpointed under benchmarks/work/al_multifidelity: run again to continue.
+Each curve is checkpointed under benchmarks/work/al_multifidelity with the fingerprint of the code, data and
+settings that made it (and its commit): run again to continue; a checkpoint made otherwise is recomputed.
 Target: two-level ≤ 0.5× the cost of the better single-level baseline (median over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,11 +30,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, SHARED, write_results  # noqa: E402
+from _common import REPO, RESULTS, SHARED, checkpointed, code_fingerprint, data_fingerprint, write_results  # noqa: E402
+from tansaku.active import diversity, multifidelity, multigoal  # noqa: E402
 from tansaku.active.multifidelity import TwoLevelSetup, run_two_level  # noqa: E402
 from tansaku.active.multigoal import Condition  # noqa: E402
 from tansaku.active.pools import two_level_pool  # noqa: E402
 from tansaku.active.simulate import evaluations_to_reach  # noqa: E402
+from tansaku.models import learners  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work" / "al_multifidelity"
 MATBENCH = SHARED / "datasets" / "matbench"
@@ -102,16 +104,19 @@ def main() -> None:
     n_targets = int(base.targets().sum())
     half = n_targets / 2
 
+    code = code_fingerprint(multifidelity, multigoal, diversity, learners)
+    data = data_fingerprint(pool.X, pool.cheap, pool.expensive)
+
     def curve_for(strategy: str, price: float, seed: int) -> dict:
-        path = WORK / f"{strategy}-{price:g}-{seed}-{args.trees}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        started = time.perf_counter()
-        curve = run_two_level(setup(price), strategy, seed)
-        path.write_text(json.dumps(curve))
-        print(f"{strategy} price {price:g} seed {seed}: cost {curve['cost'][-1]:.0f}, {curve['cheap'][-1]} PBE, "
-              f"{curve['expensive'][-1]} experiments, {time.perf_counter() - started:.0f} s", flush=True)
-        return curve
+        def compute() -> dict:
+            started = time.perf_counter()
+            curve = run_two_level(setup(price), strategy, seed)
+            print(f"{strategy} price {price:g} seed {seed}: cost {curve['cost'][-1]:.0f}, {curve['cheap'][-1]} PBE, "
+                  f"{curve['expensive'][-1]} experiments, {time.perf_counter() - started:.0f} s", flush=True)
+            return curve
+
+        key = {"code": code, "data": data, "goal": GOAL, "trees": args.trees, "init": 20, "batch": 10}
+        return checkpointed(WORK / f"{strategy}-{price:g}-{seed}-{args.trees}.json", key, compute)
 
     curves: dict[float, dict[str, list]] = {p: {} for p in PRICES}
     for seed in range(args.seeds):

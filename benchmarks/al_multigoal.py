@@ -9,13 +9,13 @@ evaluations until half of the oxides that meet both goals are found.
 Target (issue 32): `joint` needs ≤ 0.7× the evaluations of the best baseline (median over ≥ 10 seeds).
 
 Run: .venv/bin/python benchmarks/al_multigoal.py [--seeds 10] [--budget 400]
-Each (strategy, seed) curve is checkpointed under benchmarks/work/al_multigoal: run again to continue.
+Each (strategy, seed) curve is checkpointed under benchmarks/work/al_multigoal with the fingerprint of the code,
+data and settings that made it (and its commit): run again to continue; a checkpoint made otherwise is recomputed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, SHARED, write_results  # noqa: E402
+from _common import REPO, RESULTS, SHARED, checkpointed, code_fingerprint, data_fingerprint, write_results  # noqa: E402
+from tansaku.active import diversity, multigoal  # noqa: E402
 from tansaku.active.multigoal import Condition, MultiSetup, run_multigoal  # noqa: E402
 from tansaku.active.pools import multi_property_pool  # noqa: E402
 from tansaku.active.simulate import evaluations_to_reach  # noqa: E402
+from tansaku.models import learners  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
 
@@ -74,18 +76,20 @@ def main() -> None:
     setup.check()
     n_targets = int(setup.targets().sum())
     curves: dict[str, list] = {s: [] for s in STRATEGIES}
+    key = {"code": code_fingerprint(multigoal, diversity, learners),
+           "data": data_fingerprint(X, *(values[c.prop] for c in setup.conditions)), "goals": GOALS,
+           "init": setup.init, "batch": setup.batch, "budget": args.budget, "trees": args.trees}
     for seed in range(args.seeds):
         for strategy in STRATEGIES:
-            path = WORK / f"{strategy.replace(':', '-')}-{seed}-{args.budget}-{args.trees}.json"
-            if path.exists():
-                curve = json.loads(path.read_text())
-            else:
+            def compute(strategy=strategy, seed=seed) -> dict:
                 started = time.perf_counter()
                 curve = run_multigoal(setup, strategy, seed)
-                path.write_text(json.dumps(curve))
                 print(f"seed {seed} {strategy}: {curve['found'][-1]} of {n_targets} in {args.budget}, "
                       f"{time.perf_counter() - started:.0f} s", flush=True)
-            curves[strategy].append(curve)
+                return curve
+
+            path = WORK / f"{strategy.replace(':', '-')}-{seed}-{args.budget}-{args.trees}.json"
+            curves[strategy].append(checkpointed(path, key, compute))
     half = n_targets / 2
     reach = {s: [evaluations_to_reach(c["evaluated"], c["found"], half, True) for c in runs]
              for s, runs in curves.items()}
