@@ -46,6 +46,7 @@ class DielectricSettings:
     relax_nstep: int = 100
     rerelax_volume_change: float = 0.05  # relax again when the cell volume changed by more than this
     extra_bands: int = 8
+    band_spacing: float = 0.025  # Å⁻¹ (2π included) between points of the band-structure path (run electronic)
     metal_gap_ev: float = 0.1
     electron_maxstep: int = 100
     mixing_beta: float = 0.7
@@ -85,7 +86,7 @@ PRESETS: dict[str, DielectricSettings] = {
     # Tiny and fast, for tests: MgO end to end in seconds; values only roughly right.
     "test": DielectricSettings(
         ecutwfc=55.0, kspacing=0.7, even_kmesh=True, conv_thr_per_atom=1e-10, forc_conv_thr=1e-3,
-        relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0,
+        relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0, band_spacing=0.1,
     ),
     # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
     "standard": DielectricSettings(),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from pymatgen.core import Structure
+from sqlalchemy import select
 
 from tansaku import TansakuError, __version__
 from tansaku.chemistry.oxidation import open_shell_cations
@@ -74,6 +75,7 @@ class DielectricResult:
     magnetization: float | None = None  # total moment per cell (μB) of a spin-polarized run
     kspacing: float | None = None  # Å⁻¹, the k-point spacing the material ran with (measured when k_converge)
     scf_step: str = "scf"  # the SCF the results come from ("scf-8x8x6" when a small gap refined the mesh)
+    edges: dict | None = None  # run electronic: band edges, where they are, direct and indirect gap
     steps: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -108,14 +110,18 @@ class Run:
     def phonon_step(self) -> str:
         return "phonon" + self.mesh_tag
 
-    def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None) -> StepState:
+    def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None, workflow: str = WORKFLOW
+             ) -> StepState:
         """Run (or resume, or skip when done) one program step in root/name; `ctx` when its settings differ from
-        the run's (a k-mesh probe), so that its database row records what it ran with."""
+        the run's (a k-mesh probe), so that its database row records what it ran with. `workflow` names the
+        workflow its row belongs to: the steps several workflows share (relax, scf) keep the dielectric
+        workflow's rows, so one calculation has one row."""
         self.report(name)
         ctx = ctx or self.ctx
         self.steps[name] = run_step(spec, self.root / name, ctx.executor, ctx.commands, ctx.settings.max_attempts,
                                     ctx.poll_seconds,
-                                    on_change=lambda st: _record(ctx, self.material_id, st, self.root / name, spec))
+                                    on_change=lambda st: _record(ctx, self.material_id, st, self.root / name, spec,
+                                                                 workflow))
         return self.steps[name]
 
 
@@ -363,7 +369,8 @@ def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: Dielect
                          extra={**extra, **(more or {})}, calculation_id=calc.id)
 
         magnetic = {"magnetization_bohr_magneton": scf_out["magnetization"]} if scf_out.get("magnetization") else {}
-        put("band_gap", scf_out["gap"], unit="eV", more={"is_direct": scf_out["direct"], **magnetic})
+        if not _gap_from_band_path(session, material_id, ctx.method):  # that one saw more of the zone
+            put("band_gap", scf_out["gap"], unit="eV", more={"is_direct": scf_out["direct"], **magnetic})
         put("eps_electronic", result.eps_electronic, eps_e.tolist())
         put("eps_ionic", result.eps_ionic, eps_ion.tolist(), more={"imaginary_modes": result.imaginary_modes})
         put("eps_total", result.eps_total, eps_total.tolist())
@@ -373,16 +380,26 @@ def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: Dielect
             more={"imaginary_modes": result.imaginary_modes})
 
 
-def _calculation(session, ctx: RunContext, material_id: int, step: str) -> Calculation:
+def _gap_from_band_path(session, material_id: int, method: str) -> bool:
+    """Has `run electronic` stored this material's gap from its band path (and the SCF mesh) by this method?"""
+    from tansaku.store.tables import Property
+
+    stored = session.scalar(select(Property).where(Property.material_id == material_id,
+                                                   Property.name == "band_gap", Property.method == method))
+    return bool(stored and (stored.extra or {}).get("k_sampling", "").startswith("SCF mesh and band path"))
+
+
+def _calculation(session, ctx: RunContext, material_id: int, step: str, workflow: str = WORKFLOW) -> Calculation:
     return get_or_create(session, Calculation, {"engine": "qe", "status": "created", "attempts": 0,
                                                 "created_at": utcnow()},
-                         material_id=material_id, workflow=WORKFLOW, step=step, preset=ctx.preset)
+                         material_id=material_id, workflow=workflow, step=step, preset=ctx.preset)
 
 
-def _record(ctx: RunContext, material_id: int, state: StepState, directory: Path, spec: StepSpec) -> None:
+def _record(ctx: RunContext, material_id: int, state: StepState, directory: Path, spec: StepSpec,
+            workflow: str = WORKFLOW) -> None:
     """Mirror a step's state file into its calculation row (one row per material, workflow, step, preset)."""
     with ctx.db.session() as session:
-        calc = _calculation(session, ctx, material_id, state.step)
+        calc = _calculation(session, ctx, material_id, state.step, workflow)
         calc.engine = "qe:pw.x" if spec.program == "pw" else "qe:ph.x"
         calc.status = state.status
         calc.attempts = state.attempt

@@ -1,0 +1,138 @@
+"""The electronic workflow (`run electronic`), first part: the relaxation and SCF it shares with `run dielectric`
+(same directories and states: a material is never relaxed twice for one set of settings), then the PBEsol band
+structure along the standard high-symmetry path; band edges, where they are, and the direct and indirect gap
+from the path and the SCF mesh together. Hybrid gaps, effective masses and optics are still to come (issue 31).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+from tansaku import TansakuError, __version__
+from tansaku.dft.band_edges import edges_from
+from tansaku.dft.band_path import CONVENTION, band_path
+from tansaku.dft.qe.inputs import pw_input
+from tansaku.dft.qe.parsers import read_pw_xml
+from tansaku.store.materials import set_property
+from tansaku.store.tables import Material, utcnow
+from tansaku.workflows.dielectric import (
+    DielectricResult,
+    Run,
+    RunContext,
+    Workflow,
+    _calculation,
+    check_insulator_setup,
+    relax,
+    run_workflow,
+    scf_gap,
+)
+from tansaku.workflows.steps import StepSpec
+
+ELECTRONIC = "electronic"
+BANDS = "bands"
+SAME_EV = 1e-3  # edges closer than this in the SCF and on the path are the same edge
+
+
+def _copy_density(source: Path, target: Path) -> None:
+    """The SCF's charge density and data file into a scratch of the band run's own: a `bands` calculation
+    rewrites the wavefunctions and data file of the save directory it reads, which ph.x still needs."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.is_file() and not item.name.startswith("wfc"):
+            shutil.copy2(item, target / item.name)
+
+
+def bands_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str) -> StepSpec:
+    """pw.x `bands` on the standard path, from the SCF called `scf_step` (its prefix and density)."""
+    scratch = root / "bands-scratch"
+    path = band_path(structure, ctx.settings.band_spacing)
+
+    def write(st: Structure | None, overrides: dict) -> str:
+        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
+        text = pw_input(structure, "bands", ctx.settings, ctx.pseudos, scf_step, scratch, overrides)
+        head = text[: text.index("K_POINTS automatic")]
+        points = "".join(f"  {a:.10f} {b:.10f} {c:.10f} 1\n" for a, b, c in path.frac)
+        return head + f"K_POINTS crystal\n  {len(path.frac)}\n" + points
+
+    def parse(directory: Path, log: str) -> dict:
+        if "JOB DONE" not in log:
+            raise TansakuError("pw.x bands did not finish")
+        data = read_pw_xml(scratch / f"{scf_step}.xml")
+        energies = data["eigenvalues_ev"]
+        if len(energies) != len(path.frac):
+            raise TansakuError(f"pw.x returned {len(energies)} k-points for a path of {len(path.frac)}")
+        return {"labels": path.labels, "distance": path.distance.tolist(), "k_frac": path.frac.tolist(),
+                "eigenvalues_ev": np.round(energies, 5).tolist(), "nelec": data["nelec"], "lsda": data["lsda"],
+                "convention": CONVENTION}
+
+    return StepSpec(BANDS, "pw", write, parse, structure)
+
+
+def bands(run: Run) -> bool:
+    """The band structure along the standard path (after the SCF, whose density it reads)."""
+    if run.steps[run.scf_step].outputs.get("magnetization") is not None:
+        raise TansakuError("band structures of spin-polarized runs are not supported yet (set spin=off to compute "
+                           "the material spin-unpolarized)")
+    run.step(BANDS, bands_spec(run.ctx, run.root, run.structure, run.scf_step), workflow=ELECTRONIC)
+    shutil.rmtree(run.root / "bands-scratch", ignore_errors=True)
+    return True
+
+
+def electronic_analysis(run: Run) -> bool:
+    """Band edges from the path and the SCF mesh together, stored with their provenance."""
+    run.report("analysis")
+    path_out, scf = run.steps[BANDS].outputs, run.steps[run.scf_step]
+    occupied = int(round(path_out["nelec"])) // 2
+    energies = np.asarray(path_out["eigenvalues_ev"])
+    on_path = edges_from(energies[:, occupied - 1], energies[:, occupied])
+    # the same k-point in the SCF and the non-self-consistent band run differs by ~1e-4 eV (diagonalization)
+    vbm = on_path.vbm if scf.outputs["vbm"] <= on_path.vbm + SAME_EV else scf.outputs["vbm"]
+    cbm = on_path.cbm if scf.outputs["cbm"] >= on_path.cbm - SAME_EV else scf.outputs["cbm"]
+    labels = path_out["labels"]
+
+    def where(edge_k: int, mesh_is_beyond: bool) -> str:
+        return "on the SCF mesh" if mesh_is_beyond else (labels[edge_k] or f"path point {edge_k}")
+
+    result = run.result
+    result.band_gap = cbm - vbm
+    if result.band_gap < run.ctx.settings.metal_gap_ev:
+        result.status, result.reason = "metal", f"band gap {result.band_gap:.3f} eV along the band path"
+    else:
+        result.status = "done"
+    outputs = {"gap": cbm - vbm, "direct_gap": on_path.direct_gap, "vbm": vbm, "cbm": cbm,
+               "vbm_at": where(on_path.vbm_k, scf.outputs["vbm"] > on_path.vbm + SAME_EV),
+               "cbm_at": where(on_path.cbm_k, scf.outputs["cbm"] < on_path.cbm - SAME_EV),
+               "direct_at": labels[on_path.direct_k] or f"path point {on_path.direct_k}",
+               "is_direct": on_path.direct_gap - (cbm - vbm) <= 1e-4, "path_convention": CONVENTION,
+               "scf_gap": scf.outputs["gap"]}
+    with run.ctx.db.session() as session:
+        calc = _calculation(session, run.ctx, run.material_id, "analysis", ELECTRONIC)
+        calc.engine, calc.status, calc.outputs, calc.attempts = "tansaku", "done", outputs, 1
+        calc.inputs = {"bands": str(run.root / BANDS), "scf": str(run.root / run.scf_step)}
+        calc.work_dir, calc.code_version, calc.finished_at = str(run.root), f"tansaku {__version__}", utcnow()
+        session.flush()
+        material = session.get(Material, run.material_id)
+        extra = {"preset": run.ctx.preset, "k_sampling": f"SCF mesh and band path ({CONVENTION})"}
+        set_property(session, material, "band_gap", outputs["gap"], run.ctx.method, unit="eV",
+                     extra={**extra, "is_direct": outputs["is_direct"], "vbm_at": outputs["vbm_at"],
+                            "cbm_at": outputs["cbm_at"]}, calculation_id=calc.id)
+        set_property(session, material, "band_gap_direct", on_path.direct_gap, run.ctx.method, unit="eV",
+                     extra={**extra, "at": outputs["direct_at"]}, calculation_id=calc.id)
+    result.edges = outputs
+    return True
+
+
+ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, electronic_analysis))
+
+
+def run_electronic(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
+                   ) -> DielectricResult:
+    """The electronic workflow for one stored material; never raises for a material's failure."""
+    return run_workflow(ELECTRONIC_WORKFLOW, ctx, material_id, report)

@@ -1,0 +1,73 @@
+"""The electronic workflow on real pw.x: the band path, the band structure from the SCF shared with the
+dielectric workflow, and the edges and gaps it stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from sqlalchemy import select
+
+from tansaku.dft.band_path import band_path
+from tansaku.dft.settings import standard_frame
+from tansaku.store import Calculation, Property
+from tansaku.workflows.dielectric import run_dielectric
+from tansaku.workflows.electronic import run_electronic
+from tests.test_dielectric_workflow import make_ctx, mgo, store  # noqa: F401 - mgo is a fixture
+
+
+def test_band_path_follows_the_standard_labels_and_lengths():
+    rocksalt = standard_frame(Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
+                                                        [[0, 0, 0], [0.5, 0.5, 0.5]]))[0]
+    path = band_path(rocksalt, 0.05)
+    positions, names = path.ticks()
+    assert names == ["Γ", "X", "U|K", "Γ", "L", "W", "X"]
+    x = path.frac[path.labels.index("X")] @ rocksalt.lattice.reciprocal_lattice.matrix
+    assert np.linalg.norm(x) == pytest.approx(2 * np.pi / 4.21)  # X of fcc at 2π/a
+    assert np.all(np.diff(path.distance) >= 0) and np.all(np.diff(path.distance) <= 1.2 * 0.05)  # about the spacing
+    wurtzite = standard_frame(Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.25, 5.2), ["Zn", "O"],
+                                                        [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.38]]))[0]
+    _, names = band_path(wurtzite, 0.1).ticks()
+    assert names[:4] == ["Γ", "M", "K", "Γ"] and "A" in names
+    # Γ-A is along c*: its length is π/c
+    hexagonal = band_path(wurtzite, 0.1)
+    a_point = hexagonal.frac[hexagonal.labels.index("A")] @ wurtzite.lattice.reciprocal_lattice.matrix
+    assert np.linalg.norm(a_point) == pytest.approx(np.pi / 5.2, rel=1e-3)
+
+
+def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_scf(tmp_path, mgo):  # noqa: F811
+    ctx = make_ctx(tmp_path)
+    material_id = store(ctx, mgo, "MgO")
+    result = run_electronic(ctx, material_id)
+    assert result.status == "done", result.reason
+    edges = result.edges
+    # MgO: direct gap at Γ; the path contains Γ, so path and SCF mesh agree on the edges
+    assert edges["is_direct"] and edges["direct_at"] == "Γ" and edges["vbm_at"] == "Γ" == edges["cbm_at"]
+    assert edges["gap"] == pytest.approx(edges["scf_gap"], abs=1e-3) and edges["gap"] == result.band_gap
+    root = tmp_path / "runs" / f"{material_id}-MgO"
+    bands = json.loads((root / "bands" / "state.json").read_text())["outputs"]
+    energies = np.asarray(bands["eigenvalues_ev"])
+    assert energies.shape == (len(bands["labels"]), len(energies[0])) and bands["labels"][0] == "Γ"
+    occupied = int(round(bands["nelec"])) // 2
+    assert energies[:, occupied].min() - energies[:, occupied - 1].max() == pytest.approx(edges["gap"], abs=1e-3)
+    assert not (root / "bands-scratch").exists()
+    relaxed = json.loads((root / "relax" / "state.json").read_text())["finished"]
+    with ctx.db.session() as session:
+        rows = {(c.workflow, c.step) for c in session.scalars(select(Calculation))}
+        gap = session.scalar(select(Property).where(Property.name == "band_gap"))
+        direct = session.scalar(select(Property.value).where(Property.name == "band_gap_direct"))
+    assert rows == {("dielectric", "relax"), ("dielectric", "scf"), ("electronic", "bands"),
+                    ("electronic", "analysis")}
+    assert gap.value == pytest.approx(edges["gap"]) and gap.extra["k_sampling"].startswith("SCF mesh and band path")
+    assert direct == pytest.approx(edges["direct_gap"])
+    # the dielectric workflow then relaxes and runs the SCF no more (the bands run left the SCF's save intact
+    # for ph.x) and leaves the band-path gap in place
+    dielectric = run_dielectric(ctx, material_id)
+    assert dielectric.status == "done", dielectric.reason
+    assert json.loads((root / "relax" / "state.json").read_text())["finished"] == relaxed
+    with ctx.db.session() as session:
+        steps = [c.step for c in session.scalars(select(Calculation).where(Calculation.step == "relax"))]
+        kept = session.scalar(select(Property.value).where(Property.name == "band_gap"))
+    assert steps == ["relax"] and kept == pytest.approx(edges["gap"])
