@@ -71,3 +71,22 @@ def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_
         steps = [c.step for c in session.scalars(select(Calculation).where(Calculation.step == "relax"))]
         kept = session.scalar(select(Property.value).where(Property.name == "band_gap"))
     assert steps == ["relax"] and kept == pytest.approx(edges["gap"])
+
+
+def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F811
+    from pathlib import Path
+
+    from tests.conftest import PSEUDOS, need_shared
+    from tests.test_cli import invoke
+
+    good = tmp_path / "MgO.cif"
+    mgo.to(filename=str(good))
+    bad = Path(__file__).parent / "data" / "fuzz" / "structures" / "unknown_element.cif"
+    out = tmp_path / "out.json"
+    result = invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), str(bad), "--preset", "test",
+                    "--pseudo-dir", str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json", str(out))
+    assert result.exit_code == 1, result.output  # one done, one failed: the batch went on
+    report = json.loads(out.read_text())
+    assert report[str(good)]["status"] == "done" and report[str(good)]["edges"]["direct_at"] == "Γ"
+    assert report[str(bad)]["status"] == "failed" and "'Xx'" in report[str(bad)]["reason"]
+    assert "direct" in result.output and "VBM" in result.output  # the summary table of the electronic run

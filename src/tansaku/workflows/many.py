@@ -1,4 +1,4 @@
-"""Running the dielectric workflow for many materials at once, N at a time, each input reported on its own."""
+"""Running a workflow (dielectric by default) for many materials at once, N at a time, each reported alone."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def run_many(
     workers: int = 1,
     on_update: Callable[[str, str], None] | None = None,
     on_result: Callable[[str, DielectricResult], None] | None = None,
+    runner: Callable[..., DielectricResult] = run_dielectric,
 ) -> dict[str, DielectricResult]:
     """Run every target with `workers` materials in flight; one material's failure never stops the others.
 
@@ -59,7 +60,7 @@ def run_many(
     results: dict[str, DielectricResult] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
-            pool.submit(run_dielectric, ctx, material_id,
+            pool.submit(runner, ctx, material_id,
                         (lambda step, key=key: on_update(key, step)) if on_update else None): key
             for key, material_id in targets.items()
         }
