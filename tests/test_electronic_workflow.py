@@ -10,6 +10,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
+from tansaku import TansakuError
 from tansaku.dft.band_path import band_path
 from tansaku.dft.settings import standard_frame
 from tansaku.store import Calculation, Property
@@ -84,9 +85,14 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     bad = Path(__file__).parent / "data" / "fuzz" / "structures" / "unknown_element.cif"
     out = tmp_path / "out.json"
     result = invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), str(bad), "--preset", "test",
-                    "--pseudo-dir", str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json", str(out))
+                    "--pseudo-dir", str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json", str(out),
+                    "--plots", str(tmp_path / "plots"))
     assert result.exit_code == 1, result.output  # one done, one failed: the batch went on
     report = json.loads(out.read_text())
     assert report[str(good)]["status"] == "done" and report[str(good)]["edges"]["direct_at"] == "Γ"
     assert report[str(bad)]["status"] == "failed" and "'Xx'" in report[str(bad)]["reason"]
     assert "direct" in result.output and "VBM" in result.output  # the summary table of the electronic run
+    (figure,) = (tmp_path / "plots").glob("*-MgO-bands.png")
+    assert figure.stat().st_size > 10_000
+    with pytest.raises(TansakuError, match="--plots draws band structures"):
+        invoke("--db", str(tmp_path / "run.db"), "run", "dielectric", str(good), "--plots", str(tmp_path))

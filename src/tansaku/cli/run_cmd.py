@@ -80,6 +80,7 @@ def dielectric(
                                        "mem, walltime, qos, setup (lines such as 'module load qe'), launcher "
                                        "(default 'srun -n {n}') and extra #SBATCH options."),
     json_out: Path = typer.Option(None, "--json", help="Write results keyed by each input as given."),
+    plots: Path = typer.Option(None, help="run electronic: a band-structure PNG per material in this directory."),
 ) -> None:
     """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum ESPRESSO.
 
@@ -98,6 +99,8 @@ def dielectric(
               pw_command=pw_command, ph_command=ph_command, mpi_procs=mpi_procs, workers=workers,
               run_dir=str(run_dir))
     workflow = command.info_name  # one function serves both commands
+    if plots is not None and workflow != "electronic":
+        raise TansakuError("--plots draws band structures: it goes with `tansaku run electronic`")
     ctx = job.context(database())
     targets, failures = resolve_inputs(ctx.db, files, ids, query)
     if not targets and not failures:
@@ -135,6 +138,8 @@ def dielectric(
     console.print(summary)
     if json_out:
         json_out.write_text(json.dumps({key: res.as_dict() for key, res in results.items()}, indent=1))
+    if plots is not None:
+        _band_plots(ctx, results, plots)
     failed = sum(r.status in ("failed", "cancelled") for r in results.values())
     finish_batch(len(results) - failed, failed)  # a metal is an answer (no static ε), not a failure
 
@@ -144,4 +149,22 @@ def _runner(workflow: str):
     from tansaku.workflows.electronic import run_electronic
 
     return run_electronic if workflow == "electronic" else run_dielectric
+
+
+def _band_plots(ctx, results: dict, directory: Path) -> None:
+    """A band structure per finished material, from its band step's state."""
+    from tansaku.plots.figures import band_structure
+    from tansaku.store.tables import Material
+    from tansaku.workflows.dielectric import material_dir
+
+    for res in results.values():
+        if res.status != "done" or not res.edges or res.material_id is None:
+            continue
+        with ctx.db.session() as session:
+            material = session.get(Material, res.material_id)
+            root, formula = material_dir(ctx, material), material.reduced_formula
+        bands = json.loads((root / "bands" / "state.json").read_text())["outputs"]
+        out = directory / f"{res.material_id}-{formula}-bands.png"
+        band_structure(bands, res.edges, out, f"{formula} (PBEsol, {ctx.preset} preset)")
+        console.print(f"band structure in {out}")
 

@@ -197,3 +197,37 @@ def campaign_cost(status: dict, out: Path | BinaryIO) -> None:
     ax.set_title(f"{status['hits']} found for {status['cpu_hours']:.2f} CPU hours", fontsize=10)
     fig.tight_layout()
     _save(fig, out)
+
+
+def band_structure(bands: dict, edges: dict, out: Path | BinaryIO, title: str = "", window_ev: float = 6.0) -> None:
+    """Bands along the path, energies from the valence-band maximum, the high-symmetry points as ticks and the
+    edges and gap marked. `bands` is the band step's outputs, `edges` the electronic analysis's."""
+    from tansaku.dft.band_path import BandPath
+
+    distance = np.asarray(bands["distance"])
+    energies = np.asarray(bands["eigenvalues_ev"]) - edges["vbm"]
+    path = BandPath(np.asarray(bands["k_frac"]), distance, list(bands["labels"]))
+    occupied = int(round(bands["nelec"])) // 2
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    jumps = [i + 1 for i, (a, b) in enumerate(zip(path.labels[:-1], path.labels[1:], strict=True))
+             if a and b and a != b]
+    for start, stop in zip([0, *jumps], [*jumps, len(distance)], strict=True):  # no line across a jump
+        for band in range(energies.shape[1]):
+            ax.plot(distance[start:stop], energies[start:stop, band],
+                    color="C0" if band < occupied else "C3", lw=1.0)
+    positions, names = path.ticks()
+    for x in positions:
+        ax.axvline(x, color="0.8", lw=0.6)
+    ax.set_xticks(positions, names)
+    gap = edges["cbm"] - edges["vbm"]
+    ax.axhspan(0, gap, color="0.93", zorder=0)
+    kind = "direct" if edges.get("is_direct") else "indirect"
+    ax.text(0.99, 0.5 * gap, f"{kind} gap {gap:.2f} eV\nVBM {edges['vbm_at']}, CBM {edges['cbm_at']}",
+            transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=8)
+    ax.set_xlim(distance[0], distance[-1])
+    ax.set_ylim(-window_ev, gap + window_ev)
+    ax.set_ylabel("energy − VBM (eV)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, out)
