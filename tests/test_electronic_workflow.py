@@ -60,9 +60,18 @@ def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_
         gap = session.scalar(select(Property).where(Property.name == "band_gap"))
         direct = session.scalar(select(Property.value).where(Property.name == "band_gap_direct"))
     assert rows == {("dielectric", "relax"), ("dielectric", "scf"), ("electronic", "bands"),
-                    ("electronic", "analysis")}
+                    ("electronic", "masses"), ("electronic", "analysis")}
     assert gap.value == pytest.approx(edges["gap"]) and gap.extra["k_sampling"].startswith("SCF mesh and band path")
     assert direct == pytest.approx(edges["direct_gap"])
+    # band masses at Γ: MgO's Mg 3s-like conduction band is light and isotropic (PBE ≈ 0.35-0.4), the O 2p holes
+    # are three bands, each fitted on its own, heavier than the electron
+    electrons, holes = edges["masses"]["electrons"], edges["masses"]["holes"]
+    (cbm_band,) = electrons["bands"]
+    assert 0.25 < cbm_band["average"] < 0.6 and np.ptp(cbm_band["principal"]) < 0.02 * cbm_band["average"]
+    assert len(holes["bands"]) == 3 and holes["dos_mass"] > 2 * electrons["dos_mass"]
+    with ctx.db.session() as session:
+        m_e = session.scalar(select(Property).where(Property.name == "m_e_band"))
+    assert m_e.value == pytest.approx(electrons["dos_mass"]) and m_e.extra["at"] == "Γ" and m_e.unit == "m_e"
     # the dielectric workflow then relaxes and runs the SCF no more (the bands run left the SCF's save intact
     # for ph.x) and leaves the band-path gap in place
     dielectric = run_dielectric(ctx, material_id)

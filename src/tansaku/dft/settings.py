@@ -47,6 +47,7 @@ class DielectricSettings:
     rerelax_volume_change: float = 0.05  # relax again when the cell volume changed by more than this
     extra_bands: int = 8
     band_spacing: float = 0.025  # Å⁻¹ (2π included) between points of the band-structure path (run electronic)
+    mass_step: float = 0.03  # Å⁻¹ between the 3x3x3 k-points around a band edge that a band mass is fitted to
     metal_gap_ev: float = 0.1
     electron_maxstep: int = 100
     mixing_beta: float = 0.7

@@ -1,7 +1,8 @@
 """The electronic workflow (`run electronic`), first part: the relaxation and SCF it shares with `run dielectric`
 (same directories and states: a material is never relaxed twice for one set of settings), then the PBEsol band
 structure along the standard high-symmetry path; band edges, where they are, and the direct and indirect gap
-from the path and the SCF mesh together. Hybrid gaps, effective masses and optics are still to come (issue 31).
+from the path and the SCF mesh together; band masses from a small grid around the path's edges. Hybrid gaps,
+conductivity masses and optics are still to come (issue 31).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from tansaku import TansakuError, __version__
-from tansaku.dft.band_edges import edges_from
+from tansaku.dft.band_edges import band_mass, edges_from
 from tansaku.dft.band_path import CONVENTION, band_path
 from tansaku.dft.qe.inputs import pw_input
 from tansaku.dft.qe.parsers import read_pw_xml
@@ -35,6 +36,7 @@ from tansaku.workflows.steps import StepSpec
 
 ELECTRONIC = "electronic"
 BANDS = "bands"
+MASSES = "masses"
 SAME_EV = 1e-3  # edges closer than this in the SCF and on the path are the same edge
 
 
@@ -49,30 +51,44 @@ def _copy_density(source: Path, target: Path) -> None:
             shutil.copy2(item, target / item.name)
 
 
-def bands_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str) -> StepSpec:
-    """pw.x `bands` on the standard path, from the SCF called `scf_step` (its prefix and density)."""
-    scratch = root / "bands-scratch"
-    path = band_path(structure, ctx.settings.band_spacing)
+def explicit_k_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str, name: str,
+                    k_frac: np.ndarray, extra: dict) -> StepSpec:
+    """pw.x `bands` at the given k-points (the cell's reciprocal basis), from the SCF called `scf_step` (its prefix
+    and density, copied into a scratch of the step's own); `extra` joins the outputs."""
+    scratch = root / f"{name}-scratch"
 
     def write(st: Structure | None, overrides: dict) -> str:
         _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
         text = pw_input(structure, "bands", ctx.settings, ctx.pseudos, scf_step, scratch, overrides)
         head = text[: text.index("K_POINTS automatic")]
-        points = "".join(f"  {a:.10f} {b:.10f} {c:.10f} 1\n" for a, b, c in path.frac)
-        return head + f"K_POINTS crystal\n  {len(path.frac)}\n" + points
+        points = "".join(f"  {a:.10f} {b:.10f} {c:.10f} 1\n" for a, b, c in k_frac)
+        return head + f"K_POINTS crystal\n  {len(k_frac)}\n" + points
 
     def parse(directory: Path, log: str) -> dict:
         if "JOB DONE" not in log:
-            raise TansakuError("pw.x bands did not finish")
+            raise TansakuError(f"pw.x {name} did not finish")
         data = read_pw_xml(scratch / f"{scf_step}.xml")
         energies = data["eigenvalues_ev"]
-        if len(energies) != len(path.frac):
-            raise TansakuError(f"pw.x returned {len(energies)} k-points for a path of {len(path.frac)}")
-        return {"labels": path.labels, "distance": path.distance.tolist(), "k_frac": path.frac.tolist(),
-                "eigenvalues_ev": np.round(energies, 5).tolist(), "nelec": data["nelec"], "lsda": data["lsda"],
-                "convention": CONVENTION}
+        if len(energies) != len(k_frac):
+            raise TansakuError(f"pw.x returned {len(energies)} k-points of {len(k_frac)}")
+        return {**extra, "k_frac": np.asarray(k_frac).tolist(), "eigenvalues_ev": np.round(energies, 6).tolist(),
+                "nelec": data["nelec"], "lsda": data["lsda"]}
 
-    return StepSpec(BANDS, "pw", write, parse, structure)
+    return StepSpec(name, "pw", write, parse, structure)
+
+
+def bands_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str) -> StepSpec:
+    """pw.x `bands` on the standard path."""
+    path = band_path(structure, ctx.settings.band_spacing)
+    return explicit_k_spec(ctx, root, structure, scf_step, BANDS, path.frac,
+                           {"labels": path.labels, "distance": path.distance.tolist(), "convention": CONVENTION})
+
+
+def mass_points(structure: Structure, k0_frac: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """A 3x3x3 grid of k-points `step` Å⁻¹ apart (Cartesian) around k0: the points (reciprocal basis) and their
+    Cartesian offsets from k0, for a parabola fit of each band there."""
+    grid = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float) * step
+    return np.asarray(k0_frac) + grid @ structure.lattice.matrix.T / (2 * np.pi), grid
 
 
 def bands(run: Run) -> bool:
@@ -81,17 +97,61 @@ def bands(run: Run) -> bool:
         raise TansakuError("band structures of spin-polarized runs are not supported yet (set spin=off to compute "
                            "the material spin-unpolarized)")
     run.step(BANDS, bands_spec(run.ctx, run.root, run.structure, run.scf_step), workflow=ELECTRONIC)
-    shutil.rmtree(run.root / "bands-scratch", ignore_errors=True)
+    shutil.rmtree(run.root / f"{BANDS}-scratch", ignore_errors=True)
     return True
+
+
+def path_edges(bands_out: dict):
+    occupied = int(round(bands_out["nelec"])) // 2
+    energies = np.asarray(bands_out["eigenvalues_ev"])
+    return edges_from(energies[:, occupied - 1], energies[:, occupied]), occupied
+
+
+def masses(run: Run) -> bool:
+    """Energies on a small grid around the path's VBM and CBM (one pw.x run), for the band masses."""
+    bands_out = run.steps[BANDS].outputs
+    edges, _ = path_edges(bands_out)
+    k_frac = np.asarray(bands_out["k_frac"])
+    vbm_points, offsets = mass_points(run.structure, k_frac[edges.vbm_k], run.ctx.settings.mass_step)
+    cbm_points, _ = mass_points(run.structure, k_frac[edges.cbm_k], run.ctx.settings.mass_step)
+    spec = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES,
+                           np.vstack([vbm_points, cbm_points]), {"offsets": offsets.tolist()})
+    run.step(MASSES, spec, workflow=ELECTRONIC)
+    shutil.rmtree(run.root / f"{MASSES}-scratch", ignore_errors=True)
+    return True
+
+
+def fitted_masses(masses_out: dict, occupied: int) -> dict:
+    """Band masses (electron masses) of the bands that meet at the VBM (holes) and at the CBM (electrons), each
+    band on its own: degenerate bands such as heavy and light holes are fitted separately. `dos_mass` combines
+    a side's bands as (Σ m_i^(3/2))^(2/3), m_i the geometric mean of a band's principal masses."""
+    offsets = np.asarray(masses_out["offsets"])
+    energies = np.asarray(masses_out["eigenvalues_ev"])
+    n = len(offsets)
+    centre = int(np.argmin(np.linalg.norm(offsets, axis=1)))
+    out = {}
+    for side, block, first, direction, hole in (("holes", energies[:n], occupied - 1, -1, True),
+                                                ("electrons", energies[n:], occupied, +1, False)):
+        bands, band = [], first
+        while 0 <= band < energies.shape[1] and abs(block[centre, band] - block[centre, first]) < SAME_EV:
+            try:
+                fit = band_mass(offsets, block[:, band], np.zeros(3), window_ev=10.0, hole=hole)
+                bands.append({"band": band + 1, "principal": fit.principal.round(4).tolist(),
+                              "average": round(fit.average, 4), "rms_error_ev": fit.rms_error_ev})
+            except TansakuError as exc:  # a band that is no extremum here (a crossing): reported, not fitted
+                bands.append({"band": band + 1, "error": str(exc)})
+            band += direction
+        fitted = [b for b in bands if "principal" in b]
+        dos = (sum(np.prod(b["principal"]) ** 0.5 for b in fitted) ** (2 / 3)) if fitted else None
+        out[side] = {"bands": bands, "dos_mass": dos}
+    return out
 
 
 def electronic_analysis(run: Run) -> bool:
     """Band edges from the path and the SCF mesh together, stored with their provenance."""
     run.report("analysis")
     path_out, scf = run.steps[BANDS].outputs, run.steps[run.scf_step]
-    occupied = int(round(path_out["nelec"])) // 2
-    energies = np.asarray(path_out["eigenvalues_ev"])
-    on_path = edges_from(energies[:, occupied - 1], energies[:, occupied])
+    on_path, occupied = path_edges(path_out)
     # the same k-point in the SCF and the non-self-consistent band run differs by ~1e-4 eV (diagonalization)
     vbm = on_path.vbm if scf.outputs["vbm"] <= on_path.vbm + SAME_EV else scf.outputs["vbm"]
     cbm = on_path.cbm if scf.outputs["cbm"] >= on_path.cbm - SAME_EV else scf.outputs["cbm"]
@@ -112,6 +172,8 @@ def electronic_analysis(run: Run) -> bool:
                "direct_at": labels[on_path.direct_k] or f"path point {on_path.direct_k}",
                "is_direct": on_path.direct_gap - (cbm - vbm) <= 1e-4, "path_convention": CONVENTION,
                "scf_gap": scf.outputs["gap"]}
+    mass = fitted_masses(run.steps[MASSES].outputs, occupied)
+    outputs["masses"] = mass
     with run.ctx.db.session() as session:
         calc = _calculation(session, run.ctx, run.material_id, "analysis", ELECTRONIC)
         calc.engine, calc.status, calc.outputs, calc.attempts = "tansaku", "done", outputs, 1
@@ -125,11 +187,18 @@ def electronic_analysis(run: Run) -> bool:
                             "cbm_at": outputs["cbm_at"]}, calculation_id=calc.id)
         set_property(session, material, "band_gap_direct", on_path.direct_gap, run.ctx.method, unit="eV",
                      extra={**extra, "at": outputs["direct_at"]}, calculation_id=calc.id)
+        for name, side, at in (("m_e_band", "electrons", "cbm_at"), ("m_h_band", "holes", "vbm_at")):
+            if mass[side]["dos_mass"] is not None and outputs[at] != "on the SCF mesh":
+                set_property(session, material, name, mass[side]["dos_mass"], run.ctx.method, unit="m_e",
+                             extra={"preset": run.ctx.preset, "at": outputs[at], "bands": mass[side]["bands"],
+                                    "kind": "band mass (parabola fit, 3x3x3 grid), DOS combination of the bands"},
+                             calculation_id=calc.id)
     result.edges = outputs
     return True
 
 
-ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, electronic_analysis))
+ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, masses,
+                                             electronic_analysis))
 
 
 def run_electronic(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
