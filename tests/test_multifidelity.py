@@ -79,8 +79,10 @@ def test_al_simulate_two_levels_from_two_csvs_joined_by_formula(tmp_path):
     out = tmp_path / "curves.json"
     result = invoke("al", "simulate", "--csv", expt, "--cheap-csv", pbe, "--goal", "gap=2.2:2.6",
                     "--expensive-cost", "10", "--init", "10", "--batch", "5", "--budget", "100000", "--seeds", "1",
-                    "--trees", "10", "--strategy", "two-level", "--strategy", "expensive", "--json", out)
+                    "--trees", "10", "--strategy", "two-level", "--strategy", "expensive", "--json", out,
+                    "--plot", tmp_path / "curves.png")
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
     data = json.loads(out.read_text())
     assert data["n_pool"] == len(set(formulas))  # formulas are distinct compositions in matbench's table
     assert data["n_targets"] == int(((expensive >= 2.2) & (expensive <= 2.6)).sum())

@@ -103,7 +103,7 @@ def simulate(
     if cheap_csv is not None:
         _simulate_two_levels(csv, cheap_csv, column, goal_texts or [], cheap_cost, expensive_cost,
                              strategy or ["two-level", "expensive", "funnel"], init, batch, budget, seeds, model,
-                             trees, diversity, json_out)
+                             trees, diversity, json_out, plot)
         return
     if goal_texts:
         if csv is not None or window is not None or maximize or minimize:
@@ -177,7 +177,7 @@ def _simulate_goals(goal_texts: list[str], strategies: list[str], features: str,
 def _simulate_two_levels(csv: Path | None, cheap_csv: Path, column: str | None, goal_texts: list[str],
                          cheap_cost: float, expensive_cost: float | None, strategies: list[str], init: int,
                          batch: int, budget: float, seeds: int, model: str, trees: int, diversity: float,
-                         json_out: Path | None) -> None:
+                         json_out: Path | None, plot: Path | None) -> None:
     """`al simulate --cheap-csv ...`: one property at two levels of theory (see `tansaku.active.multifidelity`)."""
     from tansaku.active.multifidelity import TwoLevelSetup, simulate_two_level
     from tansaku.active.multigoal import Condition
@@ -205,6 +205,11 @@ def _simulate_two_levels(csv: Path | None, cheap_csv: Path, column: str | None, 
                       f"{np.median([r['expensive'][-1] for r in runs]):.0f}")
     console.print(table)
     _write_json(result, json_out)
+    if plot:
+        from tansaku.plots.figures import two_level_curves
+
+        two_level_curves(result, plot)
+        console.print(f"plot in {plot}")
 
 
 def summary_table(result: dict) -> None:

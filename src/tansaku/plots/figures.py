@@ -231,3 +231,33 @@ def band_structure(bands: dict, edges: dict, out: Path | BinaryIO, title: str = 
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     _save(fig, out)
+
+
+def two_level_curves(result: dict, out: Path | BinaryIO, title: str = "") -> None:
+    """Hits against cumulative cost (median over seeds, 10-90 % band), and where the money went: each level's
+    share of the cost against hits found. `result` as `simulate_two_level` returns it."""
+    cheap, expensive = result["costs"]["cheap"], result["costs"]["expensive"]
+    fig, (ax, split) = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    top = max(max(r["cost"]) for runs in result["strategies"].values() for r in runs)
+    grid = np.linspace(0, top, 200)
+    for name, runs in result["strategies"].items():
+        found = np.array([np.interp(grid, r["cost"], r["found"], right=np.nan) for r in runs])
+        line, = ax.plot(grid, np.nanmedian(found, axis=0), label=name)
+        if len(runs) > 1:
+            ax.fill_between(grid, np.nanpercentile(found, 10, axis=0), np.nanpercentile(found, 90, axis=0),
+                            color=line.get_color(), alpha=0.15)
+        hits = np.arange(0, int(np.nanmin([r["found"][-1] for r in runs])) + 1)
+        for level, price, style in (("cheap", cheap, ":"), ("expensive", expensive, "-")):
+            spent = np.array([np.interp(hits, r["found"], np.asarray(r[level], float) * price) for r in runs])
+            split.plot(hits, np.median(spent, axis=0), style, color=line.get_color(),
+                       label=f"{name}, {level} level")
+    ax.axhline(result["n_targets"] / 2, color="grey", lw=0.8, ls="--", label="half of the targets")
+    ax.set_xlabel(f"cumulative cost (cheap = {cheap:g}, expensive = {expensive:g})")
+    ax.set_ylabel("hits (expensive value in the goal)")
+    ax.legend(fontsize=8)
+    split.set_xlabel("hits")
+    split.set_ylabel("cost spent on each level (median)")
+    split.legend(fontsize=7)
+    fig.suptitle(title or f"{result['goal']}: {result['n_pool']} in pool, {result['seeds']} seeds", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
