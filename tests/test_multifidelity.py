@@ -78,7 +78,7 @@ def test_al_simulate_two_levels_from_two_csvs_joined_by_formula(tmp_path):
         handle.write("Xx2O,1.0\n")  # not a composition: refused, the rest goes on
     out = tmp_path / "curves.json"
     result = invoke("al", "simulate", "--csv", expt, "--cheap-csv", pbe, "--goal", "gap=2.2:2.6",
-                    "--expensive-cost", "10", "--init", "10", "--batch", "5", "--budget", "100000", "--seeds", "1",
+                    "--expensive-cost", "10", "--init", "10", "--batch", "5", "--seeds", "1",
                     "--trees", "10", "--strategy", "two-level", "--strategy", "expensive", "--json", out,
                     "--plot", tmp_path / "curves.png")
     assert result.exit_code == 0, result.output

@@ -243,7 +243,8 @@ def simulate_two_level(setup: TwoLevelSetup, strategies: list[str], progress=Non
     n_targets = int(setup.targets().sum())
     result: dict = {"goal": str(setup.condition), "n_pool": len(setup.X), "n_targets": n_targets,
                     "costs": {"cheap": setup.cheap_cost, "expensive": setup.expensive_cost}, "init": setup.init,
-                    "batch": setup.batch, "budget": setup.budget, "model": setup.model, "trees": setup.trees,
+                    "batch": setup.batch, "budget": setup.budget if np.isfinite(setup.budget) else None,
+                    "model": setup.model, "trees": setup.trees,
                     "seeds": setup.seeds, "strategies": {s: [] for s in strategies}}
     jobs = [(seed, s) for seed in range(setup.seeds) for s in strategies]
     for seed, strategy in progress(jobs) if progress else jobs:

@@ -54,7 +54,9 @@ def simulate(
     minimize: bool = typer.Option(False, help="Goal: the smallest values."),
     init: int = typer.Option(50, help="Randomly chosen labelled materials to start from."),
     batch: int = typer.Option(5, help="Materials added per round."),
-    budget: int = typer.Option(300, help="Labelled materials at the end (the initial ones included)."),
+    budget: int = typer.Option(None, help="Labelled materials at the end, the initial ones included (default 300); "
+                               "with --cheap-csv the cost to stop at (default: stop once half the targets are "
+                               "found)."),
     seeds: int = typer.Option(5, help="Repetitions with different splits and starts."),
     test_fraction: float = typer.Option(0.2, help="Held out for the learning curve; 0 measures the error on the "
                                         "not-yet-labelled pool instead."),
@@ -93,8 +95,9 @@ def simulate(
       tansaku al simulate --goal 'band_gap>=3' --goal 'eps_total>=20' --subset paper --features structure
         --strategy joint --strategy random --strategy single:band_gap --init 20 --batch 10 --budget 400
       tansaku al simulate --csv matbench_expt_gap.csv.gz --cheap-csv matbench_mp_gap.csv.gz
-        --goal 'gap=2.2:2.6' --expensive-cost 10 --init 20 --batch 10 --budget 6000 --seeds 5
-        (two levels: --budget is then a cost; strategies two-level, expensive, funnel, two-level-delta)
+        --goal 'gap=2.2:2.6' --expensive-cost 10 --init 20 --batch 10 --seeds 5
+        (two levels: runs stop once half the targets are found, or at --budget, then a cost; strategies
+        two-level, expensive, funnel, two-level-delta)
     """
     from tansaku.active.pools import pool_from_csv, pool_from_database
     from tansaku.active.simulate import Setup
@@ -102,9 +105,11 @@ def simulate(
 
     if cheap_csv is not None:
         _simulate_two_levels(csv, cheap_csv, column, goal_texts or [], cheap_cost, expensive_cost,
-                             strategy or ["two-level", "expensive", "funnel"], init, batch, budget, seeds, model,
+                             strategy or ["two-level", "expensive", "funnel"], init, batch,
+                             float("inf") if budget is None else budget, seeds, model,
                              trees, diversity, json_out, plot)
         return
+    budget = 300 if budget is None else budget
     if goal_texts:
         if csv is not None or window is not None or maximize or minimize:
             raise TansakuError("--goal reads the database's values: give it without --csv, --range, --maximize "
