@@ -105,3 +105,25 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     assert figure.stat().st_size > 10_000
     with pytest.raises(TansakuError, match="--plots draws band structures"):
         invoke("--db", str(tmp_path / "run.db"), "run", "dielectric", str(good), "--plots", str(tmp_path))
+
+
+def test_hybrid_gaps_hse06_and_ddh_with_eps_from_a_field_only_phonon_run(tmp_path, mgo):  # noqa: F811
+    ctx = make_ctx(tmp_path, {"hybrid": "scf", "relax": False, "hybrid_q_divisor": 4})  # q = 1x1x1: seconds
+    material_id = store(ctx, mgo, "MgO")
+    result = run_electronic(ctx, material_id)
+    assert result.status == "done", result.reason
+    hse, ddh = result.edges["hybrid"]["hse06"], result.edges["hybrid"]["ddh"]
+    root = tmp_path / "runs" / f"{material_id}-MgO"
+    field = json.loads((root / "epsilon-field" / "state.json").read_text())["outputs"]
+    eps = float(np.trace(np.asarray(field["eps_electronic"])) / 3)  # cubic: the tensor average is the trace / 3
+    assert ddh["exx_fraction"] == pytest.approx(1 / eps, rel=1e-5) and 0.2 < ddh["exx_fraction"] < 0.45
+    # exact exchange opens MgO's gap well beyond PBEsol's; the unscreened DDH (α ≈ 1/3) beyond HSE06's
+    assert hse["gap"] > result.band_gap + 1.5 and ddh["gap"] > hse["gap"]
+    assert hse["q_mesh"] == ddh["q_mesh"] == [1, 1, 1]
+    assert hse["edges_on_mesh"] == {"vbm": True, "cbm": True}  # Γ is on every Γ-centred mesh
+    with ctx.db.session() as session:
+        stored = {p.name: p for p in session.scalars(select(Property).where(Property.name.like("band_gap_%")))}
+    assert stored["band_gap_hse06"].value == pytest.approx(hse["gap"])
+    assert stored["band_gap_hse06"].method == "dft:qe:test:scf"  # the level a model or campaign asks for
+    assert stored["band_gap_ddh"].extra["exx_fraction"] == pytest.approx(ddh["exx_fraction"])
+    assert not (root / "hybrid-scratch").exists()

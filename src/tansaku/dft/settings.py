@@ -12,6 +12,8 @@ from pymatgen.core import Element, Lattice, Structure
 from tansaku import TansakuError
 from tansaku.dft.magnetism import check_spin_mode
 
+HYBRID_MODES = ("none", "scf")
+
 
 @dataclass(frozen=True)
 class DielectricSettings:
@@ -48,6 +50,11 @@ class DielectricSettings:
     extra_bands: int = 8
     band_spacing: float = 0.025  # Å⁻¹ (2π included) between points of the band-structure path (run electronic)
     mass_step: float = 0.03  # Å⁻¹ between the 3x3x3 k-points around a band edge that a band mass is fitted to
+    # run electronic: hybrid gaps (HSE06 and the dielectric-dependent hybrid) as self-consistent pw.x runs ("scf")
+    # or not at all ("none"); the q-mesh of the exact exchange is the k-mesh divided by hybrid_q_divisor
+    hybrid: str = "none"
+    hybrid_q_divisor: int = 2
+    ecutfock_factor: float = 4.0  # ecutfock = factor × ecutwfc (4: QE's default, the density cutoff)
     metal_gap_ev: float = 0.1
     electron_maxstep: int = 100
     mixing_beta: float = 0.7
@@ -63,6 +70,11 @@ class DielectricSettings:
 
     def __post_init__(self) -> None:
         check_spin_mode(self.spin)  # here, so that no preset, override or stored setting carries a bad mode
+        if self.hybrid not in HYBRID_MODES:
+            raise TansakuError(f"hybrid={self.hybrid!r}: choose scf (self-consistent HSE06 and DDH gaps) or none; "
+                               "the non-self-consistent variant (nsc) is not built yet")
+        if self.hybrid_q_divisor < 1 or self.ecutfock_factor <= 0:
+            raise TansakuError("hybrid_q_divisor must be at least 1 and ecutfock_factor positive")
 
     def with_overrides(self, overrides: dict | None) -> DielectricSettings:
         if not overrides:
@@ -88,6 +100,7 @@ PRESETS: dict[str, DielectricSettings] = {
     "test": DielectricSettings(
         ecutwfc=55.0, kspacing=0.7, even_kmesh=True, conv_thr_per_atom=1e-10, forc_conv_thr=1e-3,
         relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0, band_spacing=0.1,
+        ecutfock_factor=2.0,
     ),
     # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
     "standard": DielectricSettings(),

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 from pymatgen.core import Structure
+from sqlalchemy import select
 
 from tansaku import TansakuError, __version__
 from tansaku.dft.band_edges import band_mass, edges_from
 from tansaku.dft.band_path import CONVENTION, band_path
-from tansaku.dft.qe.inputs import pw_input
-from tansaku.dft.qe.parsers import read_pw_xml
-from tansaku.store.materials import set_property
+from tansaku.dft.qe.inputs import ecutwfc_for, merge, pw_input
+from tansaku.dft.qe.parsers import band_gap, read_pw_xml
+from tansaku.dft.settings import kmesh
+from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
 from tansaku.workflows.dielectric import (
     DielectricResult,
@@ -101,6 +103,63 @@ def bands(run: Run) -> bool:
     return True
 
 
+def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, functional: dict) -> StepSpec:
+    """A self-consistent hybrid SCF (`functional`: the &system keys that choose it) on the SCF's Γ-centred mesh,
+    the exact exchange on a q-mesh hybrid_q_divisor times coarser."""
+    s = ctx.settings
+    scratch = root / "hybrid-scratch"
+    mesh = kmesh(structure, s.kspacing, s.even_kmesh)
+    q = [max(1, n // s.hybrid_q_divisor) if n % max(1, n // s.hybrid_q_divisor) == 0 else 1 for n in mesh]
+    exchange = {"nqx1": q[0], "nqx2": q[1], "nqx3": q[2], "exxdiv_treatment": "gygi-baldereschi",
+                "x_gamma_extrapolation": True,
+                "ecutfock": s.ecutfock_factor * ecutwfc_for(structure, s, ctx.pseudos), **functional}
+
+    def write(st: Structure | None, overrides: dict) -> str:
+        return pw_input(structure, "scf", s, ctx.pseudos, name, scratch, merge({"system": exchange}, overrides))
+
+    def parse(directory: Path, log: str) -> dict:
+        data = read_pw_xml(scratch / f"{name}.xml")
+        if not data["scf_converged"]:
+            raise TansakuError(f"{name}: the hybrid SCF did not converge")
+        gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"], data["magnetization"])
+        return {"gap": gap.gap, "direct": gap.direct, "vbm": gap.vbm, "cbm": gap.cbm, "q_mesh": q,
+                "k_mesh": list(mesh), **{k: v for k, v in functional.items()}}
+
+    return StepSpec(name, "pw", write, parse, structure)
+
+
+def electronic_dielectric_constant(run: Run) -> float:
+    """ε∞ of the material for the dielectric-dependent hybrid: the stored DFPT value of this method, else an
+    electric-field-only ph.x on the SCF (3 perturbations: a small part of the dielectric workflow's cost)."""
+    from tansaku.store.tables import Property
+    from tansaku.workflows.dielectric import phonon_spec
+
+    with run.ctx.db.session() as session:
+        stored = session.scalar(select(Property.value).where(
+            Property.material_id == run.material_id, Property.name == "eps_electronic",
+            Property.method == run.ctx.method))
+    if stored is not None:
+        return float(stored)
+    field = run.step("epsilon-field", phonon_spec(run.ctx, run.root, "epsilon-field", run.scf_step,
+                                                  phonons=False), workflow=ELECTRONIC)
+    return tensor_average(np.asarray(field.outputs["eps_electronic"]))
+
+
+def hybrid_gaps(run: Run) -> bool:
+    """HSE06 and the dielectric-dependent hybrid (a PBE0 form whose exact-exchange fraction is 1/ε∞), each as a
+    self-consistent pw.x run, when `hybrid` asks for them."""
+    if run.ctx.settings.hybrid == "none":
+        return True
+    run.step("hse06-scf", hybrid_spec(run.ctx, run.root, run.structure, "hse06-scf", {"input_dft": "hse"}),
+             workflow=ELECTRONIC)
+    eps = electronic_dielectric_constant(run)
+    run.step("ddh-scf", hybrid_spec(run.ctx, run.root, run.structure, "ddh-scf",
+                                    {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}),
+             workflow=ELECTRONIC)
+    shutil.rmtree(run.root / "hybrid-scratch", ignore_errors=True)
+    return True
+
+
 def path_edges(bands_out: dict):
     occupied = int(round(bands_out["nelec"])) // 2
     energies = np.asarray(bands_out["eigenvalues_ev"])
@@ -174,6 +233,16 @@ def electronic_analysis(run: Run) -> bool:
                "scf_gap": scf.outputs["gap"]}
     mass = fitted_masses(run.steps[MASSES].outputs, occupied)
     outputs["masses"] = mass
+    hybrids = {name: run.steps[f"{name}-scf"].outputs for name in ("hse06", "ddh") if f"{name}-scf" in run.steps}
+    if hybrids:
+        mesh = next(iter(hybrids.values()))["k_mesh"]
+        k_frac = np.asarray(path_out["k_frac"])
+        on_mesh = {edge: bool(outputs[f"{edge}_at"] == "on the SCF mesh" or np.allclose(
+            np.asarray(k_frac[k]) * mesh, np.round(np.asarray(k_frac[k]) * mesh), atol=1e-4))
+                   for edge, k in (("vbm", on_path.vbm_k), ("cbm", on_path.cbm_k))}
+        outputs["hybrid"] = {name: {"gap": h["gap"], "direct": h["direct"], "q_mesh": h["q_mesh"],
+                                    "exx_fraction": h.get("exx_fraction"), "edges_on_mesh": on_mesh}
+                             for name, h in hybrids.items()}
     with run.ctx.db.session() as session:
         calc = _calculation(session, run.ctx, run.material_id, "analysis", ELECTRONIC)
         calc.engine, calc.status, calc.outputs, calc.attempts = "tansaku", "done", outputs, 1
@@ -187,6 +256,12 @@ def electronic_analysis(run: Run) -> bool:
                             "cbm_at": outputs["cbm_at"]}, calculation_id=calc.id)
         set_property(session, material, "band_gap_direct", on_path.direct_gap, run.ctx.method, unit="eV",
                      extra={**extra, "at": outputs["direct_at"]}, calculation_id=calc.id)
+        for name, hybrid in outputs.get("hybrid", {}).items():
+            note = {} if all(hybrid["edges_on_mesh"].values()) else {
+                "warning": "a PBEsol band edge is not on the hybrid k-mesh: the hybrid gap may be too wide"}
+            set_property(session, material, f"band_gap_{name}", hybrid["gap"], f"{run.ctx.method}:scf", unit="eV",
+                         extra={"preset": run.ctx.preset, "is_direct": hybrid["direct"], "q_mesh": hybrid["q_mesh"],
+                                "exx_fraction": hybrid["exx_fraction"] or 0.25, **note}, calculation_id=calc.id)
         for name, side, at in (("m_e_band", "electrons", "cbm_at"), ("m_h_band", "holes", "vbm_at")):
             if mass[side]["dos_mass"] is not None and outputs[at] != "on the SCF mesh":
                 set_property(session, material, name, mass[side]["dos_mass"], run.ctx.method, unit="m_e",
@@ -197,7 +272,7 @@ def electronic_analysis(run: Run) -> bool:
     return True
 
 
-ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, masses,
+ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, masses, hybrid_gaps,
                                              electronic_analysis))
 
 
