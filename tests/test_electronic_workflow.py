@@ -103,8 +103,10 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     assert "direct" in result.output and "VBM" in result.output  # the summary table of the electronic run
     (figure,) = (tmp_path / "plots").glob("*-MgO-bands.png")
     assert figure.stat().st_size > 10_000
-    with pytest.raises(TansakuError, match="--plots draws band structures"):
+    with pytest.raises(TansakuError, match="--plots and --hybrid go with `tansaku run electronic`"):
         invoke("--db", str(tmp_path / "run.db"), "run", "dielectric", str(good), "--plots", str(tmp_path))
+    with pytest.raises(TansakuError, match="hybrid='nsc': .* not built yet"):
+        invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), "--hybrid", "nsc")
 
 
 def test_hybrid_gaps_hse06_and_ddh_with_eps_from_a_field_only_phonon_run(tmp_path, mgo):  # noqa: F811

@@ -81,6 +81,8 @@ def dielectric(
                                        "(default 'srun -n {n}') and extra #SBATCH options."),
     json_out: Path = typer.Option(None, "--json", help="Write results keyed by each input as given."),
     plots: Path = typer.Option(None, help="run electronic: a band-structure PNG per material in this directory."),
+    hybrid: str = typer.Option(None, help="run electronic: 'scf' adds self-consistent HSE06 and dielectric-dependent "
+                               "hybrid gaps; 'none' (default) skips them. Same as --set hybrid=..."),
 ) -> None:
     """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum ESPRESSO.
 
@@ -93,14 +95,17 @@ def dielectric(
 
     Example: tansaku run dielectric MgO.cif --preset test --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
     """
-    job = Job(preset=preset_name, overrides=parse_overrides(overrides),
+    settings_overrides = parse_overrides(overrides)
+    if hybrid is not None:
+        settings_overrides["hybrid"] = hybrid
+    job = Job(preset=preset_name, overrides=settings_overrides,
               pseudo_dir=str(pseudo_dir) if pseudo_dir else None, executor=executor_name,
               slurm_profile=str(slurm_profile) if slurm_profile else None, launcher=launcher,
               pw_command=pw_command, ph_command=ph_command, mpi_procs=mpi_procs, workers=workers,
               run_dir=str(run_dir))
     workflow = command.info_name  # one function serves both commands
-    if plots is not None and workflow != "electronic":
-        raise TansakuError("--plots draws band structures: it goes with `tansaku run electronic`")
+    if (plots is not None or hybrid is not None) and workflow != "electronic":
+        raise TansakuError("--plots and --hybrid go with `tansaku run electronic`")
     ctx = job.context(database())
     targets, failures = resolve_inputs(ctx.db, files, ids, query)
     if not targets and not failures:
