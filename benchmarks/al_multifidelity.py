@@ -65,6 +65,7 @@ def hindsight(pool, condition: Condition, trees: int) -> dict:
 
 
 def plot(curves: dict, half: float, path: Path) -> None:
+    """One panel per price: hits against cost, median over seeds (a run that stopped at half keeps its count)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,13 +75,13 @@ def plot(curves: dict, half: float, path: Path) -> None:
     for ax, price in zip(axes, PRICES, strict=True):
         for label, runs in curves[price].items():
             grid = np.linspace(0, max(max(r["cost"]) for r in runs), 200)
-            found = np.array([np.interp(grid, r["cost"], r["found"], right=np.nan) for r in runs])
-            ax.plot(grid, np.nanmedian(found, axis=0), label=label)
+            found = np.array([np.interp(grid, r["cost"], r["found"]) for r in runs])
+            ax.plot(grid, np.median(found, axis=0), label=label)
         ax.axhline(half, color="grey", ls="--", lw=0.8)
         ax.set_title(f"experiment costs {price:g}× a PBE gap", fontsize=9)
         ax.set_xlabel("cumulative cost (PBE gaps = 1)")
+        ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("experimental gaps in 2.2-2.6 eV found")
-    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -241,10 +241,11 @@ def two_level_curves(result: dict, out: Path | BinaryIO, title: str = "") -> Non
     top = max(max(r["cost"]) for runs in result["strategies"].values() for r in runs)
     grid = np.linspace(0, top, 200)
     for name, runs in result["strategies"].items():
-        found = np.array([np.interp(grid, r["cost"], r["found"], right=np.nan) for r in runs])
-        line, = ax.plot(grid, np.nanmedian(found, axis=0), label=name)
+        # a run that stopped (half found, or out of budget) keeps its last count: no drop in the median
+        found = np.array([np.interp(grid, r["cost"], r["found"]) for r in runs])
+        line, = ax.plot(grid, np.median(found, axis=0), label=name)
         if len(runs) > 1:
-            ax.fill_between(grid, np.nanpercentile(found, 10, axis=0), np.nanpercentile(found, 90, axis=0),
+            ax.fill_between(grid, np.percentile(found, 10, axis=0), np.percentile(found, 90, axis=0),
                             color=line.get_color(), alpha=0.15)
         hits = np.arange(0, int(np.nanmin([r["found"][-1] for r in runs])) + 1)
         for level, price, style in (("cheap", cheap, ":"), ("expensive", expensive, "-")):
