@@ -179,11 +179,16 @@ def suggest(db: Database, model_path: Path, goal: Goal, candidates: list[str], n
             for i in ranked.chosen]
     rows.sort(key=lambda row: -row["score"])  # the batch was chosen together; shown best score first
     if queue:
-        _store_chosen_files(db, rows)
-        ids = [r["material_id"] for r in rows if r["material_id"] is not None]
-        missing = [r["candidate"] for r in rows if r["material_id"] is None]
-        if missing:
-            skipped(f"not queued (formulas have no structure to compute): {', '.join(map(str, missing))}")
-        with db.session() as session:
-            add_to_subset(session, queue, ids)
+        queue_chosen(db, rows, queue, skipped)
     return rows
+
+
+def queue_chosen(db: Database, rows: list[dict], queue: str, skipped: Callable[[str], None]) -> None:
+    """Put the chosen candidates in the subset `queue` (structure files stored first); formulas cannot be."""
+    _store_chosen_files(db, rows)
+    ids = [r["material_id"] for r in rows if r["material_id"] is not None]
+    missing = [r["candidate"] for r in rows if r["material_id"] is None]
+    if missing:
+        skipped(f"not queued (formulas have no structure to compute): {', '.join(map(str, missing))}")
+    with db.session() as session:
+        add_to_subset(session, queue, ids)

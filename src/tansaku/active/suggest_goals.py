@@ -18,12 +18,11 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.diversity import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.active.multigoal import Condition
-from tansaku.active.suggest import _store_chosen_files, load_candidates
+from tansaku.active.suggest import load_candidates, queue_chosen
 from tansaku.features.sets import base_columns
 from tansaku.models.predictor import Predictor
 from tansaku.store.database import Database
 from tansaku.store.filters import measured_values, missing_property
-from tansaku.store.materials import add_to_subset
 from tansaku.store.tables import Material
 
 log = logging.getLogger(__name__)
@@ -132,11 +131,5 @@ def suggest_for_goals(db: Database, model_paths: list[Path], conditions: list[Co
                      "goals": goals, "in_domain": not notes, "domain": notes})
     rows.sort(key=lambda row: -row["score"])
     if queue:
-        _store_chosen_files(db, rows)
-        ids = [r["material_id"] for r in rows if r["material_id"] is not None]
-        missing = [r["candidate"] for r in rows if r["material_id"] is None]
-        if missing:
-            skipped(f"not queued (formulas have no structure to compute): {', '.join(map(str, missing))}")
-        with db.session() as session:
-            add_to_subset(session, queue, ids)
+        queue_chosen(db, rows, queue, skipped)
     return rows
