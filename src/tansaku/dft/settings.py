@@ -100,7 +100,7 @@ PRESETS: dict[str, DielectricSettings] = {
     "test": DielectricSettings(
         ecutwfc=55.0, kspacing=0.7, even_kmesh=True, conv_thr_per_atom=1e-10, forc_conv_thr=1e-3,
         relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0, band_spacing=0.1,
-        ecutfock_factor=2.0,
+        ecutfock_factor=2.0, small_gap_ev=0.0,  # no k-mesh probes: tests and demos stay fast
     ),
     # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
     "standard": DielectricSettings(),
