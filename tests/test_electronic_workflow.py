@@ -128,4 +128,5 @@ def test_hybrid_gaps_hse06_and_ddh_with_eps_from_a_field_only_phonon_run(tmp_pat
     assert stored["band_gap_hse06"].value == pytest.approx(hse["gap"])
     assert stored["band_gap_hse06"].method == "dft:qe:test:scf"  # the level a model or campaign asks for
     assert stored["band_gap_ddh"].extra["exx_fraction"] == pytest.approx(ddh["exx_fraction"])
-    assert not (root / "hybrid-scratch").exists()
+    assert not (root / "hybrid-scratch").exists() and not (root / "field-scratch").exists()
+    assert not (root / "scratch" / "_ph0").exists()  # the field-only ph.x left the SCF's scratch alone

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +141,18 @@ def electronic_dielectric_constant(run: Run) -> float:
             Property.method == run.ctx.method))
     if stored is not None:
         return float(stored)
-    field = run.step("epsilon-field", phonon_spec(run.ctx, run.root, "epsilon-field", run.scf_step,
-                                                  phonons=False), workflow=ELECTRONIC)
+    # ph.x writes its own files next to the SCF's: on a copy, so that the dielectric workflow's ph.x later finds
+    # the SCF's scratch as the SCF left it
+    scratch = run.root / "field-scratch"
+    spec = phonon_spec(run.ctx, run.root, "epsilon-field", run.scf_step, scratch, phonons=False)
+
+    def write(structure: Structure | None, overrides: dict) -> str:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(run.root / "scratch" / f"{run.scf_step}.save", scratch / f"{run.scf_step}.save")
+        return spec.write_input(structure, overrides)
+
+    field = run.step("epsilon-field", replace(spec, write_input=write), workflow=ELECTRONIC)
+    shutil.rmtree(scratch, ignore_errors=True)
     return tensor_average(np.asarray(field.outputs["eps_electronic"]))
 
 
