@@ -22,7 +22,7 @@ from pymatgen.core import Structure  # noqa: E402
 from _common import REPO, SHARED, write_results  # noqa: E402
 from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import kmesh, preset, standard_frame  # noqa: E402
-from tansaku.workflows.dielectric import DielectricResult, Run, RunContext  # noqa: E402
+from tansaku.workflows.dielectric import Run, RunContext, WorkflowResult  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
 from tansaku.workflows.kmesh_convergence import probe  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
     for mp_id in args.ids:
         reference = json.loads((SHARED / "datasets" / "oxi_diel_db" / "data" / f"{mp_id}.json").read_text())
         structure = standard_frame(Structure.from_dict(reference["structure"]))[0]
-        run = Run(ctx, 0, structure, ctx.run_root / mp_id, DielectricResult(status="running"),
+        run = Run(ctx, 0, structure, ctx.run_root / mp_id, WorkflowResult(status="running"),
                   lambda step, f=reference["formula"]: print(f"{f}: {step}", flush=True))
         run.step = _unrecorded(run)
         probes, seen = [], set()

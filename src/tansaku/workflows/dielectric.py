@@ -62,7 +62,9 @@ class RunContext:
 
 
 @dataclass
-class DielectricResult:
+class WorkflowResult:
+    """What a workflow gives back for one material (the dielectric and the electronic workflow alike)."""
+
     status: str  # done, metal, failed, cancelled
     reason: str = ""
     band_gap: float | None = None
@@ -94,7 +96,7 @@ class Run:
     material_id: int
     structure: Structure  # the input structure, then the relaxed one
     root: Path
-    result: DielectricResult
+    result: WorkflowResult
     report: Callable[[str], None]
     input_structure: Structure | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
@@ -138,7 +140,7 @@ class Workflow:
 
 
 def run_workflow(workflow: Workflow, ctx: RunContext, material_id: int,
-                 report: Callable[[str], None] | None = None) -> DielectricResult:
+                 report: Callable[[str], None] | None = None) -> WorkflowResult:
     """Run (or resume) a workflow for one stored material; never raises for a material's failure."""
     with ctx.db.session() as session:
         material = session.get(Material, material_id)
@@ -147,7 +149,7 @@ def run_workflow(workflow: Workflow, ctx: RunContext, material_id: int,
         structure = material.structure()
         formula = material.reduced_formula
         root = material_dir(ctx, material)
-    result = DielectricResult(status="failed", material_id=material_id, formula=formula)
+    result = WorkflowResult(status="failed", material_id=material_id, formula=formula)
     try:
         if structure is None:
             raise TansakuError(f"material {material_id} ({formula}): has no structure (composition-only materials "
@@ -238,12 +240,12 @@ DIELECTRIC = Workflow(WORKFLOW, (check_insulator_setup, converge_kmesh, relax, s
 
 
 def run_dielectric(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
-                   ) -> DielectricResult:
+                   ) -> WorkflowResult:
     """The dielectric workflow for one stored material (`run_workflow(DIELECTRIC, ...)`)."""
     return run_workflow(DIELECTRIC, ctx, material_id, report)
 
 
-def _mark_metal(result: DielectricResult, gap: float, where: str, structure: Structure, spin_mode: str) -> None:
+def _mark_metal(result: WorkflowResult, gap: float, where: str, structure: Structure, spin_mode: str) -> None:
     result.status = "metal"
     result.band_gap = gap
     result.reason = (f"band gap {gap:.3f} eV in the {where} is below the metal threshold: no static dielectric "
@@ -324,7 +326,7 @@ def phonon_spec(ctx: RunContext, root: Path, name: str = "phonon", prefix: str =
     return StepSpec(name, "ph", write, parse)
 
 
-def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: DielectricResult, rotation: np.ndarray,
+def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: WorkflowResult, rotation: np.ndarray,
              k_probes: list[dict]) -> None:
     """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database, its
     tensors turned back from the computed (standard) frame into the input structure's Cartesian frame."""

@@ -25,10 +25,10 @@ from tansaku.dft.settings import kmesh
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
 from tansaku.workflows.dielectric import (
-    DielectricResult,
     Run,
     RunContext,
     Workflow,
+    WorkflowResult,
     _calculation,
     check_insulator_setup,
     relax,
@@ -288,6 +288,6 @@ ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_ga
 
 
 def run_electronic(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
-                   ) -> DielectricResult:
+                   ) -> WorkflowResult:
     """The electronic workflow for one stored material; never raises for a material's failure."""
     return run_workflow(ELECTRONIC_WORKFLOW, ctx, material_id, report)

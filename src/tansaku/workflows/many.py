@@ -13,15 +13,15 @@ from tansaku.store.database import Database
 from tansaku.store.filters import build_query
 from tansaku.store.materials import ImportReport, add_structure_material
 from tansaku.store.tables import Material
-from tansaku.workflows.dielectric import DielectricResult, RunContext, run_dielectric
+from tansaku.workflows.dielectric import RunContext, WorkflowResult, run_dielectric
 
 
 def resolve_inputs(
     db: Database, files: list[Path] | None = None, ids: list[int] | None = None, query: str | None = None
-) -> tuple[dict[str, int], dict[str, DielectricResult]]:
+) -> tuple[dict[str, int], dict[str, WorkflowResult]]:
     """Map each input as given (file path or id) to a stored material; bad inputs become failed results."""
     targets: dict[str, int] = {}
-    failures: dict[str, DielectricResult] = {}
+    failures: dict[str, WorkflowResult] = {}
     for path in files or []:
         try:
             structure = read_structure(path)
@@ -31,12 +31,12 @@ def resolve_inputs(
                                                      ImportReport(), extra={"file": Path(path).name})
                 targets[str(path)] = material.id
         except TansakuError as exc:
-            failures[str(path)] = DielectricResult(status="failed", reason=str(exc))
+            failures[str(path)] = WorkflowResult(status="failed", reason=str(exc))
     with db.session() as session:
         for material_id in ids or []:
             if session.get(Material, material_id) is None:
                 reason = f"no material with id {material_id}"
-                failures[str(material_id)] = DielectricResult(status="failed", reason=reason)
+                failures[str(material_id)] = WorkflowResult(status="failed", reason=reason)
             else:
                 targets[str(material_id)] = material_id
         if query:
@@ -50,14 +50,14 @@ def run_many(
     targets: dict[str, int],
     workers: int = 1,
     on_update: Callable[[str, str], None] | None = None,
-    on_result: Callable[[str, DielectricResult], None] | None = None,
-    runner: Callable[..., DielectricResult] = run_dielectric,
-) -> dict[str, DielectricResult]:
+    on_result: Callable[[str, WorkflowResult], None] | None = None,
+    runner: Callable[..., WorkflowResult] = run_dielectric,
+) -> dict[str, WorkflowResult]:
     """Run every target with `workers` materials in flight; one material's failure never stops the others.
 
     `on_update(key, step)` follows progress; `on_result(key, result)` is called as each material finishes.
     """
-    results: dict[str, DielectricResult] = {}
+    results: dict[str, WorkflowResult] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
             pool.submit(runner, ctx, material_id,
@@ -69,7 +69,7 @@ def run_many(
             try:
                 results[key] = future.result()
             except Exception as exc:  # noqa: BLE001 - report, never lose the batch
-                results[key] = DielectricResult(status="failed", reason=f"{type(exc).__name__}: {exc}")
+                results[key] = WorkflowResult(status="failed", reason=f"{type(exc).__name__}: {exc}")
             if on_update:
                 on_update(key, results[key].status)
             if on_result:
