@@ -104,13 +104,19 @@ def bands(run: Run) -> bool:
     return True
 
 
+def exchange_q(k: int, divisor: int) -> int:
+    """The exact exchange's q-points along one axis: k / divisor, or 1 when that does not divide k (pw.x needs it)."""
+    q = max(1, k // divisor)
+    return q if k % q == 0 else 1
+
+
 def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, functional: dict) -> StepSpec:
     """A self-consistent hybrid SCF (`functional`: the &system keys that choose it) on the SCF's Γ-centred mesh,
     the exact exchange on a q-mesh hybrid_q_divisor times coarser."""
     s = ctx.settings
     scratch = root / "hybrid-scratch"
     mesh = kmesh(structure, s.kspacing, s.even_kmesh)
-    q = [max(1, n // s.hybrid_q_divisor) if n % max(1, n // s.hybrid_q_divisor) == 0 else 1 for n in mesh]
+    q = [exchange_q(n, s.hybrid_q_divisor) for n in mesh]
     exchange = {"nqx1": q[0], "nqx2": q[1], "nqx3": q[2], "exxdiv_treatment": "gygi-baldereschi",
                 "x_gamma_extrapolation": True,
                 "ecutfock": s.ecutfock_factor * ecutwfc_for(structure, s, ctx.pseudos), **functional}
