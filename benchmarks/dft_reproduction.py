@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--note", dest="notes", action="append", default=[], metavar="TEXT",
                         help="A line for the Notes of the results (what the table cannot show, such as wall times "
                              "that include a pause or a shared machine); repeatable.")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="Give steps that failed in an earlier run new attempts (as `tansaku run --retry-failed`).")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     db = open_database(args.work / "dft.db")
@@ -97,7 +99,8 @@ def main() -> None:
     import_oxi_diel_db(db, staging.parent)
     ctx = RunContext(db, preset(args.preset, parse_overrides(args.overrides)), args.preset,
                      load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
-                     QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0)
+                     QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0,
+                     retry_failed=args.retry_failed)
     reused = reused_rows(args.reuse, ctx.settings, args.ids) if args.reuse else []
     rows = []
     for mp_id in args.ids:

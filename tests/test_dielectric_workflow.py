@@ -103,6 +103,17 @@ def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
     assert time.perf_counter() - started < 5  # every step is read back from its state file
     assert again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
     assert len(calculation_rows(ctx)) == 4
+    # a wiped scratch (as clusters do) before ph.x ran: the SCF runs again, its earlier time and log kept
+    material_dir = tmp_path / "runs" / f"{material_id}-MgO"
+    shutil.rmtree(material_dir / "scratch")
+    shutil.rmtree(material_dir / "phonon")
+    wiped = run_dielectric(ctx, material_id)
+    assert wiped.status == "done", wiped.reason
+    assert wiped.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-6)
+    rerun = json.loads((material_dir / "scf" / "state.json").read_text())
+    assert rerun["cpu_seconds"] > scf_state["cpu_seconds"] and rerun["attempt"] == 1
+    assert (material_dir / "scf" / "before-rerun1.out").exists()
+    assert calculation_rows(ctx) == [("analysis", "done"), ("phonon", "done"), ("relax", "done"), ("scf", "done")]
 
 
 def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh(tmp_path, mgo):
@@ -214,6 +225,25 @@ def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(Calculation)) == 4
         assert session.scalar(select(func.count()).select_from(Material)) == 1
+
+
+def test_failed_steps_fail_again_until_retry_failed_gives_them_new_attempts(tmp_path, mgo):
+    mgo.to(filename=str(tmp_path / "MgO.json"))
+    argv = cli_argv(tmp_path, tmp_path / "MgO.json", "relax=false")
+    broken = subprocess.run(argv + ["--ph-command", "false"], capture_output=True, text=True)  # a ph.x that fails
+    assert broken.returncode != 0
+    phonon = tmp_path / "runs" / "1-MgO" / "phonon"
+    failed = StepState.load(phonon, "phonon")
+    assert failed.status == "failed" and failed.attempt >= 1
+    again = subprocess.run(argv, capture_output=True, text=True)  # the cause fixed, but not asked to retry
+    assert again.returncode != 0 and StepState.load(phonon, "phonon").attempt == failed.attempt
+    assert json.loads((tmp_path / "out.json").read_text())[str(tmp_path / "MgO.json")]["status"] == "failed"
+    retried = subprocess.run(argv + ["--retry-failed"], capture_output=True, text=True)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    state = StepState.load(phonon, "phonon")
+    assert state.status == "done" and state.attempt == 1 and (phonon / f"before-rerun{failed.attempt}.out").exists()
+    out = json.loads((tmp_path / "out.json").read_text())[str(tmp_path / "MgO.json")]
+    assert out["status"] == "done" and out["eps_ionic"] > 0
 
 
 def test_killed_relaxation_continues_from_its_last_geometry(tmp_path, mgo):

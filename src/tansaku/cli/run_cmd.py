@@ -83,6 +83,9 @@ def dielectric(
     plots: Path = typer.Option(None, help="run electronic: a band-structure PNG per material in this directory."),
     hybrid: str = typer.Option(None, help="run electronic: 'scf' adds self-consistent HSE06 and dielectric-dependent "
                                "hybrid gaps; 'none' (default) skips them. Same as --set hybrid=..."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Give steps that failed or were cancelled in "
+                                      "an earlier run new attempts (after fixing their cause, e.g. with --set); "
+                                      "without it a failed step fails again at once with its recorded reason."),
 ) -> None:
     """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum ESPRESSO.
 
@@ -107,6 +110,7 @@ def dielectric(
     if (plots is not None or hybrid is not None) and workflow != "electronic":
         raise TansakuError("--plots and --hybrid go with `tansaku run electronic`")
     ctx = job.context(database())
+    ctx.retry_failed = retry_failed
     targets, failures = resolve_inputs(ctx.db, files, ids, query)
     if not targets and not failures:
         raise TansakuError("nothing to run: give structure files, --ids or --query")

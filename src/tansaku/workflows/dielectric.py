@@ -33,7 +33,7 @@ from tansaku.store.tables import Calculation, Material, utcnow
 from tansaku.workflows.executor import Executor, QECommands
 from tansaku.workflows.kmesh_convergence import converge_kmesh, refine_for_small_gap
 from tansaku.workflows.state import StepState
-from tansaku.workflows.steps import StepCancelled, StepSpec, run_step
+from tansaku.workflows.steps import OUTPUT, StepCancelled, StepSpec, run_step
 
 WORKFLOW = "dielectric"
 DYN_FILE = "gamma.dyn"
@@ -51,6 +51,7 @@ class RunContext:
     commands: QECommands
     run_root: Path
     poll_seconds: float = 0.5
+    retry_failed: bool = False  # give steps that failed (or were cancelled) in an earlier run new attempts
 
     def __post_init__(self) -> None:
         # pw.x runs inside each step directory: a relative outdir would point somewhere else.
@@ -120,11 +121,38 @@ class Run:
         workflow's rows, so one calculation has one row."""
         self.report(name)
         ctx = ctx or self.ctx
+        if self.ctx.retry_failed:
+            reopen(self.root / name, name, "--retry-failed", ("failed", "cancelled"))
         self.steps[name] = run_step(spec, self.root / name, ctx.executor, ctx.commands, ctx.settings.max_attempts,
                                     ctx.poll_seconds,
                                     on_change=lambda st: _record(ctx, self.material_id, st, self.root / name, spec,
                                                                  workflow))
         return self.steps[name]
+
+    def needs_save(self, consumer: str, scf: str, scf_spec: StepSpec, scratch: Path | None = None,
+                   ctx: RunContext | None = None) -> None:
+        """Before `consumer` reads the save directory of the SCF step `scf`: when the save is gone (a scratch wiped
+        on a cluster, a run killed between a probe's SCF and its ph.x) and `consumer` has yet to finish, the SCF
+        runs again, its earlier time kept in its state."""
+        scratch = scratch or self.root / "scratch"
+        if ((scratch / f"{scf}.save" / "data-file-schema.xml").exists()
+                or StepState.load(self.root / consumer, consumer).status == "done"):
+            return
+        if reopen(self.root / scf, scf, "its save directory is gone"):
+            self.step(scf, scf_spec, ctx)
+
+
+def reopen(directory: Path, name: str, why: str, statuses: tuple[str, ...] = ("done",)) -> bool:
+    """Mark a step that ended (done, or failed when asked) to run again: its attempts start over, its last log is
+    kept beside it, its time and handlers stay. False when its status is not one of `statuses`."""
+    state = StepState.load(directory, name)
+    if state.status not in statuses:
+        return False
+    if (directory / OUTPUT).exists():
+        (directory / OUTPUT).rename(directory / f"before-rerun{state.attempt}.out")
+    state.status, state.attempt, state.outputs, state.error = "new", 0, None, f"run again: {why}"
+    state.save(directory)
+    return True
 
 
 # A workflow step takes the run and returns False when the material stops there (a metal: the reason is in
@@ -221,6 +249,7 @@ def scf_gap(run: Run) -> bool:
 
 def phonon(run: Run) -> bool:
     """ph.x at Γ: ε∞, Born charges and force constants."""
+    run.needs_save(run.phonon_step, run.scf_step, scf_spec(run.ctx, run.root, run.structure, run.scf_step))
     run.step(run.phonon_step, phonon_spec(run.ctx, run.root, run.phonon_step, run.scf_step))
     return True
 

@@ -34,6 +34,7 @@ from tansaku.workflows.dielectric import (
     relax,
     run_workflow,
     scf_gap,
+    scf_spec,
 )
 from tansaku.workflows.steps import StepSpec
 
@@ -94,11 +95,17 @@ def mass_points(structure: Structure, k0_frac: np.ndarray, step: float) -> tuple
     return np.asarray(k0_frac) + grid @ structure.lattice.matrix.T / (2 * np.pi), grid
 
 
+def _with_scf_save(run: Run, consumer: str) -> None:
+    """The SCF's save directory for `consumer` to read (the SCF again if a wiped scratch lost it)."""
+    run.needs_save(consumer, run.scf_step, scf_spec(run.ctx, run.root, run.structure, run.scf_step))
+
+
 def bands(run: Run) -> bool:
     """The band structure along the standard path (after the SCF, whose density it reads)."""
     if run.steps[run.scf_step].outputs.get("magnetization") is not None:
         raise TansakuError("band structures of spin-polarized runs are not supported yet (set spin=off to compute "
                            "the material spin-unpolarized)")
+    _with_scf_save(run, BANDS)
     run.step(BANDS, bands_spec(run.ctx, run.root, run.structure, run.scf_step), workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{BANDS}-scratch", ignore_errors=True)
     return True
@@ -157,6 +164,7 @@ def electronic_dielectric_constant(run: Run) -> float:
         shutil.copytree(run.root / "scratch" / f"{run.scf_step}.save", scratch / f"{run.scf_step}.save")
         return spec.write_input(structure, overrides)
 
+    _with_scf_save(run, "epsilon-field")
     field = run.step("epsilon-field", replace(spec, write_input=write), workflow=ELECTRONIC)
     shutil.rmtree(scratch, ignore_errors=True)
     return tensor_average(np.asarray(field.outputs["eps_electronic"]))
@@ -192,6 +200,7 @@ def masses(run: Run) -> bool:
     cbm_points, _ = mass_points(run.structure, k_frac[edges.cbm_k], run.ctx.settings.mass_step)
     spec = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES,
                            np.vstack([vbm_points, cbm_points]), {"offsets": offsets.tolist()})
+    _with_scf_save(run, MASSES)
     run.step(MASSES, spec, workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{MASSES}-scratch", ignore_errors=True)
     return True

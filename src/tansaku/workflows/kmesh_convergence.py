@@ -56,11 +56,13 @@ def probe(run, structure: Structure, spacing: float, keep_scratch: bool = False)
     mesh = kmesh(structure, spacing, ctx.settings.even_kmesh)
     name = "kmesh-" + "x".join(map(str, mesh))
     scratch = run.root / "kmesh-scratch"
-    scf = run.step(f"{name}-scf", scf_spec(ctx, run.root, structure, f"{name}-scf", scratch), ctx)
+    spec = scf_spec(ctx, run.root, structure, f"{name}-scf", scratch)
+    scf = run.step(f"{name}-scf", spec, ctx)
     if scf.outputs["gap"] < ctx.settings.metal_gap_ev:  # no dielectric response to probe: the workflow's own
         shutil.rmtree(scratch, ignore_errors=True)    # relaxation and SCF then stop the metal with its reason
         return Probe(spacing, mesh, scf.outputs.get("k_points"), scf.outputs["gap"], float("nan"), float("nan"),
                      scf.cpu_seconds)
+    run.needs_save(f"{name}-eps", f"{name}-scf", spec, scratch, ctx)
     ph = run.step(f"{name}-eps", phonon_spec(ctx, run.root, f"{name}-eps", f"{name}-scf", scratch, phonons=False),
                   ctx)
     if not keep_scratch:
