@@ -4,6 +4,7 @@ dielectric workflow, and the edges and gaps it stores."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -105,16 +106,17 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     assert figure.stat().st_size > 10_000
     with pytest.raises(TansakuError, match="--plots and --hybrid go with `tansaku run electronic`"):
         invoke("--db", str(tmp_path / "run.db"), "run", "dielectric", str(good), "--plots", str(tmp_path))
-    with pytest.raises(TansakuError, match="hybrid='nsc': .* not built yet"):
-        invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), "--hybrid", "nsc")
+    with pytest.raises(TansakuError, match="hybrid='hf': choose scf"):
+        invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), "--hybrid", "hf")
 
 
-def test_hybrid_gaps_hse06_and_ddh_with_eps_from_a_field_only_phonon_run(tmp_path, mgo):  # noqa: F811
-    ctx = make_ctx(tmp_path, {"hybrid": "scf", "relax": False, "hybrid_q_divisor": 4})  # q = 1x1x1: seconds
+def test_hybrid_gaps_hse06_and_ddh_scf_and_nsc_with_eps_from_a_field_only_phonon_run(tmp_path, mgo):  # noqa: F811
+    ctx = make_ctx(tmp_path, {"hybrid": "both", "relax": False, "hybrid_q_divisor": 4})  # q = 1x1x1: seconds
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "done", result.reason
-    hse, ddh = result.edges["hybrid"]["hse06"], result.edges["hybrid"]["ddh"]
+    hybrid = result.edges["hybrid"]
+    hse, ddh = hybrid["hse06-scf"], hybrid["ddh-scf"]
     root = tmp_path / "runs" / f"{material_id}-MgO"
     field = json.loads((root / "epsilon-field" / "state.json").read_text())["outputs"]
     eps = float(np.trace(np.asarray(field["eps_electronic"])) / 3)  # cubic: the tensor average is the trace / 3
@@ -123,10 +125,25 @@ def test_hybrid_gaps_hse06_and_ddh_with_eps_from_a_field_only_phonon_run(tmp_pat
     assert hse["gap"] > result.band_gap + 1.5 and ddh["gap"] > hse["gap"]
     assert hse["q_mesh"] == ddh["q_mesh"] == [1, 1, 1]
     assert hse["edges_on_mesh"] == {"vbm": True, "cbm": True}  # Γ is on every Γ-centred mesh
+    # one diagonalization with exact exchange on PBE orbitals: near self-consistency on MgO (0.11 eV below it on
+    # this 1x1x1 q-mesh, 0.01 eV on 2x2x2), and a
+    # value of its own (the first hybrid iteration's eigenvalues, not the last ones the run wrote)
+    for name in ("hse06", "ddh"):
+        nsc = hybrid[f"{name}-nsc"]
+        assert not nsc["self_consistent"] and nsc["gap"] == pytest.approx(hybrid[f"{name}-scf"]["gap"], abs=0.25)
+        log = (root / f"{name}-nsc" / "output.out").read_text()
+        vbm, cbm = map(float, re.findall(r"lowest unoccupied level \(ev\):\s+(\S+)\s+(\S+)", log)[-1])
+        assert abs((cbm - vbm) - nsc["gap"]) > 0.01  # the run's last iteration had moved on
+        state = json.loads((root / f"{name}-nsc" / "state.json").read_text())
+        assert state["attempt"] == 1 and not state["handlers"]  # its stop after one EXX step is no SCF failure
+    pbe = json.loads((root / "pbe-scf" / "state.json").read_text())["outputs"]
+    assert abs(pbe["gap"] - result.band_gap) < 0.5  # the PBE orbitals' ground state, started from PBEsol's
     with ctx.db.session() as session:
-        stored = {p.name: p for p in session.scalars(select(Property).where(Property.name.like("band_gap_%")))}
-    assert stored["band_gap_hse06"].value == pytest.approx(hse["gap"])
-    assert stored["band_gap_hse06"].method == "dft:qe:test:scf"  # the level a model or campaign asks for
-    assert stored["band_gap_ddh"].extra["exx_fraction"] == pytest.approx(ddh["exx_fraction"])
+        stored = {(p.name, p.method): p for p in session.scalars(select(Property).where(
+            Property.name.like("band_gap_%")))}
+    assert stored["band_gap_hse06", "dft:qe:test:scf"].value == pytest.approx(hse["gap"])  # the level a model
+    assert stored["band_gap_hse06", "dft:qe:test:nsc"].value == pytest.approx(hybrid["hse06-nsc"]["gap"])  # asks for
+    assert stored["band_gap_ddh", "dft:qe:test:nsc"].extra["self_consistent"] is False
+    assert stored["band_gap_ddh", "dft:qe:test:scf"].extra["exx_fraction"] == pytest.approx(ddh["exx_fraction"])
     assert not (root / "hybrid-scratch").exists() and not (root / "field-scratch").exists()
     assert not (root / "scratch" / "_ph0").exists()  # the field-only ph.x left the SCF's scratch alone

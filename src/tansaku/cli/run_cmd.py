@@ -81,8 +81,9 @@ def dielectric(
                                        "(default 'srun -n {n}') and extra #SBATCH options."),
     json_out: Path = typer.Option(None, "--json", help="Write results keyed by each input as given."),
     plots: Path = typer.Option(None, help="run electronic: a band-structure PNG per material in this directory."),
-    hybrid: str = typer.Option(None, help="run electronic: 'scf' adds self-consistent HSE06 and dielectric-dependent "
-                               "hybrid gaps; 'none' (default) skips them. Same as --set hybrid=..."),
+    hybrid: str = typer.Option(None, help="run electronic: HSE06 and dielectric-dependent hybrid gaps, 'scf' "
+                               "(self-consistent), 'nsc' (one diagonalization with exact exchange on PBE orbitals: "
+                               "several times cheaper), 'both', or 'none' (default). Same as --set hybrid=..."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Give steps that failed or were cancelled in "
                                       "an earlier run new attempts (after fixing their cause, e.g. with --set); "
                                       "without it a failed step fails again at once with its recorded reason."),

@@ -12,7 +12,7 @@ from pymatgen.core import Element, Lattice, Structure
 from tansaku import TansakuError
 from tansaku.dft.magnetism import check_spin_mode
 
-HYBRID_MODES = ("none", "scf")
+HYBRID_MODES = ("none", "scf", "nsc", "both")
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class DielectricSettings:
     extra_bands: int = 8
     band_spacing: float = 0.025  # Å⁻¹ (2π included) between points of the band-structure path (run electronic)
     mass_step: float = 0.03  # Å⁻¹ between the 3x3x3 k-points around a band edge that a band mass is fitted to
-    # run electronic: hybrid gaps (HSE06 and the dielectric-dependent hybrid) as self-consistent pw.x runs ("scf")
-    # or not at all ("none"); the q-mesh of the exact exchange is the k-mesh divided by hybrid_q_divisor
+    # run electronic: hybrid gaps (HSE06 and the dielectric-dependent hybrid) as self-consistent pw.x runs ("scf"),
+    # as hybrid eigenvalues of the PBE orbitals without self-consistency ("nsc", several times cheaper), both, or
+    # not at all ("none"); the q-mesh of the exact exchange is the k-mesh divided by hybrid_q_divisor
     hybrid: str = "none"
     hybrid_q_divisor: int = 2
     ecutfock_factor: float = 4.0  # ecutfock = factor × ecutwfc (4: QE's default, the density cutoff)
@@ -71,8 +72,8 @@ class DielectricSettings:
     def __post_init__(self) -> None:
         check_spin_mode(self.spin)  # here, so that no preset, override or stored setting carries a bad mode
         if self.hybrid not in HYBRID_MODES:
-            raise TansakuError(f"hybrid={self.hybrid!r}: choose scf (self-consistent HSE06 and DDH gaps) or none; "
-                               "the non-self-consistent variant (nsc) is not built yet")
+            raise TansakuError(f"hybrid={self.hybrid!r}: choose scf (self-consistent HSE06 and DDH gaps), nsc (their "
+                               "non-self-consistent eigenvalues on PBE orbitals), both, or none")
         if self.hybrid_q_divisor < 1 or self.ecutfock_factor <= 0:
             raise TansakuError("hybrid_q_divisor must be at least 1 and ecutfock_factor positive")
 

@@ -20,7 +20,7 @@ from tansaku import TansakuError, __version__
 from tansaku.dft.band_edges import band_mass, edges_from
 from tansaku.dft.band_path import CONVENTION, band_path
 from tansaku.dft.qe.inputs import ecutwfc_for, merge, pw_input
-from tansaku.dft.qe.parsers import band_gap, read_pw_xml
+from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_pw_xml
 from tansaku.dft.settings import kmesh
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
@@ -117,9 +117,20 @@ def exchange_q(k: int, divisor: int) -> int:
     return q if k % q == 0 else 1
 
 
-def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, functional: dict) -> StepSpec:
-    """A self-consistent hybrid SCF (`functional`: the &system keys that choose it) on the SCF's Γ-centred mesh,
-    the exact exchange on a q-mesh hybrid_q_divisor times coarser."""
+PBE_SCF = "pbe-scf"  # the semilocal ground state the non-self-consistent hybrids start from
+NSC_RUN = {"control": {"iprint": 1},  # the first hybrid diagonalization is printed; it is the answer
+           "electrons": {"electron_maxstep": 2, "scf_must_converge": False, "startingwfc": "file",
+                         "startingpot": "file"}}
+
+
+def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, functional: dict,
+                orbitals_from: str | None = None) -> StepSpec:
+    """A hybrid pw.x run on the SCF's Γ-centred mesh, the exact exchange on a q-mesh hybrid_q_divisor times
+    coarser (`functional`: the &system keys that choose it). Self-consistent; or, with `orbitals_from` (a PBE SCF
+    in the hybrid scratch), non-self-consistent: pw.x starts from that SCF's orbitals and density, whose
+    semilocal loop is then already converged, switches the exact exchange on and diagonalizes once; the
+    eigenvalues printed then are the hybrid Hamiltonian's on the PBE orbitals (pw.x 6.7 refuses hybrids in
+    nscf runs, so a second iteration, whose values are not used, ends the run)."""
     s = ctx.settings
     scratch = root / "hybrid-scratch"
     mesh = kmesh(structure, s.kspacing, s.even_kmesh)
@@ -127,19 +138,48 @@ def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, fu
     exchange = {"nqx1": q[0], "nqx2": q[1], "nqx3": q[2], "exxdiv_treatment": "gygi-baldereschi",
                 "x_gamma_extrapolation": True,
                 "ecutfock": s.ecutfock_factor * ecutwfc_for(structure, s, ctx.pseudos), **functional}
+    nsc = orbitals_from is not None
+    # forces and stress with exact exchange cost as much as an iteration, and a gap needs neither
+    namelists = merge({"control": {"tprnfor": False, "tstress": False}, "system": exchange}, NSC_RUN if nsc else {})
 
     def write(st: Structure | None, overrides: dict) -> str:
-        return pw_input(structure, "scf", s, ctx.pseudos, name, scratch, merge({"system": exchange}, overrides))
+        if nsc:
+            shutil.rmtree(scratch / f"{name}.save", ignore_errors=True)
+            shutil.copytree(scratch / f"{orbitals_from}.save", scratch / f"{name}.save")
+        return pw_input(structure, "scf", s, ctx.pseudos, name, scratch, merge(namelists, overrides))
 
     def parse(directory: Path, log: str) -> dict:
         data = read_pw_xml(scratch / f"{name}.xml")
-        if not data["scf_converged"]:
+        if nsc:
+            energies = first_hybrid_eigenvalues(log)
+        elif not data["scf_converged"]:
             raise TansakuError(f"{name}: the hybrid SCF did not converge")
-        gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"], data["magnetization"])
+        else:
+            energies = data["eigenvalues_ev"]
+        gap = band_gap(energies, data["nelec"], data["lsda"], data["magnetization"])
         return {"gap": gap.gap, "direct": gap.direct, "vbm": gap.vbm, "cbm": gap.cbm, "q_mesh": q,
-                "k_mesh": list(mesh), **{k: v for k, v in functional.items()}}
+                "k_mesh": list(mesh), "self_consistent": not nsc, **({"orbitals": "PBE"} if nsc else {}),
+                **functional}
 
-    return StepSpec(name, "pw", write, parse, structure)
+    # the nsc run stops its exact-exchange loop after one step on purpose
+    return StepSpec(name, "pw", write, parse, structure, expected=("scf_not_converged",) if nsc else ())
+
+
+def pbe_scf(run: Run) -> StepSpec:
+    """A PBE SCF in the hybrid scratch, started from the PBEsol SCF's density and orbitals (a few iterations):
+    the orbitals the non-self-consistent hybrids use. PBE because pw.x's hybrids (HSE06, PBE0) start from their
+    own semilocal functional: from PBEsol orbitals its first loop would move them anyway."""
+    ctx = replace(run.ctx, settings=replace(run.ctx.settings, functional="pbe"))
+    scratch = run.root / "hybrid-scratch"
+    spec = scf_spec(ctx, run.root, run.structure, PBE_SCF, scratch)
+
+    def write(structure: Structure | None, overrides: dict) -> str:
+        shutil.rmtree(scratch / f"{PBE_SCF}.save", ignore_errors=True)
+        shutil.copytree(run.root / "scratch" / f"{run.scf_step}.save", scratch / f"{PBE_SCF}.save")
+        start = {"electrons": {"startingwfc": "file", "startingpot": "file"}}
+        return spec.write_input(structure, merge(start, overrides))
+
+    return replace(spec, write_input=write)
 
 
 def electronic_dielectric_constant(run: Run) -> float:
@@ -170,18 +210,32 @@ def electronic_dielectric_constant(run: Run) -> float:
     return tensor_average(np.asarray(field.outputs["eps_electronic"]))
 
 
+def hybrid_kinds(mode: str) -> tuple[str, ...]:
+    return {"none": (), "scf": ("scf",), "nsc": ("nsc",), "both": ("nsc", "scf")}[mode]
+
+
 def hybrid_gaps(run: Run) -> bool:
-    """HSE06 and the dielectric-dependent hybrid (a PBE0 form whose exact-exchange fraction is 1/ε∞), each as a
-    self-consistent pw.x run, when `hybrid` asks for them."""
-    if run.ctx.settings.hybrid == "none":
+    """HSE06 and the dielectric-dependent hybrid (a PBE0 form whose exact-exchange fraction is 1/ε∞), each
+    self-consistent, non-self-consistent on PBE orbitals, or both, as `hybrid` asks: steps hse06-scf, ddh-nsc..."""
+    kinds = hybrid_kinds(run.ctx.settings.hybrid)
+    if not kinds:
         return True
-    run.step("hse06-scf", hybrid_spec(run.ctx, run.root, run.structure, "hse06-scf", {"input_dft": "hse"}),
-             workflow=ELECTRONIC)
     eps = electronic_dielectric_constant(run)
-    run.step("ddh-scf", hybrid_spec(run.ctx, run.root, run.structure, "ddh-scf",
-                                    {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}),
-             workflow=ELECTRONIC)
-    shutil.rmtree(run.root / "hybrid-scratch", ignore_errors=True)
+    functionals = {"hse06": {"input_dft": "hse"}, "ddh": {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}}
+    scratch = run.root / "hybrid-scratch"
+    if "nsc" in kinds:
+        _with_scf_save(run, PBE_SCF)
+        run.step(PBE_SCF, pbe_scf(run), workflow=ELECTRONIC)
+    for name, functional in functionals.items():
+        for kind in kinds:
+            step = f"{name}-{kind}"
+            if kind == "nsc":
+                run.needs_save(step, PBE_SCF, pbe_scf(run), scratch)
+            spec = hybrid_spec(run.ctx, run.root, run.structure, step, functional,
+                               PBE_SCF if kind == "nsc" else None)
+            run.step(step, spec, workflow=ELECTRONIC)
+            shutil.rmtree(scratch / f"{step}.save", ignore_errors=True)  # its wavefunctions are not needed again
+    shutil.rmtree(scratch, ignore_errors=True)
     return True
 
 
@@ -259,16 +313,18 @@ def electronic_analysis(run: Run) -> bool:
                "scf_gap": scf.outputs["gap"]}
     mass = fitted_masses(run.steps[MASSES].outputs, occupied)
     outputs["masses"] = mass
-    hybrids = {name: run.steps[f"{name}-scf"].outputs for name in ("hse06", "ddh") if f"{name}-scf" in run.steps}
+    hybrids = {step: run.steps[step].outputs for step in (f"{name}-{kind}" for name in ("hse06", "ddh")
+                                                            for kind in ("scf", "nsc")) if step in run.steps}
     if hybrids:
         mesh = next(iter(hybrids.values()))["k_mesh"]
         k_frac = np.asarray(path_out["k_frac"])
         on_mesh = {edge: bool(outputs[f"{edge}_at"] == "on the SCF mesh" or np.allclose(
             np.asarray(k_frac[k]) * mesh, np.round(np.asarray(k_frac[k]) * mesh), atol=1e-4))
                    for edge, k in (("vbm", on_path.vbm_k), ("cbm", on_path.cbm_k))}
-        outputs["hybrid"] = {name: {"gap": h["gap"], "direct": h["direct"], "q_mesh": h["q_mesh"],
-                                    "exx_fraction": h.get("exx_fraction"), "edges_on_mesh": on_mesh}
-                             for name, h in hybrids.items()}
+        outputs["hybrid"] = {step: {"gap": h["gap"], "direct": h["direct"], "q_mesh": h["q_mesh"],
+                                    "exx_fraction": h.get("exx_fraction"), "edges_on_mesh": on_mesh,
+                                    "self_consistent": h.get("self_consistent", True)}
+                             for step, h in hybrids.items()}
     with run.ctx.db.session() as session:
         calc = _calculation(session, run.ctx, run.material_id, "analysis", ELECTRONIC)
         calc.engine, calc.status, calc.outputs, calc.attempts = "tansaku", "done", outputs, 1
@@ -282,12 +338,16 @@ def electronic_analysis(run: Run) -> bool:
                             "cbm_at": outputs["cbm_at"]}, calculation_id=calc.id)
         set_property(session, material, "band_gap_direct", on_path.direct_gap, run.ctx.method, unit="eV",
                      extra={**extra, "at": outputs["direct_at"]}, calculation_id=calc.id)
-        for name, hybrid in outputs.get("hybrid", {}).items():
+        for step, hybrid in outputs.get("hybrid", {}).items():
+            name, kind = step.split("-")
             note = {} if all(hybrid["edges_on_mesh"].values()) else {
                 "warning": "a PBEsol band edge is not on the hybrid k-mesh: the hybrid gap may be too wide"}
-            set_property(session, material, f"band_gap_{name}", hybrid["gap"], f"{run.ctx.method}:scf", unit="eV",
-                         extra={"preset": run.ctx.preset, "is_direct": hybrid["direct"], "q_mesh": hybrid["q_mesh"],
-                                "exx_fraction": hybrid["exx_fraction"] or 0.25, **note}, calculation_id=calc.id)
+            how = ({"self_consistent": True} if kind == "scf" else
+                   {"self_consistent": False, "orbitals": "PBE (one diagonalization with exact exchange)"})
+            set_property(session, material, f"band_gap_{name}", hybrid["gap"], f"{run.ctx.method}:{kind}",
+                         unit="eV", extra={"preset": run.ctx.preset, "is_direct": hybrid["direct"],
+                                           "q_mesh": hybrid["q_mesh"], "exx_fraction": hybrid["exx_fraction"] or 0.25,
+                                           **how, **note}, calculation_id=calc.id)
         for name, side, at in (("m_e_band", "electrons", "cbm_at"), ("m_h_band", "holes", "vbm_at")):
             if mass[side]["dos_mass"] is not None and outputs[at] != "on the SCF mesh":
                 set_property(session, material, name, mass[side]["dos_mass"], run.ctx.method, unit="m_e",

@@ -35,6 +35,7 @@ class StepSpec:
     write_input: Callable[[Structure | None, dict], str]  # (input structure, overrides) → input text
     parse: Callable[[Path, str], dict]  # (step dir, log) → outputs; raises TansakuError when incomplete
     structure: Structure | None = None  # input structure, if the step takes one
+    expected: tuple[str, ...] = ()  # error codes its log shows by design (a run stopped on purpose)
 
 
 def run_step(
@@ -121,7 +122,7 @@ def _finish(state, status, directory, spec, save, unexplained: str = "crash") ->
     log_path = directory / OUTPUT
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     state.code_version = state.code_version or code_version(log)
-    errors = detect_errors(log)
+    errors = [code for code in detect_errors(log) if code not in spec.expected]
     if status is not None and status.reason and status.reason not in errors:
         errors = [status.reason, *errors]  # e.g. killed by the scheduler at its time limit: no QE message
     if not errors and (status is None or status.state == JobState.DONE):

@@ -179,6 +179,28 @@ def _block_after(text: str, marker: str, nrows: int) -> np.ndarray | None:
     return np.array([row.split()[:3] for row in rows], dtype=float)
 
 
+EXX_STARTS = "EXX: now go back to refine exchange calculation"
+
+
+def first_hybrid_eigenvalues(log: str) -> np.ndarray:
+    """Eigenvalues (eV, k × bands) of the first diagonalization with exact exchange in a pw.x hybrid log printed
+    with iprint=1: the hybrid Hamiltonian of the orbitals and density pw.x's semilocal start converged to, before
+    any self-consistency (the non-self-consistent hybrid eigenvalues)."""
+    if EXX_STARTS not in log:
+        raise TansakuError("pw.x never switched on the exact exchange (no 'EXX: now go back' in its log)")
+    after = log.split(EXX_STARTS, 1)[1]
+    end = after.find("highest occupied, lowest unoccupied level")
+    if end < 0:
+        raise TansakuError("no eigenvalues after the exact exchange was switched on (was iprint=1 set?)")
+    blocks = re.split(r"k =.*band energies \(ev\):", after[:end])[1:]
+    if not blocks:
+        raise TansakuError("no k-point blocks in the first hybrid iteration's eigenvalues")
+    values = [[float(x) for x in re.findall(r"-?\d+\.\d+", block)] for block in blocks]
+    if len({len(v) for v in values}) != 1:
+        raise TansakuError("the first hybrid iteration's k-points list different numbers of bands")
+    return np.array(values)
+
+
 # Known failures in pw.x / ph.x logs, each mapped to a code that an error handler can fix.
 ERROR_PATTERNS = {
     "scf_not_converged": r"convergence NOT achieved after|SCF convergence NOT achieved",
