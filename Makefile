@@ -12,16 +12,28 @@ MAT2VEC := $(VENV)/wheels/elementembeddings-0.8.0-py3-none-any.whl
 # e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu" avoids downloading a CUDA build
 TORCH ?= torch==2.13.0
 
-.PHONY: setup qe chromium demo test lint bench clean
+.PHONY: setup qe build-tools chromium demo test lint bench clean
 
 setup: $(STAMP) $(MAT2VEC) qe
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | build-tools
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[test,mlip]'
+	$(BIN)/python -m pip install --quiet -e '.[test,mlip,transport]'
 	touch $(STAMP)
+
+# BoltzTraP2 (tansaku[transport]) compiles: cmake, and googletest for its bundled spglib (else it downloads it)
+build-tools:
+	@if command -v cmake >/dev/null && [ -e /usr/include/gtest/gtest.h ]; then \
+		echo "cmake and googletest found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing cmake and googletest with apt-get (to build BoltzTraP2)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake libgtest-dev >/dev/null; \
+	else \
+		echo "cmake or googletest (libgtest-dev) missing and cannot apt-get install them without root"; \
+	fi
 
 $(MAT2VEC): | $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/wheels elementembeddings==0.8.0

@@ -61,7 +61,7 @@ def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_
         gap = session.scalar(select(Property).where(Property.name == "band_gap"))
         direct = session.scalar(select(Property.value).where(Property.name == "band_gap_direct"))
     assert rows == {("dielectric", "relax"), ("dielectric", "scf"), ("electronic", "bands"),
-                    ("electronic", "masses"), ("electronic", "analysis")}
+                    ("electronic", "masses"), ("electronic", "dense"), ("electronic", "analysis")}
     assert gap.value == pytest.approx(edges["gap"]) and gap.extra["k_sampling"].startswith("SCF mesh and band path")
     assert direct == pytest.approx(edges["direct_gap"])
     # band masses at Γ: MgO's Mg 3s-like conduction band is light and isotropic (PBE ≈ 0.35-0.4), the O 2p holes
@@ -73,6 +73,23 @@ def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_
     with ctx.db.session() as session:
         m_e = session.scalar(select(Property).where(Property.name == "m_e_band"))
     assert m_e.value == pytest.approx(electrons["dos_mass"]) and m_e.extra["at"] == "Γ" and m_e.unit == "m_e"
+    # conductivity masses (BoltzTraP2 on the dense mesh, 300 K, 1e18 cm⁻³): MgO's conduction band is close to a
+    # parabola, so its conductivity mass is its band mass; the holes mix three bands, mostly heavy ones
+    dense = json.loads((root / "dense" / "state.json").read_text())["outputs"]
+    assert dense["mesh"] == [8, 8, 8] and dense["k_points"] < 8 ** 3 and (root / "dense" / dense["xml"]).exists()
+    assert not (root / "dense-scratch").exists()
+    conductivity = edges["masses"]["conductivity"]
+    assert conductivity["electrons"]["average"] == pytest.approx(cbm_band["average"], rel=0.1)
+    hole_bands = sorted(b["average"] for b in holes["bands"])
+    assert hole_bands[0] < conductivity["holes"]["average"] < 1.5 * hole_bands[-1]
+    for side in ("electrons", "holes"):  # cubic: an isotropic tensor
+        tensor = np.asarray(conductivity[side]["tensor"])
+        assert np.allclose(tensor, conductivity[side]["average"] * np.eye(3), rtol=1e-3, atol=1e-4)
+    with ctx.db.session() as session:
+        stored = {p.name: p for p in session.scalars(select(Property).where(Property.name.in_(["m_e", "m_h"])))}
+    assert stored["m_e"].value == pytest.approx(conductivity["electrons"]["average"])
+    assert stored["m_h"].extra["temperature_k"] == 300 and stored["m_h"].extra["concentration_cm3"] == 1e18
+    assert len(stored["m_h"].tensor) == 3 and stored["m_h"].unit == "m_e"
     # the dielectric workflow then relaxes and runs the SCF no more (the bands run left the SCF's save intact
     # for ph.x) and leaves the band-path gap in place
     dielectric = run_dielectric(ctx, material_id)

@@ -50,6 +50,12 @@ class DielectricSettings:
     extra_bands: int = 8
     band_spacing: float = 0.025  # Å⁻¹ (2π included) between points of the band-structure path (run electronic)
     mass_step: float = 0.03  # Å⁻¹ between the 3x3x3 k-points around a band edge that a band mass is fitted to
+    # run electronic: a non-self-consistent run on this denser uniform mesh gives band edges off the SCF mesh and the
+    # bands BoltzTraP2 interpolates for conductivity masses (at this temperature and carrier concentration)
+    dense_kspacing: float = 0.2
+    transport_temperature: float = 300.0  # K
+    carrier_concentration: float = 1e18  # cm⁻³
+    transport_lpfac: int = 20  # BoltzTraP2's interpolation: star functions per k-point
     # run electronic: hybrid gaps (HSE06 and the dielectric-dependent hybrid) as self-consistent pw.x runs ("scf"),
     # as hybrid eigenvalues of the PBE orbitals without self-consistency ("nsc", several times cheaper), both, or
     # not at all ("none"); the q-mesh of the exact exchange is the k-mesh divided by hybrid_q_divisor
@@ -101,7 +107,7 @@ PRESETS: dict[str, DielectricSettings] = {
     "test": DielectricSettings(
         ecutwfc=55.0, kspacing=0.7, even_kmesh=True, conv_thr_per_atom=1e-10, forc_conv_thr=1e-3,
         relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0, band_spacing=0.1,
-        ecutfock_factor=2.0, small_gap_ev=0.0,  # no k-mesh probes: tests and demos stay fast
+        dense_kspacing=0.35, ecutfock_factor=2.0, small_gap_ev=0.0,  # no k-mesh probes: tests and demos stay fast
     ),
     # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
     "standard": DielectricSettings(),

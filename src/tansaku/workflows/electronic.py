@@ -7,6 +7,7 @@ conductivity masses and optics are still to come (issue 31).
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,9 +20,10 @@ from sqlalchemy import select
 from tansaku import TansakuError, __version__
 from tansaku.dft.band_edges import band_mass, edges_from
 from tansaku.dft.band_path import CONVENTION, band_path
+from tansaku.dft.conductivity_mass import conductivity_masses
 from tansaku.dft.qe.inputs import ecutwfc_for, merge, pw_input
 from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_pw_xml
-from tansaku.dft.settings import kmesh
+from tansaku.dft.settings import kmesh, to_input_frame
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
 from tansaku.workflows.dielectric import (
@@ -41,6 +43,8 @@ from tansaku.workflows.steps import StepSpec
 ELECTRONIC = "electronic"
 BANDS = "bands"
 MASSES = "masses"
+DENSE = "dense"
+DENSE_XML = "bands-xml"  # BoltzTraP2 reads the one pw.x XML file of a directory
 SAME_EV = 1e-3  # edges closer than this in the SCF and on the path are the same edge
 
 
@@ -86,6 +90,39 @@ def bands_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str)
     path = band_path(structure, ctx.settings.band_spacing)
     return explicit_k_spec(ctx, root, structure, scf_step, BANDS, path.frac,
                            {"labels": path.labels, "distance": path.distance.tolist(), "convention": CONVENTION})
+
+
+def dense_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str) -> StepSpec:
+    """pw.x `nscf` on a Γ-centred mesh at dense_kspacing (symmetry-reduced) from the SCF's density: band edges off
+    the SCF mesh, and the bands BoltzTraP2 interpolates. Its XML file is kept in the step directory."""
+    scratch = root / f"{DENSE}-scratch"
+    settings = replace(ctx.settings, kspacing=ctx.settings.dense_kspacing)
+    mesh = kmesh(structure, settings.kspacing, settings.even_kmesh)
+
+    def write(st: Structure | None, overrides: dict) -> str:
+        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
+        quiet = {"control": {"tprnfor": False, "tstress": False}}
+        return pw_input(structure, "nscf", settings, ctx.pseudos, scf_step, scratch, merge(quiet, overrides))
+
+    def parse(directory: Path, log: str) -> dict:
+        if "JOB DONE" not in log:
+            raise TansakuError("pw.x dense-mesh run did not finish")
+        data = read_pw_xml(scratch / f"{scf_step}.xml")
+        (directory / DENSE_XML).mkdir(exist_ok=True)
+        shutil.copy2(scratch / f"{scf_step}.xml", directory / DENSE_XML / "data-file-schema.xml")
+        gap = band_gap(data["eigenvalues_ev"], data["nelec"], data["lsda"], data["magnetization"])
+        return {"mesh": list(mesh), "k_points": len(data["kpoints"]), "gap": gap.gap, "vbm": gap.vbm,
+                "cbm": gap.cbm, "direct": gap.direct, "xml": f"{DENSE_XML}/data-file-schema.xml"}
+
+    return StepSpec(DENSE, "pw", write, parse, structure)
+
+
+def dense_mesh(run: Run) -> bool:
+    """The dense uniform mesh (after the SCF, whose density it reads)."""
+    _with_scf_save(run, DENSE)
+    run.step(DENSE, dense_spec(run.ctx, run.root, run.structure, run.scf_step), workflow=ELECTRONIC)
+    shutil.rmtree(run.root / f"{DENSE}-scratch", ignore_errors=True)
+    return True
 
 
 def mass_points(structure: Structure, k0_frac: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -287,18 +324,20 @@ def fitted_masses(masses_out: dict, occupied: int) -> dict:
 
 
 def electronic_analysis(run: Run) -> bool:
-    """Band edges from the path and the SCF mesh together, stored with their provenance."""
+    """Band edges from the path, the SCF mesh and the dense mesh together; band and conductivity masses; hybrid
+    gaps: all stored with their provenance."""
     run.report("analysis")
     path_out, scf = run.steps[BANDS].outputs, run.steps[run.scf_step]
     on_path, occupied = path_edges(path_out)
     # the same k-point in the SCF and the non-self-consistent band run differs by ~1e-4 eV (diagonalization)
-    vbm = on_path.vbm if scf.outputs["vbm"] <= on_path.vbm + SAME_EV else scf.outputs["vbm"]
-    cbm = on_path.cbm if scf.outputs["cbm"] >= on_path.cbm - SAME_EV else scf.outputs["cbm"]
     labels = path_out["labels"]
-
-    def where(edge_k: int, mesh_is_beyond: bool) -> str:
-        return "on the SCF mesh" if mesh_is_beyond else (labels[edge_k] or f"path point {edge_k}")
-
+    meshes = {"SCF mesh": scf.outputs}
+    if DENSE in run.steps:
+        meshes["dense mesh"] = run.steps[DENSE].outputs
+    vbm, vbm_at = _edge(on_path.vbm, labels[on_path.vbm_k] or f"path point {on_path.vbm_k}",
+                        {name: out["vbm"] for name, out in meshes.items()}, higher=True)
+    cbm, cbm_at = _edge(on_path.cbm, labels[on_path.cbm_k] or f"path point {on_path.cbm_k}",
+                        {name: out["cbm"] for name, out in meshes.items()}, higher=False)
     result = run.result
     result.band_gap = cbm - vbm
     if result.band_gap < run.ctx.settings.metal_gap_ev:
@@ -306,20 +345,23 @@ def electronic_analysis(run: Run) -> bool:
     else:
         result.status = "done"
     outputs = {"gap": cbm - vbm, "direct_gap": on_path.direct_gap, "vbm": vbm, "cbm": cbm,
-               "vbm_at": where(on_path.vbm_k, scf.outputs["vbm"] > on_path.vbm + SAME_EV),
-               "cbm_at": where(on_path.cbm_k, scf.outputs["cbm"] < on_path.cbm - SAME_EV),
+               "vbm_at": vbm_at, "cbm_at": cbm_at,
                "direct_at": labels[on_path.direct_k] or f"path point {on_path.direct_k}",
                "is_direct": on_path.direct_gap - (cbm - vbm) <= 1e-4, "path_convention": CONVENTION,
                "scf_gap": scf.outputs["gap"]}
     mass = fitted_masses(run.steps[MASSES].outputs, occupied)
+    if DENSE in run.steps:
+        mass["conductivity"] = _conductivity(run)
     outputs["masses"] = mass
     hybrids = {step: run.steps[step].outputs for step in (f"{name}-{kind}" for name in ("hse06", "ddh")
                                                             for kind in ("scf", "nsc")) if step in run.steps}
     if hybrids:
         mesh = next(iter(hybrids.values()))["k_mesh"]
         k_frac = np.asarray(path_out["k_frac"])
-        on_mesh = {edge: bool(outputs[f"{edge}_at"] == "on the SCF mesh" or np.allclose(
-            np.asarray(k_frac[k]) * mesh, np.round(np.asarray(k_frac[k]) * mesh), atol=1e-4))
+        # an edge only the dense mesh holds is off the SCF mesh (which would otherwise have held it)
+        on_mesh = {edge: bool(outputs[f"{edge}_at"] == "on the SCF mesh" or (
+            not outputs[f"{edge}_at"].startswith("on the ") and np.allclose(
+                np.asarray(k_frac[k]) * mesh, np.round(np.asarray(k_frac[k]) * mesh), atol=1e-4)))
                    for edge, k in (("vbm", on_path.vbm_k), ("cbm", on_path.cbm_k))}
         outputs["hybrid"] = {step: {"gap": h["gap"], "direct": h["direct"], "q_mesh": h["q_mesh"],
                                     "exx_fraction": h.get("exx_fraction"), "edges_on_mesh": on_mesh,
@@ -349,17 +391,53 @@ def electronic_analysis(run: Run) -> bool:
                                            "q_mesh": hybrid["q_mesh"], "exx_fraction": hybrid["exx_fraction"] or 0.25,
                                            **how, **note}, calculation_id=calc.id)
         for name, side, at in (("m_e_band", "electrons", "cbm_at"), ("m_h_band", "holes", "vbm_at")):
-            if mass[side]["dos_mass"] is not None and outputs[at] != "on the SCF mesh":
+            if mass[side]["dos_mass"] is not None and not outputs[at].startswith("on the "):
                 set_property(session, material, name, mass[side]["dos_mass"], run.ctx.method, unit="m_e",
                              extra={"preset": run.ctx.preset, "at": outputs[at], "bands": mass[side]["bands"],
                                     "kind": "band mass (parabola fit, 3x3x3 grid), DOS combination of the bands"},
                              calculation_id=calc.id)
+        conductivity = mass.get("conductivity")
+        for name, side in (("m_e", "electrons"), ("m_h", "holes")):
+            if conductivity and "skipped" not in conductivity:
+                c = conductivity[side]
+                set_property(session, material, name, c["average"], run.ctx.method, unit="m_e", tensor=c["tensor"],
+                             extra={"preset": run.ctx.preset, "eigenvalues": c["eigenvalues"],
+                                    "temperature_k": conductivity["temperature_k"],
+                                    "concentration_cm3": conductivity["concentration_cm3"],
+                                    "kind": "conductivity mass, BoltzTraP2 (constant relaxation time), eigenvalue "
+                                            "average; tensor in the input structure's frame",
+                                    "dense_mesh": run.steps[DENSE].outputs["mesh"]}, calculation_id=calc.id)
     result.edges = outputs
     return True
 
 
-ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, masses, hybrid_gaps,
-                                             electronic_analysis))
+def _edge(path_value: float, path_at: str, meshes: dict[str, float], higher: bool) -> tuple[float, str]:
+    """A band edge and where it lies: the path's unless a mesh goes beyond it (by more than SAME_EV)."""
+    value, at = path_value, path_at
+    for name, mesh_value in meshes.items():
+        if (mesh_value > value + SAME_EV) if higher else (mesh_value < value - SAME_EV):
+            value, at = mesh_value, f"on the {name}"
+    return value, at
+
+
+def _conductivity(run: Run) -> dict:
+    """Conductivity masses from the dense mesh, tensors turned into the input structure's frame; without the
+    optional BoltzTraP2 a note of what to install, and the rest of the workflow's results stand."""
+    if importlib.util.find_spec("BoltzTraP2") is None:
+        run.report("conductivity masses skipped: BoltzTraP2 is not installed")
+        return {"skipped": "BoltzTraP2 is not installed: pip install 'tansaku[transport]' (it compiles; Debian "
+                           "needs cmake and libgtest-dev), then run again (nothing is recomputed)"}
+    s, dense = run.ctx.settings, run.steps[DENSE].outputs
+    masses = conductivity_masses(run.root / DENSE / DENSE_XML, dense["vbm"], dense["cbm"], s.transport_temperature,
+                                 s.carrier_concentration, s.transport_lpfac)
+    out = masses.as_dict()
+    for side in ("electrons", "holes"):
+        out[side]["tensor"] = to_input_frame(getattr(masses, side), run.rotation).round(5).tolist()
+    return out
+
+
+ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, masses, dense_mesh,
+                                             hybrid_gaps, electronic_analysis))
 
 
 def run_electronic(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
