@@ -119,3 +119,21 @@ def test_absorption_coefficient_units():
     eps1, eps2 = n**2 - kappa**2, 2 * n * kappa
     wavelength_cm = 2 * np.pi * 1.973269804e-5 / energy
     assert absorption_coefficient(energy, [eps1], [eps2]) == pytest.approx(4 * np.pi * kappa / wavelength_cm)
+
+
+def test_absorption_figure_draws_both_spectra_and_their_onsets(tmp_path):
+    from tansaku.plots.figures import absorption_spectrum
+
+    energy = np.linspace(0, 10, 501)
+    eps2 = np.where(energy > 3, 2.0 * np.sqrt(np.clip(energy - 3, 0, None)), 0.0)
+    eps1 = kramers_kronig_eps1(energy, eps2)
+    alpha = absorption_coefficient(energy, eps1, eps2)
+    shifted = scissor(energy, eps2, 1.5)
+    alpha_shifted = absorption_coefficient(energy, kramers_kronig_eps1(energy, shifted), shifted)
+    optics = {"energy_ev": energy.tolist(), "alpha_cm": alpha.tolist(),
+              "alpha_scissored_cm": alpha_shifted.tolist(),
+              "onset_ev": absorption_onset(energy, alpha), "scissored_onset_ev": absorption_onset(energy, alpha_shifted),
+              "threshold_cm": 1e4, "broadening_ev": 0.1, "scissor_from": "ddh-scf", "scissor_ev": 1.5}
+    assert optics["scissored_onset_ev"] - optics["onset_ev"] == pytest.approx(1.5, abs=0.05)
+    absorption_spectrum(optics, tmp_path / "a.png", "test")
+    assert (tmp_path / "a.png").stat().st_size > 10_000

@@ -121,14 +121,15 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     assert "direct" in result.output and "VBM" in result.output  # the summary table of the electronic run
     (figure,) = (tmp_path / "plots").glob("*-MgO-bands.png")
     assert figure.stat().st_size > 10_000
-    with pytest.raises(TansakuError, match="--plots and --hybrid go with `tansaku run electronic`"):
+    with pytest.raises(TansakuError, match="--plots, --hybrid and --optics go with `tansaku run electronic`"):
         invoke("--db", str(tmp_path / "run.db"), "run", "dielectric", str(good), "--plots", str(tmp_path))
     with pytest.raises(TansakuError, match="hybrid='hf': choose scf"):
         invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), "--hybrid", "hf")
 
 
-def test_hybrid_gaps_hse06_and_ddh_scf_and_nsc_with_eps_from_a_field_only_phonon_run(tmp_path, mgo):  # noqa: F811
-    ctx = make_ctx(tmp_path, {"hybrid": "both", "relax": False, "hybrid_q_divisor": 4})  # q = 1x1x1: seconds
+def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, mgo):  # noqa: F811
+    ctx = make_ctx(tmp_path, {"hybrid": "both", "relax": False, "hybrid_q_divisor": 4,  # q = 1x1x1: seconds
+                              "optics": True})
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "done", result.reason
@@ -143,8 +144,8 @@ def test_hybrid_gaps_hse06_and_ddh_scf_and_nsc_with_eps_from_a_field_only_phonon
     assert hse["q_mesh"] == ddh["q_mesh"] == [1, 1, 1]
     assert hse["edges_on_mesh"] == {"vbm": True, "cbm": True}  # Γ is on every Γ-centred mesh
     # one diagonalization with exact exchange on PBE orbitals: near self-consistency on MgO (0.11 eV below it on
-    # this 1x1x1 q-mesh, 0.01 eV on 2x2x2), and a
-    # value of its own (the first hybrid iteration's eigenvalues, not the last ones the run wrote)
+    # this 1x1x1 q-mesh, 0.01 eV on 2x2x2), and a value of its own (the first hybrid iteration's eigenvalues, not
+    # the last ones the run wrote)
     for name in ("hse06", "ddh"):
         nsc = hybrid[f"{name}-nsc"]
         assert not nsc["self_consistent"] and nsc["gap"] == pytest.approx(hybrid[f"{name}-scf"]["gap"], abs=0.25)
@@ -163,4 +164,23 @@ def test_hybrid_gaps_hse06_and_ddh_scf_and_nsc_with_eps_from_a_field_only_phonon
     assert stored["band_gap_ddh", "dft:qe:test:nsc"].extra["self_consistent"] is False
     assert stored["band_gap_ddh", "dft:qe:test:scf"].extra["exx_fraction"] == pytest.approx(ddh["exx_fraction"])
     assert not (root / "hybrid-scratch").exists() and not (root / "field-scratch").exists()
+    # absorption (epsilon.x on the full 6x6x6 mesh): MgO absorbs from about its gap, and the spectrum scissor-shifted
+    # to the self-consistent DDH gap starts about that much higher
+    optics = result.edges["optics"]
+    nscf = json.loads((root / "optics-nscf" / "state.json").read_text())["outputs"]
+    assert nscf["mesh"] == [6, 6, 6] and nscf["k_points"] == 216  # every k-point: epsilon.x's requirement
+    assert optics["scissor_from"] == "ddh-scf" and optics["scissor_ev"] == pytest.approx(ddh["gap"] - result.band_gap,
+                                                                                            abs=1e-3)
+    assert result.band_gap - 1.0 < optics["onset_ev"] < result.band_gap + 1.0
+    assert optics["scissored_onset_ev"] - optics["onset_ev"] == pytest.approx(optics["scissor_ev"], abs=0.3)
+    # independent particles, no non-local commutator: ε1(0) is near, not at, DFPT's ε∞ of the same SCF
+    assert 0.8 < optics["eps1_zero"] / optics["eps_electronic_dfpt"] < 1.6
+    with ctx.db.session() as session:
+        onsets = {p.method: p for p in session.scalars(select(Property).where(Property.name == "absorption_onset"))}
+        spectra = session.scalar(select(Calculation).where(Calculation.step == "analysis",
+                                                           Calculation.workflow == "electronic")).outputs["optics"]
+    assert onsets["dft:qe:test"].value == pytest.approx(optics["onset_ev"])
+    assert onsets["dft:qe:test:scf"].extra["scissor_to"] == "ddh-scf"
+    assert len(spectra["energy_ev"]) == len(spectra["alpha_cm"]) == len(spectra["alpha_scissored_cm"]) == 1001
+    assert not (root / "optics-scratch").exists()
     assert not (root / "scratch" / "_ph0").exists()  # the field-only ph.x left the SCF's scratch alone

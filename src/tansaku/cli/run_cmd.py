@@ -84,6 +84,10 @@ def dielectric(
     hybrid: str = typer.Option(None, help="run electronic: HSE06 and dielectric-dependent hybrid gaps, 'scf' "
                                "(self-consistent), 'nsc' (one diagonalization with exact exchange on PBE orbitals: "
                                "several times cheaper), 'both', or 'none' (default). Same as --set hybrid=..."),
+    optics: bool = typer.Option(False, "--optics", help="run electronic: the independent-particle dielectric function "
+                                "(epsilon.x on a full uniform mesh: the costliest step after the hybrids), the "
+                                "absorption coefficient and its onset (α = 1e4 cm⁻¹), scissor-shifted to the hybrid "
+                                "gap when there is one. Same as --set optics=true."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Give steps that failed or were cancelled in "
                                       "an earlier run new attempts (after fixing their cause, e.g. with --set); "
                                       "without it a failed step fails again at once with its recorded reason."),
@@ -102,14 +106,16 @@ def dielectric(
     settings_overrides = parse_overrides(overrides)
     if hybrid is not None:
         settings_overrides["hybrid"] = hybrid
+    if optics:
+        settings_overrides["optics"] = True
     job = Job(preset=preset_name, overrides=settings_overrides,
               pseudo_dir=str(pseudo_dir) if pseudo_dir else None, executor=executor_name,
               slurm_profile=str(slurm_profile) if slurm_profile else None, launcher=launcher,
               pw_command=pw_command, ph_command=ph_command, mpi_procs=mpi_procs, workers=workers,
               run_dir=str(run_dir))
     workflow = command.info_name  # one function serves both commands
-    if (plots is not None or hybrid is not None) and workflow != "electronic":
-        raise TansakuError("--plots and --hybrid go with `tansaku run electronic`")
+    if (plots is not None or hybrid is not None or optics) and workflow != "electronic":
+        raise TansakuError("--plots, --hybrid and --optics go with `tansaku run electronic`")
     ctx = job.context(database())
     ctx.retry_failed = retry_failed
     targets, failures = resolve_inputs(ctx.db, files, ids, query)
@@ -162,9 +168,12 @@ def _runner(workflow: str):
 
 
 def _band_plots(ctx, results: dict, directory: Path) -> None:
-    """A band structure per finished material, from its band step's state."""
-    from tansaku.plots.figures import band_structure
-    from tansaku.store.tables import Material
+    """A band structure per finished material, from its band step's state, and its absorption spectrum when the
+    run had --optics."""
+    from sqlalchemy import select
+
+    from tansaku.plots.figures import absorption_spectrum, band_structure
+    from tansaku.store.tables import Calculation, Material
     from tansaku.workflows.dielectric import material_dir
 
     for res in results.values():
@@ -177,4 +186,12 @@ def _band_plots(ctx, results: dict, directory: Path) -> None:
         out = directory / f"{res.material_id}-{formula}-bands.png"
         band_structure(bands, res.edges, out, f"{formula} (PBEsol, {ctx.preset} preset)")
         console.print(f"band structure in {out}")
+        if "optics" in res.edges:
+            with ctx.db.session() as session:
+                analysis = session.scalar(select(Calculation).where(
+                    Calculation.material_id == res.material_id, Calculation.workflow == "electronic",
+                    Calculation.step == "analysis", Calculation.preset == ctx.preset))
+            out = directory / f"{res.material_id}-{formula}-absorption.png"
+            absorption_spectrum(analysis.outputs["optics"], out, f"{formula}: absorption ({ctx.preset} preset)")
+            console.print(f"absorption spectrum in {out}")
 

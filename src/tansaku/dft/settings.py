@@ -56,6 +56,14 @@ class DielectricSettings:
     transport_temperature: float = 300.0  # K
     carrier_concentration: float = 1e18  # cm⁻³
     transport_lpfac: int = 20  # BoltzTraP2's interpolation: star functions per k-point
+    # run electronic --optics: epsilon.x on a uniform mesh without symmetry (its requirement) at optics_kspacing, with
+    # optics_band_factor × the occupied bands, Lorentzian broadening optics_broadening (eV), 0-optics_max_ev eV
+    optics: bool = False
+    optics_kspacing: float = 0.25
+    optics_band_factor: float = 2.0
+    optics_broadening: float = 0.1
+    optics_max_ev: float = 20.0
+    absorption_threshold: float = 1e4  # cm⁻¹: the absorption onset is where α first reaches this
     # run electronic: hybrid gaps (HSE06 and the dielectric-dependent hybrid) as self-consistent pw.x runs ("scf"),
     # as hybrid eigenvalues of the PBE orbitals without self-consistency ("nsc", several times cheaper), both, or
     # not at all ("none"); the q-mesh of the exact exchange is the k-mesh divided by hybrid_q_divisor
@@ -107,7 +115,8 @@ PRESETS: dict[str, DielectricSettings] = {
     "test": DielectricSettings(
         ecutwfc=55.0, kspacing=0.7, even_kmesh=True, conv_thr_per_atom=1e-10, forc_conv_thr=1e-3,
         relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0, band_spacing=0.1,
-        dense_kspacing=0.35, ecutfock_factor=2.0, small_gap_ev=0.0,  # no k-mesh probes: tests and demos stay fast
+        dense_kspacing=0.35, optics_kspacing=0.5, ecutfock_factor=2.0,
+        small_gap_ev=0.0,  # no k-mesh probes: tests and demos stay fast
     ),
     # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
     "standard": DielectricSettings(),

@@ -233,6 +233,33 @@ def band_structure(bands: dict, edges: dict, out: Path | BinaryIO, title: str = 
     _save(fig, out)
 
 
+def absorption_spectrum(optics: dict, out: Path | BinaryIO, title: str = "") -> None:
+    """α(E) on a log scale: the PBEsol spectrum and the one scissor-shifted to a hybrid gap, the threshold that
+    defines the onset, and each onset marked. `optics` is the electronic analysis's optics outputs."""
+    energy = np.asarray(optics["energy_ev"])
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    curves_ = [("alpha_cm", "onset_ev", "PBEsol", "C0")]
+    if "alpha_scissored_cm" in optics:
+        curves_.append(("alpha_scissored_cm", "scissored_onset_ev",
+                        f"scissor to {optics['scissor_from']} (+{optics['scissor_ev']:.2f} eV)", "C3"))
+    for key, onset_key, label, color in curves_:
+        alpha = np.clip(np.asarray(optics[key]), 1.0, None)
+        onset = optics.get(onset_key)
+        ax.semilogy(energy, alpha, color=color, lw=1.2,
+                    label=label + (f", onset {onset:.2f} eV" if onset is not None else ""))
+        if onset is not None:
+            ax.axvline(onset, color=color, lw=0.7, ls=":")
+    ax.axhline(optics["threshold_cm"], color="0.5", lw=0.7, ls="--")
+    ax.set_ylim(1e2, None)
+    ax.set_xlim(energy[0], energy[-1])
+    ax.set_xlabel("photon energy (eV)")
+    ax.set_ylabel("absorption coefficient α (cm⁻¹)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title or f"independent particles, broadening {optics['broadening_ev']} eV", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out)
+
+
 def two_level_curves(result: dict, out: Path | BinaryIO, title: str = "") -> None:
     """Hits against cumulative cost (median over seeds, 10-90 % band), and where the money went: each level's
     share of the cost against hits found. `result` as `simulate_two_level` returns it."""

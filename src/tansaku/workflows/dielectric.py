@@ -130,12 +130,12 @@ class Run:
         return self.steps[name]
 
     def needs_save(self, consumer: str, scf: str, scf_spec: StepSpec, scratch: Path | None = None,
-                   ctx: RunContext | None = None) -> None:
-        """Before `consumer` reads the save directory of the SCF step `scf`: when the save is gone (a scratch wiped
-        on a cluster, a run killed between a probe's SCF and its ph.x) and `consumer` has yet to finish, the SCF
-        runs again, its earlier time kept in its state."""
+                   ctx: RunContext | None = None, prefix: str | None = None) -> None:
+        """Before `consumer` reads the save directory of the pw.x step `scf` (its prefix: the step's name unless
+        given): when the save is gone (a scratch wiped on a cluster, a run killed between a probe's SCF and its
+        ph.x) and `consumer` has yet to finish, that step runs again, its earlier time kept in its state."""
         scratch = scratch or self.root / "scratch"
-        if ((scratch / f"{scf}.save" / "data-file-schema.xml").exists()
+        if ((scratch / f"{prefix or scf}.save" / "data-file-schema.xml").exists()
                 or StepState.load(self.root / consumer, consumer).status == "done"):
             return
         if reopen(self.root / scf, scf, "its save directory is gone"):
@@ -431,7 +431,7 @@ def _record(ctx: RunContext, material_id: int, state: StepState, directory: Path
     """Mirror a step's state file into its calculation row (one row per material, workflow, step, preset)."""
     with ctx.db.session() as session:
         calc = _calculation(session, ctx, material_id, state.step, workflow)
-        calc.engine = "qe:pw.x" if spec.program == "pw" else "qe:ph.x"
+        calc.engine = f"qe:{spec.program}.x"
         calc.status = state.status
         calc.attempts = state.attempt
         calc.error = state.error

@@ -8,6 +8,7 @@ conductivity masses and optics are still to come (issue 31).
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,8 +22,9 @@ from tansaku import TansakuError, __version__
 from tansaku.dft.band_edges import band_mass, edges_from
 from tansaku.dft.band_path import CONVENTION, band_path
 from tansaku.dft.conductivity_mass import conductivity_masses
-from tansaku.dft.qe.inputs import ecutwfc_for, merge, pw_input
-from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_pw_xml
+from tansaku.dft.optics import absorption_coefficient, absorption_onset, kramers_kronig_eps1, scissor
+from tansaku.dft.qe.inputs import ecutwfc_for, epsilon_input, merge, pw_input
+from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_epsilon, read_pw_xml
 from tansaku.dft.settings import kmesh, to_input_frame
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
@@ -44,6 +46,9 @@ ELECTRONIC = "electronic"
 BANDS = "bands"
 MASSES = "masses"
 DENSE = "dense"
+OPTICS_NSCF, OPTICS_EPS, OPTICS_SCRATCH = "optics-nscf", "optics-eps", "optics-scratch"
+OPTICS_POINTS = 1001  # energies from 0 to optics_max_ev (0.02 eV apart at 20 eV)
+SCISSOR_FROM = ("ddh-scf", "ddh-nsc", "hse06-scf", "hse06-nsc")  # the first hybrid gap found sets the scissor
 DENSE_XML = "bands-xml"  # BoltzTraP2 reads the one pw.x XML file of a directory
 SAME_EV = 1e-3  # edges closer than this in the SCF and on the path are the same edge
 
@@ -122,6 +127,61 @@ def dense_mesh(run: Run) -> bool:
     _with_scf_save(run, DENSE)
     run.step(DENSE, dense_spec(run.ctx, run.root, run.structure, run.scf_step), workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{DENSE}-scratch", ignore_errors=True)
+    return True
+
+
+def optics_nscf_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str, occupied: int) -> StepSpec:
+    """pw.x `nscf` for epsilon.x: a uniform mesh at optics_kspacing with every k-point (epsilon.x wants equal weights:
+    no symmetry, no time reversal) and optics_band_factor × the occupied bands, from the SCF's density."""
+    scratch = root / OPTICS_SCRATCH
+    settings = replace(ctx.settings, kspacing=ctx.settings.optics_kspacing)
+    mesh = kmesh(structure, settings.kspacing, settings.even_kmesh)
+    bands = max(occupied + settings.extra_bands, math.ceil(settings.optics_band_factor * occupied))
+
+    def write(st: Structure | None, overrides: dict) -> str:
+        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
+        full_mesh = {"control": {"tprnfor": False, "tstress": False},
+                     "system": {"nosym": True, "noinv": True, "nbnd": bands}}
+        return pw_input(structure, "nscf", settings, ctx.pseudos, scf_step, scratch, merge(full_mesh, overrides))
+
+    def parse(directory: Path, log: str) -> dict:
+        if "JOB DONE" not in log:
+            raise TansakuError("pw.x optics run did not finish")
+        data = read_pw_xml(scratch / f"{scf_step}.xml")
+        return {"mesh": list(mesh), "k_points": len(data["kpoints"]), "bands": bands}
+
+    return StepSpec(OPTICS_NSCF, "pw", write, parse, structure)
+
+
+def epsilon_spec(ctx: RunContext, root: Path, scf_step: str) -> StepSpec:
+    """epsilon.x on the optics run: ε1 and ε2 (xx, yy, zz) from 0 to optics_max_ev."""
+    s = ctx.settings
+
+    def write(st: Structure | None, overrides: dict) -> str:
+        return epsilon_input(scf_step, root / OPTICS_SCRATCH, s.optics_broadening, s.optics_max_ev, OPTICS_POINTS)
+
+    def parse(directory: Path, log: str) -> dict:
+        if "JOB DONE" not in log:
+            raise TansakuError("epsilon.x did not finish")
+        energy, eps1, eps2 = read_epsilon(directory, scf_step)
+        return {"energy_ev": energy.round(4).tolist(), "eps1": eps1.round(5).tolist(), "eps2": eps2.round(5).tolist(),
+                "broadening_ev": s.optics_broadening}
+
+    return StepSpec(OPTICS_EPS, "epsilon", write, parse)
+
+
+def optics(run: Run) -> bool:
+    """With `optics`: the full-mesh pw.x run and epsilon.x (after the hybrid gaps, which the spectrum is
+    scissor-shifted to in the analysis)."""
+    if not run.ctx.settings.optics:
+        return True
+    occupied = int(round(run.steps[run.scf_step].outputs["nelec"])) // 2
+    nscf = optics_nscf_spec(run.ctx, run.root, run.structure, run.scf_step, occupied)
+    _with_scf_save(run, OPTICS_NSCF)
+    run.step(OPTICS_NSCF, nscf, workflow=ELECTRONIC)
+    run.needs_save(OPTICS_EPS, OPTICS_NSCF, nscf, run.root / OPTICS_SCRATCH, prefix=run.scf_step)
+    run.step(OPTICS_EPS, epsilon_spec(run.ctx, run.root, run.scf_step), workflow=ELECTRONIC)
+    shutil.rmtree(run.root / OPTICS_SCRATCH, ignore_errors=True)
     return True
 
 
@@ -353,6 +413,8 @@ def electronic_analysis(run: Run) -> bool:
     if DENSE in run.steps:
         mass["conductivity"] = _conductivity(run)
     outputs["masses"] = mass
+    if OPTICS_EPS in run.steps:
+        outputs["optics"] = _optics_analysis(run)
     hybrids = {step: run.steps[step].outputs for step in (f"{name}-{kind}" for name in ("hse06", "ddh")
                                                             for kind in ("scf", "nsc")) if step in run.steps}
     if hybrids:
@@ -407,8 +469,48 @@ def electronic_analysis(run: Run) -> bool:
                                     "kind": "conductivity mass, BoltzTraP2 (constant relaxation time), eigenvalue "
                                             "average; tensor in the input structure's frame",
                                     "dense_mesh": run.steps[DENSE].outputs["mesh"]}, calculation_id=calc.id)
-    result.edges = outputs
+        optic = outputs.get("optics")
+        if optic:
+            for onset_key, method, more in (
+                    ("onset_ev", run.ctx.method, {}),
+                    ("scissored_onset_ev", f"{run.ctx.method}:{optic.get('scissor_from', '-').split('-')[-1]}",
+                     {"scissor_ev": optic.get("scissor_ev"), "scissor_to": optic.get("scissor_from")})):
+                if optic.get(onset_key) is not None:
+                    set_property(session, material, "absorption_onset", optic[onset_key], method, unit="eV",
+                                 extra={"preset": run.ctx.preset, "threshold_cm": optic["threshold_cm"],
+                                        "broadening_ev": optic["broadening_ev"], "k_mesh": optic["k_mesh"],
+                                        "approximation": optic["approximation"], **more}, calculation_id=calc.id)
+    result.edges = {k: v for k, v in outputs.items() if k != "optics"} | (
+        {"optics": {k: v for k, v in outputs["optics"].items() if not isinstance(v, list)}}
+        if "optics" in outputs else {})
     return True
+
+
+def _optics_analysis(run: Run) -> dict:
+    """The absorption coefficient of the isotropic average of ε (PBEsol), its onset, and the same scissor-shifted
+    to the first hybrid gap in SCISSOR_FROM: ε2 moved by the gap difference (f-sum kept), ε1 corrected by the
+    Kramers-Kronig transform of the change (so the bands above optics_max_ev still count in it)."""
+    s, eps = run.ctx.settings, run.steps[OPTICS_EPS].outputs
+    energy = np.asarray(eps["energy_ev"])
+    eps1, eps2 = np.asarray(eps["eps1"]).mean(axis=1), np.asarray(eps["eps2"]).mean(axis=1)
+    alpha = absorption_coefficient(energy, eps1, eps2)
+    out = {"energy_ev": energy.tolist(), "eps1": eps1.round(5).tolist(), "eps2": eps2.round(5).tolist(),
+           "alpha_cm": alpha.round(1).tolist(), "onset_ev": absorption_onset(energy, alpha, s.absorption_threshold),
+           "threshold_cm": s.absorption_threshold, "broadening_ev": eps["broadening_ev"], "eps1_zero": float(eps1[0]),
+           "k_mesh": run.steps[OPTICS_NSCF].outputs["mesh"], "bands": run.steps[OPTICS_NSCF].outputs["bands"],
+           "approximation": "independent particles (epsilon.x): no local fields, no excitons, local momentum "
+                            "operator only"}
+    if "epsilon-field" in run.steps:  # DFPT's ε∞ of the same SCF: how far the independent-particle ε1(0) is off
+        out["eps_electronic_dfpt"] = tensor_average(np.asarray(run.steps["epsilon-field"].outputs["eps_electronic"]))
+    source = next((step for step in SCISSOR_FROM if step in run.steps), None)
+    if source is not None:
+        shift = run.steps[source].outputs["gap"] - run.steps[run.scf_step].outputs["gap"]
+        eps2_shifted = scissor(energy, eps2, shift)
+        eps1_shifted = eps1 + kramers_kronig_eps1(energy, eps2_shifted) - kramers_kronig_eps1(energy, eps2)
+        alpha_shifted = absorption_coefficient(energy, eps1_shifted, eps2_shifted)
+        out.update(scissor_from=source, scissor_ev=shift, alpha_scissored_cm=alpha_shifted.round(1).tolist(),
+                   scissored_onset_ev=absorption_onset(energy, alpha_shifted, s.absorption_threshold))
+    return out
 
 
 def _edge(path_value: float, path_at: str, meshes: dict[str, float], higher: bool) -> tuple[float, str]:
@@ -437,7 +539,7 @@ def _conductivity(run: Run) -> dict:
 
 
 ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, masses, dense_mesh,
-                                             hybrid_gaps, electronic_analysis))
+                                             hybrid_gaps, optics, electronic_analysis))
 
 
 def run_electronic(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None

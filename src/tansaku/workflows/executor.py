@@ -125,14 +125,15 @@ def kill_group(pid: int) -> None:
 
 @dataclass(frozen=True)
 class QECommands:
-    """How to start pw.x and ph.x: executables and an optional MPI launcher with a process count."""
+    """How to start pw.x, ph.x and epsilon.x: executables and an optional MPI launcher with a process count."""
 
     pw: str = "pw.x"
     ph: str = "ph.x"
     launcher: str = "mpirun --allow-run-as-root --oversubscribe -np {n}"
     mpi_procs: int = 1
+    epsilon: str = "epsilon.x"  # QE's independent-particle dielectric function (run electronic --optics)
 
     def argv(self, program: str, input_file: str) -> list[str]:
-        exe = shlex.split(self.pw if program == "pw" else self.ph)
+        exe = shlex.split({"pw": self.pw, "ph": self.ph, "epsilon": self.epsilon}[program])
         prefix = shlex.split(self.launcher.format(n=self.mpi_procs)) if self.mpi_procs > 1 else []
         return [*prefix, *exe, "-in", input_file]

@@ -138,3 +138,11 @@ def ph_input(
         inputph["max_seconds"] = float(settings.max_seconds)
     namelists = merge({"inputph": inputph}, overrides)
     return "phonons at Gamma\n" + render_namelists(namelists) + "0.0 0.0 0.0\n"
+
+
+def epsilon_input(prefix: str, outdir: Path, broadening_ev: float, max_ev: float, points: int) -> str:
+    """An epsilon.x input: ε(ω) in the independent-particle approximation from 0 to max_ev, Lorentzian width
+    broadening_ev (its interband term is a sum of Lorentz oscillators; `smeartype` only concerns the JDOS)."""
+    return (f"&inputpp\n  prefix = '{prefix}'\n  outdir = '{outdir}'\n  calculation = 'eps'\n/\n"
+            f"&energy_grid\n  smeartype = 'gauss'\n  intersmear = {broadening_ev}\n  wmin = 0.0\n"
+            f"  wmax = {max_ev}\n  nw = {points}\n/\n")

@@ -179,6 +179,18 @@ def _block_after(text: str, marker: str, nrows: int) -> np.ndarray | None:
     return np.array([row.split()[:3] for row in rows], dtype=float)
 
 
+def read_epsilon(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Energies (eV) and the xx, yy, zz components of ε1 and ε2 (columns) that epsilon.x wrote in `directory`."""
+    try:
+        real = np.loadtxt(directory / f"epsr_{prefix}.dat")
+        imaginary = np.loadtxt(directory / f"epsi_{prefix}.dat")
+    except (OSError, ValueError) as exc:
+        raise TansakuError(f"{directory}: cannot read epsilon.x's spectra ({exc})") from exc
+    if real.shape != imaginary.shape or real.ndim != 2 or real.shape[1] != 4:
+        raise TansakuError(f"{directory}: epsilon.x's spectra have unexpected shapes {real.shape}, {imaginary.shape}")
+    return real[:, 0], real[:, 1:], imaginary[:, 1:]
+
+
 EXX_STARTS = "EXX: now go back to refine exchange calculation"
 
 
@@ -273,9 +285,9 @@ def symmetry_operations(log: str) -> int | None:
 
 
 def cpu_seconds(log: str) -> float | None:
-    """CPU seconds of the first MPI process from the timing line a finished pw.x or ph.x prints last
+    """CPU seconds of the first MPI process from the timing line a finished pw.x, ph.x or epsilon.x prints last
     ('PWSCF        :   1m46.25s CPU   1m52.60s WALL'; hours as '1h 2m'), or None when the run did not finish."""
-    matches = re.findall(r"^\s*(?:PWSCF|PHONON)\s*:\s*(.+?)CPU", log, re.MULTILINE)
+    matches = re.findall(r"^\s*(?:PWSCF|PHONON|epsilon)\s*:\s*(.+?)CPU", log, re.MULTILINE)
     if not matches:
         return None
     text = matches[-1].replace(" ", "")
