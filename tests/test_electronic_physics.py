@@ -132,7 +132,8 @@ def test_absorption_figure_draws_both_spectra_and_their_onsets(tmp_path):
     alpha_shifted = absorption_coefficient(energy, kramers_kronig_eps1(energy, shifted), shifted)
     optics = {"energy_ev": energy.tolist(), "alpha_cm": alpha.tolist(),
               "alpha_scissored_cm": alpha_shifted.tolist(),
-              "onset_ev": absorption_onset(energy, alpha), "scissored_onset_ev": absorption_onset(energy, alpha_shifted),
+              "onset_ev": absorption_onset(energy, alpha),
+              "scissored_onset_ev": absorption_onset(energy, alpha_shifted),
               "threshold_cm": 1e4, "broadening_ev": 0.1, "scissor_from": "ddh-scf", "scissor_ev": 1.5}
     assert optics["scissored_onset_ev"] - optics["onset_ev"] == pytest.approx(1.5, abs=0.05)
     absorption_spectrum(optics, tmp_path / "a.png", "test")
