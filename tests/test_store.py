@@ -22,7 +22,7 @@ def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
 def test_new_database_has_schema_and_version(backend_url):
     db = open_database(backend_url)
     with db.session() as session:
-        assert session.get(Meta, "schema_version").value == "5"
+        assert session.get(Meta, "schema_version").value == "6"
         assert session.scalars(select(Material)).all() == []
     db.dispose()
     again = open_database(backend_url, create=False)  # reopening checks the version and keeps the data
@@ -88,7 +88,7 @@ def test_version_1_database_is_upgraded_in_place(backend_url):
     assert {"campaigns", "campaign_rounds", "campaign_picks"} <= set(inspect(upgraded.engine).get_table_names())
     assert "cpu_seconds" in {c["name"] for c in inspect(upgraded.engine).get_columns("calculations")}
     with upgraded.session() as session:
-        assert session.get(Meta, "schema_version").value == "5"
+        assert session.get(Meta, "schema_version").value == "6"
         formulas = session.execute(select(Material.formula_alphabetical, Material.formula_anonymous)).one()
     assert tuple(formulas) == ("BaO3Ti", "A3BC")
     upgraded.dispose()
@@ -110,7 +110,7 @@ def test_version_2_born_charges_are_recomputed_to_the_one_definition(backend_url
     upgraded = open_database(backend_url)
     with upgraded.session() as session:
         values = dict(session.execute(select(Property.method, Property.value)).all())
-        assert session.get(Meta, "schema_version").value == "5"
+        assert session.get(Meta, "schema_version").value == "6"
     assert values == {"dft:qe": pytest.approx(2.0), "import:oxi_diel_db": pytest.approx(1.962)}
     upgraded.dispose()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,9 @@ from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal, in_range_probability
 from tansaku.active.campaign_config import CampaignConfig
 from tansaku.active.cost import CostEstimator
-from tansaku.active.diversity import descriptor_coordinates
+from tansaku.active.diversity import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.active.error_model import MIN_RESIDUALS, predicted_error
+from tansaku.active.multigoal import Condition
 from tansaku.active.oracles import Oracle, Outcome
 from tansaku.active.ranking import Prediction, predict_for, rank
 from tansaku.features.sets import base_columns, cached_features
@@ -75,23 +76,31 @@ def _start(db: Database, campaign_id: int, config: CampaignConfig) -> None:
         campaign.status, campaign.stop_reason = "running", None
 
 
-def labels(db: Database, config: CampaignConfig, campaign_id: int) -> dict[int, float]:
-    """Known values (property units): stored values of the training materials, then the campaign's own results."""
+def labels(db: Database, config: CampaignConfig, campaign_id: int, prop: str | None = None) -> dict[int, float]:
+    """Known values of `prop` (default: the campaign's property; property units): stored values of the training
+    materials, then the campaign's own results."""
+    prop = prop or config.property
     known: dict[int, float] = {}
     with db.session() as session:
         if config.training_query:
             members = build_query(config.training_query, structures_only=config.features == "structure")
-            rows = session.execute(measured_values(config.property).where(
+            rows = session.execute(measured_values(prop).where(
                 Property.material_id.in_(members.scalar_subquery())))
             for material_id, value in rows:
                 known.setdefault(material_id, float(value))
-        for material_id, value in session.execute(select(CampaignPick.material_id, CampaignPick.value).where(
-                CampaignPick.campaign_id == campaign_id, CampaignPick.value.is_not(None))):
-            known[material_id] = float(value)
+        picks = session.execute(select(CampaignPick.material_id, CampaignPick.value, CampaignPick.values_by_property)
+                                .where(CampaignPick.campaign_id == campaign_id))
+        for material_id, value, values in picks:
+            value = (values or {}).get(prop) if config.goals else value
+            if value is not None:
+                known[material_id] = float(value)
     return known
 
 
-def is_hit(config: CampaignConfig, value: float | None) -> bool:
+def is_hit(config: CampaignConfig, value: float | None, values: dict | None = None) -> bool:
+    if config.goals:  # several goals: every one met
+        values = values or {}
+        return all(bool(c.met(np.array([values.get(c.prop, np.nan)], float))[0]) for c in config.goals)
     if value is None:
         return False
     goal = config.goal
@@ -106,14 +115,15 @@ def is_hit(config: CampaignConfig, value: float | None) -> bool:
 
 def spent(db: Database, campaign_id: int, config: CampaignConfig) -> dict:
     with db.session() as session:
-        picks = session.execute(select(CampaignPick.status, CampaignPick.value, CampaignPick.cpu_hours).where(
+        picks = session.execute(select(CampaignPick.status, CampaignPick.value, CampaignPick.cpu_hours,
+                                       CampaignPick.values_by_property).where(
             CampaignPick.campaign_id == campaign_id)).all()
         rounds = session.scalar(select(func.count()).select_from(CampaignRound).where(
             CampaignRound.campaign_id == campaign_id))
         last_model = session.scalar(select(CampaignRound.model).where(CampaignRound.campaign_id == campaign_id)
                                     .order_by(CampaignRound.number.desc()).limit(1))
-    return {"runs": len(picks), "cpu_hours": float(sum(h or 0.0 for _, _, h in picks)),
-            "hits": sum(is_hit(config, v) for s, v, _ in picks if s in ("done", "metal")),
+    return {"runs": len(picks), "cpu_hours": float(sum(h or 0.0 for _, _, h, _ in picks)),
+            "hits": sum(is_hit(config, v, vs) for s, v, _, vs in picks if s in ("done", "metal")),
             "rounds": rounds, "last_model": last_model or {}}
 
 
@@ -192,6 +202,8 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
            costs: CostEstimator | None) -> tuple[list[Choice], dict]:
     """The next k candidates and the model's metrics (empty choice when no candidate is left)."""
     rng = np.random.default_rng(config.seed * 1000 + number)
+    if config.goals:
+        return _choose_joint(db, config, campaign_id, number, k, costs, rng)
     known = labels(db, config, campaign_id)
     pool = candidate_ids(db, config, campaign_id, known)
     if not pool:
@@ -243,6 +255,53 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
                    float(ranked.scores[i]), _finite(estimate[i])) for i in ranked.chosen], metrics
 
 
+def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number: int, k: int,
+                  costs: CostEstimator | None, rng: np.random.Generator) -> tuple[list[Choice], dict]:
+    """Several goals: one model per goal property, each trained on that property's known values; candidates
+    ranked by the probability of meeting every goal (errors independent; a value already known counts as
+    certain), a spread batch as for one goal."""
+    known = {prop: labels(db, config, campaign_id, prop) for prop in config.properties}
+    everything_known = set.intersection(*(set(v) for v in known.values()))
+    pool = [i for i in candidate_ids(db, config, campaign_id, {}) if i not in everything_known]
+    if not pool:
+        return [], {}
+    estimate = costs.estimate(pool) if costs else np.full(len(pool), np.nan)
+    with db.session() as session:
+        n_picked = session.scalar(select(func.count()).select_from(CampaignPick).where(
+            CampaignPick.campaign_id == campaign_id))
+    if n_picked < config.init_random:
+        take = rng.choice(len(pool), size=min(k, config.init_random - n_picked, len(pool)), replace=False)
+        return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
+    started = time.perf_counter()
+    joint = np.ones(len(pool))
+    metrics: dict = {"joint_errors": "independent", "goals": [str(c) for c in config.goals]}
+    X = None
+    for condition in config.goals:
+        prop_config = replace(config, property=condition.prop, goals=[])
+        trained = train(db, prop_config, known[condition.prop], config.seed + number)
+        X, kept, refused = trained.predictor.describe_stored(db, pool)
+        if kept != pool:
+            raise TansakuError(f"campaign {config.name!r}: the {condition.prop} model cannot describe candidates "
+                               f"{', '.join(refused[:5])}")
+        mean, std = trained.predictor.predict_dist(X)
+        measured = np.array([known[condition.prop].get(i, np.nan) for i in pool], float)
+        p = np.where(np.isfinite(measured), condition.met(measured).astype(float),
+                     condition.probability(mean, std, trained.predictor.transform))
+        joint *= p
+        metrics[condition.prop] = trained.metrics
+    metrics["expected_hits_left"] = float(joint.sum())
+    coords = None
+    if config.diversity > 0 and k > 1 and len(pool) > 2:
+        coords = descriptor_coordinates(base_columns(X, config.features))
+        chosen = select_batch(joint, k, rng, coords, config.diversity * typical_spacing(
+            coords, np.random.default_rng(0)))
+    else:
+        chosen = select_batch(joint, k, rng)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    return [Choice(pool[i], f"joint probability {joint[i]:.3g}", score=float(joint[i]), cost=_finite(estimate[i]))
+            for i in chosen], metrics
+
+
 def _error_weights(trained: Trained, X: np.ndarray, std: np.ndarray, config: CampaignConfig,
                    number: int) -> tuple[np.ndarray, str]:
     """error-model's draw weights: the error predicted from the out-of-fold residuals, or the tree spread while
@@ -291,9 +350,12 @@ def compute_round(db: Database, round_id: int, oracle: Oracle, say: Say) -> None
             pick = session.scalar(select(CampaignPick).where(CampaignPick.round_id == round_id,
                                                              CampaignPick.material_id == material_id))
             pick.status, pick.value, pick.cpu_hours = outcome.status, outcome.value, outcome.cpu_hours
+            pick.values_by_property = outcome.values or None
             pick.detail = outcome.detail[:2000] or None
             formula = session.get(Material, material_id).reduced_formula
         value = "" if outcome.value is None else f" value {outcome.value:.4g}"
+        if len(outcome.values) > 1:
+            value = " " + ", ".join(f"{p} {v:.4g}" for p, v in outcome.values.items())
         say(f"material {material_id} ({formula}): {outcome.status}{value}"
             + (f" ({outcome.detail[:120]})" if outcome.detail and outcome.status != "done" else ""))
 
@@ -359,9 +421,11 @@ def _formulas(db: Database, ids: list[int]) -> dict[int, str]:
 def _finish(db: Database, config: CampaignConfig, campaign_id: int, reason: str) -> None:
     """Retrain once more on everything learned (the loop's last 'retrain') and close the campaign."""
     final: dict = {}
-    known = labels(db, config, campaign_id)
-    if len(known) >= 2:
-        final = train(db, config, known, config.seed).metrics
+    for prop in config.properties:
+        known = labels(db, config, campaign_id, prop)
+        if len(known) >= 2:
+            metrics = train(db, replace(config, property=prop, goals=[]), known, config.seed).metrics
+            final = metrics if not config.goals else {**final, prop: metrics}
     with db.session() as session:
         campaign = session.get(Campaign, campaign_id)
         campaign.status, campaign.stop_reason, campaign.finished_at = "finished", reason, utcnow()
@@ -390,11 +454,14 @@ def campaign_status(db: Database, name: str) -> dict:
                            "picks": [{"material_id": p.material_id, "formula": f, "reason": p.reason,
                                       "mean": p.mean, "std": p.std, **_predicted(transform, p.mean, p.std),
                                       "cost_estimate": p.cost_estimate,
-                                      "status": p.status, "value": p.value, "cpu_hours": p.cpu_hours,
-                                      "hit": is_hit(config, p.value) if p.status in ("done", "metal") else False,
+                                      "status": p.status, "value": p.value, "values": p.values_by_property,
+                                      "cpu_hours": p.cpu_hours,
+                                      "hit": is_hit(config, p.value, p.values_by_property)
+                                      if p.status in ("done", "metal") else False,
                                       "detail": p.detail} for p, f in picks]})
         summary = {"name": campaign.name, "status": campaign.status, "stop_reason": campaign.stop_reason,
                    "property": config.property, "oracle": config.oracle, "goal": stored["goal"],
+                   "goals": [str(c) for c in config.goals],
                    "final_model": campaign.final_model,
                    "budget": {"runs": config.budget_runs, "cpu_hours": config.budget_cpu_hours}}
     picks = [p for r in rounds for p in r["picks"]]
@@ -416,4 +483,5 @@ def _config_back(stored: dict) -> CampaignConfig:
     """The CampaignConfig from its stored dict (as_dict flattened the TOML sections)."""
     goal = stored["goal"]
     return CampaignConfig(**{**stored, "goal": Goal(goal["kind"], goal["lo"], goal["hi"]),
+                             "goals": [Condition.parse(text) for text in stored.get("goals") or []],
                              "dft": Job.from_table(stored.get("dft") or {}, "stored campaign [dft]")})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
+from tansaku.active.multigoal import Condition
 from tansaku.models.learners import MODELS
 from tansaku.workflows.job import Job
 
@@ -63,6 +64,45 @@ executor = "local"               # or slurm, with slurm_profile = "profile.toml"
 # set = { ecutwfc = 60 }
 """
 
+EXAMPLE_GOALS = """\
+name = "high-k"                  # several goals: a candidate counts when it meets every one
+# property = "band_gap"          # optional: the goals name their properties
+
+[[goal]]
+property = "band_gap"
+lo = 3.0                         # lo only: at least; hi only: at most; both: a window
+
+[[goal]]
+property = "eps_total"
+lo = 20.0
+
+[acquisition]
+strategy = "joint"               # the probability of meeting every goal: one model per property, their
+                                 # errors counted independent (a candidate's known values count as certain)
+batch = 5
+diversity = 1.0
+
+[budget]
+runs = 40
+stop_hits = 10                   # optional: stop once this many candidates meet every goal
+
+[candidates]
+query = "subset=paper"
+
+[training]
+init_random = 20
+
+[model]
+learner = "et"
+features = "structure"
+trees = 100
+cv_folds = 0
+
+[oracle]
+kind = "dataset"                 # or dft: run dielectric gives band_gap and every ε at once
+method = "import:oxi_diel_db"
+"""
+
 
 @dataclass
 class CampaignConfig:
@@ -89,17 +129,26 @@ class CampaignConfig:
     oracle: str = "dft"
     oracle_method: str | None = None
     dft: Job = field(default_factory=Job)
+    goals: list[Condition] = field(default_factory=list)  # [[goal]]: several properties, each a bound or window
+
+    @property
+    def properties(self) -> list[str]:
+        """The properties the oracle answers: every goal's, or the one property."""
+        return list(dict.fromkeys(c.prop for c in self.goals)) if self.goals else [self.property]
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["goal"] = {"kind": self.goal.kind, "lo": self.goal.lo, "hi": self.goal.hi}
+        data["goals"] = [str(c) for c in self.goals]
         data["dft"] = self.dft.as_table()
         return data
 
     def identity(self) -> dict:
         """What may not change when a campaign is continued (budget, batch and DFT settings may)."""
         data = self.as_dict()
-        return {k: data[k] for k in ("property", "goal", "oracle", "oracle_method", "candidates_query")}
+        keys = ("property", "goal", "oracle", "oracle_method", "candidates_query")
+        # campaigns stored before several goals existed have no "goals": one goal, as now
+        return {k: data[k] for k in keys} | ({"goals": data["goals"]} if self.goals else {})
 
 
 def _section(data: dict, name: str, where: str) -> dict:
@@ -146,9 +195,11 @@ def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise TansakuError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    for key in ("name", "property"):
+    for key in ("name", "property") if not isinstance(data.get("goal"), list) else ("name",):
         if not isinstance(data.get(key), str) or not data[key]:
             raise TansakuError(f"{where}: '{key}' is required (a string)")
+    if isinstance(data.get("goal"), list):
+        return _several_goals(data, where)
     goal_t, acq, budget = (_section(data, s, where) for s in ("goal", "acquisition", "budget"))
     cand, train, model = (_section(data, s, where) for s in ("candidates", "training", "model"))
     oracle, dft = _section(data, "oracle", where), _section(data, "dft", where)
@@ -176,6 +227,47 @@ def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
         dft=Job.from_table(dft, f"{where}: [dft]"),
     )
     _validate(config, where)
+    return config
+
+
+def _several_goals(data: dict, where: str) -> CampaignConfig:
+    """A campaign with [[goal]] tables: each a property with lo, hi or both; the joint acquisition."""
+    goals = []
+    for i, table in enumerate(data["goal"], 1):
+        if not isinstance(table, dict) or not isinstance(table.get("property"), str):
+            raise TansakuError(f"{where}: [[goal]] number {i} needs property = \"name\" and lo, hi or both")
+        extra = sorted(set(table) - {"property", "lo", "hi"})
+        if extra:
+            raise TansakuError(f"{where}: [[goal]] number {i}: unknown key(s) {', '.join(extra)} (property, lo, hi; "
+                               "stop_hits goes in [budget] when there are several goals)")
+        try:
+            goals.append(Condition(table["property"], _number(table, "lo", "goal", where, None),
+                                   _number(table, "hi", "goal", where, None)))
+        except TansakuError as exc:
+            raise TansakuError(f"{where}: [[goal]] number {i}: {exc}") from None
+    if len({c.prop for c in goals}) != len(goals):
+        raise TansakuError(f"{where}: two [[goal]] tables on one property: give it one window instead")
+    first = goals[0]
+    single = dict(data, goal={"kind": "range", "lo": first.lo, "hi": first.hi} if first.lo is not None
+                  and first.hi is not None else {"kind": "maximize" if first.lo is not None else "minimize"},
+                  property=data.get("property") or first.prop)
+    acq = dict(_section(data, "acquisition", where))
+    strategy = acq.pop("strategy", "joint")
+    if strategy != "joint":
+        raise TansakuError(f"{where}: several goals are searched with strategy 'joint' (the probability of meeting "
+                           f"every goal), not {strategy!r}")
+    budget = dict(_section(data, "budget", where))
+    stop_hits = _whole(budget, "stop_hits", "budget", where, None)
+    budget.pop("stop_hits", None)
+    single.update(acquisition=acq, budget=budget)
+    config = config_from_dict(single, where)
+    config.goals, config.strategy, config.stop_hits = goals, "joint", stop_hits
+    if config.property not in config.properties:
+        raise TansakuError(f"{where}: property {config.property!r} has no [[goal]] "
+                           f"(goals: {', '.join(config.properties)})")
+    if config.oracle == "dft" and not set(config.properties) <= set(DFT_PROPERTIES):
+        raise TansakuError(f"{where}: the DFT oracle computes {', '.join(DFT_PROPERTIES)}, not "
+                           f"{', '.join(sorted(set(config.properties) - set(DFT_PROPERTIES)))}")
     return config
 
 

@@ -7,7 +7,7 @@ finished calculation at once and a killed campaign loses at most the calculation
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy import select
@@ -22,6 +22,7 @@ class Outcome:
     value: float | None = None
     detail: str = ""
     cpu_hours: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)  # every asked property's value (several goals)
 
 
 class Oracle(Protocol):
@@ -29,32 +30,39 @@ class Oracle(Protocol):
 
 
 class DatasetOracle:
-    """Reveals values already stored with one method (e.g. the imported database): a campaign in simulation."""
+    """Reveals values already stored with one method (e.g. the imported database): a campaign in simulation.
+    With several `properties`, a material counts as done only when it has every one."""
 
-    def __init__(self, db: Database, property_name: str, method: str):
+    def __init__(self, db: Database, property_name: str, method: str, properties: list[str] | None = None):
         self.db, self.property_name, self.method = db, property_name, method
+        self.properties = properties or [property_name]
 
     def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None]) -> None:
         with self.db.session() as session:
-            values = dict(session.execute(select(Property.material_id, Property.value).where(
-                Property.name == self.property_name, Property.method == self.method,
-                Property.material_id.in_(material_ids))).all())
+            rows = session.execute(select(Property.material_id, Property.name, Property.value).where(
+                Property.name.in_(self.properties), Property.method == self.method,
+                Property.material_id.in_(material_ids))).all()
+        values: dict[int, dict[str, float]] = {}
+        for material_id, name, value in rows:
+            values.setdefault(material_id, {})[name] = float(value)
         for material_id in material_ids:
-            value = values.get(material_id)
-            if value is None:
-                on_outcome(material_id, Outcome("failed", detail=f"no stored {self.property_name} with method "
-                                                                 f"{self.method!r}"))
+            found = values.get(material_id, {})
+            missing = [p for p in self.properties if p not in found]
+            if missing:
+                on_outcome(material_id, Outcome("failed", detail=f"no stored {', '.join(missing)} with method "
+                                                                 f"{self.method!r}", values=found))
             else:
-                on_outcome(material_id, Outcome("done", float(value)))
+                on_outcome(material_id, Outcome("done", found[self.property_name], values=found))
 
 
 class DFTOracle:
     """Runs (or resumes) the dielectric workflow on each material, `workers` at a time; `on_step(material, step)`
-    follows progress."""
+    follows progress. The workflow gives band_gap and every ε at once: `properties` are those the campaign wants."""
 
     def __init__(self, ctx, property_name: str, workers: int = 1,
-                 on_step: Callable[[str, str], None] | None = None):
+                 on_step: Callable[[str, str], None] | None = None, properties: list[str] | None = None):
         self.ctx, self.property_name, self.workers, self.on_step = ctx, property_name, workers, on_step
+        self.properties = properties or [property_name]
 
     def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None]) -> None:
         from tansaku.active.cost import cpu_hours_by_material
@@ -62,11 +70,12 @@ class DFTOracle:
 
         def finished(key: str, result) -> None:
             material_id = int(key)
-            value = getattr(result, self.property_name, None)
+            values = {p: getattr(result, p) for p in self.properties if getattr(result, p, None) is not None}
             status = {"done": "done", "metal": "metal"}.get(result.status, "failed")
-            if status == "done" and value is None:
+            if status == "done" and len(values) < len(self.properties):
                 status = "failed"
             hours = cpu_hours_by_material(self.ctx.db, self.ctx.preset, self.ctx.commands.mpi_procs, [material_id])
-            on_outcome(material_id, Outcome(status, value, result.reason or "", hours.get(material_id, 0.0)))
+            on_outcome(material_id, Outcome(status, values.get(self.property_name), result.reason or "",
+                                            hours.get(material_id, 0.0), values))
 
         run_many(self.ctx, {str(m): m for m in material_ids}, self.workers, self.on_step, on_result=finished)

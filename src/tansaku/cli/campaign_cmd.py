@@ -20,10 +20,10 @@ def make_oracle(db, config, say):
 
     if config.oracle == "dataset":
         costs = CostEstimator(db, config.dft.context(db)) if config.dft.pseudo_dir else None
-        return DatasetOracle(db, config.property, config.oracle_method), costs
+        return DatasetOracle(db, config.property, config.oracle_method, config.properties), costs
     ctx = config.dft.context(db)
     oracle = DFTOracle(ctx, config.property, config.dft.workers,
-                       on_step=lambda key, step: say(f"  material {key}: {step}"))
+                       on_step=lambda key, step: say(f"  material {key}: {step}"), properties=config.properties)
     return oracle, CostEstimator(db, ctx)
 
 
@@ -76,26 +76,32 @@ def status_cmd(
 
 
 @app.command("example")
-def example_cmd() -> None:
+def example_cmd(
+    goals: bool = typer.Option(False, "--goals", help="The example with several goals ([[goal]] tables: a "
+                               "candidate counts when it meets every one), e.g. the high-k screen."),
+) -> None:
     """Print a commented campaign TOML to start from."""
-    from tansaku.active.campaign_config import EXAMPLE
+    from tansaku.active.campaign_config import EXAMPLE, EXAMPLE_GOALS
 
-    print(EXAMPLE, end="")
+    print(EXAMPLE_GOALS if goals else EXAMPLE, end="")
 
 
 def print_status(status: dict) -> None:
     def fmt(x, spec=".3g"):
         return "" if x is None else format(x, spec)
 
+    goal = ", ".join(status["goals"]) if status.get("goals") else f"{status['property']}, goal {status['goal']['kind']}"
     table = Table("round", "formula (id)", "why", "predicted (±1σ)", "est. CPU-h", "outcome", "value",
-                  title=f"campaign {status['name']} ({status['property']}, goal {status['goal']['kind']})")
+                  title=f"campaign {status['name']} ({goal})")
     for r in status["rounds"]:
         for i, p in enumerate(r["picks"]):
             outcome = p["status"] + (" ★" if p["hit"] else "")
             pred = "" if p["predicted"] is None else \
                 f"{p['predicted']:.3g} ({p['predicted_low']:.3g} to {p['predicted_high']:.3g})"
             table.add_row(str(r["number"]) if i == 0 else "", f"{p['formula']} ({p['material_id']})", p["reason"],
-                          pred, fmt(p["cost_estimate"]), outcome, fmt(p["value"]))
+                          pred, fmt(p["cost_estimate"]), outcome,
+                          ", ".join(f"{k} {v:.3g}" for k, v in p["values"].items()) if status.get("goals")
+                          and p.get("values") else fmt(p["value"]))
     console.print(table)
     budget = status["budget"]
     maes = [r["model"]["cv_mae"] for r in status["rounds"] if "cv_mae" in r["model"]]

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from tansaku import TansakuError
 from tansaku.chemistry.structures import structure_from_dict
 from tansaku.download import fetch
@@ -136,10 +138,15 @@ def _store_properties(session, material, data: dict, report: ImportReport) -> No
     if data.get("band_gap") is not None:
         put("band_gap", data["band_gap"], "eV", extra={"is_direct": data.get("is_direct")})
     dielectric = data.get("dielectric") or {}
+    parts = {}
     for ours, theirs in (("eps_electronic", "epsilon_electronic"), ("eps_ionic", "epsilon_ionic")):
         if dielectric.get(theirs) is not None:
             tensor = dielectric[theirs]
-            put(ours, dielectric.get(f"{theirs}_avg", tensor_average(tensor)), None, tensor)
+            parts[ours] = (dielectric.get(f"{theirs}_avg", tensor_average(tensor)), np.asarray(tensor, float))
+            put(ours, parts[ours][0], None, tensor)
+    if len(parts) == 2:  # as `run dielectric` stores it: the static constant a high-k search asks for
+        (e_avg, e_tensor), (i_avg, i_tensor) = parts["eps_electronic"], parts["eps_ionic"]
+        put("eps_total", e_avg + i_avg, None, (e_tensor + i_tensor).tolist())
     born = data.get("born_effective_charge") or {}
     if born.get("tensors") is not None:
         put("born_charges", born.get("avg_abs_trace"), "e", born["tensors"])

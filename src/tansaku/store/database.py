@@ -168,7 +168,7 @@ def _check_version(engine: Engine, url: str) -> None:
         )
 
 
-UPGRADABLE = ("1", "2", "3", "4")  # versions upgraded in place
+UPGRADABLE = ("1", "2", "3", "4", "5")  # versions upgraded in place
 
 
 def _upgrade(engine: Engine) -> None:
@@ -176,12 +176,14 @@ def _upgrade(engine: Engine) -> None:
     scalar of computed `born_charges` (it was the mean |Tr Z*|, three times the imported values' |Tr Z*|/3) from
     the tensors stored beside it; 3 → 4 added calculations.cpu_seconds (empty for older runs: the cost model then
     uses their wall time); 4 → 5 added the OPTIMADE formula columns of materials, filled here from each row's
-    formula. Idempotent: the value is recomputed from the tensor, not scaled."""
+    formula; 5 → 6 added campaign_picks.values_by_property (campaigns with several goals). Idempotent: the value
+    is recomputed from the tensor, not scaled."""
 
     from tansaku.dft.ionic import isotropic_born_charge
 
     Base.metadata.create_all(engine)
     _add_columns(engine, "calculations", {"cpu_seconds": "FLOAT"})
+    _add_columns(engine, "campaign_picks", {"values_by_property": "JSON"})
     if _add_columns(engine, "materials", {"formula_alphabetical": "VARCHAR(256)", "formula_anonymous": "VARCHAR(256)"}):
         _fill_optimade_formulas(engine)
     with Session(engine) as session, session.begin():

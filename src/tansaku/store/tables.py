@@ -20,8 +20,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 5  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones;
-# 4 added calculations.cpu_seconds; 5 added the OPTIMADE formula columns of materials
+SCHEMA_VERSION = 6  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones;
+# 4 added calculations.cpu_seconds; 5 added the OPTIMADE formula columns of materials; 6 campaign picks' values of
+# several properties
 
 
 def utcnow() -> datetime:
@@ -201,5 +202,7 @@ class CampaignPick(Base):
     cost_estimate: Mapped[float | None] = mapped_column(Float, nullable=True)  # CPU hours
     status: Mapped[str] = mapped_column(String(32), default="pending")  # pending, done, metal, failed
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # a campaign with several goals: every goal property's value ({"band_gap": 3.2, "eps_total": 24.0})
+    values_by_property: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     cpu_hours: Mapped[float | None] = mapped_column(Float, nullable=True)
