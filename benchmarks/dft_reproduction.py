@@ -57,6 +57,19 @@ def step_times(root: Path, key: str = "seconds") -> dict[str, float]:
     return times
 
 
+def staged_database(work: Path, name: str, ids: list[str]):
+    """A database in `work` holding the reference database's entries `ids` (copied into work/input first)."""
+    work.mkdir(parents=True, exist_ok=True)
+    db = open_database(work / name)
+    staging = work / "input" / "data"
+    staging.mkdir(parents=True, exist_ok=True)
+    for mp_id in ids:
+        (staging / f"{mp_id}.json").write_bytes((SHARED / "datasets" / "oxi_diel_db" / "data" / f"{mp_id}.json")
+                                                .read_bytes())
+    import_oxi_diel_db(db, staging.parent)
+    return db
+
+
 def spglib_operations(structure) -> int:
     """Operations of the cell's space group that map its primitive cell onto itself (what pw.x can find)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -89,14 +102,8 @@ def main() -> None:
     parser.add_argument("--retry-failed", action="store_true",
                         help="Give steps that failed in an earlier run new attempts (as `tansaku run --retry-failed`).")
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    db = open_database(args.work / "dft.db")
+    db = staged_database(args.work, "dft.db", args.ids)
     data_dir = SHARED / "datasets" / "oxi_diel_db" / "data"
-    staging = args.work / "input" / "data"
-    staging.mkdir(parents=True, exist_ok=True)
-    for mp_id in args.ids:
-        (staging / f"{mp_id}.json").write_bytes((data_dir / f"{mp_id}.json").read_bytes())
-    import_oxi_diel_db(db, staging.parent)
     ctx = RunContext(db, preset(args.preset, parse_overrides(args.overrides)), args.preset,
                      load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
                      QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0,

@@ -184,3 +184,27 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
     assert len(spectra["energy_ev"]) == len(spectra["alpha_cm"]) == len(spectra["alpha_scissored_cm"]) == 1001
     assert not (root / "optics-scratch").exists()
     assert not (root / "scratch" / "_ph0").exists()  # the field-only ph.x left the SCF's scratch alone
+
+
+def test_killed_electronic_run_resumes_from_the_step_it_was_in(tmp_path, mgo):  # noqa: F811
+    import subprocess
+    import sys
+
+    from tests.conftest import PSEUDOS, need_shared
+    from tests.test_dielectric_workflow import kill_during
+
+    mgo.to(filename=str(tmp_path / "MgO.json"))
+    out = tmp_path / "out.json"
+    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(tmp_path / "cli.db"), "run",
+            "electronic", str(tmp_path / "MgO.json"), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir",
+            str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json", str(out), "--set", "relax=false"]
+    bands = tmp_path / "runs" / "1-MgO" / "bands"
+    kill_during(argv, bands, lambda text: "Band Structure Calculation" in text)  # pw.x is diagonalizing the path
+    scf_done = json.loads((tmp_path / "runs" / "1-MgO" / "scf" / "state.json").read_text())["finished"]
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    result = json.loads(out.read_text())[str(tmp_path / "MgO.json")]
+    assert result["status"] == "done" and result["edges"]["vbm_at"] == "Γ" == result["edges"]["cbm_at"]
+    state = json.loads((bands / "state.json").read_text())
+    assert state["status"] == "done" and state["attempt"] == 2 and (bands / "attempt1.out").exists()
+    assert json.loads((tmp_path / "runs" / "1-MgO" / "scf" / "state.json").read_text())["finished"] == scf_done

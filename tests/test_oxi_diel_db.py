@@ -74,7 +74,7 @@ def test_bad_entries_are_reported_and_leave_nothing(db, mini_dir):
     with db.session() as session:
         ids = set(session.scalars(select(Material.source_id)))
         assert ids == {"mp-1265", "mp-2605", "mp-2472"}
-        assert session.scalar(select(func.count()).select_from(Property)) == 3 * 5
+        assert session.scalar(select(func.count()).select_from(Property)) == 3 * 6  # eps_total among them
         assert stats(session)["subsets"] == {"paper": 2}
 
 

@@ -173,3 +173,21 @@ def test_slurm_states_map_to_job_states():
     assert judge({"JobState": "CANCELLED"}).state == JobState.CANCELLED
     assert judge({"JobState": "OUT_OF_MEMORY", "ExitCode": "0:9"}).state == JobState.FAILED
     assert sacct_fields("1") is None  # this cluster has no accounting database: fall back, do not fail
+
+
+def test_run_electronic_through_slurm_with_epsilon_x(tmp_path, mgo):
+    from tansaku.workflows.electronic import run_electronic
+
+    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:10:00"), QECommands(), {"relax": False, "optics": True})
+    material_id = store(ctx, mgo)
+    result = run_electronic(ctx, material_id)
+    assert result.status == "done", result.reason
+    root = tmp_path / "runs" / f"{material_id}-MgO"
+    for step in ("scf", "bands", "masses", "dense", "optics-nscf", "optics-eps"):
+        state = state_of(root / step / "state.json")
+        assert state["executor"] == "slurm" and state["status"] == "done" and state["attempt"] == 1, step
+        assert list((root / step).glob(f"{step}.slurm-*.out")), step
+    assert 3 < result.edges["optics"]["onset_ev"] < 6
+    with ctx.db.session() as session:
+        engines = dict(session.execute(select(Calculation.step, Calculation.engine)).all())
+    assert engines["optics-eps"] == "qe:epsilon.x" and engines["bands"] == "qe:pw.x"
