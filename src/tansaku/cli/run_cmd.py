@@ -38,15 +38,28 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-ELECTRONIC_HELP = """Compute the PBEsol band structure, band edges and gaps of each material with Quantum ESPRESSO.
+ELECTRONIC_HELP = """Compute band structures, band edges, gaps, effective masses, hybrid gaps and
+    absorption with Quantum ESPRESSO.
 
-    Steps: the relaxation and SCF of `run dielectric` (shared: a material relaxed by either command is not
-    relaxed again), then pw.x along the standard high-symmetry path (Hinuma et al., as seekpath gives it;
-    --set band_spacing=0.025 Å⁻¹ between points). Stored: band_gap (path and SCF mesh together), band_gap_direct,
-    with where the edges are. Hybrid gaps, effective masses and absorption are still to come. Options, resume and
-    SLURM as in `run dielectric`.
+    Steps: the relaxation and SCF of `run dielectric` (shared: a material
+    relaxed by either command is not relaxed again); pw.x along the standard
+    high-symmetry path (Hinuma et al., as seekpath gives it; band_spacing 0.025
+    Å⁻¹ between points); band masses from a 3x3x3 grid around each edge; a
+    denser uniform mesh (dense_kspacing) whose edges join the path's and whose
+    bands BoltzTraP2 interpolates for conductivity masses (300 K, 1e18 cm⁻³).
+    --hybrid adds HSE06 and dielectric-dependent hybrid gaps (nsc: one
+    diagonalization on PBE orbitals, several times cheaper; scf:
+    self-consistent; both). --optics adds epsilon.x's independent-particle ε(ω), the
+    absorption coefficient and its onset, scissor-shifted to the hybrid gap when
+    there is one.
 
-    Example: tansaku run electronic MgO.cif --preset test --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
+    Stored: band_gap, band_gap_direct (with where the edges are), m_e_band,
+    m_h_band, m_e, m_h (tensors beside them), band_gap_hse06 and band_gap_ddh
+    (method ...:nsc or ...:scf), absorption_onset. Options, resume,
+    --retry-failed and SLURM as in `run dielectric`.
+
+    Example: tansaku run electronic MgO.cif --preset test --hybrid nsc --optics
+    --plots figs --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
     """
 
 
