@@ -57,10 +57,13 @@ class DielectricSettings:
     carrier_concentration: float = 1e18  # cm⁻³
     transport_lpfac: int = 20  # BoltzTraP2's interpolation: star functions per k-point
     # run electronic --optics: epsilon.x on a uniform mesh without symmetry (its requirement) at optics_kspacing, with
-    # optics_band_factor × the occupied bands, Lorentzian broadening optics_broadening (eV), 0-optics_max_ev eV
+    # optics_band_factor × the occupied bands, from 0 to optics_max_ev eV. epsilon.x broadens each transition with
+    # a Lorentzian of width optics_lorentzian (eV), kept narrow: its slow tails would put absorption below the gap;
+    # tansaku then smooths ε2 with a Gaussian of standard deviation optics_broadening (eV)
     optics: bool = False
     optics_kspacing: float = 0.25
     optics_band_factor: float = 2.0
+    optics_lorentzian: float = 0.01
     optics_broadening: float = 0.1
     optics_max_ev: float = 20.0
     absorption_threshold: float = 1e4  # cm⁻¹: the absorption onset is where α first reaches this

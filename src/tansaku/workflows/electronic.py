@@ -1,8 +1,8 @@
-"""The electronic workflow (`run electronic`), first part: the relaxation and SCF it shares with `run dielectric`
-(same directories and states: a material is never relaxed twice for one set of settings), then the PBEsol band
-structure along the standard high-symmetry path; band edges, where they are, and the direct and indirect gap
-from the path and the SCF mesh together; band masses from a small grid around the path's edges. Hybrid gaps,
-conductivity masses and optics are still to come (issue 31).
+"""The electronic workflow (`run electronic`): the relaxation and SCF it shares with `run dielectric` (same
+directories and states: a material is never relaxed twice for one set of settings); the PBEsol band structure
+along the standard high-symmetry path; band masses from a small grid around the path's edges; a dense uniform mesh
+for band edges off the path and BoltzTraP2's conductivity masses; hybrid gaps (HSE06 and the dielectric-dependent
+hybrid, self-consistent or not); optionally epsilon.x's absorption. Every result is stored with its provenance.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from pymatgen.core import Structure
+from scipy.ndimage import gaussian_filter1d
 from sqlalchemy import select
 
 from tansaku import TansakuError, __version__
@@ -47,7 +48,8 @@ BANDS = "bands"
 MASSES = "masses"
 DENSE = "dense"
 OPTICS_NSCF, OPTICS_EPS, OPTICS_SCRATCH = "optics-nscf", "optics-eps", "optics-scratch"
-OPTICS_POINTS = 1001  # energies from 0 to optics_max_ev (0.02 eV apart at 20 eV)
+OPTICS_POINTS = 4001  # energies from 0 to optics_max_ev (5 meV apart at 20 eV: finer than the Lorentzian)
+OPTICS_STORED_EVERY = 4  # the stored spectra keep every 4th point (20 meV apart), after the Gaussian smoothing
 SCISSOR_FROM = ("ddh-scf", "ddh-nsc", "hse06-scf", "hse06-nsc")  # the first hybrid gap found sets the scissor
 DENSE_XML = "bands-xml"  # BoltzTraP2 reads the one pw.x XML file of a directory
 SAME_EV = 1e-3  # edges closer than this in the SCF and on the path are the same edge
@@ -158,14 +160,14 @@ def epsilon_spec(ctx: RunContext, root: Path, scf_step: str) -> StepSpec:
     s = ctx.settings
 
     def write(st: Structure | None, overrides: dict) -> str:
-        return epsilon_input(scf_step, root / OPTICS_SCRATCH, s.optics_broadening, s.optics_max_ev, OPTICS_POINTS)
+        return epsilon_input(scf_step, root / OPTICS_SCRATCH, s.optics_lorentzian, s.optics_max_ev, OPTICS_POINTS)
 
     def parse(directory: Path, log: str) -> dict:
         if "JOB DONE" not in log:
             raise TansakuError("epsilon.x did not finish")
         energy, eps1, eps2 = read_epsilon(directory, scf_step)
         return {"energy_ev": energy.round(4).tolist(), "eps1": eps1.round(5).tolist(), "eps2": eps2.round(5).tolist(),
-                "broadening_ev": s.optics_broadening}
+                "lorentzian_ev": s.optics_lorentzian}
 
     return StepSpec(OPTICS_EPS, "epsilon", write, parse)
 
@@ -488,15 +490,26 @@ def electronic_analysis(run: Run) -> bool:
 
 def _optics_analysis(run: Run) -> dict:
     """The absorption coefficient of the isotropic average of ε (PBEsol), its onset, and the same scissor-shifted
-    to the first hybrid gap in SCISSOR_FROM: ε2 moved by the gap difference (f-sum kept), ε1 corrected by the
-    Kramers-Kronig transform of the change (so the bands above optics_max_ev still count in it)."""
+    to the first hybrid gap in SCISSOR_FROM: ε2 moved by the gap difference (f-sum kept), ε1 its Kramers-Kronig
+    transform (plus the constant the transitions above optics_max_ev add). epsilon.x's narrow
+    Lorentzians are smoothed first by a Gaussian (optics_broadening), whose tails, unlike a Lorentzian's, do not
+    reach far below the gap."""
     s, eps = run.ctx.settings, run.steps[OPTICS_EPS].outputs
     energy = np.asarray(eps["energy_ev"])
-    eps1, eps2 = np.asarray(eps["eps1"]).mean(axis=1), np.asarray(eps["eps2"]).mean(axis=1)
+    raw1, raw2 = np.asarray(eps["eps1"]).mean(axis=1), np.asarray(eps["eps2"]).mean(axis=1)
+    eps2 = gaussian_filter1d(raw2, s.optics_broadening / (energy[1] - energy[0]), mode="nearest")
+    # ε1 by Kramers-Kronig from the smoothed ε2, plus what lies beyond the window (transitions above
+    # optics_max_ev, out of reach of the bands computed): a constant at these energies, read off at E = 0 where
+    # epsilon.x's own ε1 has no sharp structure
+    beyond = float(raw1[0] - kramers_kronig_eps1(energy, raw2)[0])
+    eps1 = kramers_kronig_eps1(energy, eps2) + beyond
     alpha = absorption_coefficient(energy, eps1, eps2)
-    out = {"energy_ev": energy.tolist(), "eps1": eps1.round(5).tolist(), "eps2": eps2.round(5).tolist(),
-           "alpha_cm": alpha.round(1).tolist(), "onset_ev": absorption_onset(energy, alpha, s.absorption_threshold),
-           "threshold_cm": s.absorption_threshold, "broadening_ev": eps["broadening_ev"], "eps1_zero": float(eps1[0]),
+    kept = slice(None, None, OPTICS_STORED_EVERY)
+    out = {"energy_ev": energy[kept].tolist(), "eps1": eps1[kept].round(5).tolist(),
+           "eps2": eps2[kept].round(5).tolist(), "alpha_cm": alpha[kept].round(1).tolist(),
+           "onset_ev": absorption_onset(energy, alpha, s.absorption_threshold),
+           "threshold_cm": s.absorption_threshold, "broadening_ev": s.optics_broadening,
+           "lorentzian_ev": eps.get("lorentzian_ev"), "eps1_zero": float(raw1[0]),
            "k_mesh": run.steps[OPTICS_NSCF].outputs["mesh"], "bands": run.steps[OPTICS_NSCF].outputs["bands"],
            "approximation": "independent particles (epsilon.x): no local fields, no excitons, local momentum "
                             "operator only"}
@@ -506,9 +519,9 @@ def _optics_analysis(run: Run) -> dict:
     if source is not None:
         shift = run.steps[source].outputs["gap"] - run.steps[run.scf_step].outputs["gap"]
         eps2_shifted = scissor(energy, eps2, shift)
-        eps1_shifted = eps1 + kramers_kronig_eps1(energy, eps2_shifted) - kramers_kronig_eps1(energy, eps2)
+        eps1_shifted = kramers_kronig_eps1(energy, eps2_shifted) + beyond
         alpha_shifted = absorption_coefficient(energy, eps1_shifted, eps2_shifted)
-        out.update(scissor_from=source, scissor_ev=shift, alpha_scissored_cm=alpha_shifted.round(1).tolist(),
+        out.update(scissor_from=source, scissor_ev=shift, alpha_scissored_cm=alpha_shifted[kept].round(1).tolist(),
                    scissored_onset_ev=absorption_onset(energy, alpha_shifted, s.absorption_threshold))
     return out
 
