@@ -180,7 +180,7 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
         spectra = session.scalar(select(Calculation).where(Calculation.step == "analysis",
                                                            Calculation.workflow == "electronic")).outputs["optics"]
     assert onsets["dft:qe:test"].value == pytest.approx(optics["onset_ev"])
-    assert onsets["dft:qe:test:scf"].extra["scissor_to"] == "ddh-scf"
+    assert onsets["dft:qe:test:scf"].extra["scissor_to"] == "band_gap_ddh"
     assert len(spectra["energy_ev"]) == len(spectra["alpha_cm"]) == len(spectra["alpha_scissored_cm"]) == 1001
     assert not (root / "optics-scratch").exists()
     assert not (root / "scratch" / "_ph0").exists()  # the field-only ph.x left the SCF's scratch alone

@@ -475,8 +475,8 @@ def electronic_analysis(run: Run) -> bool:
         if optic:
             for onset_key, method, more in (
                     ("onset_ev", run.ctx.method, {}),
-                    ("scissored_onset_ev", f"{run.ctx.method}:{optic.get('scissor_from', '-').split('-')[-1]}",
-                     {"scissor_ev": optic.get("scissor_ev"), "scissor_to": optic.get("scissor_from")})):
+                    ("scissored_onset_ev", f"{run.ctx.method}:{optic.get('scissor_level')}",
+                     {"scissor_ev": optic.get("scissor_ev"), "scissor_to": optic.get("scissor_to")})):
                 if optic.get(onset_key) is not None:
                     set_property(session, material, "absorption_onset", optic[onset_key], method, unit="eV",
                                  extra={"preset": run.ctx.preset, "threshold_cm": optic["threshold_cm"],
@@ -521,7 +521,9 @@ def _optics_analysis(run: Run) -> dict:
         eps2_shifted = scissor(energy, eps2, shift)
         eps1_shifted = kramers_kronig_eps1(energy, eps2_shifted) + beyond
         alpha_shifted = absorption_coefficient(energy, eps1_shifted, eps2_shifted)
-        out.update(scissor_from=source, scissor_ev=shift, alpha_scissored_cm=alpha_shifted[kept].round(1).tolist(),
+        name, level = source.split("-")  # ddh-nsc: the DDH gap, not self-consistent
+        out.update(scissor_from=source, scissor_to=f"band_gap_{name}", scissor_level=level, scissor_ev=shift,
+                   alpha_scissored_cm=alpha_shifted[kept].round(1).tolist(),
                    scissored_onset_ev=absorption_onset(energy, alpha_shifted, s.absorption_threshold))
     return out
 
