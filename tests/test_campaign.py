@@ -185,6 +185,10 @@ def test_several_goals_campaign_finds_what_meets_every_goal_far_more_often_than_
     later = [p for r in joint["rounds"][2:] for p in r["picks"]]
     assert all(p["reason"].startswith("joint probability") for p in later)
     assert "eps_total" in joint["final_model"] and joint["final_model"]["band_gap"]["n_train"] >= 80
+    plot = invoke("--db", db.url.removeprefix("sqlite:///"), "campaign", "status", "joint", "--plot",
+                  str(tmp_path / "joint.png"))
+    assert "(band_gap>=3, eps_total>=20)" in plot.output  # the table names every goal
+    assert (tmp_path / "joint.png").stat().st_size > 20_000  # the picks on the two goals' axes
     with pytest.raises(TansakuError, match="strategy 'joint'"):
         config_from_dict({**data, "acquisition": {"strategy": "range"}})
     with pytest.raises(TansakuError, match="DFT oracle computes .*not m_e"):

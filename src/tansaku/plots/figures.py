@@ -117,7 +117,10 @@ def campaign_progress(status: dict, path: Path) -> Path:
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.legend(fontsize=8, loc="upper left")
     judged = [p for p in picks if p["predicted"] is not None and p["value"] is not None]
-    if judged:
+    goals = [_parse_goal(text) for text in status.get("goals") or []]
+    if len(goals) >= 2:  # several goals: the picks where they landed on the first two goals' axes
+        _picks_on_goals(right, picks, goals[:2], status["rounds"])
+    elif judged:
         pred = np.array([p["predicted"] for p in judged])
         lo = np.array([p["predicted_low"] for p in judged])
         hi = np.array([p["predicted_high"] for p in judged])
@@ -142,12 +145,44 @@ def campaign_progress(status: dict, path: Path) -> Path:
         middle.set_xticks([number for number, _ in errors])
     else:
         middle.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set_xlabel(("stored " if dataset else "computed ") + status["property"])
-    right.set_ylabel("predicted before the run (±1σ)")
+    if len(goals) < 2:
+        right.set_xlabel(("stored " if dataset else "computed ") + status["property"])
+        right.set_ylabel("predicted before the run (±1σ)")
     fig.suptitle(f"campaign {status['name']}: {status['hits']} found in {status['runs']} runs")
     fig.tight_layout()
     _save(fig, path)
     return path
+
+
+def _parse_goal(text: str):
+    from tansaku.active.multigoal import Condition
+
+    return Condition.parse(text)
+
+
+def _picks_on_goals(ax, picks: list[dict], goals: list, rounds: list[dict]) -> None:
+    """Each pick at its values of two goal properties, coloured by round, hits ringed, the goal region shaded."""
+    (gx, gy) = goals
+    placed = [p for p in picks if p.get("values") and gx.prop in p["values"] and gy.prop in p["values"]]
+    if not placed:
+        ax.text(0.5, 0.5, "no pick has both values yet", ha="center", va="center", transform=ax.transAxes)
+        return
+    number = {p["material_id"]: r["number"] for r in rounds for p in r["picks"]}
+    x = np.array([p["values"][gx.prop] for p in placed], float)
+    y = np.array([p["values"][gy.prop] for p in placed], float)
+    shown = ax.scatter(x, y, c=[number[p["material_id"]] for p in placed], cmap="viridis", s=18, zorder=3)
+    hits = np.array([p["hit"] for p in placed])
+    ax.scatter(x[hits], y[hits], s=70, facecolors="none", edgecolors="C3", zorder=4, label="meets every goal")
+    xlo, xhi = ax.get_xlim()
+    ylo, yhi = ax.get_ylim()
+    ax.axvspan(gx.lo if gx.lo is not None else xlo, gx.hi if gx.hi is not None else xhi, color="C0", alpha=0.06)
+    ax.axhspan(gy.lo if gy.lo is not None else ylo, gy.hi if gy.hi is not None else yhi, color="C0", alpha=0.06)
+    ax.set_xlim(xlo, xhi)
+    ax.set_ylim(ylo, yhi)
+    ax.set_xlabel(f"{gx.prop} (goal {gx})")
+    ax.set_ylabel(f"{gy.prop} (goal {gy})")
+    ax.legend(fontsize=8, loc="best")
+    ax.figure.colorbar(shown, ax=ax, label="round")
 
 
 def structure_picture(structure, out: Path | BinaryIO, title: str = "") -> None:
