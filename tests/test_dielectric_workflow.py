@@ -246,6 +246,15 @@ def test_failed_steps_fail_again_until_retry_failed_gives_them_new_attempts(tmp_
     assert out["status"] == "done" and out["eps_ionic"] > 0
 
 
+def test_a_qe_error_no_handler_knows_fails_at_once_instead_of_repeating(tmp_path, mgo):
+    ctx = make_ctx(tmp_path, {"relax": False, "extra_bands": -6})  # 2 bands for 8 occupied ones: pw.x refuses
+    material_id = store(ctx, mgo, "MgO")
+    result = run_dielectric(ctx, material_id)
+    assert result.status == "failed" and "QE says" in result.reason and "not retried" in result.reason, result.reason
+    state = StepState.load(tmp_path / "runs" / f"{material_id}-MgO" / "scf", "scf")
+    assert state.status == "failed" and state.attempt == 1
+
+
 def test_killed_relaxation_continues_from_its_last_geometry(tmp_path, mgo):
     displaced = mgo.copy()
     displaced.translate_sites([1], [0.03, 0.03, 0.03])  # along the 3-fold axis: few k-points, several BFGS steps

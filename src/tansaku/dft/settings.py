@@ -72,6 +72,9 @@ class DielectricSettings:
     # not at all ("none"); the q-mesh of the exact exchange is the k-mesh divided by hybrid_q_divisor
     hybrid: str = "none"
     hybrid_q_divisor: int = 2
+    # hybrid runs and the PBE SCF the nsc ones start from: converged far enough for a gap, not so far that pw.x's
+    # restart check lowers the eigenvalue threshold below what Davidson reaches with exact exchange (1e-16 on MgO)
+    hybrid_conv_thr_per_atom: float = 1e-9
     ecutfock_factor: float = 4.0  # ecutfock = factor × ecutwfc (4: QE's default, the density cutoff)
     metal_gap_ev: float = 0.1
     electron_maxstep: int = 100

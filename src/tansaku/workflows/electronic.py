@@ -230,7 +230,7 @@ def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, fu
     semilocal loop is then already converged, switches the exact exchange on and diagonalizes once; the
     eigenvalues printed then are the hybrid Hamiltonian's on the PBE orbitals (pw.x 6.7 refuses hybrids in
     nscf runs, so a second iteration, whose values are not used, ends the run)."""
-    s = ctx.settings
+    s = replace(ctx.settings, conv_thr_per_atom=ctx.settings.hybrid_conv_thr_per_atom)
     scratch = root / "hybrid-scratch"
     mesh = kmesh(structure, s.kspacing, s.even_kmesh)
     q = [exchange_q(n, s.hybrid_q_divisor) for n in mesh]
@@ -268,7 +268,8 @@ def pbe_scf(run: Run) -> StepSpec:
     """A PBE SCF in the hybrid scratch, started from the PBEsol SCF's density and orbitals (a few iterations):
     the orbitals the non-self-consistent hybrids use. PBE because pw.x's hybrids (HSE06, PBE0) start from their
     own semilocal functional: from PBEsol orbitals its first loop would move them anyway."""
-    ctx = replace(run.ctx, settings=replace(run.ctx.settings, functional="pbe"))
+    ctx = replace(run.ctx, settings=replace(run.ctx.settings, functional="pbe",
+                                            conv_thr_per_atom=run.ctx.settings.hybrid_conv_thr_per_atom))
     scratch = run.root / "hybrid-scratch"
     spec = scf_spec(ctx, run.root, run.structure, PBE_SCF, scratch)
 

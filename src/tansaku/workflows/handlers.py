@@ -103,6 +103,13 @@ def cholesky(state: StepState, log: str) -> dict | None:
     return set_override(state, "electrons", diagonalization="cg")
 
 
+def bands_not_converged(state: StepState, log: str) -> dict | None:
+    """Davidson left too many bands unconverged: conjugate gradients, slower and steadier, once."""
+    if _times(state, "bands_not_converged"):
+        return None
+    return set_override(state, "electrons", diagonalization="cg")
+
+
 HANDLERS: dict[str, Handler] = {
     "walltime": walltime,
     "interrupted": resume_interrupted,
@@ -112,6 +119,7 @@ HANDLERS: dict[str, Handler] = {
     "ph_not_converged": ph_not_converged,
     "ph_symmetry": ph_symmetry,
     "cholesky": cholesky,
+    "bands_not_converged": bands_not_converged,
 }
 
 

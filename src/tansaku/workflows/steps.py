@@ -154,6 +154,11 @@ def _finish(state, status, directory, spec, save, unexplained: str = "crash") ->
     if errors and errors != [unexplained]:
         detail = f": {qe_message}" if qe_message else ""
         state.error = f"{', '.join(errors)}{detail}; no handler has anything left to try"
+    elif qe_message and set(errors) <= {unexplained}:
+        # QE stopped on an error of its own that no handler knows: the same input would stop the same way
+        reason = status.message if status is not None and status.message else "no result"
+        state.error = (f"{spec.program}.x ended without a result ({reason}); QE says: {qe_message}; no handler "
+                       "knows this error, and the same input would fail the same way, so it is not retried")
     else:
         tail = "\n".join(log.strip().splitlines()[-8:])
         reason = status.message if status is not None and status.message else "no result"

@@ -223,6 +223,7 @@ ERROR_PATTERNS = {
     "ph_symmetry": r"Wrong classes for|divide_class",
     "cholesky": r"Error in routine [cr]diaghg|problems computing cholesky|S matrix not positive definite",
     "charge_wrong": r"charge is wrong",  # the cell collapsed: cutoff far too low for a variable-cell run
+    "bands_not_converged": r"too many bands are not converged",
 }
 
 
