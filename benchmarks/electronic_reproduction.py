@@ -45,13 +45,15 @@ def main() -> None:
     parser.add_argument("--mpi-procs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "electronic_reproduction")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--retry-failed", action="store_true", help="Give failed steps new attempts.")
     args = parser.parse_args()
     db = staged_database(args.work, "electronic.db", args.ids)
     data_dir = SHARED / "datasets" / "oxi_diel_db" / "data"
     overrides = {"hybrid": args.hybrid, **parse_overrides(args.overrides)}
     ctx = RunContext(db, preset(args.preset, overrides), args.preset,
                      load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
-                     QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0)
+                     QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0,
+                     retry_failed=args.retry_failed)
     rows = []
     for mp_id in args.ids:
         reference = json.loads((data_dir / f"{mp_id}.json").read_text())
