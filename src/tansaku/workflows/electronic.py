@@ -217,8 +217,11 @@ def exchange_q(k: int, divisor: int) -> int:
 
 
 PBE_SCF = "pbe-scf"  # the semilocal ground state the non-self-consistent hybrids start from
-NSC_RUN = {"control": {"iprint": 1},  # the first hybrid diagonalization is printed; it is the answer
-           "electrons": {"electron_maxstep": 2, "scf_must_converge": False, "startingwfc": "file",
+# The first hybrid diagonalization is printed (iprint); it is the answer. The density comes from the PBE SCF, the
+# orbitals not: a save's orbitals and density agree so exactly that pw.x's first-iteration check lowers the
+# eigenvalue threshold to ~1e-16, which Davidson cannot reach once exact exchange is on (MgO, standard preset).
+NSC_RUN = {"control": {"iprint": 1},
+           "electrons": {"electron_maxstep": 2, "scf_must_converge": False, "startingwfc": "atomic+random",
                          "startingpot": "file"}}
 
 
@@ -226,8 +229,8 @@ def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, fu
                 orbitals_from: str | None = None) -> StepSpec:
     """A hybrid pw.x run on the SCF's Γ-centred mesh, the exact exchange on a q-mesh hybrid_q_divisor times
     coarser (`functional`: the &system keys that choose it). Self-consistent; or, with `orbitals_from` (a PBE SCF
-    in the hybrid scratch), non-self-consistent: pw.x starts from that SCF's orbitals and density, whose
-    semilocal loop is then already converged, switches the exact exchange on and diagonalizes once; the
+    in the hybrid scratch), non-self-consistent: pw.x starts from that SCF's density, whose semilocal loop then
+    converges at once, switches the exact exchange on and diagonalizes once; the
     eigenvalues printed then are the hybrid Hamiltonian's on the PBE orbitals (pw.x 6.7 refuses hybrids in
     nscf runs, so a second iteration, whose values are not used, ends the run)."""
     s = replace(ctx.settings, conv_thr_per_atom=ctx.settings.hybrid_conv_thr_per_atom)
