@@ -99,17 +99,23 @@ def bands_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str)
                            {"labels": path.labels, "distance": path.distance.tolist(), "convention": CONVENTION})
 
 
+def _nscf_writer(ctx: RunContext, root: Path, structure: Structure, scf_step: str, scratch: Path, settings,
+                 namelists: dict):
+    """The input writer of a pw.x `nscf` on the SCF's density (copied into `scratch` first), on `settings`' mesh."""
+    def write(st: Structure | None, overrides: dict) -> str:
+        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
+        return pw_input(structure, "nscf", settings, ctx.pseudos, scf_step, scratch,
+                        merge(merge(NO_FORCES, namelists), overrides))
+
+    return write
+
+
 def dense_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str) -> StepSpec:
     """pw.x `nscf` on a Γ-centred mesh at dense_kspacing (symmetry-reduced) from the SCF's density: band edges off
     the SCF mesh, and the bands BoltzTraP2 interpolates. Its XML file is kept in the step directory."""
     scratch = root / f"{DENSE}-scratch"
     settings = replace(ctx.settings, kspacing=ctx.settings.dense_kspacing)
     mesh = kmesh(structure, settings.kspacing, settings.even_kmesh)
-
-    def write(st: Structure | None, overrides: dict) -> str:
-        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
-        quiet = {"control": {"tprnfor": False, "tstress": False}}
-        return pw_input(structure, "nscf", settings, ctx.pseudos, scf_step, scratch, merge(quiet, overrides))
 
     def parse(directory: Path, log: str) -> dict:
         if "JOB DONE" not in log:
@@ -121,7 +127,8 @@ def dense_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str)
         return {"mesh": list(mesh), "k_points": len(data["kpoints"]), "gap": gap.gap, "vbm": gap.vbm,
                 "cbm": gap.cbm, "direct": gap.direct, "xml": f"{DENSE_XML}/data-file-schema.xml"}
 
-    return StepSpec(DENSE, "pw", write, parse, structure)
+    return StepSpec(DENSE, "pw", _nscf_writer(ctx, root, structure, scf_step, scratch, settings, {}), parse,
+                    structure)
 
 
 def dense_mesh(run: Run) -> bool:
@@ -140,11 +147,8 @@ def optics_nscf_spec(ctx: RunContext, root: Path, structure: Structure, scf_step
     mesh = kmesh(structure, settings.kspacing, settings.even_kmesh)
     bands = max(occupied + settings.extra_bands, math.ceil(settings.optics_band_factor * occupied))
 
-    def write(st: Structure | None, overrides: dict) -> str:
-        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
-        full_mesh = {"control": {"tprnfor": False, "tstress": False},
-                     "system": {"nosym": True, "noinv": True, "nbnd": bands}}
-        return pw_input(structure, "nscf", settings, ctx.pseudos, scf_step, scratch, merge(full_mesh, overrides))
+    write = _nscf_writer(ctx, root, structure, scf_step, scratch, settings,
+                         {"system": {"nosym": True, "noinv": True, "nbnd": bands}})
 
     def parse(directory: Path, log: str) -> dict:
         if "JOB DONE" not in log:
@@ -216,6 +220,7 @@ def exchange_q(k: int, divisor: int) -> int:
     return q if k % q == 0 else 1
 
 
+NO_FORCES = {"control": {"tprnfor": False, "tstress": False}}  # band energies need neither
 PBE_SCF = "pbe-scf"  # the semilocal ground state the non-self-consistent hybrids start from
 # The first hybrid diagonalization is printed (iprint); it is the answer. The density comes from the PBE SCF, the
 # orbitals not: a save's orbitals and density agree so exactly that pw.x's first-iteration check lowers the
@@ -242,7 +247,7 @@ def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, fu
                 "ecutfock": s.ecutfock_factor * ecutwfc_for(structure, s, ctx.pseudos), **functional}
     nsc = orbitals_from is not None
     # forces and stress with exact exchange cost as much as an iteration, and a gap needs neither
-    namelists = merge({"control": {"tprnfor": False, "tstress": False}, "system": exchange}, NSC_RUN if nsc else {})
+    namelists = merge(merge(NO_FORCES, {"system": exchange}), NSC_RUN if nsc else {})
 
     def write(st: Structure | None, overrides: dict) -> str:
         if nsc:
@@ -326,14 +331,15 @@ def hybrid_gaps(run: Run) -> bool:
     eps = electronic_dielectric_constant(run)
     functionals = {"hse06": {"input_dft": "hse"}, "ddh": {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}}
     scratch = run.root / "hybrid-scratch"
+    pbe = pbe_scf(run)
     if "nsc" in kinds:
         _with_scf_save(run, PBE_SCF)
-        run.step(PBE_SCF, pbe_scf(run), workflow=ELECTRONIC)
+        run.step(PBE_SCF, pbe, workflow=ELECTRONIC)
     for name, functional in functionals.items():
         for kind in kinds:
             step = f"{name}-{kind}"
             if kind == "nsc":
-                run.needs_save(step, PBE_SCF, pbe_scf(run), scratch)
+                run.needs_save(step, PBE_SCF, pbe, scratch)
             spec = hybrid_spec(run.ctx, run.root, run.structure, step, functional,
                                PBE_SCF if kind == "nsc" else None)
             run.step(step, spec, workflow=ELECTRONIC)
