@@ -22,7 +22,7 @@ def test_resolve_url_from_path_env_and_url(tmp_path, monkeypatch):
 def test_new_database_has_schema_and_version(backend_url):
     db = open_database(backend_url)
     with db.session() as session:
-        assert session.get(Meta, "schema_version").value == "6"
+        assert session.get(Meta, "schema_version").value == "7"
         assert session.scalars(select(Material)).all() == []
     db.dispose()
     again = open_database(backend_url, create=False)  # reopening checks the version and keeps the data
@@ -88,9 +88,56 @@ def test_version_1_database_is_upgraded_in_place(backend_url):
     assert {"campaigns", "campaign_rounds", "campaign_picks"} <= set(inspect(upgraded.engine).get_table_names())
     assert "cpu_seconds" in {c["name"] for c in inspect(upgraded.engine).get_columns("calculations")}
     with upgraded.session() as session:
-        assert session.get(Meta, "schema_version").value == "6"
+        assert session.get(Meta, "schema_version").value == "7"
         formulas = session.execute(select(Material.formula_alphabetical, Material.formula_anonymous)).one()
     assert tuple(formulas) == ("BaO3Ti", "A3BC")
+    upgraded.dispose()
+
+
+def test_version_6_campaign_picks_gain_a_level_and_keep_their_rows(backend_url):
+    """Version 6 allowed one pick per material and campaign; 7 allows one per level (cheap, expensive), keeps
+    the old picks (level "") and still refuses a second pick at one level."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from tansaku.store.tables import Campaign, CampaignPick, CampaignRound
+
+    db = open_database(backend_url)
+    key = "SERIAL PRIMARY KEY" if db.engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+    with db.session() as session:
+        material = Material(source="t", source_id="MgS", formula="Mg1S1", reduced_formula="MgS", elements="Mg,S",
+                            nelements=2)
+        campaign = Campaign(name="old", config={}, status="finished")
+        session.add_all([material, campaign])
+        session.flush()
+        round_ = CampaignRound(campaign_id=campaign.id, number=1, status="done")
+        session.add(round_)
+        session.flush()
+        ids = {"c": campaign.id, "r": round_.id, "m": material.id}
+        session.execute(text("DROP TABLE campaign_picks"))
+        session.execute(text(
+            f"CREATE TABLE campaign_picks (id {key}, campaign_id INTEGER REFERENCES campaigns(id), round_id INTEGER "
+            "REFERENCES campaign_rounds(id), material_id INTEGER REFERENCES materials(id), reason VARCHAR(256), "
+            "mean FLOAT, std FLOAT, score FLOAT, cost_estimate FLOAT, status VARCHAR(32), value FLOAT, "
+            "values_by_property JSON, detail TEXT, cpu_hours FLOAT, "
+            "CONSTRAINT uq_campaign_pick UNIQUE (campaign_id, material_id))"))
+        session.execute(text("INSERT INTO campaign_picks (campaign_id, round_id, material_id, reason, status, value) "
+                             "VALUES (:c, :r, :m, 'initial random', 'done', 4.1)"), ids)
+        session.execute(update(Meta).where(Meta.key == "schema_version").values(value="6"))
+    db.dispose()
+    upgraded = open_database(backend_url)
+    with upgraded.session() as session:
+        (old,) = session.scalars(select(CampaignPick)).all()
+        assert (old.level, old.value, old.reason) == ("", 4.1, "initial random")
+        for level in ("cheap", "expensive"):
+            session.add(CampaignPick(campaign_id=ids["c"], round_id=ids["r"], material_id=ids["m"], reason="x",
+                                     level=level))
+    with pytest.raises(IntegrityError), upgraded.session() as session:
+        session.add(CampaignPick(campaign_id=ids["c"], round_id=ids["r"], material_id=ids["m"], reason="again",
+                                 level="cheap"))
+    with upgraded.session() as session:
+        assert session.get(Meta, "schema_version").value == "7"
+        assert len(session.scalars(select(CampaignPick)).all()) == 3
     upgraded.dispose()
 
 
@@ -110,7 +157,7 @@ def test_version_2_born_charges_are_recomputed_to_the_one_definition(backend_url
     upgraded = open_database(backend_url)
     with upgraded.session() as session:
         values = dict(session.execute(select(Property.method, Property.value)).all())
-        assert session.get(Meta, "schema_version").value == "6"
+        assert session.get(Meta, "schema_version").value == "7"
     assert values == {"dft:qe": pytest.approx(2.0), "import:oxi_diel_db": pytest.approx(1.962)}
     upgraded.dispose()
 

@@ -168,7 +168,7 @@ def _check_version(engine: Engine, url: str) -> None:
         )
 
 
-UPGRADABLE = ("1", "2", "3", "4", "5")  # versions upgraded in place
+UPGRADABLE = ("1", "2", "3", "4", "5", "6")  # versions upgraded in place
 
 
 def _upgrade(engine: Engine) -> None:
@@ -176,14 +176,16 @@ def _upgrade(engine: Engine) -> None:
     scalar of computed `born_charges` (it was the mean |Tr Z*|, three times the imported values' |Tr Z*|/3) from
     the tensors stored beside it; 3 → 4 added calculations.cpu_seconds (empty for older runs: the cost model then
     uses their wall time); 4 → 5 added the OPTIMADE formula columns of materials, filled here from each row's
-    formula; 5 → 6 added campaign_picks.values_by_property (campaigns with several goals). Idempotent: the value
-    is recomputed from the tensor, not scaled."""
+    formula; 5 → 6 added campaign_picks.values_by_property (campaigns with several goals); 6 → 7 added
+    campaign_picks.level, a material being picked once per level of theory. Idempotent: the value is recomputed
+    from the tensor, not scaled."""
 
     from tansaku.dft.ionic import isotropic_born_charge
 
     Base.metadata.create_all(engine)
     _add_columns(engine, "calculations", {"cpu_seconds": "FLOAT"})
     _add_columns(engine, "campaign_picks", {"values_by_property": "JSON"})
+    _picks_by_level(engine)
     if _add_columns(engine, "materials", {"formula_alphabetical": "VARCHAR(256)", "formula_anonymous": "VARCHAR(256)"}):
         _fill_optimade_formulas(engine)
     with Session(engine) as session, session.begin():
@@ -204,6 +206,30 @@ def _add_columns(engine: Engine, table: str, columns: dict[str, str]) -> bool:
         for name, kind in missing.items():
             connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
     return bool(missing)
+
+
+def _picks_by_level(engine: Engine) -> None:
+    """campaign_picks gains `level` and its uniqueness moves from (campaign, material) to (campaign, material,
+    level). PostgreSQL swaps the constraint; SQLite cannot drop one, so the table is rebuilt with its rows."""
+    from sqlalchemy import inspect, text
+
+    from tansaku.store.tables import CampaignPick
+
+    columns = [c["name"] for c in inspect(engine).get_columns("campaign_picks")]
+    if "level" in columns:
+        return
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execute(text("ALTER TABLE campaign_picks RENAME TO campaign_picks_v6"))
+            CampaignPick.__table__.create(connection)
+            listed = ", ".join(columns)
+            connection.execute(text(f"INSERT INTO campaign_picks ({listed}) SELECT {listed} FROM campaign_picks_v6"))
+            connection.execute(text("DROP TABLE campaign_picks_v6"))
+        else:
+            connection.execute(text("ALTER TABLE campaign_picks ADD COLUMN level VARCHAR(16) NOT NULL DEFAULT ''"))
+            connection.execute(text("ALTER TABLE campaign_picks DROP CONSTRAINT IF EXISTS uq_campaign_pick"))
+            connection.execute(text("ALTER TABLE campaign_picks ADD CONSTRAINT uq_campaign_pick_level "
+                                    "UNIQUE (campaign_id, material_id, level)"))
 
 
 def _fill_optimade_formulas(engine: Engine) -> None:

@@ -20,9 +20,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 6  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones;
+SCHEMA_VERSION = 7  # 2 added the campaign tables; 3 made computed born_charges |Tr Z*|/3 like imported ones;
 # 4 added calculations.cpu_seconds; 5 added the OPTIMADE formula columns of materials; 6 campaign picks' values of
-# several properties
+# several properties; 7 campaign picks' level of theory (a material may be picked once per level)
 
 
 def utcnow() -> datetime:
@@ -187,15 +187,17 @@ class CampaignRound(Base):
 
 
 class CampaignPick(Base):
-    """A candidate chosen in a round, why, and what the calculation (or oracle) gave; never chosen twice."""
+    """A candidate chosen in a round, why, and what the calculation (or oracle) gave; never chosen twice at one
+    level of theory ("" in a campaign with one level; "cheap" then "expensive" in a two-level one)."""
 
     __tablename__ = "campaign_picks"
-    __table_args__ = (UniqueConstraint("campaign_id", "material_id", name="uq_campaign_pick"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "material_id", "level", name="uq_campaign_pick_level"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     round_id: Mapped[int] = mapped_column(ForeignKey("campaign_rounds.id", ondelete="CASCADE"))
     material_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"))
     reason: Mapped[str] = mapped_column(String(256))  # strategy and score, or 'initial random'
+    level: Mapped[str] = mapped_column(String(16), default="", server_default="")  # "", cheap, expensive
     mean: Mapped[float | None] = mapped_column(Float, nullable=True)
     std: Mapped[float | None] = mapped_column(Float, nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
