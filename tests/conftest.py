@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,6 @@ def private_cache(tmp_path_factory) -> Iterator[Path]:
     """Every test writes its caches (descriptor pools, downloads) into a directory of its own, never the
     user's home. The mat2vec wheel is copied in from where `make setup` put it (or the user's cache), so the
     tests need no network; test_attention checks the download itself against a local server."""
-    import shutil
 
     from tansaku.features.element_vectors import WHEEL
 
@@ -43,6 +43,19 @@ def private_cache(tmp_path_factory) -> Iterator[Path]:
         os.environ.pop("TANSAKU_CACHE", None)
     else:
         os.environ["TANSAKU_CACHE"] = before
+
+
+def need_quantum_espresso() -> None:
+    """Skip without pw.x and ph.x, except in CI, where `make test` installs them and their absence is a failure."""
+    if not (shutil.which("pw.x") and shutil.which("ph.x")):
+        if os.environ.get("CI"):
+            pytest.fail("pw.x/ph.x missing in CI: 'make test' installs Quantum ESPRESSO")
+        pytest.skip("Quantum ESPRESSO not installed")
+
+
+@pytest.fixture
+def quantum_espresso():
+    need_quantum_espresso()
 
 
 def need_shared(path: Path) -> Path:

@@ -28,7 +28,7 @@ from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric,
 from tansaku.workflows.executor import LocalExecutor, QECommands
 from tansaku.workflows.state import StepState, seconds_since
 from tansaku.workflows.steps import run_step
-from tests.conftest import OXI_DB, PSEUDOS, need_shared
+from tests.conftest import OXI_DB, PSEUDOS, need_quantum_espresso, need_shared
 from tests.mgo_reference import REFERENCE, rerun_reaches_reference
 
 MPI = QECommands(mpi_procs=2)
@@ -36,10 +36,7 @@ MPI = QECommands(mpi_procs=2)
 
 @pytest.fixture(scope="module", autouse=True)
 def quantum_espresso():
-    if not (shutil.which("pw.x") and shutil.which("ph.x")):
-        if os.environ.get("CI"):
-            pytest.fail("pw.x/ph.x missing in CI: 'make test' installs Quantum ESPRESSO")
-        pytest.skip("Quantum ESPRESSO not installed")
+    need_quantum_espresso()
 
 
 @pytest.fixture(scope="module")

@@ -121,10 +121,13 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     assert "direct" in result.output and "VBM" in result.output  # the summary table of the electronic run
     (figure,) = (tmp_path / "plots").glob("*-MgO-bands.png")
     assert figure.stat().st_size > 10_000
-    with pytest.raises(TansakuError, match="--plots, --hybrid and --optics go with `tansaku run electronic`"):
+    with pytest.raises(TansakuError, match="--plots, --hybrid, --functionals and --optics go with `tansaku run elec"):
         invoke("--db", str(tmp_path / "run.db"), "run", "dielectric", str(good), "--plots", str(tmp_path))
     with pytest.raises(TansakuError, match="hybrid='hf': choose scf"):
         invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), "--hybrid", "hf")
+    with pytest.raises(TansakuError, match="hybrid_functionals='hse06,b3lyp': b3lyp is not one of hse06, ddh"):
+        invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), "--hybrid", "nsc",
+               "--functionals", "hse06,b3lyp")
 
 
 def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, mgo):  # noqa: F811

@@ -50,6 +50,7 @@ class Choice:
     std: float | None = None
     score: float | None = None
     cost: float | None = None
+    level: str = ""  # two levels of theory: "cheap" or "expensive"
 
 
 def open_campaign(db: Database, config: CampaignConfig) -> int:
@@ -62,6 +63,8 @@ def open_campaign(db: Database, config: CampaignConfig) -> int:
             session.flush()
             return campaign.id
         stored = {k: campaign.config.get(k) for k in config.identity()}
+        if stored.get("levels"):  # the prices may change, the levels may not
+            stored["levels"] = {k: stored["levels"][k] for k in ("property", "cheap")}
         if stored != config.identity():
             changed = [k for k in stored if stored[k] != config.identity()[k]]
             raise TansakuError(f"campaign {config.name!r} exists with a different {', '.join(changed)}; "
@@ -202,6 +205,8 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
            costs: CostEstimator | None) -> tuple[list[Choice], dict]:
     """The next k candidates and the model's metrics (empty choice when no candidate is left)."""
     rng = np.random.default_rng(config.seed * 1000 + number)
+    if config.levels:
+        return _choose_two_level(db, config, campaign_id, number, k, rng)
     if config.goals:
         return _choose_joint(db, config, campaign_id, number, k, costs, rng)
     known = labels(db, config, campaign_id)
@@ -273,22 +278,8 @@ def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number
         take = rng.choice(len(pool), size=min(k, config.init_random - n_picked, len(pool)), replace=False)
         return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
     started = time.perf_counter()
-    joint = np.ones(len(pool))
     metrics: dict = {"joint_errors": "independent", "goals": [str(c) for c in config.goals]}
-    X = None
-    for condition in config.goals:
-        prop_config = replace(config, property=condition.prop, goals=[])
-        trained = train(db, prop_config, known[condition.prop], config.seed + number)
-        X, kept, refused = trained.predictor.describe_stored(db, pool)
-        if kept != pool:
-            raise TansakuError(f"campaign {config.name!r}: the {condition.prop} model cannot describe candidates "
-                               f"{', '.join(refused[:5])}")
-        mean, std = trained.predictor.predict_dist(X)
-        measured = np.array([known[condition.prop].get(i, np.nan) for i in pool], float)
-        p = np.where(np.isfinite(measured), condition.met(measured).astype(float),
-                     condition.probability(mean, std, trained.predictor.transform))
-        joint *= p
-        metrics[condition.prop] = trained.metrics
+    joint, X = _goal_probabilities(db, config, config.goals, known, pool, number, metrics)
     metrics["expected_hits_left"] = float(joint.sum())
     coords = None
     if config.diversity > 0 and k > 1 and len(pool) > 2:
@@ -300,6 +291,124 @@ def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return [Choice(pool[i], f"joint probability {joint[i]:.3g}", score=float(joint[i]), cost=_finite(estimate[i]))
             for i in chosen], metrics
+
+
+def _goal_probabilities(db: Database, config: CampaignConfig, goals: list[Condition], known: dict, pool: list[int],
+                        number: int, metrics: dict) -> tuple[np.ndarray, np.ndarray]:
+    """P(every goal in `goals`) for each pool member, one model per goal property (errors independent; a known
+    value counts as certain), and the pool's descriptors; each model's metrics go into `metrics`."""
+    joint, X = np.ones(len(pool)), np.zeros((len(pool), 0))
+    for condition in goals:
+        prop_config = replace(config, property=condition.prop, goals=[], levels=None)
+        trained = train(db, prop_config, known[condition.prop], config.seed + number)
+        X, kept, refused = trained.predictor.describe_stored(db, pool)
+        if kept != pool:
+            raise TansakuError(f"campaign {config.name!r}: the {condition.prop} model cannot describe candidates "
+                               f"{', '.join(refused[:5])}")
+        mean, std = trained.predictor.predict_dist(X)
+        measured = np.array([known[condition.prop].get(i, np.nan) for i in pool], float)
+        joint *= np.where(np.isfinite(measured), condition.met(measured).astype(float),
+                          condition.probability(mean, std, trained.predictor.transform))
+        metrics[condition.prop] = trained.metrics
+    return joint, X
+
+
+def _picks_by_level(db: Database, campaign_id: int) -> dict[tuple[int, str], tuple[str, float | None]]:
+    """(material, level) → (status, CPU hours) of every pick so far."""
+    with db.session() as session:
+        return {(m, level): (status, hours) for m, level, status, hours in session.execute(
+            select(CampaignPick.material_id, CampaignPick.level, CampaignPick.status, CampaignPick.cpu_hours)
+            .where(CampaignPick.campaign_id == campaign_id))}
+
+
+def level_prices(config: CampaignConfig, picks: dict) -> dict[str, float]:
+    """CPU hours per pick at each level: the median measured on this campaign's finished picks, else the
+    [levels] guess."""
+    prices = {}
+    for level in ("cheap", "expensive"):
+        measured = [h for (_, lv), (status, h) in picks.items() if lv == level and status == "done" and h]
+        guess = config.levels[f"{level}_cpu_hours"]
+        if not measured and guess is None:
+            raise TansakuError(f"campaign {config.name!r}: no {level}-level pick has finished and [levels] "
+                               f"{level}_cpu_hours is not set: give a first guess, or init_random >= 2")
+        prices[level] = float(np.median(measured)) if measured else float(guess)
+    return prices
+
+
+def _choose_two_level(db: Database, config: CampaignConfig, campaign_id: int, number: int, k: int,
+                      rng: np.random.Generator) -> tuple[list[Choice], dict]:
+    """Two levels of theory: each option is screening a candidate at the cheap level or promoting a screened
+    one to the expensive level, ranked by expected hits per CPU hour (`multifidelity.two_level_options`: the
+    expensive model reads the cheap value as a descriptor; other goals, revealed by the screening, multiply in
+    as their probability, or as certain once known). The first `init_random` candidates get both levels."""
+    from tansaku.active.multifidelity import TwoLevelSetup, TwoLevelState, two_level_options
+
+    levels = config.levels
+    expensive_goal = next(c for c in config.goals if c.prop == levels["property"])
+    others = [c for c in config.goals if c.prop != levels["property"]]
+    known = {prop: labels(db, config, campaign_id, prop) for prop in config.properties + [levels["cheap"]]}
+    picks = _picks_by_level(db, campaign_id)
+    failed = {m for (m, _), (status, _) in picks.items() if status not in ("done", "pending")}
+    candidates = [m for m in candidate_ids(db, config, campaign_id, {}) if m not in failed]
+    picked = {m for m, _ in picks}
+    screened_picks = {m for (m, level) in picks if level == "cheap"}
+    if len(picked) < config.init_random:
+        fresh = [m for m in candidates if m not in picked]
+        take = rng.choice(len(fresh), size=min(max(1, k // 2), config.init_random - len(picked), len(fresh)),
+                          replace=False) if fresh else []
+        return [Choice(fresh[i], "initial random: both levels", level=level) for i in take
+                for level in ("cheap", "expensive")], {}
+    # candidate_ids leaves out every picked material; those screened (not yet promoted) come back as options
+    options = [m for m in candidates] + [m for m in screened_picks if (m, "expensive") not in picks
+                                         and m not in failed and m in known[levels["cheap"]]]
+    if not options:
+        return [], {}
+    started = time.perf_counter()
+    prices = level_prices(config, picks)
+    teach = sorted(set(known[levels["cheap"]]) | set(known[levels["property"]]))
+    rows = list(dict.fromkeys(options + teach))
+    metrics: dict = {"joint_errors": "independent", "goals": [str(c) for c in config.goals],
+                     "levels": {"cheap": levels["cheap"], "expensive": levels["property"]},
+                     "cpu_hours_per_pick": prices}
+    other, X = _goal_probabilities(db, config, others, known, rows, number, metrics)
+    if not others:
+        model = make_model(config.learner, random_state=config.seed + number, trees=config.trees)
+        X = cached_features(db, rows, model_feature_set(model, config.features))
+    cheap = np.array([known[levels["cheap"]].get(m, np.nan) for m in rows], float)
+    expensive = np.array([known[levels["property"]].get(m, np.nan) for m in rows], float)
+    state = TwoLevelState(np.isfinite(cheap), np.isfinite(expensive), 0.0)
+    if (state.screened & state.verified).sum() < 2:
+        raise TansakuError(f"campaign {config.name!r}: the {levels['property']} model needs at least 2 materials "
+                           f"with both {levels['cheap']} and {levels['property']} known (raise init_random or "
+                           "give a [training] query that has both)")
+    setup = TwoLevelSetup(X, cheap, expensive, expensive_goal, prices["cheap"], prices["expensive"],
+                          model=config.learner, trees=config.trees)
+    eligible = np.isin(rows, options)
+    index, level_of, rate = two_level_options(setup, state, config.seed + number, False, eligible, other)
+    worth = rate > 0
+    index, level_of, rate = index[worth], level_of[worth], rate[worth]
+    metrics["expected_hits_per_cpu_hour_best"] = float(rate.max()) if len(rate) else 0.0
+    metrics["options"] = {"screen": int((level_of == 0).sum()), "promote": int((level_of == 1).sum())}
+    if not len(index):
+        return [], metrics
+    coords = None
+    if config.diversity > 0 and k > 1 and len(index) > 2:
+        coords = descriptor_coordinates(base_columns(X, config.features))
+        chosen = select_batch(rate, k, rng, coords[index], config.diversity * typical_spacing(
+            coords, np.random.default_rng(0)))
+    else:
+        chosen = select_batch(rate, k, rng)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    choices = []
+    for i in chosen:
+        row, level = int(index[i]), "expensive" if level_of[i] == 1 else "cheap"
+        if level == "expensive":
+            why = (f"promote: {rate[i] * prices['expensive']:.3g} P(goals | {levels['cheap']} {cheap[row]:.3g}), "
+                   f"{rate[i]:.3g} hits/CPU-h")
+        else:
+            why = f"screen: {rate[i]:.3g} hits/CPU-h expected (P(other goals) {other[row]:.3g})"
+        choices.append(Choice(rows[row], why, score=float(rate[i]), cost=prices[level], level=level))
+    return choices, metrics
 
 
 def _error_weights(trained: Trained, X: np.ndarray, std: np.ndarray, config: CampaignConfig,
@@ -334,21 +443,23 @@ def _record_round(db: Database, campaign_id: int, choices: list[Choice], metrics
         session.add(round_)
         session.flush()
         session.add_all(CampaignPick(campaign_id=campaign_id, round_id=round_.id, material_id=c.material_id,
-                                     reason=c.reason, mean=c.mean, std=c.std, score=c.score, cost_estimate=c.cost)
-                        for c in choices)
+                                     reason=c.reason, mean=c.mean, std=c.std, score=c.score, cost_estimate=c.cost,
+                                     level=c.level) for c in choices)
         return round_.id
 
 
 def compute_round(db: Database, round_id: int, oracle: Oracle, say: Say) -> None:
-    """Get an outcome for every pending pick of the round, each written as it arrives; then close the round."""
+    """Get an outcome for every pending pick of the round, each written as it arrives (the cheap level before
+    the expensive one, which reuses its steps); then close the round."""
     with db.session() as session:
-        pending = list(session.scalars(select(CampaignPick.material_id).where(
-            CampaignPick.round_id == round_id, CampaignPick.status == "pending")))
+        pending = session.execute(select(CampaignPick.material_id, CampaignPick.level).where(
+            CampaignPick.round_id == round_id, CampaignPick.status == "pending")).all()
 
-    def store(material_id: int, outcome: Outcome) -> None:
+    def store(level: str, material_id: int, outcome: Outcome) -> None:
         with db.session() as session:
             pick = session.scalar(select(CampaignPick).where(CampaignPick.round_id == round_id,
-                                                             CampaignPick.material_id == material_id))
+                                                             CampaignPick.material_id == material_id,
+                                                             CampaignPick.level == level))
             pick.status, pick.value, pick.cpu_hours = outcome.status, outcome.value, outcome.cpu_hours
             pick.values_by_property = outcome.values or None
             pick.detail = outcome.detail[:2000] or None
@@ -356,11 +467,15 @@ def compute_round(db: Database, round_id: int, oracle: Oracle, say: Say) -> None
         value = "" if outcome.value is None else f" value {outcome.value:.4g}"
         if len(outcome.values) > 1:
             value = " " + ", ".join(f"{p} {v:.4g}" for p, v in outcome.values.items())
-        say(f"material {material_id} ({formula}): {outcome.status}{value}"
+        say(f"material {material_id} ({formula}){f' [{level}]' if level else ''}: {outcome.status}{value}"
             + (f" ({outcome.detail[:120]})" if outcome.detail and outcome.status != "done" else ""))
 
-    if pending:
-        oracle.evaluate(pending, store)
+    for level in ("", "cheap", "expensive"):
+        ids = [m for m, lv in pending if lv == level]
+        if ids and level:
+            oracle.evaluate(ids, lambda m, outcome, level=level: store(level, m, outcome), level=level)
+        elif ids:  # one level: oracles written before levels existed take no `level`
+            oracle.evaluate(ids, lambda m, outcome: store("", m, outcome))
     with db.session() as session:
         left = session.scalar(select(func.count()).select_from(CampaignPick).where(
             CampaignPick.round_id == round_id, CampaignPick.status == "pending"))
@@ -404,8 +519,8 @@ def _loop(db: Database, config: CampaignConfig, oracle: Oracle, campaign_id: int
                 rounds_here += 1
                 names = _formulas(db, [c.material_id for c in choices])
                 say(f"round {used['rounds'] + 1}: chose " + ", ".join(
-                    f"{names[c.material_id]} ({c.reason}" + (f", ~{c.cost:.3g} CPU-h)" if c.cost else ")")
-                    for c in choices))
+                    f"{names[c.material_id]}{f' [{c.level}]' if c.level else ''} ({c.reason}"
+                    + (f", ~{c.cost:.3g} CPU-h)" if c.cost else ")") for c in choices))
                 compute_round(db, round_id, oracle, say)
                 continue
         _finish(db, config, campaign_id, reason)
@@ -451,7 +566,8 @@ def campaign_status(db: Database, name: str) -> dict:
             # learned dielectric constants as log10 and everything else as it is
             transform = (round_.model or {}).get("transform") or transforms.choose(config.property, [])[0]
             rounds.append({"number": round_.number, "status": round_.status, "model": round_.model or {},
-                           "picks": [{"material_id": p.material_id, "formula": f, "reason": p.reason,
+                           "picks": [{"material_id": p.material_id, "formula": f, "level": p.level,
+                                      "reason": p.reason,
                                       "mean": p.mean, "std": p.std, **_predicted(transform, p.mean, p.std),
                                       "cost_estimate": p.cost_estimate,
                                       "status": p.status, "value": p.value, "values": p.values_by_property,
@@ -461,13 +577,17 @@ def campaign_status(db: Database, name: str) -> dict:
                                       "detail": p.detail} for p, f in picks]})
         summary = {"name": campaign.name, "status": campaign.status, "stop_reason": campaign.stop_reason,
                    "property": config.property, "oracle": config.oracle, "goal": stored["goal"],
-                   "goals": [str(c) for c in config.goals],
+                   "goals": [str(c) for c in config.goals], "levels": config.levels,
                    "final_model": campaign.final_model,
                    "budget": {"runs": config.budget_runs, "cpu_hours": config.budget_cpu_hours}}
     picks = [p for r in rounds for p in r["picks"]]
     summary.update(rounds=rounds, runs=len(picks), hits=sum(p["hit"] for p in picks),
                    cpu_hours=sum(p["cpu_hours"] or 0.0 for p in picks),
                    outcomes={s: sum(p["status"] == s for p in picks) for s in ("done", "metal", "failed", "pending")})
+    if config.levels:
+        summary["by_level"] = {level: {"runs": sum(p["level"] == level for p in picks),
+                                       "cpu_hours": sum(p["cpu_hours"] or 0.0 for p in picks if p["level"] == level)}
+                               for level in ("cheap", "expensive")}
     return summary
 
 

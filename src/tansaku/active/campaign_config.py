@@ -13,7 +13,11 @@ from tansaku.active.multigoal import Condition
 from tansaku.models.learners import MODELS
 from tansaku.workflows.job import Job
 
-DFT_PROPERTIES = ("band_gap", "eps_electronic", "eps_ionic", "eps_total")
+# what the DFT oracle computes, and with which workflow: `run dielectric`, `run electronic`, its hybrid steps
+DIELECTRIC_PROPERTIES = ("band_gap", "eps_electronic", "eps_ionic", "eps_total")
+ELECTRONIC_PROPERTIES = ("band_gap", "band_gap_direct", "m_e", "m_h", "m_e_band", "m_h_band")
+HYBRID_PROPERTIES = {"band_gap_hse06": "hse06", "band_gap_ddh": "ddh"}  # property: functional
+DFT_PROPERTIES = tuple(dict.fromkeys(DIELECTRIC_PROPERTIES + ELECTRONIC_PROPERTIES + tuple(HYBRID_PROPERTIES)))
 EXAMPLE = """\
 name = "gap-2-3"                 # campaigns are found again by name: rerunning continues this one
 property = "band_gap"            # band_gap, eps_electronic, eps_ionic, eps_total (or any stored, for dataset)
@@ -103,6 +107,59 @@ kind = "dataset"                 # or dft: run dielectric gives band_gap and eve
 method = "import:oxi_diel_db"
 """
 
+EXAMPLE_TWO_LEVELS = """\
+name = "green-emitter"           # a hybrid-functional gap of 2.2-2.6 eV and light electrons
+
+[[goal]]
+property = "band_gap_hse06"      # the expensive level: HSE06 (nsc) on top of the PBEsol run
+lo = 2.2
+hi = 2.6
+cheap = "band_gap"               # its cheap level: the PBEsol gap, screened first; a candidate is promoted
+                                 # to the hybrid when P(every goal | its PBEsol gap) is worth the price
+
+[[goal]]
+property = "m_e"                 # computed at the cheap level (conductivity mass, BoltzTraP2)
+hi = 0.5
+
+[levels]
+# CPU hours per candidate at each level: a first guess, replaced by the median measured on this campaign's
+# picks once there are some (a dataset oracle needs both: they are the prices in a simulation)
+cheap_cpu_hours = 0.05
+expensive_cpu_hours = 0.5
+
+[acquisition]
+strategy = "joint"               # two levels: options are "screen" (cheap) and "promote" (expensive),
+batch = 2                        # ranked by expected hits per CPU hour
+diversity = 1.0
+
+[budget]
+runs = 12                        # picks at either level
+stop_hits = 2
+
+[candidates]
+query = "subset=chalcogenides"   # e.g. from `tansaku generate --prototype MgO --site A=Mg,Ca,Sr,Ba --anion S,Se`
+
+[training]
+init_random = 2                  # candidates computed at both levels first: the pairs the hybrid model needs
+
+[model]
+learner = "et"
+features = "composition"
+trees = 100
+cv_folds = 0
+
+[oracle]
+kind = "dft"                     # cheap: run electronic; expensive: its hybrid steps (relaxation and bands
+                                 # reused); method ...:nsc
+
+[dft]
+preset = "test"
+pseudo_dir = "/path/to/pseudodojo-nc-sr-pbe-v0.4"
+mpi_procs = 2
+run_dir = "runs"
+# set = { hybrid = "scf" }       # self-consistent hybrids instead of nsc
+"""
+
 
 @dataclass
 class CampaignConfig:
@@ -130,6 +187,17 @@ class CampaignConfig:
     oracle_method: str | None = None
     dft: Job = field(default_factory=Job)
     goals: list[Condition] = field(default_factory=list)  # [[goal]]: several properties, each a bound or window
+    # two levels of theory: {"property": expensive goal property, "cheap": its cheap level, "cheap_cpu_hours",
+    # "expensive_cpu_hours"}; None: one level
+    levels: dict | None = None
+
+    def level_properties(self) -> dict[str, list[str]]:
+        """The properties each level's oracle call answers: one level, everything; with two, the cheap level
+        everything but the expensive property (and its cheap one), the expensive level everything."""
+        if not self.levels:
+            return {"": self.properties}
+        cheap = [p for p in self.properties if p != self.levels["property"]] + [self.levels["cheap"]]
+        return {"cheap": cheap, "expensive": self.properties + [self.levels["cheap"]]}
 
     @property
     def properties(self) -> list[str]:
@@ -147,8 +215,9 @@ class CampaignConfig:
         """What may not change when a campaign is continued (budget, batch and DFT settings may)."""
         data = self.as_dict()
         keys = ("property", "goal", "oracle", "oracle_method", "candidates_query")
-        # campaigns stored before several goals existed have no "goals": one goal, as now
-        return {k: data[k] for k in keys} | ({"goals": data["goals"]} if self.goals else {})
+        # campaigns stored before several goals (or levels) existed have no "goals" ("levels"): as now
+        return ({k: data[k] for k in keys} | ({"goals": data["goals"]} if self.goals else {})
+                | ({"levels": {k: self.levels[k] for k in ("property", "cheap")}} if self.levels else {}))
 
 
 def _section(data: dict, name: str, where: str) -> dict:
@@ -191,7 +260,8 @@ def load_config(path: Path) -> CampaignConfig:
 
 
 def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
-    known = {"name", "property", "goal", "acquisition", "budget", "candidates", "training", "model", "oracle", "dft"}
+    known = {"name", "property", "goal", "acquisition", "budget", "candidates", "training", "model", "oracle", "dft",
+             "levels"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise TansakuError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -200,6 +270,9 @@ def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
             raise TansakuError(f"{where}: '{key}' is required (a string)")
     if isinstance(data.get("goal"), list):
         return _several_goals(data, where)
+    if "levels" in data:
+        raise TansakuError(f"{where}: [levels] goes with [[goal]] tables, one of which names its cheap level "
+                           "(see `tansaku campaign example --two-levels`)")
     goal_t, acq, budget = (_section(data, s, where) for s in ("goal", "acquisition", "budget"))
     cand, train, model = (_section(data, s, where) for s in ("candidates", "training", "model"))
     oracle, dft = _section(data, "oracle", where), _section(data, "dft", where)
@@ -236,10 +309,10 @@ def _several_goals(data: dict, where: str) -> CampaignConfig:
     for i, table in enumerate(data["goal"], 1):
         if not isinstance(table, dict) or not isinstance(table.get("property"), str):
             raise TansakuError(f"{where}: [[goal]] number {i} needs property = \"name\" and lo, hi or both")
-        extra = sorted(set(table) - {"property", "lo", "hi"})
+        extra = sorted(set(table) - {"property", "lo", "hi", "cheap"})
         if extra:
-            raise TansakuError(f"{where}: [[goal]] number {i}: unknown key(s) {', '.join(extra)} (property, lo, hi; "
-                               "stop_hits goes in [budget] when there are several goals)")
+            raise TansakuError(f"{where}: [[goal]] number {i}: unknown key(s) {', '.join(extra)} (property, lo, hi, "
+                               "cheap; stop_hits goes in [budget] when there are several goals)")
         try:
             goals.append(Condition(table["property"], _number(table, "lo", "goal", where, None),
                                    _number(table, "hi", "goal", where, None)))
@@ -247,6 +320,7 @@ def _several_goals(data: dict, where: str) -> CampaignConfig:
             raise TansakuError(f"{where}: [[goal]] number {i}: {exc}") from None
     if len({c.prop for c in goals}) != len(goals):
         raise TansakuError(f"{where}: two [[goal]] tables on one property: give it one window instead")
+    levels = _levels(data, goals, where)
     first = goals[0]
     single = dict(data, goal={"kind": "range", "lo": first.lo, "hi": first.hi} if first.lo is not None
                   and first.hi is not None else {"kind": "maximize" if first.lo is not None else "minimize"},
@@ -260,15 +334,70 @@ def _several_goals(data: dict, where: str) -> CampaignConfig:
     stop_hits = _whole(budget, "stop_hits", "budget", where, None)
     budget.pop("stop_hits", None)
     single.update(acquisition=acq, budget=budget)
+    single.pop("levels", None)
     config = config_from_dict(single, where)
-    config.goals, config.strategy, config.stop_hits = goals, "joint", stop_hits
+    config.goals, config.strategy, config.stop_hits, config.levels = goals, "joint", stop_hits, levels
     if config.property not in config.properties:
         raise TansakuError(f"{where}: property {config.property!r} has no [[goal]] "
                            f"(goals: {', '.join(config.properties)})")
     if config.oracle == "dft" and not set(config.properties) <= set(DFT_PROPERTIES):
         raise TansakuError(f"{where}: the DFT oracle computes {', '.join(DFT_PROPERTIES)}, not "
                            f"{', '.join(sorted(set(config.properties) - set(DFT_PROPERTIES)))}")
+    if levels:
+        _check_levels(config, where)
     return config
+
+
+def _levels(data: dict, goals: list[Condition], where: str) -> dict | None:
+    """[[goal]] cheap = "..." and [levels]: the two levels of theory, or None for one level."""
+    tables = [t for t in data["goal"] if "cheap" in t]
+    table = _section(data, "levels", where)
+    if not tables:
+        if table:
+            raise TansakuError(f"{where}: [levels] is set but no [[goal]] names its cheap level "
+                               "(cheap = \"band_gap\" beside property = \"band_gap_hse06\")")
+        return None
+    if len(tables) > 1:
+        raise TansakuError(f"{where}: [[goal]] cheap is given on {len(tables)} goals; one property can have a "
+                           "cheap level")
+    expensive, cheap = tables[0]["property"], tables[0]["cheap"]
+    if not isinstance(cheap, str) or not cheap or cheap == expensive:
+        raise TansakuError(f"{where}: [[goal]] {expensive}: cheap = {cheap!r} must name another property (its "
+                           "cheap level, e.g. band_gap for band_gap_hse06)")
+    if cheap in {c.prop for c in goals}:
+        raise TansakuError(f"{where}: the cheap level {cheap!r} of {expensive!r} is a goal of its own; a hit is "
+                           "judged on the expensive level: drop that [[goal]]")
+    extra = sorted(set(table) - {"cheap_cpu_hours", "expensive_cpu_hours"})
+    if extra:
+        raise TansakuError(f"{where}: [levels]: unknown key(s) {', '.join(extra)} (cheap_cpu_hours, "
+                           "expensive_cpu_hours)")
+    prices = {key: _number(table, key, "levels", where, None) for key in ("cheap_cpu_hours", "expensive_cpu_hours")}
+    for key, price in prices.items():
+        if price is not None and price <= 0:
+            raise TansakuError(f"{where}: [levels] {key} = {price} must be positive")
+    if None not in prices.values() and prices["cheap_cpu_hours"] >= prices["expensive_cpu_hours"]:
+        raise TansakuError(f"{where}: [levels] cheap_cpu_hours ({prices['cheap_cpu_hours']}) is not below "
+                           f"expensive_cpu_hours ({prices['expensive_cpu_hours']}): nothing to gain from the "
+                           "cheap level")
+    return {"property": expensive, "cheap": cheap, **prices}
+
+
+def _check_levels(config: CampaignConfig, where: str) -> None:
+    levels = config.levels
+    if config.oracle == "dataset" and None in (levels["cheap_cpu_hours"], levels["expensive_cpu_hours"]):
+        missing = [k for k in ("cheap_cpu_hours", "expensive_cpu_hours") if levels[k] is None]
+        raise TansakuError(f"{where}: [levels] {', '.join(missing)}: a simulation has no measured cost, give each "
+                           "level its price in CPU hours")
+    if config.oracle != "dft":
+        return
+    if levels["property"] not in HYBRID_PROPERTIES or levels["cheap"] != "band_gap":
+        raise TansakuError(f"{where}: with the DFT oracle the two levels are a hybrid gap "
+                           f"({', '.join(HYBRID_PROPERTIES)}) over cheap = \"band_gap\" (PBEsol), not "
+                           f"{levels['property']!r} over {levels['cheap']!r}")
+    costly = [c.prop for c in config.goals if c.prop in HYBRID_PROPERTIES and c.prop != levels["property"]]
+    if costly:
+        raise TansakuError(f"{where}: [[goal]] {', '.join(costly)} is a hybrid gap too, known only at the "
+                           "expensive level; a two-level campaign screens on the other goals")
 
 
 def _validate(c: CampaignConfig, where: str) -> None:
@@ -303,7 +432,7 @@ def _validate(c: CampaignConfig, where: str) -> None:
         raise bad(f"unknown features {c.features!r} (composition or structure)")
     if c.oracle not in ("dft", "dataset"):
         raise bad(f"unknown oracle {c.oracle!r} (dft or dataset)")
-    if c.oracle == "dft" and c.property not in DFT_PROPERTIES:
+    if c.oracle == "dft" and c.property not in DFT_PROPERTIES and not c.goals:
         raise bad(f"the DFT oracle computes {', '.join(DFT_PROPERTIES)}, not {c.property!r}")
     if c.oracle == "dataset" and not c.oracle_method:
         raise bad("the dataset oracle needs [oracle] method, the stored values that play the truth "

@@ -74,20 +74,30 @@ def cpu_hours_by_material(db: Database, preset: str, mpi_procs: int, material_id
                           finished_only: bool = False) -> dict[int, float]:
     """CPU hours of each material's dielectric-workflow steps with this preset: QE's own CPU time of every attempt
     and process where recorded (schema 4 on), else wall time × MPI processes per run."""
-    query = select(Calculation.material_id, Calculation.cpu_seconds, Calculation.started_at,
-                   Calculation.finished_at).where(Calculation.workflow == "dielectric", Calculation.preset == preset)
+    return {material_id: levels["cheap"] for material_id, levels in cpu_hours_by_level(
+        db, preset, mpi_procs, material_ids, finished_only, ("dielectric",)).items()}
+
+
+def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: list[int] | None = None,
+                       finished_only: bool = False, workflows: tuple[str, ...] = ("dielectric", "electronic")
+                       ) -> dict[int, dict[str, float]]:
+    """CPU hours of each material's steps with this preset, split into the two levels of theory a campaign
+    pays for: "expensive" the hybrid-functional steps (and the PBE SCF and ε∞ they need), "cheap" the rest."""
+    from tansaku.workflows.electronic import is_hybrid_step
+
+    query = select(Calculation.material_id, Calculation.step, Calculation.cpu_seconds, Calculation.started_at,
+                   Calculation.finished_at).where(Calculation.workflow.in_(workflows), Calculation.preset == preset)
     if material_ids is not None:
         query = query.where(Calculation.material_id.in_(material_ids))
     if finished_only:
         query = query.where(Calculation.status == "done")
-    seconds: dict[int, float] = {}
+    hours: dict[int, dict[str, float]] = {}
     with db.session() as session:
-        for material_id, cpu, start, end in session.execute(query):
-            if cpu:
-                seconds[material_id] = seconds.get(material_id, 0.0) + cpu
-            elif start and end:
-                seconds[material_id] = seconds.get(material_id, 0.0) + (end - start).total_seconds() * mpi_procs
-    return {material_id: s / 3600.0 for material_id, s in seconds.items()}
+        for material_id, step, cpu, start, end in session.execute(query):
+            seconds = cpu or ((end - start).total_seconds() * mpi_procs if start and end else 0.0)
+            levels = hours.setdefault(material_id, {"cheap": 0.0, "expensive": 0.0})
+            levels["expensive" if is_hybrid_step(step) else "cheap"] += seconds / 3600.0
+    return hours
 
 
 class CostEstimator:

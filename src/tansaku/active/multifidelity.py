@@ -78,7 +78,7 @@ class TwoLevelSetup:
 
 
 @dataclass
-class _State:
+class TwoLevelState:
     screened: np.ndarray  # cheap level known
     verified: np.ndarray  # expensive level known
     cost: float
@@ -92,7 +92,7 @@ def _with_cheap(X: np.ndarray, cheap: np.ndarray) -> np.ndarray:
     return np.column_stack([X, cheap])
 
 
-def expensive_given_cheap(setup: TwoLevelSetup, state: _State, seed: int, delta: bool):
+def expensive_given_cheap(setup: TwoLevelSetup, state: TwoLevelState, seed: int, delta: bool):
     """P(goal) as a function of (descriptors, cheap value): the surrogate of the expensive level trained on the
     materials with both levels known (`delta`: on expensive - cheap)."""
     rows = np.flatnonzero(state.verified & state.screened)
@@ -111,24 +111,34 @@ def screening_rate(node_p: np.ndarray, weights: np.ndarray, cheap_cost: float, e
     """Expected hits per unit cost of screening a material and promoting the cheap outcomes worth it.
 
     `node_p` (materials x nodes): P(goal) if the cheap value came out at each node, `weights` the nodes'
-    probabilities. Promoting the outcomes with the highest P first, the best rate over how many to promote is
-    Σ_top w p / (cheap + expensive Σ_top w); promoting none earns nothing.
+    probabilities (nodes, or materials x nodes when they differ, e.g. times the chance that other goals the
+    screening reveals are met). Promoting the outcomes with the highest P first, the best rate over how many to
+    promote is Σ_top w p / (cheap + expensive Σ_top w); promoting none earns nothing.
     """
     order = np.argsort(-node_p, axis=1)
     p = np.take_along_axis(node_p, order, axis=1)
-    w = weights[order]
+    w = np.take_along_axis(np.broadcast_to(weights, node_p.shape), order, axis=1)
     hits = np.cumsum(w * p, axis=1)
     cost = cheap_cost + expensive_cost * np.cumsum(w, axis=1)
     return (hits / cost).max(axis=1)
 
 
-def _two_level_options(setup: TwoLevelSetup, state: _State, seed: int, delta: bool
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(candidate, level, rate) of every option: promote a screened material, or screen an unscreened one."""
+def two_level_options(setup: TwoLevelSetup, state: TwoLevelState, seed: int, delta: bool,
+                      eligible: np.ndarray | None = None, other: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate, level, rate) of every option: promote a screened material, or screen an unscreened one.
+
+    `eligible` limits the options to some rows (the others only teach the models); `other` is each row's
+    probability of meeting goals on other properties, which the screening reveals: a promotion pays only when
+    they are met."""
+    n = len(setup.X)
+    eligible = np.ones(n, bool) if eligible is None else eligible
+    other = np.ones(n) if other is None else np.asarray(other, float)
     p_of = expensive_given_cheap(setup, state, seed, delta)
-    promote = np.flatnonzero(state.screened & ~state.verified)
-    screen = np.flatnonzero(~state.screened)
-    rates_promote = p_of(setup.X[promote], setup.cheap[promote]) / setup.expensive_cost if len(promote) else []
+    promote = np.flatnonzero(state.screened & ~state.verified & eligible)
+    screen = np.flatnonzero(~state.screened & eligible)
+    rates_promote = (p_of(setup.X[promote], setup.cheap[promote]) * other[promote] / setup.expensive_cost
+                     if len(promote) else [])
     rates_screen = np.zeros(len(screen))
     if len(screen):
         known = np.flatnonzero(state.screened)
@@ -136,13 +146,14 @@ def _two_level_options(setup: TwoLevelSetup, state: _State, seed: int, delta: bo
         mean, std = cheap_model.predict_dist(setup.X[screen])
         nodes = mean[:, None] + np.sqrt(2.0) * std[:, None] * _NODES[None, :]
         node_p = np.column_stack([p_of(setup.X[screen], nodes[:, k]) for k in range(len(_NODES))])
-        rates_screen = screening_rate(node_p, _WEIGHTS / np.sqrt(np.pi), setup.cheap_cost, setup.expensive_cost)
+        weights = (_WEIGHTS / np.sqrt(np.pi))[None, :] * other[screen][:, None]
+        rates_screen = screening_rate(node_p, weights, setup.cheap_cost, setup.expensive_cost)
     candidates = np.concatenate([promote, screen]).astype(int)
     levels = np.concatenate([np.ones(len(promote), int), np.zeros(len(screen), int)])  # 1 expensive, 0 cheap
     return candidates, levels, np.concatenate([np.asarray(rates_promote, float), rates_screen])
 
 
-def _funnel_picks(setup: TwoLevelSetup, state: _State, seed: int) -> tuple[list[int], list[int]]:
+def _funnel_picks(setup: TwoLevelSetup, state: TwoLevelState, seed: int) -> tuple[list[int], list[int]]:
     """(to screen, to verify): range search on the cheap level for the window mapped onto it by a straight line
     fitted to the pairs known so far, and the screened materials within that window widened by the line's
     residual spread (the tolerance people allow for the cheap level's error), nearest its centre first."""
@@ -181,7 +192,7 @@ def run_two_level(setup: TwoLevelSetup, strategy: str, seed: int) -> dict:
     n = len(setup.X)
     hit = setup.targets()
     start = rng.choice(n, size=setup.init, replace=False)
-    state = _State(np.zeros(n, bool), np.zeros(n, bool), setup.start_cost())
+    state = TwoLevelState(np.zeros(n, bool), np.zeros(n, bool), setup.start_cost())
     state.screened[start] = state.verified[start] = True
     choice_rng = np.random.default_rng(10_000 + seed)
     coords = descriptor_coordinates(setup.X) if setup.diversity > 0 and setup.batch > 1 else None
@@ -206,7 +217,7 @@ def run_two_level(setup: TwoLevelSetup, strategy: str, seed: int) -> dict:
         elif strategy == "funnel":
             screen, verify = _funnel_picks(setup, state, seed)
         else:
-            candidates, levels, rates = _two_level_options(setup, state, seed, strategy == "two-level-delta")
+            candidates, levels, rates = two_level_options(setup, state, seed, strategy == "two-level-delta")
             chosen = _select(rates, setup.batch, choice_rng, coords, candidates, setup.diversity * spacing)
             screen = [int(candidates[i]) for i in chosen if levels[i] == 0]
             verify = [int(candidates[i]) for i in chosen if levels[i] == 1]

@@ -18,12 +18,16 @@ def make_oracle(db, config, say):
     from tansaku.active.cost import CostEstimator
     from tansaku.active.oracles import DatasetOracle, DFTOracle
 
+    levels = config.level_properties()
     if config.oracle == "dataset":
         costs = CostEstimator(db, config.dft.context(db)) if config.dft.pseudo_dir else None
-        return DatasetOracle(db, config.property, config.oracle_method, config.properties), costs
+        prices = {level: config.levels[f"{level}_cpu_hours"] for level in ("cheap", "expensive")} \
+            if config.levels else None
+        return DatasetOracle(db, config.property, config.oracle_method, config.properties, levels, prices), costs
     ctx = config.dft.context(db)
     oracle = DFTOracle(ctx, config.property, config.dft.workers,
-                       on_step=lambda key, step: say(f"  material {key}: {step}"), properties=config.properties)
+                       on_step=lambda key, step: say(f"  material {key}: {step}"), properties=config.properties,
+                       levels=levels)
     return oracle, CostEstimator(db, ctx)
 
 
@@ -35,8 +39,10 @@ def run_cmd(
     """Run a campaign until its budget is spent or its goal is met; rerunning continues it.
 
     Each round trains the model on everything known, picks a batch of candidates with the acquisition
-    function, runs the dielectric workflow on them (or asks the dataset oracle in a simulation), and stores
-    the outcomes. State lives in the database, so after an interruption (even SIGKILL) the same command
+    function, runs the DFT workflows on them (or asks the dataset oracle in a simulation), and stores
+    the outcomes. With two levels of theory ([[goal]] cheap = ...) each pick is a screening at the cheap
+    level (PBEsol) or a promotion to the expensive one (a hybrid gap), whichever promises more hits per
+    CPU hour. State lives in the database, so after an interruption (even SIGKILL) the same command
     finishes the interrupted round without repeating finished calculations, then goes on. Failed or metallic
     candidates are recorded and never chosen again.
     """
@@ -79,11 +85,13 @@ def status_cmd(
 def example_cmd(
     goals: bool = typer.Option(False, "--goals", help="The example with several goals ([[goal]] tables: a "
                                "candidate counts when it meets every one), e.g. the high-k screen."),
+    two_levels: bool = typer.Option(False, "--two-levels", help="The example with two goals and two levels of "
+                                    "theory: PBEsol gaps screen, HSE06 gaps confirm (a green emitter)."),
 ) -> None:
     """Print a commented campaign TOML to start from."""
-    from tansaku.active.campaign_config import EXAMPLE, EXAMPLE_GOALS
+    from tansaku.active.campaign_config import EXAMPLE, EXAMPLE_GOALS, EXAMPLE_TWO_LEVELS
 
-    print(EXAMPLE_GOALS if goals else EXAMPLE, end="")
+    print(EXAMPLE_TWO_LEVELS if two_levels else EXAMPLE_GOALS if goals else EXAMPLE, end="")
 
 
 def print_status(status: dict) -> None:
@@ -91,6 +99,8 @@ def print_status(status: dict) -> None:
         return "" if x is None else format(x, spec)
 
     goal = ", ".join(status["goals"]) if status.get("goals") else f"{status['property']}, goal {status['goal']['kind']}"
+    if status.get("levels"):
+        goal += f"; levels: {status['levels']['cheap']} → {status['levels']['property']}"
     table = Table("round", "formula (id)", "why", "predicted (±1σ)", "est. CPU-h", "outcome", "value",
                   title=f"campaign {status['name']} ({goal})")
     for r in status["rounds"]:
@@ -98,7 +108,8 @@ def print_status(status: dict) -> None:
             outcome = p["status"] + (" ★" if p["hit"] else "")
             pred = "" if p["predicted"] is None else \
                 f"{p['predicted']:.3g} ({p['predicted_low']:.3g} to {p['predicted_high']:.3g})"
-            table.add_row(str(r["number"]) if i == 0 else "", f"{p['formula']} ({p['material_id']})", p["reason"],
+            name = f"{p['formula']} ({p['material_id']})" + (f" {p['level']}" if p.get("level") else "")
+            table.add_row(str(r["number"]) if i == 0 else "", name, p["reason"],
                           pred, fmt(p["cost_estimate"]), outcome,
                           ", ".join(f"{k} {v:.3g}" for k, v in p["values"].items()) if status.get("goals")
                           and p.get("values") else fmt(p["value"]))
@@ -113,3 +124,5 @@ def print_status(status: dict) -> None:
                   + ", ".join(f"{n} {kind}" for kind, n in status["outcomes"].items() if n)
                   + f"; status {status['status']}"
                   + (f" ({status['stop_reason']})" if status["stop_reason"] else ""))
+    for level, used in (status.get("by_level") or {}).items():
+        console.print(f"  {level} level: {used['runs']} runs, {used['cpu_hours']:.3f} CPU hours")

@@ -97,6 +97,9 @@ def dielectric(
     hybrid: str = typer.Option(None, help="run electronic: HSE06 and dielectric-dependent hybrid gaps, 'scf' "
                                "(self-consistent), 'nsc' (one diagonalization with exact exchange on PBE orbitals: "
                                "several times cheaper), 'both', or 'none' (default). Same as --set hybrid=..."),
+    functionals: str = typer.Option(None, help="run electronic --hybrid: which hybrids, 'hse06', 'ddh' or "
+                                    "'hse06,ddh' (default; the DDH needs ε∞, from the stored DFPT value or a "
+                                    "field-only ph.x). Same as --set hybrid_functionals=..."),
     optics: bool = typer.Option(False, "--optics", help="run electronic: the independent-particle dielectric function "
                                 "(epsilon.x on a full uniform mesh: the costliest step after the hybrids), the "
                                 "absorption coefficient and its onset (α = 1e4 cm⁻¹), scissor-shifted to the hybrid "
@@ -119,6 +122,8 @@ def dielectric(
     settings_overrides = parse_overrides(overrides)
     if hybrid is not None:
         settings_overrides["hybrid"] = hybrid
+    if functionals is not None:
+        settings_overrides["hybrid_functionals"] = functionals
     if optics:
         settings_overrides["optics"] = True
     job = Job(preset=preset_name, overrides=settings_overrides,
@@ -127,8 +132,8 @@ def dielectric(
               pw_command=pw_command, ph_command=ph_command, mpi_procs=mpi_procs, workers=workers,
               run_dir=str(run_dir))
     workflow = command.info_name  # one function serves both commands
-    if (plots is not None or hybrid is not None or optics) and workflow != "electronic":
-        raise TansakuError("--plots, --hybrid and --optics go with `tansaku run electronic`")
+    if (plots is not None or hybrid is not None or functionals is not None or optics) and workflow != "electronic":
+        raise TansakuError("--plots, --hybrid, --functionals and --optics go with `tansaku run electronic`")
     ctx = job.context(database())
     ctx.retry_failed = retry_failed
     targets, failures = resolve_inputs(ctx.db, files, ids, query)

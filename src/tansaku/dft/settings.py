@@ -13,6 +13,7 @@ from tansaku import TansakuError
 from tansaku.dft.magnetism import check_spin_mode
 
 HYBRID_MODES = ("none", "scf", "nsc", "both")
+HYBRID_FUNCTIONALS = ("hse06", "ddh")  # HSE06, and the dielectric-dependent hybrid (α = 1/ε∞)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class DielectricSettings:
     # as hybrid eigenvalues of the PBE orbitals without self-consistency ("nsc", several times cheaper), both, or
     # not at all ("none"); the q-mesh of the exact exchange is the k-mesh divided by hybrid_q_divisor
     hybrid: str = "none"
+    hybrid_functionals: str = "hse06,ddh"  # which hybrids: a campaign on the HSE06 gap need not pay for the DDH
     hybrid_q_divisor: int = 2
     # hybrid runs and the PBE SCF the nsc ones start from: converged far enough for a gap, not so far that pw.x's
     # restart check lowers the eigenvalue threshold below what Davidson reaches with exact exchange (1e-16 on MgO)
@@ -94,8 +96,16 @@ class DielectricSettings:
         if self.hybrid not in HYBRID_MODES:
             raise TansakuError(f"hybrid={self.hybrid!r}: choose scf (self-consistent HSE06 and DDH gaps), nsc (their "
                                "non-self-consistent eigenvalues on PBE orbitals), both, or none")
+        unknown = sorted(set(self.hybrids()) - set(HYBRID_FUNCTIONALS)) or ([] if self.hybrids() else ["nothing"])
+        if unknown:
+            raise TansakuError(f"hybrid_functionals={self.hybrid_functionals!r}: {', '.join(unknown)} is not one of "
+                               f"{', '.join(HYBRID_FUNCTIONALS)} (comma-separated)")
         if self.hybrid_q_divisor < 1 or self.ecutfock_factor <= 0:
             raise TansakuError("hybrid_q_divisor must be at least 1 and ecutfock_factor positive")
+
+    def hybrids(self) -> tuple[str, ...]:
+        """The hybrid functionals to run, in hybrid_functionals' order."""
+        return tuple(name.strip() for name in self.hybrid_functionals.split(",") if name.strip())
 
     def with_overrides(self, overrides: dict | None) -> DielectricSettings:
         if not overrides:

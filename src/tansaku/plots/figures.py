@@ -90,6 +90,24 @@ def active_learning_curves(result: dict, path: Path, label: str) -> None:
     _save(fig, path)
 
 
+def _hits_against_cost(ax, picks: list[dict], levels: dict) -> None:
+    """Hits against cumulative CPU hours, with each pick marked where it was paid for, by level."""
+    hours = np.cumsum([p["cpu_hours"] or 0.0 for p in picks])
+    ax.step(np.concatenate([[0], hours]), np.concatenate([[0], np.cumsum([p["hit"] for p in picks])]),
+            where="post", color="C0", label="found")
+    for level, colour, marker, name in (("cheap", "C2", "|", levels["cheap"]),
+                                        ("expensive", "C3", "v", levels["property"])):
+        at = [h for h, p in zip(hours, picks, strict=True) if p.get("level") == level]
+        spent = sum(p["cpu_hours"] or 0.0 for p in picks if p.get("level") == level)
+        if at:
+            ax.scatter(at, np.zeros(len(at)), marker=marker, s=60, color=colour, clip_on=False,
+                       label=f"{level}: {name} ({len(at)} runs, {spent:.2g} CPU-h)")
+    ax.set_xlabel("CPU hours, cumulative")
+    ax.set_ylabel("materials found")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7, loc="upper left")
+
+
 def campaign_progress(status: dict, path: Path) -> Path:
     """Left: materials found (or best value) against runs. Middle: the model's cross-validated error, round by
     round. Right: what the model predicted for each pick against what the oracle gave (its honesty)."""
@@ -100,7 +118,9 @@ def campaign_progress(status: dict, path: Path) -> Path:
     goal = status["goal"]
     if goal["kind"] == "range" or any(p["hit"] for p in picks):
         left.step(runs, np.concatenate([[0], np.cumsum([p["hit"] for p in picks])]), where="post", color="C0")
-        left.set_ylabel("materials found" + (f" in [{goal['lo']}, {goal['hi']}]" if goal["kind"] == "range" else ""))
+        left.set_ylabel("materials meeting every goal" if status.get("goals") else "materials found"
+                        + (f" in [{goal['lo']}, {goal['hi']}]" if goal["kind"] == "range" else ""))
+        left.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         values = np.array([np.nan if p["value"] is None else p["value"] for p in picks], dtype=float)
         sign = -1 if goal["kind"] == "minimize" else 1
@@ -133,18 +153,21 @@ def campaign_progress(status: dict, path: Path) -> Path:
         if goal["kind"] == "range":
             right.axvspan(goal["lo"], goal["hi"], color="C0", alpha=0.1)
     errors = [(r["number"], r["model"]["cv_mae"]) for r in status["rounds"] if "cv_mae" in r["model"]]
-    if errors:
+    if status.get("levels"):  # two levels: what each level cost, and the hits it bought
+        _hits_against_cost(middle, picks, status["levels"])
+    elif errors:
         middle.plot(*zip(*errors, strict=True), "o-")
         transform = next((r["model"].get("transform") for r in status["rounds"] if r["model"]), "none")
         middle.set_ylabel("cross-validated MAE" + (" (log10)" if transform == "log10" else ""))
     else:
         middle.text(0.5, 0.5, "no cross-validated model yet\n(cv_folds = 0, or random picks only)",
                     ha="center", va="center", transform=middle.transAxes, fontsize=9)
-    middle.set_xlabel("round")
-    if errors and len(errors) <= 12:
-        middle.set_xticks([number for number, _ in errors])
-    else:
-        middle.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not status.get("levels"):
+        middle.set_xlabel("round")
+        if errors and len(errors) <= 12:
+            middle.set_xticks([number for number, _ in errors])
+        else:
+            middle.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(goals) < 2:
         right.set_xlabel(("stored " if dataset else "computed ") + status["property"])
         right.set_ylabel("predicted before the run (±1σ)")
@@ -182,7 +205,7 @@ def _picks_on_goals(ax, picks: list[dict], goals: list, rounds: list[dict]) -> N
     ax.set_xlabel(f"{gx.prop} (goal {gx})")
     ax.set_ylabel(f"{gy.prop} (goal {gy})")
     ax.legend(fontsize=8, loc="best")
-    ax.figure.colorbar(shown, ax=ax, label="round")
+    ax.figure.colorbar(shown, ax=ax, label="round", ticks=sorted({number[p["material_id"]] for p in placed}))
 
 
 def structure_picture(structure, out: Path | BinaryIO, title: str = "") -> None:

@@ -318,6 +318,12 @@ def electronic_dielectric_constant(run: Run) -> float:
     return tensor_average(np.asarray(field.outputs["eps_electronic"]))
 
 
+def is_hybrid_step(step: str) -> bool:
+    """A step the hybrid gaps add (what a two-level campaign's expensive level costs): the PBE SCF the nsc runs
+    start from, the field-only ph.x giving the DDH its ε∞, and the hybrid runs themselves."""
+    return step in (PBE_SCF, "epsilon-field") or step.startswith(("hse06-", "ddh-"))
+
+
 def hybrid_kinds(mode: str) -> tuple[str, ...]:
     return {"none": (), "scf": ("scf",), "nsc": ("nsc",), "both": ("nsc", "scf")}[mode]
 
@@ -328,8 +334,11 @@ def hybrid_gaps(run: Run) -> bool:
     kinds = hybrid_kinds(run.ctx.settings.hybrid)
     if not kinds:
         return True
-    eps = electronic_dielectric_constant(run)
-    functionals = {"hse06": {"input_dft": "hse"}, "ddh": {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}}
+    names = run.ctx.settings.hybrids()
+    functionals = {"hse06": {"input_dft": "hse"}} if "hse06" in names else {}
+    if "ddh" in names:  # only the DDH needs ε∞
+        eps = electronic_dielectric_constant(run)
+        functionals["ddh"] = {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}
     scratch = run.root / "hybrid-scratch"
     pbe = pbe_scf(run)
     if "nsc" in kinds:
