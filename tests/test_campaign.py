@@ -289,6 +289,33 @@ def test_metallic_candidate_is_recorded_and_never_chosen_again(quantum_espresso,
     assert status["stop_reason"] == "no candidates left" and status["runs"] == 1
 
 
+def campaign_killed_in_round_2(db, config_file: Path, runs: Path, step: str = "*", wait: float = 900
+                               ) -> tuple[list[str], Path]:
+    """Start `campaign run` in a session of its own; once a round-2 pick's `step` (any step: "*") is running
+    under QE, SIGKILL the controller and that QE run. The command to resume with, and the killed step's state."""
+    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db",
+            db.url.removeprefix("sqlite:///"), "campaign", "run", str(config_file)]
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, state_file = time.time() + wait, None
+    while time.time() < deadline and state_file is None:
+        assert process.poll() is None, f"the campaign ended before a round-2 {step} step ran"
+        with db.session() as session:
+            second = list(session.scalars(select(CampaignPick.material_id).join(CampaignRound).where(
+                CampaignRound.number == 2)))
+        for material_id in second:
+            for found in runs.glob(f"{material_id}-*/{step}/state.json"):
+                state = json.loads(found.read_text())
+                if state["status"] == "running" and state.get("job_id"):
+                    state_file = found
+        time.sleep(0.3)
+    assert state_file is not None, f"round 2 never ran a {step} step"
+    time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)  # the controller, and the QE run in its own process group
+    os.killpg(int(json.loads(state_file.read_text())["job_id"]), signal.SIGKILL)
+    process.wait()
+    return argv, state_file
+
+
 def test_real_campaign_killed_mid_calculation_resumes_without_repeating(quantum_espresso, oxide_db_copy, tmp_path):
     """Two rounds of one DFT run each on generated rock-salt sulfides; SIGKILL inside round 2's ph.x."""
     db = oxide_db_copy
@@ -302,26 +329,7 @@ def test_real_campaign_killed_mid_calculation_resumes_without_repeating(quantum_
             "oracle": {"kind": "dft"}, "dft": dft_section(tmp_path)}
     config_file = tmp_path / "sulfides.toml"
     config_file.write_text(toml_text(data))
-    db_path = db.url.removeprefix("sqlite:///")
-    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", db_path, "campaign", "run",
-            str(config_file)]
-    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, state_file = time.time() + 400, None
-    while time.time() < deadline and state_file is None:
-        assert process.poll() is None, "the campaign ended before round 2's phonon step started"
-        with db.session() as session:
-            second = session.scalar(select(CampaignPick.material_id).join(CampaignRound).where(
-                CampaignRound.number == 2))
-        if second is not None:
-            found = list((tmp_path / "runs").glob(f"{second}-*/phonon/state.json"))
-            if found and json.loads(found[0].read_text())["status"] == "running":
-                state_file = found[0]
-        time.sleep(0.3)
-    assert state_file is not None, "round 2 never reached ph.x"
-    time.sleep(2)
-    os.killpg(process.pid, signal.SIGKILL)  # the controller, and ph.x in its own process group
-    os.killpg(int(json.loads(state_file.read_text())["job_id"]), signal.SIGKILL)
-    process.wait()
+    argv, _ = campaign_killed_in_round_2(db, config_file, tmp_path / "runs", "phonon", 400)
     with db.session() as session:
         assert session.scalar(select(CampaignRound.status).where(CampaignRound.number == 2)) == "computing"
 

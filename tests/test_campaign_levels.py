@@ -5,11 +5,7 @@ chalcogenides (PBEsol screens, HSE06 confirms, light electrons required) killed 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,10 +18,10 @@ from tansaku.active.campaign_config import EXAMPLE_TWO_LEVELS, config_from_dict,
 from tansaku.active.oracles import DatasetOracle
 from tansaku.active.pools import two_level_pool
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
-from tansaku.store import Calculation, CampaignPick, CampaignRound, Material, Property, open_database
+from tansaku.store import Calculation, Material, Property, open_database
 from tansaku.store.materials import composition_fields, set_property
 from tests.conftest import SHARED, need_shared
-from tests.test_campaign import dft_section, quiet, toml_text
+from tests.test_campaign import campaign_killed_in_round_2, dft_section, quiet, toml_text
 from tests.test_cli import invoke
 
 WINDOW = (2.2, 2.6)
@@ -174,26 +170,7 @@ def test_real_two_level_campaign_killed_in_round_2_resumes_and_charges_each_leve
     cheaper = "set = { band_spacing = 0.3, ecutwfc = 40 }\n"  # a short band path, a low cutoff: CI minutes
     config_file.write_text(text.replace("[acquisition]", goals + "[acquisition]", 1) + cheaper)
     assert load_config(config_file).levels["cheap"] == "band_gap"
-    db_path = db.url.removeprefix("sqlite:///")
-    argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", db_path, "campaign", "run",
-            str(config_file)]
-    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, state_file = time.time() + 900, None
-    while time.time() < deadline and state_file is None:
-        assert process.poll() is None, "the campaign ended before round 2 started computing"
-        with db.session() as session:
-            second = list(session.scalars(select(CampaignPick.material_id).join(CampaignRound).where(
-                CampaignRound.number == 2)))
-        for material_id in second:
-            for found in (tmp_path / "runs").glob(f"{material_id}-*/*/state.json"):
-                state = json.loads(found.read_text())
-                if state["status"] == "running" and state.get("job_id"):
-                    state_file = found
-        time.sleep(0.3)
-    assert state_file is not None, "round 2 never ran a calculation"
-    os.killpg(process.pid, signal.SIGKILL)  # the controller, and the QE run in its own process group
-    os.killpg(int(json.loads(state_file.read_text())["job_id"]), signal.SIGKILL)
-    process.wait()
+    argv, state_file = campaign_killed_in_round_2(db, config_file, tmp_path / "runs")
     killed_material, killed_step = int(state_file.parent.parent.name.split("-")[0]), state_file.parent.name
 
     finished = subprocess.run(argv, capture_output=True, text=True, timeout=900)
@@ -231,7 +208,7 @@ def test_real_two_level_campaign_killed_in_round_2_resumes_and_charges_each_leve
                     or s.startswith("hse06")) == (p["level"] == "expensive")) / 3600
         assert p["cpu_hours"] == pytest.approx(hours)
     plot = tmp_path / "emitters.png"
-    result = invoke("--db", db_path, "campaign", "status", "emitters", "--plot", str(plot))
+    result = invoke("--db", db.url.removeprefix("sqlite:///"), "campaign", "status", "emitters", "--plot", str(plot))
     words = " ".join(result.output.split())  # the table's title wraps
     assert "cheap level: 3 runs" in words and "levels: band_gap → band_gap_hse06" in words
     assert plot.stat().st_size > 20_000
