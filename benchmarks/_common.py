@@ -41,6 +41,35 @@ def machine() -> dict:
     }
 
 
+def this_run() -> dict:
+    """What a results row records of the run that made it (rows carried over from other runs keep theirs)."""
+    return {key: machine()[key] for key in ("commit", "command", "date")}
+
+
+def run_of(row: dict, fallback: dict | None = None) -> dict:
+    """A row's own run, else `fallback` (the header of the file it came from, for rows written before rows
+    carried their run)."""
+    return row.get("run") or {key: (fallback or {}).get(key) for key in ("commit", "command", "date")}
+
+
+def runs_legend(runs: list[dict]) -> tuple[list[tuple], list[str]]:
+    """The distinct runs among the rows' `runs`, in order of appearance, and Markdown lines naming each: a
+    table's "run" column holds the 1-based index of its row's run in the first list."""
+    markers: list[tuple] = []
+    for run in runs:
+        marker = (run.get("commit"), run.get("command"), run.get("date"), run.get("note"))
+        if marker not in markers:
+            markers.append(marker)
+    lines = ["Runs (each row's own: commit, date, command):", ""]
+    lines += [f"{i}. {commit}, {date}: `{command}`" + (f" ({note})" if note else "")
+              for i, (commit, command, date, note) in enumerate(markers, 1)]
+    return markers, lines
+
+
+def run_number(markers: list[tuple], run: dict) -> int:
+    return markers.index((run.get("commit"), run.get("command"), run.get("date"), run.get("note"))) + 1
+
+
 def write_results(name: str, data: dict, markdown: str, compact: bool = False) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"machine": machine(), **data}

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, write_results  # noqa: E402
+from _common import REPO, SHARED, run_number, run_of, runs_legend, this_run, write_results  # noqa: E402
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
@@ -134,7 +134,7 @@ def main() -> None:
             "step_seconds": step_times(root), "step_cpu_seconds": step_times(root, "cpu_seconds"),
             "seconds_this_invocation": time.perf_counter() - start, "kspacing": result.kspacing,
             **scf_facts(root / result.scf_step, result.kspacing or ctx.settings.kspacing, ctx.settings.even_kmesh),
-            "cost_size": _size(ctx, reference),
+            "cost_size": _size(ctx, reference), "run": this_run(),
         })
         report(rows + reused, args)
 
@@ -178,7 +178,7 @@ def reused_rows(path: Path, settings, computed_ids: list[str]) -> list[dict]:
         if then.for_elements(elements) != settings.for_elements(elements):
             sys.exit(f"{path}: {row['formula']} ({row['mp_id']}) ran with other settings than this run would use; "
                      "compute it here (add it to --ids) instead of reusing it")
-        rows.append({**row, "reused_from": path.name})
+        rows.append({**row, "reused_from": path.name, "run": run_of(row, earlier["machine"])})
     return rows
 
 
@@ -199,9 +199,10 @@ def report(rows: list[dict], args) -> None:
         + "".join(f", {o}" for o in args.overrides) + ")", "",
         f"{len(done)} of {total} materials finished so far; pending ones are not in the table.", "",
         "| oxide | status | ε∞ ours / DB | ε_ion ours / DB | gap ours / DB (eV) | volume vs DB | "
-        "wall time per step (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "wall time per step (s) | run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    runs, legend = runs_legend([run_of(r) for r in rows])
 
     def f(x, fmt=".2f"):
         return "–" if x is None else format(x, fmt)
@@ -212,7 +213,8 @@ def report(rows: list[dict], args) -> None:
         lines.append(
             f"| {r['formula']} ({r['mp_id']}){mark} | {r['status']} | {f(r['eps_electronic'])} / {r['eps_electronic_db']:.2f} "
             f"| {f(r['eps_ionic'])} / {r['eps_ionic_db']:.2f} | {f(r['band_gap'])} / {r['band_gap_db']:.2f} "
-            f"| {f(r['volume_change'] * 100 if r['volume_change'] is not None else None, '+.1f')} % | {times} |"
+            f"| {f(r['volume_change'] * 100 if r['volume_change'] is not None else None, '+.1f')} % | {times} "
+            f"| {run_number(runs, run_of(r))} |"
         )
     lines += ["", f"MAPE ε∞: **{f(mape_e, '.1f')} %** (target ≤ 3 %) over {len(e_err)} materials; "
               f"MAPE ε_ion: **{f(mape_i, '.1f')} %** (target ≤ 10 %) over {len(i_err)} materials without imaginary modes."]
@@ -223,6 +225,7 @@ def report(rows: list[dict], args) -> None:
     cost = cost_model_check(done)
     if cost:
         lines += ["", *cost.pop("lines")]
+    lines += ["", *legend]
     sources = sorted({r["reused_from"] for r in rows if r.get("reused_from")})
     if sources:
         lines += ["", f"† taken from {', '.join(sources)} (`--reuse`): the settings these materials run with are the "

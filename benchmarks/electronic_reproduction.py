@@ -20,14 +20,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, write_results  # noqa: E402
+from _common import REPO, SHARED, run_number, run_of, runs_legend, this_run, write_results  # noqa: E402
 from dft_reproduction import staged_database, step_times  # noqa: E402
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.store import Material  # noqa: E402
 from tansaku.workflows.dielectric import RunContext, material_dir  # noqa: E402
-from tansaku.workflows.electronic import run_electronic  # noqa: E402
+from tansaku.workflows.electronic import is_hybrid_step, run_electronic  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
 
 # DDH gaps (eV) from kumagai-group/high-k_oxides_screening@daf3b269, database/bandgap_ddh/<id>_<formula>/bandgap.txt
@@ -71,7 +71,7 @@ def main() -> None:
                      "exx_fraction": next((h.get("exx_fraction") for s, h in hybrid.items() if s.startswith("ddh")),
                                           None),
                      "q_mesh": next((h["q_mesh"] for h in hybrid.values()), None),
-                     "cpu_seconds": cpu})
+                     "cpu_seconds": cpu, "run": this_run()})
         report(rows, args)
 
 
@@ -85,11 +85,12 @@ def report(rows: list[dict], args) -> None:
              "Kiyohara, Kumagai, PRX (2026), VASP/PAW on their PBEsol structures; ours: QE, norm-conserving "
              "pseudopotentials, our PBEsol relaxation, α = 1/ε∞ from our DFPT.", "",
              "| oxide | PBEsol ours / DB | " + " | ".join(f"HSE06 {k}" for k in kinds) + " | "
-             + " | ".join(f"DDH {k}" for k in kinds) + " | DDH published | α | q-mesh | CPU s (hybrid steps) |",
-             "| " + " | ".join(["---"] * (6 + 2 * len(kinds))) + " |"]
+             + " | ".join(f"DDH {k}" for k in kinds) + " | DDH published | α | q-mesh | CPU s (hybrid steps) | run |",
+             "| " + " | ".join(["---"] * (7 + 2 * len(kinds))) + " |"]
+    runs, legend = runs_legend([run_of(r) for r in rows])
     errors = {k: [] for k in kinds}
     for r in rows:
-        hybrid_cpu = sum(v for s, v in r["cpu_seconds"].items() if s.split("-")[0] in ("hse06", "ddh", "pbe"))
+        hybrid_cpu = sum(v for s, v in r["cpu_seconds"].items() if is_hybrid_step(s))
         for k in kinds:
             if r.get(f"ddh-{k}") is not None:
                 errors[k].append(r[f"ddh-{k}"] - r["published_ddh"])
@@ -97,13 +98,15 @@ def report(rows: list[dict], args) -> None:
                      + " | ".join(fmt(r.get(f"hse06-{k}")) for k in kinds) + " | "
                      + " | ".join(fmt(r.get(f"ddh-{k}")) for k in kinds)
                      + f" | {r['published_ddh']:.2f} | {fmt(r['exx_fraction'], '.3f')} | {r['q_mesh']} | "
-                     f"{hybrid_cpu:.0f} |")
+                     f"{hybrid_cpu:.0f} | {run_number(runs, run_of(r))} |")
     lines.append("")
     for k, e in errors.items():
         if e:
             mean_abs = sum(abs(x) for x in e) / len(e)
             lines.append(f"DDH {k} against published: mean absolute difference **{mean_abs:.2f} eV**, mean signed "
                          f"{sum(e) / len(e):+.2f} eV over {len(e)} oxides.")
+    lines += ["", "CPU s (hybrid steps): the PBE SCF the nsc runs start from, the field-only ph.x giving the DDH its "
+              "ε∞ (when no DFPT value is stored), and the hybrid runs.", "", *legend]
     write_results(f"electronic_reproduction_{args.preset}", {"rows": rows, "hybrid": args.hybrid}, "\n".join(lines))
 
 

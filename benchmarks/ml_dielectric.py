@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, machine, write_results  # noqa: E402
+from _common import RESULTS, SHARED, run_number, runs_legend, this_run, write_results  # noqa: E402
 from tansaku.features.elements import element_table  # noqa: E402
 from tansaku.features.sets import EXTRA_BLOCKS, cached_features, raw_features  # noqa: E402
 from tansaku.models.dataset import load_dataset  # noqa: E402
@@ -204,7 +204,7 @@ def main() -> None:
     db = open_database(tmp / "ml.db")
     import_oxi_diel_db(db, SHARED / "datasets" / "oxi_diel_db")
     results: dict = {"cv": args.cv, "tasks": {}, "speed": None, "cache": {}}
-    this_run = {key: machine()[key] for key in ("commit", "command", "date")}
+    run_info = this_run()
     if args.merge:
         import json
 
@@ -251,7 +251,7 @@ def main() -> None:
                 key = f"{prop}/{feature_set}/{name}"
                 entry = {key2: res[key2] for key2 in ("cv", "holdout", "grouped")}
                 entry.update(n=res["n"], seconds=time.perf_counter() - start, paper_r2=PAPER[(prop, feature_set)],
-                             stretch_r2=STRETCH[(prop, feature_set)], run=this_run)
+                             stretch_r2=STRETCH[(prop, feature_set)], run=run_info)
                 if name == args.models[-1]:
                     parity(data.y, res["_oof_mean"], res["_oof_std"], plots / f"parity_{prop}_{feature_set}.png",
                            f"log10 {prop}", res["cv"]["r2_mean"])
@@ -370,14 +370,9 @@ def markdown(results: dict, models: list[str]) -> str:
     lines = [f"# Dielectric prediction on the paper's oxides (repeated {results['cv']} CV, log10 units)", "",
              "| target | descriptors | model | CV R² (mean ± std) | paper | stretch | holdout R² | grouped R² | "
              "MAE | 68 % / 95 % coverage | run |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    runs: list[tuple] = []
-    for e in results["tasks"].values():
-        run = e.get("run") or {}
-        if (marker := (run.get("commit"), run.get("command"), run.get("date"), run.get("note"))) not in runs:
-            runs.append(marker)
+    runs, legend = runs_legend([e.get("run") or {} for e in results["tasks"].values()])
     for key, e in results["tasks"].items():
-        run = e.get("run") or {}
-        run_no = runs.index((run.get("commit"), run.get("command"), run.get("date"), run.get("note"))) + 1
+        run_no = run_number(runs, e.get("run") or {})
         prop, fs, name = key.split("/")
         cv = e["cv"]
         mark = "✅" if cv["r2_mean"] > e["paper_r2"] else "❌"
@@ -385,9 +380,7 @@ def markdown(results: dict, models: list[str]) -> str:
                      f"| {e['stretch_r2']} | {e['holdout']['r2_mean']:.3f} | {e['grouped']['r2_mean']:.3f} "
                      f"| {cv['mae_mean']:.3f} | {cv['coverage_68_mean']:.2f} / {cv['coverage_95_mean']:.2f} | "
                      f"{run_no} |")
-    lines += ["", "Runs (each row's own: commit, date, command):", ""]
-    lines += [f"{i}. {commit}, {date}: `{command}`" + (f" ({note})" if note else "")
-              for i, (commit, command, date, note) in enumerate(runs, 1)]
+    lines += ["", *legend]
     sp = results["speed"]
     if "speed_from" in results:
         origin = results["speed_from"]
