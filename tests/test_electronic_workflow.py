@@ -131,8 +131,10 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
 
 
 def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, mgo):  # noqa: F811
+    # electron_maxstep 4 provokes non-convergence for real: every SCF, the hybrid ones included, stops unconverged
+    # once, and the handler (mixing 0.3, 300 steps) gets it there
     ctx = make_ctx(tmp_path, {"hybrid": "both", "relax": False, "hybrid_q_divisor": 4,  # q = 1x1x1: seconds
-                              "optics": True})
+                              "optics": True, "electron_maxstep": 4})
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "done", result.reason
@@ -157,6 +159,10 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
         assert abs((cbm - vbm) - nsc["gap"]) > 0.01  # the run's last iteration had moved on
         state = json.loads((root / f"{name}-nsc" / "state.json").read_text())
         assert state["attempt"] == 1 and not state["handlers"]  # its stop after one EXX step is no SCF failure
+    for step in ("hse06-scf", "ddh-scf"):
+        state = json.loads((root / step / "state.json").read_text())
+        assert state["attempt"] == 2 and [h["handler"] for h in state["handlers"]] == ["scf_not_converged"]
+        assert state["handlers"][0]["changed"]["electrons"]["electron_maxstep"] == 300
     pbe = json.loads((root / "pbe-scf" / "state.json").read_text())["outputs"]
     assert abs(pbe["gap"] - result.band_gap) < 0.5  # the PBE orbitals' ground state, started from PBEsol's
     with ctx.db.session() as session:
