@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.dft.band_path import band_path
+from tansaku.dft.memory import fft_grid, hybrid_memory
 from tansaku.dft.settings import standard_frame
 from tansaku.store import Calculation, Property
 from tansaku.workflows.dielectric import run_dielectric
@@ -130,6 +132,23 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
                "--functionals", "hse06,b3lyp")
 
 
+def test_hybrid_runs_that_would_not_fit_in_memory_are_refused_before_anything_runs(tmp_path, mgo):  # noqa: F811
+    ctx = make_ctx(tmp_path, {"hybrid": "nsc", "max_memory_gb": 0.3})
+    material_id = store(ctx, mgo, "MgO")
+    result = run_electronic(ctx, material_id)
+    assert result.status == "failed"
+    # 4x4x4 k-mesh (8 irreducible points), 2x2x2 q-mesh: 40 distinct k+q points; ecutfock 110 Ry: 20³ points
+    assert ("the hybrid runs would need about 0.5 GB (0.2 GB in each of 2 MPI processes: the exact exchange holds "
+            "8 occupied bands at 40 k+q points on a 20x20x20 FFT grid), more than the 0.3 GB max_memory_gb allows; "
+            "lower it with --set hybrid_q_divisor=4 (0.4 GB) or --set ecutfock_factor=1 (0.4 GB)") in result.reason
+    assert not list((tmp_path / "runs").glob("*/relax"))  # refused before the relaxation
+    # a finer q-mesh holds more k+q points: the estimate grows with them (2x2x2 q on the 2x2x2 k-mesh: all 8)
+    standard = hybrid_memory(standard_frame(mgo)[0], replace(ctx.settings, kspacing=0.2), ctx.pseudos, 2)
+    coarser = hybrid_memory(standard_frame(mgo)[0], replace(ctx.settings, kspacing=0.2, hybrid_q_divisor=4),
+                            ctx.pseudos, 2)
+    assert coarser.k_plus_q < standard.k_plus_q and coarser.total_gb < standard.total_gb
+
+
 def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, mgo):  # noqa: F811
     # electron_maxstep 4 provokes non-convergence for real: every SCF, the hybrid ones included, stops unconverged
     # once, and the handler (mixing 0.3, 300 steps) gets it there
@@ -163,6 +182,9 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
         state = json.loads((root / step / "state.json").read_text())
         assert state["attempt"] == 2 and [h["handler"] for h in state["handlers"]] == ["scf_not_converged"]
         assert state["handlers"][0]["changed"]["electrons"]["electron_maxstep"] == 300
+    exx_grid = re.search(r"EXX grid:.*FFT dimensions: \(\s*(\d+),\s*(\d+),\s*(\d+)\)",
+                         (root / "hse06-scf" / "output.out").read_text())
+    assert exx_grid and fft_grid(standard_frame(mgo)[0], 2 * 55.0) == tuple(map(int, exx_grid.groups()))  # ecutfock
     pbe = json.loads((root / "pbe-scf" / "state.json").read_text())["outputs"]
     assert abs(pbe["gap"] - result.band_gap) < 0.5  # the PBE orbitals' ground state, started from PBEsol's
     with ctx.db.session() as session:

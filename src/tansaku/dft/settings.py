@@ -78,6 +78,9 @@ class DielectricSettings:
     # restart check lowers the eigenvalue threshold below what Davidson reaches with exact exchange (1e-16 on MgO)
     hybrid_conv_thr_per_atom: float = 1e-9
     ecutfock_factor: float = 4.0  # ecutfock = factor × ecutwfc (4: QE's default, the density cutoff)
+    # hybrid runs are refused before anything runs when their estimated memory (tansaku.dft.memory) exceeds this
+    # (GB, all MPI processes together); None: this machine's memory when running locally, no check under SLURM
+    max_memory_gb: float | None = None
     metal_gap_ev: float = 0.1
     electron_maxstep: int = 100
     mixing_beta: float = 0.7

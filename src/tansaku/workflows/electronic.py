@@ -26,7 +26,7 @@ from tansaku.dft.conductivity_mass import conductivity_masses
 from tansaku.dft.optics import absorption_coefficient, absorption_onset, kramers_kronig_eps1, scissor
 from tansaku.dft.qe.inputs import ecutwfc_for, epsilon_input, merge, pw_input
 from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_epsilon, read_pw_xml
-from tansaku.dft.settings import kmesh, to_input_frame
+from tansaku.dft.settings import kmesh, standard_frame, to_input_frame
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
 from tansaku.workflows.dielectric import (
@@ -324,6 +324,36 @@ def is_hybrid_step(step: str) -> bool:
     return step in (PBE_SCF, "epsilon-field") or step.startswith(("hse06-", "ddh-"))
 
 
+def check_hybrid_memory(run: Run) -> bool:
+    """Before any calculation: refuse hybrid runs that would not fit in memory, saying what they need and which
+    setting brings them down (a swapping or killed pw.x an hour in is the alternative)."""
+    from tansaku.dft.memory import hybrid_memory, machine_memory_gb
+    from tansaku.workflows.executor import LocalExecutor
+
+    s = run.ctx.settings
+    if s.hybrid == "none":
+        return True
+    limit, whose = s.max_memory_gb, "max_memory_gb allows"
+    if limit is None and isinstance(run.ctx.executor, LocalExecutor):
+        limit, whose = machine_memory_gb(), "this machine has"
+    if limit is None:
+        return True
+    structure = standard_frame(run.structure)[0] if s.standardize else run.structure
+    procs = run.ctx.commands.mpi_procs
+    need = hybrid_memory(structure, s, run.ctx.pseudos, procs)
+    if need.total_gb <= limit:
+        return True
+    options = []
+    for key, value in (("hybrid_q_divisor", 2 * s.hybrid_q_divisor), ("ecutfock_factor", s.ecutfock_factor / 2)):
+        lower = hybrid_memory(structure, replace(s, **{key: value}), run.ctx.pseudos, procs)
+        if lower.total_gb < need.total_gb:
+            options.append(f"--set {key}={value:g} ({lower.total_gb:.1f} GB)")
+    raise TansakuError(f"material {run.material_id} ({structure.composition.reduced_formula}): the hybrid runs "
+                       f"would need {need.describe()}, more than the {limit:.1f} GB {whose}; "
+                       + (f"lower it with {' or '.join(options)}, or " if options else "")
+                       + "set max_memory_gb if the run has more memory than that")
+
+
 def hybrid_kinds(mode: str) -> tuple[str, ...]:
     return {"none": (), "scf": ("scf",), "nsc": ("nsc",), "both": ("nsc", "scf")}[mode]
 
@@ -572,8 +602,8 @@ def _conductivity(run: Run) -> dict:
     return out
 
 
-ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, relax, scf_gap, bands, masses, dense_mesh,
-                                             hybrid_gaps, optics, electronic_analysis))
+ELECTRONIC_WORKFLOW = Workflow(ELECTRONIC, (check_insulator_setup, check_hybrid_memory, relax, scf_gap, bands,
+                                             masses, dense_mesh, hybrid_gaps, optics, electronic_analysis))
 
 
 def run_electronic(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None
