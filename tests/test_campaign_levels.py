@@ -170,7 +170,8 @@ def test_real_two_level_campaign_killed_in_round_2_resumes_and_charges_each_leve
     cheaper = "set = { band_spacing = 0.3, ecutwfc = 40 }\n"  # a short band path, a low cutoff: CI minutes
     config_file.write_text(text.replace("[acquisition]", goals + "[acquisition]", 1) + cheaper)
     assert load_config(config_file).levels["cheap"] == "band_gap"
-    argv, state_file = campaign_killed_in_round_2(db, config_file, tmp_path / "runs")
+    # round 2 screens (its longest step: the band-mass grid) or promotes (the hybrid run)
+    argv, state_file = campaign_killed_in_round_2(db, config_file, tmp_path / "runs", ("masses", "hse06-nsc"))
     killed_material, killed_step = int(state_file.parent.parent.name.split("-")[0]), state_file.parent.name
 
     finished = subprocess.run(argv, capture_output=True, text=True, timeout=900)
