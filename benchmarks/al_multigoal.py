@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=400)
     parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--diversity", type=float, default=1.0,
+                        help="Batch spreading (local penalization) for every strategy; results other than 1 go to "
+                             "al_multigoal_diversity-<value>.md")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     db = open_database(Path(tempfile.mkdtemp()) / "oxides.db")
@@ -72,13 +75,16 @@ def main() -> None:
     X, values, _ = multi_property_pool(db, [Condition.parse(g).prop for g in GOALS], "structure",
                                        "paper")
     setup = MultiSetup(X, values, [Condition.parse(g) for g in GOALS], init=20, batch=10, budget=args.budget,
-                       seeds=args.seeds, trees=args.trees)
+                       seeds=args.seeds, trees=args.trees, diversity=args.diversity)
     setup.check()
     n_targets = int(setup.targets().sum())
     curves: dict[str, list] = {s: [] for s in STRATEGIES}
     key = {"code": code_fingerprint(multigoal, diversity, learners),
            "data": data_fingerprint(X, *(values[c.prop] for c in setup.conditions)), "goals": GOALS,
            "init": setup.init, "batch": setup.batch, "budget": args.budget, "trees": args.trees}
+    suffix = "" if args.diversity == 1.0 else f"_diversity-{args.diversity:g}"
+    if suffix:
+        key["diversity"] = args.diversity  # curves made with the default spreading keep their checkpoints
     for seed in range(args.seeds):
         for strategy in STRATEGIES:
             def compute(strategy=strategy, seed=seed) -> dict:
@@ -88,7 +94,7 @@ def main() -> None:
                       f"{time.perf_counter() - started:.0f} s", flush=True)
                 return curve
 
-            path = WORK / f"{strategy.replace(':', '-')}-{seed}-{args.budget}-{args.trees}.json"
+            path = WORK / f"{strategy.replace(':', '-')}-{seed}-{args.budget}-{args.trees}{suffix}.json"
             curves[strategy].append(checkpointed(path, key, compute))
     half = n_targets / 2
     reach = {s: [evaluations_to_reach(c["evaluated"], c["found"], half, True) for c in runs]
@@ -104,7 +110,7 @@ def main() -> None:
     ratio = medians["joint"] / baselines[best] if best and medians["joint"] else None
     # the bound no strategy can beat: after the random start, every pick a target
     oracle = float(np.median([c["evaluated"][0] + max(0.0, np.ceil(half - c["found"][0])) for c in curves["joint"]]))
-    figure = RESULTS / "al_multigoal.png"
+    figure = RESULTS / f"al_multigoal{suffix}.png"
     plot(curves, half, figure)
     rows = "\n".join(
         f"| {s} | {'not reached' if medians[s] is None else f'{medians[s]:.0f}'} | "
@@ -116,8 +122,9 @@ def main() -> None:
     markdown = f"""# Two goals at once: gap ≥ 3 eV and ε_total ≥ 20 among the oxides
 
 {len(X)} oxides of the paper's subset hold both values; {n_targets} meet both goals. Per seed (n = {args.seeds}):
-20 random oxides, then batches of 10 up to {args.budget}; extra trees ({args.trees}) on structure descriptors,
-one per property (ε learned as log10); the joint probability treats the two surrogates' errors as independent.
+20 random oxides, then batches of 10 up to {args.budget}, spread by local penalization of strength
+{args.diversity:g} (1: the default); extra trees ({args.trees}) on structure descriptors, one per property (ε learned
+as log10); the joint probability treats the two surrogates' errors as independent.
 
 | strategy | evaluations to find half ({half:.1f}), median | seeds that got there | found at {args.budget} (median) | seconds per run |
 | --- | --- | --- | --- | --- |
@@ -126,9 +133,9 @@ one per property (ε learned as log10); the joint probability treats the two sur
 `joint` against the best baseline: {verdict}. A strategy that picked only targets after the random start would
 need {oracle:.0f} evaluations (median): the limit of any method here.
 
-![discovery curves](al_multigoal.png)
+![discovery curves]({figure.name})
 """
-    write_results("al_multigoal", {"goals": GOALS, "n_pool": len(X), "n_targets": n_targets, "seeds": args.seeds,
+    write_results(f"al_multigoal{suffix}", {"goals": GOALS, "diversity": args.diversity, "n_pool": len(X), "n_targets": n_targets, "seeds": args.seeds,
                                    "budget": args.budget, "trees": args.trees, "evaluations_to_half": reach,
                                    "medians": medians, "oracle_evaluations_to_half": oracle, "ratio_to_best_baseline": ratio, "best_baseline": best,
                                    "curves": {s: [c["found"] for c in runs] for s, runs in curves.items()},
