@@ -281,16 +281,21 @@ def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number
     metrics: dict = {"joint_errors": "independent", "goals": [str(c) for c in config.goals]}
     joint, X = _goal_probabilities(db, config, config.goals, known, pool, number, metrics)
     metrics["expected_hits_left"] = float(joint.sum())
-    coords = None
-    if config.diversity > 0 and k > 1 and len(pool) > 2:
-        coords = descriptor_coordinates(base_columns(X, config.features))
-        chosen = select_batch(joint, k, rng, coords, config.diversity * typical_spacing(
-            coords, np.random.default_rng(0)))
-    else:
-        chosen = select_batch(joint, k, rng)
+    chosen = _spread_batch(joint, k, rng, X, config)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return [Choice(pool[i], f"joint probability {joint[i]:.3g}", score=float(joint[i]), cost=_finite(estimate[i]))
             for i in chosen], metrics
+
+
+def _spread_batch(scores: np.ndarray, k: int, rng: np.random.Generator, X: np.ndarray, config: CampaignConfig,
+                  rows: np.ndarray | None = None) -> np.ndarray:
+    """The k best scores, spread over descriptor space by local penalization when config.diversity > 0 (`rows`:
+    which rows of X the scores belong to; the spacing is measured over all of X)."""
+    if config.diversity <= 0 or k <= 1 or len(scores) <= 2:
+        return select_batch(scores, k, rng)
+    coords = descriptor_coordinates(base_columns(X, config.features))
+    spacing = typical_spacing(coords, np.random.default_rng(0))
+    return select_batch(scores, k, rng, coords if rows is None else coords[rows], config.diversity * spacing)
 
 
 def _goal_probabilities(db: Database, config: CampaignConfig, goals: list[Condition], known: dict, pool: list[int],
@@ -391,13 +396,7 @@ def _choose_two_level(db: Database, config: CampaignConfig, campaign_id: int, nu
     metrics["options"] = {"screen": int((level_of == 0).sum()), "promote": int((level_of == 1).sum())}
     if not len(index):
         return [], metrics
-    coords = None
-    if config.diversity > 0 and k > 1 and len(index) > 2:
-        coords = descriptor_coordinates(base_columns(X, config.features))
-        chosen = select_batch(rate, k, rng, coords[index], config.diversity * typical_spacing(
-            coords, np.random.default_rng(0)))
-    else:
-        chosen = select_batch(rate, k, rng)
+    chosen = _spread_batch(rate, k, rng, X, config, index)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     choices = []
     for i in chosen:

@@ -14,14 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import spglib
 from pymatgen.core import Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
-from tansaku.dft.settings import DielectricSettings, kmesh, standard_cell
+from tansaku.dft.settings import DielectricSettings, irreducible_points, kmesh, standard_cell
 from tansaku.store.database import Database
 from tansaku.store.tables import Calculation, Material
 
@@ -41,12 +40,7 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
 
 def irreducible_k_points(structure: Structure, mesh: tuple[int, int, int]) -> int:
     """Irreducible points of a Γ-centred mesh (the full mesh when spglib finds no symmetry)."""
-    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
-    try:
-        mapping, _ = spglib.get_ir_reciprocal_mesh(mesh, cell, is_shift=[0, 0, 0], symprec=1e-3)
-    except Exception:  # noqa: BLE001 - spglib gives up on some cells
-        return int(np.prod(mesh))
-    return len(np.unique(mapping))
+    return len(irreducible_points(structure, mesh))
 
 
 @dataclass

@@ -14,12 +14,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import spglib
 from pymatgen.core import Structure
 
 from tansaku.dft.pseudos import PseudoFamily
-from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
-from tansaku.dft.settings import DielectricSettings, kmesh
+from tansaku.dft.qe.inputs import ecutfock_for, number_of_electrons
+from tansaku.dft.settings import DielectricSettings, exchange_q_mesh, irreducible_points, kmesh
 
 BOHR = 0.529177210903  # Å
 BUFFER_FACTOR = 2.0  # resident memory over the exact-exchange buffer (MgO, measured)
@@ -47,16 +46,10 @@ def fft_grid(structure: Structure, cutoff_ry: float) -> tuple[int, int, int]:
 
 def k_plus_q_points(structure: Structure, k_mesh: tuple[int, int, int], q_mesh: list[int]) -> int:
     """Distinct k+q points: k over the irreducible points of the Γ-centred k-mesh, q over the q-mesh."""
-    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
-    try:
-        mapping, grid = spglib.get_ir_reciprocal_mesh(k_mesh, cell, is_shift=[0, 0, 0], symprec=1e-3)
-        irreducible = grid[np.unique(mapping)] / np.asarray(k_mesh, float)
-    except Exception:  # noqa: BLE001 - spglib gives up on some cells: every point then
-        return int(np.prod(k_mesh))
     q = np.array(np.meshgrid(*(np.arange(n) / n for n in q_mesh), indexing="ij")).reshape(3, -1).T
-    points = (irreducible[:, None, :] + q[None, :, :]).reshape(-1, 3) % 1.0
-    return len(np.unique(np.round(points * np.lcm.reduce(list(k_mesh) + list(q_mesh))).astype(int) %
-                         np.lcm.reduce(list(k_mesh) + list(q_mesh)), axis=0))
+    points = (irreducible_points(structure, k_mesh)[:, None, :] + q[None, :, :]).reshape(-1, 3)
+    common = int(np.lcm.reduce(list(k_mesh) + list(q_mesh)))  # every point is a whole multiple of 1/common
+    return len(np.unique(np.round(points * common).astype(int) % common, axis=0))
 
 
 @dataclass
@@ -81,11 +74,9 @@ class HybridMemory:
 def hybrid_memory(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily, processes: int
                   ) -> HybridMemory:
     """The estimate for a hybrid run of this cell with these settings (spin-unpolarized)."""
-    from tansaku.workflows.electronic import exchange_q  # the q-mesh rule lives with the hybrid steps
-
     k_mesh = kmesh(structure, settings.kspacing, settings.even_kmesh)
-    q_mesh = [exchange_q(n, settings.hybrid_q_divisor) for n in k_mesh]
-    fft = fft_grid(structure, settings.ecutfock_factor * ecutwfc_for(structure, settings, pseudos))
+    q_mesh = exchange_q_mesh(k_mesh, settings.hybrid_q_divisor)
+    fft = fft_grid(structure, ecutfock_for(structure, settings, pseudos))
     occupied = math.ceil(number_of_electrons(structure, pseudos) / 2)
     k_plus_q = k_plus_q_points(structure, k_mesh, q_mesh)
     buffer_gb = occupied * k_plus_q * float(np.prod(fft)) * 16 / 1e9

@@ -223,6 +223,27 @@ def to_input_frame(tensor, rotation: np.ndarray) -> np.ndarray:
     return np.einsum("ji,...jk,kl->...il", rotation, np.asarray(tensor, dtype=float), rotation)
 
 
+def irreducible_points(structure: Structure, mesh: tuple[int, int, int]) -> np.ndarray:
+    """Fractional coordinates of the irreducible points of a Γ-centred mesh (spglib, time reversal included);
+    the whole mesh when spglib gives up on the cell."""
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    try:
+        mapping, grid = spglib.get_ir_reciprocal_mesh(mesh, cell, is_shift=[0, 0, 0], symprec=1e-3)
+    except Exception:  # noqa: BLE001 - spglib gives up on some cells
+        grid = np.array(np.meshgrid(*(np.arange(n) for n in mesh), indexing="ij")).reshape(3, -1).T
+        return grid / np.asarray(mesh, float)
+    return grid[np.unique(mapping)] / np.asarray(mesh, float)
+
+
+def exchange_q_mesh(k_mesh: tuple[int, int, int], divisor: int) -> list[int]:
+    """The exact exchange's q-mesh: each k / divisor, or 1 where that does not divide k (pw.x needs it)."""
+    def axis(k: int) -> int:
+        q = max(1, k // divisor)
+        return q if k % q == 0 else 1
+
+    return [axis(k) for k in k_mesh]
+
+
 def kmesh(structure: Structure, spacing: float, even: bool = True) -> tuple[int, int, int]:
     """Γ-centred mesh with at most `spacing` Å⁻¹ between points along each reciprocal vector (2π included)."""
     lengths = np.linalg.norm(structure.lattice.reciprocal_lattice.matrix, axis=1)

@@ -24,9 +24,9 @@ from tansaku.dft.band_edges import band_mass, edges_from
 from tansaku.dft.band_path import CONVENTION, band_path
 from tansaku.dft.conductivity_mass import conductivity_masses
 from tansaku.dft.optics import absorption_coefficient, absorption_onset, kramers_kronig_eps1, scissor
-from tansaku.dft.qe.inputs import ecutwfc_for, epsilon_input, merge, pw_input
+from tansaku.dft.qe.inputs import ecutfock_for, epsilon_input, merge, pw_input
 from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_epsilon, read_pw_xml
-from tansaku.dft.settings import kmesh, standard_frame, to_input_frame
+from tansaku.dft.settings import exchange_q_mesh, kmesh, standard_frame, to_input_frame
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
 from tansaku.workflows.dielectric import (
@@ -214,12 +214,6 @@ def bands(run: Run) -> bool:
     return True
 
 
-def exchange_q(k: int, divisor: int) -> int:
-    """The exact exchange's q-points along one axis: k / divisor, or 1 when that does not divide k (pw.x needs it)."""
-    q = max(1, k // divisor)
-    return q if k % q == 0 else 1
-
-
 NO_FORCES = {"control": {"tprnfor": False, "tstress": False}}  # band energies need neither
 PBE_SCF = "pbe-scf"  # the semilocal ground state the non-self-consistent hybrids start from
 # The first hybrid diagonalization is printed (iprint); it is the answer. The density comes from the PBE SCF, the
@@ -241,10 +235,9 @@ def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, fu
     s = replace(ctx.settings, conv_thr_per_atom=ctx.settings.hybrid_conv_thr_per_atom)
     scratch = root / "hybrid-scratch"
     mesh = kmesh(structure, s.kspacing, s.even_kmesh)
-    q = [exchange_q(n, s.hybrid_q_divisor) for n in mesh]
+    q = exchange_q_mesh(mesh, s.hybrid_q_divisor)
     exchange = {"nqx1": q[0], "nqx2": q[1], "nqx3": q[2], "exxdiv_treatment": "gygi-baldereschi",
-                "x_gamma_extrapolation": True,
-                "ecutfock": s.ecutfock_factor * ecutwfc_for(structure, s, ctx.pseudos), **functional}
+                "x_gamma_extrapolation": True, "ecutfock": ecutfock_for(structure, s, ctx.pseudos), **functional}
     nsc = orbitals_from is not None
     # forces and stress with exact exchange cost as much as an iteration, and a gap needs neither
     namelists = merge(merge(NO_FORCES, {"system": exchange}), NSC_RUN if nsc else {})

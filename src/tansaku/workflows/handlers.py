@@ -96,16 +96,10 @@ def ph_symmetry(state: StepState, log: str) -> dict | None:
     return set_override(state, "inputph", search_sym=False)
 
 
-def cholesky(state: StepState, log: str) -> dict | None:
-    """Failed subspace diagonalization: use conjugate gradients."""
-    if _times(state, "cholesky"):
-        return None
-    return set_override(state, "electrons", diagonalization="cg")
-
-
-def bands_not_converged(state: StepState, log: str) -> dict | None:
-    """Davidson left too many bands unconverged: conjugate gradients, slower and steadier, once."""
-    if _times(state, "bands_not_converged"):
+def conjugate_gradients(state: StepState, log: str) -> dict | None:
+    """Davidson failed (a subspace diagonalization that broke down, or too many bands left unconverged):
+    conjugate gradients, slower and steadier, once."""
+    if _times(state, "conjugate_gradients"):
         return None
     return set_override(state, "electrons", diagonalization="cg")
 
@@ -118,8 +112,8 @@ HANDLERS: dict[str, Handler] = {
     "bfgs_failed": relax_restart,
     "ph_not_converged": ph_not_converged,
     "ph_symmetry": ph_symmetry,
-    "cholesky": cholesky,
-    "bands_not_converged": bands_not_converged,
+    "cholesky": conjugate_gradients,
+    "bands_not_converged": conjugate_gradients,
 }
 
 

@@ -126,6 +126,11 @@ def ecutwfc_for(structure: Structure, settings: DielectricSettings, pseudos: Pse
     return float(hint) if hint else settings.ecutwfc_default
 
 
+def ecutfock_for(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily) -> float:
+    """The exact exchange's cutoff (Ry): ecutfock_factor × ecutwfc."""
+    return settings.ecutfock_factor * ecutwfc_for(structure, settings, pseudos)
+
+
 def ph_input(
     settings: DielectricSettings, prefix: str, outdir: Path, fildyn: str, overrides: dict[str, dict] | None = None
 ) -> str:
