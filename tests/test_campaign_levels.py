@@ -168,7 +168,8 @@ def test_real_two_level_campaign_killed_in_round_2_resumes_and_charges_each_leve
     text = toml_text({k: v for k, v in data.items() if k != "goal"})
     goals = "".join("[[goal]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in goal.items())
                     for goal in data["goal"])
-    cheaper = "set = { band_spacing = 0.3, ecutwfc = 40 }\n"  # a short band path, a low cutoff: CI minutes
+    # a short band path, a low cutoff, a coarse mass grid and interpolation: CI minutes (masses only roughly right)
+    cheaper = "set = { band_spacing = 0.3, ecutwfc = 40, dense_kspacing = 0.5, transport_lpfac = 5 }\n"
     config_file.write_text(text.replace("[acquisition]", goals + "[acquisition]", 1) + cheaper)
     assert load_config(config_file).levels["cheap"] == "band_gap"
     # round 2 screens (its longest step: the band-mass grid) or promotes (the hybrid run)

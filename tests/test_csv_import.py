@@ -22,9 +22,15 @@ def test_matbench_formation_energies_keep_every_row(db):
     with db.session() as session:
         distinct = session.scalar(select(func.count(func.distinct(Material.formula))))
     assert distinct == 106_250  # polymorphs stay separate entries
-    again = import_csv(db, path, "e_form", "eV/atom")
-    assert again.added == 0 and again.existing == 132_752
-    assert count(db, Material) == 132_752
+
+def test_importing_the_same_rows_again_adds_nothing(db, tmp_path):
+    first = tmp_path / "first.csv.gz"
+    with gzip.open(need_shared(E_FORM_CSV), "rt") as source, gzip.open(first, "wt") as out:
+        out.writelines(line for _, line in zip(range(2001), source))  # the header and 2,000 rows
+    assert import_csv(db, first, "e_form", "eV/atom").added == 2000
+    again = import_csv(db, first, "e_form", "eV/atom")
+    assert again.added == 0 and again.existing == 2000
+    assert count(db, Material) == 2000 and count(db, Property) == 2000
 
 
 def test_bad_rows_are_reported_and_the_rest_import(db, tmp_path):
