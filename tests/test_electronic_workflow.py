@@ -239,3 +239,46 @@ def test_killed_electronic_run_resumes_from_the_step_it_was_in(tmp_path, mgo):  
     state = json.loads((bands / "state.json").read_text())
     assert state["status"] == "done" and state["attempt"] == 2 and (bands / "attempt1.out").exists()
     assert json.loads((tmp_path / "runs" / "1-MgO" / "scf" / "state.json").read_text())["finished"] == scf_done
+
+
+def test_spin_polarized_nio_has_masses_per_spin_channel_and_a_hybrid_gap(tmp_path):
+    """Ferromagnetic NiO (high spin, 2 μB fixed, U 5 eV on Ni): the VBM is a spin-up state, the CBM a spin-down
+    one. Each channel gets band and conductivity masses at its own edges; the stored masses are those of the
+    channel holding the edge, and BoltzTraP2's two-channel result (one chemical potential) agrees with it."""
+    from tansaku.plots.figures import band_structure
+
+    ctx = make_ctx(tmp_path, {"hubbard_u": "reference", "ecutwfc": 40, "band_spacing": 0.3, "dense_kspacing": 0.5,
+                              "hybrid": "nsc", "hybrid_functionals": "hse06"})
+    nio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.17), ["Ni", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nio = nio.get_primitive_structure()
+    # the exact exchange holds both channels' occupied orbitals: 13 up and 11 down of NiO's 24 electrons
+    assert hybrid_memory(nio, ctx.settings, ctx.pseudos, 2).occupied == 24
+    material_id = store(ctx, nio, "NiO")
+    result = run_electronic(ctx, material_id)
+    assert result.status == "done", result.reason
+    edges = result.edges
+    assert edges["magnetization"] == pytest.approx(2.0)
+    assert [(c["name"], c["occupied"]) for c in edges["spin_channels"]] == [("up", 13), ("down", 11)]
+    assert (edges["vbm_channel"], edges["cbm_channel"]) == ("up", "down")
+    bands = json.loads((tmp_path / "runs" / f"{material_id}-NiO" / "bands" / "state.json").read_text())["outputs"]
+    energies = np.asarray(bands["eigenvalues_ev"])
+    up_cbm, down_cbm = energies[:, 13].min(), energies[:, 21 + 11].min()
+    assert down_cbm < up_cbm - 0.2  # the spin-up conduction band lies far above: no carriers there at 300 K
+    masses = edges["masses"]
+    assert set(masses["channels"]) == {"up", "down"}
+    assert masses["electrons"]["channel"] == "down" and masses["holes"]["channel"] == "up"
+    assert masses["electrons"]["dos_mass"] == masses["channels"]["down"]["electrons"]["dos_mass"]
+    conductivity = masses["conductivity"]
+    both, alone = conductivity["electrons"]["average"], conductivity["channels"]
+    # both channels under one chemical potential: the electrons sit in the spin-down band
+    assert abs(both - alone["down"]["electrons"]["average"]) < 0.1 * both
+    assert abs(both - alone["up"]["electrons"]["average"]) > 0.5 * both  # the other channel's mass is another
+    with ctx.db.session() as session:
+        stored = {p.name: p for p in session.scalars(select(Property).where(Property.material_id == material_id))}
+    assert stored["m_e_band"].extra["spin_channel"] == "down"  # (on this coarse path the VBM lies off it: no m_h_band)
+    assert stored["m_e"].value == pytest.approx(both) and set(stored["m_e"].extra["channels"]) == {"up", "down"}
+    # the hybrid (nsc, from both channels' eigenvalues) opens NiO's gap by more than 2 eV
+    assert stored["band_gap_hse06"].value > stored["band_gap"].value + 2.0
+    plot = tmp_path / "bands.png"
+    band_structure(bands, edges, plot, "NiO (ferromagnetic)")
+    assert plot.stat().st_size > 20_000

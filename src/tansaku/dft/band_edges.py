@@ -55,6 +55,60 @@ def band_edges(eigenvalues: np.ndarray, occupied_bands: int, direct_tolerance: f
 
 
 @dataclass(frozen=True)
+class SpinChannel:
+    """One spin channel's bands in an eigenvalue array (columns `first` to `first + count`), `occupied` of them
+    filled. pw.x lists a spin-polarized run's spin-up bands, then its spin-down ones, at each k-point."""
+
+    name: str  # "" when spin-unpolarized, else "up" or "down"
+    first: int
+    count: int
+    occupied: int
+
+    def energies(self, eigenvalues: np.ndarray) -> np.ndarray:
+        return np.asarray(eigenvalues)[:, self.first:self.first + self.count]
+
+
+def spin_channels(bands: int, nelec: float, lsda: bool = False, magnetization: float | None = 0.0
+                  ) -> list[SpinChannel] | None:
+    """The channels of `bands` columns holding `nelec` electrons: one doubly occupied set, or (lsda, total moment
+    M fixed) (nelec + M) / 2 spin-up and (nelec - M) / 2 spin-down electrons. None for a fractional filling (no
+    gap: a metal)."""
+    if not lsda:
+        if nelec % 2 > 1e-6:
+            return None
+        return [SpinChannel("", 0, bands, int(round(nelec)) // 2)]
+    moment = magnetization or 0.0
+    up, down = (nelec + moment) / 2, (nelec - moment) / 2
+    if abs(up - round(up)) > 1e-3:
+        return None
+    half = bands // 2
+    return [SpinChannel("up", 0, half, int(round(up))), SpinChannel("down", half, half, int(round(down)))]
+
+
+def channel_edges(eigenvalues: np.ndarray, channels: list[SpinChannel]) -> tuple[BandEdges, str, str]:
+    """Edges over all channels (the highest filled level of any channel, the lowest empty one of any), and the
+    names of the channels holding the VBM and the CBM."""
+    energies = np.asarray(eigenvalues, dtype=float)
+    valence = np.full(len(energies), -np.inf)
+    conduction = np.full(len(energies), np.inf)
+    vbm_channel = cbm_channel = channels[0].name
+    for channel in channels:
+        block = channel.energies(energies)
+        if block.shape[1] <= channel.occupied:
+            raise TansakuError(f"only {block.shape[1]} bands for {channel.occupied} occupied: no empty band")
+        if channel.occupied > 0:
+            top = block[:, channel.occupied - 1]
+            if top.max() > valence.max():
+                vbm_channel = channel.name
+            valence = np.maximum(valence, top)
+        bottom = block[:, channel.occupied]
+        if bottom.min() < conduction.min():
+            cbm_channel = channel.name
+        conduction = np.minimum(conduction, bottom)
+    return edges_from(valence, conduction), vbm_channel, cbm_channel
+
+
+@dataclass(frozen=True)
 class BandMass:
     """The effective-mass tensor of one band at one extremum (electron masses; positive for electrons at a
     minimum and for holes at a maximum), its principal values, and how well a parabola fitted the band."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.core import Structure
 
+from tansaku.dft.magnetism import spin_setup
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutfock_for, number_of_electrons
 from tansaku.dft.settings import DielectricSettings, exchange_q_mesh, irreducible_points, kmesh
@@ -73,11 +74,15 @@ class HybridMemory:
 
 def hybrid_memory(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily, processes: int
                   ) -> HybridMemory:
-    """The estimate for a hybrid run of this cell with these settings (spin-unpolarized)."""
+    """The estimate for a hybrid run of this cell with these settings (a spin-polarized one holds both channels)."""
     k_mesh = kmesh(structure, settings.kspacing, settings.even_kmesh)
     q_mesh = exchange_q_mesh(k_mesh, settings.hybrid_q_divisor)
     fft = fft_grid(structure, ecutfock_for(structure, settings, pseudos))
-    occupied = math.ceil(number_of_electrons(structure, pseudos) / 2)
+    electrons = number_of_electrons(structure, pseudos)
+    spin = spin_setup(structure, settings.spin)
+    moment = spin.total_magnetization if spin is not None else 0
+    # spin-polarized: each channel's occupied orbitals, (N + M) / 2 and (N - M) / 2; else N / 2
+    occupied = math.ceil((electrons + moment) / 2) + (math.ceil((electrons - moment) / 2) if spin else 0)
     k_plus_q = k_plus_q_points(structure, k_mesh, q_mesh)
     buffer_gb = occupied * k_plus_q * float(np.prod(fft)) * 16 / 1e9
     return HybridMemory(BUFFER_FACTOR * buffer_gb / processes + PROGRAM_GB, processes, occupied, k_plus_q, fft,

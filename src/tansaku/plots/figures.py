@@ -265,14 +265,22 @@ def band_structure(bands: dict, edges: dict, out: Path | BinaryIO, title: str = 
     distance = np.asarray(bands["distance"])
     energies = np.asarray(bands["eigenvalues_ev"]) - edges["vbm"]
     path = BandPath(np.asarray(bands["k_frac"]), distance, list(bands["labels"]))
-    occupied = int(round(bands["nelec"])) // 2
+    # spin-polarized: each channel's bands, spin up solid and spin down dashed, each filled to its own count
+    channels = edges.get("spin_channels") or [{"name": "", "first": 0, "count": energies.shape[1],
+                                               "occupied": int(round(bands["nelec"])) // 2}]
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     jumps = [i + 1 for i, (a, b) in enumerate(zip(path.labels[:-1], path.labels[1:], strict=True))
              if a and b and a != b]
-    for start, stop in zip([0, *jumps], [*jumps, len(distance)], strict=True):  # no line across a jump
-        for band in range(energies.shape[1]):
-            ax.plot(distance[start:stop], energies[start:stop, band],
-                    color="C0" if band < occupied else "C3", lw=1.0)
+    for channel in channels:
+        style = "--" if channel["name"] == "down" else "-"
+        for start, stop in zip([0, *jumps], [*jumps, len(distance)], strict=True):  # no line across a jump
+            for band in range(channel["count"]):
+                ax.plot(distance[start:stop], energies[start:stop, channel["first"] + band], style,
+                        color="C0" if band < channel["occupied"] else "C3", lw=1.0)
+    if len(channels) > 1:
+        ax.plot([], [], "-", color="0.3", lw=1.0, label="spin up")
+        ax.plot([], [], "--", color="0.3", lw=1.0, label="spin down")
+        ax.legend(fontsize=7, loc="lower left")
     positions, names = path.ticks()
     for x in positions:
         ax.axvline(x, color="0.8", lw=0.6)

@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter1d
 from sqlalchemy import select
 
 from tansaku import TansakuError, __version__
-from tansaku.dft.band_edges import band_mass, edges_from
+from tansaku.dft.band_edges import BandEdges, SpinChannel, band_mass, channel_edges, edges_from, spin_channels
 from tansaku.dft.band_path import CONVENTION, band_path
 from tansaku.dft.conductivity_mass import conductivity_masses
 from tansaku.dft.optics import absorption_coefficient, absorption_onset, kramers_kronig_eps1, scissor
@@ -181,7 +181,8 @@ def optics(run: Run) -> bool:
     scissor-shifted to in the analysis)."""
     if not run.ctx.settings.optics:
         return True
-    occupied = int(round(run.steps[run.scf_step].outputs["nelec"])) // 2
+    scf = run.steps[run.scf_step].outputs
+    occupied = math.ceil((scf["nelec"] + abs(scf.get("magnetization") or 0)) / 2)  # the fuller spin channel's
     nscf = optics_nscf_spec(run.ctx, run.root, run.structure, run.scf_step, occupied)
     _with_scf_save(run, OPTICS_NSCF)
     run.step(OPTICS_NSCF, nscf, workflow=ELECTRONIC)
@@ -205,9 +206,6 @@ def _with_scf_save(run: Run, consumer: str) -> None:
 
 def bands(run: Run) -> bool:
     """The band structure along the standard path (after the SCF, whose density it reads)."""
-    if run.steps[run.scf_step].outputs.get("magnetization") is not None:
-        raise TansakuError("band structures of spin-polarized runs are not supported yet (set spin=off to compute "
-                           "the material spin-unpolarized)")
     _with_scf_save(run, BANDS)
     run.step(BANDS, bands_spec(run.ctx, run.root, run.structure, run.scf_step), workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{BANDS}-scratch", ignore_errors=True)
@@ -380,51 +378,100 @@ def hybrid_gaps(run: Run) -> bool:
     return True
 
 
-def path_edges(bands_out: dict):
-    occupied = int(round(bands_out["nelec"])) // 2
-    energies = np.asarray(bands_out["eigenvalues_ev"])
-    return edges_from(energies[:, occupied - 1], energies[:, occupied]), occupied
+def channels_of(out: dict, magnetization: float | None) -> list[SpinChannel]:
+    """The spin channels of a band run's eigenvalues (one unless spin-polarized); `magnetization` the SCF's total
+    moment, which fixes how many bands each channel fills."""
+    energies = np.asarray(out["eigenvalues_ev"])
+    channels = spin_channels(energies.shape[1], out["nelec"], out.get("lsda", False), magnetization)
+    if channels is None:
+        raise TansakuError(f"{out['nelec']:g} electrons with a moment of {magnetization} μB fill no whole number "
+                           "of bands: a metal has no band edges")
+    return channels
+
+
+def path_edges(run: Run) -> tuple[BandEdges, list[SpinChannel], str, str]:
+    """The band path's edges over all spin channels, the channels, and the names of the channels holding the
+    VBM and the CBM ("" when spin-unpolarized)."""
+    out = run.steps[BANDS].outputs
+    channels = channels_of(out, run.steps[run.scf_step].outputs.get("magnetization"))
+    edges, vbm_channel, cbm_channel = channel_edges(np.asarray(out["eigenvalues_ev"]), channels)
+    return edges, channels, vbm_channel, cbm_channel
+
+
+def own_edges(energies: np.ndarray, channel: SpinChannel) -> BandEdges:
+    """One channel's own edges (a spin-polarized material's other channel has edges of its own)."""
+    block = channel.energies(energies)
+    return edges_from(block[:, channel.occupied - 1], block[:, channel.occupied])
+
+
+def mass_centres(run: Run) -> list[int]:
+    """The band-path points the band masses are fitted around: each channel's VBM and CBM, each point once."""
+    energies = np.asarray(run.steps[BANDS].outputs["eigenvalues_ev"])
+    _, channels, _, _ = path_edges(run)
+    centres: list[int] = []
+    for channel in channels:
+        edges = own_edges(energies, channel)
+        centres += [k for k in (edges.vbm_k, edges.cbm_k) if k not in centres]
+    return centres
 
 
 def masses(run: Run) -> bool:
     """Energies on a small grid around the path's VBM and CBM (one pw.x run), for the band masses."""
-    bands_out = run.steps[BANDS].outputs
-    edges, _ = path_edges(bands_out)
-    k_frac = np.asarray(bands_out["k_frac"])
-    vbm_points, offsets = mass_points(run.structure, k_frac[edges.vbm_k], run.ctx.settings.mass_step)
-    cbm_points, _ = mass_points(run.structure, k_frac[edges.cbm_k], run.ctx.settings.mass_step)
+    k_frac = np.asarray(run.steps[BANDS].outputs["k_frac"])
+    centres = mass_centres(run)
+    grids = [mass_points(run.structure, k_frac[k], run.ctx.settings.mass_step) for k in centres]
     spec = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES,
-                           np.vstack([vbm_points, cbm_points]), {"offsets": offsets.tolist()})
+                           np.vstack([points for points, _ in grids]),
+                           {"offsets": grids[0][1].tolist(), "centres": centres})
     _with_scf_save(run, MASSES)
     run.step(MASSES, spec, workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{MASSES}-scratch", ignore_errors=True)
     return True
 
 
-def fitted_masses(masses_out: dict, occupied: int) -> dict:
+def fitted_masses(masses_out: dict, path_energies: np.ndarray, channels: list[SpinChannel], vbm_channel: str,
+                  cbm_channel: str) -> dict:
     """Band masses (electron masses) of the bands that meet at the VBM (holes) and at the CBM (electrons), each
     band on its own: degenerate bands such as heavy and light holes are fitted separately. `dos_mass` combines
-    a side's bands as (Σ m_i^(3/2))^(2/3), m_i the geometric mean of a band's principal masses."""
+    a side's bands as (Σ m_i^(3/2))^(2/3), m_i the geometric mean of a band's principal masses. Spin-polarized:
+    each channel at its own edges (under "channels"); "holes" and "electrons" are the channels holding the
+    material's VBM and CBM."""
     offsets = np.asarray(masses_out["offsets"])
     energies = np.asarray(masses_out["eigenvalues_ev"])
     n = len(offsets)
+    overall, _, _ = channel_edges(path_energies, channels)
+    centres = masses_out.get("centres", [overall.vbm_k, overall.cbm_k])  # runs before spin channels: VBM, CBM
+    per_channel = {}
+    for channel in channels:
+        edges = own_edges(path_energies, channel)
+        per_channel[channel.name] = {
+            side: _side_masses(offsets, energies[n * centres.index(k): n * (centres.index(k) + 1)], channel, hole)
+            for side, k, hole in (("holes", edges.vbm_k, True), ("electrons", edges.cbm_k, False))}
+    if len(channels) == 1:
+        return per_channel[channels[0].name]
+    return {"holes": {**per_channel[vbm_channel]["holes"], "channel": vbm_channel},
+            "electrons": {**per_channel[cbm_channel]["electrons"], "channel": cbm_channel}, "channels": per_channel}
+
+
+def _side_masses(offsets: np.ndarray, block: np.ndarray, channel: SpinChannel, hole: bool) -> dict:
+    """The masses of one channel's bands degenerate with its top valence (hole) or bottom conduction band at the
+    centre of a 3x3x3 grid; `band` counts from 1 within the channel."""
+    columns = channel.energies(block)
     centre = int(np.argmin(np.linalg.norm(offsets, axis=1)))
-    out = {}
-    for side, block, first, direction, hole in (("holes", energies[:n], occupied - 1, -1, True),
-                                                ("electrons", energies[n:], occupied, +1, False)):
-        bands, band = [], first
-        while 0 <= band < energies.shape[1] and abs(block[centre, band] - block[centre, first]) < SAME_EV:
-            try:
-                fit = band_mass(offsets, block[:, band], np.zeros(3), window_ev=10.0, hole=hole)
-                bands.append({"band": band + 1, "principal": fit.principal.round(4).tolist(),
-                              "average": round(fit.average, 4), "rms_error_ev": fit.rms_error_ev})
-            except TansakuError as exc:  # a band that is no extremum here (a crossing): reported, not fitted
-                bands.append({"band": band + 1, "error": str(exc)})
-            band += direction
-        fitted = [b for b in bands if "principal" in b]
-        dos = (sum(np.prod(b["principal"]) ** 0.5 for b in fitted) ** (2 / 3)) if fitted else None
-        out[side] = {"bands": bands, "dos_mass": dos}
-    return out
+    first = channel.occupied - 1 if hole else channel.occupied
+    direction = -1 if hole else +1
+    bands, band = [], first
+    while 0 <= band < columns.shape[1] and abs(columns[centre, band] - columns[centre, first]) < SAME_EV:
+        try:
+            fit = band_mass(offsets, columns[:, band], np.zeros(3), window_ev=10.0, hole=hole)
+            bands.append({"band": band + 1, "principal": fit.principal.round(4).tolist(),
+                          "average": round(fit.average, 4), "rms_error_ev": fit.rms_error_ev})
+        except TansakuError as exc:  # a band that is no extremum here (a crossing): reported, not fitted
+            bands.append({"band": band + 1, "error": str(exc)})
+        band += direction
+    fitted = [b for b in bands if "principal" in b]
+    dos = (sum(np.prod(b["principal"]) ** 0.5 for b in fitted) ** (2 / 3)) if fitted else None
+    return {"bands": bands, "dos_mass": dos}
 
 
 def electronic_analysis(run: Run) -> bool:
@@ -432,7 +479,7 @@ def electronic_analysis(run: Run) -> bool:
     gaps: all stored with their provenance."""
     run.report("analysis")
     path_out, scf = run.steps[BANDS].outputs, run.steps[run.scf_step]
-    on_path, occupied = path_edges(path_out)
+    on_path, channels, vbm_channel, cbm_channel = path_edges(run)
     # the same k-point in the SCF and the non-self-consistent band run differs by ~1e-4 eV (diagonalization)
     labels = path_out["labels"]
     meshes = {"SCF mesh": scf.outputs}
@@ -453,7 +500,11 @@ def electronic_analysis(run: Run) -> bool:
                "direct_at": labels[on_path.direct_k] or f"path point {on_path.direct_k}",
                "is_direct": on_path.direct_gap - (cbm - vbm) <= 1e-4, "path_convention": CONVENTION,
                "scf_gap": scf.outputs["gap"]}
-    mass = fitted_masses(run.steps[MASSES].outputs, occupied)
+    if len(channels) > 1:
+        outputs.update(vbm_channel=vbm_channel, cbm_channel=cbm_channel,
+                       spin_channels=[c.__dict__ for c in channels], magnetization=scf.outputs["magnetization"])
+    mass = fitted_masses(run.steps[MASSES].outputs, np.asarray(path_out["eigenvalues_ev"]), channels, vbm_channel,
+                         cbm_channel)
     if DENSE in run.steps:
         mass["conductivity"] = _conductivity(run)
     outputs["masses"] = mass
@@ -498,8 +549,9 @@ def electronic_analysis(run: Run) -> bool:
                                            **how, **note}, calculation_id=calc.id)
         for name, side, at in (("m_e_band", "electrons", "cbm_at"), ("m_h_band", "holes", "vbm_at")):
             if mass[side]["dos_mass"] is not None and not outputs[at].startswith("on the "):
+                spin = {"spin_channel": mass[side]["channel"]} if "channel" in mass[side] else {}
                 set_property(session, material, name, mass[side]["dos_mass"], run.ctx.method, unit="m_e",
-                             extra={"preset": run.ctx.preset, "at": outputs[at], "bands": mass[side]["bands"],
+                             extra={"preset": run.ctx.preset, "at": outputs[at], "bands": mass[side]["bands"], **spin,
                                     "kind": "band mass (parabola fit, 3x3x3 grid), DOS combination of the bands"},
                              calculation_id=calc.id)
         conductivity = mass.get("conductivity")
@@ -511,7 +563,12 @@ def electronic_analysis(run: Run) -> bool:
                                     "temperature_k": conductivity["temperature_k"],
                                     "concentration_cm3": conductivity["concentration_cm3"],
                                     "kind": "conductivity mass, BoltzTraP2 (constant relaxation time), eigenvalue "
-                                            "average; tensor in the input structure's frame",
+                                            "average; tensor in the input structure's frame"
+                                            + ("; both spin channels, one chemical potential (each channel's own "
+                                               "under channels)" if "channels" in conductivity else ""),
+                                    **({"channels": {name_: ch[side] for name_, ch in
+                                                     conductivity["channels"].items()}}
+                                       if "channels" in conductivity else {}),
                                     "dense_mesh": run.steps[DENSE].outputs["mesh"]}, calculation_id=calc.id)
         optic = outputs.get("optics")
         if optic:
@@ -588,10 +645,13 @@ def _conductivity(run: Run) -> dict:
                            "needs cmake and libgtest-dev), then run again (nothing is recomputed)"}
     s, dense = run.ctx.settings, run.steps[DENSE].outputs
     masses = conductivity_masses(run.root / DENSE / DENSE_XML, dense["vbm"], dense["cbm"], s.transport_temperature,
-                                 s.carrier_concentration, s.transport_lpfac)
+                                 s.carrier_concentration, s.transport_lpfac,
+                                 run.steps[run.scf_step].outputs.get("magnetization"))
     out = masses.as_dict()
-    for side in ("electrons", "holes"):
-        out[side]["tensor"] = to_input_frame(getattr(masses, side), run.rotation).round(5).tolist()
+    for name, part in ((None, masses), *masses.channels.items()):
+        for side in ("electrons", "holes"):
+            tensor = to_input_frame(getattr(part, side), run.rotation).round(5).tolist()
+            (out if name is None else out["channels"][name])[side]["tensor"] = tensor
     return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from tansaku import TansakuError
-from tansaku.dft.band_edges import edges_from
+from tansaku.dft.band_edges import channel_edges, spin_channels
 from tansaku.dft.ionic import BOHR_TO_ANGSTROM
 
 HARTREE_TO_EV = 27.211386245988
@@ -55,7 +55,8 @@ def read_pw_xml(path: Path) -> dict:
     if bands is not None:
         result["nelec"] = float(bands.findtext("nelec"))
         result["lsda"] = bands.findtext("lsda", "false").strip() == "true"
-        total = output.findtext("magnetization/total")
+        # the moment the input fixed (a non-self-consistent run's output reports 0), else the one computed
+        total = root.findtext("input/bands/tot_magnetization") or output.findtext("magnetization/total")
         result["magnetization"] = float(total) if result["lsda"] and total is not None else 0.0
         result["eigenvalues_ev"] = np.array(
             [_floats(k.findtext("eigenvalues")) for k in bands.findall("ks_energies")]
@@ -80,31 +81,12 @@ def _element(label: str) -> str:
 
 
 def band_gap(eigenvalues_ev: np.ndarray, nelec: float, lsda: bool = False, magnetization: float = 0.0) -> BandGap:
-    """Gap between the highest occupied and lowest empty band over the k-mesh.
-
-    Spin-polarized (lsda): pw.x lists each k-point's spin-up bands, then its spin-down ones; with the total
-    moment M fixed, (nelec + M) / 2 up and (nelec - M) / 2 down bands are filled, and the gap is the smaller
-    of the two channels' conduction minima above the larger of their valence maxima.
-    """
-    if not lsda:
-        if nelec % 2 > 1e-6:
-            return BandGap(0.0, False, float("nan"), float("nan"), nelec)
-        channels = [(eigenvalues_ev, int(round(nelec)) // 2)]
-    else:
-        n_up, n_down = (nelec + magnetization) / 2, (nelec - magnetization) / 2
-        if abs(n_up - round(n_up)) > 1e-3:  # a fractional filling: no gap at all
-            return BandGap(0.0, False, float("nan"), float("nan"), nelec)
-        half = eigenvalues_ev.shape[1] // 2
-        channels = [(eigenvalues_ev[:, :half], int(round(n_up))), (eigenvalues_ev[:, half:], int(round(n_down)))]
-    valence = np.full(len(eigenvalues_ev), -np.inf)
-    conduction = np.full(len(eigenvalues_ev), np.inf)
-    for eig, nocc in channels:
-        if eig.shape[1] <= nocc:
-            raise TansakuError(f"only {eig.shape[1]} bands for {nocc} occupied: no empty band for the gap")
-        if nocc > 0:
-            valence = np.maximum(valence, eig[:, nocc - 1])
-        conduction = np.minimum(conduction, eig[:, nocc])
-    edges = edges_from(valence, conduction)
+    """Gap between the highest occupied and lowest empty band over the k-mesh; spin-polarized (lsda, the total
+    moment fixed), the smaller of the two channels' conduction minima above the larger of their valence maxima."""
+    channels = spin_channels(np.asarray(eigenvalues_ev).shape[1], nelec, lsda, magnetization)
+    if channels is None:
+        return BandGap(0.0, False, float("nan"), float("nan"), nelec)
+    edges, _, _ = channel_edges(eigenvalues_ev, channels)
     return BandGap(edges.gap, edges.is_direct, edges.vbm, edges.cbm, nelec)
 
 
@@ -210,7 +192,11 @@ def first_hybrid_eigenvalues(log: str) -> np.ndarray:
     values = [[float(x) for x in re.findall(r"-?\d+\.\d+", block)] for block in blocks]
     if len({len(v) for v in values}) != 1:
         raise TansakuError("the first hybrid iteration's k-points list different numbers of bands")
-    return np.array(values)
+    energies = np.array(values)
+    if "SPIN DOWN" in after[:end]:  # spin-polarized: every k-point's up bands, then every k-point's down bands
+        half = len(energies) // 2
+        energies = np.hstack([energies[:half], energies[half:]])
+    return energies
 
 
 # Known failures in pw.x / ph.x logs, each mapped to a code that an error handler can fix.
