@@ -282,3 +282,24 @@ def test_spin_polarized_nio_has_masses_per_spin_channel_and_a_hybrid_gap(tmp_pat
     plot = tmp_path / "bands.png"
     band_structure(bands, edges, plot, "NiO (ferromagnetic)")
     assert plot.stat().st_size > 20_000
+
+
+def test_a_small_gap_gives_the_ddh_the_eps_of_a_converged_k_mesh(tmp_path, mgo):  # noqa: F811
+    """Below small_gap_ev the DDH's ε∞ comes from the small-gap rule's k-mesh probes (the steps the dielectric
+    workflow would run), not from a field-only ph.x on the SCF's too coarse mesh. MgO counts as small-gapped
+    under small_gap_ev=10, from a 2x2x2 mesh at 1.5 Å⁻¹."""
+    ctx = make_ctx(tmp_path, {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False,
+                              "hybrid": "nsc", "hybrid_functionals": "ddh"})
+    material_id = store(ctx, mgo, "MgO")
+    result = run_electronic(ctx, material_id)
+    assert result.status == "done", result.reason
+    with ctx.db.session() as session:
+        rows = {c.step: c for c in session.scalars(select(Calculation))}
+    probes = rows["analysis"].outputs["k_convergence"]
+    assert probes[0]["mesh"] == [2, 2, 2] and len(probes) >= 2 and "epsilon-field" not in rows
+    chosen = probes[-2]  # the coarser of the two meshes that agree
+    assert abs(probes[-1]["eps_electronic"] / chosen["eps_electronic"] - 1) < 0.1
+    assert abs(probes[0]["eps_electronic"] / chosen["eps_electronic"] - 1) > 0.01  # the SCF's mesh was not enough
+    ddh = rows["analysis"].outputs["hybrid"]["ddh-nsc"]
+    assert ddh["exx_fraction"] == pytest.approx(1 / chosen["eps_electronic"], rel=1e-5)
+    assert all(rows[f"kmesh-{'x'.join(map(str, p['mesh']))}-eps"].status == "done" for p in probes)
