@@ -132,7 +132,7 @@ def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh
     probe_rows = [step for step in rows if step.startswith("kmesh-")]
     assert len(probe_rows) == 2 * len(probes) and all(rows[s].status == "done" for s in probe_rows)
     assert rows[f"kmesh-{'x'.join(map(str, last['mesh']))}-scf"].inputs["kmesh"] == last["mesh"]
-    assert not (tmp_path / "runs" / f"{material_id}-MgO" / "kmesh-scratch").exists()  # probes leave no wavefunctions
+    assert not list((tmp_path / "runs" / f"{material_id}-MgO").glob("kmesh-*-scratch"))  # probes leave no wavefunctions
     # same cell, same mesh: the probe's ε∞ (from ph.x's log) is the full run's (from its dynamical matrix)
     assert result.eps_electronic == pytest.approx(before["eps_electronic"], rel=1e-4)
 
@@ -158,6 +158,25 @@ def test_a_gap_below_small_gap_ev_moves_scf_and_phonons_to_the_mesh_its_eps_need
     assert result.eps_electronic == pytest.approx(chosen["eps_electronic"], rel=1e-4)
     again = run_dielectric(ctx, material_id)  # resumed: the same mesh, nothing recomputed
     assert again.scf_step == result.scf_step and again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
+
+
+def test_a_run_killed_in_a_later_probe_keeps_that_probes_scf(tmp_path, mgo):
+    """Killed in the second k-mesh probe's field-only ph.x, then resumed: walking past the finished first probe
+    must not remove the second probe's SCF save (it once did: a shared scratch, the SCF ran again)."""
+    from tansaku.dft.settings import kmesh
+    from tansaku.workflows.kmesh_convergence import probe_spacings
+
+    mgo.to(filename=str(tmp_path / "MgO.json"))
+    settings = ("kspacing=1.5", "small_gap_ev=10", "small_gap_k_converge=0.1", "relax=false")
+    argv = cli_argv(tmp_path, tmp_path / "MgO.json", *settings)
+    second = "x".join(map(str, kmesh(mgo, probe_spacings(mgo, 1.5)[1], True)))
+    root = tmp_path / "runs" / "1-MgO"
+    kill_during(argv, root / f"kmesh-{second}-eps", lambda text: "Electric Fields Calculation" in text)
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    scf, eps = (StepState.load(root / f"kmesh-{second}-{kind}", f"kmesh-{second}-{kind}") for kind in ("scf", "eps"))
+    assert eps.attempt == 2 and eps.status == "done"
+    assert scf.attempt == 1 and not list((root / f"kmesh-{second}-scf").glob("before-rerun*"))
 
 
 def test_automatic_kmesh_on_a_metal_stops_with_the_metal_reason_not_a_probe_failure(tmp_path):

@@ -55,7 +55,9 @@ def probe(run, structure: Structure, spacing: float, keep_scratch: bool = False)
     ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
     mesh = kmesh(structure, spacing, ctx.settings.even_kmesh)
     name = "kmesh-" + "x".join(map(str, mesh))
-    scratch = run.root / "kmesh-scratch"
+    # a scratch per probe: a resumed run walks past the finished probes, and each removes only its own files, not
+    # the SCF save of the probe that was running when the run was killed
+    scratch = run.root / f"{name}-scratch"
     spec = scf_spec(ctx, run.root, structure, f"{name}-scf", scratch)
     scf = run.step(f"{name}-scf", spec, ctx)
     if scf.outputs["gap"] < ctx.settings.metal_gap_ev:  # no dielectric response to probe: the workflow's own
