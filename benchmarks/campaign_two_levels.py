@@ -18,16 +18,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Composition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, write_results  # noqa: E402
 from tansaku.active.campaign import run_campaign  # noqa: E402
 from tansaku.active.campaign_config import config_from_dict  # noqa: E402
 from tansaku.active.oracles import DatasetOracle  # noqa: E402
-from tansaku.active.pools import two_level_pool  # noqa: E402
-from tansaku.store import Material, open_database  # noqa: E402
-from tansaku.store.materials import composition_fields, set_property  # noqa: E402
+from tansaku.active.pools import store_two_level_pool, two_level_pool  # noqa: E402
+from tansaku.store import open_database  # noqa: E402
 
 WINDOW, METHOD, PRICES = (2.2, 2.6), "import:matbench", {"cheap": 1.0, "expensive": 10.0}
 
@@ -40,14 +38,7 @@ def main() -> None:
     pool = two_level_pool(matbench / "matbench_mp_gap.csv.gz", matbench / "matbench_expt_gap.csv.gz")
     rows = np.random.default_rng(0).choice(len(pool.formulas), size=600, replace=False)
     db = open_database(Path(tempfile.mkdtemp()) / "gaps.db")
-    with db.session() as session:
-        for i in rows:
-            material = Material(source="matbench", source_id=pool.formulas[i],
-                                **composition_fields(Composition(pool.formulas[i])))
-            session.add(material)
-            session.flush()
-            set_property(session, material, "band_gap", float(pool.cheap[i]), METHOD, unit="eV")
-            set_property(session, material, "band_gap_expt", float(pool.expensive[i]), METHOD, unit="eV")
+    store_two_level_pool(db, pool, rows, METHOD)
     base = float(np.mean([WINDOW[0] <= pool.expensive[i] <= WINDOW[1] for i in rows]))
     runs = []
     for seed in range(args.seeds):

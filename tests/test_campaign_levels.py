@@ -9,17 +9,16 @@ import subprocess
 
 import numpy as np
 import pytest
-from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE_TWO_LEVELS, config_from_dict, load_config
 from tansaku.active.oracles import DatasetOracle
-from tansaku.active.pools import two_level_pool
+from tansaku.active.pools import store_two_level_pool, two_level_pool
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
 from tansaku.store import Calculation, Material, Property, open_database
-from tansaku.store.materials import composition_fields, set_property
 from tests.conftest import SHARED, need_shared
 from tests.test_campaign import campaign_killed_in_round_2, dft_section, quiet, toml_text
 from tests.test_cli import invoke
@@ -83,14 +82,7 @@ def gap_levels(tmp_path_factory):
     pool = two_level_pool(matbench / "matbench_mp_gap.csv.gz", matbench / "matbench_expt_gap.csv.gz")
     rows = np.random.default_rng(0).choice(len(pool.formulas), size=600, replace=False)
     db = open_database(tmp_path_factory.mktemp("levels") / "gaps.db")
-    with db.session() as session:
-        for i in rows:
-            material = Material(source="matbench", source_id=pool.formulas[i],
-                                **composition_fields(Composition(pool.formulas[i])))
-            session.add(material)
-            session.flush()
-            set_property(session, material, "band_gap", float(pool.cheap[i]), METHOD, unit="eV")
-            set_property(session, material, "band_gap_expt", float(pool.expensive[i]), METHOD, unit="eV")
+    store_two_level_pool(db, pool, rows, METHOD)
     return db, {pool.formulas[i]: (float(pool.cheap[i]), float(pool.expensive[i])) for i in rows}
 
 

@@ -128,3 +128,22 @@ def two_level_pool(cheap_csv: Path, expensive_csv: Path, cheap_column: str | Non
     X = raw_features(formulas, "composition")
     return TwoLevelPool(formulas, X, np.array([cheap[f] for f in formulas]),
                         np.array([expensive[f] for f in formulas]))
+
+
+def store_two_level_pool(db: Database, pool: TwoLevelPool, rows, method: str, cheap: str = "band_gap",
+                         expensive: str = "band_gap_expt") -> None:
+    """The chosen rows of a two-level pool as composition-only materials holding both levels' values (eV), so
+    that a campaign with a dataset oracle can search them."""
+    from pymatgen.core import Composition
+
+    from tansaku.store.materials import composition_fields, set_property
+    from tansaku.store.tables import Material
+
+    with db.session() as session:
+        for i in rows:
+            material = Material(source="matbench", source_id=pool.formulas[i],
+                                **composition_fields(Composition(pool.formulas[i])))
+            session.add(material)
+            session.flush()
+            set_property(session, material, cheap, float(pool.cheap[i]), method, unit="eV")
+            set_property(session, material, expensive, float(pool.expensive[i]), method, unit="eV")
