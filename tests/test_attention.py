@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from pymatgen.core import Composition, Structure
 from sklearn.metrics import r2_score
 
 from tansaku import TansakuError
@@ -95,21 +96,43 @@ def test_the_network_learns_formation_energies_and_pretraining_helps_on_few_data
 
 def test_pretrain_train_predict_from_the_command_line(tmp_path, oxi_dir, e_form_rows):
     db = str(tmp_path / "attn.db")
-    table = tmp_path / "e_form.csv"
-    with table.open("w", newline="") as handle:
-        csv.writer(handle).writerows([("formula", "e_form"), *e_form_rows[:600]])
-    assert invoke("--db", db, "import", "csv", str(table), "--property", "e_form").exit_code == 0
     mini = tmp_path / "mini" / "data"
     mini.mkdir(parents=True)
-    for path in sorted((oxi_dir / "data").glob("*.json"))[:150]:
+    files = sorted((oxi_dir / "data").glob("*.json"))[:150]
+    for path in files:
         (mini / path.name).write_bytes(path.read_bytes())
+    (mini.parent / "paper_subset_ids.txt").write_text("".join(f"{path.stem}\n" for path in files[:100]))
     assert invoke("--db", db, "import", "oxi-diel-db", str(mini.parent)).exit_code == 0
+    # the formation energies of 600 random compositions and of every oxide in the file's 150 (when matbench has it)
+    reduced = {path: Structure.from_dict(json.loads(path.read_text())["structure"]).composition.reduced_formula
+               for path in files}
+    paper, oxides = {reduced[path] for path in files[:100]}, set(reduced.values())
+    with gzip.open(need_shared(E_FORM), "rt") as handle:
+        same = [(f, float(v)) for f, v in list(csv.reader(handle))[1:]
+                if "O" in f and Composition(f).reduced_formula in oxides]
+    rows = e_form_rows[:600] + same
+    table = tmp_path / "e_form.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("formula", "e_form"), *rows])
+    assert invoke("--db", db, "import", "csv", str(table), "--property", "e_form").exit_code == 0
 
     weights = tmp_path / "e_form.pt"
     result = invoke("--db", db, "pretrain", "--property", "e_form", "--epochs", "2", "--out", str(weights))
     assert result.exit_code == 0, result.output
-    assert "pretrained on 600 values of e_form" in result.output
+    assert f"pretrained on {len(rows)} values of e_form" in result.output
     assert load_pretrained(weights)["meta"]["epochs"] == 2
+    # held out: every value whose composition is a paper oxide's, and only those
+    held = sum(Composition(f).reduced_formula in paper for f, _ in rows)
+    assert 20 < held < sum(Composition(f).reduced_formula in oxides for f, _ in rows)
+    unseen = tmp_path / "e_form_unseen.pt"
+    result = invoke("--db", db, "pretrain", "--property", "e_form", "--epochs", "2", "--exclude-subset", "paper",
+                    "--out", str(unseen))
+    assert result.exit_code == 0, result.output
+    assert f"left out {held} values" in result.output
+    meta = load_pretrained(unseen)["meta"]
+    assert meta["n"] == len(rows) - held and meta["excluded"] == {"subset": "paper", "values": held}
+    with pytest.raises(TansakuError, match="subset 'papre' has no materials"):
+        invoke("--db", db, "pretrain", "--property", "e_form", "--exclude-subset", "papre", "--out", str(unseen))
 
     model = tmp_path / "eps.pkl"
     result = invoke("--db", db, "train", "--property", "eps_electronic", "--model", "lgbm-attn", "--cv", "0",

@@ -152,6 +152,9 @@ def pretrain(
     epochs: int = typer.Option(12, min=1, help="Passes over the data; 12 over 132,752 compositions take about "
                                "3 minutes on 2 cores."),
     subset: str = typer.Option(None, help="Only the materials of this subset."),
+    exclude_subset: str = typer.Option(None, help="Leave out every composition this subset's materials have "
+                                       "(e.g. paper), so a later test on them is not on compositions "
+                                       "seen here."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Pretrain lgbm-attn's element-attention network on a large property, for 'tansaku train --pretrained'.
@@ -162,13 +165,19 @@ def pretrain(
 
     Example: tansaku import csv mp_e_form.csv.gz --property e_form (the matbench table), then
              tansaku pretrain --property e_form --out e_form.pt
+             tansaku pretrain --property e_form --exclude-subset paper --out e_form_unseen.pt
     """
     from tansaku.models.attention import pretrain as fit_weights
     from tansaku.models.attention import save_pretrained
 
-    rows = formula_values(database(create=False), property_name, subset)
+    db = database(create=False)
+    rows = formula_values(db, property_name, subset, exclude_subset)
     weights = fit_weights([f for f, _ in rows], [v for _, v in rows], property_name, epochs, seed,
                           progress_bar(f"pretrain on {property_name}"))
+    if exclude_subset:
+        held_out = len(formula_values(db, property_name, subset)) - len(rows)
+        weights["meta"]["excluded"] = {"subset": exclude_subset, "values": held_out}
+        console.print(f"left out {held_out} values whose composition is in subset {exclude_subset!r}")
     save_pretrained(out, weights)
     if left_out := weights["meta"]["left_out"]:
         err_console.print(f"left out {left_out} compositions the element tokens cannot hold (more than 8 elements)")
