@@ -175,6 +175,7 @@ class SiteAnalysis:
     oxidation: dict[str, float]
     coordination: dict[str, int]  # cation element -> anion neighbours of its first site
     perovskite: tuple[str, str] | None  # (A element, B element) when the prototype is an ABX3 perovskite
+    by_radius: list[str] = field(default_factory=list)  # cations, largest ionic radius at their site first
 
 
 def analyse_prototype(prototype: Prototype) -> SiteAnalysis:
@@ -198,7 +199,7 @@ def analyse_prototype(prototype: Prototype) -> SiteAnalysis:
     if len(ordered) == 2 and amounts[ordered[0]] == amounts[ordered[1]] == 1 and amounts[anion] == 3 \
             and coordination[ordered[1]] == 6:
         perovskite = (ordered[0], ordered[1])
-    return SiteAnalysis(anion, labels, oxidation, coordination, perovskite)
+    return SiteAnalysis(anion, labels, oxidation, coordination, perovskite, ordered)
 
 
 def _coordination(structure: Structure, cation: str, anion: str) -> int:
