@@ -154,3 +154,18 @@ def test_chemsys_lists_charge_balanced_compositions_and_skips_known_ones(tmp_pat
     with db.session() as session:
         stored = session.scalars(select(Material).where(Material.source == GENERATED_SOURCE)).all()
         assert len(stored) == len(ids) and all(m.structure_json is None for m in stored)
+
+
+def test_a_rank_letter_that_is_also_a_cation_symbol_is_refused_as_ambiguous():
+    """In a Ba-Al borate, B ranks Al's site (second largest) and is boron's symbol too: neither is guessed."""
+    borate = Prototype("BaAlBO4", Structure(Lattice.cubic(5.0), ["Ba", "Al", "B", "O", "O", "O", "O"],
+                                            [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0], [0.25, 0.25, 0],
+                                             [0.75, 0.25, 0.5], [0.25, 0.75, 0.5], [0.75, 0.75, 0]]))
+    sites = analyse_prototype(borate)
+    assert sites.by_radius == ["Ba", "Al", "B"]
+    assert "B" not in sites.labels and sites.labels["C"] == "B" and sites.labels["Al"] == "Al"
+    _, refused = substitute([borate], parse_site_elements("B=Ga"))
+    assert "label B is ambiguous" in refused[0].reason
+    assert "it is Al's site, and it is also the element B; write Al for the one, C for the other" in refused[0].reason
+    made, _ = substitute([borate], parse_site_elements("Al=Ga"), limits=Limits(radius_ratio_slack=0.0))
+    assert [c.formula for c in made] == ["BaGaBO4"]

@@ -2,7 +2,9 @@
 
 Site labels: an element symbol of the prototype names that element's sites; letters A, B, C, ... name the
 prototype's cation species in order of decreasing ionic radius (so in a perovskite ABO3, A is the large
-12-coordinated cation and B the octahedral one). The anion sites take `anion`.
+12-coordinated cation and B the octahedral one). A letter that is also the symbol of another of its cations
+(B in a borate whose second-largest cation is not boron) is refused as ambiguous, naming both ways to say it.
+The anion sites take `anion`.
 
 Filters, each refusal with its reason:
 - charge neutrality with common oxidation states (pymatgen's `oxi_state_guesses`, ICSD-weighted);
@@ -176,6 +178,7 @@ class SiteAnalysis:
     coordination: dict[str, int]  # cation element -> anion neighbours of its first site
     perovskite: tuple[str, str] | None  # (A element, B element) when the prototype is an ABX3 perovskite
     by_radius: list[str] = field(default_factory=list)  # cations, largest ionic radius at their site first
+    ambiguous: dict[str, str] = field(default_factory=dict)  # rank letter that is also an element → rank's element
 
 
 def analyse_prototype(prototype: Prototype) -> SiteAnalysis:
@@ -192,14 +195,18 @@ def analyse_prototype(prototype: Prototype) -> SiteAnalysis:
     coordination = {el: _coordination(structure, el, anion) for el in cations}
     radii = {el: _radius(el, oxidation[el], coordination[el]) or 0.0 for el in cations}
     ordered = sorted(cations, key=lambda el: -radii[el])
-    labels = {chr(ord("A") + i): el for i, el in enumerate(ordered)}
-    labels.update({el: el for el in cations})
+    ranks = {chr(ord("A") + i): el for i, el in enumerate(ordered)}
+    labels = {**ranks, **{el: el for el in cations}}
+    # a rank letter that is also another cation's symbol (B for boron, C for carbon) names two sites: neither
+    ambiguous = {letter: el for letter, el in ranks.items() if letter in cations and letter != el}
+    for letter in ambiguous:
+        del labels[letter]
     amounts = structure.composition.reduced_composition
     perovskite = None
     if len(ordered) == 2 and amounts[ordered[0]] == amounts[ordered[1]] == 1 and amounts[anion] == 3 \
             and coordination[ordered[1]] == 6:
         perovskite = (ordered[0], ordered[1])
-    return SiteAnalysis(anion, labels, oxidation, coordination, perovskite, ordered)
+    return SiteAnalysis(anion, labels, oxidation, coordination, perovskite, ordered, ambiguous)
 
 
 def _coordination(structure: Structure, cation: str, anion: str) -> int:
@@ -228,6 +235,14 @@ def substitute(prototypes: list[Prototype], site_elements: dict[str, list[str]],
             sites = analyse_prototype(prototype)
         except TansakuError as exc:  # this prototype cannot be used; the others go on
             refused.append(Refusal(formula, prototype.label, str(exc)))
+            continue
+        if unclear := [label for label in site_elements if label in sites.ambiguous]:
+            label = unclear[0]
+            own = next(letter for letter, el in sites.labels.items() if el == label and letter != label)
+            refused.append(Refusal(formula, prototype.label, f"label {label} is ambiguous in prototype "
+                                   f"{prototype.label} ({formula}): by ionic radius it is {sites.ambiguous[label]}'s "
+                                   f"site, and it is also the element {label}; write {sites.ambiguous[label]} for "
+                                   f"the one, {own} for the other"))
             continue
         unknown = [label for label in site_elements if label not in sites.labels]
         if unknown:
