@@ -14,11 +14,12 @@ from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.dft.band_path import band_path
-from tansaku.dft.memory import fft_grid, hybrid_memory
+from tansaku.dft.memory import fft_grid, hybrid_memory, machine_memory_gb
 from tansaku.dft.settings import standard_frame
 from tansaku.store import Calculation, Property
 from tansaku.workflows.dielectric import run_dielectric
 from tansaku.workflows.electronic import run_electronic
+from tansaku.workflows.many import run_many
 from tests.test_dielectric_workflow import make_ctx, mgo, store  # noqa: F401 - mgo is a fixture
 
 
@@ -142,6 +143,15 @@ def test_hybrid_runs_that_would_not_fit_in_memory_are_refused_before_anything_ru
             "8 occupied bands at 40 k+q points on a 20x20x20 FFT grid), more than the 0.3 GB max_memory_gb allows; "
             "lower it with --set hybrid_q_divisor=4 (0.4 GB) or --set ecutfock_factor=1 (0.4 GB)") in result.reason
     assert not list((tmp_path / "runs").glob("*/relax"))  # refused before the relaxation
+    # without max_memory_gb, the materials run at once share this machine's memory
+    shared = make_ctx(tmp_path, {"hybrid": "nsc"})
+    machine = machine_memory_gb()
+    crowd = int(machine / 0.3)  # each gets less than 0.3 GB
+    results = run_many(shared, {"MgO": material_id}, workers=crowd, runner=run_electronic)
+    assert results["MgO"].status == "failed"
+    assert (f"more than the {machine / crowd:.1f} GB each of the {crowd} materials run at once (--workers) has of "
+            f"this machine's {machine:.1f} GB") in results["MgO"].reason
+    assert not list((tmp_path / "runs").glob("*/relax"))
     # a finer q-mesh holds more k+q points: the estimate grows with them (2x2x2 q on the 2x2x2 k-mesh: all 8)
     standard = hybrid_memory(standard_frame(mgo)[0], replace(ctx.settings, kspacing=0.2), ctx.pseudos, 2)
     coarser = hybrid_memory(standard_frame(mgo)[0], replace(ctx.settings, kspacing=0.2, hybrid_q_divisor=4),

@@ -79,7 +79,8 @@ class DielectricSettings:
     hybrid_conv_thr_per_atom: float = 1e-9
     ecutfock_factor: float = 4.0  # ecutfock = factor × ecutwfc (4: QE's default, the density cutoff)
     # hybrid runs are refused before anything runs when their estimated memory (tansaku.dft.memory) exceeds this
-    # (GB, all MPI processes together); None: this machine's memory when running locally, no check under SLURM
+    # (GB, all MPI processes together); None: this machine's memory (shared by the materials run at once) when
+    # running locally, no check under SLURM
     max_memory_gb: float | None = None
     metal_gap_ev: float = 0.1
     electron_maxstep: int = 100

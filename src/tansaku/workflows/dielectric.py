@@ -52,6 +52,7 @@ class RunContext:
     run_root: Path
     poll_seconds: float = 0.5
     retry_failed: bool = False  # give steps that failed (or were cancelled) in an earlier run new attempts
+    workers: int = 1  # materials in flight at once (`run_many` sets it): they share this machine's memory
 
     def __post_init__(self) -> None:
         # pw.x runs inside each step directory: a relative outdir would point somewhere else.

@@ -335,8 +335,11 @@ def check_hybrid_memory(run: Run) -> bool:
     if s.hybrid == "none":
         return True
     limit, whose = s.max_memory_gb, "max_memory_gb allows"
-    if limit is None and isinstance(run.ctx.executor, LocalExecutor):
-        limit, whose = machine_memory_gb(), "this machine has"
+    if limit is None and isinstance(run.ctx.executor, LocalExecutor) and (machine := machine_memory_gb()):
+        workers = run.ctx.workers
+        limit = machine / workers
+        whose = "this machine has" if workers == 1 else (f"each of the {workers} materials run at once "
+                                                         f"(--workers) has of this machine's {machine:.1f} GB")
     if limit is None:
         return True
     structure = standard_frame(run.structure)[0] if s.standardize else run.structure

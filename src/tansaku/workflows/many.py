@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 from tansaku import TansakuError
@@ -58,7 +59,8 @@ def run_many(
     `on_update(key, step)` follows progress; `on_result(key, result)` is called as each material finishes.
     """
     results: dict[str, WorkflowResult] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    ctx = replace(ctx, workers=max(1, workers))
+    with ThreadPoolExecutor(max_workers=ctx.workers) as pool:
         futures = {
             pool.submit(runner, ctx, material_id,
                         (lambda step, key=key: on_update(key, step)) if on_update else None): key
