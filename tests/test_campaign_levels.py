@@ -60,6 +60,8 @@ def test_two_level_configs_name_their_mistakes_before_anything_runs(tmp_path):
         (two_level_data(goal=[goal, {"property": "m_e", "hi": 0.5, "cheap": "m_e_band"}]),
          "cheap is given on 2 goals"),
         (two_level_data(goal=[goal, {"property": "m_e", "lo": 0.5, "hi": 0.4}]), "empty window"),
+        (two_level_data(budget={"runs": 39}), "runs = 39 cannot pay for \\[training\\] init_random = 20 "
+                                              "candidates at both levels \\(40 runs\\)"),
         ({**two_level_data(goal=[{**goal, "property": "e_form"}]), **dft}, "DFT oracle computes .*not 'e_form'"),
         ({**two_level_data(goal=[{**goal, "cheap": "m_e"}]), **dft}, "a hybrid gap .* over cheap = \"band_gap\""),
         ({**two_level_data(goal=[goal, {"property": "band_gap_ddh", "lo": 2.0}]), **dft},

@@ -385,6 +385,10 @@ def _levels(data: dict, goals: list[Condition], where: str) -> dict | None:
 
 def _check_levels(config: CampaignConfig, where: str) -> None:
     levels = config.levels
+    if config.budget_runs < 2 * config.init_random:
+        raise TansakuError(f"{where}: [budget] runs = {config.budget_runs} cannot pay for [training] init_random = "
+                           f"{config.init_random} candidates at both levels ({2 * config.init_random} runs): raise "
+                           "the budget or lower init_random")
     if config.oracle == "dataset" and None in (levels["cheap_cpu_hours"], levels["expensive_cpu_hours"]):
         missing = [k for k in ("cheap_cpu_hours", "expensive_cpu_hours") if levels[k] is None]
         raise TansakuError(f"{where}: [levels] {', '.join(missing)}: a simulation has no measured cost, give each "
