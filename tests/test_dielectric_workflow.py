@@ -111,6 +111,17 @@ def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
     assert rerun["cpu_seconds"] > scf_state["cpu_seconds"] and rerun["attempt"] == 1
     assert (material_dir / "scf" / "before-rerun1.out").exists()
     assert calculation_rows(ctx) == [("analysis", "done"), ("phonon", "done"), ("relax", "done"), ("scf", "done")]
+    # the same run directory with another cutoff: its steps were not computed with it, so none is taken
+    other = make_ctx(tmp_path, {"ecutwfc": ctx.settings.ecutwfc + 5})
+    refused = run_dielectric(other, material_id)
+    assert refused.status == "failed" and "relax was computed from another input" in refused.reason
+    assert f"- ecutwfc = {ctx.settings.ecutwfc:g};" in refused.reason  # what differs, both ways
+    assert f"+ ecutwfc = {ctx.settings.ecutwfc + 5:g}" in refused.reason
+    assert "Use another --run-dir" in refused.reason
+    assert calculation_rows(ctx) == [("analysis", "done"), ("phonon", "done"), ("relax", "done"), ("scf", "done")]
+    with ctx.db.session() as session:
+        assert session.scalar(select(Property.value).where(Property.name == "eps_ionic")) == pytest.approx(
+            result.eps_ionic, rel=1e-6)
 
 
 def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh(tmp_path, mgo):

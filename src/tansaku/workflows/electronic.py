@@ -73,7 +73,6 @@ def explicit_k_spec(ctx: RunContext, root: Path, structure: Structure, scf_step:
     scratch = root / f"{name}-scratch"
 
     def write(st: Structure | None, overrides: dict) -> str:
-        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
         text = pw_input(structure, "bands", ctx.settings, ctx.pseudos, scf_step, scratch, overrides)
         head = text[: text.index("K_POINTS automatic")]
         points = "".join(f"  {a:.10f} {b:.10f} {c:.10f} 1\n" for a, b, c in k_frac)
@@ -89,7 +88,7 @@ def explicit_k_spec(ctx: RunContext, root: Path, structure: Structure, scf_step:
         return {**extra, "k_frac": np.asarray(k_frac).tolist(), "eigenvalues_ev": np.round(energies, 6).tolist(),
                 "nelec": data["nelec"], "lsda": data["lsda"]}
 
-    return StepSpec(name, "pw", write, parse, structure)
+    return StepSpec(name, "pw", write, parse, structure, prepare=_density_copier(root, scf_step, scratch))
 
 
 def bands_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str) -> StepSpec:
@@ -99,11 +98,15 @@ def bands_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str)
                            {"labels": path.labels, "distance": path.distance.tolist(), "convention": CONVENTION})
 
 
-def _nscf_writer(ctx: RunContext, root: Path, structure: Structure, scf_step: str, scratch: Path, settings,
-                 namelists: dict):
-    """The input writer of a pw.x `nscf` on the SCF's density (copied into `scratch` first), on `settings`' mesh."""
+def _density_copier(root: Path, scf_step: str, scratch: Path) -> Callable[[], None]:
+    """A step's `prepare`: the SCF's density copied into the step's own scratch."""
+    return lambda: _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
+
+
+def _nscf_writer(ctx: RunContext, structure: Structure, scf_step: str, scratch: Path, settings, namelists: dict):
+    """The input writer of a pw.x `nscf` on the SCF's density (in `scratch`: `_density_copier`), on `settings`'
+    mesh."""
     def write(st: Structure | None, overrides: dict) -> str:
-        _copy_density(root / "scratch" / f"{scf_step}.save", scratch / f"{scf_step}.save")
         return pw_input(structure, "nscf", settings, ctx.pseudos, scf_step, scratch,
                         merge(merge(NO_FORCES, namelists), overrides))
 
@@ -127,8 +130,8 @@ def dense_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str)
         return {"mesh": list(mesh), "k_points": len(data["kpoints"]), "gap": gap.gap, "vbm": gap.vbm,
                 "cbm": gap.cbm, "direct": gap.direct, "xml": f"{DENSE_XML}/data-file-schema.xml"}
 
-    return StepSpec(DENSE, "pw", _nscf_writer(ctx, root, structure, scf_step, scratch, settings, {}), parse,
-                    structure)
+    return StepSpec(DENSE, "pw", _nscf_writer(ctx, structure, scf_step, scratch, settings, {}), parse,
+                    structure, prepare=_density_copier(root, scf_step, scratch))
 
 
 def dense_mesh(run: Run) -> bool:
@@ -147,7 +150,7 @@ def optics_nscf_spec(ctx: RunContext, root: Path, structure: Structure, scf_step
     mesh = kmesh(structure, settings.kspacing, settings.even_kmesh)
     bands = max(occupied + settings.extra_bands, math.ceil(settings.optics_band_factor * occupied))
 
-    write = _nscf_writer(ctx, root, structure, scf_step, scratch, settings,
+    write = _nscf_writer(ctx, structure, scf_step, scratch, settings,
                          {"system": {"nosym": True, "noinv": True, "nbnd": bands}})
 
     def parse(directory: Path, log: str) -> dict:
@@ -156,7 +159,7 @@ def optics_nscf_spec(ctx: RunContext, root: Path, structure: Structure, scf_step
         data = read_pw_xml(scratch / f"{scf_step}.xml")
         return {"mesh": list(mesh), "k_points": len(data["kpoints"]), "bands": bands}
 
-    return StepSpec(OPTICS_NSCF, "pw", write, parse, structure)
+    return StepSpec(OPTICS_NSCF, "pw", write, parse, structure, prepare=_density_copier(root, scf_step, scratch))
 
 
 def epsilon_spec(ctx: RunContext, root: Path, scf_step: str) -> StepSpec:
@@ -241,10 +244,11 @@ def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, fu
     namelists = merge(merge(NO_FORCES, {"system": exchange}), NSC_RUN if nsc else {})
 
     def write(st: Structure | None, overrides: dict) -> str:
-        if nsc:
-            shutil.rmtree(scratch / f"{name}.save", ignore_errors=True)
-            shutil.copytree(scratch / f"{orbitals_from}.save", scratch / f"{name}.save")
         return pw_input(structure, "scf", s, ctx.pseudos, name, scratch, merge(namelists, overrides))
+
+    def orbitals() -> None:  # nsc: the PBE SCF's save, to start from
+        shutil.rmtree(scratch / f"{name}.save", ignore_errors=True)
+        shutil.copytree(scratch / f"{orbitals_from}.save", scratch / f"{name}.save")
 
     def parse(directory: Path, log: str) -> dict:
         data = read_pw_xml(scratch / f"{name}.xml")
@@ -260,7 +264,8 @@ def hybrid_spec(ctx: RunContext, root: Path, structure: Structure, name: str, fu
                 **functional}
 
     # the nsc run stops its exact-exchange loop after one step on purpose
-    return StepSpec(name, "pw", write, parse, structure, expected=("scf_not_converged",) if nsc else ())
+    return StepSpec(name, "pw", write, parse, structure, expected=("scf_not_converged",) if nsc else (),
+                    prepare=orbitals if nsc else None)
 
 
 def pbe_scf(run: Run) -> StepSpec:
@@ -272,13 +277,14 @@ def pbe_scf(run: Run) -> StepSpec:
     scratch = run.root / "hybrid-scratch"
     spec = scf_spec(ctx, run.root, run.structure, PBE_SCF, scratch)
 
-    def write(structure: Structure | None, overrides: dict) -> str:
+    start = {"electrons": {"startingwfc": "file", "startingpot": "file"}}
+
+    def from_pbesol() -> None:
         shutil.rmtree(scratch / f"{PBE_SCF}.save", ignore_errors=True)
         shutil.copytree(run.root / "scratch" / f"{run.scf_step}.save", scratch / f"{PBE_SCF}.save")
-        start = {"electrons": {"startingwfc": "file", "startingpot": "file"}}
-        return spec.write_input(structure, merge(start, overrides))
 
-    return replace(spec, write_input=write)
+    return replace(spec, write_input=lambda structure, overrides: spec.write_input(structure, merge(start, overrides)),
+                   prepare=from_pbesol)
 
 
 def electronic_dielectric_constant(run: Run) -> float:
@@ -308,13 +314,12 @@ def electronic_dielectric_constant(run: Run) -> float:
     scratch = run.root / "field-scratch"
     spec = phonon_spec(run.ctx, run.root, "epsilon-field", run.scf_step, scratch, phonons=False)
 
-    def write(structure: Structure | None, overrides: dict) -> str:
+    def copy_save() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.copytree(run.root / "scratch" / f"{run.scf_step}.save", scratch / f"{run.scf_step}.save")
-        return spec.write_input(structure, overrides)
 
     _with_scf_save(run, "epsilon-field")
-    field = run.step("epsilon-field", replace(spec, write_input=write), workflow=ELECTRONIC)
+    field = run.step("epsilon-field", replace(spec, prepare=copy_save), workflow=ELECTRONIC)
     shutil.rmtree(scratch, ignore_errors=True)
     return tensor_average(np.asarray(field.outputs["eps_electronic"]))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +18,10 @@ from tansaku.workflows.handlers import HANDLERS, handler_name
 from tansaku.workflows.state import StepState, now, seconds_since
 
 INPUT, OUTPUT = "input.in", "output.out"
+# The input a step is made from (its first attempt's, before any handler changed it), kept beside its state: a
+# later run that would make another input from its own settings and structure must not take this step's result.
+MADE_FROM = "made-from.in"
+RUN_LOCATION = re.compile(r"\s*outdir\s*=")  # where the run directory lies, not what is computed
 
 
 class StepFailed(TansakuError):
@@ -32,10 +38,12 @@ class StepSpec:
 
     name: str
     program: str  # "pw" or "ph"
-    write_input: Callable[[Structure | None, dict], str]  # (input structure, overrides) → input text
+    # (input structure, overrides) → input text; no side effects: it is also called to check a finished step
+    write_input: Callable[[Structure | None, dict], str]
     parse: Callable[[Path, str], dict]  # (step dir, log) → outputs; raises TansakuError when incomplete
     structure: Structure | None = None  # input structure, if the step takes one
     expected: tuple[str, ...] = ()  # error codes its log shows by design (a run stopped on purpose)
+    prepare: Callable[[], None] | None = None  # puts the files it reads in place (a copied save) before each attempt
 
 
 def run_step(
@@ -50,8 +58,12 @@ def run_step(
     """Bring the step to 'done' (or raise StepFailed), resuming from its state file when there is one."""
     directory.mkdir(parents=True, exist_ok=True)
     state = StepState.load(directory, spec.name)
+    made_from = _made_from(spec)
+    _check_made_from(directory, made_from)
     if state.status == "done":
         return state
+    if state.attempt == 0:
+        (directory / MADE_FROM).write_text(made_from)
     if state.structure is None and spec.structure is not None:
         state.structure = spec.structure.as_dict()
 
@@ -75,6 +87,8 @@ def run_step(
             (directory / OUTPUT).rename(directory / f"attempt{state.attempt}.out")
         state.attempt += 1
         structure = Structure.from_dict(state.structure) if state.structure else None
+        if spec.prepare:
+            spec.prepare()
         (directory / INPUT).write_text(spec.write_input(structure, state.overrides))
         job = CommandJob(spec.name, commands.argv(spec.program, INPUT), directory, INPUT, OUTPUT, commands.mpi_procs)
         state.job_id = executor.submit(job)
@@ -85,6 +99,26 @@ def run_step(
         _charge(state, directory, seconds_since(state.started), commands.mpi_procs)
         if _finish(state, status, directory, spec, save):
             return state
+
+
+def _made_from(spec: StepSpec) -> str:
+    text = spec.write_input(spec.structure, {})
+    return "".join(line + "\n" for line in text.splitlines() if not RUN_LOCATION.match(line))
+
+
+def _check_made_from(directory: Path, made_from: str) -> None:
+    """A step directory made from another input (the settings or the structure of another run, e.g. another
+    preset or cutoff in the same run directory) is refused, naming what differs, rather than its result being
+    stored under this run's method. Directories from before this record was kept are not checked."""
+    path = directory / MADE_FROM
+    if not path.exists() or (before := path.read_text()) == made_from:
+        return
+    diff = [line for line in difflib.unified_diff(before.splitlines(), made_from.splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    shown = "; ".join(" ".join(line.split()) for line in diff[:6]) + ("; …" if len(diff) > 6 else "")
+    raise StepFailed(f"{directory} was computed from another input than this run makes ({shown}): other "
+                     "settings or another structure. Use another --run-dir, or delete that directory to compute "
+                     "it again")
 
 
 def _charge(state: StepState, directory: Path, wall: float, processes: int) -> None:
