@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.orm import aliased
 
 from tansaku import TansakuError
 from tansaku.features.sets import base_set, cached_features, feature_names
@@ -111,28 +110,24 @@ def _anonymous(formula: str) -> str:
         return formula
 
 
-def subset_formulas(name: str):
-    """The reduced formulas of a subset's materials, as a subquery."""
-    held = aliased(Material)
-    return (select(held.reduced_formula).join(Subset, Subset.material_id == held.id).where(Subset.name == name)
-            .distinct())
-
-
-def formula_values(db: Database, property_name: str, subset: str | None = None,
-                   exclude_subset: str | None = None) -> list[tuple[str, float]]:
+def formula_values(db: Database, property_name: str, subset: str | None = None) -> list[tuple[str, float]]:
     """(reduced formula, value) of every stored value of a property (ML predictions never): what pretraining
-    on a large property reads, without the descriptors `load_dataset` computes. `exclude_subset` leaves out
-    every composition a subset's materials have, so that a model later tested on that subset has not seen
-    its compositions while pretraining (even for another property)."""
+    on a large property reads, without the descriptors `load_dataset` computes."""
     query = (select(Material.reduced_formula, Property.value).join(Material, Material.id == Property.material_id)
              .where(Property.name == property_name, Property.value.is_not(None), is_measured()))
     if subset:
         query = query.where(Property.material_id.in_(select(Subset.material_id).where(Subset.name == subset)))
-    if exclude_subset:
-        query = query.where(Material.reduced_formula.not_in(subset_formulas(exclude_subset)))
     with db.session() as session:
-        if exclude_subset and not session.scalar(select(func.count()).select_from(
-                subset_formulas(exclude_subset).subquery())):
-            raise TansakuError(f"subset {exclude_subset!r} has no materials in {db.url}: nothing to leave out "
-                               "(subsets: 'tansaku db stats')")
         return [(formula, value) for formula, value in session.execute(query)]
+
+
+def leave_out_subset(db: Database, rows: list[tuple[str, float]], name: str) -> list[tuple[str, float]]:
+    """`formula_values` rows without every composition a subset's materials have, so that a model later tested
+    on that subset has not seen its compositions while pretraining (even for another property)."""
+    with db.session() as session:
+        held = set(session.scalars(select(Material.reduced_formula).join(Subset, Subset.material_id == Material.id)
+                                   .where(Subset.name == name)))
+    if not held:
+        raise TansakuError(f"subset {name!r} has no materials in {db.url}: nothing to leave out "
+                           "(subsets: 'tansaku db stats')")
+    return [row for row in rows if row[0] not in held]
