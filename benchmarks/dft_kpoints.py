@@ -7,22 +7,31 @@ even Γ-centred mesh (as before issue 34; the standard preset now also takes odd
 the standard preset's cutoff and thresholds, in the standard primitive cell. The densest spacing of the list is
 the reference (on MgO, 0.2 Å⁻¹ changed ε∞ by 0.01 % from 0.25: `--spacings ... 0.2`). Resumable: finished
 probes are skipped; results are rewritten after every material.
+
+With --phonons each mesh also gets the full ph.x (atomic displacements too), written to dft_kpoints_phonons: how
+ε_ion and the Γ frequencies converge, and ε_ion from each mesh's force constants with the densest mesh's Born
+charges, which tells whether the force constants could stay on a coarser mesh than ε∞ and Z* need (on BaO they
+cannot: its soft TO mode moves 22 % between 4x4x4 and 8x8x8).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
 from _common import REPO, SHARED, write_results  # noqa: E402
+from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
 from tansaku.dft.pseudos import load_family  # noqa: E402
+from tansaku.dft.qe.parsers import read_dyn_gamma  # noqa: E402
 from tansaku.dft.settings import kmesh, preset, standard_frame  # noqa: E402
-from tansaku.workflows.dielectric import Run, RunContext, WorkflowResult  # noqa: E402
+from tansaku.workflows.dielectric import DYN_FILE, Run, RunContext, WorkflowResult, phonon_spec, scf_spec  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
 from tansaku.workflows.kmesh_convergence import probe  # noqa: E402
 
@@ -41,6 +50,8 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="Tabulate the probes already finished under --work, computing nothing; a material "
                              "whose densest spacing is missing is compared with its densest finished mesh.")
+    parser.add_argument("--phonons", action="store_true",
+                        help="Also the full ph.x at each mesh (force constants): ε_ion's convergence.")
     args = parser.parse_args()
     settings = preset("standard", {"kspacing": 0.25, "even_kmesh": True})  # the meshes before issue 34
     ctx = RunContext(None, settings, "standard", load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"),
@@ -58,19 +69,37 @@ def main() -> None:
             if mesh in seen:
                 continue
             seen.add(mesh)
-            if args.report_only and not _finished(run.root, mesh):
+            if args.report_only and not _finished(run.root, mesh, "phonon" if args.phonons else "eps"):
                 break
-            probes.append(probe(run, structure, spacing).as_dict())
+            probes.append(probe(run, structure, spacing, keep_scratch=args.phonons).as_dict())
+            if args.phonons:
+                probes[-1].update(_phonons(run, structure, spacing))
         if not probes:
             continue
         materials.append({"mp_id": mp_id, "formula": reference["formula"], "atoms": len(structure),
                           "gap_db": reference["band_gap"],
                           "eps_electronic_db": reference["dielectric"]["epsilon_electronic_avg"], "probes": probes})
-        report(materials, args)
+        if args.phonons:
+            report_phonons(materials, args)
+        else:
+            report(materials, args)
 
 
-def _finished(root: Path, mesh: tuple[int, int, int]) -> bool:
-    state = root / f"kmesh-{'x'.join(map(str, mesh))}-eps" / "state.json"
+def _phonons(run: Run, structure: Structure, spacing: float) -> dict:
+    """The full ph.x on the probe's SCF at `spacing` (run again when its save is gone): its dynamical matrix's
+    path and CPU seconds."""
+    ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
+    name = "kmesh-" + "x".join(map(str, kmesh(structure, spacing, ctx.settings.even_kmesh)))
+    scratch = run.root / f"{name}-scratch"
+    run.needs_save(f"{name}-phonon", f"{name}-scf", scf_spec(ctx, run.root, structure, f"{name}-scf", scratch),
+                   scratch, ctx)
+    state = run.step(f"{name}-phonon", phonon_spec(ctx, run.root, f"{name}-phonon", f"{name}-scf", scratch))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"dyn": str(run.root / f"{name}-phonon" / DYN_FILE), "phonon_cpu_seconds": state.cpu_seconds}
+
+
+def _finished(root: Path, mesh: tuple[int, int, int], kind: str = "eps") -> bool:
+    state = root / f"kmesh-{'x'.join(map(str, mesh))}-{kind}" / "state.json"
     return state.exists() and json.loads(state.read_text())["status"] == "done"
 
 
@@ -130,6 +159,44 @@ def report(materials: list[dict], args) -> None:
         lines.append(f"| {spacing} | {w['eps']:.2%} | {w['z']:.2%} | {w['gap']:.3f} | {w['cpu'] / w['cpu_ref']:.2f} |")
     write_results("dft_kpoints", {"spacings": args.spacings, "materials": materials,
                                   "worst_by_spacing": {str(k): v for k, v in worst.items()}}, "\n".join(lines))
+
+
+def _ionic(dyn, charges_from=None):
+    """ε_ion (average) and the optical Γ frequencies (THz, ascending) of a dynamical matrix, with the Born charges
+    of `charges_from` when given (another mesh's)."""
+    charges = (charges_from or dyn).born_charges
+    ionic = ionic_dielectric(dyn.force_constants, charges, dyn.masses_amu, dyn.volume_bohr3)
+    optical = sorted(f for i, f in enumerate(ionic.frequencies_thz) if i not in ionic.acoustic)
+    return ionic.average, optical
+
+
+def report_phonons(materials: list[dict], args) -> None:
+    lines = ["# k-point convergence of ε_ion and the Γ frequencies (standard preset, database cells)", "",
+             "Each row is one distinct Γ-centred mesh (even numbers), with the full ph.x at Γ; Δ is against the "
+             "densest mesh of the material. 'Split' is ε_ion from this mesh's force constants and the densest "
+             "mesh's Born charges: were it close to the densest ε_ion, the phonons could run on a coarser mesh "
+             "than the response. Δω is the largest change of an optical frequency. CPU is the "
+             "phonon ph.x alone, all processes.", "",
+             "| oxide | atoms | spacing (Å⁻¹) | mesh | k-points | ε∞ | Δε∞ | Z* | ΔZ* | lowest ω_TO (THz) | max \\|Δω\\| "
+             "| ε_ion | Δε_ion | split ε_ion | Δ split | CPU (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in materials:
+        ref = m["probes"][-1]
+        ref_dyn = read_dyn_gamma(Path(ref["dyn"]))
+        ref_eps, ref_freqs = _ionic(ref_dyn)
+        for p in m["probes"]:
+            dyn = read_dyn_gamma(Path(p["dyn"]))
+            eps, freqs = _ionic(dyn)
+            split, _ = _ionic(dyn, ref_dyn)
+            d_freq = max(abs(a / b - 1) for a, b in zip(freqs, ref_freqs, strict=True) if abs(b) > 0.3)
+            p.update(eps_ionic=eps, optical_thz=freqs, split_eps_ionic=split, max_freq_change=d_freq)
+            lines.append(
+                f"| {m['formula']} ({m['mp_id']}) | {m['atoms']} | {p['spacing']} | {'x'.join(map(str, p['mesh']))} | "
+                f"{p['k_points']} | {p['eps_electronic']:.3f} | {p['eps_electronic'] / ref['eps_electronic'] - 1:+.2%} | "
+                f"{p['born_charge']:.3f} | {p['born_charge'] / ref['born_charge'] - 1:+.2%} | {min(freqs):.2f} | "
+                f"{d_freq:.2%} | {eps:.2f} | {eps / ref_eps - 1:+.2%} | {split:.2f} | {split / ref_eps - 1:+.2%} | "
+                f"{p['phonon_cpu_seconds']:.0f} |")
+    write_results("dft_kpoints_phonons", {"spacings": args.spacings, "materials": materials}, "\n".join(lines))
 
 
 if __name__ == "__main__":
