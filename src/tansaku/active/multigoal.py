@@ -185,14 +185,18 @@ def _scores(setup: MultiSetup, strategy: str, labelled: list[int], candidates: n
     return joint_probability([c for c in setup.conditions if c.prop in props], predictions)
 
 
+def initial_sample(setup: MultiSetup, seed: int) -> np.ndarray:
+    """The `init` random materials every strategy of a seed starts from."""
+    return np.random.default_rng(seed).choice(len(setup.X), size=setup.init, replace=False)
+
+
 def run_multigoal(setup: MultiSetup, strategy: str, seed: int) -> dict:
     """One discovery curve: targets found against materials labelled (every property revealed at once)."""
     known = {"joint", "random", "ei-desirability"} | {f"single:{c.prop}" for c in setup.conditions}
     if strategy not in known:
         raise TansakuError(f"unknown multi-goal strategy {strategy!r} (choose from {', '.join(sorted(known))})")
-    rng = np.random.default_rng(seed)
     hit = setup.targets()
-    labelled = [int(i) for i in rng.choice(len(setup.X), size=setup.init, replace=False)]
+    labelled = [int(i) for i in initial_sample(setup, seed)]
     choice_rng = np.random.default_rng(10_000 + seed)
     coords = descriptor_coordinates(setup.X) if setup.diversity > 0 and setup.batch > 1 else None
     spacing = typical_spacing(coords, np.random.default_rng(0)) if coords is not None else 1.0
