@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
 from _common import REPO, SHARED, write_results  # noqa: E402
+from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
 from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.qe.parsers import read_dyn_gamma  # noqa: E402
@@ -50,12 +52,18 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="Tabulate the probes already finished under --work, computing nothing; a material "
                              "whose densest spacing is missing is compared with its densest finished mesh.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="A setting over the standard preset's (ecutwfc=50, tr2_ph=1e-12): its own work "
+                             "directory and results file, named after the overrides.")
     parser.add_argument("--phonons", action="store_true",
                         help="Also the full ph.x at each mesh (force constants): ε_ion's convergence.")
     args = parser.parse_args()
-    settings = preset("standard", {"kspacing": 0.25, "even_kmesh": True})  # the meshes before issue 34
+    args.suffix = "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
+    settings = preset("standard", {"kspacing": 0.25, "even_kmesh": True,  # the meshes before issue 34
+                                   **parse_overrides(args.overrides)})
     ctx = RunContext(None, settings, "standard", load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"),
-                     LocalExecutor(), QECommands(mpi_procs=args.mpi_procs), args.work, poll_seconds=2.0)
+                     LocalExecutor(), QECommands(mpi_procs=args.mpi_procs), Path(f"{args.work}{args.suffix}"),
+                     poll_seconds=2.0)
     materials = []
     for mp_id in args.ids:
         reference = json.loads((SHARED / "datasets" / "oxi_diel_db" / "data" / f"{mp_id}.json").read_text())
@@ -118,7 +126,8 @@ def _unrecorded(run: Run):
 
 
 def report(materials: list[dict], args) -> None:
-    lines = ["# k-point convergence of ε∞, Born charges and gap (standard preset, database cells)", "",
+    lines = ["# k-point convergence of ε∞, Born charges and gap (standard preset"
+             + "".join(f", {o}" for o in args.overrides) + ", database cells)", "",
              "Each row is one distinct Γ-centred mesh (even numbers); Δ is against the densest mesh of the material. "
              "CPU is SCF + electric-field ph.x, all processes.", "",
              "| oxide | atoms | spacing (Å⁻¹) | mesh | k-points | ε∞ | Δε∞ | Z* | ΔZ* | gap (eV) | Δgap (eV) | CPU (s) |",
@@ -157,7 +166,7 @@ def report(materials: list[dict], args) -> None:
               "| --- | --- | --- | --- | --- |"]
     for spacing, w in sorted(worst.items(), reverse=True):
         lines.append(f"| {spacing} | {w['eps']:.2%} | {w['z']:.2%} | {w['gap']:.3f} | {w['cpu'] / w['cpu_ref']:.2f} |")
-    write_results("dft_kpoints", {"spacings": args.spacings, "materials": materials,
+    write_results("dft_kpoints" + args.suffix, {"overrides": args.overrides, "spacings": args.spacings, "materials": materials,
                                   "worst_by_spacing": {str(k): v for k, v in worst.items()}}, "\n".join(lines))
 
 
@@ -171,7 +180,8 @@ def _ionic(dyn, charges_from=None):
 
 
 def report_phonons(materials: list[dict], args) -> None:
-    lines = ["# k-point convergence of ε_ion and the Γ frequencies (standard preset, database cells)", "",
+    lines = ["# k-point convergence of ε_ion and the Γ frequencies (standard preset"
+             + "".join(f", {o}" for o in args.overrides) + ", database cells)", "",
              "Each row is one distinct Γ-centred mesh (even numbers), with the full ph.x at Γ; Δ is against the "
              "densest mesh of the material. 'Split' is ε_ion from this mesh's force constants and the densest "
              "mesh's Born charges: were it close to the densest ε_ion, the phonons could run on a coarser mesh "
@@ -196,7 +206,7 @@ def report_phonons(materials: list[dict], args) -> None:
                 f"{p['born_charge']:.3f} | {p['born_charge'] / ref['born_charge'] - 1:+.2%} | {min(freqs):.2f} | "
                 f"{d_freq:.2%} | {eps:.2f} | {eps / ref_eps - 1:+.2%} | {split:.2f} | {split / ref_eps - 1:+.2%} | "
                 f"{p['phonon_cpu_seconds']:.0f} |")
-    write_results("dft_kpoints_phonons", {"spacings": args.spacings, "materials": materials}, "\n".join(lines))
+    write_results("dft_kpoints_phonons" + args.suffix, {"spacings": args.spacings, "materials": materials}, "\n".join(lines))
 
 
 if __name__ == "__main__":
