@@ -78,7 +78,7 @@ def main() -> None:
                 continue
             seen.add(mesh)
             if args.report_only and not _finished(run.root, mesh, "phonon" if args.phonons else "eps"):
-                break
+                continue  # a mesh not computed (yet): the others are still reported
             probes.append(probe(run, structure, spacing, keep_scratch=args.phonons).as_dict())
             if args.phonons:
                 probes[-1].update(_phonons(run, structure, spacing))
