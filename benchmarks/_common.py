@@ -16,12 +16,14 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def _commit() -> str:
-    """The commit checked out, with '+changes' when tracked files differ from it (the code that ran is not it)."""
+    """The commit checked out, with '+changes' when tracked files other than results and Markdown differ from it
+    (the code that ran is not it; a results file another benchmark is rewriting does not count)."""
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no")
-                                                  else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results",
+                  ":(exclude)*.md")
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
 
 
 # Read when the benchmark starts: a run of hours must name the code it started with, not a commit made meanwhile.
