@@ -77,8 +77,9 @@ def substituted_cell(parent: Structure, target: Structure) -> Structure | None:
     return made[0].structure
 
 
-def candidates(db, data) -> dict[int, tuple[int, Structure]]:
-    """Test oxide (row index) → (parent row index, its substituted cell)."""
+def candidates(db, data) -> tuple[dict[int, tuple[int, Structure]], dict[int, Structure]]:
+    """Test oxide (row index) → (parent row index, its substituted cell); and every oxide's stored (relaxed) cell
+    by material id."""
     ids = list(data.material_ids)
     with db.session() as session:
         structures = {m.id: m.structure() for m in session.query(Material).filter(Material.id.in_(ids))}
@@ -95,7 +96,7 @@ def candidates(db, data) -> dict[int, tuple[int, Structure]]:
             cell = substituted_cell(structures[ids[parent]], structures[ids[row]])
             if cell is not None:
                 made[row] = (parent, cell)
-    return made
+    return made, structures
 
 
 def one_property(db, prop: str, say) -> dict:
@@ -106,11 +107,8 @@ def one_property(db, prop: str, say) -> dict:
         data = load_dataset(db, prop, feature_set, subset="paper")
         if "made" not in out:
             start = time.perf_counter()
-            made = candidates(db, data)
+            made, relaxed = candidates(db, data)
             rows = sorted(made)
-            with db.session() as session:
-                relaxed = {m.id: m.structure() for m in session.query(Material).filter(
-                    Material.id.in_([data.material_ids[r] for r in rows]))}
             volume_change = [made[r][1].volume / relaxed[data.material_ids[r]].volume - 1 for r in rows]
             out["made"] = {"n": len(rows), "of": len(data.y), "seconds": round(time.perf_counter() - start),
                            "volume_change_abs_median": float(np.median(np.abs(volume_change))),
@@ -122,8 +120,8 @@ def one_property(db, prop: str, say) -> dict:
         relaxed_pred, made_pred, tested = [], [], []
         for train, test in folds:
             fitted = clone(model).fit(data.X[train], data.y[train])
-            in_train = set(train.tolist())
-            chosen = [i for i, r in enumerate(rows) if r in set(test.tolist()) and made[r][0] in in_train]
+            in_train, in_test = set(train.tolist()), set(test.tolist())
+            chosen = [i for i, r in enumerate(rows) if r in in_test and made[r][0] in in_train]
             relaxed_pred += list(fitted.predict(data.X[[rows[i] for i in chosen]]))
             made_pred += list(fitted.predict(X_made[chosen]))
             tested += [rows[i] for i in chosen]
