@@ -109,6 +109,8 @@ def main() -> None:
                      QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0,
                      retry_failed=args.retry_failed)
     reused = reused_rows(args.reuse, ctx.settings, args.ids) if args.reuse else []
+    for row in reused:  # sized by today's cost model, not the one of the run that made the row
+        row["cost_size"] = _size(ctx, json.loads((data_dir / f"{row['mp_id']}.json").read_text()))
     rows = []
     for mp_id in args.ids:
         reference = json.loads((data_dir / f"{mp_id}.json").read_text())
@@ -157,11 +159,13 @@ def scf_facts(scf_dir: Path, spacing: float, even: bool) -> dict:
 
 
 def _size(ctx, reference: dict) -> float:
+    """The cost model's size of a database entry, with the database's gap telling it whether the small-gap rule
+    runs (what a user who imported the database would know before running)."""
     from pymatgen.core import Structure
 
     from tansaku.active.cost import cost_size
 
-    return cost_size(Structure.from_dict(reference["structure"]), ctx.settings, ctx.pseudos)
+    return cost_size(Structure.from_dict(reference["structure"]), ctx.settings, ctx.pseudos, reference["band_gap"])
 
 
 def reused_rows(path: Path, settings, computed_ids: list[str]) -> list[dict]:

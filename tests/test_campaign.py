@@ -17,7 +17,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
-from tansaku.active.cost import CostEstimator, CostModel, irreducible_k_points
+from tansaku.active.cost import CostEstimator, CostModel, cost_size, irreducible_k_points
 from tansaku.active.oracles import DatasetOracle, DFTOracle
 from tansaku.download import sha256_of
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
@@ -261,6 +261,25 @@ def test_cost_size_counts_the_irreducible_k_points_pw_computes():
     # time reversal alone: k and -k pair up, except the 8 points that are their own partner
     assert irreducible_k_points(distorted, (4, 4, 4)) == (64 - 8) // 2 + 8
     assert irreducible_k_points(primitive, (1, 1, 1)) == 1
+
+
+def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
+    from tansaku.dft.pseudos import load_family
+    from tansaku.dft.settings import kmesh, preset
+    from tansaku.workflows.kmesh_convergence import probe_spacings
+
+    bao = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.54), ["Ba", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
+    wide = cost_size(bao, settings, pseudos)
+    assert cost_size(bao, settings, pseudos, gap=settings.small_gap_ev + 0.1) == wide  # the rule does not run
+    small = cost_size(bao, settings, pseudos, gap=1.8)
+    # the fixed mesh's relaxation and SCF (one atom's worth), three field-only probes, phonons on the second mesh
+    cell = bao.get_primitive_structure()
+    points = [irreducible_k_points(cell, kmesh(cell, s, True)) for s in probe_spacings(cell, settings.kspacing)[:3]]
+    assert small / wide == pytest.approx((points[0] + sum(points) + 2 * points[1]) / (2 * points[0]), rel=1e-9)
+    assert small > 2 * wide
+    turned_off = preset("standard", {"small_gap_ev": 0})
+    assert cost_size(bao, turned_off, pseudos, gap=1.8) == cost_size(bao, turned_off, pseudos)
 
 
 # ---- with Quantum ESPRESSO -------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ size = k-points × plane waves × bands² × atoms: plane-wave DFT scales with k
 (plane waves ∝ volume × ecutwfc^1.5, bands ∝ electrons), and DFPT repeats that for 3 × atoms
 perturbations. The k-points are the irreducible ones of the Γ-centred mesh in the cell pw.x computes (spglib,
 time reversal included), so a symmetric cell is charged for the points pw.x really computes.
+A material whose gap is known to be below `small_gap_ev` (any stored band gap: imported, computed or predicted)
+is charged for the small-gap rule too: field-only ph.x probes from kspacing down (each one atom's worth of
+perturbations) and the SCF and phonons on a denser mesh. Which mesh settles is known only after the probes; the
+size assumes three probes and the phonons on the second mesh (SnO2's course; BaO settled on the first).
 CPU hours = c × size^b; with fewer than four finished runs b = 1 and c is the median ratio of CPU hours to size;
 with four or more, c and b come from a least-squares fit in log space (b kept in [0.5, 2]). Before any run
 finishes, c is a prior measured on this project's CI-like machine (rock-salt SrS and BaS, 'test' preset).
@@ -22,20 +26,33 @@ from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
 from tansaku.dft.settings import DielectricSettings, irreducible_points, kmesh, standard_cell
 from tansaku.store.database import Database
-from tansaku.store.tables import Calculation, Material
+from tansaku.store.tables import Calculation, Material, Property
+from tansaku.workflows.kmesh_convergence import probe_spacings
 
 PRIOR_HOURS_PER_SIZE = 2.4e-10  # SrS and BaS, test preset, 2 MPI processes, CI machine (3e-11 per full-mesh point × 8)
 
 
-def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily) -> float:
-    """The size of the cell the workflow will actually compute (its standard primitive cell by default)."""
+def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
+              gap: float | None = None) -> float:
+    """The size of the cell the workflow will actually compute (its standard primitive cell by default); with
+    `gap` (eV) below small_gap_ev, the small-gap rule's probes and denser mesh included."""
     if settings.standardize:
         structure = standard_cell(structure)
-    nk = float(irreducible_k_points(structure, kmesh(structure, settings.kspacing, settings.even_kmesh)))
     ecut = ecutwfc_for(structure, settings, pseudos)
     plane_waves = structure.volume * ecut**1.5
     bands = number_of_electrons(structure, pseudos) / 2 + settings.extra_bands
-    return nk * plane_waves * bands**2 * len(structure)
+
+    def points(spacing: float) -> float:
+        return float(irreducible_k_points(structure, kmesh(structure, spacing, settings.even_kmesh)))
+
+    atoms = len(structure)
+    if gap is None or settings.k_converge is not None or gap >= settings.small_gap_ev:
+        return points(settings.kspacing) * plane_waves * bands**2 * atoms
+    spacings = probe_spacings(structure, settings.kspacing, settings.even_kmesh)[:3]
+    # the relaxation and SCF on kspacing's mesh (as much as one probe), the probes, the phonons on the second mesh
+    work = (points(settings.kspacing) + sum(points(s) for s in spacings)
+            + points(spacings[min(1, len(spacings) - 1)]) * atoms)
+    return work * plane_waves * bands**2
 
 
 def irreducible_k_points(structure: Structure, mesh: tuple[int, int, int]) -> int:
@@ -106,16 +123,22 @@ class CostEstimator:
         self._sizes: dict[int, float] = sizes  # structures do not change: size each material once
 
     def _measure(self, material_ids: list[int]) -> dict[int, float]:
-        """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential)."""
+        """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential).
+        A stored band gap (the smallest, whatever its method) tells whether the small-gap rule will run."""
         with self.db.session() as session:
             structures = {m.id: m.structure() for m in session.scalars(
                 select(Material).where(Material.id.in_(material_ids)))}
+            gaps: dict[int, float] = {}
+            for material_id, value in session.execute(select(Property.material_id, Property.value).where(
+                    Property.name == "band_gap", Property.material_id.in_(material_ids))):
+                if value is not None:
+                    gaps[material_id] = min(value, gaps.get(material_id, np.inf))
         sizes = {}
         for material_id in material_ids:
             structure = structures.get(material_id)
             try:
-                sizes[material_id] = np.nan if structure is None else cost_size(structure, self.ctx.settings,
-                                                                                 self.ctx.pseudos)
+                sizes[material_id] = np.nan if structure is None else cost_size(
+                    structure, self.ctx.settings, self.ctx.pseudos, gaps.get(material_id))
             except TansakuError:
                 sizes[material_id] = np.nan
         return sizes
