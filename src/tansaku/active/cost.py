@@ -48,10 +48,9 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
     atoms = len(structure)
     if gap is None or settings.k_converge is not None or gap >= settings.small_gap_ev:
         return points(settings.kspacing) * plane_waves * bands**2 * atoms
-    spacings = probe_spacings(structure, settings.kspacing, settings.even_kmesh)[:3]
-    # the relaxation and SCF on kspacing's mesh (as much as one probe), the probes, the phonons on the second mesh
-    work = (points(settings.kspacing) + sum(points(s) for s in spacings)
-            + points(spacings[min(1, len(spacings) - 1)]) * atoms)
+    # probe_spacings starts at kspacing: probes[0] is the fixed mesh, whose relaxation and SCF cost about a probe
+    probes = [points(s) for s in probe_spacings(structure, settings.kspacing, settings.even_kmesh)[:3]]
+    work = probes[0] + sum(probes) + probes[min(1, len(probes) - 1)] * atoms  # the phonons on the second mesh
     return work * plane_waves * bands**2
 
 
