@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import REPO, SHARED, write_results  # noqa: E402
+from _common import REPO, SHARED, run_number, runs_legend, this_run, write_results  # noqa: E402
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
 from tansaku.dft.pseudos import load_family  # noqa: E402
@@ -82,6 +82,8 @@ def main() -> None:
             probes.append(probe(run, structure, spacing, keep_scratch=args.phonons).as_dict())
             if args.phonons:
                 probes[-1].update(_phonons(run, structure, spacing))
+            name = "kmesh-" + "x".join(map(str, mesh)) + ("-phonon" if args.phonons else "-eps")
+            probes[-1]["run"] = step_runs(run.root).get(name)
         if not probes:
             continue
         materials.append({"mp_id": mp_id, "formula": reference["formula"], "atoms": len(structure),
@@ -111,18 +113,36 @@ def _finished(root: Path, mesh: tuple[int, int, int], kind: str = "eps") -> bool
     return state.exists() and json.loads(state.read_text())["status"] == "done"
 
 
+RUNS = "runs.json"  # beside the step directories: step name → the run (commit, command, date) that finished it
+
+
 def _unrecorded(run: Run):
-    """Run.step without the database rows (this benchmark keeps its record in the step directories)."""
+    """Run.step without the database rows (this benchmark keeps its record in the step directories); the
+    invocation that finishes a step is recorded in RUNS, for the tables' per-row provenance."""
+    from tansaku.workflows.state import StepState
     from tansaku.workflows.steps import run_step
 
     def step(name, spec, ctx=None):
         ctx = ctx or run.ctx
         run.report(name)
+        was_done = StepState.load(run.root / name, name).status == "done"
         run.steps[name] = run_step(spec, run.root / name, ctx.executor, ctx.commands, ctx.settings.max_attempts,
                                    ctx.poll_seconds)
+        if not was_done:
+            runs = step_runs(run.root)
+            runs[name] = this_run()
+            (run.root / RUNS).write_text(json.dumps(runs, indent=1))
         return run.steps[name]
 
     return step
+
+
+def step_runs(root: Path) -> dict:
+    return json.loads((root / RUNS).read_text()) if (root / RUNS).exists() else {}
+
+
+def _run_cell(markers: list[tuple], run: dict | None) -> str:
+    return str(run_number(markers, run)) if run else "before runs were recorded"
 
 
 def report(materials: list[dict], args) -> None:
@@ -130,14 +150,16 @@ def report(materials: list[dict], args) -> None:
              + "".join(f", {o}" for o in args.overrides) + ", database cells)", "",
              "Each row is one distinct Γ-centred mesh (even numbers); Δ is against the densest mesh of the material. "
              "CPU is SCF + electric-field ph.x, all processes.", "",
-             "| oxide | atoms | spacing (Å⁻¹) | mesh | k-points | ε∞ | Δε∞ | Z* | ΔZ* | gap (eV) | Δgap (eV) | CPU (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| oxide | atoms | spacing (Å⁻¹) | mesh | k-points | ε∞ | Δε∞ | Z* | ΔZ* | gap (eV) | Δgap (eV) | CPU (s) "
+             "| run |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    markers, legend = runs_legend([p["run"] for m in materials for p in m["probes"] if p.get("run")])
     worst: dict[float, dict[str, float]] = {}
     for m in materials:
         ref = m["probes"][-1]
         if ref["spacing"] > min(args.spacings) + 1e-9:
             lines.append(f"| {m['formula']} ({m['mp_id']}) | | reference: the densest finished mesh, "
-                         f"{'x'.join(map(str, ref['mesh']))} | | | | | | | | | |")
+                         f"{'x'.join(map(str, ref['mesh']))} | | | | | | | | | | |")
         for p in m["probes"]:
             d_eps = p["eps_electronic"] / ref["eps_electronic"] - 1
             d_z = p["born_charge"] / ref["born_charge"] - 1
@@ -145,7 +167,7 @@ def report(materials: list[dict], args) -> None:
             lines.append(f"| {m['formula']} ({m['mp_id']}) | {m['atoms']} | {p['spacing']} | "
                          f"{'x'.join(map(str, p['mesh']))} | {p['k_points']} | {p['eps_electronic']:.3f} | "
                          f"{d_eps:+.2%} | {p['born_charge']:.3f} | {d_z:+.2%} | {p['band_gap']:.3f} | {d_gap:+.3f} | "
-                         f"{p['cpu_seconds']:.0f} |")
+                         f"{p['cpu_seconds']:.0f} | {_run_cell(markers, p.get('run'))} |")
         if ref["spacing"] > min(args.spacings) + 1e-9:
             continue  # no reference mesh yet: left out of the summary
         for spacing in args.spacings:  # the mesh a spacing gives is the densest probe at or above it
@@ -166,6 +188,7 @@ def report(materials: list[dict], args) -> None:
               "| --- | --- | --- | --- | --- |"]
     for spacing, w in sorted(worst.items(), reverse=True):
         lines.append(f"| {spacing} | {w['eps']:.2%} | {w['z']:.2%} | {w['gap']:.3f} | {w['cpu'] / w['cpu_ref']:.2f} |")
+    lines += ["", *legend]
     write_results("dft_kpoints" + args.suffix, {"overrides": args.overrides, "spacings": args.spacings, "materials": materials,
                                   "worst_by_spacing": {str(k): v for k, v in worst.items()}}, "\n".join(lines))
 
@@ -188,8 +211,9 @@ def report_phonons(materials: list[dict], args) -> None:
              "than the response. Δω is the largest change of an optical frequency. CPU is the "
              "phonon ph.x alone, all processes.", "",
              "| oxide | atoms | spacing (Å⁻¹) | mesh | k-points | ε∞ | Δε∞ | Z* | ΔZ* | lowest ω_TO (THz) | max \\|Δω\\| "
-             "| ε_ion | Δε_ion | split ε_ion | Δ split | CPU (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| ε_ion | Δε_ion | split ε_ion | Δ split | CPU (s) | run |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    markers, legend = runs_legend([p["run"] for m in materials for p in m["probes"] if p.get("run")])
     for m in materials:
         ref = m["probes"][-1]
         ref_dyn = read_dyn_gamma(Path(ref["dyn"]))
@@ -205,7 +229,8 @@ def report_phonons(materials: list[dict], args) -> None:
                 f"{p['k_points']} | {p['eps_electronic']:.3f} | {p['eps_electronic'] / ref['eps_electronic'] - 1:+.2%} | "
                 f"{p['born_charge']:.3f} | {p['born_charge'] / ref['born_charge'] - 1:+.2%} | {min(freqs):.2f} | "
                 f"{d_freq:.2%} | {eps:.2f} | {eps / ref_eps - 1:+.2%} | {split:.2f} | {split / ref_eps - 1:+.2%} | "
-                f"{p['phonon_cpu_seconds']:.0f} |")
+                f"{p['phonon_cpu_seconds']:.0f} | {_run_cell(markers, p.get('run'))} |")
+    lines += ["", *legend]
     write_results("dft_kpoints_phonons" + args.suffix, {"spacings": args.spacings, "materials": materials}, "\n".join(lines))
 
 
