@@ -113,6 +113,8 @@ def _finished(root: Path, mesh: tuple[int, int, int], kind: str = "eps") -> bool
     return state.exists() and json.loads(state.read_text())["status"] == "done"
 
 
+NO_RUNS = ("These rows were computed before each row's run was recorded: the command that computed them is in the "
+           "message of the commit that added them.")
 RUNS = "runs.json"  # beside the step directories: step name → the run (commit, command, date) that finished it
 
 
@@ -188,7 +190,7 @@ def report(materials: list[dict], args) -> None:
               "| --- | --- | --- | --- | --- |"]
     for spacing, w in sorted(worst.items(), reverse=True):
         lines.append(f"| {spacing} | {w['eps']:.2%} | {w['z']:.2%} | {w['gap']:.3f} | {w['cpu'] / w['cpu_ref']:.2f} |")
-    lines += ["", *legend]
+    lines += ["", *(legend if markers else [NO_RUNS])]
     write_results("dft_kpoints" + args.suffix, {"overrides": args.overrides, "spacings": args.spacings, "materials": materials,
                                   "worst_by_spacing": {str(k): v for k, v in worst.items()}}, "\n".join(lines))
 
@@ -230,7 +232,7 @@ def report_phonons(materials: list[dict], args) -> None:
                 f"{p['born_charge']:.3f} | {p['born_charge'] / ref['born_charge'] - 1:+.2%} | {min(freqs):.2f} | "
                 f"{d_freq:.2%} | {eps:.2f} | {eps / ref_eps - 1:+.2%} | {split:.2f} | {split / ref_eps - 1:+.2%} | "
                 f"{p['phonon_cpu_seconds']:.0f} | {_run_cell(markers, p.get('run'))} |")
-    lines += ["", *legend]
+    lines += ["", *(legend if markers else [NO_RUNS])]
     write_results("dft_kpoints_phonons" + args.suffix, {"spacings": args.spacings, "materials": materials}, "\n".join(lines))
 
 
