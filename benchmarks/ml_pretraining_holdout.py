@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, SHARED, run_of, this_run, write_results  # noqa: E402
 from tansaku.features import tokens  # noqa: E402
 from tansaku.models.attention import AttentionRegressor, pretrain  # noqa: E402
-from tansaku.models.dataset import formula_values, leave_out_subset, load_dataset  # noqa: E402
+from tansaku.models.dataset import load_dataset, pretraining_values  # noqa: E402
 from tansaku.models.learners import make_model  # noqa: E402
 from tansaku.sources.csv_table import import_csv  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
@@ -56,11 +56,10 @@ COLUMNS = 2 * tokens.SLOTS
 
 
 def weights_for(db, exclude: str | None, epochs: int) -> dict:
-    everything = formula_values(db, "e_form")
-    rows = leave_out_subset(db, everything, exclude) if exclude else everything
+    rows, held_out = pretraining_values(db, "e_form", leave_out=exclude)
     weights = pretrain([f for f, _ in rows], [v for _, v in rows], "e_form", epochs)
     if exclude:
-        weights["meta"]["excluded"] = {"subset": exclude, "values": len(everything) - len(rows)}
+        weights["meta"]["excluded"] = {"subset": exclude, "values": held_out}
     print("pretrained", weights["meta"], flush=True)
     return weights
 

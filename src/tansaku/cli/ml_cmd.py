@@ -12,7 +12,7 @@ from rich.table import Table
 from tansaku import TansakuError
 from tansaku.cli.common import console, database, err_console, finish_batch, progress_bar
 from tansaku.features.sets import FEATURE_SETS, base_columns
-from tansaku.models.dataset import formula_values, leave_out_subset, load_dataset
+from tansaku.models.dataset import load_dataset, pretraining_values
 from tansaku.models.domain import Domain
 from tansaku.models.evaluation import evaluate, parse_cv
 from tansaku.models.learners import DEFAULT_MODEL, MODELS, make_model, model_feature_set
@@ -171,12 +171,10 @@ def pretrain(
     from tansaku.models.attention import save_pretrained
 
     db = database(create=False)
-    everything = formula_values(db, property_name, subset)
-    rows = leave_out_subset(db, everything, exclude_subset) if exclude_subset else everything
+    rows, held_out = pretraining_values(db, property_name, subset, exclude_subset)
     weights = fit_weights([f for f, _ in rows], [v for _, v in rows], property_name, epochs, seed,
                           progress_bar(f"pretrain on {property_name}"))
     if exclude_subset:
-        held_out = len(everything) - len(rows)
         weights["meta"]["excluded"] = {"subset": exclude_subset, "values": held_out}
         console.print(f"left out {held_out} values whose composition is in subset {exclude_subset!r}")
     save_pretrained(out, weights)

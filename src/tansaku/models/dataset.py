@@ -121,13 +121,19 @@ def formula_values(db: Database, property_name: str, subset: str | None = None) 
         return [(formula, value) for formula, value in session.execute(query)]
 
 
-def leave_out_subset(db: Database, rows: list[tuple[str, float]], name: str) -> list[tuple[str, float]]:
-    """`formula_values` rows without every composition a subset's materials have, so that a model later tested
-    on that subset has not seen its compositions while pretraining (even for another property)."""
+def pretraining_values(db: Database, property_name: str, subset: str | None = None,
+                       leave_out: str | None = None) -> tuple[list[tuple[str, float]], int]:
+    """`formula_values`, less every composition the materials of subset `leave_out` have (so that a model later
+    tested on that subset has not seen its compositions while pretraining, even for another property), and how
+    many values that left out."""
+    rows = formula_values(db, property_name, subset)
+    if not leave_out:
+        return rows, 0
     with db.session() as session:
         held = set(session.scalars(select(Material.reduced_formula).join(Subset, Subset.material_id == Material.id)
-                                   .where(Subset.name == name)))
+                                   .where(Subset.name == leave_out)))
     if not held:
-        raise TansakuError(f"subset {name!r} has no materials in {db.url}: nothing to leave out "
+        raise TansakuError(f"subset {leave_out!r} has no materials in {db.url}: nothing to leave out "
                            "(subsets: 'tansaku db stats')")
-    return [row for row in rows if row[0] not in held]
+    kept = [row for row in rows if row[0] not in held]
+    return kept, len(rows) - len(kept)
