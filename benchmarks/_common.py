@@ -104,16 +104,31 @@ def data_fingerprint(*arrays) -> str:
     return digest.hexdigest()[:16]
 
 
+def stored_result(path: Path, key: dict):
+    """The result a checkpoint holds when it was made with this key (data, settings and the code that decides
+    it), else None (and says why when a checkpoint is there): a curve made by other code is never reused."""
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("key") == key:
+        return stored["result"]
+    print(f"{path.name}: made with other code, data or settings ({stored.get('commit', 'no commit recorded')});"
+          " computing it again", flush=True)
+    return None
+
+
+def save_checkpoint(path: Path, key: dict, result) -> None:
+    """Written whole or not at all (a killed run leaves no half file), with the key and the commit that made it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "commit": STARTED_AT_COMMIT, "result": result}, default=float))
+    tmp.replace(path)
+
+
 def checkpointed(path: Path, key: dict, compute):
-    """A result from its checkpoint when the checkpoint was made with this key (data, settings and the code that
-    decides it), else computed and saved with the key and the commit: a curve made by other code is never
-    reused, and each checkpoint says which commit made it."""
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("key") == key:
-            return stored["result"]
-        print(f"{path.name}: made with other code, data or settings ({stored.get('commit', 'no commit recorded')});"
-              " computing it again", flush=True)
-    result = compute()
-    path.write_text(json.dumps({"key": key, "commit": STARTED_AT_COMMIT, "result": result}, default=float))
+    """A result from its checkpoint when made with this key (`stored_result`), else computed and saved."""
+    result = stored_result(path, key)
+    if result is None:
+        result = compute()
+        save_checkpoint(path, key, result)
     return result

@@ -11,9 +11,9 @@ Two EI/PI baselines are measured: 'ei'/'pi' take the desirability of every tree'
 variant), 'ei-direct'/'pi-direct' fit a second forest to the desirability labels (the textbook construction:
 transform the objective, then ordinary EI/PI). The ratio is reported against both.
 A full run takes hours on 2 cores, so every (window, strategy, seed) curve is checkpointed under --work as it
-finishes; the same command run again (after a kill, or with a strategy added) computes only what is missing.
-Checkpoints are keyed by descriptors, labels and settings; each strategy's first rounds are recomputed on
-start and its checkpoints thrown away if the current code no longer labels the same materials.
+finishes, with the commit that made it; the same command run again (after a kill, or with a strategy added)
+computes only what is missing. A checkpoint is reused only when made from the same descriptors, labels,
+settings and code (a fingerprint of the modules that decide a curve); otherwise it is computed again.
 Each window also gets a hindsight ranking (the same forest cross-fitted on 80 % of all labels): whether the
 target is within this surrogate's reach at all; `--hindsight rf lgbm blend` ranks with other learners too
 (would a different surrogate put it within reach?).
@@ -24,8 +24,6 @@ random ~100.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import multiprocessing
 import os
 import sys
@@ -38,10 +36,23 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, SHARED, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    SHARED,
+    code_fingerprint,
+    data_fingerprint,
+    save_checkpoint,
+    stored_result,
+    this_run,
+    write_results,
+)
+from tansaku.active import acquisition, diversity, error_model, ranking  # noqa: E402
+from tansaku.active import simulate as simulation  # noqa: E402
 from tansaku.active.acquisition import Goal, score  # noqa: E402
 from tansaku.active.pools import pool_from_database  # noqa: E402
 from tansaku.active.simulate import Setup, evaluations_to_reach, simulate  # noqa: E402
+from tansaku.models import calibration, learners  # noqa: E402
 from tansaku.models.learners import MODELS, make_model  # noqa: E402
 from tansaku.plots.figures import active_learning_curves  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
@@ -51,25 +62,13 @@ STRATEGIES = ["random", "ei", "pi", "ei-direct", "pi-direct", "ucb", "range", "r
 BASELINES = {"per-tree desirability (ei, pi)": ("ei", "pi"),
              "model fitted to the desirability (ei-direct, pi-direct)": ("ei-direct", "pi-direct")}
 SETTINGS = ("init", "batch", "budget", "model", "trees", "diversity", "calibrate", "test_fraction")
-PROBE_ROUNDS = 10  # rounds recomputed per strategy to prove its checkpoints still match the code
 
 
-def fingerprint(setup: Setup, window: str) -> str:
-    """What a curve depends on besides seed, strategy and code: data, settings and window."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(setup.X).tobytes())
-    digest.update(np.ascontiguousarray(setup.y).tobytes())
-    digest.update(json.dumps({k: getattr(setup, k) for k in SETTINGS} | {"window": window}, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
-def still_drawn(setup: Setup, strategy: str, seed: int, curve: dict) -> bool:
-    """Does today's code label the same materials, in the same order, as a checkpointed curve did? Checked on
-    its first rounds (a few seconds), so that edits elsewhere in the code do not throw hours of curves away
-    while a change to this strategy's behaviour does."""
-    probe = replace(setup, seeds=1, first_seed=seed, budget=setup.init + PROBE_ROUNDS * setup.batch)
-    labelled = simulate(probe, [strategy])["strategies"][strategy][0]["labelled"]
-    return labelled == curve["labelled"][:len(labelled)]
+def checkpoint_key(setup: Setup, window: str) -> dict:
+    """What a curve depends on besides seed and strategy: the code that draws it, data, settings and window."""
+    return {"code": code_fingerprint(simulation, acquisition, diversity, error_model, ranking, learners, calibration),
+            "data": data_fingerprint(setup.X, setup.y), "window": window,
+            **{k: getattr(setup, k) for k in SETTINGS}}
 
 
 def hindsight(setup: Setup, repeats: int = 3) -> dict:
@@ -96,20 +95,13 @@ def hindsight(setup: Setup, repeats: int = 3) -> dict:
             "precision_top_200": precision}
 
 
-def checkpoint(work: Path, key: str, strategy: str, seed: int) -> Path:
-    return work / key / f"{strategy}-seed{seed}.json"
-
-
-def run_curve(setup: Setup, seed: int, strategy: str, path: Path) -> dict:
-    """One strategy on one seed, saved (atomically) before it is returned: a killed run loses only running jobs."""
+def run_curve(setup: Setup, seed: int, strategy: str, path: Path, key: dict) -> dict:
+    """One strategy on one seed, checkpointed before it is returned: a killed run loses only running jobs."""
     start = time.perf_counter()
     result = simulate(replace(setup, seeds=1, first_seed=seed), [strategy])
     part = {"meta": {k: v for k, v in result.items() if k != "strategies"},
-            "curve": result["strategies"][strategy][0], "seconds": time.perf_counter() - start}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(part))
-    tmp.replace(path)
+            "curve": result["strategies"][strategy][0], "seconds": time.perf_counter() - start, "run": this_run()}
+    save_checkpoint(path, key, part)
     return part
 
 
@@ -188,20 +180,15 @@ def main() -> None:
         lo, hi = (float(x) for x in window.split("-"))
         setups[window] = Setup(pool.X, pool.y, Goal("range", lo, hi), init=20, batch=5, budget=args.budget,
                                seeds=args.seeds, test_fraction=0.0, model="et", trees=args.trees, names=pool.names)
-        keys[window] = fingerprint(setups[window], window)
+        keys[window] = checkpoint_key(setups[window], window)
         parts[window] = {}
         for strategy in args.strategies:
-            found = {seed: checkpoint(args.work, keys[window], strategy, seed) for seed in range(args.seeds)}
-            found = {seed: json.loads(path.read_text()) for seed, path in found.items() if path.exists()}
-            if found and not still_drawn(setups[window], strategy, min(found), found[min(found)]["curve"]):
-                print(f"window {window}: the code now draws other {strategy} curves than the checkpoints; "
-                      "recomputing them", flush=True)
-                found = {}
             for seed in range(args.seeds):
-                if seed in found:
-                    parts[window][strategy, seed] = found[seed]
+                path = args.work / window / f"{strategy}-seed{seed}.json"
+                if (part := stored_result(path, keys[window])) is not None:
+                    parts[window][strategy, seed] = part
                 else:
-                    jobs.append((window, seed, strategy, checkpoint(args.work, keys[window], strategy, seed)))
+                    jobs.append((window, seed, strategy, path))
     cached = {w: len(parts[w]) for w in args.windows}
     print(f"{sum(cached.values())} curves from checkpoints in {args.work}, {len(jobs)} to compute", flush=True)
     start = time.perf_counter()
@@ -218,7 +205,7 @@ def main() -> None:
         finish(w)
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ProcessPoolExecutor(workers, initializer=pin_worker, initargs=(multiprocessing.Value("i", 0),)) as executor:
-        futures = {executor.submit(run_curve, setups[w], seed, strategy, path): (w, seed, strategy)
+        futures = {executor.submit(run_curve, setups[w], seed, strategy, path, keys[w]): (w, seed, strategy)
                    for w, seed, strategy, path in jobs}
         for future in as_completed(futures):
             w, seed, strategy = futures[future]
@@ -281,13 +268,14 @@ def window_report(window: str, result: dict, args, n_materials: int, data: dict,
                       "way?): " + ", ".join(f"{m} **{b['median']:.0f}** (precision of first 200: "
                                             f"{np.mean(b['precision_top_200']):.2f})" for m, b in others.items())
                       + f"; allowed {allowed:.0f}.")
-    if cached == len(parts):
-        origin = (f"all {cached} curves came from checkpoints of earlier invocations (same data and settings, first "
-                  "rounds reproduced).")
-    else:
-        origin = (f"this invocation reached its last curve after {seconds / 60:.1f} min wall"
-                  + (f"; {cached} of its {len(parts)} curves came from checkpoints of an earlier invocation (same "
-                     "data and settings, first rounds reproduced)." if cached else "."))
+    made = sorted({(p["run"]["commit"], p["run"]["date"][:10]) for p in parts.values()})
+    runs = "; ".join(f"{commit} ({date}): {sum(p['run']['commit'] == commit for p in parts.values())}"
+                     for commit, date in made)
+    origin = (f"{cached} of its {len(parts)} curves came from checkpoints of earlier invocations (same code, data "
+              "and settings)" if cached else "every curve computed by this invocation")
+    if cached < len(parts):
+        origin += f", which reached its last curve after {seconds / 60:.1f} min wall"
+    origin += f"; curves by the commit that made them: {runs}."
     md += ["", f"{core_seconds / 60:.1f} core-minutes for this window's curves (one process per core); {origin}", "",
            f"![discovery curves]({plot.name})", ""]
     print("\n".join(md[-10:]), flush=True)
