@@ -10,7 +10,14 @@ from tansaku import TansakuError
 from tansaku.dft.magnetism import SpinSetup, spin_setup
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.inputs import ph_input, pw_input
-from tansaku.dft.qe.parsers import band_gap, cpu_seconds, detect_errors, qe_error_message, read_ph_dielectric
+from tansaku.dft.qe.parsers import (
+    band_gap,
+    cpu_seconds,
+    cpu_seconds_so_far,
+    detect_errors,
+    qe_error_message,
+    read_ph_dielectric,
+)
 from tansaku.dft.settings import kmesh, parse_hubbard_u, preset, standard_cell
 from tests.conftest import PSEUDOS, need_shared
 
@@ -181,6 +188,20 @@ def test_cpu_time_from_the_last_timing_line_in_every_format_qe_prints():
     assert cpu_seconds("     PWSCF        :  1d 2h 3m CPU  1d 2h 4m WALL\n") == pytest.approx(93780)
     assert cpu_seconds("     iteration #  3     ecut=    30.00 Ry\n") is None  # killed before the end
 
+
+
+def test_cpu_time_so_far_of_a_killed_run_is_its_last_running_total():
+    pw = ("     total cpu time spent up to now is        1.2 secs\n\n     iteration #  2\n"
+          "     total cpu time spent up to now is       31.7 secs\n     iteration #  3     ecut=    30.00 Ry\n")
+    assert cpu_seconds(pw) is None and cpu_seconds_so_far(pw) == pytest.approx(31.7)
+    # ph.x: an earlier representation's timing line, then the running total of the one it was killed in
+    ph = ("     PHONON       :  1m40.00s CPU  1m45.00s WALL\n"
+          "      iter #   1 total cpu time :   112.5 secs   av.it.:   5.0\n"
+          "      iter #   2 total cpu time :   130.0 secs   av.it.:   9.3\n")
+    assert cpu_seconds(ph) == pytest.approx(100.0) and cpu_seconds_so_far(ph) == pytest.approx(130.0)
+    finished = pw + "     PWSCF        :     40.00s CPU     41.05s WALL\n"
+    assert cpu_seconds_so_far(finished) == pytest.approx(40.0)
+    assert cpu_seconds_so_far("     Program PWSCF v.7.2 starts on  5Dec2026\n") is None
 
 def test_dielectric_from_a_ph_log_without_phonons_and_a_log_cut_short():
     log = """

@@ -265,7 +265,7 @@ def code_version(log: str) -> str | None:
 def symmetry_operations(log: str) -> int | None:
     """How many symmetry operations pw.x found and kept ('48 Sym. Ops., with inversion, found'; 'No symmetry
     found' is the identity alone), or None when the log says neither."""
-    match = re.search(r"(\d+)\s+Sym\. Ops\.", log)
+    match = re.search(r"(\d+)[ \t]+Sym\. Ops\.", log)
     if match:
         return int(match.group(1))
     return 1 if "No symmetry found" in log else None
@@ -283,6 +283,15 @@ def cpu_seconds(log: str) -> float | None:
         return None
     days, hours, minutes, seconds = (float(x) if x else 0.0 for x in parts.groups())
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def cpu_seconds_so_far(log: str) -> float | None:
+    """CPU seconds a pw.x or ph.x run had used where its log ends: `cpu_seconds` of a finished run, else the last
+    running total it printed (pw.x 'total cpu time spent up to now is', ph.x 'iter # 3 total cpu time :'), a
+    lower bound on what a killed run would have cost; None when it printed neither."""
+    totals = [float(x) for x in re.findall(r"total cpu time (?:spent up to now is|:)\s*([\d.]+)\s*secs", log)]
+    known = [x for x in (cpu_seconds(log), max(totals, default=None)) if x is not None]
+    return max(known, default=None)
 
 
 def read_ph_dielectric(log: str) -> tuple[np.ndarray, np.ndarray]:
