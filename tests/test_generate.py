@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 from sqlalchemy import select
@@ -169,3 +170,42 @@ def test_a_rank_letter_that_is_also_a_cation_symbol_is_refused_as_ambiguous():
     assert "it is Al's site, and it is also the element B; write Al for the one, C for the other" in refused[0].reason
     made, _ = substitute([borate], parse_site_elements("Al=Ga"), limits=Limits(radius_ratio_slack=0.0))
     assert [c.formula for c in made] == ["BaGaBO4"]
+
+
+def test_relax_leaves_candidates_without_forces_or_stress_and_records_how(tmp_path):
+    """--relax: a substituted rutile (the prototype's oxygen x and c/a, scaled) relaxed with CHGNet; the stored
+    cell is the relaxed one, on which CHGNet finds neither forces nor stress, and its record says so."""
+    from tansaku.features.mlip import potential
+
+    rutile = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
+                                       [[0, 0, 0], [0.305, 0.305, 0]])
+    db_path = tmp_path / "relax.db"
+    db = open_database(db_path)
+    with db.session() as session:
+        add_structure_material(session, rutile, "file", "TiO2.cif", ImportReport())
+    db.dispose()
+    made, _ = substitute([Prototype("TiO2", rutile)], parse_site_elements("Ti=Sn,Ge"))
+    guess = {c.formula: c.structure for c in made}
+    out = tmp_path / "gen.json"
+    result = invoke("--db", str(db_path), "generate", "substitute", "--prototype", "1", "--site-elements", "Ti=Sn,Ge",
+                    "--relax", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "ΔV relaxed" in result.output
+    generated = {g["formula"]: g for g in json.loads(out.read_text())["generated"]}
+    assert set(generated) == {"SnO2", "GeO2"}
+
+    def strain(structure):  # CHGNet's largest force (eV/Å) and largest stress component (GPa)
+        p = potential().predict_structure(structure, task="efs")
+        return float(np.linalg.norm(p["f"], axis=1).max()), float(np.abs(p["s"]).max())
+
+    with open_database(db_path).session() as session:
+        for formula, g in generated.items():
+            material = session.get(Material, g["material_id"])
+            assert material.extra["relaxed_by"] == "chgnet-0.3.0" and material.extra["relax_converged"] is True
+            stored = material.structure()
+            assert stored.volume / guess[formula].volume - 1 == pytest.approx(material.extra["relax_volume_change"],
+                                                                            abs=1e-6)
+            force, stress = strain(stored)
+            assert force <= 0.05 + 1e-3 and stress < 1.0, (formula, force, stress)
+            before_force, before_stress = strain(guess[formula])
+            assert before_force > 3 * force or before_stress > 3 * stress, (formula, before_force, before_stress)

@@ -62,7 +62,7 @@ def test_the_chgnet_block_joins_the_structure_set_and_refuses_what_it_cannot_rea
     disordered = Structure(Lattice.cubic(4.2), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     with pytest.raises(TansakuError, match="Ca0.5Mg0.5O1: disordered or partially occupied structure"):
         mlip.mlip_descriptors([disordered])
-    with pytest.raises(TansakuError, match="need pymatgen Structures"):
+    with pytest.raises(TansakuError, match="CHGNet needs pymatgen Structures"):
         mlip.mlip_descriptors(["MgO"])
     americium = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.38), ["Am", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
     with pytest.raises(TansakuError, match="AmO2: CHGNet was trained on elements up to Pu .* cannot read Am"):
@@ -72,9 +72,9 @@ def test_the_chgnet_block_joins_the_structure_set_and_refuses_what_it_cannot_rea
 def test_without_chgnet_installed_the_block_says_what_to_install(monkeypatch):
     # the package itself missing is the case to show; None in sys.modules makes its import fail as if it were
     monkeypatch.setitem(sys.modules, "chgnet.model", None)
-    mlip._model.cache_clear()
+    mlip.potential.cache_clear()
     try:
         with pytest.raises(TansakuError, match=r"need CHGNet and PyTorch: pip install 'tansaku\[mlip\]'"):
             mlip.mlip_descriptors([published("mp-1265")])
     finally:
-        mlip._model.cache_clear()
+        mlip.potential.cache_clear()

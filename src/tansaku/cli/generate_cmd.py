@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tansaku.cli.common import console, database, err_console
+from tansaku.cli.common import console, database, err_console, progress_bar
 from tansaku.sources.generate import Limits, load_prototypes, parse_site_elements, store_candidates, substitute
 
 app = typer.Typer(help="Make hypothetical candidate materials that no database holds yet.")
@@ -27,6 +27,9 @@ def substitute_cmd(
     radius_ratio_slack: float = typer.Option(0.8, help="Other prototypes: r_cation/r_anion must reach this "
                                              "fraction of Pauling's lower bound for the site's coordination."),
     max_sites: int = typer.Option(40, help="Refuse cells with more sites than this."),
+    relax: bool = typer.Option(False, "--relax", help="Relax each candidate with the CHGNet potential before "
+                               "storing it (seconds a cell; tansaku[mlip]). Do it before lgbm-chgnet "
+                               "predicts: its descriptors fail on unrelaxed cells."),
     subset: str = typer.Option(None, help="Also add the stored candidates to this named subset."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be generated; store nothing."),
     write_dir: Path = typer.Option(None, help="Also write each candidate as a CIF file into this folder."),
@@ -37,7 +40,8 @@ def substitute_cmd(
     Filters: charge neutrality with common oxidation states; for ABX3 perovskites the tolerance factor and
     the octahedral factor r_B/r_X ≥ 0.414, for other prototypes Pauling's radius ratio (with a slack);
     no structure already in the database (structure matching, not formula); at most --max-sites sites.
-    The lattice is scaled by the ratio of cation-anion bond lengths (Shannon radii) as a starting guess.
+    The lattice is scaled by the ratio of cation-anion bond lengths (Shannon radii) as a starting guess;
+    --relax then relaxes positions and cell with the CHGNet potential (recorded with the candidate).
     Stored materials have source 'generated' and record their prototype and substitution.
 
     Example: tansaku generate substitute --prototype mp-5020 --site-elements 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'
@@ -49,16 +53,22 @@ def substitute_cmd(
     protos, refused = load_prototypes(db, prototypes)
     candidates, refused_here = substitute(protos, site_map, anion, limits)
     refused += refused_here
+    if relax:
+        from tansaku.sources.relax import relax_candidates
+
+        refused += relax_candidates(candidates, progress_bar("relax with CHGNet"))
     if not dry_run:
         refused += store_candidates(db, candidates, protos, subset)
         candidates = [c for c in candidates if c.material_id is not None]
-    table = Table("formula", "prototype", "substitution", "lattice ×", "t", "material id",
+    table = Table("formula", "prototype", "substitution", "lattice ×", "t", *(["ΔV relaxed"] if relax else []),
+                  "material id",
                   title=f"{len(candidates)} candidates" + (" (dry run)" if dry_run else ""))
     for c in candidates:
         subs = ", ".join(f"{a}→{b}" for a, b in c.substitution.items() if a != b)
         mid = "" if c.material_id is None else f"{c.material_id}" + (" (existing)" if c.existing else "")
         table.add_row(c.formula, c.prototype, subs, f"{c.lattice_scale:.3f}",
-                      f"{c.checks['tolerance_factor']:.3f}" if "tolerance_factor" in c.checks else "", mid)
+                      f"{c.checks['tolerance_factor']:.3f}" if "tolerance_factor" in c.checks else "",
+                      *([_relaxed_cell(c.relaxation)] if relax else []), mid)
     console.print(table)
     for r in refused:
         err_console.print(f"[yellow]refused[/] {r.formula} ({r.prototype}): {r.reason}", soft_wrap=True)
@@ -71,9 +81,17 @@ def substitute_cmd(
     if json_out:
         json_out.write_text(json.dumps({
             "generated": [{"formula": c.formula, "prototype": c.prototype, "substitution": c.substitution,
-                           "material_id": c.material_id, "lattice_scale": c.lattice_scale, **c.checks}
+                           "material_id": c.material_id, "lattice_scale": c.lattice_scale, **c.checks,
+                           **(c.relaxation or {})}
                           for c in candidates],
             "refused": [r.__dict__ for r in refused]}, indent=1))
+
+
+def _relaxed_cell(relaxation: dict | None) -> str:
+    if not relaxation:
+        return ""
+    flag = "" if relaxation["relax_converged"] else f" (not converged: {relaxation['relax_max_force']:.2f} eV/Å)"
+    return f"{relaxation['relax_volume_change']:+.1%}{flag}"
 
 
 @app.command("chemsys")

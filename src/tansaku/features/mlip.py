@@ -41,11 +41,12 @@ def names() -> list[str]:
 
 
 @lru_cache(maxsize=1)
-def _model():
+def potential():
+    """The pretrained CHGNet, loaded once per process."""
     try:
         from chgnet.model import CHGNet
     except ImportError as error:
-        raise TansakuError("the 'chgnet' descriptors need CHGNet and PyTorch: pip install 'tansaku[mlip]' "
+        raise TansakuError("CHGNet's descriptors and relaxation need CHGNet and PyTorch: pip install 'tansaku[mlip]' "
                            f"({error})") from None
     return CHGNet.load(model_name=MODEL, use_device="cpu", verbose=False)
 
@@ -78,10 +79,11 @@ def _displaced(structure: Structure, shift: np.ndarray) -> Structure:
     return Structure(structure.lattice, structure.species, structure.cart_coords + shift, coords_are_cartesian=True)
 
 
-def _check(structure) -> None:
+def check_readable(structure) -> None:
+    """Refuse what CHGNet cannot read (not a pymatgen Structure, disordered, elements beyond Pu), naming it."""
     if not isinstance(structure, Structure):
-        raise TansakuError(f"CHGNet descriptors need pymatgen Structures, got {type(structure).__name__}")
-    check_ordered(structure, structure.composition.reduced_formula, "CHGNet descriptors need an ordered cell")
+        raise TansakuError(f"CHGNet needs pymatgen Structures, got {type(structure).__name__}")
+    check_ordered(structure, structure.composition.reduced_formula, "CHGNet needs an ordered cell")
     beyond = sorted({site.specie.symbol for site in structure if site.specie.Z > LAST_ELEMENT_Z})
     if beyond:
         raise TansakuError(f"{structure.composition.reduced_formula}: CHGNet was trained on elements up to Pu "
@@ -93,8 +95,8 @@ def mlip_descriptors(structures: list[Structure], batch_size: int = 4) -> np.nda
     features, one for the six displaced copies of each (small batches: CHGNet keeps every graph's gradients,
     and 48 cells of 40 atoms took 9 GB)."""
     for structure in structures:
-        _check(structure)
-    model = _model()
+        check_readable(structure)
+    model = potential()
     rows = []
     for start in range(0, len(structures), batch_size):
         chunk = structures[start : start + batch_size]

@@ -70,6 +70,7 @@ class Candidate:
     checks: dict[str, float] = field(default_factory=dict)
     material_id: int | None = None
     existing: bool = False
+    relaxation: dict | None = None  # how a potential relaxed it (`sources.relax`), None when it was not
 
     @property
     def formula(self) -> str:
@@ -341,7 +342,7 @@ def store_candidates(db: Database, candidates: list[Candidate], prototypes: list
                 continue
             extra = {"prototype": candidate.prototype, "prototype_material_id": ids.get(candidate.prototype),
                      "substitution": candidate.substitution, "oxidation_states": candidate.oxidation_states,
-                     "lattice_scale": candidate.lattice_scale, **candidate.checks}
+                     "lattice_scale": candidate.lattice_scale, **candidate.checks, **(candidate.relaxation or {})}
             material, _ = add_structure_material(session, candidate.structure, GENERATED_SOURCE,
                                                  candidate.source_id, report, extra=json.loads(json.dumps(extra)))
             candidate.material_id = material.id

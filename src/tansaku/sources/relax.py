@@ -1,0 +1,79 @@
+"""A cheap relaxation of generated candidates with the CHGNet potential, before anything reads their structure.
+
+A substituted cell is the prototype's geometry with new ions and a lattice scaled by ionic radii: bonds of the
+right average length, but forces and stress that a relaxed cell does not have. Descriptors read off the
+potential (`lgbm-chgnet`'s block) measure exactly those forces, and on such cells its ε_ion predictions fall
+apart (benchmarks/results/ml_chgnet_unseen.md); relaxing with the same potential first takes seconds per cell,
+against the hours DFT would need. The result is a better starting guess, not a DFT structure: DFT relaxes
+again.
+
+Needs the optional dependency `chgnet` (and PyTorch): `pip install 'tansaku[mlip]'`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from pymatgen.core import Structure
+
+from tansaku.features.mlip import MODEL, check_readable, potential
+
+FMAX = 0.05  # eV/Å: forces left on every atom
+MAX_STEPS = 500  # FIRE steps; a cell still moving after these is kept, flagged as not converged
+
+
+@dataclass
+class Relaxed:
+    structure: Structure
+    steps: int
+    max_force: float  # eV/Å, on the returned structure
+    volume_change: float  # relaxed / given volume - 1
+    converged: bool
+
+    def record(self) -> dict:
+        """What a stored candidate keeps of its relaxation (its `extra` data)."""
+        return {"relaxed_by": f"chgnet-{MODEL}", "relax_steps": self.steps, "relax_max_force": self.max_force,
+                "relax_volume_change": self.volume_change, "relax_converged": self.converged}
+
+
+def relax(structure: Structure, fmax: float = FMAX, max_steps: int = MAX_STEPS) -> Relaxed:
+    """Positions and cell relaxed with CHGNet (FIRE, cell through ASE's Fréchet filter) until every force is
+    below `fmax` eV/Å or `max_steps` have passed."""
+    from chgnet.model import StructOptimizer
+
+    check_readable(structure)
+    optimizer = StructOptimizer(model=potential(), use_device="cpu")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device
+        warnings.simplefilter("ignore")
+        result = optimizer.relax(structure, fmax=fmax, steps=max_steps, relax_cell=True, verbose=False)
+    final: Structure = result["final_structure"]
+    forces = np.asarray(result["trajectory"].forces[-1])
+    max_force = float(np.linalg.norm(forces, axis=1).max())
+    steps = len(result["trajectory"].energies) - 1
+    final = Structure(final.lattice, final.species, final.frac_coords)  # without CHGNet's magmom site properties
+    return Relaxed(final, steps, max_force, final.volume / structure.volume - 1, max_force <= fmax)
+
+
+def relax_candidates(candidates: list, track=iter) -> list:
+    """Each generated candidate's structure relaxed in place (its `relaxation` records how); the Refusals of the
+    ones CHGNet could not relax (forces that blow up, say), which are dropped, while the rest go on."""
+    from tansaku import TansakuError
+    from tansaku.sources.generate import Refusal
+
+    refused, kept = [], []
+    for candidate in track(list(candidates)):
+        try:
+            relaxed = relax(candidate.structure)
+            if not np.isfinite(relaxed.structure.lattice.matrix).all() or relaxed.structure.volume <= 0:
+                raise TansakuError("the relaxation gave a degenerate cell")
+        except (TansakuError, ValueError, RuntimeError) as error:
+            refused.append(Refusal(candidate.formula, candidate.prototype, f"CHGNet relaxation failed: {error}"))
+            continue
+        candidate.structure, candidate.relaxation = relaxed.structure, relaxed.record()
+        kept.append(candidate)
+    candidates[:] = kept
+    return refused
