@@ -13,7 +13,10 @@ relaxed: forces and stresses there are not those of a relaxed cell. Measured her
    + space group) has another member in the training part is also predicted from a cell made the way `tansaku
    generate` makes candidates: the parent's cell with the cations replaced (matched by stoichiometric amount,
    then by ionic radius at their sites) and the lattice scaled by the ionic radii. The parent is the group's
-   first other member by material id. Same models, same test oxides, DFT-relaxed cell against substituted cell.
+   first other member by material id. Same models, same test oxides, DFT-relaxed cell against substituted cell,
+   and against the substituted cell relaxed with CHGNet (`tansaku generate substitute --relax`);
+3. **the unrelaxed flag**: how many of those cells the domain check of a model with the CHGNet block calls
+   unrelaxed (CHGNet's force or pressure beyond the training cells'), and R² on the ones it lets through.
 
 Run: .venv/bin/python benchmarks/ml_chgnet_unseen.py [--limit N (a smoke test on N oxides)]
 """
@@ -35,12 +38,26 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, this_run, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    SHARED,
+    checkpointed,
+    code_fingerprint,
+    data_fingerprint,
+    this_run,
+    write_results,
+)
 from tansaku import TansakuError  # noqa: E402
-from tansaku.features.sets import raw_features  # noqa: E402
+from tansaku.features.sets import (  # noqa: E402
+    base_columns,
+    raw_features,  # noqa: E402
+    strain_columns,
+)
 from tansaku.models.dataset import load_dataset  # noqa: E402
+from tansaku.models.domain import Domain  # noqa: E402
 from tansaku.models.evaluation import evaluate  # noqa: E402
 from tansaku.models.learners import make_model, model_feature_set  # noqa: E402
+from tansaku.sources import generate, relax  # noqa: E402
 from tansaku.sources.generate import Limits, Prototype, analyse_prototype, substitute  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
@@ -77,6 +94,9 @@ def substituted_cell(parent: Structure, target: Structure) -> Structure | None:
     return made[0].structure
 
 
+WORK = REPO / "benchmarks" / "work" / "ml_chgnet_unseen"
+
+
 def candidates(db, data) -> tuple[dict[int, tuple[int, Structure]], dict[int, Structure]]:
     """Test oxide (row index) → (parent row index, its substituted cell); and every oxide's stored (relaxed) cell
     by material id."""
@@ -99,6 +119,28 @@ def candidates(db, data) -> tuple[dict[int, tuple[int, Structure]], dict[int, St
     return made, structures
 
 
+def relaxed_cells(cells: dict[str, Structure], say) -> dict[str, dict]:
+    """Each substituted cell relaxed with CHGNet as `generate substitute --relax` does (checkpointed per cell:
+    about 5 s each), with how the relaxation went."""
+    key = {"code": code_fingerprint(relax, generate), "fmax": relax.FMAX, "steps": relax.MAX_STEPS}
+    WORK.mkdir(parents=True, exist_ok=True)
+    out, start = {}, time.perf_counter()
+    for n, (name, cell) in enumerate(sorted(cells.items()), 1):
+        def compute(cell=cell) -> dict:
+            try:
+                done = relax.relax(cell)
+            except (TansakuError, ValueError, RuntimeError) as error:
+                return {"error": str(error)}
+            return {"structure": done.structure.as_dict(), **done.record()}
+
+        cell_key = data_fingerprint(cell.lattice.matrix, cell.frac_coords, cell.atomic_numbers)
+        out[name] = checkpointed(WORK / f"{name}-{cell.composition.reduced_formula}.json", key | {"cell": cell_key},
+                                 compute)
+        if n % 100 == 0:
+            say(f"relaxed {n} of {len(cells)} substituted cells ({time.perf_counter() - start:.0f} s)")
+    return out
+
+
 def one_property(db, prop: str, say) -> dict:
     out: dict = {"models": {}}
     for name in MODELS:
@@ -109,35 +151,62 @@ def one_property(db, prop: str, say) -> dict:
             start = time.perf_counter()
             made, relaxed = candidates(db, data)
             rows = sorted(made)
+            mids = [str(data.material_ids[r]) for r in rows]
+            chgnet = relaxed_cells({m: made[r][1] for m, r in zip(mids, rows, strict=True)}, say)
+            fine = [i for i, m in enumerate(mids) if "structure" in chgnet[m]]
             volume_change = [made[r][1].volume / relaxed[data.material_ids[r]].volume - 1 for r in rows]
+            after = [Structure.from_dict(chgnet[mids[i]]["structure"]).volume
+                     / relaxed[data.material_ids[rows[i]]].volume - 1 for i in fine]
             out["made"] = {"n": len(rows), "of": len(data.y), "seconds": round(time.perf_counter() - start),
                            "volume_change_abs_median": float(np.median(np.abs(volume_change))),
-                           "volume_change_abs_p90": float(np.percentile(np.abs(volume_change), 90))}
-            say(f"{prop}: {len(rows)} substituted cells of {len(data.y)} oxides")
+                           "volume_change_abs_p90": float(np.percentile(np.abs(volume_change), 90)),
+                           "chgnet_relaxed": len(fine),
+                           "chgnet_converged": sum(bool(chgnet[mids[i]]["relax_converged"]) for i in fine),
+                           "chgnet_volume_change_abs_median": float(np.median(np.abs(after))),
+                           "chgnet_volume_change_abs_p90": float(np.percentile(np.abs(after), 90))}
+            say(f"{prop}: {len(rows)} substituted cells of {len(data.y)} oxides, {len(fine)} relaxed by CHGNet")
         start = time.perf_counter()
         X_made = raw_features([made[r][1] for r in rows], feature_set)
+        X_chgnet = np.full_like(X_made, np.nan)
+        X_chgnet[fine] = raw_features([Structure.from_dict(chgnet[mids[i]]["structure"]) for i in fine], feature_set)
         folds = list(KFold(5, shuffle=True, random_state=0).split(data.X))
-        relaxed_pred, made_pred, tested = [], [], []
+        pred = {"relaxed": [], "substituted": [], "chgnet": []}
+        flags = {"relaxed": [], "substituted": [], "chgnet": []}
+        tested = []
         for train, test in folds:
             fitted = clone(model).fit(data.X[train], data.y[train])
+            strain = strain_columns(data.X[train], feature_set)
+            domain = Domain.fit([data.groups[t] for t in train], base_columns(data.X[train], feature_set),
+                                strain=strain) if strain is not None else None
             in_train, in_test = set(train.tolist()), set(test.tolist())
-            chosen = [i for i, r in enumerate(rows) if r in in_test and made[r][0] in in_train]
-            relaxed_pred += list(fitted.predict(data.X[[rows[i] for i in chosen]]))
-            made_pred += list(fitted.predict(X_made[chosen]))
+            chosen = [i for i, r in enumerate(rows) if r in in_test and made[r][0] in in_train and i in set(fine)]
+            for kind, X in (("relaxed", data.X[[rows[i] for i in chosen]]), ("substituted", X_made[chosen]),
+                            ("chgnet", X_chgnet[chosen])):
+                pred[kind] += list(fitted.predict(X))
+                if domain is not None:
+                    flags[kind] += [bool(domain.unrelaxed(row)) for row in strain_columns(X, feature_set)]
             tested += [rows[i] for i in chosen]
         y = data.y[tested]
         grouped = evaluate(model, data.X, data.y, data.groupings(), (5, 1), 0, which=("cv", "grouped"))
-        out["models"][name] = {
+        result = {
             "cv": grouped["cv"]["r2_mean"], "chemsys": grouped["grouped"]["r2_mean"],
             "chemsys_groups": grouped["grouped"]["groups"],
             "prototype": grouped["grouped_prototype"]["r2_mean"],
             "prototype_groups": grouped["grouped_prototype"]["groups"],
-            "substituted": {"n": len(tested), "r2_relaxed": float(r2_score(y, relaxed_pred)),
-                            "r2_substituted": float(r2_score(y, made_pred)),
-                            "mae_relaxed": float(np.mean(np.abs(y - relaxed_pred))),
-                            "mae_substituted": float(np.mean(np.abs(y - np.array(made_pred))))},
+            "substituted": {"n": len(tested), "r2_relaxed": float(r2_score(y, pred["relaxed"])),
+                            "r2_substituted": float(r2_score(y, pred["substituted"])),
+                            "r2_chgnet_relaxed": float(r2_score(y, pred["chgnet"])),
+                            "mae_relaxed": float(np.mean(np.abs(y - np.array(pred["relaxed"])))),
+                            "mae_substituted": float(np.mean(np.abs(y - np.array(pred["substituted"])))),
+                            "mae_chgnet_relaxed": float(np.mean(np.abs(y - np.array(pred["chgnet"]))))},
             "seconds": round(time.perf_counter() - start)}
-        say(f"{prop} {name}: {out['models'][name]}")
+        if flags["substituted"]:
+            passed = ~np.array(flags["substituted"])
+            result["flag"] = {kind: float(np.mean(f)) for kind, f in flags.items()} | {
+                "r2_substituted_passed": float(r2_score(y[passed], np.array(pred["substituted"])[passed])),
+                "n_passed": int(passed.sum())}
+        out["models"][name] = result
+        say(f"{prop} {name}: {result}")
     out["run"] = this_run()
     return out
 
@@ -146,27 +215,38 @@ def markdown(results: dict) -> str:
     lines = ["# lgbm-chgnet on unseen chemistry and on unrelaxed substituted cells (issue 30)", "",
              "R² of log10 ε on the paper's oxides, structure descriptors, lgbm-lin and lgbm-chgnet in one run. "
              "CV: 5-fold, seed 0. Held out: 5-fold with whole chemical systems or whole prototypes on one side. "
-             "Substituted: the test oxides of that CV whose prototype has a member in the training part, predicted "
-             "from their DFT-relaxed cell and from the parent's cell with the cations substituted and the lattice "
-             "scaled (how `tansaku generate` makes a candidate).", "",
-             "| target | model | CV | chemical systems held out | prototypes held out | substituted set: relaxed cell "
-             "| substituted cell | change | MAE (log10) relaxed → substituted |",
+             "Substituted set: the test oxides of that CV whose prototype has a member in the training part, "
+             "predicted from their DFT-relaxed cell, from the parent's cell with the cations substituted and the "
+             "lattice scaled (how `tansaku generate` makes a candidate), and from that cell relaxed with CHGNet "
+             "(`generate substitute --relax`).", "",
+             "| target | model | CV | chemical systems held out | prototypes held out | substituted set: DFT cell "
+             "| substituted cell | substituted, CHGNet-relaxed | MAE (log10) DFT → substituted → CHGNet-relaxed |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for prop, res in results["properties"].items():
         for name, r in res["models"].items():
             s = r["substituted"]
             lines.append(f"| {prop} | {name} | {r['cv']:.3f} | {r['chemsys']:.3f} | {r['prototype']:.3f} | "
-                         f"{s['r2_relaxed']:.3f} | {s['r2_substituted']:.3f} | "
-                         f"{s['r2_substituted'] - s['r2_relaxed']:+.3f} | {s['mae_relaxed']:.3f} → "
-                         f"{s['mae_substituted']:.3f} |")
+                         f"{s['r2_relaxed']:.3f} | {s['r2_substituted']:.3f} | {s['r2_chgnet_relaxed']:.3f} | "
+                         f"{s['mae_relaxed']:.3f} → {s['mae_substituted']:.3f} → {s['mae_chgnet_relaxed']:.3f} |")
+    lines += ["", "The unrelaxed flag of a model with the CHGNet block (`models.domain`: CHGNet's largest force or "
+              "|pressure| beyond 1.5× the training cells' 99th percentile), per fold, on the same test oxides:", "",
+              "| target | flagged: DFT cell | substituted cell | CHGNet-relaxed | R² of the substituted cells not "
+              "flagged (n) |", "| --- | --- | --- | --- | --- |"]
+    for prop, res in results["properties"].items():
+        for r in res["models"].values():
+            if f := r.get("flag"):
+                lines.append(f"| {prop} | {f['relaxed']:.1%} | {f['substituted']:.1%} | {f['chgnet']:.1%} | "
+                             f"{f['r2_substituted_passed']:.3f} ({f['n_passed']}) |")
     lines += [""]
     for prop, res in results["properties"].items():
         m = res["made"]
         n = next(iter(res["models"].values()))["substituted"]["n"]
-        lines.append(f"- {prop}: {m['n']} of {m['of']} oxides could be made from a prototype parent; {n} of them "
-                     f"were tested with their parent in training. Substituted cell volume against the relaxed one: "
-                     f"median |ΔV/V| {m['volume_change_abs_median']:.1%}, 90th percentile "
-                     f"{m['volume_change_abs_p90']:.1%}. Run: {res['run']['commit']}, {res['run']['date']}.")
+        lines.append(f"- {prop}: {m['n']} of {m['of']} oxides could be made from a prototype parent, "
+                     f"{m['chgnet_relaxed']} relaxed by CHGNet ({m['chgnet_converged']} to 0.05 eV/Å within 500 "
+                     f"steps); {n} of them were tested with their parent in training. Cell volume against the DFT "
+                     f"one: substituted median |ΔV/V| {m['volume_change_abs_median']:.1%} (90th percentile "
+                     f"{m['volume_change_abs_p90']:.1%}), CHGNet-relaxed {m['chgnet_volume_change_abs_median']:.1%} "
+                     f"({m['chgnet_volume_change_abs_p90']:.1%}). Run: {res['run']['commit']}, {res['run']['date']}.")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tansaku import TansakuError
 from tansaku.cli.common import console, database, err_console, finish_batch, progress_bar
-from tansaku.features.sets import FEATURE_SETS, base_columns
+from tansaku.features.sets import FEATURE_SETS, base_columns, strain_columns
 from tansaku.models.dataset import load_dataset, pretraining_values
 from tansaku.models.domain import Domain
 from tansaku.models.evaluation import evaluate, parse_cv
@@ -79,7 +79,7 @@ def train(
             err_console.print(f"[yellow]warning[/] R² is undefined under {', '.join(undefined)} (a test fold whose "
                               "values are all equal); the model is saved, its metrics say nan", soft_wrap=True)
     fitted = model.fit(data.X, data.y)
-    domain = Domain.fit(list(data.groups), base_columns(data.X, features), seed)
+    domain = Domain.fit(list(data.groups), base_columns(data.X, features), seed, strain_columns(data.X, features))
     summary = {key: {m: result[key][f"{m}_mean"] for m in ("r2", "mae", "rmse")} | {"r2_std": result[key]["r2_std"]}
                for key in PROTOCOLS if key in result}
     meta = save_model(out, fitted, property_name=property_name, feature_set=features, transform=data.transform,

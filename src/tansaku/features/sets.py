@@ -54,6 +54,16 @@ def base_columns(X: np.ndarray, feature_set: str) -> np.ndarray:
     return X[:, : len(feature_names(base_set(feature_set)))]
 
 
+def strain_columns(X: np.ndarray, feature_set: str) -> np.ndarray | None:
+    """Per row, CHGNet's largest force (eV/Å) and |pressure| (GPa) on the cell, when the set holds the CHGNet block:
+    how far from relaxed the potential finds each structure (None without the block)."""
+    names = feature_names(feature_set)
+    if "mlip_max_force" not in names:
+        return None
+    force, pressure = names.index("mlip_max_force"), names.index("mlip_pressure")
+    return np.column_stack([X[:, force], np.abs(X[:, pressure])])
+
+
 def featurizer_key(feature_set: str) -> str:
     base, extra = _parts(feature_set)
     key = composition.VERSION if base == "composition" else f"{composition.VERSION}+{structure.VERSION}"

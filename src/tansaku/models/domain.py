@@ -1,9 +1,12 @@
-"""Is a prediction inside what the model has seen? Elements, anion types, charge balance and descriptor distance.
+"""Is a prediction inside what the model has seen? Elements, anion types, charge balance, descriptor distance,
+and (for models that read CHGNet) how far from relaxed the cell is.
 
 A model trained on oxides still returns a number for NaCl, a metal or a formula no ionic solid has; that number is
 given, but flagged, with every reason: an element or anion never seen in training, no charge-balanced oxidation
-states (the ionic descriptors are then guesses), or descriptors farther from every training material than almost
-all training materials are from their nearest neighbour.
+states (the ionic descriptors are then guesses), descriptors farther from every training material than almost
+all training materials are from their nearest neighbour, or a cell on which CHGNet finds larger forces or
+pressure than on almost every (relaxed) training cell: its descriptors are read off the forces, and an unrelaxed
+cell's are those of another structure (benchmarks/results/ml_chgnet_unseen.md).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tansaku.chemistry.oxidation import anion_elements, charge_balance_problem
 
 REFERENCE = 5000  # training materials kept for distances (a sample when there are more)
 QUANTILE = 0.99  # farther than this quantile of the training set's nearest-neighbour distances: outside
+STRAIN_MARGIN = 1.5  # CHGNet force or pressure beyond this × the training cells' 99th percentile: unrelaxed
 
 
 @dataclass
@@ -34,10 +38,12 @@ class Domain:
     projection: object  # imputer → scaler → PCA, fitted on the training descriptors
     reference: np.ndarray  # projected training materials (a sample of at most REFERENCE)
     threshold: float  # nearest-neighbour distance beyond which a material is outside
+    strain_limits: tuple[float, float] | None = None  # CHGNet max force, |pressure| beyond which a cell is unrelaxed
 
     @classmethod
-    def fit(cls, formulas: Sequence[str], X: np.ndarray, seed: int = 0) -> Domain:
-        """From the training formulas and the descriptors of the user's set (no extra blocks)."""
+    def fit(cls, formulas: Sequence[str], X: np.ndarray, seed: int = 0, strain: np.ndarray | None = None) -> Domain:
+        """From the training formulas, the descriptors of the user's set (no extra blocks) and, for models that
+        read CHGNet, its force and pressure on the training cells (`features.sets.strain_columns`)."""
         compositions = [Composition(f) for f in formulas]
         elements = frozenset(el.symbol for c in compositions for el in c.elements)
         anions = frozenset(a for c in compositions for a in anion_elements(c))
@@ -53,7 +59,11 @@ class Domain:
             threshold = float(np.quantile(distances[:, 1], QUANTILE))
         else:
             threshold = float("inf")
-        return cls(elements, anions, projection, coords.astype(np.float32), threshold)
+        limits = None
+        if strain is not None and np.isfinite(strain).all(axis=1).any():
+            finite = strain[np.isfinite(strain).all(axis=1)]
+            limits = tuple(float(STRAIN_MARGIN * np.quantile(finite[:, j], QUANTILE)) for j in range(2))
+        return cls(elements, anions, projection, coords.astype(np.float32), threshold, limits)
 
     def distances(self, X: np.ndarray) -> np.ndarray:
         """Distance of each row to its nearest training material, in units of the threshold (> 1: outside)."""
@@ -63,15 +73,27 @@ class Domain:
         nearest, _ = NearestNeighbors(n_neighbors=1).fit(self.reference).kneighbors(coords)
         return nearest[:, 0] / max(self.threshold, 1e-12)
 
-    def check(self, formulas: Sequence[str], X: np.ndarray) -> list[list[str]]:
+    def check(self, formulas: Sequence[str], X: np.ndarray, strain: np.ndarray | None = None) -> list[list[str]]:
         """Per input, the reasons it lies outside the training domain (empty: inside)."""
         far = self.distances(X)
         notes = []
         for i, formula in enumerate(formulas):
             notes.append(self._chemistry(formula) + (
                 [f"descriptors {far[i]:.1f}x farther from the training data than the usual nearest-neighbour "
-                 "distance"] if far[i] > 1 else []))
+                 "distance"] if far[i] > 1 else []) + (self.unrelaxed(strain[i]) if strain is not None else []))
         return notes
+
+    def unrelaxed(self, strain: np.ndarray) -> list[str]:
+        """Why a cell counts as unrelaxed, from CHGNet's (max force, |pressure|) on it (empty: it does not, or the
+        model does not read CHGNet)."""
+        if self.strain_limits is None:
+            return []
+        (force, pressure), (max_force, max_pressure) = strain, self.strain_limits
+        if not (force > max_force or pressure > max_pressure):
+            return []
+        return [f"CHGNet finds the cell unrelaxed (max force {force:.2f} eV/Å, |pressure| {pressure:.1f} GPa; "
+                f"training cells up to {max_force:.2f} and {max_pressure:.1f}): its descriptors describe another "
+                "structure; relax it first (tansaku generate substitute --relax)"]
 
     def _chemistry(self, formula: str) -> list[str]:
         composition = Composition(formula)

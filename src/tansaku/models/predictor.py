@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.features.composition import to_composition
-from tansaku.features.sets import base_columns, base_set, cached_features, raw_features_each
+from tansaku.features.sets import base_columns, base_set, cached_features, raw_features_each, strain_columns
 from tansaku.models import transform as transforms
 from tansaku.models.domain import chemistry_notes
 from tansaku.models.members import sample_members
@@ -175,7 +175,7 @@ class Predictor:
         domain = self.meta.get("domain")
         if domain is None:
             return chemistry_notes(formulas)
-        return domain.check(formulas, base_columns(X, self.descriptors))
+        return domain.check(formulas, base_columns(X, self.descriptors), strain_columns(X, self.descriptors))
 
     def _predictions(self, X, labels, formulas, refused) -> Predictions:
         if not labels:
