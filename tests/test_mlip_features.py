@@ -78,3 +78,29 @@ def test_without_chgnet_installed_the_block_says_what_to_install(monkeypatch):
             mlip.mlip_descriptors([published("mp-1265")])
     finally:
         mlip.potential.cache_clear()
+
+
+def test_a_cell_chgnet_finds_unrelaxed_is_flagged_and_relaxed_ones_are_not(rock_salts):
+    """The domain of a model with the CHGNet block knows the force and pressure of its (relaxed) training cells:
+    MgO squeezed by 6 % in volume is called unrelaxed, naming the pressure; the database's own cells are not;
+    a model without the block says nothing of it."""
+    from tansaku.features.sets import base_columns, feature_names, raw_features, strain_columns
+    from tansaku.models.domain import Domain
+
+    structures = [published(mp_id) for mp_id in ROCK_SALTS.values()]
+    squeezed = published("mp-1265")
+    squeezed.scale_lattice(squeezed.volume * 0.94)
+    X = raw_features(structures + [squeezed], "structure+chgnet")
+    strain = strain_columns(X, "structure+chgnet")
+    assert strain.shape == (5, 2) and strain_columns(X[:, : len(feature_names("structure"))], "structure") is None
+    pressure = X[-1, feature_names("structure+chgnet").index("mlip_pressure")]
+    assert abs(pressure) > 3 and strain[-1, 1] == pytest.approx(abs(pressure))  # GPa (CHGNet's stress sign)
+    domain = Domain.fit(list(ROCK_SALTS), base_columns(X[:4], "structure+chgnet"), strain=strain[:4])
+    assert [domain.unrelaxed(row) for row in strain[:4]] == [[]] * 4
+    [note] = domain.unrelaxed(strain[-1])
+    assert note.startswith("CHGNet finds the cell unrelaxed") and f"|pressure| {abs(pressure):.1f} GPa" in note
+    assert "generate substitute --relax" in note
+    notes = domain.check(["MgO"] * 5, base_columns(X, "structure+chgnet"), strain)
+    assert notes[-1][-1] == note and not any("unrelaxed" in n for row in notes[:4] for n in row)
+    plain = Domain.fit(list(ROCK_SALTS), base_columns(X[:4], "structure"))
+    assert plain.strain_limits is None and plain.unrelaxed(strain[-1]) == []
