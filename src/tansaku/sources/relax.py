@@ -16,6 +16,7 @@ import contextlib
 import io
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from pymatgen.core import Structure
@@ -40,16 +41,21 @@ class Relaxed:
                 "relax_volume_change": self.volume_change, "relax_converged": self.converged}
 
 
+@lru_cache(maxsize=1)
+def _optimizer():
+    from chgnet.model import StructOptimizer
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the device it chose
+        return StructOptimizer(model=potential(), use_device="cpu")
+
+
 def relax(structure: Structure, fmax: float = FMAX, max_steps: int = MAX_STEPS) -> Relaxed:
     """Positions and cell relaxed with CHGNet (FIRE, cell through ASE's Fréchet filter) until every force is
     below `fmax` eV/Å or `max_steps` have passed."""
-    from chgnet.model import StructOptimizer
-
     check_readable(structure)
-    optimizer = StructOptimizer(model=potential(), use_device="cpu")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device
         warnings.simplefilter("ignore")
-        result = optimizer.relax(structure, fmax=fmax, steps=max_steps, relax_cell=True, verbose=False)
+        result = _optimizer().relax(structure, fmax=fmax, steps=max_steps, relax_cell=True, verbose=False)
     final: Structure = result["final_structure"]
     forces = np.asarray(result["trajectory"].forces[-1])
     max_force = float(np.linalg.norm(forces, axis=1).max())
