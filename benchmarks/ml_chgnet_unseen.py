@@ -119,6 +119,12 @@ def candidates(db, data) -> tuple[dict[int, tuple[int, Structure]], dict[int, St
     return made, structures
 
 
+def tested_rows(made: dict, folds: list) -> list[int]:
+    """The substituted oxides the CV tests with their parent in the training part (the only ones predicted)."""
+    fold_of = {int(r): k for k, (_, test) in enumerate(folds) for r in test}
+    return sorted(r for r, (parent, _) in made.items() if fold_of[r] != fold_of[parent])
+
+
 def relaxed_cells(cells: dict[str, Structure], say) -> dict[str, dict]:
     """Each substituted cell relaxed with CHGNet as `generate substitute --relax` does (checkpointed per cell:
     about 5 s each), with how the relaxation went."""
@@ -150,26 +156,28 @@ def one_property(db, prop: str, say) -> dict:
         if "made" not in out:
             start = time.perf_counter()
             made, relaxed = candidates(db, data)
-            rows = sorted(made)
+            folds = list(KFold(5, shuffle=True, random_state=0).split(data.X))
+            rows = tested_rows(made, folds)
             mids = [str(data.material_ids[r]) for r in rows]
             chgnet = relaxed_cells({m: made[r][1] for m, r in zip(mids, rows, strict=True)}, say)
-            fine = [i for i, m in enumerate(mids) if "structure" in chgnet[m]]
+            fine = {i for i, m in enumerate(mids) if "structure" in chgnet[m]}
             volume_change = [made[r][1].volume / relaxed[data.material_ids[r]].volume - 1 for r in rows]
             after = [Structure.from_dict(chgnet[mids[i]]["structure"]).volume
                      / relaxed[data.material_ids[rows[i]]].volume - 1 for i in fine]
-            out["made"] = {"n": len(rows), "of": len(data.y), "seconds": round(time.perf_counter() - start),
+            out["made"] = {"n": len(made), "tested": len(rows), "of": len(data.y), "seconds": round(time.perf_counter() - start),
                            "volume_change_abs_median": float(np.median(np.abs(volume_change))),
                            "volume_change_abs_p90": float(np.percentile(np.abs(volume_change), 90)),
                            "chgnet_relaxed": len(fine),
                            "chgnet_converged": sum(bool(chgnet[mids[i]]["relax_converged"]) for i in fine),
                            "chgnet_volume_change_abs_median": float(np.median(np.abs(after))),
                            "chgnet_volume_change_abs_p90": float(np.percentile(np.abs(after), 90))}
-            say(f"{prop}: {len(rows)} substituted cells of {len(data.y)} oxides, {len(fine)} relaxed by CHGNet")
+            say(f"{prop}: {len(made)} substituted cells of {len(data.y)} oxides, {len(rows)} tested, {len(fine)} "
+                "relaxed by CHGNet")
         start = time.perf_counter()
         X_made = raw_features([made[r][1] for r in rows], feature_set)
         X_chgnet = np.full_like(X_made, np.nan)
-        X_chgnet[fine] = raw_features([Structure.from_dict(chgnet[mids[i]]["structure"]) for i in fine], feature_set)
-        folds = list(KFold(5, shuffle=True, random_state=0).split(data.X))
+        X_chgnet[sorted(fine)] = raw_features([Structure.from_dict(chgnet[mids[i]]["structure"]) for i in sorted(fine)],
+                                              feature_set)
         pred = {"relaxed": [], "substituted": [], "chgnet": []}
         flags = {"relaxed": [], "substituted": [], "chgnet": []}
         tested = []
@@ -179,7 +187,7 @@ def one_property(db, prop: str, say) -> dict:
             domain = Domain.fit([data.groups[t] for t in train], base_columns(data.X[train], feature_set),
                                 strain=strain) if strain is not None else None
             in_train, in_test = set(train.tolist()), set(test.tolist())
-            chosen = [i for i, r in enumerate(rows) if r in in_test and made[r][0] in in_train and i in set(fine)]
+            chosen = [i for i, r in enumerate(rows) if r in in_test and made[r][0] in in_train and i in fine]
             for kind, X in (("relaxed", data.X[[rows[i] for i in chosen]]), ("substituted", X_made[chosen]),
                             ("chgnet", X_chgnet[chosen])):
                 pred[kind] += list(fitted.predict(X))
@@ -241,10 +249,10 @@ def markdown(results: dict) -> str:
     for prop, res in results["properties"].items():
         m = res["made"]
         n = next(iter(res["models"].values()))["substituted"]["n"]
-        lines.append(f"- {prop}: {m['n']} of {m['of']} oxides could be made from a prototype parent, "
-                     f"{m['chgnet_relaxed']} relaxed by CHGNet ({m['chgnet_converged']} to 0.05 eV/Å within 500 "
-                     f"steps); {n} of them were tested with their parent in training. Cell volume against the DFT "
-                     f"one: substituted median |ΔV/V| {m['volume_change_abs_median']:.1%} (90th percentile "
+        lines.append(f"- {prop}: {m['n']} of {m['of']} oxides could be made from a prototype parent; "
+                     f"{m['tested']} have it in the training part of their fold, {m['chgnet_relaxed']} of them relaxed "
+                     f"by CHGNet ({m['chgnet_converged']} to 0.05 eV/Å within 500 steps) and {n} tested. Cell "
+                     f"volume of those against the DFT one: substituted median |ΔV/V| {m['volume_change_abs_median']:.1%} (90th percentile "
                      f"{m['volume_change_abs_p90']:.1%}), CHGNet-relaxed {m['chgnet_volume_change_abs_median']:.1%} "
                      f"({m['chgnet_volume_change_abs_p90']:.1%}). Run: {res['run']['commit']}, {res['run']['date']}.")
     return "\n".join(lines)
