@@ -18,12 +18,13 @@ relaxed: forces and stresses there are not those of a relaxed cell. Measured her
 3. **the unrelaxed flag**: how many of those cells the domain check of a model with the CHGNet block calls
    unrelaxed (CHGNet's force or pressure beyond the training cells'), and R² on the ones it lets through.
 
-Run: .venv/bin/python benchmarks/ml_chgnet_unseen.py [--limit N (a smoke test on N oxides)]
+Run: .venv/bin/python benchmarks/ml_chgnet_unseen.py [--properties eps_ionic --merge] [--limit N (a smoke test)]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from sklearn.model_selection import KFold
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     REPO,
+    RESULTS,
     SHARED,
     checkpointed,
     code_fingerprint,
@@ -219,6 +221,10 @@ def one_property(db, prop: str, say) -> dict:
     return out
 
 
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
 def markdown(results: dict) -> str:
     lines = ["# lgbm-chgnet on unseen chemistry and on unrelaxed substituted cells (issue 30)", "",
              "R² of log10 ε on the paper's oxides, structure descriptors, lgbm-lin and lgbm-chgnet in one run. "
@@ -234,8 +240,8 @@ def markdown(results: dict) -> str:
         for name, r in res["models"].items():
             s = r["substituted"]
             lines.append(f"| {prop} | {name} | {r['cv']:.3f} | {r['chemsys']:.3f} | {r['prototype']:.3f} | "
-                         f"{s['r2_relaxed']:.3f} | {s['r2_substituted']:.3f} | {s['r2_chgnet_relaxed']:.3f} | "
-                         f"{s['mae_relaxed']:.3f} → {s['mae_substituted']:.3f} → {s['mae_chgnet_relaxed']:.3f} |")
+                         f"{s['r2_relaxed']:.3f} | {s['r2_substituted']:.3f} | {_f(s.get('r2_chgnet_relaxed'))} | "
+                         f"{s['mae_relaxed']:.3f} → {s['mae_substituted']:.3f} → {_f(s.get('mae_chgnet_relaxed'))} |")
     lines += ["", "The unrelaxed flag of a model with the CHGNet block (`models.domain`: CHGNet's largest force or "
               "|pressure| beyond 1.5× the training cells' 99th percentile), per fold, on the same test oxides:", "",
               "| target | flagged: DFT cell | substituted cell | CHGNet-relaxed | R² of the substituted cells not "
@@ -249,6 +255,11 @@ def markdown(results: dict) -> str:
     for prop, res in results["properties"].items():
         m = res["made"]
         n = next(iter(res["models"].values()))["substituted"]["n"]
+        if "tested" not in m:  # a row from before the CHGNet-relaxed column
+            lines.append(f"- {prop}: {m['n']} of {m['of']} oxides could be made from a prototype parent; {n} of them "
+                         "were tested with their parent in training (all of them predicted; no CHGNet relaxation in "
+                         f"that version of this benchmark). Run: {res['run']['commit']}, {res['run']['date']}.")
+            continue
         lines.append(f"- {prop}: {m['n']} of {m['of']} oxides could be made from a prototype parent; "
                      f"{m['tested']} have it in the training part of their fold, {m['chgnet_relaxed']} of them relaxed "
                      f"by CHGNet ({m['chgnet_converged']} to 0.05 eV/Å within 500 steps) and {n} tested. Cell "
@@ -261,6 +272,8 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--properties", nargs="+", default=list(PROPERTIES))
+    parser.add_argument("--merge", action="store_true",
+                        help="Keep the committed results of the properties not run now (each says its own run).")
     parser.add_argument("--limit", type=int, help="Only the first N oxide files (a smoke test; results go to "
                         "ml_chgnet_unseen_smoke).")
     args = parser.parse_args()
@@ -276,6 +289,9 @@ def main() -> None:
     db = open_database(tmp / "ml.db")
     import_oxi_diel_db(db, source)
     results = {"properties": {}}
+    if args.merge:
+        earlier = json.loads((RESULTS / "ml_chgnet_unseen.json").read_text())["properties"]
+        results["properties"] = {p: r for p, r in earlier.items() if p not in args.properties}
     for prop in args.properties:
         results["properties"][prop] = one_property(db, prop, lambda s: print(s, flush=True))
         write_results("ml_chgnet_unseen" + ("_smoke" if args.limit else ""), results, markdown(results))
