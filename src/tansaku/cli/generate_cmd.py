@@ -28,23 +28,28 @@ def substitute_cmd(
                                              "fraction of Pauling's lower bound for the site's coordination."),
     max_sites: int = typer.Option(40, help="Refuse cells with more sites than this."),
     relax: bool = typer.Option(False, "--relax", help="Relax each candidate with the CHGNet potential before "
-                               "storing it (seconds a cell; tansaku[mlip]). Do it before lgbm-chgnet "
+                               "storing it (seconds a cell; needs the mlip extra). Do it before lgbm-chgnet "
                                "predicts: its descriptors fail on unrelaxed cells."),
     subset: str = typer.Option(None, help="Also add the stored candidates to this named subset."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be generated; store nothing."),
     write_dir: Path = typer.Option(None, help="Also write each candidate as a CIF file into this folder."),
     json_out: Path = typer.Option(None, "--json", help="Write generated and refused candidates as JSON."),
 ) -> None:
-    """Substitute elements on prototype structures and store the candidates that pass the filters.
+    """Substitute elements on prototype structures and store the candidates
+    that pass the filters.
 
-    Filters: charge neutrality with common oxidation states; for ABX3 perovskites the tolerance factor and
-    the octahedral factor r_B/r_X ≥ 0.414, for other prototypes Pauling's radius ratio (with a slack);
-    no structure already in the database (structure matching, not formula); at most --max-sites sites.
-    The lattice is scaled by the ratio of cation-anion bond lengths (Shannon radii) as a starting guess;
-    --relax then relaxes positions and cell with the CHGNet potential (recorded with the candidate).
-    Stored materials have source 'generated' and record their prototype and substitution.
+    Filters: charge neutrality with common oxidation states; for ABX3
+    perovskites the tolerance factor and the octahedral factor
+    r_B/r_X ≥ 0.414, for other prototypes Pauling's radius ratio (with a
+    slack); no structure already in the database (structure matching, not
+    formula); at most --max-sites sites. The lattice is scaled by the ratio
+    of cation-anion bond lengths (Shannon radii) as a starting guess; --relax
+    then relaxes positions and cell with the CHGNet potential (recorded with
+    the candidate). Stored materials have source 'generated' and record
+    their prototype and substitution.
 
-    Example: tansaku generate substitute --prototype mp-5020 --site-elements 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'
+    Example: tansaku generate substitute --prototype mp-5020
+             --site-elements 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn' --relax
     """
     db = database()
     limits = Limits(tolerance_min=tolerance[0], tolerance_max=tolerance[1],
