@@ -127,25 +127,43 @@ def tested_rows(made: dict, folds: list) -> list[int]:
     return sorted(r for r, (parent, _) in made.items() if fold_of[r] != fold_of[parent])
 
 
+RELAX_KEY = {"code": code_fingerprint(relax, generate), "fmax": relax.FMAX, "steps": relax.MAX_STEPS}
+
+
+def _relax_one(item: tuple[str, Structure]) -> tuple[str, dict]:
+    """One substituted cell relaxed as `generate substitute --relax` does, checkpointed."""
+    name, cell = item
+
+    def compute() -> dict:
+        try:
+            done = relax.relax(cell)
+        except (TansakuError, ValueError, RuntimeError) as error:
+            return {"error": str(error)}
+        return {"structure": done.structure.as_dict(), **done.record()}
+
+    cell_key = data_fingerprint(cell.lattice.matrix, cell.frac_coords, cell.atomic_numbers)
+    return name, checkpointed(WORK / f"{name}-{cell.composition.reduced_formula}.json",
+                              RELAX_KEY | {"cell": cell_key}, compute)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # graphs of a few atoms: two single-threaded workers outrun one with two threads
+
+
 def relaxed_cells(cells: dict[str, Structure], say) -> dict[str, dict]:
-    """Each substituted cell relaxed with CHGNet as `generate substitute --relax` does (checkpointed per cell:
-    about 5 s each), with how the relaxation went."""
-    key = {"code": code_fingerprint(relax, generate), "fmax": relax.FMAX, "steps": relax.MAX_STEPS}
+    """Each substituted cell relaxed with CHGNet (checkpointed per cell), with how the relaxation went; one
+    process per core."""
+    from concurrent.futures import ProcessPoolExecutor
+
     WORK.mkdir(parents=True, exist_ok=True)
     out, start = {}, time.perf_counter()
-    for n, (name, cell) in enumerate(sorted(cells.items()), 1):
-        def compute(cell=cell) -> dict:
-            try:
-                done = relax.relax(cell)
-            except (TansakuError, ValueError, RuntimeError) as error:
-                return {"error": str(error)}
-            return {"structure": done.structure.as_dict(), **done.record()}
-
-        cell_key = data_fingerprint(cell.lattice.matrix, cell.frac_coords, cell.atomic_numbers)
-        out[name] = checkpointed(WORK / f"{name}-{cell.composition.reduced_formula}.json", key | {"cell": cell_key},
-                                 compute)
-        if n % 100 == 0:
-            say(f"relaxed {n} of {len(cells)} substituted cells ({time.perf_counter() - start:.0f} s)")
+    with ProcessPoolExecutor(2, initializer=_one_thread) as pool:
+        for n, (name, result) in enumerate(pool.map(_relax_one, sorted(cells.items()), chunksize=4), 1):
+            out[name] = result
+            if n % 100 == 0:
+                say(f"relaxed {n} of {len(cells)} substituted cells ({time.perf_counter() - start:.0f} s)")
     return out
 
 
