@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,52 @@ def test_real_two_level_campaign_killed_in_round_2_resumes_and_charges_each_leve
     words = " ".join(result.output.split())  # the table's title wraps
     assert "cheap level: 3 runs" in words and "levels: band_gap → band_gap_hse06" in words
     assert plot.stat().st_size > 20_000
+
+
+def test_a_campaign_whose_expensive_level_is_the_ddh_pays_its_field_run_there(quantum_espresso, tmp_path):
+    """The dielectric-dependent hybrid as the expensive level: a promoted material gets the field-only ph.x whose
+    ε∞ sets its exact-exchange fraction, charged with the hybrid runs to the expensive level; a material only
+    screened runs its relaxation and SCF, nothing more."""
+    db = open_database(tmp_path / "ddh.db")
+    rock_salt_chalcogenides(db)
+    data = {"name": "ddh", "goal": [{"property": "band_gap_ddh", "lo": 2.0, "hi": 6.0, "cheap": "band_gap"}],
+            "acquisition": {"batch": 2}, "budget": {"runs": 5}, "candidates": {"query": "subset=chalcogenides"},
+            "training": {"init_random": 2}, "model": {"trees": 50, "cv_folds": 0},
+            "oracle": {"kind": "dft"}, "dft": dft_section(tmp_path)}
+    config_file = tmp_path / "ddh.toml"
+    goal = "".join(f"{k} = {json.dumps(v)}\n" for k, v in data["goal"][0].items())
+    text = toml_text({k: v for k, v in data.items() if k != "goal"})
+    cheaper = "set = { band_spacing = 0.3, ecutwfc = 40, dense_kspacing = 0.5, transport_lpfac = 5 }\n"
+    config_file.write_text(text.replace("[acquisition]", "[[goal]]\n" + goal + "[acquisition]", 1) + cheaper)
+    assert load_config(config_file).levels["property"] == "band_gap_ddh"
+    result = invoke("--db", db.url.removeprefix("sqlite:///"), "campaign", "run", str(config_file))
+    assert result.exit_code == 0, result.output
+    status = campaign_status(db, "ddh")
+    assert status["status"] == "finished" and status["runs"] == 5 and status["outcomes"]["done"] == 5
+    picks = [p for r in status["rounds"] for p in r["picks"]]
+    promoted = {p["material_id"] for p in picks if p["level"] == "expensive"}
+    screened = {p["material_id"] for p in picks} - promoted
+    assert len(promoted) == 2 and len(screened) == 1  # round 1 at both levels; round 2 can only screen a new one
+    with db.session() as session:
+        ddh = {m: (value, extra) for m, value, extra in session.execute(
+            select(Property.material_id, Property.value, Property.extra).where(
+                Property.name == "band_gap_ddh", Property.method == "dft:qe:test:nsc")).all()}
+        rows = session.execute(select(Calculation.material_id, Calculation.step, Calculation.cpu_seconds)).all()
+    assert set(ddh) == promoted
+    for material_id in promoted:
+        field = next(Path(data["dft"]["run_dir"]).glob(f"{material_id}-*/epsilon-field/state.json"))
+        eps = float(np.trace(np.asarray(json.loads(field.read_text())["outputs"]["eps_electronic"])) / 3)
+        value, extra = ddh[material_id]
+        assert extra["exx_fraction"] == pytest.approx(1 / eps, rel=1e-5)
+        pbesol = next(p["values"]["band_gap"] for p in picks if p["material_id"] == material_id)
+        assert value > pbesol  # exact exchange opens the gap
+    ran = {(m, s) for m, s, _ in rows}
+    (only_screened,) = screened
+    assert {s for m, s in ran if m == only_screened} == {"relax", "scf"}  # a PBEsol gap needs no ph.x
+    assert {m for m, s in ran if s == "epsilon-field" or s.startswith("ddh-")} == promoted
+    assert not any(s.startswith("phonon") for _, s in ran)
+    assert not any(s.startswith("hse06") for _, s in ran)  # only the functional the goal names
+    for p in picks:  # each level is charged its own steps; the field run belongs to the DDH's
+        hours = sum(cpu or 0.0 for m, s, cpu in rows if m == p["material_id"] and (
+            s in ("pbe-scf", "epsilon-field") or s.startswith("ddh-")) == (p["level"] == "expensive")) / 3600
+        assert p["cpu_hours"] == pytest.approx(hours)

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         final = status["final_model"]
         report += [f"5. Campaign `{config.name}` (budget: 1 DFT run among candidates of at most 2 atoms, to stay "
                    f"within minutes) chose {pick['formula']} (predicted {pick['mean']:.2f} ± {pick['std']:.2f} eV). "
-                   f"pw.x/ph.x with the test preset gave: {pick['status']}, band gap "
+                   f"pw.x (relaxation and SCF, test preset) gave: {pick['status']}, band gap "
                    f"{pick['value'] if pick['value'] is None else round(pick['value'], 3)} eV "
                    f"({'inside' if pick['hit'] else 'outside'} the window), {pick['cpu_hours']:.3f} CPU hours "
                    f"(estimated {pick['cost_estimate'] or float('nan'):.3f}). The model was retrained on "

@@ -65,9 +65,10 @@ class DatasetOracle:
 
 class DFTOracle:
     """Runs (or resumes) the workflows that compute the wanted properties, `workers` materials at a time:
-    `run dielectric` for ε (and the gap), `run electronic` for masses and band edges, its hybrid steps for
-    hybrid gaps. With two levels (`levels`: the properties of each), the cheap level runs the electronic workflow
-    without hybrids and the expensive one adds them, reusing every finished step. `on_step(material, step)`
+    `run dielectric` for ε (and the gap), its relaxation and SCF alone for the gap alone, `run electronic` for
+    masses and band edges, its hybrid steps for hybrid gaps. With two levels (`levels`: the properties of each),
+    the cheap level runs the PBEsol steps (the electronic workflow without hybrids when it needs masses or band
+    edges) and the expensive one adds the hybrids, reusing every finished step. `on_step(material, step)`
     follows progress; each outcome's CPU hours are those of its level's steps."""
 
     def __init__(self, ctx, property_name: str, workers: int = 1,
@@ -82,12 +83,14 @@ class DFTOracle:
         from dataclasses import replace
 
         from tansaku.active.campaign_config import DIELECTRIC_PROPERTIES, HYBRID_PROPERTIES
-        from tansaku.workflows.dielectric import run_dielectric
+        from tansaku.workflows.dielectric import run_dielectric, run_gap
         from tansaku.workflows.electronic import run_electronic
 
         steps = []
-        if any(p in DIELECTRIC_PROPERTIES and p != "band_gap" for p in wanted) or set(wanted) == {"band_gap"}:
+        if any(p in DIELECTRIC_PROPERTIES and p != "band_gap" for p in wanted):
             steps.append((run_dielectric, self.ctx))
+        elif set(wanted) == {"band_gap"}:  # relaxation and SCF: no ph.x for a gap
+            steps.append((run_gap, self.ctx))
         electronic = [p for p in wanted if p not in DIELECTRIC_PROPERTIES]
         if electronic:
             s = self.ctx.settings

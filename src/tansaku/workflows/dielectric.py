@@ -275,6 +275,34 @@ def run_dielectric(ctx: RunContext, material_id: int, report: Callable[[str], No
     return run_workflow(DIELECTRIC, ctx, material_id, report)
 
 
+def store_gap(run: Run) -> bool:
+    """The SCF's gap into the database, with the SCF as its calculation: all a search on the PBEsol gap needs."""
+    scf = run.steps[run.scf_step]
+    run.result.status, run.result.scf_step = "done", run.scf_step
+    run.result.kspacing = run.ctx.settings.kspacing
+    with run.ctx.db.session() as session:
+        if _gap_from_band_path(session, run.material_id, run.ctx.method):  # that one saw more of the zone
+            return True
+        calc = _calculation(session, run.ctx, run.material_id, run.scf_step)
+        session.flush()
+        magnetic = ({"magnetization_bohr_magneton": scf.outputs["magnetization"]}
+                    if scf.outputs.get("magnetization") else {})
+        set_property(session, session.get(Material, run.material_id), "band_gap", scf.outputs["gap"],
+                     run.ctx.method, unit="eV", calculation_id=calc.id,
+                     extra={"preset": run.ctx.preset, "is_direct": scf.outputs["direct"], **magnetic})
+    return True
+
+
+# the PBEsol gap alone (relaxation and SCF, no ph.x): the cheap level of a search on gaps; its steps are the
+# dielectric workflow's, so a later `run dielectric` or `run electronic` goes on from them
+GAP = Workflow(WORKFLOW, (check_insulator_setup, relax, scf_gap, store_gap))
+
+
+def run_gap(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None) -> WorkflowResult:
+    """Relaxation and SCF for one stored material, its PBEsol gap stored (`run_workflow(GAP, ...)`)."""
+    return run_workflow(GAP, ctx, material_id, report)
+
+
 def _mark_metal(result: WorkflowResult, gap: float, where: str, structure: Structure, spin_mode: str) -> None:
     result.status = "metal"
     result.band_gap = gap
