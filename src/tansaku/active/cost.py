@@ -89,11 +89,16 @@ def cpu_hours_by_material(db: Database, preset: str, mpi_procs: int, material_id
 
 
 def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: list[int] | None = None,
-                       finished_only: bool = False, workflows: tuple[str, ...] = ("dielectric", "electronic")
-                       ) -> dict[int, dict[str, float]]:
+                       finished_only: bool = False, workflows: tuple[str, ...] = ("dielectric", "electronic"),
+                       cheap_steps: tuple[str, ...] | None = None) -> dict[int, dict[str, float]]:
     """CPU hours of each material's steps with this preset, split into the two levels of theory a campaign
-    pays for: "expensive" the hybrid-functional steps (and the PBE SCF and ε∞ they need), "cheap" the rest."""
+    pays for: "expensive" the hybrid-functional steps (and the PBE SCF and ε∞ they need), "cheap" the rest; or,
+    when the cheap level runs only `cheap_steps` (a search on the gap alone: relaxation and SCF), "cheap" those
+    and "expensive" everything else (the band path that places the hybrid's edges included)."""
     from tansaku.workflows.electronic import is_hybrid_step
+
+    def expensive(step: str) -> bool:
+        return step not in cheap_steps if cheap_steps is not None else is_hybrid_step(step)
 
     query = select(Calculation.material_id, Calculation.step, Calculation.cpu_seconds, Calculation.started_at,
                    Calculation.finished_at).where(Calculation.workflow.in_(workflows), Calculation.preset == preset)
@@ -106,7 +111,7 @@ def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: 
         for material_id, step, cpu, start, end in session.execute(query):
             seconds = cpu or ((end - start).total_seconds() * mpi_procs if start and end else 0.0)
             levels = hours.setdefault(material_id, {"cheap": 0.0, "expensive": 0.0})
-            levels["expensive" if is_hybrid_step(step) else "cheap"] += seconds / 3600.0
+            levels["expensive" if expensive(step) else "cheap"] += seconds / 3600.0
     return hours
 
 

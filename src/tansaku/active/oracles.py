@@ -113,10 +113,14 @@ class DFTOracle:
 
     def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None], level: str = "") -> None:
         from tansaku.active.cost import cpu_hours_by_level
+        from tansaku.workflows.dielectric import GAP_STEPS, run_gap
         from tansaku.workflows.many import run_many
 
         wanted = self.levels[level]
         plan = self.plan(wanted, level)
+        # a cheap level that runs the relaxation and SCF alone is charged just those; the rest is the expensive one's
+        cheap_steps = GAP_STEPS if level and [w for w, _ in self.plan(self.levels["cheap"], "cheap")] == [run_gap] \
+            else None
 
         def run(_ctx, material_id: int, report):
             for workflow, ctx in plan:
@@ -139,8 +143,8 @@ class DFTOracle:
             if status == "done" and len(values) < len(wanted):
                 status = "failed"
                 result.reason = result.reason or f"no {', '.join(p for p in wanted if p not in values)} computed"
-            hours = cpu_hours_by_level(self.ctx.db, self.ctx.preset, self.ctx.commands.mpi_procs,
-                                       [material_id]).get(material_id, {})
+            hours = cpu_hours_by_level(self.ctx.db, self.ctx.preset, self.ctx.commands.mpi_procs, [material_id],
+                                       cheap_steps=cheap_steps).get(material_id, {})
             spent = sum(hours.values()) if not level else hours.get(level, 0.0)
             on_outcome(material_id, Outcome(status, values.get(self.property_name), result.reason or "", spent,
                                             values))

@@ -296,6 +296,7 @@ def store_gap(run: Run) -> bool:
 # the PBEsol gap alone (relaxation and SCF, no ph.x): the cheap level of a search on gaps; its steps are the
 # dielectric workflow's, so a later `run dielectric` or `run electronic` goes on from them
 GAP = Workflow(WORKFLOW, (check_insulator_setup, relax, scf_gap, store_gap))
+GAP_STEPS = ("relax", "relax2", "scf")  # the calculations it runs
 
 
 def run_gap(ctx: RunContext, material_id: int, report: Callable[[str], None] | None = None) -> WorkflowResult:
