@@ -1,0 +1,33 @@
+#!/bin/bash
+# The DFT workflow as it was before issue 34 (a git worktree at de39de8), one material at a time, each stopped
+# once it has run CAP seconds of wall time (0: no cap), so that a material that would take tens of CPU hours
+# costs only what proves the point. Its logs keep the CPU it used; `dft_reproduction.py --before-work` counts a
+# stopped material at that CPU, a lower bound on its cost.
+#
+#   git worktree add /work/before de39de8
+#   BEFORE=/work/before bash benchmarks/dft_before_capped.sh mp-1265:0 mp-2542:900 ...
+#
+# Wall time spent paused (SIGSTOP, to keep another benchmark's timing clean) does not count against the cap.
+set -u
+BEFORE=${BEFORE:-/work/before}
+PYTHON=${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
+LOG=${LOG:-$BEFORE/benchmarks/work/before_capped.log}
+mkdir -p "$(dirname "$LOG")"
+cd "$BEFORE"
+for pair in "$@"; do
+  id=${pair%%:*}; cap=${pair##*:}
+  echo "$(date -Is) start $id cap ${cap}s" >> "$LOG"
+  setsid env PYTHONPATH="$BEFORE/src" nice "$PYTHON" -W ignore benchmarks/dft_reproduction.py \
+    --preset standard --mpi-procs 2 --ids "$id" > "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
+  pid=$!; waited=0
+  while kill -0 $pid 2>/dev/null; do
+    sleep 5
+    case "$(ps -o stat= -p $pid)" in T*) continue;; esac
+    waited=$((waited + 5))
+    if [ "$cap" != 0 ] && [ $waited -ge "$cap" ]; then
+      kill -KILL -- -$pid; echo "$(date -Is) stopped $id after ${waited}s" >> "$LOG"; break
+    fi
+  done
+  wait $pid 2>/dev/null
+  echo "$(date -Is) end $id" >> "$LOG"
+done
