@@ -8,6 +8,8 @@
 #   BEFORE=/work/before bash benchmarks/dft_before_capped.sh mp-1265:0 mp-2542:900 ...
 #
 # Wall time spent paused (SIGSTOP, to keep another benchmark's timing clean) does not count against the cap.
+# Each invocation rewrites the worktree's results file with its one material: afterwards, run the old script once
+# more with `--ids` the materials that finished (every step is done, so it only reports) for the --before file.
 set -u
 BEFORE=${BEFORE:-/work/before}
 PYTHON=${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
