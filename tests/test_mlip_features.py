@@ -10,6 +10,8 @@ from pymatgen.core import Lattice, Structure
 from tansaku import TansakuError
 from tansaku.features import mlip
 from tansaku.features.sets import feature_names, raw_features, raw_features_each
+from tansaku.sources.generate import Prototype, parse_site_elements, substitute
+from tansaku.sources.relax import relax_candidates
 from tests.conftest import OXI_DB, need_shared
 
 ROCK_SALTS = {"MgO": "mp-1265", "CaO": "mp-2605", "SrO": "mp-2472", "BaO": "mp-1342"}  # ε_ion 6.8, 12, 16, 62
@@ -76,6 +78,9 @@ def test_without_chgnet_installed_the_block_says_what_to_install(monkeypatch):
     try:
         with pytest.raises(TansakuError, match=r"need CHGNet and PyTorch: pip install 'tansaku\[mlip\]'"):
             mlip.mlip_descriptors([published("mp-1265")])
+        candidates, _ = substitute([Prototype("MgO", published("mp-1265"))], parse_site_elements("Mg=Ca,Sr"))
+        with pytest.raises(TansakuError, match="need CHGNet and PyTorch"):  # once, not a refusal per candidate
+            relax_candidates(candidates)
     finally:
         mlip.potential.cache_clear()
 

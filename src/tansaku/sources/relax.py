@@ -70,6 +70,8 @@ def relax_candidates(candidates: list, track=iter) -> list:
     from tansaku import TansakuError
     from tansaku.sources.generate import Refusal
 
+    if candidates:
+        potential()  # CHGNet missing: one message for the batch, not one refusal per candidate
     refused, kept = [], []
     for candidate in track(list(candidates)):
         try:
