@@ -311,17 +311,16 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
               f"material's symmetry count equals spglib's: **{out['symmetry_complete']}**."]
     stopped = stopped_before(rows, before, before_procs, before_work)
     if stopped:
-        low0 = cpu0 + sum(used for _, used in stopped)
-        now1 = cpu1 + sum(cpu_hours(n) or 0.0 for n, _ in stopped)
+        low0 = cpu0 + sum(used for _, used, _ in stopped)
+        now1 = cpu1 + sum(cpu_hours(n) or 0.0 for n, _, _ in stopped)
         out["stopped_before"] = {n["mp_id"]: {"cpu_hours_before_at_least": used, "cpu_hours_after": cpu_hours(n)}
-                                 for n, used in stopped}
+                                 for n, used, _ in stopped}
         out["ratio_at_most"] = now1 / low0
         lines += ["", "Materials the before run was stopped on (CPU it had used by then: a lower bound on its cost, so "
                   "the ratio is an upper bound):", "",
                   "| oxide | CPU hours before (at least) → after | ratio (at most) | k-points before → after | "
                   "symmetry pw.x before → after / spglib |", "| --- | --- | --- | --- | --- |"]
-        for new, used in stopped:
-            logged = _logged_then(before_work, new["formula"], before_procs)
+        for new, used, logged in stopped:
             lines.append(f"| {new['formula']} ({new['mp_id']}) | ≥ {used:.3f} → {cpu_hours(new):.3f} | "
                          f"≤ {cpu_hours(new) / used:.2f} | {logged.get('k_points') or '–'} → {new.get('k_points')} | "
                          f"{logged.get('symmetry_operations') or '–'} → {new.get('symmetry_operations')} / "
@@ -356,17 +355,18 @@ def _logged_then(work: Path | None, formula: str, procs: int) -> dict:
             "step_cpu_seconds": cpu}
 
 
-def stopped_before(rows: list[dict], before: dict, procs: int, before_work: Path | None) -> list[tuple[dict, float]]:
-    """(row now, CPU hours the older run had used) for the materials finished now that the older run was stopped
-    on: what it had used is a lower bound on its cost, so now/then is an upper bound on the ratio."""
+def stopped_before(rows: list[dict], before: dict, procs: int, before_work: Path | None
+                   ) -> list[tuple[dict, float, dict]]:
+    """(row now, CPU hours the older run had used, what its logs say) for the materials finished now that the
+    older run was stopped on: what it had used is a lower bound on its cost, so now/then bounds the ratio above."""
     finished = {r["mp_id"] for r in before["materials"] if r["status"] == "done"}
     out = []
     for row in rows:
         if row["status"] != "done" or row["mp_id"] in finished:
             continue
-        used = sum(_logged_then(before_work, row["formula"], procs).get("step_cpu_seconds", {}).values()) / 3600
-        if used:
-            out.append((row, used))
+        logged = _logged_then(before_work, row["formula"], procs)
+        if used := sum(logged.get("step_cpu_seconds", {}).values()) / 3600:
+            out.append((row, used, logged))
     return out
 
 

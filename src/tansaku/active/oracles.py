@@ -113,14 +113,14 @@ class DFTOracle:
 
     def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None], level: str = "") -> None:
         from tansaku.active.cost import cpu_hours_by_level
-        from tansaku.workflows.dielectric import GAP_STEPS, run_gap
+        from tansaku.workflows.dielectric import GAP_STEPS
         from tansaku.workflows.many import run_many
 
         wanted = self.levels[level]
         plan = self.plan(wanted, level)
-        # a cheap level that runs the relaxation and SCF alone is charged just those; the rest is the expensive one's
-        cheap_steps = GAP_STEPS if level and [w for w, _ in self.plan(self.levels["cheap"], "cheap")] == [run_gap] \
-            else None
+        # a cheap level on the gap alone (`plan`: relaxation and SCF) is charged just those; the rest is the
+        # expensive level's
+        cheap_steps = GAP_STEPS if level and set(self.levels["cheap"]) == {"band_gap"} else None
 
         def run(_ctx, material_id: int, report):
             for workflow, ctx in plan:

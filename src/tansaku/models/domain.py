@@ -60,8 +60,8 @@ class Domain:
         else:
             threshold = float("inf")
         limits = None
-        if strain is not None and np.isfinite(strain).all(axis=1).any():
-            finite = strain[np.isfinite(strain).all(axis=1)]
+        finite = strain[np.isfinite(strain).all(axis=1)] if strain is not None else np.empty((0, 2))
+        if len(finite):
             limits = tuple(float(STRAIN_MARGIN * np.quantile(finite[:, j], QUANTILE)) for j in range(2))
         return cls(elements, anions, projection, coords.astype(np.float32), threshold, limits)
 

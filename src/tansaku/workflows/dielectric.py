@@ -281,16 +281,22 @@ def store_gap(run: Run) -> bool:
     run.result.status, run.result.scf_step = "done", run.scf_step
     run.result.kspacing = run.ctx.settings.kspacing
     with run.ctx.db.session() as session:
-        if _gap_from_band_path(session, run.material_id, run.ctx.method):  # that one saw more of the zone
-            return True
         calc = _calculation(session, run.ctx, run.material_id, run.scf_step)
         session.flush()
-        magnetic = ({"magnetization_bohr_magneton": scf.outputs["magnetization"]}
-                    if scf.outputs.get("magnetization") else {})
-        set_property(session, session.get(Material, run.material_id), "band_gap", scf.outputs["gap"],
-                     run.ctx.method, unit="eV", calculation_id=calc.id,
-                     extra={"preset": run.ctx.preset, "is_direct": scf.outputs["direct"], **magnetic})
+        _store_scf_gap(session, run.ctx, session.get(Material, run.material_id), scf.outputs, calc.id)
     return True
+
+
+def _store_scf_gap(session, ctx, material: Material, scf_outputs: dict, calculation_id: int) -> None:
+    """The SCF's gap as the material's band_gap, unless `run electronic` stored one from its band path (which
+    saw more of the zone)."""
+    if _gap_from_band_path(session, material.id, ctx.method):
+        return
+    magnetic = ({"magnetization_bohr_magneton": scf_outputs["magnetization"]}
+                if scf_outputs.get("magnetization") else {})
+    set_property(session, material, "band_gap", scf_outputs["gap"], ctx.method, unit="eV",
+                 calculation_id=calculation_id,
+                 extra={"preset": ctx.preset, "is_direct": scf_outputs["direct"], **magnetic})
 
 
 # the PBEsol gap alone (relaxation and SCF, no ph.x): the cheap level of a search on gaps; its steps are the
@@ -429,9 +435,7 @@ def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: Workflo
             set_property(session, material, name, value, ctx.method, unit=unit, tensor=tensor,
                          extra={**extra, **(more or {})}, calculation_id=calc.id)
 
-        magnetic = {"magnetization_bohr_magneton": scf_out["magnetization"]} if scf_out.get("magnetization") else {}
-        if not _gap_from_band_path(session, material_id, ctx.method):  # that one saw more of the zone
-            put("band_gap", scf_out["gap"], unit="eV", more={"is_direct": scf_out["direct"], **magnetic})
+        _store_scf_gap(session, ctx, material, scf_out, calc.id)
         put("eps_electronic", result.eps_electronic, eps_e.tolist())
         put("eps_ionic", result.eps_ionic, eps_ion.tolist(), more={"imaginary_modes": result.imaginary_modes})
         put("eps_total", result.eps_total, eps_total.tolist())
