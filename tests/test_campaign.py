@@ -246,9 +246,13 @@ def test_cost_model_calibration():
     assert CostModel.calibrate([], []).n_runs == 0
     two = CostModel.calibrate([1e9, 2e9], [0.1, 0.3])
     assert two.exponent == 1.0 and two.scale == pytest.approx(1.5**0.5 * 1e-10)  # median in log space of 1e-10, 1.5e-10
-    sizes = [1e8, 1e9, 1e10, 1e11]
+    sizes = [1e8 * 2.7**i for i in range(8)]
     fit = CostModel.calibrate(sizes, [3e-12 * s**1.2 for s in sizes])
     assert fit.exponent == pytest.approx(1.2) and fit.hours(1e12) == pytest.approx(3e-12 * 1e12**1.2)
+    # seven runs, or eight within a factor of ten, cannot tell the exponent from noise: it stays 1
+    assert CostModel.calibrate(sizes[:7], [3e-12 * s**1.2 for s in sizes[:7]]).exponent == 1.0
+    narrow = [1e9 * 1.3**i for i in range(8)]
+    assert CostModel.calibrate(narrow, [3e-12 * s**1.2 for s in narrow]).exponent == 1.0
 
 
 def test_cost_size_counts_the_irreducible_k_points_pw_computes():
@@ -263,8 +267,28 @@ def test_cost_size_counts_the_irreducible_k_points_pw_computes():
     assert irreducible_k_points(primitive, (1, 1, 1)) == 1
 
 
-def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
+def test_cost_size_charges_each_step_by_its_perturbations_and_bands():
+    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS
     from tansaku.dft.pseudos import load_family
+    from tansaku.dft.qe.inputs import ecutwfc_for
+    from tansaku.dft.settings import kmesh, preset
+
+    settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
+    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cell = mgo.get_primitive_structure()
+    points = irreducible_k_points(cell, kmesh(cell, settings.kspacing, True))
+    unit = points * cell.volume * ecutwfc_for(cell, settings, pseudos) ** 1.5
+    # 16 valence electrons (Mg with its 2s2p semicore, O): 8 occupied bands, 8 + extra_bands in the SCF;
+    # ph.x moves 2 atoms and the electric field: three triples of perturbations on the occupied bands
+    bands = 8 + settings.extra_bands
+    expected = unit * bands**2 * (RELAX_IN_SCFS + 1) + unit * 8**2 * DFPT_TRIPLE_IN_SCFS * 3
+    assert cost_size(mgo, settings, pseudos) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
+    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS
+    from tansaku.dft.pseudos import load_family
+    from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
     from tansaku.dft.settings import kmesh, preset
     from tansaku.workflows.kmesh_convergence import probe_spacings
 
@@ -273,13 +297,21 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     wide = cost_size(bao, settings, pseudos)
     assert cost_size(bao, settings, pseudos, gap=settings.small_gap_ev + 0.1) == wide  # the rule does not run
     small = cost_size(bao, settings, pseudos, gap=1.8)
-    # the fixed mesh's relaxation and SCF (one atom's worth), three field-only probes, phonons on the second mesh
     cell = bao.get_primitive_structure()
+    occupied = number_of_electrons(cell, pseudos) / 2
+    unit = cell.volume * ecutwfc_for(cell, settings, pseudos) ** 1.5
     points = [irreducible_k_points(cell, kmesh(cell, s, True)) for s in probe_spacings(cell, settings.kspacing)[:3]]
-    assert small / wide == pytest.approx((points[0] + sum(points) + 2 * points[1]) / (2 * points[0]), rel=1e-9)
+    scf = [p * unit * (occupied + settings.extra_bands) ** 2 for p in points]
+    field = [p * unit * occupied**2 * DFPT_TRIPLE_IN_SCFS for p in points]
+    probes = [s + f for s, f in zip(scf, field, strict=True)]
+    # the mean of settling on the first mesh (two probes, phonons there) and on the second (three probes)
+    added = (sum(probes[:2]) + 3 * field[0] + sum(probes) + 3 * field[1]) / 2 - 3 * field[0]
+    assert small - wide == pytest.approx(added, rel=1e-9)
     assert small > 2 * wide
     turned_off = preset("standard", {"small_gap_ev": 0})
     assert cost_size(bao, turned_off, pseudos, gap=1.8) == cost_size(bao, turned_off, pseudos)
+    measured = preset("standard", {"k_converge": 0.01})  # the convergence mode probes every material
+    assert cost_size(bao, measured, pseudos) == pytest.approx(small, rel=1e-9)
 
 
 # ---- with Quantum ESPRESSO -------------------------------------------------------------------------------
