@@ -28,6 +28,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, SHARED, run_number, run_of, runs_legend, this_run, write_results  # noqa: E402
@@ -104,7 +105,12 @@ def main() -> None:
                              "that include a pause or a shared machine); repeatable.")
     parser.add_argument("--retry-failed", action="store_true",
                         help="Give steps that failed in an earlier run new attempts (as `tansaku run --retry-failed`).")
+    parser.add_argument("--report-only", action="store_true",
+                        help="Rewrite the results of --reuse's file without computing anything: every row as it was, "
+                             "with its own run, sized by today's cost model (after a change to the model).")
     args = parser.parse_args()
+    if args.report_only:
+        return rewrite_report(args)
     db = staged_database(args.work, "dft.db", args.ids)
     data_dir = SHARED / "datasets" / "oxi_diel_db" / "data"
     ctx = RunContext(db, preset(args.preset, parse_overrides(args.overrides)), args.preset,
@@ -171,6 +177,25 @@ def _size(ctx, reference: dict) -> float:
     return cost_size(Structure.from_dict(reference["structure"]), ctx.settings, ctx.pseudos, reference["band_gap"])
 
 
+def rewrite_report(args) -> None:
+    """The results of an earlier run, re-sized and re-reported (the cost model's check is the part that changes)."""
+    if args.reuse is None:
+        sys.exit("--report-only rewrites the results of --reuse RESULTS.json: give that file")
+    earlier = json.loads(args.reuse.read_text())
+    if earlier["preset"] != args.preset or earlier.get("overrides", []) != args.overrides:
+        sys.exit(f"{args.reuse} holds the {earlier['preset']} preset with {earlier.get('overrides', [])}: "
+                 "give the same --preset and --set")
+    ctx = SimpleNamespace(settings=preset(args.preset, parse_overrides(args.overrides)),
+                          pseudos=load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"))
+    data_dir = SHARED / "datasets" / "oxi_diel_db" / "data"
+    rows = [{**row, "cost_size": _size(ctx, json.loads((data_dir / f"{row['mp_id']}.json").read_text()))}
+            for row in earlier["materials"]]
+    args.ids = [r["mp_id"] for r in rows if not r.get("reused_from")]
+    # files written before "planned" was recorded: the default set, or what they hold
+    args.planned = earlier.get("planned") or (len(DEFAULT_IDS) if not args.overrides else len(rows))
+    report(rows, args)
+
+
 def reused_rows(path: Path, settings, computed_ids: list[str]) -> list[dict]:
     """Rows of an earlier results file whose calculations this run's settings would repeat exactly."""
     from pymatgen.core import Composition
@@ -193,7 +218,7 @@ def report(rows: list[dict], args) -> None:
     def ape(ours, ref):
         return None if ours is None else abs(ours / ref - 1) * 100
 
-    total = len(args.ids) + sum(1 for r in rows if r.get("reused_from"))
+    total = getattr(args, "planned", None) or len(args.ids) + sum(1 for r in rows if r.get("reused_from"))
     order = {mp_id: i for i, mp_id in enumerate(DEFAULT_IDS)}
     rows = sorted(rows, key=lambda r: order.get(r["mp_id"], len(order)))
     done = [r for r in rows if r["status"] == "done"]
@@ -243,7 +268,8 @@ def report(rows: list[dict], args) -> None:
     name = "dft_reproduction" + (f"_{args.preset}" if args.preset != "standard" else "")
     name += "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
     write_results(name,
-                  {"preset": args.preset, "overrides": args.overrides, "notes": args.notes, "materials": rows,
+                  {"preset": args.preset, "overrides": args.overrides, "notes": args.notes, "planned": total,
+                   "materials": rows,
                    "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i, "before": comparison,
                    "cost_model": cost},
                   "\n".join(lines))
