@@ -420,3 +420,29 @@ def test_a_reused_process_number_is_not_mistaken_for_the_step_job(tmp_path):
         process.kill()
         process.wait()
     assert not pid_alive_in(process.pid, elsewhere)
+
+
+def test_a_gap_run_is_estimated_from_gap_runs_and_a_whole_run_from_whole_runs(tmp_path, mgo):
+    from tansaku.active.cost import CostEstimator
+    from tansaku.workflows.dielectric import run_gap
+
+    ctx = make_ctx(tmp_path)
+    material_id = store(ctx, mgo, "MgO")
+    assert run_gap(ctx, material_id).status == "done"
+    assert calculation_rows(ctx) == [("relax", "done"), ("scf", "done")]  # no ph.x for a gap
+
+    def cpu_hours(*steps):
+        with ctx.db.session() as session:
+            return sum(session.scalars(select(Calculation.cpu_seconds).where(Calculation.step.in_(steps)))) / 3600
+
+    gap_costs = CostEstimator(ctx.db, ctx, gap_only=True)
+    assert gap_costs.model.n_runs == 1  # one run: the estimate for it is its own CPU time
+    assert gap_costs.estimate([material_id])[0] == pytest.approx(cpu_hours("relax", "scf"), rel=1e-9)
+    assert CostEstimator(ctx.db, ctx).model.n_runs == 0  # relaxation and SCF are not a dielectric run's cost
+
+    assert run_dielectric(ctx, material_id).status == "done"  # reuses both steps, adds the phonons
+    whole = CostEstimator(ctx.db, ctx)
+    assert whole.model.n_runs == 1
+    assert whole.estimate([material_id])[0] == pytest.approx(cpu_hours("relax", "scf", "phonon"), rel=1e-9)
+    assert CostEstimator(ctx.db, ctx, gap_only=True).estimate([material_id])[0] == pytest.approx(
+        cpu_hours("relax", "scf"), rel=1e-9)

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     console.rule(f"4. suggest candidates with a band gap in {WINDOW[0]}-{WINDOW[1]} eV")
     config = demo_campaign(pseudo_dir, args.out.resolve())
     campaign_id = open_campaign(db, config)
-    costs = CostEstimator(db, config.dft.context(db)) if pseudo_dir.is_dir() else None
+    costs = CostEstimator(db, config.dft.context(db), config.properties == ["band_gap"]) \
+        if pseudo_dir.is_dir() else None
     ranking, metrics = choose(db, replace(config, candidates_query=f"subset={GENERATED}", diversity=0.0),
                               campaign_id, 1, 8, costs)
     names = {c.material_id: c.formula for c in stored}

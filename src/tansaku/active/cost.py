@@ -45,9 +45,10 @@ EXPONENT_MIN_RUNS, EXPONENT_MIN_SPAN = 8, 10.0
 
 
 def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
-              gap: float | None = None) -> float:
+              gap: float | None = None, gap_only: bool = False) -> float:
     """The size of the workflow's steps on the cell it will actually compute (its standard primitive cell by
-    default); with `gap` (eV) below small_gap_ev, or k_converge set, the k-mesh probes included."""
+    default); with `gap` (eV) below small_gap_ev, or k_converge set, the k-mesh probes included. `gap_only`:
+    the gap workflow's steps, relaxation and SCF (what a campaign on the PBEsol gap alone runs)."""
     if settings.standardize:
         structure = standard_cell(structure)
     ecut = ecutwfc_for(structure, settings, pseudos)
@@ -66,6 +67,8 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
 
     phonon_triples = len(structure) + 1
     fixed = scf(settings.kspacing) * (RELAX_IN_SCFS + 1)
+    if gap_only:
+        return fixed
     probed = settings.k_converge is not None or (gap is not None and gap < settings.small_gap_ev)
     if not probed:
         return fixed + dfpt(settings.kspacing, phonon_triples)
@@ -103,11 +106,11 @@ class CostModel:
 
 
 def cpu_hours_by_material(db: Database, preset: str, mpi_procs: int, material_ids: list[int] | None = None,
-                          finished_only: bool = False) -> dict[int, float]:
-    """CPU hours of each material's dielectric-workflow steps with this preset: QE's own CPU time of every attempt
-    and process where recorded (schema 4 on), else wall time × MPI processes per run."""
+                          finished_only: bool = False, steps: tuple[str, ...] | None = None) -> dict[int, float]:
+    """CPU hours of each material's dielectric-workflow steps (only `steps` when given) with this preset: QE's own
+    CPU time of every attempt and process where recorded (schema 4 on), else wall time × MPI processes per run."""
     return {material_id: levels["cheap"] for material_id, levels in cpu_hours_by_level(
-        db, preset, mpi_procs, material_ids, finished_only, ("dielectric",)).items()}
+        db, preset, mpi_procs, material_ids, finished_only, ("dielectric",), steps).items() if levels["cheap"]}
 
 
 def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: list[int] | None = None,
@@ -138,11 +141,21 @@ def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: 
 
 
 class CostEstimator:
-    """CPU-hour estimates for candidates, calibrated on the dielectric runs finished with this preset."""
+    """CPU-hour estimates for candidates, calibrated on the dielectric runs finished with this preset; with
+    `gap_only`, of the gap workflow (relaxation and SCF), calibrated on those steps of any run."""
 
-    def __init__(self, db: Database, ctx):
-        self.db, self.ctx = db, ctx
-        hours = cpu_hours_by_material(db, ctx.preset, ctx.commands.mpi_procs, finished_only=True)
+    def __init__(self, db: Database, ctx, gap_only: bool = False):
+        from tansaku.workflows.dielectric import GAP_STEPS
+
+        self.db, self.ctx, self.gap_only = db, ctx, gap_only
+        hours = cpu_hours_by_material(db, ctx.preset, ctx.commands.mpi_procs, finished_only=True,
+                                      steps=GAP_STEPS if gap_only else None)
+        if not gap_only:  # a whole workflow's cost is learned from whole workflows, not from a gap run's steps
+            with db.session() as session:
+                whole = set(session.scalars(select(Calculation.material_id).where(
+                    Calculation.workflow == "dielectric", Calculation.step == "analysis",
+                    Calculation.status == "done", Calculation.preset == ctx.preset)))
+            hours = {material_id: h for material_id, h in hours.items() if material_id in whole}
         recent = list(hours)[-200:]
         sizes = self._measure(recent)
         self.model = CostModel.calibrate([sizes[i] for i in recent], [hours[i] for i in recent])
@@ -164,7 +177,7 @@ class CostEstimator:
             structure = structures.get(material_id)
             try:
                 sizes[material_id] = np.nan if structure is None else cost_size(
-                    structure, self.ctx.settings, self.ctx.pseudos, gaps.get(material_id))
+                    structure, self.ctx.settings, self.ctx.pseudos, gaps.get(material_id), self.gap_only)
             except TansakuError:
                 sizes[material_id] = np.nan
         return sizes

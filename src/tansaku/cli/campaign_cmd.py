@@ -19,8 +19,9 @@ def make_oracle(db, config, say):
     from tansaku.active.oracles import DatasetOracle, DFTOracle
 
     levels = config.level_properties()
+    gap_only = config.properties == ["band_gap"]  # the oracle runs relaxation and SCF only
     if config.oracle == "dataset":
-        costs = CostEstimator(db, config.dft.context(db)) if config.dft.pseudo_dir else None
+        costs = CostEstimator(db, config.dft.context(db), gap_only) if config.dft.pseudo_dir else None
         prices = {level: config.levels[f"{level}_cpu_hours"] for level in ("cheap", "expensive")} \
             if config.levels else None
         return DatasetOracle(db, config.property, config.oracle_method, config.properties, levels, prices), costs
@@ -28,7 +29,7 @@ def make_oracle(db, config, say):
     oracle = DFTOracle(ctx, config.property, config.dft.workers,
                        on_step=lambda key, step: say(f"  material {key}: {step}"), properties=config.properties,
                        levels=levels)
-    return oracle, CostEstimator(db, ctx)
+    return oracle, CostEstimator(db, ctx, gap_only)
 
 
 @app.command("run")
