@@ -255,6 +255,7 @@ def test_a_campaign_whose_expensive_level_is_the_ddh_pays_its_field_run_there(qu
     assert {m for m, s in ran if s == "epsilon-field" or s.startswith("ddh-")} == promoted
     assert not any(s.startswith("phonon") for _, s in ran)
     assert not any(s.startswith("hse06") for _, s in ran)  # only the functional the goal names
+    assert not {s for _, s in ran} & {"masses", "dense"}  # a gap goal pays for no masses
     for p in picks:  # each level is charged its own steps: the cheap its relaxation and SCF, the DDH the rest
         hours = sum(cpu or 0.0 for m, s, cpu in rows if m == p["material_id"] and (
             s not in ("relax", "scf")) == (p["level"] == "expensive")) / 3600

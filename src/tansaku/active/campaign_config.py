@@ -17,6 +17,7 @@ from tansaku.workflows.job import Job
 DIELECTRIC_PROPERTIES = ("band_gap", "eps_electronic", "eps_ionic", "eps_total")
 ELECTRONIC_PROPERTIES = ("band_gap", "band_gap_direct", "m_e", "m_h", "m_e_band", "m_h_band")
 HYBRID_PROPERTIES = {"band_gap_hse06": "hse06", "band_gap_ddh": "ddh"}  # property: functional
+MASS_PROPERTIES = ("m_e", "m_h", "m_e_band", "m_h_band")
 DFT_PROPERTIES = tuple(dict.fromkeys(DIELECTRIC_PROPERTIES + ELECTRONIC_PROPERTIES + tuple(HYBRID_PROPERTIES)))
 EXAMPLE = """\
 name = "gap-2-3"                 # campaigns are found again by name: rerunning continues this one

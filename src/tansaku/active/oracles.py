@@ -82,7 +82,7 @@ class DFTOracle:
         """The workflows (with their contexts) that give `wanted`: dielectric first, whose ε∞ the DDH reuses."""
         from dataclasses import replace
 
-        from tansaku.active.campaign_config import DIELECTRIC_PROPERTIES, HYBRID_PROPERTIES
+        from tansaku.active.campaign_config import DIELECTRIC_PROPERTIES, HYBRID_PROPERTIES, MASS_PROPERTIES
         from tansaku.workflows.dielectric import run_dielectric, run_gap
         from tansaku.workflows.electronic import run_electronic
 
@@ -95,6 +95,8 @@ class DFTOracle:
         if electronic:
             s = self.ctx.settings
             functionals = [HYBRID_PROPERTIES[p] for p in wanted if p in HYBRID_PROPERTIES]
+            if not set(wanted) & set(MASS_PROPERTIES):  # a gap needs neither the mass grid nor the dense mesh
+                s = replace(s, masses=False)
             if level == "cheap" or not functionals:
                 s = replace(s, hybrid="none")
             else:

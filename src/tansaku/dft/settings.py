@@ -54,6 +54,8 @@ class DielectricSettings:
     # run electronic: a non-self-consistent run on this denser uniform mesh gives band edges off the SCF mesh and the
     # bands BoltzTraP2 interpolates for conductivity masses (at this temperature and carrier concentration)
     dense_kspacing: float = 0.2
+    # False: no mass grid and no dense mesh (band edges from the path and the SCF mesh): a search on gaps alone
+    masses: bool = True
     transport_temperature: float = 300.0  # K
     carrier_concentration: float = 1e18  # cm⁻³
     transport_lpfac: int = 20  # BoltzTraP2's interpolation: star functions per k-point

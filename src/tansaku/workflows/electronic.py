@@ -135,7 +135,9 @@ def dense_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str)
 
 
 def dense_mesh(run: Run) -> bool:
-    """The dense uniform mesh (after the SCF, whose density it reads)."""
+    """The dense uniform mesh (after the SCF, whose density it reads); not with masses=false."""
+    if not run.ctx.settings.masses:
+        return True
     _with_scf_save(run, DENSE)
     run.step(DENSE, dense_spec(run.ctx, run.root, run.structure, run.scf_step), workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{DENSE}-scratch", ignore_errors=True)
@@ -434,7 +436,10 @@ def mass_centres(run: Run) -> list[int]:
 
 
 def masses(run: Run) -> bool:
-    """Energies on a small grid around the path's VBM and CBM (one pw.x run), for the band masses."""
+    """Energies on a small grid around the path's VBM and CBM (one pw.x run), for the band masses; not with
+    masses=false."""
+    if not run.ctx.settings.masses:
+        return True
     k_frac = np.asarray(run.steps[BANDS].outputs["k_frac"])
     centres = mass_centres(run)
     grids = [mass_points(run.structure, k_frac[k], run.ctx.settings.mass_step) for k in centres]
@@ -521,11 +526,14 @@ def electronic_analysis(run: Run) -> bool:
     if len(channels) > 1:
         outputs.update(vbm_channel=vbm_channel, cbm_channel=cbm_channel,
                        spin_channels=[c.__dict__ for c in channels], magnetization=scf.outputs["magnetization"])
-    mass = fitted_masses(run.steps[MASSES].outputs, np.asarray(path_out["eigenvalues_ev"]), channels, vbm_channel,
-                         cbm_channel)
+    mass: dict = {}
+    if MASSES in run.steps:
+        mass = fitted_masses(run.steps[MASSES].outputs, np.asarray(path_out["eigenvalues_ev"]), channels,
+                             vbm_channel, cbm_channel)
     if DENSE in run.steps:
         mass["conductivity"] = _conductivity(run)
-    outputs["masses"] = mass
+    if mass:
+        outputs["masses"] = mass
     if run.k_probes:  # the DDH's ε∞ came from measured k-meshes (a small gap)
         outputs["k_convergence"] = run.k_probes
     if OPTICS_EPS in run.steps:
@@ -568,7 +576,7 @@ def electronic_analysis(run: Run) -> bool:
                                            "q_mesh": hybrid["q_mesh"], "exx_fraction": hybrid["exx_fraction"] or 0.25,
                                            **how, **note}, calculation_id=calc.id)
         for name, side, at in (("m_e_band", "electrons", "cbm_at"), ("m_h_band", "holes", "vbm_at")):
-            if mass[side]["dos_mass"] is not None and not outputs[at].startswith("on the "):
+            if side in mass and mass[side]["dos_mass"] is not None and not outputs[at].startswith("on the "):
                 spin = {"spin_channel": mass[side]["channel"]} if "channel" in mass[side] else {}
                 set_property(session, material, name, mass[side]["dos_mass"], run.ctx.method, unit="m_e",
                              extra={"preset": run.ctx.preset, "at": outputs[at], "bands": mass[side]["bands"], **spin,
