@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE_TWO_LEVELS, config_from_dict, load_config
-from tansaku.active.oracles import DatasetOracle
+from tansaku.active.oracles import DatasetOracle, expensive_steps
 from tansaku.active.pools import store_two_level_pool, two_level_pool
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
 from tansaku.store import Calculation, Material, Property, open_database
@@ -260,3 +260,16 @@ def test_a_campaign_whose_expensive_level_is_the_ddh_pays_its_field_run_there(qu
         hours = sum(cpu or 0.0 for m, s, cpu in rows if m == p["material_id"] and (
             s not in ("relax", "scf")) == (p["level"] == "expensive")) / 3600
         assert p["cpu_hours"] == pytest.approx(hours)
+
+
+def test_each_level_is_charged_the_steps_its_plan_runs():
+    gap_only = expensive_steps(["band_gap"])  # the cheap level is relaxation and SCF; all else promotes
+    assert not any(map(gap_only, ("relax", "relax2", "scf")))
+    assert all(map(gap_only, ("bands", "masses", "dense", "pbe-scf", "ddh-nsc", "kmesh-6x6x6-eps")))
+    electronic = expensive_steps(["band_gap", "m_e"])  # the cheap level runs bands and masses itself
+    assert not any(map(electronic, ("relax", "scf", "bands", "masses", "dense")))
+    # the DDH's ε∞ of a small gap comes from the k-mesh probes: run for the expensive level, charged there
+    assert all(map(electronic, ("pbe-scf", "epsilon-field", "ddh-nsc", "hse06-scf", "kmesh-6x6x6-eps")))
+    dielectric = expensive_steps(["band_gap", "eps_electronic"])  # its small-gap rule runs the probes, cheaply
+    assert not any(map(dielectric, ("phonon", "kmesh-6x6x6-scf", "kmesh-6x6x6-eps", "scf-8x8x8", "phonon-8x8x8")))
+    assert all(map(dielectric, ("ddh-nsc", "ddh-scf")))

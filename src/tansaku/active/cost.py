@@ -24,6 +24,7 @@ this project's CI-like machine (rock-salt SrS and BaS, 'test' preset).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,22 +110,20 @@ def cpu_hours_by_material(db: Database, preset: str, mpi_procs: int, material_id
                           finished_only: bool = False, steps: tuple[str, ...] | None = None) -> dict[int, float]:
     """CPU hours of each material's dielectric-workflow steps (only `steps` when given) with this preset: QE's own
     CPU time of every attempt and process where recorded (schema 4 on), else wall time × MPI processes per run."""
+    left_out = (lambda step: step not in steps) if steps is not None else (lambda step: False)
     return {material_id: levels["cheap"] for material_id, levels in cpu_hours_by_level(
-        db, preset, mpi_procs, material_ids, finished_only, ("dielectric",), steps).items() if levels["cheap"]}
+        db, preset, mpi_procs, material_ids, finished_only, ("dielectric",), left_out).items() if levels["cheap"]}
 
 
 def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: list[int] | None = None,
                        finished_only: bool = False, workflows: tuple[str, ...] = ("dielectric", "electronic"),
-                       cheap_steps: tuple[str, ...] | None = None) -> dict[int, dict[str, float]]:
+                       expensive: Callable[[str], bool] | None = None) -> dict[int, dict[str, float]]:
     """CPU hours of each material's steps with this preset, split into the two levels of theory a campaign
-    pays for: "expensive" the hybrid-functional steps (and the PBE SCF and ε∞ they need), "cheap" the rest; or,
-    when the cheap level runs only `cheap_steps` (a search on the gap alone: relaxation and SCF), "cheap" those
-    and "expensive" everything else (the band path that places the hybrid's edges included)."""
+    pays for: "expensive" the steps `expensive` names (by default the hybrid-functional steps and the PBE SCF and
+    ε∞ they need: `is_hybrid_step`), "cheap" the rest."""
     from tansaku.workflows.electronic import is_hybrid_step
 
-    def expensive(step: str) -> bool:
-        return step not in cheap_steps if cheap_steps is not None else is_hybrid_step(step)
-
+    expensive = expensive or is_hybrid_step
     query = select(Calculation.material_id, Calculation.step, Calculation.cpu_seconds, Calculation.started_at,
                    Calculation.finished_at).where(Calculation.workflow.in_(workflows), Calculation.preset == preset)
     if material_ids is not None:

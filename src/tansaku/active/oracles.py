@@ -115,14 +115,11 @@ class DFTOracle:
 
     def evaluate(self, material_ids: list[int], on_outcome: Callable[[int, Outcome], None], level: str = "") -> None:
         from tansaku.active.cost import cpu_hours_by_level
-        from tansaku.workflows.dielectric import GAP_STEPS
         from tansaku.workflows.many import run_many
 
         wanted = self.levels[level]
         plan = self.plan(wanted, level)
-        # a cheap level on the gap alone (`plan`: relaxation and SCF) is charged just those; the rest is the
-        # expensive level's
-        cheap_steps = GAP_STEPS if level and set(self.levels["cheap"]) == {"band_gap"} else None
+        expensive = expensive_steps(self.levels["cheap"]) if level else None
 
         def run(_ctx, material_id: int, report):
             for workflow, ctx in plan:
@@ -146,10 +143,26 @@ class DFTOracle:
                 status = "failed"
                 result.reason = result.reason or f"no {', '.join(p for p in wanted if p not in values)} computed"
             hours = cpu_hours_by_level(self.ctx.db, self.ctx.preset, self.ctx.commands.mpi_procs, [material_id],
-                                       cheap_steps=cheap_steps).get(material_id, {})
+                                       expensive=expensive).get(material_id, {})
             spent = sum(hours.values()) if not level else hours.get(level, 0.0)
             on_outcome(material_id, Outcome(status, values.get(self.property_name), result.reason or "", spent,
                                             values))
 
         run_many(self.ctx, {str(m): m for m in material_ids}, self.workers, self.on_step, on_result=finished,
                  runner=run)
+
+
+def expensive_steps(cheap: list[str]) -> Callable[[str], bool]:
+    """Which of a material's steps a two-level campaign charges to its expensive level, given what the cheap level
+    answers (`DFTOracle.plan` runs it): a cheap level on the gap alone runs relaxation and SCF, and everything
+    else is the expensive level's. Otherwise the hybrid steps are (`is_hybrid_step`), and so are the small-gap
+    k-mesh probes, unless the cheap level runs the dielectric workflow, whose small-gap rule makes them there
+    (the DDH then reuses them)."""
+    from tansaku.active.campaign_config import DIELECTRIC_PROPERTIES
+    from tansaku.workflows.dielectric import GAP_STEPS
+    from tansaku.workflows.electronic import is_hybrid_step
+
+    if set(cheap) == {"band_gap"}:
+        return lambda step: step not in GAP_STEPS
+    cheap_runs_dielectric = any(p in DIELECTRIC_PROPERTIES and p != "band_gap" for p in cheap)
+    return lambda step: is_hybrid_step(step) or (step.startswith("kmesh-") and not cheap_runs_dielectric)
