@@ -286,7 +286,7 @@ def test_cost_size_charges_each_step_by_its_perturbations_and_bands():
 
 
 def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
-    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS
+    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS
     from tansaku.dft.pseudos import load_family
     from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
     from tansaku.dft.settings import kmesh, preset
@@ -300,18 +300,28 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     cell = bao.get_primitive_structure()
     occupied = number_of_electrons(cell, pseudos) / 2
     unit = cell.volume * ecutwfc_for(cell, settings, pseudos) ** 1.5
-    points = [irreducible_k_points(cell, kmesh(cell, s, True)) for s in probe_spacings(cell, settings.kspacing)[:3]]
-    scf = [p * unit * (occupied + settings.extra_bands) ** 2 for p in points]
-    field = [p * unit * occupied**2 * DFPT_TRIPLE_IN_SCFS for p in points]
-    probes = [s + f for s, f in zip(scf, field, strict=True)]
-    # the mean of settling on the first mesh (two probes, phonons there) and on the second (three probes)
-    added = (sum(probes[:2]) + 3 * field[0] + sum(probes) + 3 * field[1]) / 2 - 3 * field[0]
-    assert small - wide == pytest.approx(added, rel=1e-9)
+
+    def steps(coarsest: float) -> tuple[list[float], list[float], list[float]]:
+        points = [irreducible_k_points(cell, kmesh(cell, s, True)) for s in probe_spacings(cell, coarsest)[:3]]
+        scf = [p * unit * (occupied + settings.extra_bands) ** 2 for p in points]
+        field = [p * unit * occupied**2 * DFPT_TRIPLE_IN_SCFS for p in points]
+        return scf, field, [s + f for s, f in zip(scf, field, strict=True)]
+
+    scf, field, probes = steps(settings.kspacing)
+    # the mean of settling on the first mesh (two probes, phonons there: the fixed mesh) and on the second
+    # (three probes, the SCF and the phonons there); the fixed mesh's relaxation and SCF either way
+    first, second = sum(probes[:2]) + 3 * field[0], sum(probes) + scf[1] + 3 * field[1]
+    assert small - wide == pytest.approx((first + second) / 2 - 3 * field[0], rel=1e-9)
     assert small > 2 * wide
     turned_off = preset("standard", {"small_gap_ev": 0})
     assert cost_size(bao, turned_off, pseudos, gap=1.8) == cost_size(bao, turned_off, pseudos)
-    measured = preset("standard", {"k_converge": 0.01})  # the convergence mode probes every material
-    assert cost_size(bao, measured, pseudos) == pytest.approx(small, rel=1e-9)
+    # the convergence mode probes every material first, from k_coarsest, then runs everything on the mesh chosen
+    measured = preset("standard", {"k_converge": 0.01})
+    scf, field, probes = steps(measured.k_coarsest)
+    courses = [sum(probes[: i + 2]) + scf[i] * (RELAX_IN_SCFS + 1) + 3 * field[i] for i in (0, 1)]
+    assert cost_size(bao, measured, pseudos) == pytest.approx(sum(courses) / 2, rel=1e-9)
+    assert cost_size(bao, measured, pseudos, gap=1.8) == cost_size(bao, measured, pseudos)
+    assert cost_size(bao, measured, pseudos, gap_only=True) == cost_size(bao, settings, pseudos, gap_only=True)
 
 
 # ---- with Quantum ESPRESSO -------------------------------------------------------------------------------
