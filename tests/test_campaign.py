@@ -285,6 +285,31 @@ def test_cost_size_charges_each_step_by_its_perturbations_and_bands():
     assert cost_size(mgo, settings, pseudos) == pytest.approx(expected, rel=1e-9)
 
 
+def test_step_weights_are_learned_from_enough_finished_runs():
+    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS, StepWeights
+
+    prior = StepWeights()
+    assert (prior.relax, prior.dfpt_triple, prior.relax_runs) == (RELAX_IN_SCFS, DFPT_TRIPLE_IN_SCFS, 0)
+    learned = StepWeights.learn([2.0, 3.0, float("nan"), 10.0], [7.0, 9.0])  # a run without a relaxation time
+    assert (learned.relax, learned.relax_runs) == (3.0, 3)
+    assert (learned.dfpt_triple, learned.dfpt_runs) == (DFPT_TRIPLE_IN_SCFS, 0)  # two runs: the prior stays
+    assert StepWeights.learn([], [7.0, 9.0], min_runs=2).dfpt_triple == 8.0
+
+
+def test_cost_size_scales_each_step_by_its_weight():
+    from tansaku.active.cost import StepWeights
+    from tansaku.dft.pseudos import load_family
+    from tansaku.dft.settings import preset
+
+    settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
+    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    gap = cost_size(mgo, settings, pseudos, gap_only=True)  # relaxation and SCF: scf × (relax + 1)
+    assert cost_size(mgo, settings, pseudos, gap_only=True, weights=StepWeights(relax=11.4)) == pytest.approx(2 * gap)
+    phonons = cost_size(mgo, settings, pseudos) - gap
+    doubled = cost_size(mgo, settings, pseudos, weights=StepWeights(dfpt_triple=2 * StepWeights().dfpt_triple))
+    assert doubled == pytest.approx(gap + 2 * phonons)
+
+
 def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS
     from tansaku.dft.pseudos import load_family

@@ -442,7 +442,12 @@ def test_a_gap_run_is_estimated_from_gap_runs_and_a_whole_run_from_whole_runs(tm
 
     assert run_dielectric(ctx, material_id).status == "done"  # reuses both steps, adds the phonons
     whole = CostEstimator(ctx.db, ctx)
-    assert whole.model.n_runs == 1
+    assert whole.model.n_runs == 1 and whole.weights.relax_runs == 0  # one run: the step weights stay the prior
+    learned = CostEstimator(ctx.db, ctx, weights_min_runs=1).weights
+    # 16 valence electrons: 8 occupied bands, 8 + extra_bands computed; ph.x moves 2 atoms and the field
+    assert learned.relax == pytest.approx(cpu_hours("relax") / cpu_hours("scf"))
+    assert learned.dfpt_triple == pytest.approx(
+        cpu_hours("phonon") / cpu_hours("scf") / 3 * ((8 + ctx.settings.extra_bands) / 8) ** 2)
     assert whole.estimate([material_id])[0] == pytest.approx(cpu_hours("relax", "scf", "phonon"), rel=1e-9)
     assert CostEstimator(ctx.db, ctx, gap_only=True).estimate([material_id])[0] == pytest.approx(
         cpu_hours("relax", "scf"), rel=1e-9)

@@ -43,19 +43,63 @@ PRIOR_HOURS_PER_SIZE = 2.9e-11  # SrS and BaS, test preset, 2 MPI processes, CI 
 RELAX_IN_SCFS = 5.2
 DFPT_TRIPLE_IN_SCFS = 14.0
 EXPONENT_MIN_RUNS, EXPONENT_MIN_SPAN = 8, 10.0
+WEIGHTS_MIN_RUNS = 3
+
+
+@dataclass(frozen=True)
+class StepWeights:
+    """The relaxation, and ph.x per three perturbations on the occupied bands, in SCFs of the same cell and mesh:
+    the benchmark's medians until finished runs say otherwise (another machine, preset or chemistry)."""
+
+    relax: float = RELAX_IN_SCFS
+    dfpt_triple: float = DFPT_TRIPLE_IN_SCFS
+    relax_runs: int = 0  # how many finished runs each weight was learned from (0: the prior)
+    dfpt_runs: int = 0
+
+    @classmethod
+    def learn(cls, relax_ratios: list[float], dfpt_ratios: list[float],
+              min_runs: int = WEIGHTS_MIN_RUNS) -> StepWeights:
+        """The median of each ratio over finished runs, where at least `min_runs` runs have it."""
+        relax, dfpt = ([r for r in ratios if np.isfinite(r) and r > 0] for ratios in (relax_ratios, dfpt_ratios))
+        prior = cls()
+        return cls(float(np.median(relax)) if len(relax) >= min_runs else prior.relax,
+                   float(np.median(dfpt)) if len(dfpt) >= min_runs else prior.dfpt_triple,
+                   len(relax) if len(relax) >= min_runs else 0, len(dfpt) if len(dfpt) >= min_runs else 0)
+
+
+def computed_cell(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily
+                  ) -> tuple[Structure, float, float]:
+    """The cell the workflow computes (its standard primitive cell by default), its occupied bands and the bands
+    pw.x computes."""
+    if settings.standardize:
+        structure = standard_cell(structure)
+    occupied = number_of_electrons(structure, pseudos) / 2
+    return structure, occupied, occupied + settings.extra_bands
+
+
+def step_ratios(seconds: dict[str, float], structure: Structure, settings: DielectricSettings,
+                pseudos: PseudoFamily) -> tuple[float, float]:
+    """A finished run's relaxation, and its ph.x per three perturbations scaled from occupied to all bands², in
+    its own SCFs (`seconds`: CPU seconds by step name); NaN where the run lacks the step, and for runs on a
+    small gap's refined meshes (their steps are not all on the cell size the SCF's is)."""
+    scf = seconds.get("scf")
+    if not scf or any(step.startswith("kmesh-") for step in seconds):
+        return np.nan, np.nan
+    relax = sum(cpu for step, cpu in seconds.items() if step.startswith("relax")) or np.nan
+    if not seconds.get("phonon"):
+        return relax / scf, np.nan
+    cell, occupied, bands = computed_cell(structure, settings, pseudos)
+    return relax / scf, seconds["phonon"] / scf / (len(cell) + 1) * (bands / occupied) ** 2
 
 
 def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
-              gap: float | None = None, gap_only: bool = False) -> float:
+              gap: float | None = None, gap_only: bool = False, weights: StepWeights | None = None) -> float:
     """The size of the workflow's steps on the cell it will actually compute (its standard primitive cell by
     default); with `gap` (eV) below small_gap_ev, or k_converge set, the k-mesh probes included. `gap_only`:
     the gap workflow's steps, relaxation and SCF (what a campaign on the PBEsol gap alone runs)."""
-    if settings.standardize:
-        structure = standard_cell(structure)
-    ecut = ecutwfc_for(structure, settings, pseudos)
-    plane_waves = structure.volume * ecut**1.5
-    occupied = number_of_electrons(structure, pseudos) / 2
-    bands = occupied + settings.extra_bands
+    w = weights or StepWeights()
+    structure, occupied, bands = computed_cell(structure, settings, pseudos)
+    plane_waves = structure.volume * ecutwfc_for(structure, settings, pseudos) ** 1.5
 
     def points(spacing: float) -> float:
         return float(irreducible_k_points(structure, kmesh(structure, spacing, settings.even_kmesh)))
@@ -64,7 +108,7 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
         return points(spacing) * plane_waves * bands**2
 
     def dfpt(spacing: float, triples: int) -> float:
-        return points(spacing) * plane_waves * occupied**2 * DFPT_TRIPLE_IN_SCFS * triples
+        return points(spacing) * plane_waves * occupied**2 * w.dfpt_triple * triples
 
     triples = len(structure) + 1
 
@@ -77,8 +121,8 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
 
     if settings.k_converge is not None and not gap_only:  # probes first, from k_coarsest; then everything there
         return mean_course(probe_spacings(structure, settings.k_coarsest, settings.even_kmesh),
-                           lambda i, s: scf(s) * (RELAX_IN_SCFS + 1) + dfpt(s, triples))
-    fixed = scf(settings.kspacing) * (RELAX_IN_SCFS + 1)
+                           lambda i, s: scf(s) * (w.relax + 1) + dfpt(s, triples))
+    fixed = scf(settings.kspacing) * (w.relax + 1)
     if gap_only:
         return fixed
     if gap is None or gap >= settings.small_gap_ev:
@@ -149,12 +193,13 @@ def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: 
 
 class CostEstimator:
     """CPU-hour estimates for candidates, calibrated on the dielectric runs finished with this preset; with
-    `gap_only`, of the gap workflow (relaxation and SCF), calibrated on those steps of any run."""
+    `gap_only`, of the gap workflow (relaxation and SCF), calibrated on those steps of any run. The step weights
+    are learned too, from `weights_min_runs` finished runs on."""
 
-    def __init__(self, db: Database, ctx, gap_only: bool = False):
+    def __init__(self, db: Database, ctx, gap_only: bool = False, weights_min_runs: int = WEIGHTS_MIN_RUNS):
         from tansaku.workflows.dielectric import GAP_STEPS
 
-        self.db, self.ctx, self.gap_only = db, ctx, gap_only
+        self.db, self.ctx, self.gap_only, self.weights_min_runs = db, ctx, gap_only, weights_min_runs
         hours = cpu_hours_by_material(db, ctx.preset, ctx.commands.mpi_procs, finished_only=True,
                                       steps=GAP_STEPS if gap_only else None)
         if not gap_only:  # a whole workflow's cost is learned from whole workflows, not from a gap run's steps
@@ -164,9 +209,29 @@ class CostEstimator:
                     Calculation.status == "done", Calculation.preset == ctx.preset)))
             hours = {material_id: h for material_id, h in hours.items() if material_id in whole}
         recent = list(hours)[-200:]
+        self.weights = self._learn_weights(recent)
         sizes = self._measure(recent)
         self.model = CostModel.calibrate([sizes[i] for i in recent], [hours[i] for i in recent])
         self._sizes: dict[int, float] = sizes  # structures do not change: size each material once
+
+    def _learn_weights(self, material_ids: list[int]) -> StepWeights:
+        """The step weights of these materials' finished dielectric runs (`step_ratios`)."""
+        seconds: dict[int, dict[str, float]] = {}
+        with self.db.session() as session:
+            for material_id, step, cpu in session.execute(select(
+                    Calculation.material_id, Calculation.step, Calculation.cpu_seconds).where(
+                    Calculation.workflow == "dielectric", Calculation.preset == self.ctx.preset,
+                    Calculation.status == "done", Calculation.material_id.in_(material_ids))):
+                seconds.setdefault(material_id, {})[step] = cpu or 0.0
+            structures = {m.id: m.structure() for m in session.scalars(
+                select(Material).where(Material.id.in_(list(seconds))))}
+        ratios = []
+        for material_id, steps in seconds.items():
+            try:
+                ratios.append(step_ratios(steps, structures[material_id], self.ctx.settings, self.ctx.pseudos))
+            except (KeyError, TansakuError):  # no structure, or no usable pseudopotential
+                continue
+        return StepWeights.learn([r for r, _ in ratios], [d for _, d in ratios], self.weights_min_runs)
 
     def _measure(self, material_ids: list[int]) -> dict[int, float]:
         """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential).
@@ -184,7 +249,7 @@ class CostEstimator:
             structure = structures.get(material_id)
             try:
                 sizes[material_id] = np.nan if structure is None else cost_size(
-                    structure, self.ctx.settings, self.ctx.pseudos, gaps.get(material_id), self.gap_only)
+                    structure, self.ctx.settings, self.ctx.pseudos, gaps.get(material_id), self.gap_only, self.weights)
             except TansakuError:
                 sizes[material_id] = np.nan
         return sizes
