@@ -3,13 +3,14 @@
 The size counts the workflow's steps in one unit, k-points × plane waves × bands² of the cell pw.x computes
 (plane-wave DFT scales with k-points × plane waves × bands²; plane waves ∝ volume × ecutwfc^1.5, bands ∝
 electrons). The k-points are the irreducible ones of the Γ-centred mesh (spglib, time reversal included), so a
-symmetric cell is charged for the points pw.x really computes. Per step, measured on the DFT benchmark's seven
-oxides (benchmarks/results/dft_reproduction.md, QE CPU time):
-- the SCF is one unit and the relaxation RELAX_IN_SCFS of them (2.5-8.2 SCFs, median 5.2);
-- ph.x works on the occupied bands only, so its unit has occupied bands² and it costs DFPT_TRIPLE_IN_SCFS
-  per three perturbations: one per atom (its displacements) and one for the electric field (10.8-14.8, median
-  14). Left out of the calibration, NaScO2 (4 atoms, 24 bands) is then estimated 15 % low; sized as atoms ×
-  bands² of all bands it was 34 % low (76 % with a fitted b).
+symmetric cell is charged for the points pw.x really computes. Per step (`StepWeights`):
+- the SCF is one unit and the relaxation `relax` of them;
+- ph.x works on the occupied bands only, so its unit has occupied bands², and it costs `dfpt_triple` per three
+  perturbations: one per atom (its displacements) and one for the electric field.
+Both are the medians over finished runs (`step_ratios`) once there are WEIGHTS_MIN_RUNS of them; before that,
+those of the DFT benchmark's seven oxides (dft_reproduction.md, QE CPU time): relaxation 5.2 SCFs (2.5-8.2),
+ph.x 14 (10.8-14.8). Left out, NaScO2 (4 atoms, 24 bands) is estimated 11 % low; sized as atoms × bands² of all
+bands it was 34 % low (76 % with a fitted b).
 A material whose gap is known to be below `small_gap_ev` (any stored band gap: imported, computed or predicted)
 is charged for the mesh probes too: an SCF and a field-only ph.x from kspacing down, then the SCF (unless the
 first mesh settled) and the phonons on the mesh that settled. Which one settles is known only after the probes;
@@ -17,8 +18,8 @@ the size is the mean of the two courses seen: BaO settled on the first mesh (two
 (three). With `k_converge` every material probes first, from k_coarsest, and runs everything on the mesh chosen.
 CPU hours = c × size^b. b = 1, the scaling the size is built on, unless the finished runs can tell otherwise: at
 least eight, with sizes a factor of ten apart or more; then b comes from a least-squares fit in log space (kept in
-[0.5, 2]). On the benchmark's seven oxides (sizes 0.9-22 × 10⁹) a fitted b of 0.7 put NaScO2 60 % low; b = 1
-put it 15 % low. c is the median ratio of CPU hours to size^b. Before any run finishes, c is a prior measured on
+[0.5, 2]). On the benchmark's seven oxides (sizes 0.9-22 × 10⁹) a fitted b of 0.7 put NaScO2 60 % low, b = 1
+15 % (with the prior weights). c is the median ratio of CPU hours to size^b. Before any run finishes, c is a prior measured on
 this project's CI-like machine (rock-salt SrS and BaS, 'test' preset).
 """
 
