@@ -19,8 +19,8 @@ the size is the mean of the two courses seen: BaO settled on the first mesh (two
 CPU hours = c × size^b. b = 1, the scaling the size is built on, unless the finished runs can tell otherwise: at
 least eight, with sizes a factor of ten apart or more; then b comes from a least-squares fit in log space (kept in
 [0.5, 2]). On the benchmark's seven oxides (sizes 0.9-22 × 10⁹) a fitted b of 0.7 put NaScO2 60 % low, b = 1
-15 % (with the prior weights). c is the median ratio of CPU hours to size^b. Before any run finishes, c is a prior measured on
-this project's CI-like machine (rock-salt SrS and BaS, 'test' preset).
+15 % (with the prior weights). c is the median ratio of CPU hours to size^b. Before any run finishes, c is a
+prior measured on this project's CI-like machine (rock-salt SrS and BaS, 'test' preset).
 """
 
 from __future__ import annotations
