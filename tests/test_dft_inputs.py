@@ -48,6 +48,14 @@ def test_presets_and_overrides():
         preset("test", {"ecutwf": 20})
     with pytest.raises(TansakuError, match="unknown preset 'fast'"):
         preset("fast")
+    # each setting takes values of its own kind: a typo in a boolean must not pass as a (true) string
+    with pytest.raises(TansakuError, match="setting masses: expected true or false, got 'maybe'"):
+        preset("test", {"masses": "maybe"})
+    with pytest.raises(TansakuError, match="setting kspacing: expected float, got 'fine'"):
+        preset("test", {"kspacing": "fine"})
+    with pytest.raises(TansakuError, match="setting relax_nstep: expected int, got 2.5"):
+        preset("test", {"relax_nstep": 2.5})
+    assert preset("test", {"kspacing": 1, "k_converge": None, "hybrid": "nsc", "masses": False}).kspacing == 1
 
 
 def test_hubbard_u_from_text_or_table_and_bad_values():

@@ -122,6 +122,8 @@ class DielectricSettings:
             raise TansakuError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         if "hubbard_u" in overrides:
             overrides = {**overrides, "hubbard_u": parse_hubbard_u(overrides["hubbard_u"])}
+        for name, value in overrides.items():
+            _check_type(name, value, str(known[name].type))
         return replace(self, **overrides)
 
     def as_dict(self) -> dict:
@@ -130,6 +132,24 @@ class DielectricSettings:
     def for_elements(self, elements) -> DielectricSettings:
         """The settings a material of these elements really runs with: a U on Zn leaves MgO's run unchanged."""
         return replace(self, hubbard_u={el: u for el, u in self.hubbard_u.items() if u and el in set(elements)})
+
+
+def _check_type(name: str, value, annotation: str) -> None:
+    """A setting's value of its declared kind (`masses=maybe` would otherwise pass as a true string)."""
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None:
+        ok = "None" in kinds
+    elif isinstance(value, bool):
+        ok = "bool" in kinds
+    elif isinstance(value, int | float):
+        ok = "float" in kinds or ("int" in kinds and isinstance(value, int))
+    elif isinstance(value, str):
+        ok = "str" in kinds
+    else:
+        ok = not kinds & {"bool", "int", "float", "str"}
+    if not ok:
+        wanted = " or ".join(sorted({"bool": "true or false"}.get(k, k) for k in kinds))
+        raise TansakuError(f"setting {name}: expected {wanted}, got {value!r}")
 
 
 PRESETS: dict[str, DielectricSettings] = {
