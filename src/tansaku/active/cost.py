@@ -201,6 +201,7 @@ class CostEstimator:
         from tansaku.workflows.dielectric import GAP_STEPS
 
         self.db, self.ctx, self.gap_only, self.weights_min_runs = db, ctx, gap_only, weights_min_runs
+        self._cells: dict[int, Structure] = {}
         hours = cpu_hours_by_material(db, ctx.preset, ctx.commands.mpi_procs, finished_only=True,
                                       steps=GAP_STEPS if gap_only else None)
         if not gap_only:  # a whole workflow's cost is learned from whole workflows, not from a gap run's steps
@@ -215,6 +216,15 @@ class CostEstimator:
         self.model = CostModel.calibrate([sizes[i] for i in recent], [hours[i] for i in recent])
         self._sizes: dict[int, float] = sizes  # structures do not change: size each material once
 
+    def _structures(self, material_ids: list[int]) -> dict[int, Structure]:
+        """Stored structures, each read from the database once (weights and sizes both need them)."""
+        missing = [i for i in material_ids if i not in self._cells]
+        if missing:
+            with self.db.session() as session:
+                self._cells.update({m.id: m.structure() for m in session.scalars(
+                    select(Material).where(Material.id.in_(missing)))})
+        return {i: self._cells[i] for i in material_ids if i in self._cells}
+
     def _learn_weights(self, material_ids: list[int]) -> StepWeights:
         """The step weights of these materials' finished dielectric runs (`step_ratios`)."""
         seconds: dict[int, dict[str, float]] = {}
@@ -224,8 +234,7 @@ class CostEstimator:
                     Calculation.workflow == "dielectric", Calculation.preset == self.ctx.preset,
                     Calculation.status == "done", Calculation.material_id.in_(material_ids))):
                 seconds.setdefault(material_id, {})[step] = cpu or 0.0
-            structures = {m.id: m.structure() for m in session.scalars(
-                select(Material).where(Material.id.in_(list(seconds))))}
+        structures = self._structures(list(seconds))
         ratios = []
         for material_id, steps in seconds.items():
             try:
@@ -237,9 +246,8 @@ class CostEstimator:
     def _measure(self, material_ids: list[int]) -> dict[int, float]:
         """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential).
         A stored band gap (the smallest, whatever its method) tells whether the small-gap rule will run."""
+        structures = self._structures(material_ids)
         with self.db.session() as session:
-            structures = {m.id: m.structure() for m in session.scalars(
-                select(Material).where(Material.id.in_(material_ids)))}
             gaps: dict[int, float] = {}
             for material_id, value in session.execute(select(Property.material_id, Property.value).where(
                     Property.name == "band_gap", Property.material_id.in_(material_ids))):
