@@ -109,3 +109,13 @@ def test_a_cell_chgnet_finds_unrelaxed_is_flagged_and_relaxed_ones_are_not(rock_
     assert notes[-1][-1] == note and not any("unrelaxed" in n for row in notes[:4] for n in row)
     plain = Domain.fit(list(ROCK_SALTS), base_columns(X[:4], "structure"))
     assert plain.strain_limits is None and plain.unrelaxed(strain[-1]) == []
+
+
+def test_loading_chgnet_writes_nothing_to_standard_output(capfd):
+    # `tansaku predict ... > out.csv` with a CHGNet model: the potential's banner would land in the user's table
+    mlip.potential.cache_clear()
+    try:
+        assert mlip.potential() is not None
+        assert capfd.readouterr().out == ""
+    finally:
+        mlip.potential.cache_clear()

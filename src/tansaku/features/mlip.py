@@ -13,6 +13,8 @@ Needs the optional dependency `chgnet` (and PyTorch): `pip install 'tansaku[mlip
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from functools import lru_cache
 
@@ -42,13 +44,15 @@ def names() -> list[str]:
 
 @lru_cache(maxsize=1)
 def potential():
-    """The pretrained CHGNet, loaded once per process."""
+    """The pretrained CHGNet, loaded once per process. CHGNet prints a line on construction whatever `verbose`
+    says; it is swallowed so that CSV or JSON written to standard output stays clean."""
     try:
         from chgnet.model import CHGNet
     except ImportError as error:
         raise TansakuError("CHGNet's descriptors and relaxation need CHGNet and PyTorch: pip install 'tansaku[mlip]' "
                            f"({error})") from None
-    return CHGNet.load(model_name=MODEL, use_device="cpu", verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return CHGNet.load(model_name=MODEL, use_device="cpu", verbose=False)
 
 
 def nominal_charges(structure: Structure) -> np.ndarray:
