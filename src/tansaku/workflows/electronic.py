@@ -462,8 +462,10 @@ def fitted_masses(masses_out: dict, path_energies: np.ndarray, channels: list[Sp
     offsets = np.asarray(masses_out["offsets"])
     energies = np.asarray(masses_out["eigenvalues_ev"])
     n = len(offsets)
-    overall, _, _ = channel_edges(path_energies, channels)
-    centres = masses_out.get("centres", [overall.vbm_k, overall.cbm_k])  # runs before spin channels: VBM, CBM
+    centres = masses_out.get("centres")
+    if centres is None:  # a masses step from before spin channels: the path's VBM and CBM
+        overall, _, _ = channel_edges(path_energies, channels)
+        centres = [overall.vbm_k, overall.cbm_k]
     per_channel = {}
     for channel in channels:
         edges = own_edges(path_energies, channel)
