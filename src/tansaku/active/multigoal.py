@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,10 +191,12 @@ def initial_sample(setup: MultiSetup, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(len(setup.X), size=setup.init, replace=False)
 
 
-def run_multigoal(setup: MultiSetup, strategy: str, seed: int) -> dict:
-    """One discovery curve: targets found against materials labelled (every property revealed at once)."""
+def run_multigoal(setup: MultiSetup, strategy: str, seed: int, scores: Callable | None = None) -> dict:
+    """One discovery curve: targets found against materials labelled (every property revealed at once).
+    `scores(setup, labelled, candidates, seed)`, when given, replaces the strategy's acquisition (a variant to
+    compare; batches are spread as for `joint`)."""
     known = {"joint", "random", "ei-desirability"} | {f"single:{c.prop}" for c in setup.conditions}
-    if strategy not in known:
+    if strategy not in known and scores is None:
         raise TansakuError(f"unknown multi-goal strategy {strategy!r} (choose from {', '.join(sorted(known))})")
     hit = setup.targets()
     labelled = [int(i) for i in initial_sample(setup, seed)]
@@ -209,11 +212,12 @@ def run_multigoal(setup: MultiSetup, strategy: str, seed: int) -> dict:
             break
         unlabelled = np.setdiff1d(np.arange(len(setup.X)), labelled)
         k = min(setup.batch, setup.budget - len(labelled), len(unlabelled))
-        scores = _scores(setup, strategy, labelled, unlabelled, seed, choice_rng)
+        values = (scores(setup, labelled, unlabelled, seed) if scores is not None
+                  else _scores(setup, strategy, labelled, unlabelled, seed, choice_rng))
         if strategy == "random" or coords is None:
-            chosen = select_batch(scores, k, choice_rng)
+            chosen = select_batch(values, k, choice_rng)
         else:
-            chosen = select_batch(scores, k, choice_rng, coords[unlabelled], setup.diversity * spacing)
+            chosen = select_batch(values, k, choice_rng, coords[unlabelled], setup.diversity * spacing)
         labelled.extend(int(i) for i in unlabelled[chosen])
     curve["seconds"] = time.perf_counter() - start
     return curve
