@@ -15,6 +15,7 @@ from tansaku.sources.generate import (
     Limits,
     Prototype,
     analyse_prototype,
+    chemsys_compositions,
     load_prototypes,
     parse_site_elements,
     store_candidates,
@@ -209,3 +210,16 @@ def test_relax_leaves_candidates_without_forces_or_stress_and_records_how(tmp_pa
             assert force <= 0.05 + 1e-3 and stress < 1.0, (formula, force, stress)
             before_force, before_stress = strain(guess[formula])
             assert before_force > 3 * force or before_stress > 3 * stress, (formula, before_force, before_stress)
+
+
+def test_cu_plus_delafossites_serve_as_prototypes_and_are_generated():
+    # pymatgen's common states hold only Cu2+; CuAlO2 (p-type transparent conductor, mp-3748 in the reference
+    # database) was refused as a prototype and as a candidate
+    delafossite = Prototype("CuAlO2", Structure.from_spacegroup(
+        "R-3m", Lattice.hexagonal(2.858, 16.958), ["Cu", "Al", "O"], [[0, 0, 0], [0, 0, 0.5], [0, 0, 0.1078]]
+    ).get_primitive_structure())
+    assert analyse_prototype(delafossite).coordination == {"Al": 6, "Cu": 2}  # Cu+ linear between O layers
+    candidates, refused = substitute([delafossite], parse_site_elements("Al=Ga,In"))
+    assert {c.formula for c in candidates} == {"GaCuO2", "InCuO2"} and not refused
+    assert candidates[0].oxidation_states["Cu"] == 1
+    assert {"Cu2O", "AlCuO2"} <= {c.reduced_formula for c in chemsys_compositions(["Cu", "Al", "O"], 4, True)}

@@ -81,11 +81,17 @@ def guess_oxidation_states(formula: str) -> dict[str, int] | None:
     return None
 
 
+# States pymatgen's common list leaves out that oxides show all the time: Cu+ (Cu2O, and the delafossites such as
+# CuAlO2, p-type transparent conductors, which the reference database holds as mp-3748).
+COMMON_EXTRA: dict[str, tuple[int, ...]] = {"Cu": (1,)}
+
+
 def common_states_guess(composition: Composition) -> dict[str, float] | None:
     """The most likely charge-balanced assignment from each element's common oxidation states only (pymatgen's
     ICSD-weighted `oxi_state_guesses`): the stricter rule that hypothetical candidates must pass, where
     `guess_oxidation_states` also tries rarer states to describe compounds that exist."""
-    common = {el.symbol: list(el.common_oxidation_states) for el in composition.elements}
+    common = {el.symbol: sorted({*el.common_oxidation_states, *COMMON_EXTRA.get(el.symbol, ())})
+              for el in composition.elements}
     guesses = composition.oxi_state_guesses(oxi_states_override=common, max_sites=-1)
     return dict(guesses[0]) if guesses else None
 
