@@ -3,6 +3,8 @@ is rare and asking for both finds more than asking for one or for nothing."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -57,7 +59,7 @@ def test_asking_for_both_goals_finds_more_than_one_goal_or_none():
     knows = run_multigoal(setup, "joint", seed=0, scores=lambda s, labelled, candidates, seed:
                           s.targets()[candidates].astype(float))
     total = int(setup.targets().sum())
-    assert all(after == min(before + 10, total) for before, after in zip(knows["found"], knows["found"][1:]))
+    assert all(after == min(before + 10, total) for before, after in pairwise(knows["found"]))
 
 
 def test_al_simulate_with_two_goals_on_the_oxides(oxide_db_copy, tmp_path):
