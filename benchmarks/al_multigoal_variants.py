@@ -99,13 +99,6 @@ def paired_scores(setup: MultiSetup, labelled: list[int], candidates: np.ndarray
 ACQUISITIONS = {"calibrated": calibrated_scores, "paired": paired_scores}
 
 
-def code_fingerprint_of_this() -> str:
-    """This script's variants decide its curves too."""
-    import hashlib
-
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-
-
 def _curve(job: tuple[MultiSetup, str, int]) -> tuple[str, int, dict]:
     setup, variant, seed = job
     trees, spreading, custom = VARIANTS[variant]
@@ -128,7 +121,7 @@ def main() -> None:
                        seeds=args.seeds)
     setup.check()
     half = setup.targets().sum() / 2
-    key = {"code": code_fingerprint(multigoal, diversity, learners, calibration) + code_fingerprint_of_this(),
+    key = {"code": code_fingerprint(multigoal, diversity, learners, calibration, sys.modules[__name__]),
            "data": data_fingerprint(X, *(values[c.prop] for c in setup.conditions)), "goals": GOALS,
            "budget": args.budget}
     jobs, curves = [], {v: {} for v in VARIANTS}

@@ -82,6 +82,7 @@ def predictions(db, cells: dict[str, tuple[Structure, Structure]]) -> dict:
     """Per property, model and candidate: log10 ε from the substituted and from the relaxed cell, and whether the
     CHGNet block calls each unrelaxed."""
     out: dict = {}
+    described: dict[tuple[str, int], np.ndarray] = {}  # both properties' models read the same feature sets
     for prop in PROPERTIES:
         for name in MODELS:
             model = learners.make_model(name)
@@ -94,7 +95,10 @@ def predictions(db, cells: dict[str, tuple[Structure, Structure]]) -> dict:
             domain = Domain.fit(list(data.groups), base_columns(data.X, feature_set), strain=strain) \
                 if strain is not None else None
             for kind, index in (("substituted", 0), ("relaxed", 1)):
-                X = raw_features([pair[index] for pair in cells.values()], feature_set)
+                if (feature_set, index) not in described:
+                    described[feature_set, index] = raw_features([pair[index] for pair in cells.values()],
+                                                                 feature_set)
+                X = described[feature_set, index]
                 flags = ([bool(domain.unrelaxed(row)) for row in strain_columns(X, feature_set)] if domain
                          else [None] * len(X))
                 for formula, value, flag in zip(cells, fitted.predict(X), flags, strict=True):
