@@ -26,6 +26,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,11 +47,15 @@ DEFAULT_IDS = ["mp-1265", "mp-2605", "mp-2472", "mp-1960", "mp-1342", "mp-2542",
                "mp-7914", "mp-3748", "mp-856", "mp-1143"]
 
 
-def step_times(root: Path, key: str = "seconds") -> dict[str, float]:
+def step_times(root: Path, key: str = "seconds", steps: Iterable[str] | None = None) -> dict[str, float]:
     """Wall seconds (or with key="cpu_seconds" QE's CPU seconds × processes) per finished step, every attempt
-    counted (a killed and resumed step included)."""
+    counted (a killed and resumed step included); only `steps` when given (the directory may hold steps an
+    earlier setting ran that these results do not come from)."""
     times = {}
+    keep = set(steps) if steps is not None else None
     for state_file in sorted(root.glob("*/state.json")):
+        if keep is not None and state_file.parent.name not in keep:
+            continue
         state = json.loads(state_file.read_text())
         if state.get("started") and state.get("finished"):
             if key != "seconds":
@@ -128,6 +133,7 @@ def main() -> None:
             material_id, formula, root = material.id, material.reduced_formula, material_dir(ctx, material)
         start = time.perf_counter()
         result = run_dielectric(ctx, material_id, lambda step, f=formula: print(f"{f}: {step}", flush=True))
+        used = result.steps if result.status == "done" else None  # a failure's cost: every step it tried
         relaxed = root / result.scf_step / "state.json"
         volume_change = None
         if relaxed.exists() and json.loads(relaxed.read_text()).get("outputs"):
@@ -142,7 +148,7 @@ def main() -> None:
             "eps_ionic": result.eps_ionic, "eps_ionic_db": reference["dielectric"]["epsilon_ionic_avg"],
             "band_gap": result.band_gap, "band_gap_db": reference["band_gap"],
             "imaginary_modes": result.imaginary_modes, "volume_change": volume_change,
-            "step_seconds": step_times(root), "step_cpu_seconds": step_times(root, "cpu_seconds"),
+            "step_seconds": step_times(root, steps=used), "step_cpu_seconds": step_times(root, "cpu_seconds", used),
             "seconds_this_invocation": time.perf_counter() - start, "kspacing": result.kspacing,
             **scf_facts(root / result.scf_step, result.kspacing or ctx.settings.kspacing, ctx.settings.even_kmesh),
             "cost_size": _size(ctx, reference), "run": this_run(),

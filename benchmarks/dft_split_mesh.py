@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def displacements_on_fixed_mesh(root: Path, mpi_procs: int):
 
 
 def one_material(root: Path, mpi_procs: int) -> dict:
-    settled = sorted(root.glob("phonon-*"))
+    settled = sorted(p for p in root.glob("phonon-*") if re.fullmatch(r"phonon-\d+x\d+x\d+", p.name))
     if not settled:
         raise SystemExit(f"{root.name}: no refined-mesh phonon step (its gap did not send it to a denser mesh)")
     full_dir = settled[0]

@@ -322,6 +322,7 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     wide = cost_size(bao, settings, pseudos)
     assert cost_size(bao, settings, pseudos, gap=settings.small_gap_ev + 0.1) == wide  # the rule does not run
     small = cost_size(bao, settings, pseudos, gap=1.8)
+    split = cost_size(bao, preset("standard", {"small_gap_split": True}), pseudos, gap=1.8)
     cell = bao.get_primitive_structure()
     occupied = number_of_electrons(cell, pseudos) / 2
     unit = cell.volume * ecutwfc_for(cell, settings, pseudos) ** 1.5
@@ -338,6 +339,9 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     first, second = sum(probes[:2]) + 3 * field[0], sum(probes) + scf[1] + 3 * field[1]
     assert small - wide == pytest.approx((first + second) / 2 - 3 * field[0], rel=1e-9)
     assert small > 2 * wide
+    # small_gap_split: on the second mesh only the 2 displacement triples run, on the fixed mesh
+    second = sum(probes) + 2 * field[0]
+    assert split - wide == pytest.approx((first + second) / 2 - 3 * field[0], rel=1e-9)
     turned_off = preset("standard", {"small_gap_ev": 0})
     assert cost_size(bao, turned_off, pseudos, gap=1.8) == cost_size(bao, turned_off, pseudos)
     # the convergence mode probes every material first, from k_coarsest, then runs everything on the mesh chosen

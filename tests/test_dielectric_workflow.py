@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
@@ -148,27 +149,57 @@ def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh
     assert result.eps_electronic == pytest.approx(before["eps_electronic"], rel=1e-4)
 
 
-def test_a_gap_below_small_gap_ev_moves_scf_and_phonons_to_the_mesh_its_eps_needs(tmp_path, mgo):
-    # MgO's gap (~4.5 eV) counts as small under small_gap_ev=10; 1.5 Å⁻¹ (a 2x2x2 mesh) is far from converged
-    ctx = make_ctx(tmp_path, {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False})
-    material_id = store(ctx, mgo, "MgO")
+def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_need(tmp_path, mgo):
+    """MgO's gap (~4.5 eV) counts as small under small_gap_ev=10; 1.5 Å⁻¹ (a 2x2x2 mesh) is far from converged.
+    Its O is moved off centre so that no symmetry is left and Z* has nine distinct components: the split run
+    reads them from a field-only ph.x's log, the whole one from a dynamical matrix, and they must agree."""
+    from tansaku.workflows.dielectric import DISPLACEMENTS
+
+    cell = mgo.copy()
+    cell.apply_strain([0.02, -0.03, 0.05])
+    cell.translate_sites([1], [0.05, 0.09, 0.14])
+    overrides = {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False}
+    ctx = make_ctx(tmp_path, {**overrides, "small_gap_split": True})
+    material_id = store(ctx, cell, "MgO")
     result = run_dielectric(ctx, material_id)
     assert result.status == "done", result.reason
-    with ctx.db.session() as session:
-        rows = {c.step: c for c in session.scalars(select(Calculation))}
-        gap = session.scalar(select(Property.value).where(Property.name == "band_gap"))
+
+    def stored() -> tuple[dict, dict, float]:
+        with ctx.db.session() as session:
+            rows = {c.step: c for c in session.scalars(select(Calculation))}
+            props = {p.name: p for p in session.scalars(select(Property))}
+            return rows, {name: p.tensor for name, p in props.items()}, props["band_gap"].value
+
+    rows, tensors, gap = stored()
     probes = rows["analysis"].outputs["k_convergence"]
     assert probes[0]["mesh"] == [2, 2, 2] and probes[0]["spacing"] == 1.5  # measured from kspacing down
     chosen = next(p for p in probes if p["spacing"] == result.kspacing)
     tag = "x".join(map(str, chosen["mesh"]))
-    assert chosen["mesh"] != [2, 2, 2] and result.scf_step == f"scf-{tag}"
-    # the fixed-mesh SCF stays; the results come from the SCF and ph.x on the denser mesh
-    assert rows["scf"].inputs["kmesh"] == [2, 2, 2] and rows[f"scf-{tag}"].inputs["kmesh"] == chosen["mesh"]
-    assert rows[f"phonon-{tag}"].status == "done" and "phonon" not in rows
-    assert gap == pytest.approx(rows[f"scf-{tag}"].outputs["gap"]) != rows["scf"].outputs["gap"]
-    assert result.eps_electronic == pytest.approx(chosen["eps_electronic"], rel=1e-4)
+    assert chosen["mesh"] != [2, 2, 2] and result.scf_step == f"kmesh-{tag}-scf"
+    # small_gap_split: ε∞, Z* and the gap from the settled probe; the displacements alone, on the fixed mesh
+    displacements = (tmp_path / "runs" / f"{material_id}-MgO" / DISPLACEMENTS / "input.in").read_text().lower()
+    assert rows[DISPLACEMENTS].status == "done" and "prefix = 'scf'" in displacements
+    assert "epsil = .false." in displacements
+    assert not {"phonon", f"phonon-{tag}", f"scf-{tag}"} & set(rows)
+    assert set(result.steps) >= {"scf", f"kmesh-{tag}-scf", f"kmesh-{tag}-eps", DISPLACEMENTS}
+    assert rows["analysis"].outputs["force_constants_kspacing"] == 1.5
+    assert gap == pytest.approx(rows[f"kmesh-{tag}-scf"].outputs["gap"]) != rows["scf"].outputs["gap"]
+    assert result.eps_electronic == pytest.approx(chosen["eps_electronic"], rel=1e-6)
     again = run_dielectric(ctx, material_id)  # resumed: the same mesh, nothing recomputed
     assert again.scf_step == result.scf_step and again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
+
+    # without the split: the SCF and the whole ph.x again on the settled mesh (the probes are shared)
+    whole_ctx = make_ctx(tmp_path, overrides)  # the default
+    whole = run_dielectric(whole_ctx, material_id)
+    assert whole.status == "done", whole.reason
+    rows, whole_tensors, whole_gap = stored()
+    assert whole.scf_step == f"scf-{tag}" and rows[f"phonon-{tag}"].status == "done"
+    assert rows[f"scf-{tag}"].inputs["kmesh"] == chosen["mesh"] and whole_gap == pytest.approx(gap, abs=1e-6)
+    assert whole.eps_electronic == pytest.approx(result.eps_electronic, rel=1e-6)
+    born, whole_born = (np.asarray(t["born_charges"]) for t in (tensors, whole_tensors))
+    assert np.abs(born - born.transpose(0, 2, 1)).max() > 5e-4  # not symmetric: a transposition would show
+    assert born == pytest.approx(whole_born, abs=2e-5)  # the log prints five decimals
+    assert np.allclose(tensors["eps_electronic"], whole_tensors["eps_electronic"], atol=1e-6)
 
 
 def test_a_run_killed_in_a_later_probe_keeps_that_probes_scf(tmp_path, mgo):

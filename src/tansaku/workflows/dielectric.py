@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from tansaku.workflows.steps import OUTPUT, StepCancelled, StepSpec, run_step
 
 WORKFLOW = "dielectric"
 DYN_FILE = "gamma.dyn"
+DISPLACEMENTS = "phonon-displacements"  # the force constants alone, on the fixed mesh (small_gap_split)
 
 
 @dataclass
@@ -80,7 +81,8 @@ class WorkflowResult:
     kspacing: float | None = None  # Å⁻¹, the k-point spacing the material ran with (measured when k_converge)
     scf_step: str = "scf"  # the SCF the results come from ("scf-8x8x6" when a small gap refined the mesh)
     edges: dict | None = None  # run electronic: band edges, where they are, direct and indirect gap
-    steps: dict = field(default_factory=dict)
+    # the steps the results came from, by name (a run directory may hold others: steps of an earlier setting)
+    steps: dict[str, StepState] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "steps"}
@@ -105,14 +107,19 @@ class Run:
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
     k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
     mesh_tag: str = ""  # "-8x8x6" when a small gap moved the SCF and ph.x to a denser mesh than kspacing's
+    # "kmesh-8x8x6" when a small gap's ε∞, Born charges and gap come from that probe, the force constants from the
+    # fixed mesh (small_gap_split)
+    field_probe: str = ""
 
     @property
     def scf_step(self) -> str:
-        return "scf" + self.mesh_tag
+        """The SCF whose gap, k-points and symmetry the results report."""
+        return f"{self.field_probe}-scf" if self.field_probe else "scf" + self.mesh_tag
 
     @property
     def phonon_step(self) -> str:
-        return "phonon" + self.mesh_tag
+        """The ph.x whose dynamical matrix gives the force constants (and, unless split, ε∞ and Z*)."""
+        return DISPLACEMENTS if self.field_probe else "phonon" + self.mesh_tag
 
     def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None, workflow: str = WORKFLOW
              ) -> StepState:
@@ -191,6 +198,8 @@ def run_workflow(workflow: Workflow, ctx: RunContext, material_id: int,
         result.status, result.reason = "cancelled", str(exc)
     except TansakuError as exc:  # StepFailed included
         result.status, result.reason = "failed", str(exc)
+    if structure is not None:
+        result.steps = dict(run.steps)
     return result
 
 
@@ -249,7 +258,12 @@ def scf_gap(run: Run) -> bool:
 
 
 def phonon(run: Run) -> bool:
-    """ph.x at Γ: ε∞, Born charges and force constants."""
+    """ph.x at Γ: ε∞, Born charges and force constants; after a split refinement the force constants alone, on the
+    fixed mesh's SCF (the settled probe gave ε∞ and Z*)."""
+    if run.field_probe:
+        run.needs_save(DISPLACEMENTS, "scf", scf_spec(run.ctx, run.root, run.structure, "scf"))
+        run.step(DISPLACEMENTS, phonon_spec(run.ctx, run.root, DISPLACEMENTS, "scf", electric_field=False))
+        return True
     run.needs_save(run.phonon_step, run.scf_step, scf_spec(run.ctx, run.root, run.structure, run.scf_step))
     run.step(run.phonon_step, phonon_spec(run.ctx, run.root, run.phonon_step, run.scf_step))
     return True
@@ -258,10 +272,11 @@ def phonon(run: Run) -> bool:
 def dielectric_analysis(run: Run) -> bool:
     """ε_ion with the acoustic sum rule, then every property into the database."""
     run.report("analysis")
-    run.result.kspacing = run.ctx.settings.kspacing
+    run.result.kspacing = run.result.kspacing or run.ctx.settings.kspacing  # a split refinement set the probe's
     run.result.scf_step = run.scf_step
+    field_run = run.steps[f"{run.field_probe}-eps"].outputs if run.field_probe else None
     _analyse(run.ctx, run.material_id, run.root / run.phonon_step, run.steps[run.scf_step], run.result,
-             run.rotation, run.k_probes)
+             run.rotation, run.k_probes, field_run)
     return True
 
 
@@ -367,9 +382,12 @@ def scf_spec(ctx: RunContext, root: Path, structure: Structure, name: str = "scf
 
 
 def phonon_spec(ctx: RunContext, root: Path, name: str = "phonon", prefix: str = "scf",
-                scratch: Path | None = None, phonons: bool = True) -> StepSpec:
-    """ph.x at Γ on the SCF called `prefix`: the electric field (ε∞, Born charges) and, with `phonons`, the atomic
-    displacements (force constants). Without them ph.x writes no dynamical matrix: ε∞ and Z* come from its log."""
+                scratch: Path | None = None, phonons: bool = True, electric_field: bool = True) -> StepSpec:
+    """ph.x at Γ on the SCF called `prefix`: with `electric_field` the field (ε∞, Born charges), with `phonons`
+    the atomic displacements (force constants). Without phonons ph.x writes no dynamical matrix: ε∞ and Z* come
+    from its log."""
+    if not (phonons or electric_field):
+        raise ValueError("phonon_spec: neither the electric field nor the displacements asked for")
     scratch = scratch or root / "scratch"
 
     def parse(directory: Path, log: str) -> dict:
@@ -379,23 +397,28 @@ def phonon_spec(ctx: RunContext, root: Path, name: str = "phonon", prefix: str =
             eps, born = read_ph_dielectric(log)
             return {"eps_electronic": eps.tolist(), "born_charges": born.tolist()}
         dyn = read_dyn_gamma(directory / DYN_FILE)
-        if dyn.eps_electronic is None or dyn.born_charges is None:
+        if electric_field and (dyn.eps_electronic is None or dyn.born_charges is None):
             raise TansakuError(f"{directory / DYN_FILE}: no dielectric tensor or Born charges")
         return {"dyn_file": DYN_FILE}
 
-    fields_only = {} if phonons else {"inputph": {"trans": False}}
+    only = ({} if phonons and electric_field else {"inputph": {"trans": False}} if electric_field
+            else {"inputph": {"epsil": False}})
 
     def write(structure: Structure | None, overrides: dict) -> str:
-        return ph_input(ctx.settings, prefix, scratch, DYN_FILE, merge(fields_only, overrides))
+        return ph_input(ctx.settings, prefix, scratch, DYN_FILE, merge(only, overrides))
 
     return StepSpec(name, "ph", write, parse)
 
 
 def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: WorkflowResult, rotation: np.ndarray,
-             k_probes: list[dict]) -> None:
+             k_probes: list[dict], field_run: dict | None = None) -> None:
     """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database, its
-    tensors turned back from the computed (standard) frame into the input structure's Cartesian frame."""
+    tensors turned back from the computed (standard) frame into the input structure's Cartesian frame. With
+    `field_run` (a field-only ph.x's outputs on the same cell) ε∞ and Z* come from it, only K from the matrix."""
     dyn = read_dyn_gamma(phonon_dir / DYN_FILE)
+    if field_run is not None:
+        dyn = replace(dyn, eps_electronic=np.asarray(field_run["eps_electronic"]),
+                      born_charges=np.asarray(field_run["born_charges"]))
     ionic = ionic_dielectric(dyn.force_constants, dyn.born_charges, dyn.masses_amu, dyn.volume_bohr3)
     eps_e = to_input_frame(dyn.eps_electronic, rotation)
     eps_ion = to_input_frame(ionic.tensor, rotation)
@@ -414,11 +437,13 @@ def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: Workflo
         "frame": "the input structure's Cartesian axes", "rotation_to_computed_frame": rotation.tolist(),
         "frequencies_thz": ionic.frequencies_thz.tolist(), "acoustic_modes": ionic.acoustic.tolist(),
         "imaginary_modes": ionic.imaginary_modes, "asr": "simple",
-        "kspacing": ctx.settings.kspacing, "k_points": scf.outputs.get("k_points"),
+        "kspacing": result.kspacing or ctx.settings.kspacing, "k_points": scf.outputs.get("k_points"),
         "symmetry_operations": scf.outputs.get("symmetry_operations"),
     }
     if k_probes:
         outputs["k_convergence"] = k_probes
+    if field_run is not None:  # ε∞, Z* and the gap on the refined mesh; K on the fixed one
+        outputs["force_constants_kspacing"] = ctx.settings.kspacing
     with ctx.db.session() as session:
         calc = _calculation(session, ctx, material_id, "analysis")
         calc.engine, calc.status, calc.outputs = "tansaku", "done", outputs

@@ -116,8 +116,10 @@ def converge_kmesh(run) -> bool:
 
 def refine_for_small_gap(run) -> bool:
     """Workflow step after the SCF: a gap below `small_gap_ev` on the fixed mesh has its mesh measured from
-    kspacing down (small gaps need denser meshes for ε∞); on a denser mesh the SCF and ph.x run again in steps
-    named after it (scf-8x8x6, phonon-8x8x6), so the fixed-mesh steps and their results stay as they were."""
+    kspacing down (small gaps need denser meshes for ε∞). On a denser mesh, with small_gap_split, ε∞, Z* and the
+    gap are the settled probe's and only the displacements run, on the fixed mesh; without it the SCF and the full
+    ph.x run again in steps named after the mesh (scf-8x8x6, phonon-8x8x6). The fixed-mesh steps stay as they
+    were."""
     s = run.ctx.settings
     gap = run.steps[run.scf_step].outputs["gap"]
     if s.k_converge is not None or gap >= s.small_gap_ev:
@@ -128,9 +130,19 @@ def refine_for_small_gap(run) -> bool:
     run.k_probes = [p.as_dict() for p in probes]
     if kmesh(run.structure, chosen.spacing, s.even_kmesh) == kmesh(run.structure, s.kspacing, s.even_kmesh):
         return True
-    run.ctx = replace(run.ctx, settings=replace(s, kspacing=chosen.spacing))
-    run.mesh_tag = "-" + "x".join(map(str, chosen.mesh))
-    run.report(f"k-mesh {run.mesh_tag[1:]} (spacing {chosen.spacing} Å⁻¹)")
-    from tansaku.workflows.dielectric import scf_gap  # the workflow imports this module
+    tag = "x".join(map(str, chosen.mesh))
+    run.report(f"k-mesh {tag} (spacing {chosen.spacing} Å⁻¹)")
+    from tansaku.workflows.dielectric import _mark_metal, scf_gap  # the workflow imports this module
 
+    if s.small_gap_split:  # the settled probe is the refined mesh's SCF and field ph.x: nothing to run again
+        run.field_probe = f"kmesh-{tag}"
+        run.result.kspacing = chosen.spacing
+        run.result.band_gap = chosen.band_gap
+        run.result.magnetization = run.steps[f"{run.field_probe}-scf"].outputs.get("magnetization")
+        if chosen.band_gap < s.metal_gap_ev:
+            _mark_metal(run.result, chosen.band_gap, "SCF", run.input_structure, s.spin)
+            return False
+        return True
+    run.ctx = replace(run.ctx, settings=replace(s, kspacing=chosen.spacing))
+    run.mesh_tag = "-" + tag
     return scf_gap(run)
