@@ -151,55 +151,69 @@ def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh
 
 def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_need(tmp_path, mgo):
     """MgO's gap (~4.5 eV) counts as small under small_gap_ev=10; 1.5 Å⁻¹ (a 2x2x2 mesh) is far from converged.
-    Its O is moved off centre so that no symmetry is left and Z* has nine distinct components: the split run
-    reads them from a field-only ph.x's log, the whole one from a dynamical matrix, and they must agree."""
+    Its O is moved off centre and the cell strained so that no symmetry is left and Z* has nine distinct
+    components: read from a field-only probe's log they must equal a whole ph.x's dynamical matrix."""
     from tansaku.workflows.dielectric import DISPLACEMENTS
 
     cell = mgo.copy()
     cell.apply_strain([0.02, -0.03, 0.05])
     cell.translate_sites([1], [0.05, 0.09, 0.14])
     overrides = {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False}
-    ctx = make_ctx(tmp_path, {**overrides, "small_gap_split": True})
+    ctx = make_ctx(tmp_path, overrides)
     material_id = store(ctx, cell, "MgO")
+    root = tmp_path / "runs" / f"{material_id}-MgO"
     result = run_dielectric(ctx, material_id)
     assert result.status == "done", result.reason
 
-    def stored() -> tuple[dict, dict, float]:
+    def stored() -> tuple[dict, dict, dict]:
         with ctx.db.session() as session:
             rows = {c.step: c for c in session.scalars(select(Calculation))}
-            props = {p.name: p for p in session.scalars(select(Property))}
-            return rows, {name: p.tensor for name, p in props.items()}, props["band_gap"].value
+            props = list(session.scalars(select(Property)))
+            return rows, {p.name: p.tensor for p in props}, {p.name: p.value for p in props}
 
-    rows, tensors, gap = stored()
+    def ph_input(step: str) -> str:
+        return (root / step / "input.in").read_text().lower()
+
+    rows, tensors, values = stored()
     probes = rows["analysis"].outputs["k_convergence"]
     assert probes[0]["mesh"] == [2, 2, 2] and probes[0]["spacing"] == 1.5  # measured from kspacing down
     chosen = next(p for p in probes if p["spacing"] == result.kspacing)
     tag = "x".join(map(str, chosen["mesh"]))
     assert chosen["mesh"] != [2, 2, 2] and result.scf_step == f"kmesh-{tag}-scf"
-    # small_gap_split: ε∞, Z* and the gap from the settled probe; the displacements alone, on the fixed mesh
-    displacements = (tmp_path / "runs" / f"{material_id}-MgO" / DISPLACEMENTS / "input.in").read_text().lower()
-    assert rows[DISPLACEMENTS].status == "done" and "prefix = 'scf'" in displacements
-    assert "epsil = .false." in displacements
-    assert not {"phonon", f"phonon-{tag}", f"scf-{tag}"} & set(rows)
-    assert set(result.steps) >= {"scf", f"kmesh-{tag}-scf", f"kmesh-{tag}-eps", DISPLACEMENTS}
-    assert rows["analysis"].outputs["force_constants_kspacing"] == 1.5
-    assert gap == pytest.approx(rows[f"kmesh-{tag}-scf"].outputs["gap"]) != rows["scf"].outputs["gap"]
+    # ε∞, Z* and the gap from the settled probe; then only the displacements, on that probe's SCF
+    displacements = f"{DISPLACEMENTS}-{tag}"
+    assert rows[displacements].status == "done"
+    assert rows[displacements].inputs["settings"]["kspacing"] == chosen["spacing"]  # its row says which mesh
+    assert f"prefix = 'kmesh-{tag}-scf'" in ph_input(displacements) and "epsil = .false." in ph_input(displacements)
+    assert not {"phonon", f"phonon-{tag}", f"scf-{tag}"} & set(rows)  # nothing ran twice
+    assert set(result.steps) >= {"scf", f"kmesh-{tag}-scf", f"kmesh-{tag}-eps", displacements}
+    assert rows["analysis"].outputs["force_constants_kspacing"] == result.kspacing
+    assert values["band_gap"] == pytest.approx(rows[f"kmesh-{tag}-scf"].outputs["gap"]) != rows["scf"].outputs["gap"]
     assert result.eps_electronic == pytest.approx(chosen["eps_electronic"], rel=1e-6)
+    assert list(root.glob("kmesh-*-scratch")) == [root / f"kmesh-{tag}-scratch"]  # the others' saves are gone
     again = run_dielectric(ctx, material_id)  # resumed: the same mesh, nothing recomputed
     assert again.scf_step == result.scf_step and again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
 
-    # without the split: the SCF and the whole ph.x again on the settled mesh (the probes are shared)
-    whole_ctx = make_ctx(tmp_path, overrides)  # the default
-    whole = run_dielectric(whole_ctx, material_id)
-    assert whole.status == "done", whole.reason
-    rows, whole_tensors, whole_gap = stored()
-    assert whole.scf_step == f"scf-{tag}" and rows[f"phonon-{tag}"].status == "done"
-    assert rows[f"scf-{tag}"].inputs["kmesh"] == chosen["mesh"] and whole_gap == pytest.approx(gap, abs=1e-6)
-    assert whole.eps_electronic == pytest.approx(result.eps_electronic, rel=1e-6)
-    born, whole_born = (np.asarray(t["born_charges"]) for t in (tensors, whole_tensors))
+    # small_gap_split: the displacements on the fixed mesh instead, ε∞ and the gap still the probe's
+    split = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_split": True}), material_id)
+    assert split.status == "done" and split.eps_electronic == pytest.approx(result.eps_electronic, rel=1e-12)
+    assert "prefix = 'scf'" in ph_input(f"{DISPLACEMENTS}-2x2x2") and split.eps_ionic != result.eps_ionic
+
+    # settled on the fixed mesh itself (a loose tolerance), the probe and displacements must give what one whole
+    # ph.x on that mesh gives (small_gap_ev=0: no probes)
+    loose = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_k_converge": 10, "k_converge_gap_ev": 9}),
+                           material_id)
+    assert loose.scf_step == "kmesh-2x2x2-scf", (loose.scf_step, probes)
+    _, probe_tensors, probe_values = stored()
+    whole = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_ev": 0.0}), material_id)
+    assert whole.scf_step == "scf" and "epsil = .true." in ph_input("phonon")
+    _, whole_tensors, whole_values = stored()
+    born, whole_born = (np.asarray(t["born_charges"]) for t in (probe_tensors, whole_tensors))
     assert np.abs(born - born.transpose(0, 2, 1)).max() > 5e-4  # not symmetric: a transposition would show
     assert born == pytest.approx(whole_born, abs=2e-5)  # the log prints five decimals
-    assert np.allclose(tensors["eps_electronic"], whole_tensors["eps_electronic"], atol=1e-6)
+    assert np.allclose(probe_tensors["eps_electronic"], whole_tensors["eps_electronic"], atol=1e-6)
+    assert probe_values["eps_ionic"] == pytest.approx(whole_values["eps_ionic"], rel=1e-3)
+    assert probe_tensors["gamma_frequencies"] == pytest.approx(whole_tensors["gamma_frequencies"], abs=1e-6)
 
 
 def test_a_run_killed_in_a_later_probe_keeps_that_probes_scf(tmp_path, mgo):

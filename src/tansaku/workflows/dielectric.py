@@ -37,7 +37,7 @@ from tansaku.workflows.steps import OUTPUT, StepCancelled, StepSpec, run_step
 
 WORKFLOW = "dielectric"
 DYN_FILE = "gamma.dyn"
-DISPLACEMENTS = "phonon-displacements"  # the force constants alone, on the fixed mesh (small_gap_split)
+DISPLACEMENTS = "phonon-displacements"  # + "-8x8x6": the force constants alone, after a small gap's k-mesh probes
 
 
 @dataclass
@@ -79,7 +79,7 @@ class WorkflowResult:
     formula: str | None = None
     magnetization: float | None = None  # total moment per cell (μB) of a spin-polarized run
     kspacing: float | None = None  # Å⁻¹, the k-point spacing the material ran with (measured when k_converge)
-    scf_step: str = "scf"  # the SCF the results come from ("scf-8x8x6" when a small gap refined the mesh)
+    scf_step: str = "scf"  # the SCF the results come from ("kmesh-8x8x6-scf" after a small gap's probes)
     edges: dict | None = None  # run electronic: band edges, where they are, direct and indirect gap
     # the steps the results came from, by name (a run directory may hold others: steps of an earlier setting)
     steps: dict[str, StepState] = field(default_factory=dict)
@@ -106,20 +106,23 @@ class Run:
     steps: dict[str, StepState] = field(default_factory=dict)
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
     k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
-    mesh_tag: str = ""  # "-8x8x6" when a small gap moved the SCF and ph.x to a denser mesh than kspacing's
-    # "kmesh-8x8x6" when a small gap's ε∞, Born charges and gap come from that probe, the force constants from the
-    # fixed mesh (small_gap_split)
+    # after a small gap's k-mesh probes: the probe that settled ("kmesh-8x8x6"), whose SCF gives the gap and whose
+    # field-only ph.x ε∞ and Z*, and the SCF step and spacing the displacements then run on
     field_probe: str = ""
+    displacements_on: tuple[str, float] | None = None
 
     @property
     def scf_step(self) -> str:
         """The SCF whose gap, k-points and symmetry the results report."""
-        return f"{self.field_probe}-scf" if self.field_probe else "scf" + self.mesh_tag
+        return f"{self.field_probe}-scf" if self.field_probe else "scf"
 
     @property
     def phonon_step(self) -> str:
-        """The ph.x whose dynamical matrix gives the force constants (and, unless split, ε∞ and Z*)."""
-        return DISPLACEMENTS if self.field_probe else "phonon" + self.mesh_tag
+        """The ph.x whose dynamical matrix gives the force constants (and, without probes, ε∞ and Z*)."""
+        if not self.displacements_on:
+            return "phonon"
+        mesh = kmesh(self.structure, self.displacements_on[1], self.ctx.settings.even_kmesh)
+        return f"{DISPLACEMENTS}-{'x'.join(map(str, mesh))}"
 
     def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None, workflow: str = WORKFLOW
              ) -> StepState:
@@ -258,11 +261,15 @@ def scf_gap(run: Run) -> bool:
 
 
 def phonon(run: Run) -> bool:
-    """ph.x at Γ: ε∞, Born charges and force constants; after a split refinement the force constants alone, on the
-    fixed mesh's SCF (the settled probe gave ε∞ and Z*)."""
-    if run.field_probe:
-        run.needs_save(DISPLACEMENTS, "scf", scf_spec(run.ctx, run.root, run.structure, "scf"))
-        run.step(DISPLACEMENTS, phonon_spec(run.ctx, run.root, DISPLACEMENTS, "scf", electric_field=False))
+    """ph.x at Γ: ε∞, Born charges and force constants; after a small gap's k-mesh probes, the force constants
+    alone (the probe that settled gave ε∞ and Z*: the field needs no second run)."""
+    if run.displacements_on:
+        scf, spacing = run.displacements_on
+        ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
+        scratch = run.root / ("scratch" if scf == "scf" else f"{run.field_probe}-scratch")
+        run.needs_save(run.phonon_step, scf, scf_spec(ctx, run.root, run.structure, scf, scratch), scratch, ctx)
+        run.step(run.phonon_step, phonon_spec(ctx, run.root, run.phonon_step, scf, scratch, electric_field=False),
+                 ctx)
         return True
     run.needs_save(run.phonon_step, run.scf_step, scf_spec(run.ctx, run.root, run.structure, run.scf_step))
     run.step(run.phonon_step, phonon_spec(run.ctx, run.root, run.phonon_step, run.scf_step))
@@ -276,7 +283,7 @@ def dielectric_analysis(run: Run) -> bool:
     run.result.scf_step = run.scf_step
     field_run = run.steps[f"{run.field_probe}-eps"].outputs if run.field_probe else None
     _analyse(run.ctx, run.material_id, run.root / run.phonon_step, run.steps[run.scf_step], run.result,
-             run.rotation, run.k_probes, field_run)
+             run.rotation, run.k_probes, field_run, run.displacements_on and run.displacements_on[1])
     return True
 
 
@@ -411,7 +418,8 @@ def phonon_spec(ctx: RunContext, root: Path, name: str = "phonon", prefix: str =
 
 
 def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: WorkflowResult, rotation: np.ndarray,
-             k_probes: list[dict], field_run: dict | None = None) -> None:
+             k_probes: list[dict], field_run: dict | None = None,
+             force_constants_kspacing: float | None = None) -> None:
     """ε_ion from the dynamical matrix with the acoustic sum rule, then every property into the database, its
     tensors turned back from the computed (standard) frame into the input structure's Cartesian frame. With
     `field_run` (a field-only ph.x's outputs on the same cell) ε∞ and Z* come from it, only K from the matrix."""
@@ -442,8 +450,8 @@ def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: Workflo
     }
     if k_probes:
         outputs["k_convergence"] = k_probes
-    if field_run is not None:  # ε∞, Z* and the gap on the refined mesh; K on the fixed one
-        outputs["force_constants_kspacing"] = ctx.settings.kspacing
+    if force_constants_kspacing is not None:  # ε∞, Z* and the gap from a probe, K from a displacement-only ph.x
+        outputs["force_constants_kspacing"] = force_constants_kspacing
     with ctx.db.session() as session:
         calc = _calculation(session, ctx, material_id, "analysis")
         calc.engine, calc.status, calc.outputs = "tansaku", "done", outputs

@@ -54,10 +54,7 @@ def probe(run, structure: Structure, spacing: float, keep_scratch: bool = False)
 
     ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
     mesh = kmesh(structure, spacing, ctx.settings.even_kmesh)
-    name = "kmesh-" + "x".join(map(str, mesh))
-    # a scratch per probe: a resumed run walks past the finished probes, and each removes only its own files, not
-    # the SCF save of the probe that was running when the run was killed
-    scratch = run.root / f"{name}-scratch"
+    name, scratch = probe_name(mesh), probe_scratch(run, mesh)
     spec = scf_spec(ctx, run.root, structure, f"{name}-scf", scratch)
     scf = run.step(f"{name}-scf", spec, ctx)
     if scf.outputs["gap"] < ctx.settings.metal_gap_ev:  # no dielectric response to probe: the workflow's own
@@ -80,25 +77,49 @@ def close_enough(coarse: Probe, fine: Probe, tolerance: float, gap_tolerance_ev:
             and abs(coarse.band_gap - fine.band_gap) < gap_tolerance_ev)
 
 
-def settle(run, structure: Structure, spacings: list[float], tolerance: float) -> tuple[Probe, list[Probe]]:
+def settle(run, structure: Structure, spacings: list[float], tolerance: float,
+           keep_chosen: bool = False) -> tuple[Probe, list[Probe]]:
     """Probe the spacings in order until two meshes agree (ε∞ within `tolerance`, gap within k_converge_gap_ev);
-    the coarser of the two, and every probe. A mesh without a gap ends it: the SCF that follows stops the metal."""
+    the coarser of the two, and every probe. A mesh without a gap ends it: the SCF that follows stops the metal.
+    `keep_chosen`: the chosen probe's SCF save stays (the displacements run on it), the others' go."""
     s = run.ctx.settings
     probes: list[Probe] = []
+
+    def finish(choice: Probe | None) -> tuple[Probe | None, list[Probe]]:
+        """The probes' SCF saves removed, but for the chosen one's with keep_chosen."""
+        for p in probes:
+            if p is not choice or not keep_chosen:
+                shutil.rmtree(probe_scratch(run, p.mesh), ignore_errors=True)
+        return choice, probes
+
     for spacing in spacings:
         try:
-            probes.append(probe(run, structure, spacing))
+            probes.append(probe(run, structure, spacing, keep_scratch=True))
         except TansakuError as exc:
+            finish(None)
             raise TansakuError(f"automatic k-mesh: the probe at {spacing} Å⁻¹ failed ({exc}); a metal or a hard "
                                "SCF: run with a fixed kspacing (k_converge=none, small_gap_ev=0), whose relaxation "
                                "tells a metal apart") from exc
         if probes[-1].band_gap < s.metal_gap_ev:
-            return probes[-1], probes
+            return finish(probes[-1])
         if len(probes) > 1 and close_enough(probes[-2], probes[-1], tolerance, s.k_converge_gap_ev):
-            return probes[-2], probes
+            return finish(probes[-2])
+        if len(probes) > 2:  # two meshes back can no longer be chosen
+            shutil.rmtree(probe_scratch(run, probes[-3].mesh), ignore_errors=True)
     last = probes[-1]
+    finish(None)
     raise TansakuError(f"k-mesh not converged to {tolerance:.1%} in ε∞ down to {last.spacing} Å⁻¹ "
                        f"({'x'.join(map(str, last.mesh))}); set kspacing by hand")
+
+
+def probe_name(mesh: tuple[int, int, int]) -> str:
+    return "kmesh-" + "x".join(map(str, mesh))
+
+
+def probe_scratch(run, mesh: tuple[int, int, int]):
+    """A scratch per probe: a resumed run walks past the finished probes, and each removes only its own files,
+    not the SCF save of the probe that was running when the run was killed."""
+    return run.root / f"{probe_name(mesh)}-scratch"
 
 
 def converge_kmesh(run) -> bool:
@@ -116,33 +137,30 @@ def converge_kmesh(run) -> bool:
 
 def refine_for_small_gap(run) -> bool:
     """Workflow step after the SCF: a gap below `small_gap_ev` on the fixed mesh has its mesh measured from
-    kspacing down (small gaps need denser meshes for ε∞). On a denser mesh, with small_gap_split, ε∞, Z* and the
-    gap are the settled probe's and only the displacements run, on the fixed mesh; without it the SCF and the full
-    ph.x run again in steps named after the mesh (scf-8x8x6, phonon-8x8x6). The fixed-mesh steps stay as they
-    were."""
+    kspacing down (small gaps need denser meshes for ε∞). The probe that settled gives the gap, ε∞ and the Born
+    charges (its SCF and field-only ph.x); the phonon step then runs only the displacements, on that probe's SCF,
+    or with small_gap_split on the fixed mesh's. The fixed-mesh steps stay as they were."""
     s = run.ctx.settings
     gap = run.steps[run.scf_step].outputs["gap"]
     if s.k_converge is not None or gap >= s.small_gap_ev:
         return True
     run.report(f"gap {gap:.2f} eV < {s.small_gap_ev} eV: measuring the k-mesh ε∞ needs")
     chosen, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
-                            s.small_gap_k_converge)
+                            s.small_gap_k_converge, keep_chosen=True)
     run.k_probes = [p.as_dict() for p in probes]
-    if kmesh(run.structure, chosen.spacing, s.even_kmesh) == kmesh(run.structure, s.kspacing, s.even_kmesh):
-        return True
-    tag = "x".join(map(str, chosen.mesh))
-    run.report(f"k-mesh {tag} (spacing {chosen.spacing} Å⁻¹)")
-    from tansaku.workflows.dielectric import _mark_metal, scf_gap  # the workflow imports this module
+    run.field_probe = probe_name(chosen.mesh)
+    run.result.kspacing = chosen.spacing
+    run.result.band_gap = chosen.band_gap
+    run.result.magnetization = run.steps[f"{run.field_probe}-scf"].outputs.get("magnetization")
+    if chosen.band_gap < s.metal_gap_ev:
+        from tansaku.workflows.dielectric import _mark_metal  # the workflow imports this module
 
-    if s.small_gap_split:  # the settled probe is the refined mesh's SCF and field ph.x: nothing to run again
-        run.field_probe = f"kmesh-{tag}"
-        run.result.kspacing = chosen.spacing
-        run.result.band_gap = chosen.band_gap
-        run.result.magnetization = run.steps[f"{run.field_probe}-scf"].outputs.get("magnetization")
-        if chosen.band_gap < s.metal_gap_ev:
-            _mark_metal(run.result, chosen.band_gap, "SCF", run.input_structure, s.spin)
-            return False
-        return True
-    run.ctx = replace(run.ctx, settings=replace(s, kspacing=chosen.spacing))
-    run.mesh_tag = "-" + tag
-    return scf_gap(run)
+        _mark_metal(run.result, chosen.band_gap, "SCF", run.input_structure, s.spin)
+        return False
+    fixed = kmesh(run.structure, s.kspacing, s.even_kmesh)
+    if s.small_gap_split or chosen.mesh == fixed:
+        run.displacements_on = ("scf", s.kspacing)
+    else:
+        run.displacements_on = (f"{run.field_probe}-scf", chosen.spacing)
+    run.report(f"k-mesh {'x'.join(map(str, chosen.mesh))} (spacing {chosen.spacing} Å⁻¹)")
+    return True
