@@ -185,7 +185,8 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     assert rows[displacements].status == "done"
     assert rows[displacements].inputs["settings"]["kspacing"] == chosen["spacing"]  # its row says which mesh
     assert f"prefix = 'kmesh-{tag}-scf'" in ph_input(displacements) and "epsil = .false." in ph_input(displacements)
-    assert not {"phonon", f"phonon-{tag}", f"scf-{tag}"} & set(rows)  # nothing ran twice
+    assert not {"phonon", f"phonon-{tag}", f"scf-{tag}", "kmesh-2x2x2-scf"} & set(rows)  # nothing ran twice
+    assert "prefix = 'scf'" in ph_input("kmesh-2x2x2-eps")  # the fixed mesh's probe reads the workflow's SCF
     assert set(result.steps) >= {"scf", f"kmesh-{tag}-scf", f"kmesh-{tag}-eps", displacements}
     assert rows["analysis"].outputs["force_constants_kspacing"] == result.kspacing
     assert values["band_gap"] == pytest.approx(rows[f"kmesh-{tag}-scf"].outputs["gap"]) != rows["scf"].outputs["gap"]
@@ -203,7 +204,7 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     # ph.x on that mesh gives (small_gap_ev=0: no probes)
     loose = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_k_converge": 10, "k_converge_gap_ev": 9}),
                            material_id)
-    assert loose.scf_step == "kmesh-2x2x2-scf", (loose.scf_step, probes)
+    assert loose.scf_step == "scf" and loose.kspacing == 1.5, (loose.scf_step, probes)
     _, probe_tensors, probe_values = stored()
     whole = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_ev": 0.0}), material_id)
     assert whole.scf_step == "scf" and "epsil = .true." in ph_input("phonon")

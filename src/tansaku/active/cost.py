@@ -11,11 +11,12 @@ Both are the medians over finished runs (`step_ratios`) once there are WEIGHTS_M
 those of the DFT benchmark's seven oxides (dft_reproduction.md, QE CPU time): relaxation 5.2 SCFs (2.5-8.2),
 ph.x 14 (10.8-14.8). Left out, NaScO2 (4 atoms, 24 bands) is estimated 11 % low; sized as atoms × bands² of all
 bands it was 34 % low (76 % with a fitted b).
-A material whose gap is known to be below `small_gap_ev` (any stored band gap: imported, computed or predicted)
-is charged for the mesh probes too: an SCF and a field-only ph.x from kspacing down, then the atomic displacements
-on the mesh that settled (with small_gap_split on the fixed mesh). Which one settles is known only after the
-probes; the size is the mean of the two courses seen: BaO settled on the first mesh (two probes), SnO2 on the
-second (three). With `k_converge` every material probes first, from k_coarsest, and runs everything on the mesh chosen.
+A material whose gap is known to be below `small_gap_ev` (any stored band gap: imported, computed or predicted) is
+charged for the mesh probes too: an SCF (but on the fixed mesh, whose SCF the workflow has) and a field-only ph.x
+from kspacing down, then the atomic displacements on the mesh that settled (with small_gap_split on the fixed
+mesh). Which one settles is known only after the probes; the size is the mean of the two courses seen: BaO settled
+on the first mesh (two probes), SnO2 on the second (three). With `k_converge` every material probes first, from
+k_coarsest, and runs everything on the mesh chosen.
 CPU hours = c × size^b. b = 1, the scaling the size is built on, unless the finished runs can tell otherwise: at
 least eight, with sizes a factor of ten apart or more; then b comes from a least-squares fit in log space (kept in
 [0.5, 2]). On the benchmark's seven oxides (sizes 0.9-22 × 10⁹) a fitted b of 0.7 put NaScO2 60 % low, b = 1
@@ -113,10 +114,11 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
 
     triples = len(structure) + 1
 
-    def mean_course(spacings: list[float], then: Callable[[int, float], float]) -> float:
-        """Probes (an SCF and a field-only ph.x each) until two meshes agree, then `then` on the coarser: the mean
-        of settling on the first mesh (two probes) and on the second (three)."""
-        probes = [scf(s) + dfpt(s, 1) for s in spacings[:3]]
+    def mean_course(spacings: list[float], then: Callable[[int, float], float], first_scf: bool = True) -> float:
+        """Probes (an SCF and a field-only ph.x each; the first without its SCF unless `first_scf`) until two
+        meshes agree, then `then` on the coarser: the mean of settling on the first mesh (two probes) and on the
+        second (three)."""
+        probes = [(scf(s) if i or first_scf else 0.0) + dfpt(s, 1) for i, s in enumerate(spacings[:3])]
         courses = [sum(probes[: i + 2]) + then(i, spacings[i]) for i in range(min(2, len(probes) - 1))]
         return float(np.mean(courses)) if courses else probes[0] + then(0, spacings[0])
 
@@ -128,11 +130,12 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
         return fixed
     if gap is None or gap >= settings.small_gap_ev:
         return fixed + dfpt(settings.kspacing, triples)
-    # probes from kspacing (the first is the fixed mesh), then the displacements on the mesh that settled (the
-    # probe's field-only ph.x gave ε∞ and Z*), or with small_gap_split on the fixed mesh
+    # probes from kspacing (the first is the fixed mesh: its SCF is the workflow's), then the displacements on the
+    # mesh that settled (the probe's field-only ph.x gave ε∞ and Z*), or with small_gap_split on the fixed mesh
     displacements = triples - 1
     return fixed + mean_course(probe_spacings(structure, settings.kspacing, settings.even_kmesh),
-                               lambda i, s: dfpt(settings.kspacing if settings.small_gap_split else s, displacements))
+                               lambda i, s: dfpt(settings.kspacing if settings.small_gap_split else s, displacements),
+                               first_scf=False)
 
 
 def irreducible_k_points(structure: Structure, mesh: tuple[int, int, int]) -> int:

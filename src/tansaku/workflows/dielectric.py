@@ -106,15 +106,17 @@ class Run:
     steps: dict[str, StepState] = field(default_factory=dict)
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
     k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
-    # after a small gap's k-mesh probes: the probe that settled ("kmesh-8x8x6"), whose SCF gives the gap and whose
-    # field-only ph.x ε∞ and Z*, and the SCF step and spacing the displacements then run on
+    # after a small gap's k-mesh probes: the probe that settled ("kmesh-8x8x6"), whose field-only ph.x gives ε∞
+    # and Z*, its SCF ("kmesh-8x8x6-scf", or "scf" on the fixed mesh), which gives the gap, and the SCF step and
+    # spacing the displacements then run on
     field_probe: str = ""
+    probe_scf: str = ""
     displacements_on: tuple[str, float] | None = None
 
     @property
     def scf_step(self) -> str:
         """The SCF whose gap, k-points and symmetry the results report."""
-        return f"{self.field_probe}-scf" if self.field_probe else "scf"
+        return self.probe_scf or "scf"
 
     @property
     def phonon_step(self) -> str:

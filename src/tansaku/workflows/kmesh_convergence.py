@@ -30,6 +30,7 @@ class Probe:
     eps_electronic: float
     born_charge: float
     cpu_seconds: float
+    scf_step: str = ""  # the SCF it read: its own, or the workflow's "scf" when that is the same calculation
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "mesh": list(self.mesh)}
@@ -49,27 +50,47 @@ def probe_spacings(structure: Structure, coarsest: float, even: bool = True) -> 
 
 
 def probe(run, structure: Structure, spacing: float, keep_scratch: bool = False) -> Probe:
-    """SCF and electric-field ph.x at one spacing, as steps of their own (resumable, recorded) in run.root."""
+    """SCF and electric-field ph.x at one spacing, as steps of their own (resumable, recorded) in run.root. On the
+    run's own mesh and cell the workflow's finished SCF is that SCF: the field ph.x then reads a copy of its save
+    (the SCF is not run twice, and the workflow's ph.x later finds its scratch as the SCF left it)."""
     from tansaku.workflows.dielectric import phonon_spec, scf_spec  # the workflow imports this module
 
     ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
     mesh = kmesh(structure, spacing, ctx.settings.even_kmesh)
     name, scratch = probe_name(mesh), probe_scratch(run, mesh)
-    spec = scf_spec(ctx, run.root, structure, f"{name}-scf", scratch)
-    scf = run.step(f"{name}-scf", spec, ctx)
+    shared = _is_the_runs_scf(run, structure, spacing)
+    scf_name = "scf" if shared else f"{name}-scf"
+    spec = scf_spec(run.ctx if shared else ctx, run.root, structure, scf_name, None if shared else scratch)
+    scf = run.steps["scf"] if shared else run.step(scf_name, spec, ctx)
     if scf.outputs["gap"] < ctx.settings.metal_gap_ev:  # no dielectric response to probe: the workflow's own
         shutil.rmtree(scratch, ignore_errors=True)    # relaxation and SCF then stop the metal with its reason
         return Probe(spacing, mesh, scf.outputs.get("k_points"), scf.outputs["gap"], float("nan"), float("nan"),
-                     scf.cpu_seconds)
-    run.needs_save(f"{name}-eps", f"{name}-scf", spec, scratch, ctx)
-    ph = run.step(f"{name}-eps", phonon_spec(ctx, run.root, f"{name}-eps", f"{name}-scf", scratch, phonons=False),
-                  ctx)
-    if not keep_scratch:
+                     scf.cpu_seconds, scf_name)
+    field = phonon_spec(ctx, run.root, f"{name}-eps", scf_name, scratch, phonons=False)
+    if shared:
+        run.needs_save(f"{name}-eps", "scf", spec)
+
+        def copy_save() -> None:
+            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.copytree(run.root / "scratch" / "scf.save", scratch / "scf.save")
+
+        field = replace(field, prepare=copy_save)
+    else:
+        run.needs_save(f"{name}-eps", scf_name, spec, scratch, ctx)
+    ph = run.step(f"{name}-eps", field, ctx)
+    if shared or not keep_scratch:  # a copy is no use once the field ran
         shutil.rmtree(scratch, ignore_errors=True)
     born = np.asarray(ph.outputs["born_charges"])
     return Probe(spacing, mesh, scf.outputs.get("k_points"), scf.outputs["gap"],
                  tensor_average(np.asarray(ph.outputs["eps_electronic"])), isotropic_born_charge(born),
-                 scf.cpu_seconds + ph.cpu_seconds)
+                 (0.0 if shared else scf.cpu_seconds) + ph.cpu_seconds, scf_name)
+
+
+def _is_the_runs_scf(run, structure: Structure, spacing: float) -> bool:
+    """Is the run's finished SCF ("scf") the calculation a probe at `spacing` on `structure` would make?"""
+    scf = run.steps.get("scf")
+    return (scf is not None and scf.status == "done" and spacing == run.ctx.settings.kspacing
+            and scf.structure is not None and Structure.from_dict(scf.structure) == structure)
 
 
 def close_enough(coarse: Probe, fine: Probe, tolerance: float, gap_tolerance_ev: float) -> bool:
@@ -148,10 +169,10 @@ def refine_for_small_gap(run) -> bool:
     chosen, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
                             s.small_gap_k_converge, keep_chosen=True)
     run.k_probes = [p.as_dict() for p in probes]
-    run.field_probe = probe_name(chosen.mesh)
+    run.field_probe, run.probe_scf = probe_name(chosen.mesh), chosen.scf_step
     run.result.kspacing = chosen.spacing
     run.result.band_gap = chosen.band_gap
-    run.result.magnetization = run.steps[f"{run.field_probe}-scf"].outputs.get("magnetization")
+    run.result.magnetization = run.steps[chosen.scf_step].outputs.get("magnetization")
     if chosen.band_gap < s.metal_gap_ev:
         from tansaku.workflows.dielectric import _mark_metal  # the workflow imports this module
 
@@ -161,6 +182,6 @@ def refine_for_small_gap(run) -> bool:
     if s.small_gap_split or chosen.mesh == fixed:
         run.displacements_on = ("scf", s.kspacing)
     else:
-        run.displacements_on = (f"{run.field_probe}-scf", chosen.spacing)
+        run.displacements_on = (chosen.scf_step, chosen.spacing)
     run.report(f"k-mesh {'x'.join(map(str, chosen.mesh))} (spacing {chosen.spacing} Å⁻¹)")
     return True
