@@ -52,13 +52,14 @@ def probe_spacings(structure: Structure, coarsest: float, even: bool = True) -> 
 def probe(run, structure: Structure, spacing: float, keep_scratch: bool = False) -> Probe:
     """SCF and electric-field ph.x at one spacing, as steps of their own (resumable, recorded) in run.root. On the
     run's own mesh and cell the workflow's finished SCF is that SCF: the field ph.x then reads a copy of its save
-    (the SCF is not run twice, and the workflow's ph.x later finds its scratch as the SCF left it)."""
+    (the SCF is not run twice, and the workflow's ph.x later finds its scratch as the SCF left it), unless an
+    earlier version of the workflow already gave this probe its own SCF in the run directory."""
     from tansaku.workflows.dielectric import phonon_spec, scf_spec  # the workflow imports this module
 
     ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
     mesh = kmesh(structure, spacing, ctx.settings.even_kmesh)
     name, scratch = probe_name(mesh), probe_scratch(run, mesh)
-    shared = _is_the_runs_scf(run, structure, spacing)
+    shared = _is_the_runs_scf(run, structure, spacing) and not (run.root / f"{name}-scf" / "state.json").exists()
     scf_name = "scf" if shared else f"{name}-scf"
     spec = scf_spec(run.ctx if shared else ctx, run.root, structure, scf_name, None if shared else scratch)
     scf = run.steps["scf"] if shared else run.step(scf_name, spec, ctx)
