@@ -13,6 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TANSAKU_SHARED", REPO.parent / "shared"))
 RESULTS = REPO / "benchmarks" / "results"
+PSEUDO_FAMILY = SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"  # the reference database's family
 
 
 def _commit() -> str:
@@ -132,3 +133,20 @@ def checkpointed(path: Path, key: dict, compute):
         result = compute()
         save_checkpoint(path, key, result)
     return result
+
+
+def shared_pseudos():
+    """The pseudopotential family every DFT benchmark runs with."""
+    from tansaku.dft.pseudos import load_family
+
+    return load_family(PSEUDO_FAMILY)
+
+
+def local_dft_context(db, settings, preset_name: str, mpi_procs: int, run_root: Path, **options):
+    """The RunContext of a DFT benchmark: QE on this machine with `mpi_procs` processes, the shared pseudopotentials,
+    a 2 s poll (runs of minutes to hours), `options` as RunContext takes them."""
+    from tansaku.workflows.dielectric import RunContext
+    from tansaku.workflows.executor import LocalExecutor, QECommands
+
+    return RunContext(db, settings, preset_name, shared_pseudos(), LocalExecutor(), QECommands(mpi_procs=mpi_procs),
+                      run_root, poll_seconds=2.0, **options)

@@ -31,9 +31,17 @@ from pymatgen.core import Composition, Structure
 from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, checkpointed, code_fingerprint, data_fingerprint, this_run, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    SHARED,
+    checkpointed,
+    code_fingerprint,
+    data_fingerprint,
+    local_dft_context,
+    this_run,
+    write_results,
+)
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.features import mlip  # noqa: E402
 from tansaku.features.sets import base_columns, raw_features, strain_columns  # noqa: E402
@@ -44,8 +52,7 @@ from tansaku.sources import generate, relax  # noqa: E402
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import Material, open_database  # noqa: E402
-from tansaku.workflows.dielectric import RunContext, run_dielectric  # noqa: E402
-from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
+from tansaku.workflows.dielectric import run_dielectric  # noqa: E402
 
 OXIDES = SHARED / "datasets" / "oxi_diel_db"
 PROTOTYPE = "mp-7914"  # NaScO2
@@ -138,9 +145,8 @@ def main() -> None:
         parent = session.query(Material).filter_by(source_id=PROTOTYPE).one()
         prototypes = [Prototype(PROTOTYPE, parent.structure(), parent.id)]
     store_candidates(db, stored, prototypes, subset="candidates")
-    ctx = RunContext(db, preset(args.preset, parse_overrides(args.overrides)), args.preset,
-                     load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
-                     QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0)
+    ctx = local_dft_context(db, preset(args.preset, parse_overrides(args.overrides)), args.preset, args.mpi_procs,
+                            args.work / "runs")
     rows = []
     for candidate, record in zip(stored, chosen, strict=True):
         formula = record["formula"]

@@ -27,14 +27,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import REPO, SHARED, run_number, runs_legend, this_run, write_results  # noqa: E402
+from _common import REPO, SHARED, local_dft_context, run_number, runs_legend, this_run, write_results  # noqa: E402
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.qe.parsers import read_dyn_gamma  # noqa: E402
 from tansaku.dft.settings import kmesh, preset, standard_frame  # noqa: E402
-from tansaku.workflows.dielectric import DYN_FILE, Run, RunContext, WorkflowResult, phonon_spec, scf_spec  # noqa: E402
-from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
+from tansaku.workflows.dielectric import DYN_FILE, Run, WorkflowResult, phonon_spec, scf_spec  # noqa: E402
 from tansaku.workflows.kmesh_convergence import probe  # noqa: E402
 
 # Rock salts, rutile, wurtzite, α-NaFeO2 type, perovskite, delafossite, corundum: PBEsol gaps 0.9-6 eV, the small
@@ -61,9 +59,7 @@ def main() -> None:
     args.suffix = "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
     settings = preset("standard", {"kspacing": 0.25, "even_kmesh": True,  # the meshes before issue 34
                                    **parse_overrides(args.overrides)})
-    ctx = RunContext(None, settings, "standard", load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"),
-                     LocalExecutor(), QECommands(mpi_procs=args.mpi_procs), Path(f"{args.work}{args.suffix}"),
-                     poll_seconds=2.0)
+    ctx = local_dft_context(None, settings, "standard", args.mpi_procs, Path(f"{args.work}{args.suffix}"))
     materials = []
     for mp_id in args.ids:
         reference = json.loads((SHARED / "datasets" / "oxi_diel_db" / "data" / f"{mp_id}.json").read_text())

@@ -30,8 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import SHARED, write_results  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
+from _common import SHARED, shared_pseudos, write_results  # noqa: E402
 from tansaku.dft.qe.inputs import ph_input, pw_input  # noqa: E402
 from tansaku.dft.qe.parsers import irreducible_k_points, read_ph_dielectric, symmetry_operations  # noqa: E402
 from tansaku.dft.settings import kmesh, preset, standard_frame  # noqa: E402
@@ -73,7 +72,7 @@ def main() -> None:
     cell, _ = standard_frame(Structure.from_dict(data["structure"]))
     overrides = {"kspacing": args.kspacing or (0.4 if args.program == "ph" else None)}
     settings = preset("standard", {k: v for k, v in overrides.items() if v})
-    pseudos = load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4")
+    pseudos = shared_pseudos()
     work = Path(tempfile.mkdtemp(prefix="dft-parallel-"))
     (work / "pw.in").write_text(pw_input(cell, "scf", settings, pseudos, "scf", work / "out", None))
     configs = CONFIGS

@@ -22,14 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import REPO, SHARED, write_results  # noqa: E402
+from _common import REPO, local_dft_context, write_results  # noqa: E402
 from dft_kpoints import _unrecorded  # noqa: E402
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import kmesh, preset  # noqa: E402
 from tansaku.store.materials import tensor_average  # noqa: E402
-from tansaku.workflows.dielectric import Run, RunContext, WorkflowResult  # noqa: E402
-from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
+from tansaku.workflows.dielectric import Run, WorkflowResult  # noqa: E402
 from tansaku.workflows.kmesh_convergence import probe, probe_spacings  # noqa: E402
 
 CHEAP = ["ecutwfc=48", "tr2_ph=1e-12"]
@@ -70,9 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = args.overrides or CHEAP
     settings = preset("standard", parse_overrides(overrides))
-    ctx = RunContext(None, settings, "standard", load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"),
-                     LocalExecutor(), QECommands(mpi_procs=args.mpi_procs),
-                     args.work / "_".join(re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in overrides), poll_seconds=2.0)
+    ctx = local_dft_context(None, settings, "standard", args.mpi_procs,
+                            args.work / "_".join(re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in overrides))
     materials = []
     for material in sorted(args.runs.iterdir(), key=lambda p: int(p.name.split("-")[0])):
         structure, reference = reference_probes(material)

@@ -32,14 +32,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, run_number, run_of, runs_legend, this_run, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    SHARED,
+    local_dft_context,
+    run_number,
+    run_of,
+    runs_legend,
+    shared_pseudos,
+    this_run,
+    write_results,
+)
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import Material, open_database  # noqa: E402
-from tansaku.workflows.dielectric import RunContext, material_dir, run_dielectric  # noqa: E402
-from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
+from tansaku.workflows.dielectric import material_dir, run_dielectric  # noqa: E402
 
 DATA_DIR = SHARED / "datasets" / "oxi_diel_db" / "data"
 DEFAULT_IDS = ["mp-1265", "mp-2605", "mp-2472", "mp-1960", "mp-1342", "mp-2542", "mp-2133", "mp-5020",
@@ -118,10 +126,8 @@ def main() -> None:
     if args.report_only:
         return rewrite_report(args)
     db = staged_database(args.work, "dft.db", args.ids)
-    ctx = RunContext(db, preset(args.preset, parse_overrides(args.overrides)), args.preset,
-                     load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
-                     QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0,
-                     retry_failed=args.retry_failed)
+    ctx = local_dft_context(db, preset(args.preset, parse_overrides(args.overrides)), args.preset, args.mpi_procs,
+                            args.work / "runs", retry_failed=args.retry_failed)
     reused = reused_rows(args.reuse, ctx.settings, args.ids) if args.reuse else []
     for row in reused:  # sized by today's cost model, not the one of the run that made the row
         row["cost_size"] = _size(ctx, json.loads((DATA_DIR / f"{row['mp_id']}.json").read_text()))
@@ -192,7 +198,7 @@ def rewrite_report(args) -> None:
         sys.exit(f"{args.reuse} holds the {earlier['preset']} preset with {earlier.get('overrides', [])}: "
                  "give the same --preset and --set")
     ctx = SimpleNamespace(settings=preset(args.preset, parse_overrides(args.overrides)),
-                          pseudos=load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"))
+                          pseudos=shared_pseudos())
     rows = [{**row, "cost_size": _size(ctx, json.loads((DATA_DIR / f"{row['mp_id']}.json").read_text()))}
             for row in earlier["materials"]]
     args.ids = [r["mp_id"] for r in rows if not r.get("reused_from")]
@@ -261,7 +267,7 @@ def report(rows: list[dict], args) -> None:
         comparison = compare(rows, json.loads(args.before.read_text()), args.mpi_procs, args.before_work)
         lines += ["", *comparison.pop("lines")]
     cost = cost_model_check(done, preset(args.preset, parse_overrides(args.overrides)),
-                            load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"))
+                            shared_pseudos())
     if cost:
         lines += ["", *cost.pop("lines")]
     lines += ["", *legend]

@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer  # noqa: E402
 
-from _common import SHARED, write_results  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
+from _common import SHARED, shared_pseudos, write_results  # noqa: E402
 from tansaku.dft.qe.inputs import pw_input  # noqa: E402
 from tansaku.dft.qe.parsers import symmetry_operations  # noqa: E402
 from tansaku.dft.settings import kmesh, preset, standard_frame  # noqa: E402
@@ -36,7 +35,7 @@ OXIDES = {"mp-1265": "MgO", "mp-2133": "ZnO", "mp-5175": "NaInO2", "mp-1143": "A
 def header(cell: Structure, directory: Path) -> tuple[int | None, int | None]:
     """(symmetry operations, irreducible k-points) as pw.x reports them."""
     settings = preset("standard", {"electron_maxstep": 1})
-    pseudos = load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4")
+    pseudos = shared_pseudos()
     directory.mkdir(parents=True)
     (directory / "scf.in").write_text(pw_input(cell, "scf", settings, pseudos, "x", directory / "out", None))
     try:

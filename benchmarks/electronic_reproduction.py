@@ -32,16 +32,14 @@ from pathlib import Path
 from pymatgen.core import Lattice, Structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, run_number, run_of, runs_legend, this_run, write_results  # noqa: E402
+from _common import REPO, SHARED, local_dft_context, run_number, run_of, runs_legend, this_run, write_results  # noqa: E402
 from dft_reproduction import staged_database, step_times  # noqa: E402
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.store import Material  # noqa: E402
 from tansaku.store.materials import ImportReport, add_structure_material  # noqa: E402
-from tansaku.workflows.dielectric import RunContext, material_dir  # noqa: E402
+from tansaku.workflows.dielectric import material_dir  # noqa: E402
 from tansaku.workflows.electronic import PBE_SCF, run_electronic  # noqa: E402
-from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
 
 HYBRIDS = ("hse06", "ddh")
 PROTOTYPE_SOURCE = "benchmark-prototype"
@@ -122,10 +120,8 @@ def main() -> None:
     db = staged(args.work, args.ids)
     data_dir = SHARED / "datasets" / "oxi_diel_db" / "data"
     overrides = {"hybrid": args.hybrid, "optics": args.optics, **parse_overrides(args.overrides)}
-    ctx = RunContext(db, preset(args.preset, overrides), args.preset,
-                     load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"), LocalExecutor(),
-                     QECommands(mpi_procs=args.mpi_procs), args.work / "runs", poll_seconds=2.0,
-                     retry_failed=args.retry_failed)
+    ctx = local_dft_context(db, preset(args.preset, overrides), args.preset, args.mpi_procs, args.work / "runs",
+                            retry_failed=args.retry_failed)
     previous = _previous_rows(args)
     rows = []
     for name in args.ids:

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, this_run, write_results  # noqa: E402
+from _common import REPO, shared_pseudos, this_run, write_results  # noqa: E402
 from dft_reproduction import staged_database  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.store import Material  # noqa: E402
 from tansaku.workflows.dielectric import RunContext, scf_spec  # noqa: E402
@@ -50,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     ids = [args.fit, ZNO]
     db = staged_database(args.work, "u.db", ids)
-    pseudos = load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4")
+    pseudos = shared_pseudos()
     rows = {}
     for mp_id in ids:
         with db.session() as session:

@@ -21,8 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import SHARED, write_results  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
+from _common import SHARED, shared_pseudos, write_results  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.sources.structures import FILE_SOURCE  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
@@ -49,7 +48,7 @@ def program_wall_seconds(log: str) -> float:
 def run_once(executor, label: str, structure: Structure) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"overhead-{label}-"))
     db = open_database(tmp / "wf.db")
-    ctx = RunContext(db, preset("test"), "test", load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"),
+    ctx = RunContext(db, preset("test"), "test", shared_pseudos(),
                      executor, QECommands(launcher="mpirun --allow-run-as-root --oversubscribe -np {n}",
                                           mpi_procs=2), tmp / "runs", poll_seconds=0.5)
     with db.session() as session:

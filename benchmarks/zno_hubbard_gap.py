@@ -19,8 +19,7 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SHARED, write_results  # noqa: E402
-from tansaku.dft.pseudos import load_family  # noqa: E402
+from _common import REPO, SHARED, shared_pseudos, write_results  # noqa: E402
 from tansaku.dft.settings import preset, standard_cell  # noqa: E402
 from tansaku.workflows.dielectric import RunContext, scf_spec  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
@@ -37,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     reference = json.loads((SHARED / "datasets" / "oxi_diel_db" / "data" / f"{MP_ID}.json").read_text())
     structure = standard_cell(Structure.from_dict(reference["structure"]))
-    pseudos = load_family(SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4")
+    pseudos = shared_pseudos()
     rows = []
     for u in args.u:
         settings = preset("standard", {"hubbard_u": f"Zn:{u:g}"})
