@@ -168,3 +168,15 @@ def test_run_dielectric_refuses_an_unknown_element_before_storing_it(tmp_path):
     with open_database(db).session() as session:
         assert session.scalar(select(func.count()).select_from(Material)) == 0
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_help_wraps_whole_paragraphs_and_keeps_examples_apart():
+    """Typer keeps a docstring's line breaks and rich wraps each line again: sentences came out cut in the
+    middle. On a wide terminal a paragraph must come out as one line, each example command on its own."""
+    wide = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300", "TERM": "dumb"})
+    assert wide.exit_code == 0, wide.output
+    text = " ".join(wide.output.split("│"))  # no box characters in the description, but be safe
+    assert "single 80/20 split, and K-fold splits that hold out whole chemical systems (grouped: no element" in text
+    simulate = runner.invoke(app, ["al", "simulate", "--help"], env={"COLUMNS": "300", "TERM": "dumb"}).output
+    examples = [line.strip() for line in simulate.splitlines() if line.strip().startswith("tansaku al simulate")]
+    assert len(examples) == 4 and all("--init" in line for line in examples)  # each example whole, on its own line

@@ -18,6 +18,7 @@ from tansaku.cli import (
     serve_cmd,
 )
 from tansaku.cli.common import State, err_console
+from tansaku.cli.help_text import reflow_helps
 
 app = typer.Typer(
     help="tansaku (探索): find materials with wanted properties by joining DFT, a database, "
@@ -50,6 +51,9 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     State.db = db
+
+
+reflow_helps(app)  # after every command is registered
 
 
 def main() -> None:

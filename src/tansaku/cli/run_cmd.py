@@ -108,16 +108,26 @@ def dielectric(
                                       "an earlier run new attempts (after fixing their cause, e.g. with --set); "
                                       "without it a failed step fails again at once with its recorded reason."),
 ) -> None:
-    """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum ESPRESSO.
+    """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum
+    ESPRESSO.
 
-    Steps: vc-relax in PBEsol (again if the cell changed a lot), SCF with empty bands (a metal stops here),
-    ph.x at Γ (ε∞, Born charges, force constants), then ε_ion with the acoustic sum rule. Each step lives in
-    RUN_DIR/<id>-<formula>/<step>/ with its input, output and state.json. Running the same command again
-    skips finished steps and restarts interrupted ones (ph.x from its last checkpoint, a relaxation from its
-    last geometry). Known failures (SCF or relaxation not converging, walltime, ph.x symmetry or convergence
-    trouble) are fixed by error handlers that record what they changed.
+    Steps: vc-relax in PBEsol (again if the cell changed a lot), SCF with
+    empty bands (a metal stops here), ph.x at Γ (ε∞, Born charges, force
+    constants), then ε_ion with the acoustic sum rule. A gap below
+    small_gap_ev (2 eV) first measures the k-mesh ε∞ needs: an SCF and a
+    field-only ph.x per mesh until ε∞ changes by less than 1 %; the mesh that
+    settled gives ε∞ and the Born charges, and only the displacements run
+    after it.
 
-    Example: tansaku run dielectric MgO.cif --preset test --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
+    Each step lives in RUN_DIR/<id>-<formula>/<step>/ with its input, output
+    and state.json. Running the same command again skips finished steps and
+    restarts interrupted ones (ph.x from its last checkpoint, a relaxation
+    from its last geometry). Known failures (SCF or relaxation not
+    converging, walltime, ph.x symmetry or convergence trouble) are fixed by
+    error handlers that record what they changed.
+
+    Example: tansaku run dielectric MgO.cif --preset test
+    --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
     """
     settings_overrides = parse_overrides(overrides)
     if hybrid is not None:
