@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -150,3 +151,9 @@ def local_dft_context(db, settings, preset_name: str, mpi_procs: int, run_root: 
 
     return RunContext(db, settings, preset_name, shared_pseudos(), LocalExecutor(), QECommands(mpi_procs=mpi_procs),
                       run_root, poll_seconds=2.0, **options)
+
+
+def no_options(doc: str | None) -> None:
+    """For a benchmark that takes no options: `--help` prints its docstring instead of starting the run, and an
+    unknown option is refused."""
+    argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()

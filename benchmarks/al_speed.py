@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, write_results  # noqa: E402
+from _common import SHARED, no_options, write_results  # noqa: E402
 from tansaku.active.acquisition import Goal, score  # noqa: E402
 from tansaku.active.diversity import descriptor_coordinates, select_batch, typical_spacing  # noqa: E402
 from tansaku.active.error_model import predicted_error  # noqa: E402
@@ -65,6 +65,7 @@ def naive_predict(model, X) -> float:
 
 
 def main() -> None:
+    no_options(__doc__)
     pool = pool_from_csv(SHARED / "datasets" / "matbench" / "mp_e_form.csv.gz")
     rng = np.random.default_rng(0)
     order = rng.permutation(len(pool.y))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer  # noqa: E402
 
-from _common import SHARED, shared_pseudos, write_results  # noqa: E402
+from _common import SHARED, no_options, shared_pseudos, write_results  # noqa: E402
 from tansaku.dft.qe.inputs import pw_input  # noqa: E402
 from tansaku.dft.qe.parsers import symmetry_operations  # noqa: E402
 from tansaku.dft.settings import kmesh, preset, standard_frame  # noqa: E402
@@ -48,6 +48,7 @@ def header(cell: Structure, directory: Path) -> tuple[int | None, int | None]:
 
 
 def main() -> None:
+    no_options(__doc__)
     work = Path(tempfile.mkdtemp(prefix="dft-symmetry-"))
     rows = []
     for mp_id, formula in OXIDES.items():

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, write_results  # noqa: E402
+from _common import SHARED, no_options, write_results  # noqa: E402
 from tansaku.sources.csv_table import import_csv, parse_composition  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
@@ -40,6 +40,7 @@ def parse_only(path: Path) -> int:
 
 
 def main() -> None:
+    no_options(__doc__)
     csv_path = SHARED / "datasets" / "matbench" / "mp_e_form.csv.gz"
     oxi_path = SHARED / "datasets" / "oxi_diel_db"
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import mean_absolute_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, write_results  # noqa: E402
+from _common import SHARED, no_options, write_results  # noqa: E402
 from tansaku.models import transform as transforms  # noqa: E402
 from tansaku.models.dataset import load_dataset  # noqa: E402
 from tansaku.models.evaluation import out_of_fold  # noqa: E402
@@ -37,6 +37,7 @@ LEARNERS = ("lgbm-lin", "rf")
 
 
 def main() -> None:
+    no_options(__doc__)
     work = Path(tempfile.mkdtemp(prefix="transform-bench-"))
     source = open_database(work / "oxides.db")
     import_oxi_diel_db(source, SHARED / "datasets" / "oxi_diel_db")

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import SHARED, shared_pseudos, write_results  # noqa: E402
+from _common import SHARED, no_options, shared_pseudos, write_results  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.sources.structures import FILE_SOURCE  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
@@ -75,6 +75,7 @@ def run_once(executor, label: str, structure: Structure) -> dict:
 
 
 def main() -> None:
+    no_options(__doc__)
     structure = Structure.from_dict(json.loads((SHARED / "datasets" / "oxi_diel_db" / "data" /
                                                 "mp-1265.json").read_text())["structure"])
     profile = SlurmProfile(walltime="00:30:00", launcher="mpirun --allow-run-as-root -np {n}")

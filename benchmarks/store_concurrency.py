@@ -21,7 +21,7 @@ from sqlalchemy import func, select  # noqa: E402
 from tests.conftest import fresh_postgres_url  # noqa: E402
 from tests.store_workers import write_materials  # noqa: E402
 
-from _common import write_results  # noqa: E402
+from _common import no_options, write_results  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
 from tansaku.store.tables import Property  # noqa: E402
 
@@ -45,6 +45,7 @@ def measure(url: str, processes: int) -> dict:
 
 
 def main() -> None:
+    no_options(__doc__)
     results: dict = {"per_process_materials": PER_PROCESS, "backends": {}}
     for processes in (1, 8):
         with tempfile.TemporaryDirectory() as tmp:
