@@ -46,8 +46,9 @@ def machine() -> dict:
 
 
 def this_run() -> dict:
-    """What a results row records of the run that made it (rows carried over from other runs keep theirs)."""
-    return {key: machine()[key] for key in ("commit", "command", "date")}
+    """What a results row records of the run that made it (rows carried over from other runs keep theirs): its
+    commit, command, when the run started and when the row was made."""
+    return {key: machine()[key] for key in ("commit", "command", "started", "date")}
 
 
 def run_of(row: dict, fallback: dict | None = None) -> dict:
@@ -56,22 +57,26 @@ def run_of(row: dict, fallback: dict | None = None) -> dict:
     return row.get("run") or {key: (fallback or {}).get(key) for key in ("commit", "command", "date")}
 
 
+def _marker(run: dict) -> tuple:
+    """One invocation, however many rows it made: its start (rows made before runs recorded it: their date)."""
+    return run.get("commit"), run.get("command"), run.get("started") or run.get("date"), run.get("note")
+
+
 def runs_legend(runs: list[dict]) -> tuple[list[tuple], list[str]]:
     """The distinct runs among the rows' `runs`, in order of appearance, and Markdown lines naming each: a
     table's "run" column holds the 1-based index of its row's run in the first list."""
     markers: list[tuple] = []
     for run in runs:
-        marker = (run.get("commit"), run.get("command"), run.get("date"), run.get("note"))
-        if marker not in markers:
-            markers.append(marker)
-    lines = ["Runs (each row's own: commit, date, command):", ""]
+        if _marker(run) not in markers:
+            markers.append(_marker(run))
+    lines = ["Runs (each row's own: commit, start or date, command):", ""]
     lines += [f"{i}. {commit}, {date}: `{command}`" + (f" ({note})" if note else "")
               for i, (commit, command, date, note) in enumerate(markers, 1)]
     return markers, lines
 
 
 def run_number(markers: list[tuple], run: dict) -> int:
-    return markers.index((run.get("commit"), run.get("command"), run.get("date"), run.get("note"))) + 1
+    return markers.index(_marker(run)) + 1
 
 
 def write_results(name: str, data: dict, markdown: str, compact: bool = False) -> None:
