@@ -26,14 +26,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, this_run, write_results  # noqa: E402
+from _common import REPO, local_dft_context, this_run, write_results  # noqa: E402
 from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
-from tansaku.dft.qe.inputs import merge, ph_input  # noqa: E402
 from tansaku.dft.qe.parsers import read_dyn_gamma  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
-from tansaku.workflows.dielectric import DYN_FILE  # noqa: E402
-from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
-from tansaku.workflows.steps import StepSpec, run_step  # noqa: E402
+from tansaku.workflows.dielectric import DYN_FILE, phonon_spec  # noqa: E402
+from tansaku.workflows.steps import run_step  # noqa: E402
 
 RUNS = REPO / "benchmarks" / "work" / "dft_reproduction" / "runs"
 SPLIT = "split-fixed"
@@ -48,16 +46,9 @@ def displacements_on_fixed_mesh(root: Path, mpi_procs: int):
         scratch.mkdir()
         shutil.copytree(root / "scratch" / "scf.save", scratch / "scf.save")
         shutil.copy2(root / "scratch" / "scf.xml", scratch / "scf.xml")
-    settings = preset("standard")
-
-    def write(structure, overrides: dict) -> str:
-        return ph_input(settings, "scf", scratch, DYN_FILE, merge({"inputph": {"epsil": False}}, overrides))
-
-    def parse(directory: Path, log: str) -> dict:
-        return {"dyn_file": DYN_FILE}
-
-    state = run_step(StepSpec(SPLIT, "ph", write, parse), root / SPLIT, LocalExecutor(),
-                     QECommands(mpi_procs=mpi_procs), max_attempts=2, poll_seconds=2.0)
+    ctx = local_dft_context(None, preset("standard"), "standard", mpi_procs, RUNS)
+    spec = phonon_spec(ctx, root, SPLIT, "scf", scratch, electric_field=False)
+    state = run_step(spec, root / SPLIT, ctx.executor, ctx.commands, max_attempts=2, poll_seconds=ctx.poll_seconds)
     shutil.rmtree(scratch, ignore_errors=True)
     return read_dyn_gamma(root / SPLIT / DYN_FILE), state.cpu_seconds
 

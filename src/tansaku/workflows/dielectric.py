@@ -31,7 +31,14 @@ from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.rows import get_or_create
 from tansaku.store.tables import Calculation, Material, utcnow
 from tansaku.workflows.executor import Executor, QECommands
-from tansaku.workflows.kmesh_convergence import converge_kmesh, refine_for_small_gap
+from tansaku.workflows.kmesh_convergence import (
+    Probe,
+    converge_kmesh,
+    mesh_label,
+    probe_name,
+    probe_scratch,
+    refine_for_small_gap,
+)
 from tansaku.workflows.state import StepState
 from tansaku.workflows.steps import OUTPUT, StepCancelled, StepSpec, run_step
 
@@ -106,25 +113,32 @@ class Run:
     steps: dict[str, StepState] = field(default_factory=dict)
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
     k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
-    # after a small gap's k-mesh probes: the probe that settled ("kmesh-8x8x6"), whose field-only ph.x gives ε∞
-    # and Z*, its SCF ("kmesh-8x8x6-scf", or "scf" on the fixed mesh), which gives the gap, and the SCF step and
-    # spacing the displacements then run on
-    field_probe: str = ""
-    probe_scf: str = ""
-    displacements_on: tuple[str, float] | None = None
+    # after a small gap's k-mesh probes, the probe that settled: its SCF gives the gap, its field-only ph.x ε∞ and
+    # Z*; only the displacements run after it
+    settled: Probe | None = None
 
     @property
     def scf_step(self) -> str:
         """The SCF whose gap, k-points and symmetry the results report."""
-        return self.probe_scf or "scf"
+        return self.settled.scf_step if self.settled else "scf"
+
+    @property
+    def displacements_on(self) -> tuple[str, float, Path] | None:
+        """After the probes: the SCF step the displacements read, its k-spacing and scratch (the fixed mesh's
+        with small_gap_split or when that mesh settled, else the settled probe's)."""
+        if self.settled is None:
+            return None
+        s = self.ctx.settings
+        if s.small_gap_split or self.settled.mesh == kmesh(self.structure, s.kspacing, s.even_kmesh):
+            return "scf", s.kspacing, self.root / "scratch"
+        return self.settled.scf_step, self.settled.spacing, probe_scratch(self, self.settled.mesh)
 
     @property
     def phonon_step(self) -> str:
         """The ph.x whose dynamical matrix gives the force constants (and, without probes, ε∞ and Z*)."""
-        if not self.displacements_on:
+        if not (on := self.displacements_on):
             return "phonon"
-        mesh = kmesh(self.structure, self.displacements_on[1], self.ctx.settings.even_kmesh)
-        return f"{DISPLACEMENTS}-{'x'.join(map(str, mesh))}"
+        return f"{DISPLACEMENTS}-{mesh_label(kmesh(self.structure, on[1], self.ctx.settings.even_kmesh))}"
 
     def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None, workflow: str = WORKFLOW
              ) -> StepState:
@@ -253,7 +267,11 @@ def relax(run: Run) -> bool:
 
 def scf_gap(run: Run) -> bool:
     """SCF with empty bands: the band gap; a metal stops here."""
-    scf = run.step(run.scf_step, scf_spec(run.ctx, run.root, run.structure, run.scf_step))
+    return take_gap(run, run.step(run.scf_step, scf_spec(run.ctx, run.root, run.structure, run.scf_step)))
+
+
+def take_gap(run: Run, scf: StepState) -> bool:
+    """The result's gap and moment from a finished SCF; False (the material stops, a metal) below metal_gap_ev."""
     run.result.band_gap = scf.outputs["gap"]
     run.result.magnetization = scf.outputs.get("magnetization")
     if run.result.band_gap < run.ctx.settings.metal_gap_ev:
@@ -266,9 +284,8 @@ def phonon(run: Run) -> bool:
     """ph.x at Γ: ε∞, Born charges and force constants; after a small gap's k-mesh probes, the force constants
     alone (the probe that settled gave ε∞ and Z*: the field needs no second run)."""
     if run.displacements_on:
-        scf, spacing = run.displacements_on
+        scf, spacing, scratch = run.displacements_on
         ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
-        scratch = run.root / ("scratch" if scf == "scf" else f"{run.field_probe}-scratch")
         run.needs_save(run.phonon_step, scf, scf_spec(ctx, run.root, run.structure, scf, scratch), scratch, ctx)
         run.step(run.phonon_step, phonon_spec(ctx, run.root, run.phonon_step, scf, scratch, electric_field=False),
                  ctx)
@@ -281,11 +298,12 @@ def phonon(run: Run) -> bool:
 def dielectric_analysis(run: Run) -> bool:
     """ε_ion with the acoustic sum rule, then every property into the database."""
     run.report("analysis")
-    run.result.kspacing = run.result.kspacing or run.ctx.settings.kspacing  # a split refinement set the probe's
+    settled = run.settled
+    run.result.kspacing = settled.spacing if settled else run.ctx.settings.kspacing  # the mesh of ε∞ and the gap
     run.result.scf_step = run.scf_step
-    field_run = run.steps[f"{run.field_probe}-eps"].outputs if run.field_probe else None
+    field_run = run.steps[f"{probe_name(settled.mesh)}-eps"].outputs if settled else None
     _analyse(run.ctx, run.material_id, run.root / run.phonon_step, run.steps[run.scf_step], run.result,
-             run.rotation, run.k_probes, field_run, run.displacements_on and run.displacements_on[1])
+             run.rotation, run.k_probes, field_run, run.displacements_on[1] if settled else None)
     return True
 
 
@@ -410,11 +428,10 @@ def phonon_spec(ctx: RunContext, root: Path, name: str = "phonon", prefix: str =
             raise TansakuError(f"{directory / DYN_FILE}: no dielectric tensor or Born charges")
         return {"dyn_file": DYN_FILE}
 
-    only = ({} if phonons and electric_field else {"inputph": {"trans": False}} if electric_field
-            else {"inputph": {"epsil": False}})
+    perturbations = {"inputph": {"epsil": electric_field, "trans": phonons}}
 
     def write(structure: Structure | None, overrides: dict) -> str:
-        return ph_input(ctx.settings, prefix, scratch, DYN_FILE, merge(only, overrides))
+        return ph_input(ctx.settings, prefix, scratch, DYN_FILE, merge(perturbations, overrides))
 
     return StepSpec(name, "ph", write, parse)
 
@@ -447,7 +464,7 @@ def _analyse(ctx, material_id, phonon_dir: Path, scf: StepState, result: Workflo
         "frame": "the input structure's Cartesian axes", "rotation_to_computed_frame": rotation.tolist(),
         "frequencies_thz": ionic.frequencies_thz.tolist(), "acoustic_modes": ionic.acoustic.tolist(),
         "imaginary_modes": ionic.imaginary_modes, "asr": "simple",
-        "kspacing": result.kspacing or ctx.settings.kspacing, "k_points": scf.outputs.get("k_points"),
+        "kspacing": result.kspacing, "k_points": scf.outputs.get("k_points"),
         "symmetry_operations": scf.outputs.get("symmetry_operations"),
     }
     if k_probes:

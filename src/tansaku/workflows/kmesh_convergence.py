@@ -131,11 +131,16 @@ def settle(run, structure: Structure, spacings: list[float], tolerance: float,
     last = probes[-1]
     finish(None)
     raise TansakuError(f"k-mesh not converged to {tolerance:.1%} in ε∞ down to {last.spacing} Å⁻¹ "
-                       f"({'x'.join(map(str, last.mesh))}); set kspacing by hand")
+                       f"({mesh_label(last.mesh)}); set kspacing by hand")
+
+
+def mesh_label(mesh: tuple[int, int, int]) -> str:
+    """'8x8x6': how step names and reports write a mesh."""
+    return "x".join(map(str, mesh))
 
 
 def probe_name(mesh: tuple[int, int, int]) -> str:
-    return "kmesh-" + "x".join(map(str, mesh))
+    return f"kmesh-{mesh_label(mesh)}"
 
 
 def probe_scratch(run, mesh: tuple[int, int, int]):
@@ -153,7 +158,7 @@ def converge_kmesh(run) -> bool:
     chosen, probes = settle(run, structure, probe_spacings(structure, s.k_coarsest, s.even_kmesh), s.k_converge)
     run.k_probes = [p.as_dict() for p in probes]
     run.ctx = replace(run.ctx, settings=replace(s, kspacing=chosen.spacing))
-    run.report(f"k-mesh {'x'.join(map(str, chosen.mesh))} (spacing {chosen.spacing} Å⁻¹)")
+    run.report(f"k-mesh {mesh_label(chosen.mesh)} (spacing {chosen.spacing} Å⁻¹)")
     return True
 
 
@@ -170,19 +175,10 @@ def refine_for_small_gap(run) -> bool:
     chosen, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
                             s.small_gap_k_converge, keep_chosen=True)
     run.k_probes = [p.as_dict() for p in probes]
-    run.field_probe, run.probe_scf = probe_name(chosen.mesh), chosen.scf_step
-    run.result.kspacing = chosen.spacing
-    run.result.band_gap = chosen.band_gap
-    run.result.magnetization = run.steps[chosen.scf_step].outputs.get("magnetization")
-    if chosen.band_gap < s.metal_gap_ev:
-        from tansaku.workflows.dielectric import _mark_metal  # the workflow imports this module
+    run.settled = chosen
+    from tansaku.workflows.dielectric import take_gap  # the workflow imports this module
 
-        _mark_metal(run.result, chosen.band_gap, "SCF", run.input_structure, s.spin)
+    if not take_gap(run, run.steps[chosen.scf_step]):
         return False
-    fixed = kmesh(run.structure, s.kspacing, s.even_kmesh)
-    if s.small_gap_split or chosen.mesh == fixed:
-        run.displacements_on = ("scf", s.kspacing)
-    else:
-        run.displacements_on = (chosen.scf_step, chosen.spacing)
-    run.report(f"k-mesh {'x'.join(map(str, chosen.mesh))} (spacing {chosen.spacing} Å⁻¹)")
+    run.report(f"k-mesh {mesh_label(chosen.mesh)} (spacing {chosen.spacing} Å⁻¹)")
     return True
