@@ -432,7 +432,7 @@ def cost_model_check(done: list[dict], settings, pseudos) -> dict:
     estimates = {}
     for r in rows:
         others = [o["mp_id"] for o in rows if o is not r]
-        weights = StepWeights.learn([ratios[o][0] for o in others], [ratios[o][1] for o in others])
+        weights = StepWeights.learn([ratios[o] for o in others])
 
         def size(mp_id: str, w: StepWeights = weights) -> float:
             return cost_size(structures[mp_id], settings, pseudos, references[mp_id]["band_gap"], weights=w)

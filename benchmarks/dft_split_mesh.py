@@ -31,6 +31,7 @@ from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
 from tansaku.dft.qe.parsers import read_dyn_gamma  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.workflows.dielectric import DYN_FILE, phonon_spec  # noqa: E402
+from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP  # noqa: E402
 from tansaku.workflows.steps import run_step  # noqa: E402
 
 RUNS = REPO / "benchmarks" / "work" / "dft_reproduction" / "runs"
@@ -60,8 +61,8 @@ def settled_run(root: Path, fixed_mesh: str) -> tuple[str, object, float, float 
         state = root / step / "state.json"
         return json.loads(state.read_text())["cpu_seconds"] if state.exists() else None
 
-    for directory in sorted(root.glob("phonon-displacements-*")):
-        mesh = directory.name.removeprefix("phonon-displacements-")
+    for directory in sorted(root.glob(f"{DISPLACEMENTS_STEP}*")):
+        mesh = directory.name.removeprefix(DISPLACEMENTS_STEP)
         if mesh != fixed_mesh:  # on the fixed mesh it is the split itself
             field = json.loads((root / f"kmesh-{mesh}-eps" / "state.json").read_text())["outputs"]
             dyn = replace(read_dyn_gamma(directory / DYN_FILE), born_charges=np.asarray(field["born_charges"]))
@@ -82,7 +83,7 @@ def _mesh(step_dir: Path) -> list[int]:
 def one_material(root: Path, mpi_procs: int) -> dict:
     fixed_mesh = "x".join(map(str, _mesh(root / "scf")))
     mesh, full, full_cpu, field_cpu = settled_run(root, fixed_mesh)
-    workflow_split = root / f"phonon-displacements-{fixed_mesh}"
+    workflow_split = root / f"{DISPLACEMENTS_STEP}{fixed_mesh}"
     if (workflow_split / DYN_FILE).exists():
         fixed = read_dyn_gamma(workflow_split / DYN_FILE)
         split_cpu = json.loads((workflow_split / "state.json").read_text())["cpu_seconds"]

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from tansaku import TansakuError
 from tansaku.active.campaign import campaign_status, run_campaign
 from tansaku.active.campaign_config import EXAMPLE, config_from_dict, load_config
-from tansaku.active.cost import CostEstimator, CostModel, cost_size, irreducible_k_points
+from tansaku.active.cost import EXPONENT_MIN_RUNS, CostEstimator, CostModel, cost_size, irreducible_k_points
 from tansaku.active.oracles import DatasetOracle, DFTOracle
 from tansaku.download import sha256_of
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
@@ -246,12 +247,13 @@ def test_cost_model_calibration():
     assert CostModel.calibrate([], []).n_runs == 0
     two = CostModel.calibrate([1e9, 2e9], [0.1, 0.3])
     assert two.exponent == 1.0 and two.scale == pytest.approx(1.5**0.5 * 1e-10)  # median in log space of 1e-10, 1.5e-10
-    sizes = [1e8 * 2.7**i for i in range(8)]
+    enough = EXPONENT_MIN_RUNS
+    sizes = [1e8 * 1.5**i for i in range(enough)]
     fit = CostModel.calibrate(sizes, [3e-12 * s**1.2 for s in sizes])
     assert fit.exponent == pytest.approx(1.2) and fit.hours(1e12) == pytest.approx(3e-12 * 1e12**1.2)
-    # seven runs, or eight within a factor of ten, cannot tell the exponent from noise: it stays 1
-    assert CostModel.calibrate(sizes[:7], [3e-12 * s**1.2 for s in sizes[:7]]).exponent == 1.0
-    narrow = [1e9 * 1.3**i for i in range(8)]
+    # one run fewer, or as many within a factor of ten, cannot tell the exponent from noise: it stays 1
+    assert CostModel.calibrate(sizes[:-1], [3e-12 * s**1.2 for s in sizes[:-1]]).exponent == 1.0
+    narrow = [1e9 * 1.1**i for i in range(enough)]
     assert CostModel.calibrate(narrow, [3e-12 * s**1.2 for s in narrow]).exponent == 1.0
 
 
@@ -268,52 +270,92 @@ def test_cost_size_counts_the_irreducible_k_points_pw_computes():
 
 
 def test_cost_size_charges_each_step_by_its_perturbations_and_bands():
-    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS
+    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, FIELD_IN_TRIPLES, ORTHO_PER_FFT, RELAX_IN_SCFS
+    from tansaku.dft.memory import BOHR, fft_grid
     from tansaku.dft.pseudos import load_family
-    from tansaku.dft.qe.inputs import ecutwfc_for
     from tansaku.dft.settings import kmesh, preset
 
     settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
     mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     cell = mgo.get_primitive_structure()
     points = irreducible_k_points(cell, kmesh(cell, settings.kspacing, True))
-    unit = points * cell.volume * ecutwfc_for(cell, settings, pseudos) ** 1.5
+    # standard preset: 80 Ry wave functions, a 320 Ry density grid of 36³ points (what pw.x prints for MgO)
+    assert fft_grid(cell, 320.0) == (36, 36, 36)
+    plane_waves = cell.volume / BOHR**3 * 80.0**1.5 / (6 * np.pi**2)
+
+    def work(bands: float) -> float:
+        return bands * 36**3 + ORTHO_PER_FFT * plane_waves * bands**2
+
     # 16 valence electrons (Mg with its 2s2p semicore, O): 8 occupied bands, 8 + extra_bands in the SCF;
-    # ph.x moves 2 atoms and the electric field: three triples of perturbations on the occupied bands
-    bands = 8 + settings.extra_bands
-    expected = unit * bands**2 * (RELAX_IN_SCFS + 1) + unit * 8**2 * DFPT_TRIPLE_IN_SCFS * 3
+    # ph.x moves 2 atoms (two triples) and the electric field (FIELD_IN_TRIPLES) on the occupied bands
+    expected = points * (work(8 + settings.extra_bands) * (RELAX_IN_SCFS + 1)
+                         + work(8) * DFPT_TRIPLE_IN_SCFS * (2 + FIELD_IN_TRIPLES))
     assert cost_size(mgo, settings, pseudos) == pytest.approx(expected, rel=1e-9)
 
 
+def test_step_ratios_read_back_the_weights_a_run_was_made_with():
+    """A whole ph.x, and a small gap's probes and displacements on their own meshes, each give the weights back."""
+    from tansaku.active.cost import ComputedCell, StepWeights, step_ratios
+    from tansaku.dft.pseudos import load_family
+    from tansaku.dft.settings import kmesh, preset
+    from tansaku.workflows.kmesh_convergence import displacements_name, probe_name
+
+    settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
+    bao = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.54), ["Ba", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cell = ComputedCell.of(bao, settings, pseudos)
+    fixed, denser = kmesh(cell.structure, settings.kspacing), (8, 8, 8)
+    assert fixed == (6, 6, 6)
+    unit = 1e-9  # CPU seconds per unit of work
+
+    def scf(mesh):
+        return unit * cell.points(mesh) * cell.scf_work
+
+    def dfpt(mesh, triples):
+        return unit * cell.points(mesh) * cell.dfpt_work * 9.0 * triples
+
+    whole = {"relax": 4.0 * scf(fixed), "scf": scf(fixed), "phonon": dfpt(fixed, 2 + 1.5)}
+    assert step_ratios(whole, bao, settings, pseudos) == pytest.approx((4.0, 9.0, np.nan), nan_ok=True)
+    small = {"relax": 6.0 * scf(fixed), "scf": scf(fixed), f"{probe_name(fixed)}-eps": dfpt(fixed, 1.8),
+             f"{probe_name(denser)}-scf": scf(denser), f"{probe_name(denser)}-eps": dfpt(denser, 1.8),
+             displacements_name(denser): dfpt(denser, 2)}
+    ratios = step_ratios(small, bao, settings, pseudos)
+    assert ratios == pytest.approx((6.0, 9.0, 1.8))
+    learned = StepWeights.learn([ratios, ratios, step_ratios(whole, bao, settings, pseudos)])
+    assert (learned.relax, learned.dfpt_triple, learned.field_runs) == (6.0, pytest.approx(9.0), 0)
+    assert step_ratios({"relax": 1.0}, bao, settings, pseudos) == pytest.approx((np.nan,) * 3, nan_ok=True)
+
+
 def test_step_weights_are_learned_from_enough_finished_runs():
-    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS, StepWeights
+    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS, StepRatios, StepWeights
 
     prior = StepWeights()
     assert (prior.relax, prior.dfpt_triple, prior.relax_runs) == (RELAX_IN_SCFS, DFPT_TRIPLE_IN_SCFS, 0)
-    learned = StepWeights.learn([2.0, 3.0, float("nan"), 10.0], [7.0, 9.0])  # a run without a relaxation time
+    runs = [StepRatios(2.0, 7.0), StepRatios(3.0, 9.0), StepRatios(dfpt_triple=8.0), StepRatios(10.0)]
+    learned = StepWeights.learn(runs)  # a run without a relaxation time, one without ph.x
     assert (learned.relax, learned.relax_runs) == (3.0, 3)
-    assert (learned.dfpt_triple, learned.dfpt_runs) == (DFPT_TRIPLE_IN_SCFS, 0)  # two runs: the prior stays
-    assert StepWeights.learn([], [7.0, 9.0], min_runs=2).dfpt_triple == 8.0
+    assert (learned.dfpt_triple, learned.dfpt_runs) == (8.0, 3)
+    assert StepWeights.learn(runs[:2]).dfpt_triple == DFPT_TRIPLE_IN_SCFS  # two runs: the prior stays
+    assert StepWeights.learn(runs[:2], min_runs=2).dfpt_triple == 8.0
 
 
 def test_cost_size_scales_each_step_by_its_weight():
-    from tansaku.active.cost import StepWeights
+    from tansaku.active.cost import RELAX_IN_SCFS, StepWeights
     from tansaku.dft.pseudos import load_family
     from tansaku.dft.settings import preset
 
     settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
     mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     gap = cost_size(mgo, settings, pseudos, gap_only=True)  # relaxation and SCF: scf × (relax + 1)
-    assert cost_size(mgo, settings, pseudos, gap_only=True, weights=StepWeights(relax=11.4)) == pytest.approx(2 * gap)
+    twice = StepWeights(relax=2 * RELAX_IN_SCFS + 1)
+    assert cost_size(mgo, settings, pseudos, gap_only=True, weights=twice) == pytest.approx(2 * gap)
     phonons = cost_size(mgo, settings, pseudos) - gap
     doubled = cost_size(mgo, settings, pseudos, weights=StepWeights(dfpt_triple=2 * StepWeights().dfpt_triple))
     assert doubled == pytest.approx(gap + 2 * phonons)
 
 
 def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
-    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, RELAX_IN_SCFS
+    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, FIELD_IN_TRIPLES, RELAX_IN_SCFS, ComputedCell
     from tansaku.dft.pseudos import load_family
-    from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
     from tansaku.dft.settings import kmesh, preset
     from tansaku.workflows.kmesh_convergence import probe_spacings
 
@@ -323,33 +365,34 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     assert cost_size(bao, settings, pseudos, gap=settings.small_gap_ev + 0.1) == wide  # the rule does not run
     small = cost_size(bao, settings, pseudos, gap=1.8)
     split = cost_size(bao, preset("standard", {"small_gap_split": True}), pseudos, gap=1.8)
-    cell = bao.get_primitive_structure()
-    occupied = number_of_electrons(cell, pseudos) / 2
-    unit = cell.volume * ecutwfc_for(cell, settings, pseudos) ** 1.5
+    cell = ComputedCell.of(bao, settings, pseudos)
 
     def steps(coarsest: float) -> tuple[list[float], list[float], list[float]]:
-        points = [irreducible_k_points(cell, kmesh(cell, s, True)) for s in probe_spacings(cell, coarsest)[:3]]
-        scf = [p * unit * (occupied + settings.extra_bands) ** 2 for p in points]
-        field = [p * unit * occupied**2 * DFPT_TRIPLE_IN_SCFS for p in points]
-        return scf, field, [s + f for s, f in zip(scf, field, strict=True)]
+        """Per probe mesh: its SCF, a displacement triple, and the probe (SCF and field-only ph.x)."""
+        points = [cell.points(kmesh(cell.structure, s, True)) for s in probe_spacings(cell.structure, coarsest)[:3]]
+        scf = [p * cell.scf_work for p in points]
+        triple = [p * cell.dfpt_work * DFPT_TRIPLE_IN_SCFS for p in points]
+        return scf, triple, [s + FIELD_IN_TRIPLES * t for s, t in zip(scf, triple, strict=True)]
 
-    scf, field, probes = steps(settings.kspacing)
+    scf, triple, probes = steps(settings.kspacing)
     # the mean of settling on the first mesh (two probes, then the 2 displacement triples there: the fixed mesh)
     # and on the second (three probes, the displacements there): the probe gave ε∞ and Z*. `wide` is the fixed
     # mesh's relaxation, SCF and whole ph.x; a small gap runs the probes and displacements instead of that ph.x
+    whole_phonon = (2 + FIELD_IN_TRIPLES) * triple[0]
     probes[0] -= scf[0]  # the first probe's SCF is the workflow's own
-    first, second = sum(probes[:2]) + 2 * field[0], sum(probes) + 2 * field[1]
-    assert small - wide == pytest.approx((first + second) / 2 - 3 * field[0], rel=1e-9)
+    first, second = sum(probes[:2]) + 2 * triple[0], sum(probes) + 2 * triple[1]
+    assert small - wide == pytest.approx((first + second) / 2 - whole_phonon, rel=1e-9)
     assert small > 2 * wide
     # small_gap_split: the displacements on the fixed mesh whichever mesh settled
-    second = sum(probes) + 2 * field[0]
-    assert split - wide == pytest.approx((first + second) / 2 - 3 * field[0], rel=1e-9)
+    second = sum(probes) + 2 * triple[0]
+    assert split - wide == pytest.approx((first + second) / 2 - whole_phonon, rel=1e-9)
     turned_off = preset("standard", {"small_gap_ev": 0})
     assert cost_size(bao, turned_off, pseudos, gap=1.8) == cost_size(bao, turned_off, pseudos)
     # the convergence mode probes every material first, from k_coarsest, then runs everything on the mesh chosen
     measured = preset("standard", {"k_converge": 0.01})
-    scf, field, probes = steps(measured.k_coarsest)
-    courses = [sum(probes[: i + 2]) + scf[i] * (RELAX_IN_SCFS + 1) + 3 * field[i] for i in (0, 1)]
+    scf, triple, probes = steps(measured.k_coarsest)
+    courses = [sum(probes[: i + 2]) + scf[i] * (RELAX_IN_SCFS + 1) + (2 + FIELD_IN_TRIPLES) * triple[i]
+               for i in (0, 1)]
     assert cost_size(bao, measured, pseudos) == pytest.approx(sum(courses) / 2, rel=1e-9)
     assert cost_size(bao, measured, pseudos, gap=1.8) == cost_size(bao, measured, pseudos)
     assert cost_size(bao, measured, pseudos, gap_only=True) == cost_size(bao, settings, pseudos, gap_only=True)

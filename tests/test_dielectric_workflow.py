@@ -16,7 +16,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
 
-from tansaku.active.cost import cpu_hours_by_material
+from tansaku.active.cost import FIELD_IN_TRIPLES, ComputedCell, cpu_hours_by_material
 from tansaku.dft.ionic import isotropic_born_charge
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.parsers import last_geometry
@@ -492,10 +492,11 @@ def test_a_gap_run_is_estimated_from_gap_runs_and_a_whole_run_from_whole_runs(tm
     whole = CostEstimator(ctx.db, ctx)
     assert whole.model.n_runs == 1 and whole.weights.relax_runs == 0  # one run: the step weights stay the prior
     learned = CostEstimator(ctx.db, ctx, weights_min_runs=1).weights
-    # 16 valence electrons: 8 occupied bands, 8 + extra_bands computed; ph.x moves 2 atoms and the field
+    # ph.x moves 2 atoms and the field; its work per k-point is on the 8 occupied bands, the SCF's on all
+    cell = ComputedCell.of(mgo, ctx.settings, ctx.pseudos)
     assert learned.relax == pytest.approx(cpu_hours("relax") / cpu_hours("scf"))
     assert learned.dfpt_triple == pytest.approx(
-        cpu_hours("phonon") / cpu_hours("scf") / 3 * ((8 + ctx.settings.extra_bands) / 8) ** 2)
+        cpu_hours("phonon") / cpu_hours("scf") * cell.scf_work / cell.dfpt_work / (2 + FIELD_IN_TRIPLES))
     assert whole.estimate([material_id])[0] == pytest.approx(cpu_hours("relax", "scf", "phonon"), rel=1e-9)
     assert CostEstimator(ctx.db, ctx, gap_only=True).estimate([material_id])[0] == pytest.approx(
         cpu_hours("relax", "scf"), rel=1e-9)

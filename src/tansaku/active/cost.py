@@ -1,97 +1,151 @@
 """What a dielectric workflow will cost, before it runs: a size from the cell and k-mesh, calibrated on finished runs.
 
-The size counts the workflow's steps in one unit, k-points × plane waves × bands² of the cell pw.x computes
-(plane-wave DFT scales with k-points × plane waves × bands²; plane waves ∝ volume × ecutwfc^1.5, bands ∝
-electrons). The k-points are the irreducible ones of the Γ-centred mesh (spglib, time reversal included), so a
-symmetric cell is charged for the points pw.x really computes. Per step (`StepWeights`):
+The size counts the workflow's steps in one unit, the work pw.x does per SCF iteration summed over the irreducible
+k-points of the Γ-centred mesh (spglib, time reversal included; a symmetric cell is charged for the points pw.x
+really computes). Per k-point that work is bands × FFT points (applying the Hamiltonian, an FFT pair per band)
+plus ORTHO_PER_FFT × plane waves × bands² (orthogonalisation and the subspace problem); the FFT grid is pw.x's
+own (`fft_grid`), so a long, thin cell whose grid is mostly outside the cut-off sphere is charged for it. On the
+DFT benchmark's nine oxides (dft_reproduction.md, QE CPU time) the SCF's CPU time per unit spreads 1.5-fold
+with ORTHO_PER_FFT = 2 and the whole ph.x's 1.24-fold; plane waves × bands² alone, the unit this model used
+before, spread them 2.2- and 1.5-fold (BaTiO3's SCF half MgO's per unit, the rhombohedral NaScO2 and AlCuO2
+on 64³ grids for 40 Å³ cells).
+Per step (`StepWeights`):
 - the SCF is one unit and the relaxation `relax` of them;
-- ph.x works on the occupied bands only, so its unit has occupied bands², and it costs `dfpt_triple` per three
-  perturbations: one per atom (its displacements) and one for the electric field.
-Both are the medians over finished runs (`step_ratios`) once there are WEIGHTS_MIN_RUNS of them; before that,
-those of the DFT benchmark's seven oxides (dft_reproduction.md, QE CPU time): relaxation 5.2 SCFs (2.5-8.2),
-ph.x 14 (10.8-14.8). Left out, NaScO2 (4 atoms, 24 bands) is estimated 11 % low; sized as atoms × bands² of all
-bands it was 34 % low (76 % with a fitted b).
+- ph.x works on the occupied bands only, so its unit has the occupied bands in place of all; it costs
+  `dfpt_triple` per three atomic displacements and `field` of those for the electric field's three
+  perturbations (a field-only ph.x of a k-mesh probe, and the field part of the whole ph.x).
+All three are medians over finished runs (`step_ratios`) once there are WEIGHTS_MIN_RUNS of them; before that,
+the benchmark's (see the constants).
 A material whose gap is known to be below `small_gap_ev` (any stored band gap: imported, computed or predicted) is
 charged for the mesh probes too: an SCF (but on the fixed mesh, whose SCF the workflow has) and a field-only ph.x
 from kspacing down, then the atomic displacements on the mesh that settled (with small_gap_split on the fixed
 mesh). Which one settles is known only after the probes; the size is the mean of the two courses seen: BaO settled
-on the first mesh (two probes), SnO2 on the second (three). With `k_converge` every material probes first, from
+on the first mesh (two probes), BaTiO3 on the second (three). With `k_converge` every material probes first, from
 k_coarsest, and runs everything on the mesh chosen.
 CPU hours = c × size^b. b = 1, the scaling the size is built on, unless the finished runs can tell otherwise: at
-least eight, with sizes a factor of ten apart or more; then b comes from a least-squares fit in log space (kept in
-[0.5, 2]). On the benchmark's seven oxides (sizes 0.9-22 × 10⁹) a fitted b of 0.7 put NaScO2 60 % low, b = 1
-15 % (with the prior weights). c is the median ratio of CPU hours to size^b. Before any run finishes, c is a
-prior measured on this project's CI-like machine (rock-salt SrS and BaS, 'test' preset).
+least twenty, with sizes a factor of ten apart or more; then b comes from a least-squares fit in log space (kept in
+[0.5, 2]). Fitted on eight of the benchmark's nine oxides, b came out 1.03-1.13 and put the ninth further off than
+b = 1 did (NaScO2 +45 % against +3 %, 6 against 7 of 9 within 30 %). c is the median ratio of CPU hours to
+size^b. Before any run finishes, c is a prior measured by benchmarks/cost_prior.py (rock-salt SrS and BaS,
+'test' preset, 2 MPI processes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from pymatgen.core import Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
+from tansaku.dft.memory import BOHR, fft_grid
 from tansaku.dft.pseudos import PseudoFamily
 from tansaku.dft.qe.inputs import ecutwfc_for, number_of_electrons
 from tansaku.dft.settings import DielectricSettings, irreducible_points, kmesh, standard_cell
 from tansaku.store.database import Database
 from tansaku.store.tables import Calculation, Material, Property
-from tansaku.workflows.kmesh_convergence import probe_spacings
+from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_label, probe_spacings
 
-PRIOR_HOURS_PER_SIZE = 2.9e-11  # SrS and BaS, test preset, 2 MPI processes, CI machine
-RELAX_IN_SCFS = 5.2
-DFPT_TRIPLE_IN_SCFS = 14.0
-EXPONENT_MIN_RUNS, EXPONENT_MIN_SPAN = 8, 10.0
+PRIOR_HOURS_PER_SIZE = 3.9e-11  # benchmarks/cost_prior.py: SrS and BaS, test preset, 2 MPI processes
+ORTHO_PER_FFT = 2.0  # plane waves × bands² against bands × FFT points: the benchmark's SCF and ph.x spread least
+RELAX_IN_SCFS = 5.6  # the DFT benchmark's medians (dft_reproduction.md, QE CPU time)
+DFPT_TRIPLE_IN_SCFS = 8.6
+FIELD_IN_TRIPLES = 1.5
+EXPONENT_MIN_RUNS, EXPONENT_MIN_SPAN = 20, 10.0
 WEIGHTS_MIN_RUNS = 3
+
+
+class StepRatios(NamedTuple):
+    """One finished run's steps in its own SCF's units (`step_ratios`); NaN where the run lacks the step."""
+
+    relax: float = np.nan
+    dfpt_triple: float = np.nan
+    field: float = np.nan
 
 
 @dataclass(frozen=True)
 class StepWeights:
-    """The relaxation, and ph.x per three perturbations on the occupied bands, in SCFs of the same cell and mesh:
-    the benchmark's medians until finished runs say otherwise (another machine, preset or chemistry)."""
+    """The relaxation, ph.x per three atomic displacements and the electric field in displacement triples, in SCFs
+    of the same cell and mesh: the benchmark's medians until finished runs say otherwise (another machine, preset
+    or chemistry)."""
 
     relax: float = RELAX_IN_SCFS
     dfpt_triple: float = DFPT_TRIPLE_IN_SCFS
+    field: float = FIELD_IN_TRIPLES
     relax_runs: int = 0  # how many finished runs each weight was learned from (0: the prior)
     dfpt_runs: int = 0
+    field_runs: int = 0
 
     @classmethod
-    def learn(cls, relax_ratios: list[float], dfpt_ratios: list[float],
-              min_runs: int = WEIGHTS_MIN_RUNS) -> StepWeights:
+    def learn(cls, runs: list[StepRatios], min_runs: int = WEIGHTS_MIN_RUNS) -> StepWeights:
         """The median of each ratio over finished runs, where at least `min_runs` runs have it."""
-        relax, dfpt = ([r for r in ratios if np.isfinite(r) and r > 0] for ratios in (relax_ratios, dfpt_ratios))
-        prior = cls()
-        return cls(float(np.median(relax)) if len(relax) >= min_runs else prior.relax,
-                   float(np.median(dfpt)) if len(dfpt) >= min_runs else prior.dfpt_triple,
-                   len(relax) if len(relax) >= min_runs else 0, len(dfpt) if len(dfpt) >= min_runs else 0)
+        prior, learned = cls(), {}
+        for name in ("relax", "dfpt_triple", "field"):
+            values = [v for v in (getattr(run, name) for run in runs) if np.isfinite(v) and v > 0]
+            enough = len(values) >= min_runs
+            learned[name] = float(np.median(values)) if enough else getattr(prior, name)
+            learned[f"{name.split('_')[0]}_runs"] = len(values) if enough else 0
+        return cls(**learned)
 
 
-def computed_cell(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily
-                  ) -> tuple[Structure, float, float]:
-    """The cell the workflow computes (its standard primitive cell by default), its occupied bands and the bands
-    pw.x computes."""
-    if settings.standardize:
-        structure = standard_cell(structure)
-    occupied = number_of_electrons(structure, pseudos) / 2
-    return structure, occupied, occupied + settings.extra_bands
+@dataclass(frozen=True)
+class ComputedCell:
+    """The cell the workflow computes (its standard primitive cell by default) and its work per k-point: pw.x's
+    on all the bands it computes, ph.x's per perturbation on the occupied ones."""
+
+    structure: Structure
+    scf_work: float
+    dfpt_work: float
+
+    @classmethod
+    def of(cls, structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily) -> ComputedCell:
+        if settings.standardize:
+            structure = standard_cell(structure)
+        occupied = number_of_electrons(structure, pseudos) / 2
+        ecutwfc = ecutwfc_for(structure, settings, pseudos)
+        fft_points = float(np.prod(fft_grid(structure, ecutwfc * settings.ecutrho_factor)))
+        plane_waves = structure.volume / BOHR**3 * ecutwfc**1.5 / (6 * np.pi**2)
+
+        def work(bands: float) -> float:
+            return bands * fft_points + ORTHO_PER_FFT * plane_waves * bands**2
+
+        return cls(structure, work(occupied + settings.extra_bands), work(occupied))
+
+    def points(self, mesh: tuple[int, int, int]) -> int:
+        return irreducible_k_points(self.structure, mesh)
 
 
 def step_ratios(seconds: dict[str, float], structure: Structure, settings: DielectricSettings,
-                pseudos: PseudoFamily) -> tuple[float, float]:
-    """A finished run's relaxation, and its ph.x per three perturbations scaled from occupied to all bands², in
-    its own SCFs (`seconds`: CPU seconds by step name); NaN where the run lacks the step, and for runs on a
-    small gap's refined meshes (their steps are not all on the cell size the SCF's is)."""
+                pseudos: PseudoFamily, field: float = FIELD_IN_TRIPLES) -> StepRatios:
+    """A finished run's relaxation, ph.x per displacement triple and electric field per displacement triple, in
+    units of its own SCF (`seconds`: CPU seconds by step name). The whole ph.x is split with `field`; a small gap's
+    run gives the displacements alone (`phonon-displacements-<mesh>`) and its probes' field-only ph.x, each scaled
+    by its own mesh's k-points. Runs of the convergence mode give none: their SCF's mesh is not in its name."""
     scf = seconds.get("scf")
-    if not scf or any(step.startswith("kmesh-") for step in seconds):
-        return np.nan, np.nan
-    relax = sum(cpu for step, cpu in seconds.items() if step.startswith("relax")) or np.nan
-    if not seconds.get("phonon"):
-        return relax / scf, np.nan
-    cell, occupied, bands = computed_cell(structure, settings, pseudos)
-    return relax / scf, seconds["phonon"] / scf / (len(cell) + 1) * (bands / occupied) ** 2
+    if not scf or settings.k_converge is not None:
+        return StepRatios()
+    cell = ComputedCell.of(structure, settings, pseudos)
+    atoms = len(cell.structure)
+    per_unit = scf / cell.points(kmesh(cell.structure, settings.kspacing, settings.even_kmesh)) / cell.scf_work
+    relax = sum(cpu for step, cpu in seconds.items() if step.startswith("relax")) / scf or np.nan
+
+    def dfpt(step: str, mesh: tuple[int, int, int] | None = None) -> float:
+        """A ph.x step's CPU time per perturbation triple's unit, in SCF units."""
+        mesh = mesh or kmesh(cell.structure, settings.kspacing, settings.even_kmesh)
+        return seconds[step] / cell.points(mesh) / cell.dfpt_work / per_unit
+
+    if seconds.get("phonon"):
+        return StepRatios(relax, dfpt("phonon") / (atoms + field))
+    displacements = [s for s in seconds if s.startswith(DISPLACEMENTS_STEP) and seconds[s]]
+    if not displacements:
+        return StepRatios(relax)
+    triple = dfpt(displacements[0], mesh_from_label(displacements[0].removeprefix(DISPLACEMENTS_STEP))) / atoms
+    fields = [dfpt(s, mesh_from_label(s.removeprefix("kmesh-").removesuffix("-eps"))) / triple
+              for s in seconds if s.startswith("kmesh-") and s.endswith("-eps") and seconds[s]]
+    return StepRatios(relax, triple, float(np.median(fields)) if fields else np.nan)
 
 
 def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
@@ -100,41 +154,39 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
     default); with `gap` (eV) below small_gap_ev, or k_converge set, the k-mesh probes included. `gap_only`:
     the gap workflow's steps, relaxation and SCF (what a campaign on the PBEsol gap alone runs)."""
     w = weights or StepWeights()
-    structure, occupied, bands = computed_cell(structure, settings, pseudos)
-    plane_waves = structure.volume * ecutwfc_for(structure, settings, pseudos) ** 1.5
+    cell = ComputedCell.of(structure, settings, pseudos)
 
     def points(spacing: float) -> float:
-        return float(irreducible_k_points(structure, kmesh(structure, spacing, settings.even_kmesh)))
+        return float(cell.points(kmesh(cell.structure, spacing, settings.even_kmesh)))
 
     def scf(spacing: float) -> float:
-        return points(spacing) * plane_waves * bands**2
+        return points(spacing) * cell.scf_work
 
-    def dfpt(spacing: float, triples: int) -> float:
-        return points(spacing) * plane_waves * occupied**2 * w.dfpt_triple * triples
+    def dfpt(spacing: float, triples: float) -> float:
+        return points(spacing) * cell.dfpt_work * w.dfpt_triple * triples
 
-    triples = len(structure) + 1
+    atoms = len(cell.structure)
 
     def mean_course(spacings: list[float], then: Callable[[int, float], float], first_scf: bool = True) -> float:
         """Probes (an SCF and a field-only ph.x each; the first without its SCF unless `first_scf`) until two
         meshes agree, then `then` on the coarser: the mean of settling on the first mesh (two probes) and on the
         second (three)."""
-        probes = [(scf(s) if i or first_scf else 0.0) + dfpt(s, 1) for i, s in enumerate(spacings[:3])]
+        probes = [(scf(s) if i or first_scf else 0.0) + dfpt(s, w.field) for i, s in enumerate(spacings[:3])]
         courses = [sum(probes[: i + 2]) + then(i, spacings[i]) for i in range(min(2, len(probes) - 1))]
         return float(np.mean(courses)) if courses else probes[0] + then(0, spacings[0])
 
     if settings.k_converge is not None and not gap_only:  # probes first, from k_coarsest; then everything there
-        return mean_course(probe_spacings(structure, settings.k_coarsest, settings.even_kmesh),
-                           lambda i, s: scf(s) * (w.relax + 1) + dfpt(s, triples))
+        return mean_course(probe_spacings(cell.structure, settings.k_coarsest, settings.even_kmesh),
+                           lambda i, s: scf(s) * (w.relax + 1) + dfpt(s, atoms + w.field))
     fixed = scf(settings.kspacing) * (w.relax + 1)
     if gap_only:
         return fixed
     if gap is None or gap >= settings.small_gap_ev:
-        return fixed + dfpt(settings.kspacing, triples)
+        return fixed + dfpt(settings.kspacing, atoms + w.field)
     # probes from kspacing (the first is the fixed mesh: its SCF is the workflow's), then the displacements on the
     # mesh that settled (the probe's field-only ph.x gave ε∞ and Z*), or with small_gap_split on the fixed mesh
-    displacements = triples - 1
-    return fixed + mean_course(probe_spacings(structure, settings.kspacing, settings.even_kmesh),
-                               lambda i, s: dfpt(settings.kspacing if settings.small_gap_split else s, displacements),
+    return fixed + mean_course(probe_spacings(cell.structure, settings.kspacing, settings.even_kmesh),
+                               lambda i, s: dfpt(settings.kspacing if settings.small_gap_split else s, atoms),
                                first_scf=False)
 
 
@@ -246,7 +298,7 @@ class CostEstimator:
                 ratios.append(step_ratios(steps, structures[material_id], self.ctx.settings, self.ctx.pseudos))
             except (KeyError, TansakuError):  # no structure, or no usable pseudopotential
                 continue
-        return StepWeights.learn([r for r, _ in ratios], [d for _, d in ratios], self.weights_min_runs)
+        return StepWeights.learn(ratios, self.weights_min_runs)
 
     def _measure(self, material_ids: list[int]) -> dict[int, float]:
         """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential).

@@ -34,7 +34,7 @@ from tansaku.workflows.executor import Executor, QECommands
 from tansaku.workflows.kmesh_convergence import (
     Probe,
     converge_kmesh,
-    mesh_label,
+    displacements_name,
     probe_name,
     probe_scratch,
     refine_for_small_gap,
@@ -44,7 +44,6 @@ from tansaku.workflows.steps import OUTPUT, StepCancelled, StepSpec, run_step
 
 WORKFLOW = "dielectric"
 DYN_FILE = "gamma.dyn"
-DISPLACEMENTS = "phonon-displacements"  # + "-8x8x6": the force constants alone, after a small gap's k-mesh probes
 
 
 @dataclass
@@ -138,7 +137,7 @@ class Run:
         """The ph.x whose dynamical matrix gives the force constants (and, without probes, ε∞ and Z*)."""
         if not (on := self.displacements_on):
             return "phonon"
-        return f"{DISPLACEMENTS}-{mesh_label(kmesh(self.structure, on[1], self.ctx.settings.even_kmesh))}"
+        return displacements_name(kmesh(self.structure, on[1], self.ctx.settings.even_kmesh))
 
     def step(self, name: str, spec: StepSpec, ctx: RunContext | None = None, workflow: str = WORKFLOW
              ) -> StepState:

@@ -17,6 +17,8 @@ from tansaku.dft.ionic import isotropic_born_charge
 from tansaku.dft.settings import kmesh, standard_frame
 from tansaku.store.materials import tensor_average
 
+DISPLACEMENTS_STEP = "phonon-displacements-"  # + "8x8x6"
+
 REFINE = 0.8  # each probe's spacing is this fraction of the last one's
 FINEST = 0.1  # Å⁻¹: no probe is denser than this
 
@@ -139,8 +141,19 @@ def mesh_label(mesh: tuple[int, int, int]) -> str:
     return "x".join(map(str, mesh))
 
 
+def mesh_from_label(label: str) -> tuple[int, int, int]:
+    """(8, 8, 6) from '8x8x6': the mesh a step's name was given."""
+    a, b, c = (int(n) for n in label.split("x"))
+    return a, b, c
+
+
 def probe_name(mesh: tuple[int, int, int]) -> str:
     return f"kmesh-{mesh_label(mesh)}"
+
+
+def displacements_name(mesh: tuple[int, int, int]) -> str:
+    """The step of the force constants alone, after a small gap's probes gave ε∞ and Z*."""
+    return f"{DISPLACEMENTS_STEP}{mesh_label(mesh)}"
 
 
 def probe_scratch(run, mesh: tuple[int, int, int]):

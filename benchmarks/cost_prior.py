@@ -1,0 +1,68 @@
+"""The cost model's prior scale: CPU hours per unit of size (`active.cost.cost_size`) of the whole dielectric
+workflow (relaxation, SCF, ph.x) with the test preset and 2 MPI processes, on rock-salt SrS and BaS.
+
+`active.cost.PRIOR_HOURS_PER_SIZE` holds this figure: the cost model uses it until a user's own runs finish (the
+demo's campaign and every first campaign). Run it again after the size's unit changes, and write the median into
+that constant; the results say whether the constant and this run agree.
+
+Run: .venv/bin/python benchmarks/cost_prior.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pymatgen.core import Lattice, Structure  # noqa: E402
+
+from _common import local_dft_context, no_options, shared_pseudos, this_run, write_results  # noqa: E402
+from tansaku.active.cost import PRIOR_HOURS_PER_SIZE, cost_size, cpu_hours_by_material  # noqa: E402
+from tansaku.dft.settings import preset  # noqa: E402
+from tansaku.store import open_database  # noqa: E402
+from tansaku.store.materials import ImportReport, add_structure_material  # noqa: E402
+from tansaku.workflows.dielectric import run_dielectric  # noqa: E402
+
+ROCK_SALTS = {"SrS": 6.02, "BaS": 6.39}  # experimental lattice constants, Å
+PRESET, MPI_PROCS = "test", 2
+
+
+def main() -> None:
+    no_options(__doc__)
+    settings, pseudos = preset(PRESET), shared_pseudos()
+    work = Path(tempfile.mkdtemp(prefix="cost-prior-"))
+    db = open_database(work / "prior.db")
+    ctx = local_dft_context(db, settings, PRESET, MPI_PROCS, work / "runs")
+    rows = []
+    for formula, a in ROCK_SALTS.items():
+        cation, anion = formula[:2], formula[2:]
+        structure = Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion],
+                                              [[0, 0, 0], [0.5, 0.5, 0.5]])
+        with db.session() as session:
+            material, _ = add_structure_material(session, structure, "benchmark", formula, ImportReport())
+            material_id = material.id
+        result = run_dielectric(ctx, material_id)
+        if result.status != "done":
+            sys.exit(f"{formula}: the workflow ended {result.status} ({result.reason}); no prior from it")
+        hours = cpu_hours_by_material(db, PRESET, MPI_PROCS, [material_id])[material_id]
+        size = cost_size(structure, settings, pseudos)
+        rows.append({"formula": formula, "a": a, "cpu_hours": hours, "size": size, "hours_per_size": hours / size,
+                     "run": this_run()})
+        print(rows[-1], flush=True)
+    median = float(np.median([r["hours_per_size"] for r in rows]))
+    lines = ["# The cost model's prior scale (CPU hours per unit of size)", "",
+             f"Whole dielectric workflow, {PRESET} preset, {MPI_PROCS} MPI processes, QE's CPU time.", "",
+             "| material | a (Å) | CPU hours | size | hours per size |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['formula']} | {r['a']} | {r['cpu_hours']:.5f} | {r['size']:.3e} | {r['hours_per_size']:.3e} |"
+              for r in rows]
+    lines += ["", f"Median: **{median:.2e}** hours per size; `PRIOR_HOURS_PER_SIZE` in src/tansaku/active/cost.py: "
+              f"{PRIOR_HOURS_PER_SIZE:.2e} ({PRIOR_HOURS_PER_SIZE / median - 1:+.0%} from this run)."]
+    write_results("cost_prior", {"rows": rows, "median_hours_per_size": median,
+                                 "constant": PRIOR_HOURS_PER_SIZE}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
