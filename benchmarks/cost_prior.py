@@ -1,7 +1,7 @@
 """The cost model's prior scale: CPU hours per unit of size (`active.cost.cost_size`) of the whole dielectric
 workflow (relaxation, SCF, ph.x) with the test preset and 2 MPI processes, on rock-salt SrS and BaS.
 
-`active.cost.PRIOR_HOURS_PER_SIZE` holds this figure: the cost model uses it until a user's own runs finish (the
+`active.cost.PRIOR_HOURS_PER_SIZE['test']` holds this figure: the cost model uses it until a user's own runs finish (the
 demo's campaign and every first campaign). Run it again after the size's unit changes, and write the median into
 that constant; the results say whether the constant and this run agree.
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Lattice, Structure  # noqa: E402
 
 from _common import local_dft_context, no_options, shared_pseudos, this_run, write_results  # noqa: E402
-from tansaku.active.cost import PRIOR_HOURS_PER_SIZE, cost_size, cpu_hours_by_material  # noqa: E402
+from tansaku.active.cost import cost_size, cpu_hours_by_material, prior_scale  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
 from tansaku.store.materials import ImportReport, add_structure_material  # noqa: E402
@@ -58,10 +58,11 @@ def main() -> None:
              "| material | a (Å) | CPU hours | size | hours per size |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['formula']} | {r['a']} | {r['cpu_hours']:.5f} | {r['size']:.3e} | {r['hours_per_size']:.3e} |"
               for r in rows]
-    lines += ["", f"Median: **{median:.2e}** hours per size; `PRIOR_HOURS_PER_SIZE` in src/tansaku/active/cost.py: "
-              f"{PRIOR_HOURS_PER_SIZE:.2e} ({PRIOR_HOURS_PER_SIZE / median - 1:+.0%} from this run)."]
+    constant = prior_scale(PRESET)
+    lines += ["", f"Median: **{median:.2e}** hours per size; the {PRESET} preset's `PRIOR_HOURS_PER_SIZE` in "
+              f"src/tansaku/active/cost.py: {constant:.2e} ({constant / median - 1:+.0%} from this run)."]
     write_results("cost_prior", {"rows": rows, "median_hours_per_size": median,
-                                 "constant": PRIOR_HOURS_PER_SIZE}, "\n".join(lines))
+                                 "constant": constant}, "\n".join(lines))
 
 
 if __name__ == "__main__":

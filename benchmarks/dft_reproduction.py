@@ -267,7 +267,7 @@ def report(rows: list[dict], args) -> None:
         comparison = compare(rows, json.loads(args.before.read_text()), args.mpi_procs, args.before_work)
         lines += ["", *comparison.pop("lines")]
     cost = cost_model_check(done, preset(args.preset, parse_overrides(args.overrides)),
-                            shared_pseudos())
+                            shared_pseudos(), args.preset)
     if cost:
         lines += ["", *cost.pop("lines")]
     lines += ["", *legend]
@@ -414,12 +414,15 @@ def _procs(command: str) -> int:
     return int(match.group(1)) if match else 2
 
 
-def cost_model_check(done: list[dict], settings, pseudos) -> dict:
+def cost_model_check(done: list[dict], settings, pseudos, preset_name: str) -> dict:
     """The cost model's estimate of each material's CPU hours when it learns from all the others (leave one out):
     their step weights (`StepWeights.learn` on their per-step CPU times) and then their scale."""
+    from dataclasses import asdict
+
+    import numpy as np
     from pymatgen.core import Structure
 
-    from tansaku.active.cost import CostModel, StepWeights, cost_size, step_ratios
+    from tansaku.active.cost import CostModel, StepWeights, cost_size, prior_scale, step_ratios
 
     rows = [r for r in done if r.get("cost_size") and sum(r.get("step_cpu_seconds", {}).values())]
     if len(rows) < 3:
@@ -439,6 +442,9 @@ def cost_model_check(done: list[dict], settings, pseudos) -> dict:
 
         model = CostModel.calibrate([size(o) for o in others], [hours[o] for o in others])
         estimates[r["mp_id"]] = float(model.hours(size(r["mp_id"])))
+    everyone = StepWeights.learn(list(ratios.values()))
+    in_sample = float(np.median([hours[k] / cost_size(structures[k], settings, pseudos, references[k]["band_gap"],
+                                                      weights=everyone) for k in hours]))
     errors = {k: estimates[k] / hours[k] - 1 for k in hours}
     total_error = sum(estimates.values()) / sum(hours.values()) - 1
     lines = ["## Cost model (leave one out: step weights and scale learned from the other materials' QE CPU hours)",
@@ -450,9 +456,13 @@ def cost_model_check(done: list[dict], settings, pseudos) -> dict:
     within = sum(abs(e) <= 0.3 for e in errors.values())
     lines += ["", f"Total: estimated {sum(estimates.values()):.2f} vs measured {sum(hours.values()):.2f} CPU hours "
               f"({total_error:+.0%}); per material, median |error| {median:.0%}, {within} of {len(errors)} within "
-              "30 % (target: within 30 %)."]
+              "30 % (target: within 30 %).",
+              "", f"Step weights from all {len(rows)}: relaxation {everyone.relax:.2f} SCFs, ph.x "
+              f"{everyone.dfpt_triple:.2f} per displacement triple, the field {everyone.field:.2f} triples; scale "
+              f"(median CPU hours per size) {in_sample:.2e}, against the {preset_name} preset's prior "
+              f"{prior_scale(preset_name):.2e} in active/cost.py."]
     return {"estimates": estimates, "measured": hours, "total_error": total_error, "median_abs_error": median,
-            "within_30_percent": within, "lines": lines}
+            "within_30_percent": within, "weights": asdict(everyone), "scale": in_sample, "lines": lines}
 
 
 if __name__ == "__main__":

@@ -243,8 +243,45 @@ def test_cli_run_and_status_with_plot(oxide_db_copy, tmp_path):
         invoke("--db", db_path, "campaign", "status", "nope")
 
 
+def test_run_dielectric_estimate_prints_each_cost_and_runs_nothing(tmp_path, oxi_dir):
+    from tansaku.active.cost import prior_scale
+    from tansaku.dft.pseudos import load_family
+    from tansaku.dft.settings import preset
+
+    db = str(tmp_path / "estimate.db")
+    mini = tmp_path / "mini" / "data"
+    mini.mkdir(parents=True)
+    for name in ("mp-1265.json", "mp-1342.json"):  # MgO (gap 4.66 eV), BaO (1.86 eV: below small_gap_ev)
+        (mini / name).write_bytes((oxi_dir / "data" / name).read_bytes())
+    assert invoke("--db", db, "import", "oxi-diel-db", str(mini.parent)).exit_code == 0
+    bad, out = tmp_path / "bad.cif", tmp_path / "estimate.json"
+    bad.write_text("data_nothing\n")
+    pseudo_dir = need_shared(PSEUDOS)
+    result = invoke("--db", db, "run", "dielectric", str(bad), "--ids", "1", "--ids", "2", "--estimate",
+                    "--mpi-procs", "2", "--pseudo-dir", str(pseudo_dir), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Total:" in result.output and "prior" in result.output  # nothing has finished: the preset's prior
+    estimate = json.loads(out.read_text())
+    mgo, bao, broken = (estimate["materials"][key] for key in ("1", "2", str(bad)))
+    settings, pseudos = preset("standard"), load_family(pseudo_dir)
+    with open_database(db).session() as session:
+        structures = {m.reduced_formula: m.structure() for m in session.scalars(select(Material))}
+        assert session.scalars(select(Calculation)).all() == []  # nothing ran
+    assert (mgo["formula"], mgo["atoms"], mgo["kmesh"], mgo["k_points"], mgo["probes"]) == ("MgO", 2, [8, 8, 8], 29,
+                                                                                            False)
+    assert bao["probes"] and bao["stored_gap"] == pytest.approx(1.8633)
+    for row in (mgo, bao):
+        size = cost_size(structures[row["formula"]], settings, pseudos, row["stored_gap"])
+        assert row["cpu_hours"] == pytest.approx(prior_scale("standard") * size, rel=1e-9)
+    assert broken["cpu_hours"] is None and "bad.cif" in broken["reason"]
+    assert estimate["total_cpu_hours"] == pytest.approx(mgo["cpu_hours"] + bao["cpu_hours"])
+    with pytest.raises(TansakuError, match="--estimate goes with `tansaku run dielectric`"):
+        invoke("--db", db, "run", "electronic", "--ids", "1", "--estimate", "--pseudo-dir", str(pseudo_dir))
+
+
 def test_cost_model_calibration():
     assert CostModel.calibrate([], []).n_runs == 0
+    assert CostModel.calibrate([], [], prior=2e-11).scale == 2e-11  # no finished run: the preset's prior
     two = CostModel.calibrate([1e9, 2e9], [0.1, 0.3])
     assert two.exponent == 1.0 and two.scale == pytest.approx(1.5**0.5 * 1e-10)  # median in log space of 1e-10, 1.5e-10
     enough = EXPONENT_MIN_RUNS

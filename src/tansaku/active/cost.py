@@ -26,8 +26,8 @@ CPU hours = c × size^b. b = 1, the scaling the size is built on, unless the fin
 least twenty, with sizes a factor of ten apart or more; then b comes from a least-squares fit in log space (kept in
 [0.5, 2]). Fitted on eight of the benchmark's nine oxides, b came out 1.03-1.13 and put the ninth further off than
 b = 1 did (NaScO2 +45 % against +3 %, 6 against 7 of 9 within 30 %). c is the median ratio of CPU hours to
-size^b. Before any run finishes, c is a prior measured by benchmarks/cost_prior.py (rock-salt SrS and BaS,
-'test' preset, 2 MPI processes).
+size^b. Before any run with the preset finishes, c is a prior per preset (PRIOR_HOURS_PER_SIZE): the standard
+preset's is 1.8 times the test preset's, whose small cut-off leaves more of the time to work the size leaves out.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ from tansaku.store.database import Database
 from tansaku.store.tables import Calculation, Material, Property
 from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_label, probe_spacings
 
-PRIOR_HOURS_PER_SIZE = 3.9e-11  # benchmarks/cost_prior.py: SrS and BaS, test preset, 2 MPI processes
+# CPU hours per unit of size before any run with the preset has finished, 2 MPI processes on this project's machine:
+# test: SrS and BaS (benchmarks/results/cost_prior.md); standard (and presets without their own): the DFT
+# benchmark's nine oxides (dft_reproduction.md, the cost check's in-sample scale)
+PRIOR_HOURS_PER_SIZE = {"test": 3.9e-11, "standard": 7.2e-11}
 ORTHO_PER_FFT = 2.0  # plane waves × bands² against bands × FFT points: the benchmark's SCF and ph.x spread least
 RELAX_IN_SCFS = 5.6  # the DFT benchmark's medians (dft_reproduction.md, QE CPU time)
 DFPT_TRIPLE_IN_SCFS = 8.6
@@ -195,9 +198,14 @@ def irreducible_k_points(structure: Structure, mesh: tuple[int, int, int]) -> in
     return len(irreducible_points(structure, mesh))
 
 
+def prior_scale(preset: str) -> float:
+    """CPU hours per unit of size before any run with `preset` has finished (PRIOR_HOURS_PER_SIZE)."""
+    return PRIOR_HOURS_PER_SIZE.get(preset, PRIOR_HOURS_PER_SIZE["standard"])
+
+
 @dataclass
 class CostModel:
-    scale: float = PRIOR_HOURS_PER_SIZE
+    scale: float = PRIOR_HOURS_PER_SIZE["standard"]
     exponent: float = 1.0
     n_runs: int = 0
 
@@ -205,10 +213,12 @@ class CostModel:
         return self.scale * np.asarray(size, dtype=float) ** self.exponent
 
     @classmethod
-    def calibrate(cls, sizes: list[float], hours: list[float]) -> CostModel:
+    def calibrate(cls, sizes: list[float], hours: list[float], prior: float = PRIOR_HOURS_PER_SIZE["standard"]
+                  ) -> CostModel:
+        """c (and b, from enough runs) from finished runs' sizes and CPU hours; `prior` as c without any."""
         pairs = [(s, h) for s, h in zip(sizes, hours, strict=True) if s > 0 and h > 0]
         if not pairs:
-            return cls()
+            return cls(prior)
         s, h = np.log(np.array(pairs)).T
         b = 1.0
         if len(pairs) >= EXPONENT_MIN_RUNS and np.ptp(s) >= np.log(EXPONENT_MIN_SPAN):
@@ -270,7 +280,8 @@ class CostEstimator:
         recent = list(hours)[-200:]
         self.weights = self._learn_weights(recent)
         sizes = self._measure(recent)
-        self.model = CostModel.calibrate([sizes[i] for i in recent], [hours[i] for i in recent])
+        self.model = CostModel.calibrate([sizes[i] for i in recent], [hours[i] for i in recent],
+                                         prior_scale(ctx.preset))
         self._sizes: dict[int, float] = sizes  # structures do not change: size each material once
 
     def _structures(self, material_ids: list[int]) -> dict[int, Structure]:
@@ -300,16 +311,19 @@ class CostEstimator:
                 continue
         return StepWeights.learn(ratios, self.weights_min_runs)
 
-    def _measure(self, material_ids: list[int]) -> dict[int, float]:
-        """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential).
-        A stored band gap (the smallest, whatever its method) tells whether the small-gap rule will run."""
-        structures = self._structures(material_ids)
+    def _gaps(self, material_ids: list[int]) -> dict[int, float]:
+        """The smallest stored band gap of each material, whatever its method: whether the small-gap rule runs."""
+        gaps: dict[int, float] = {}
         with self.db.session() as session:
-            gaps: dict[int, float] = {}
             for material_id, value in session.execute(select(Property.material_id, Property.value).where(
                     Property.name == "band_gap", Property.material_id.in_(material_ids))):
                 if value is not None:
                     gaps[material_id] = min(value, gaps.get(material_id, np.inf))
+        return gaps
+
+    def _measure(self, material_ids: list[int]) -> dict[int, float]:
+        """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential)."""
+        structures, gaps = self._structures(material_ids), self._gaps(material_ids)
         sizes = {}
         for material_id in material_ids:
             structure = structures.get(material_id)
@@ -324,3 +338,39 @@ class CostEstimator:
         """CPU hours per material; NaN where the workflow cannot run it."""
         self._sizes.update(self._measure([i for i in material_ids if i not in self._sizes]))
         return self.model.hours(np.array([self._sizes[i] for i in material_ids]))
+
+    def basis(self) -> str:
+        """What the estimates are calibrated on, in a sentence."""
+        if self.model.n_runs:
+            scale = f"the CPU times of {self.model.n_runs} finished run(s) with the {self.ctx.preset} preset"
+        else:
+            scale = (f"the {self.ctx.preset} preset's prior (no run with it has finished in this database; "
+                     "active/cost.py PRIOR_HOURS_PER_SIZE)")
+        learned = "learned from finished runs" if self.weights.relax_runs else "the DFT benchmark's"
+        return f"scale from {scale}; step weights {learned}"
+
+    def explain(self, material_ids: list[int]) -> list[dict]:
+        """Per material, its estimate and what it rests on: the cell pw.x will compute (atoms, k-mesh, irreducible
+        k-points) and the stored gap that decides whether the small-gap probes are charged; `reason` where the
+        workflow cannot run it (no usable pseudopotential, say)."""
+        settings, structures, gaps = self.ctx.settings, self._structures(material_ids), self._gaps(material_ids)
+        rows = []
+        for material_id, hours in zip(material_ids, self.estimate(material_ids), strict=True):
+            gap, structure = gaps.get(material_id), structures.get(material_id)
+            row: dict = {"material_id": material_id, "cpu_hours": None if np.isnan(hours) else float(hours),
+                         "stored_gap": gap}
+            if structure is None:
+                rows.append({**row, "reason": f"no material with id {material_id}"})
+                continue
+            row["formula"] = structure.composition.reduced_formula
+            try:
+                cell = ComputedCell.of(structure, settings, self.ctx.pseudos)
+            except TansakuError as exc:
+                rows.append({**row, "reason": str(exc)})
+                continue
+            mesh = kmesh(cell.structure, settings.kspacing, settings.even_kmesh)
+            probes = not self.gap_only and (settings.k_converge is not None or (
+                gap is not None and gap < settings.small_gap_ev))
+            rows.append({**row, "atoms": len(cell.structure), "kmesh": list(mesh), "k_points": cell.points(mesh),
+                         "probes": probes})
+        return rows

@@ -107,6 +107,10 @@ def dielectric(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Give steps that failed or were cancelled in "
                                       "an earlier run new attempts (after fixing their cause, e.g. with --set); "
                                       "without it a failed step fails again at once with its recorded reason."),
+    estimate: bool = typer.Option(False, "--estimate", help="run dielectric: run nothing; print each material's "
+                                  "estimated CPU hours (the cost model campaigns rank by, calibrated on this "
+                                  "database's finished runs with the preset) with the k-mesh and stored gap behind "
+                                  "it. Files are stored as materials, as a run would."),
 ) -> None:
     """Compute band gap, ε∞, ε_ion and ε_total of each material with Quantum
     ESPRESSO.
@@ -126,8 +130,15 @@ def dielectric(
     converging, walltime, ph.x symmetry or convergence trouble) are fixed by
     error handlers that record what they changed.
 
+    Before a large batch, --estimate prints what each material will cost
+    (CPU hours, k-mesh, whether its stored gap sends it to the k-mesh probes)
+    and runs nothing.
+
     Example: tansaku run dielectric MgO.cif --preset test
     --pseudo-dir ../shared/pseudos/pseudodojo-nc-sr-pbe-v0.4
+
+    Example: tansaku run dielectric --query 'subset=paper;max_sites=6'
+    --estimate --mpi-procs 2
     """
     settings_overrides = parse_overrides(overrides)
     if hybrid is not None:
@@ -144,11 +155,17 @@ def dielectric(
     workflow = command.info_name  # one function serves both commands
     if (plots is not None or hybrid is not None or functionals is not None or optics) and workflow != "electronic":
         raise TansakuError("--plots, --hybrid, --functionals and --optics go with `tansaku run electronic`")
+    if estimate and workflow != "dielectric":
+        raise TansakuError("--estimate goes with `tansaku run dielectric`: the cost model sizes the dielectric "
+                           "workflow (and its gap steps), not the band structures and hybrids of `run electronic`")
     ctx = job.context(database())
     ctx.retry_failed = retry_failed
     targets, failures = resolve_inputs(ctx.db, files, ids, query)
     if not targets and not failures:
         raise TansakuError("nothing to run: give structure files, --ids or --query")
+    if estimate:
+        _print_estimate(ctx, targets, failures, json_out, workers)
+        return
     status = {key: "queued" for key in targets}
 
     def table() -> Table:
@@ -186,6 +203,33 @@ def dielectric(
         _band_plots(ctx, results, plots)
     failed = sum(r.status in ("failed", "cancelled") for r in results.values())
     finish_batch(len(results) - failed, failed)  # a metal is an answer (no static ε), not a failure
+
+
+def _print_estimate(ctx, targets: dict[str, int], failures: dict, json_out: Path | None, workers: int) -> None:
+    """The cost model's estimate per input and in total, as a table (and JSON with --json); nothing runs."""
+    from tansaku.active.cost import CostEstimator
+
+    estimator = CostEstimator(ctx.db, ctx)
+    rows = dict(zip(targets, estimator.explain(list(targets.values())), strict=True))
+    rows.update({key: {"cpu_hours": None, "reason": res.reason} for key, res in failures.items()})
+    procs = ctx.commands.mpi_procs
+    grid = Table("input", "formula", "atoms", "k-mesh", "k-points", "stored gap (eV)", "k-mesh probes", "CPU hours",
+                 "reason", title=f"Estimated cost of the dielectric workflow ({ctx.preset} preset)")
+    for key, row in rows.items():
+        gap, hours = row.get("stored_gap"), row["cpu_hours"]
+        grid.add_row(key, row.get("formula", ""), str(row.get("atoms", "")),
+                     "x".join(map(str, row["kmesh"])) if "kmesh" in row else "", str(row.get("k_points", "")),
+                     "" if gap is None else f"{gap:.2f}", {True: "yes", False: "no"}.get(row.get("probes"), ""),
+                     "" if hours is None else f"{hours:.3g}", (row.get("reason") or "")[:80])
+    console.print(grid)
+    total = sum(row["cpu_hours"] or 0.0 for row in rows.values())
+    console.print(f"Total: {total:.3g} CPU hours, at least {total / (workers * procs):.3g} h of wall time with "
+                  f"{workers} material(s) at a time × {procs} MPI process(es). Basis: {estimator.basis()}. A gap "
+                  "found below small_gap_ev by the SCF adds the k-mesh probes; how close the model has come on "
+                  "the DFT benchmark: README, Cost model.")
+    if json_out:
+        json_out.write_text(json.dumps({"preset": ctx.preset, "basis": estimator.basis(), "total_cpu_hours": total,
+                                        "materials": rows}, indent=1))
 
 
 def _runner(workflow: str):
