@@ -16,6 +16,7 @@ from tansaku.models.dataset import load_dataset, pretraining_values
 from tansaku.models.domain import Domain
 from tansaku.models.evaluation import evaluate, parse_cv
 from tansaku.models.learners import DEFAULT_MODEL, MODELS, make_model, model_feature_set
+from tansaku.models.metal_screen import MetalScreen
 from tansaku.models.persistence import save_model
 from tansaku.models.predictor import Predictor, read_inputs
 from tansaku.store.filters import missing_property
@@ -46,6 +47,10 @@ def train(
     seed: int = typer.Option(0, help="Random seed for splits and learners."),
     pretrained: Path = typer.Option(None, help="Weights from 'tansaku pretrain' to start lgbm-attn's network from "
                                     "(without them it learns from scratch, usually a little less accurate)."),
+    metal_screen: Path = typer.Option(None, help="A composition,band-gap CSV with metals at 0 eV (e.g. matbench's "
+                                      "matbench_mp_gap.csv.gz): a classifier trained on it flags predictions for "
+                                      "compositions likely to be metals (P >= 0.5), which have no static ε. The "
+                                      "oxide database holds no metal, so a model trained on it cannot tell one."),
 ) -> None:
     """Train a model with uncertainty on the database, report metrics, save it.
 
@@ -55,6 +60,8 @@ def train(
     in the model's units (log10 for dielectric constants).
 
     Example: tansaku train --property eps_electronic --features structure --model blend --subset paper --out e.pkl
+
+    With --metal-screen matbench_mp_gap.csv.gz, predictions for compositions likely to be metals are flagged.
 
     lgbm-attn reads compositions with a neural network as well; pretrain it first on a large property
     (see 'tansaku pretrain --help'), then: tansaku train --property eps_ionic --model lgbm-attn
@@ -80,6 +87,11 @@ def train(
                               "values are all equal); the model is saved, its metrics say nan", soft_wrap=True)
     fitted = model.fit(data.X, data.y)
     domain = Domain.fit(list(data.groups), base_columns(data.X, features), seed, strain_columns(data.X, features))
+    if metal_screen is not None:
+        with console.status(f"metal screen: training on {metal_screen.name}"):
+            domain.metal_screen = MetalScreen.from_table(metal_screen, seed)
+        console.print(f"metal screen: {domain.metal_screen.n_compositions} compositions of {metal_screen.name}, "
+                      f"{domain.metal_screen.metal_fraction:.0%} metals")
     summary = {key: {m: result[key][f"{m}_mean"] for m in ("r2", "mae", "rmse")} | {"r2_std": result[key]["r2_std"]}
                for key in PROTOCOLS if key in result}
     meta = save_model(out, fitted, property_name=property_name, feature_set=features, transform=data.transform,

@@ -6,7 +6,8 @@ given, but flagged, with every reason: an element or anion never seen in trainin
 states (the ionic descriptors are then guesses), descriptors farther from every training material than almost
 all training materials are from their nearest neighbour, or a cell on which CHGNet finds larger forces or
 pressure than on almost every (relaxed) training cell: its descriptors are read off the forces, and an unrelaxed
-cell's are those of another structure (benchmarks/results/ml_chgnet_unseen.md).
+cell's are those of another structure (benchmarks/results/ml_chgnet_unseen.md). With a metal screen
+(`models.metal_screen`, `train --metal-screen`), a composition likely to be a metal is flagged too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tansaku.chemistry.oxidation import anion_elements, charge_balance_problem
+from tansaku.models.metal_screen import MetalScreen
 
 REFERENCE = 5000  # training materials kept for distances (a sample when there are more)
 QUANTILE = 0.99  # farther than this quantile of the training set's nearest-neighbour distances: outside
@@ -39,6 +41,7 @@ class Domain:
     reference: np.ndarray  # projected training materials (a sample of at most REFERENCE)
     threshold: float  # nearest-neighbour distance beyond which a material is outside
     strain_limits: tuple[float, float] | None = None  # CHGNet max force, |pressure| beyond which a cell is unrelaxed
+    metal_screen: MetalScreen | None = None  # `train --metal-screen`: flags compositions likely to be metals
 
     @classmethod
     def fit(cls, formulas: Sequence[str], X: np.ndarray, seed: int = 0, strain: np.ndarray | None = None) -> Domain:
@@ -76,9 +79,10 @@ class Domain:
     def check(self, formulas: Sequence[str], X: np.ndarray, strain: np.ndarray | None = None) -> list[list[str]]:
         """Per input, the reasons it lies outside the training domain (empty: inside)."""
         far = self.distances(X)
+        metals = self.metal_screen.notes(formulas) if self.metal_screen is not None else [[] for _ in formulas]
         notes = []
         for i, formula in enumerate(formulas):
-            notes.append(self._chemistry(formula) + (
+            notes.append(self._chemistry(formula) + metals[i] + (
                 [f"descriptors {far[i]:.1f}x farther from the training data than the usual nearest-neighbour "
                  "distance"] if far[i] > 1 else []) + (self.unrelaxed(strain[i]) if strain is not None else []))
         return notes
