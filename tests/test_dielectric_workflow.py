@@ -486,10 +486,16 @@ def test_a_gap_run_is_estimated_from_gap_runs_and_a_whole_run_from_whole_runs(tm
     gap_costs = CostEstimator(ctx.db, ctx, gap_only=True)
     assert gap_costs.model.n_runs == 1  # one run: the estimate for it is its own CPU time
     assert gap_costs.estimate([material_id])[0] == pytest.approx(cpu_hours("relax", "scf"), rel=1e-9)
-    assert CostEstimator(ctx.db, ctx).model.n_runs == 0  # relaxation and SCF are not a dielectric run's cost
+    half = CostEstimator(ctx.db, ctx)
+    assert half.model.n_runs == 0  # relaxation and SCF are not a dielectric run's cost
+    plan = half.explain([material_id])[0]  # what `run dielectric --estimate` prints: a half-done run in full
+    assert not plan["finished"] and plan["cpu_hours"] == pytest.approx(half.estimate([material_id])[0])
+    assert (plan["formula"], plan["atoms"], plan["probes"]) == ("MgO", 2, False)
 
     assert run_dielectric(ctx, material_id).status == "done"  # reuses both steps, adds the phonons
     whole = CostEstimator(ctx.db, ctx)
+    assert whole.explain([material_id])[0] | {"stored_gap": None} == plan | {
+        "finished": True, "cpu_hours": 0.0, "stored_gap": None}  # finished: nothing left to pay for
     assert whole.model.n_runs == 1 and whole.weights.relax_runs == 0  # one run: the step weights stay the prior
     learned = CostEstimator(ctx.db, ctx, weights_min_runs=1).weights
     # ph.x moves 2 atoms and the field; its work per k-point is on the 8 occupied bands, the SCF's on all

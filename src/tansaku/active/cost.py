@@ -352,13 +352,19 @@ class CostEstimator:
     def explain(self, material_ids: list[int]) -> list[dict]:
         """Per material, its estimate and what it rests on: the cell pw.x will compute (atoms, k-mesh, irreducible
         k-points) and the stored gap that decides whether the small-gap probes are charged; `reason` where the
-        workflow cannot run it (no usable pseudopotential, say)."""
+        workflow cannot run it (no usable pseudopotential, say). A material whose workflow has finished with this
+        preset costs nothing more ("finished"); one half done is charged in full."""
         settings, structures, gaps = self.ctx.settings, self._structures(material_ids), self._gaps(material_ids)
+        with self.db.session() as session:
+            finished = set(session.scalars(select(Calculation.material_id).where(
+                Calculation.workflow == "dielectric", Calculation.step == "analysis", Calculation.status == "done",
+                Calculation.preset == self.ctx.preset, Calculation.material_id.in_(material_ids))))
         rows = []
         for material_id, hours in zip(material_ids, self.estimate(material_ids), strict=True):
             gap, structure = gaps.get(material_id), structures.get(material_id)
-            row: dict = {"material_id": material_id, "cpu_hours": None if np.isnan(hours) else float(hours),
-                         "stored_gap": gap}
+            done = material_id in finished
+            row: dict = {"material_id": material_id, "stored_gap": gap, "finished": done,
+                         "cpu_hours": 0.0 if done else None if np.isnan(hours) else float(hours)}
             if structure is None:
                 rows.append({**row, "reason": f"no material with id {material_id}"})
                 continue

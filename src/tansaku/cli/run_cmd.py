@@ -220,7 +220,9 @@ def _print_estimate(ctx, targets: dict[str, int], failures: dict, json_out: Path
         grid.add_row(key, row.get("formula", ""), str(row.get("atoms", "")),
                      "x".join(map(str, row["kmesh"])) if "kmesh" in row else "", str(row.get("k_points", "")),
                      "" if gap is None else f"{gap:.2f}", {True: "yes", False: "no"}.get(row.get("probes"), ""),
-                     "" if hours is None else f"{hours:.3g}", (row.get("reason") or "")[:80])
+                     "" if hours is None else f"{hours:.3g}",
+                     "finished with this preset: nothing to run" if row.get("finished")
+                     else (row.get("reason") or "")[:80])
     console.print(grid)
     total = sum(row["cpu_hours"] or 0.0 for row in rows.values())
     console.print(f"Total: {total:.3g} CPU hours, at least {total / (workers * procs):.3g} h of wall time with "
