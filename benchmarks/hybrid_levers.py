@@ -5,7 +5,8 @@ tens to hundreds of PBE SCFs each.
 Per material (default MgO, the database's structure in spglib's standard frame, standard preset, 2 MPI
 processes): the PBEsol SCF, the PBE SCF the nsc runs start from, then an HSE06 nsc run for each lever pair
 given (q divisor : ecutfock factor; the q-mesh is the k-mesh divided by the divisor, ecutfock the factor ×
-ecutwfc), cheapest first. Reported: the gap, its change from the densest pair run, and QE's CPU seconds.
+ecutwfc), cheapest first. Reported, for every pair run so far under --work: the gap, its change from the
+densest pair, and QE's CPU seconds.
 With --scf, the self-consistent HSE06 gap at the first pair too (nsc against scf at equal levers).
 
 Run: nice .venv/bin/python benchmarks/hybrid_levers.py [--ids mp-1265] [--levers 8:1 4:2 2:4] [--scf]
@@ -15,7 +16,9 @@ Resumable: finished steps are kept under --work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -53,23 +56,28 @@ def one_material(mp_id: str, levers: list[tuple[int, float]], with_scf: bool, ct
     run.step(PBE_SCF, pbe)
     scratch = run.root / "hybrid-scratch"
     mesh = kmesh(structure, ctx.settings.kspacing, ctx.settings.even_kmesh)
-    rows = []
     for i, (divisor, factor) in enumerate(levers):
         lever_ctx = replace(ctx, settings=replace(ctx.settings, hybrid_q_divisor=divisor, ecutfock_factor=factor))
         for kind in ("nsc", "scf") if with_scf and i == 0 else ("nsc",):
             name = lever_name(divisor, factor, kind)
             if kind == "nsc":
                 run.needs_save(name, PBE_SCF, pbe, scratch)
-            try:
-                state = run.step(name, hybrid_spec(lever_ctx, run.root, structure, name, HSE06,
-                                                   PBE_SCF if kind == "nsc" else None))
-            except StepFailed:  # the state keeps why; the other pairs still run
-                state = StepState.load(run.root / name, name)
+            with contextlib.suppress(StepFailed):  # the state keeps why; the other pairs still run
+                run.step(name, hybrid_spec(lever_ctx, run.root, structure, name, HSE06,
+                                           PBE_SCF if kind == "nsc" else None))
             shutil.rmtree(scratch / f"{name}.save", ignore_errors=True)
-            rows.append({"kind": kind, "divisor": divisor, "ecutfock_factor": factor,
-                         "q_mesh": exchange_q_mesh(mesh, divisor), "status": state.status,
-                         "gap": (state.outputs or {}).get("gap"), "cpu_seconds": state.cpu_seconds,
-                         "reason": state.error, "run": step_runs(run.root).get(name)})
+    rows = []  # every pair run under --work, this invocation's or an earlier one's
+    for directory in sorted(run.root.glob("hse06-*-q*-f*")):
+        match = re.fullmatch(r"hse06-(nsc|scf)-q(\d+)-f([\d.]+)", directory.name)
+        state = StepState.load(directory, directory.name)
+        if not match or state.status not in ("done", "failed"):
+            continue
+        kind, divisor, factor = match.group(1), int(match.group(2)), float(match.group(3))
+        rows.append({"kind": kind, "divisor": divisor, "ecutfock_factor": factor,
+                     "q_mesh": exchange_q_mesh(mesh, divisor), "status": state.status,
+                     "gap": (state.outputs or {}).get("gap"), "cpu_seconds": state.cpu_seconds,
+                     "reason": state.error, "run": step_runs(run.root).get(directory.name)})
+    rows.sort(key=lambda r: (-r["divisor"], r["ecutfock_factor"], r["kind"]))
     return {"mp_id": mp_id, "formula": reference["formula"], "k_mesh": list(mesh),
             "gap_pbesol": run.steps["scf"].outputs["gap"], "pbe_scf_cpu_seconds": run.steps[PBE_SCF].cpu_seconds,
             "scf_cpu_seconds": run.steps["scf"].cpu_seconds, "rows": rows}
@@ -103,7 +111,8 @@ def report(materials: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ids", nargs="*", default=["mp-1265"])
-    parser.add_argument("--levers", nargs="*", default=LEVERS, metavar="DIVISOR:FACTOR")
+    parser.add_argument("--levers", nargs="*", default=LEVERS, metavar="DIVISOR:FACTOR",
+                        help="Pairs to run (none: only tabulate what --work holds).")
     parser.add_argument("--scf", action="store_true", help="The self-consistent HSE06 gap at the first pair too.")
     parser.add_argument("--mpi-procs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "hybrid_levers")

@@ -138,10 +138,14 @@ def test_hybrid_runs_that_would_not_fit_in_memory_are_refused_before_anything_ru
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "failed"
-    # 4x4x4 k-mesh (8 irreducible points), 2x2x2 q-mesh: 40 distinct k+q points; ecutfock 110 Ry: 20³ points
-    assert ("the hybrid runs would need about 0.5 GB (0.2 GB in each of 2 MPI processes: the exact exchange holds "
-            "8 occupied bands at 40 k+q points on a 20x20x20 FFT grid), more than the 0.3 GB max_memory_gb allows; "
-            "lower it with --set hybrid_q_divisor=4 (0.4 GB) or --set ecutfock_factor=1 (0.4 GB)") in result.reason
+    # 4x4x4 k-mesh (8 irreducible points), 2x2x2 q-mesh: 40 distinct k+q points; ecutfock 55 Ry: 15³ points.
+    # ecutfock_factor is already 1, the least pw.x takes: not offered
+    assert ("the hybrid runs would need about 0.4 GB (0.2 GB in each of 2 MPI processes: the exact exchange holds "
+            "8 occupied bands at 40 k+q points on a 15x15x15 FFT grid), more than the 0.3 GB max_memory_gb allows; "
+            "lower it with --set hybrid_q_divisor=4 (0.4 GB), or set max_memory_gb") in result.reason
+    with pytest.raises(TansakuError, match="ecutfock_factor=0.5: pw.x takes an exact-exchange cut-off between "
+                                           "ecutwfc and ecutrho, a factor from 1 to 4"):
+        make_ctx(tmp_path, {"ecutfock_factor": 0.5})
     assert not list((tmp_path / "runs").glob("*/relax"))  # refused before the relaxation
     # without max_memory_gb, the materials run at once share this machine's memory
     shared = make_ctx(tmp_path, {"hybrid": "nsc"})
@@ -194,7 +198,7 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
         assert state["handlers"][0]["changed"]["electrons"]["electron_maxstep"] == 300
     exx_grid = re.search(r"EXX grid:.*FFT dimensions: \(\s*(\d+),\s*(\d+),\s*(\d+)\)",
                          (root / "hse06-scf" / "output.out").read_text())
-    assert exx_grid and fft_grid(standard_frame(mgo)[0], 2 * 55.0) == tuple(map(int, exx_grid.groups()))  # ecutfock
+    assert exx_grid and fft_grid(standard_frame(mgo)[0], 55.0) == tuple(map(int, exx_grid.groups()))  # ecutfock
     pbe = json.loads((root / "pbe-scf" / "state.json").read_text())["outputs"]
     assert abs(pbe["gap"] - result.band_gap) < 0.5  # the PBE orbitals' ground state, started from PBEsol's
     with ctx.db.session() as session:

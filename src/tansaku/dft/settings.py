@@ -86,7 +86,9 @@ class DielectricSettings:
     # hybrid runs and the PBE SCF the nsc ones start from: converged far enough for a gap, not so far that pw.x's
     # restart check lowers the eigenvalue threshold below what Davidson reaches with exact exchange (1e-16 on MgO)
     hybrid_conv_thr_per_atom: float = 1e-9
-    ecutfock_factor: float = 4.0  # ecutfock = factor × ecutwfc (4: QE's default, the density cutoff)
+    # ecutfock = factor × ecutwfc, between 1 and ecutrho_factor (pw.x refuses other values). 1: on MgO's HSE06 gap
+    # (standard preset) 1, 2 and 4 agree to 2e-4 eV, and 1 costs a quarter of 4 (benchmarks/results/hybrid_levers.md)
+    ecutfock_factor: float = 1.0
     # hybrid runs are refused before anything runs when their estimated memory (tansaku.dft.memory) exceeds this
     # (GB, all MPI processes together); None: this machine's memory (shared by the materials run at once) when
     # running locally, no check under SLURM
@@ -113,8 +115,11 @@ class DielectricSettings:
         if unknown:
             raise TansakuError(f"hybrid_functionals={self.hybrid_functionals!r}: {', '.join(unknown)} is not one of "
                                f"{', '.join(HYBRID_FUNCTIONALS)} (comma-separated)")
-        if self.hybrid_q_divisor < 1 or self.ecutfock_factor <= 0:
-            raise TansakuError("hybrid_q_divisor must be at least 1 and ecutfock_factor positive")
+        if self.hybrid_q_divisor < 1:
+            raise TansakuError(f"hybrid_q_divisor={self.hybrid_q_divisor}: it must be at least 1")
+        if not 1 <= self.ecutfock_factor <= self.ecutrho_factor:
+            raise TansakuError(f"ecutfock_factor={self.ecutfock_factor:g}: pw.x takes an exact-exchange cut-off "
+                               f"between ecutwfc and ecutrho, a factor from 1 to {self.ecutrho_factor:g}")
 
     def hybrids(self) -> tuple[str, ...]:
         """The hybrid functionals to run, in hybrid_functionals' order."""
@@ -164,7 +169,7 @@ PRESETS: dict[str, DielectricSettings] = {
     "test": DielectricSettings(
         ecutwfc=55.0, kspacing=0.7, even_kmesh=True, conv_thr_per_atom=1e-10, forc_conv_thr=1e-3,
         relax_cell=False, relax_nstep=30, tr2_ph=1e-12, rerelax_volume_change=1.0, band_spacing=0.1,
-        dense_kspacing=0.35, optics_kspacing=0.5, ecutfock_factor=2.0,
+        dense_kspacing=0.35, optics_kspacing=0.5,
         small_gap_ev=0.0,  # no k-mesh probes: tests and demos stay fast
     ),
     # Converged enough to compare with the reference database (see guides/dfpt-notes.md).
