@@ -149,6 +149,9 @@ def main() -> None:
                      "m_h": (conductivity.get("holes") or {}).get("average"),
                      "onset": optics.get("onset_ev"), "onset_scissored": optics.get("scissored_onset_ev"),
                      "cpu_seconds": step_times(root, "cpu_seconds"), "run": this_run()})
+        earlier = next((r for r in previous if r["name"] == name), None)
+        if earlier and (earlier["status"], earlier["cpu_seconds"]) == (rows[-1]["status"], rows[-1]["cpu_seconds"]):
+            rows[-1]["run"] = run_of(earlier)  # no step ran again: the row is the invocation's that computed it
         report(rows + [r for r in previous if r["name"] not in {x["name"] for x in rows}
                        and r["name"] not in args.ids], args)
 
