@@ -42,6 +42,28 @@ def test_band_path_follows_the_standard_labels_and_lengths():
     assert np.linalg.norm(a_point) == pytest.approx(np.pi / 5.2, rel=1e-3)
 
 
+def test_band_path_of_a_cell_seekpath_turns_is_turned_back():
+    """Zinc-blende SiC in spglib's standard cell: seekpath turns it 90° about x (the other setting of F-43m), which
+    refused the whole material before; the path's points come back into the cell's frame. A cell in any
+    orientation does too; a cell that is not primitive is refused."""
+    from pymatgen.core.operations import SymmOp
+
+    def lengths(cell: Structure, a: float) -> list[float]:
+        path = band_path(cell, 0.05)
+        assert path.ticks()[1] == ["Γ", "X", "U|K", "Γ", "L", "W", "X"]
+        reciprocal = cell.lattice.reciprocal_lattice.matrix
+        return [np.linalg.norm(path.frac[path.labels.index(p)] @ reciprocal) / (2 * np.pi / a) for p in "XLW"]
+
+    fcc = [1.0, np.sqrt(3) / 2, np.sqrt(5) / 2]  # |X|, |L|, |W| in units of 2π/a
+    sic = Structure.from_spacegroup("F-43m", Lattice.cubic(4.36), ["Si", "C"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    assert lengths(standard_frame(sic)[0], 4.36) == pytest.approx(fcc)
+    turned = standard_frame(sic)[0]
+    turned.apply_operation(SymmOp.from_axis_angle_and_translation([1, 2, 3], 17.0))
+    assert lengths(turned, 4.36) == pytest.approx(fcc)
+    with pytest.raises(TansakuError, match="SiC: the cell is not the standard primitive cell"):
+        band_path(sic, 0.05)  # the 8-atom conventional cell
+
+
 def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_scf(tmp_path, mgo):  # noqa: F811
     ctx = make_ctx(tmp_path)
     material_id = store(ctx, mgo, "MgO")
