@@ -153,7 +153,7 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     """MgO's gap (~4.5 eV) counts as small under small_gap_ev=10; 1.5 Å⁻¹ (a 2x2x2 mesh) is far from converged.
     Its O is moved off centre and the cell strained so that no symmetry is left and Z* has nine distinct
     components: read from a field-only probe's log they must equal a whole ph.x's dynamical matrix."""
-    from tansaku.workflows.dielectric import DISPLACEMENTS
+    from tansaku.workflows.kmesh_convergence import displacements_name
 
     cell = mgo.copy()
     cell.apply_strain([0.02, -0.03, 0.05])
@@ -183,7 +183,8 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     tag = "x".join(map(str, chosen["mesh"]))
     assert chosen["mesh"] != [2, 2, 2] and result.scf_step == f"kmesh-{tag}-scf"
     # ε∞, Z* and the gap from the settled probe; then only the displacements, on that probe's SCF
-    displacements = f"{DISPLACEMENTS}-{tag}"
+    displacements = displacements_name(tuple(chosen["mesh"]))
+    assert displacements == f"phonon-displacements-{tag}"  # the name the cost model parses back
     assert rows[displacements].status == "done"
     assert rows[displacements].inputs["settings"]["kspacing"] == chosen["spacing"]  # its row says which mesh
     assert f"prefix = 'kmesh-{tag}-scf'" in ph_input(displacements) and "epsil = .false." in ph_input(displacements)
@@ -200,7 +201,7 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     # small_gap_split: the displacements on the fixed mesh instead, ε∞ and the gap still the probe's
     split = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_split": True}), material_id)
     assert split.status == "done" and split.eps_electronic == pytest.approx(result.eps_electronic, rel=1e-12)
-    assert "prefix = 'scf'" in ph_input(f"{DISPLACEMENTS}-2x2x2") and split.eps_ionic != result.eps_ionic
+    assert "prefix = 'scf'" in ph_input(displacements_name((2, 2, 2))) and split.eps_ionic != result.eps_ionic
 
     # settled on the fixed mesh itself (a loose tolerance), the probe and displacements must give what one whole
     # ph.x on that mesh gives (small_gap_ev=0: no probes)
