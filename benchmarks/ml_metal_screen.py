@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Composition  # noqa: E402
 
 from _common import SHARED, no_options, this_run, write_results  # noqa: E402
-from tansaku.models.metal_screen import FLAG_PROBABILITY, METAL_GAP_EV, MetalScreen, gaps_by_formula  # noqa: E402
-from tansaku.sources.csv_table import read_table  # noqa: E402
+from tansaku.models.metal_screen import FLAG_PROBABILITY, METAL_GAP_EV, MetalScreen  # noqa: E402
+from tansaku.sources.csv_table import median_by_formula  # noqa: E402
 
 MATBENCH = SHARED / "datasets" / "matbench"
 OXIDES = SHARED / "datasets" / "oxi_diel_db"
@@ -37,8 +37,7 @@ NAMED = ("AgSbO2", "ReO3", "SrVO3", "TiO", "NbO", "RuO2", "CrO2", "LaNiO3", "MgO
 
 
 def table(name: str) -> dict[str, float]:
-    rows, _ = read_table(MATBENCH / name)
-    return gaps_by_formula([f for _, f, _ in rows], [g for _, _, g in rows])
+    return median_by_formula(MATBENCH / name)
 
 
 def paper_oxides() -> dict[str, float]:
@@ -73,13 +72,13 @@ def main() -> None:
     oof = np.full(len(formulas), np.nan)
     for fold in range(FOLDS):
         test = fold_of == fold
-        screen = MetalScreen.fit([f for f, t in zip(formulas, test, strict=True) if not t], gaps[~test], "folds")
+        screen = MetalScreen.fit({f: mp[f] for f, t in zip(formulas, test, strict=True) if not t}, "folds")
         oof[test] = screen.probabilities([f for f, t in zip(formulas, test, strict=True) if t])
         print(f"fold {fold + 1}/{FOLDS}", flush=True)
     known = np.isfinite(oof)
     grouped = flag_rates(oof[known], metal[known], gaps[known])
 
-    screen = MetalScreen.fit(formulas, gaps, "matbench_mp_gap.csv.gz (paper oxides removed)")
+    screen = MetalScreen.fit(mp, "matbench_mp_gap.csv.gz (paper oxides removed)")
     oxide_names = list(oxides)
     p_oxides = screen.probabilities(oxide_names)
     flagged = sorted(((f, oxides[f], float(p)) for f, p in zip(oxide_names, p_oxides, strict=True)

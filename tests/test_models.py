@@ -412,3 +412,8 @@ def test_a_metal_screen_flags_a_charge_balanced_metal_the_oxide_model_cannot_tel
     no_metals.write_text("formula,gap\n" + "".join(f"{f},{g}\n" for f, g in rows[:400] if float(g) > 0.5))
     with pytest.raises(TansakuError, match="0 metals .* needs at least 20 of each"):
         invoke(oxide_db.url, *base, str(tmp_path / "x.pkl"), "--metal-screen", str(no_metals))
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("formula,gap\nXx2O,0\n")
+    with pytest.raises(TansakuError, match=r"unknown.csv: 0 metals .*\(Xx2O: .*unknown element 'Xx'"):
+        invoke(oxide_db.url, *base, str(tmp_path / "x.pkl"), "--metal-screen", str(unknown))
+    assert not (tmp_path / "x.pkl").exists()  # refused before a model is trained or written

@@ -76,6 +76,12 @@ def train(
                   + (f"; left out {data.left_out} values <= 0" if data.left_out else ""))
     if len(data.y) < MIN_TRAIN:
         raise TansakuError(f"{len(data.y)} material(s) with {property_name!r}: a model needs at least {MIN_TRAIN}")
+    screen = None
+    if metal_screen is not None:  # before the model: a table it cannot use fails in seconds, not after training
+        with console.status(f"metal screen: training on {metal_screen.name}"):
+            screen = MetalScreen.from_table(metal_screen, seed)
+        console.print(f"metal screen: {screen.n_compositions} compositions of {metal_screen.name}, "
+                      f"{screen.metal_fraction:.0%} metals")
     folds = parse_cv(cv, len(data.y))
     result: dict = {"n": len(data.y)}
     if folds:
@@ -87,11 +93,7 @@ def train(
                               "values are all equal); the model is saved, its metrics say nan", soft_wrap=True)
     fitted = model.fit(data.X, data.y)
     domain = Domain.fit(list(data.groups), base_columns(data.X, features), seed, strain_columns(data.X, features))
-    if metal_screen is not None:
-        with console.status(f"metal screen: training on {metal_screen.name}"):
-            domain.metal_screen = MetalScreen.from_table(metal_screen, seed)
-        console.print(f"metal screen: {domain.metal_screen.n_compositions} compositions of {metal_screen.name}, "
-                      f"{domain.metal_screen.metal_fraction:.0%} metals")
+    domain.metal_screen = screen
     summary = {key: {m: result[key][f"{m}_mean"] for m in ("r2", "mae", "rmse")} | {"r2_std": result[key]["r2_std"]}
                for key in PROTOCOLS if key in result}
     meta = save_model(out, fitted, property_name=property_name, feature_set=features, transform=data.transform,

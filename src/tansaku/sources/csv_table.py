@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import math
+import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def parse_composition(text: str) -> Composition:
     if unknown:
         raise TansakuError(f"formula {text!r} is not a valid composition (unknown element {unknown[0]!r})")
     return composition
+
+
+def median_by_formula(path: Path, value_column: str | None = None) -> dict[str, float]:
+    """A composition,value table as reduced formula → the median of its rows' values (`read_table`'s rows).
+
+    A formula with several rows (polymorphs, as Materials Project's PBE gaps have) takes their median: without
+    energies we cannot tell the ground state, and the median correlated best with the experimental gap
+    (r = 0.871 against 0.862 for the minimum and 0.863 for the maximum on matbench's gaps)."""
+    rows, _ = read_table(path, value_column)
+    values: dict[str, list[float]] = {}
+    for _, formula, value in rows:
+        try:
+            values.setdefault(Composition(formula).reduced_formula, []).append(value)
+        except Exception:  # noqa: BLE001 - an unreadable formula is one row less, as on import
+            continue
+    return {f: float(statistics.median(v)) for f, v in values.items()}
 
 
 def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[int, str, float]], ImportReport]:

@@ -356,9 +356,11 @@ def check_hybrid_memory(run: Run) -> bool:
         return True
     options = []
     for key, value in (("hybrid_q_divisor", 2 * s.hybrid_q_divisor), ("ecutfock_factor", s.ecutfock_factor / 2)):
-        if key == "ecutfock_factor" and value < 1:  # pw.x takes no exact-exchange cut-off below ecutwfc
+        try:
+            lowered = replace(s, **{key: value})
+        except TansakuError:  # a value the settings refuse (ecutfock below ecutwfc) is no way out
             continue
-        lower = hybrid_memory(structure, replace(s, **{key: value}), run.ctx.pseudos, procs)
+        lower = hybrid_memory(structure, lowered, run.ctx.pseudos, procs)
         if lower.total_gb < need.total_gb:
             options.append(f"--set {key}={value:g} ({lower.total_gb:.1f} GB)")
     raise TansakuError(f"material {run.material_id} ({structure.composition.reduced_formula}): the hybrid runs "
