@@ -17,8 +17,9 @@ def anion_elements(composition: Composition) -> set[str]:
     anions = symbols & {"O", "N", "F", "Cl", "Br", "I"}
     if "O" not in symbols:
         anions |= symbols & {"S", "Se", "Te"}
-    if not anions and len(symbols) > 1:
-        anions = {max(symbols, key=lambda s: Element(s).X or 0)}
+    if not anions and len(symbols) > 1:  # a tie (Cu and Si, Ir and Os) goes to the first in alphabetical order,
+        # not to whichever a set's hash order gives first: descriptors must not change from one process to the next
+        anions = {max(sorted(symbols), key=lambda s: Element(s).X or 0)}
     return anions
 
 

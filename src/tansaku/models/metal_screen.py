@@ -50,7 +50,7 @@ class MetalScreen:
                                "(a table of band gaps with metals at 0 eV, e.g. matbench_mp_gap.csv.gz)")
         model = lightgbm.LGBMClassifier(n_estimators=400, learning_rate=0.05, num_leaves=63, colsample_bytree=0.5,
                                         subsample=0.8, subsample_freq=1, random_state=seed, n_jobs=n_jobs,
-                                        verbose=-1)
+                                        deterministic=True, force_col_wise=True, verbose=-1)  # same run, same screen
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(X, y)
