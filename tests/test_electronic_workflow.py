@@ -212,6 +212,8 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
         log = (root / f"{name}-nsc" / "output.out").read_text()
         vbm, cbm = map(float, re.findall(r"lowest unoccupied level \(ev\):\s+(\S+)\s+(\S+)", log)[-1])
         assert abs((cbm - vbm) - nsc["gap"]) > 0.01  # the run's last iteration had moved on
+        # it stopped there, unconverged on purpose (exit status 2), before building the exchange a second time
+        assert "Calculation (EXX) stopped during iteration" in log and "est. exchange err" not in log
         state = json.loads((root / f"{name}-nsc" / "state.json").read_text())
         assert state["attempt"] == 1 and not state["handlers"]  # its stop after one EXX step is no SCF failure
     for step in ("hse06-scf", "ddh-scf"):

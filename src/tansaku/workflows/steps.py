@@ -156,10 +156,14 @@ def _finish(state, status, directory, spec, save, unexplained: str = "crash") ->
     log_path = directory / OUTPUT
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     state.code_version = state.code_version or code_version(log)
-    errors = [code for code in detect_errors(log) if code not in spec.expected]
+    found = detect_errors(log)
+    errors = [code for code in found if code not in spec.expected]
     if status is not None and status.reason and status.reason not in errors:
         errors = [status.reason, *errors]  # e.g. killed by the scheduler at its time limit: no QE message
-    if not errors and (status is None or status.state == JobState.DONE):
+    # a run stopped on purpose may say so in its exit status too (pw.x exits 2 when it stops unconverged)
+    stopped_on_purpose = any(code in spec.expected for code in found)
+    if not errors and (status is None or status.state == JobState.DONE
+                       or (stopped_on_purpose and status.state == JobState.FAILED)):
         try:
             state.outputs = spec.parse(directory, log)
         except TansakuError as exc:
