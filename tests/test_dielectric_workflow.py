@@ -16,11 +16,17 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
 
-from tansaku.active.cost import FIELD_IN_TRIPLES, ComputedCell, cpu_hours_by_material
+from tansaku.active.cost import (
+    DFPT_TRIPLE_IN_SCFS,
+    FIELD_IN_TRIPLES,
+    RELAX_IN_SCFS,
+    ComputedCell,
+    cpu_hours_by_material,
+)
 from tansaku.dft.ionic import isotropic_born_charge
 from tansaku.dft.pseudos import load_family
 from tansaku.dft.qe.parsers import last_geometry
-from tansaku.dft.settings import preset
+from tansaku.dft.settings import kmesh, preset
 from tansaku.processes import pid_alive_in
 from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import Calculation, Material, Property, open_database
@@ -489,18 +495,23 @@ def test_a_gap_run_is_estimated_from_gap_runs_and_a_whole_run_from_whole_runs(tm
     assert gap_costs.estimate([material_id])[0] == pytest.approx(cpu_hours("relax", "scf"), rel=1e-9)
     half = CostEstimator(ctx.db, ctx)
     assert half.model.n_runs == 0  # relaxation and SCF are not a dielectric run's cost
-    plan = half.explain([material_id])[0]  # what `run dielectric --estimate` prints: a half-done run in full
-    assert not plan["finished"] and plan["cpu_hours"] == pytest.approx(half.estimate([material_id])[0])
+    plan = half.explain([material_id])[0]  # what `run dielectric --estimate` prints: a half-done run for its rest
+    cell = ComputedCell.of(mgo, ctx.settings, ctx.pseudos)
+    scf = cell.points(kmesh(cell.structure, ctx.settings.kspacing, ctx.settings.even_kmesh)) * cell.scf_work
+    phonon = scf / cell.scf_work * cell.dfpt_work * DFPT_TRIPLE_IN_SCFS * (2 + FIELD_IN_TRIPLES)
+    assert not plan["finished"] and plan["steps_done"] == ["relax", "scf"]
+    assert plan["cpu_hours"] == pytest.approx(half.estimate([material_id])[0] * phonon / (
+        scf * (RELAX_IN_SCFS + 1) + phonon), rel=1e-9)  # the ph.x it has left, not the relaxation and SCF again
     assert (plan["formula"], plan["atoms"], plan["probes"]) == ("MgO", 2, False)
 
     assert run_dielectric(ctx, material_id).status == "done"  # reuses both steps, adds the phonons
     whole = CostEstimator(ctx.db, ctx)
     assert whole.explain([material_id])[0] | {"stored_gap": None} == plan | {
-        "finished": True, "cpu_hours": 0.0, "stored_gap": None}  # finished: nothing left to pay for
+        "finished": True, "cpu_hours": 0.0, "stored_gap": None,  # finished: nothing left to pay for
+        "steps_done": ["analysis", "phonon", "relax", "scf"]}
     assert whole.model.n_runs == 1 and whole.weights.relax_runs == 0  # one run: the step weights stay the prior
     learned = CostEstimator(ctx.db, ctx, weights_min_runs=1).weights
     # ph.x moves 2 atoms and the field; its work per k-point is on the 8 occupied bands, the SCF's on all
-    cell = ComputedCell.of(mgo, ctx.settings, ctx.pseudos)
     assert learned.relax == pytest.approx(cpu_hours("relax") / cpu_hours("scf"))
     assert learned.dfpt_triple == pytest.approx(
         cpu_hours("phonon") / cpu_hours("scf") * cell.scf_work / cell.dfpt_work / (2 + FIELD_IN_TRIPLES))

@@ -151,11 +151,14 @@ def step_ratios(seconds: dict[str, float], structure: Structure, settings: Diele
     return StepRatios(relax, triple, float(np.median(fields)) if fields else np.nan)
 
 
-def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
-              gap: float | None = None, gap_only: bool = False, weights: StepWeights | None = None) -> float:
-    """The size of the workflow's steps on the cell it will actually compute (its standard primitive cell by
-    default); with `gap` (eV) below small_gap_ev, or k_converge set, the k-mesh probes included. `gap_only`:
-    the gap workflow's steps, relaxation and SCF (what a campaign on the PBEsol gap alone runs)."""
+def cost_parts(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
+               gap: float | None = None, gap_only: bool = False, weights: StepWeights | None = None
+               ) -> dict[str, float]:
+    """The size of each of the workflow's steps on the cell it will actually compute (its standard primitive cell
+    by default), by workflow step: "relax", "scf", "phonon" (ph.x on the fixed mesh) and "probes" (the k-mesh
+    probes with the displacements after them, with `gap` (eV) below small_gap_ev; with k_converge set, everything
+    runs on the probed mesh and is charged there, under "probes"). `gap_only`: the gap workflow's steps,
+    relaxation and SCF (what a campaign on the PBEsol gap alone runs)."""
     w = weights or StepWeights()
     cell = ComputedCell.of(structure, settings, pseudos)
 
@@ -179,18 +182,37 @@ def cost_size(structure: Structure, settings: DielectricSettings, pseudos: Pseud
         return float(np.mean(courses)) if courses else probes[0] + then(0, spacings[0])
 
     if settings.k_converge is not None and not gap_only:  # probes first, from k_coarsest; then everything there
-        return mean_course(probe_spacings(cell.structure, settings.k_coarsest, settings.even_kmesh),
-                           lambda i, s: scf(s) * (w.relax + 1) + dfpt(s, atoms + w.field))
-    fixed = scf(settings.kspacing) * (w.relax + 1)
+        return {"probes": mean_course(probe_spacings(cell.structure, settings.k_coarsest, settings.even_kmesh),
+                                      lambda i, s: scf(s) * (w.relax + 1) + dfpt(s, atoms + w.field))}
+    parts = {"relax": scf(settings.kspacing) * w.relax, "scf": scf(settings.kspacing)}
     if gap_only:
-        return fixed
+        return parts
     if gap is None or gap >= settings.small_gap_ev:
-        return fixed + dfpt(settings.kspacing, atoms + w.field)
+        return {**parts, "phonon": dfpt(settings.kspacing, atoms + w.field)}
     # probes from kspacing (the first is the fixed mesh: its SCF is the workflow's), then the displacements on the
     # mesh that settled (the probe's field-only ph.x gave ε∞ and Z*), or with small_gap_split on the fixed mesh
-    return fixed + mean_course(probe_spacings(cell.structure, settings.kspacing, settings.even_kmesh),
-                               lambda i, s: dfpt(settings.kspacing if settings.small_gap_split else s, atoms),
-                               first_scf=False)
+    return {**parts, "probes": mean_course(probe_spacings(cell.structure, settings.kspacing, settings.even_kmesh),
+                                           lambda i, s: dfpt(settings.kspacing if settings.small_gap_split else s,
+                                                             atoms), first_scf=False)}
+
+
+def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
+              gap: float | None = None, gap_only: bool = False, weights: StepWeights | None = None) -> float:
+    """The size of the whole workflow: the sum of `cost_parts`."""
+    return sum(cost_parts(structure, settings, pseudos, gap, gap_only, weights).values())
+
+
+def remaining_fraction(parts: dict[str, float], done_steps: set[str]) -> float:
+    """The share of a material's size still to run when `done_steps` (workflow step names) have finished: the
+    relaxation and SCF are done with their steps, the fixed-mesh ph.x with "phonon", the probes' course with the
+    ph.x that ends it (the displacements; with k_converge, "phonon"): a run killed among its probes is charged
+    them all again."""
+    total = sum(parts.values())
+    if not total:
+        return 0.0
+    phonons = "phonon" in done_steps or any(step.startswith(DISPLACEMENTS_STEP) for step in done_steps)
+    finished = {"relax": "relax" in done_steps, "scf": "scf" in done_steps, "phonon": phonons, "probes": phonons}
+    return sum(size for part, size in parts.items() if not finished[part]) / total
 
 
 def irreducible_k_points(structure: Structure, mesh: tuple[int, int, int]) -> int:
@@ -353,30 +375,34 @@ class CostEstimator:
         """Per material, its estimate and what it rests on: the cell pw.x will compute (atoms, k-mesh, irreducible
         k-points) and the stored gap that decides whether the small-gap probes are charged; `reason` where the
         workflow cannot run it (no usable pseudopotential, say). A material whose workflow has finished with this
-        preset costs nothing more ("finished"); one half done is charged in full."""
+        preset costs nothing more ("finished"); one half done is charged for the steps it has left
+        (`remaining_fraction`), as the workflow would skip the rest."""
         settings, structures, gaps = self.ctx.settings, self._structures(material_ids), self._gaps(material_ids)
+        done: dict[int, set[str]] = {}
         with self.db.session() as session:
-            finished = set(session.scalars(select(Calculation.material_id).where(
-                Calculation.workflow == "dielectric", Calculation.step == "analysis", Calculation.status == "done",
-                Calculation.preset == self.ctx.preset, Calculation.material_id.in_(material_ids))))
+            for material_id, step in session.execute(select(Calculation.material_id, Calculation.step).where(
+                    Calculation.workflow == "dielectric", Calculation.status == "done",
+                    Calculation.preset == self.ctx.preset, Calculation.material_id.in_(material_ids))):
+                done.setdefault(material_id, set()).add(step)
         rows = []
         for material_id, hours in zip(material_ids, self.estimate(material_ids), strict=True):
-            gap, structure = gaps.get(material_id), structures.get(material_id)
-            done = material_id in finished
-            row: dict = {"material_id": material_id, "stored_gap": gap, "finished": done,
-                         "cpu_hours": 0.0 if done else None if np.isnan(hours) else float(hours)}
+            gap, structure, steps = gaps.get(material_id), structures.get(material_id), done.get(material_id, set())
+            row: dict = {"material_id": material_id, "stored_gap": gap, "finished": "analysis" in steps,
+                         "cpu_hours": None}
             if structure is None:
                 rows.append({**row, "reason": f"no material with id {material_id}"})
                 continue
             row["formula"] = structure.composition.reduced_formula
             try:
                 cell = ComputedCell.of(structure, settings, self.ctx.pseudos)
+                parts = cost_parts(structure, settings, self.ctx.pseudos, gap, self.gap_only, self.weights)
             except TansakuError as exc:
                 rows.append({**row, "reason": str(exc)})
                 continue
+            left = 0.0 if row["finished"] else remaining_fraction(parts, steps)
             mesh = kmesh(cell.structure, settings.kspacing, settings.even_kmesh)
             probes = not self.gap_only and (settings.k_converge is not None or (
                 gap is not None and gap < settings.small_gap_ev))
-            rows.append({**row, "atoms": len(cell.structure), "kmesh": list(mesh), "k_points": cell.points(mesh),
-                         "probes": probes})
+            rows.append({**row, "cpu_hours": float(hours) * left, "steps_done": sorted(steps), "atoms":
+                         len(cell.structure), "kmesh": list(mesh), "k_points": cell.points(mesh), "probes": probes})
         return rows

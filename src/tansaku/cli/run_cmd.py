@@ -221,8 +221,7 @@ def _print_estimate(ctx, targets: dict[str, int], failures: dict, json_out: Path
                      "x".join(map(str, row["kmesh"])) if "kmesh" in row else "", str(row.get("k_points", "")),
                      "" if gap is None else f"{gap:.2f}", {True: "yes", False: "no"}.get(row.get("probes"), ""),
                      "" if hours is None else f"{hours:.3g}",
-                     "finished with this preset: nothing to run" if row.get("finished")
-                     else (row.get("reason") or "")[:80])
+                     _estimate_note(row))
     console.print(grid)
     total = sum(row["cpu_hours"] or 0.0 for row in rows.values())
     console.print(f"Total: {total:.3g} CPU hours, at least {total / (workers * procs):.3g} h of wall time with "
@@ -232,6 +231,17 @@ def _print_estimate(ctx, targets: dict[str, int], failures: dict, json_out: Path
     if json_out:
         json_out.write_text(json.dumps({"preset": ctx.preset, "basis": estimator.basis(), "total_cpu_hours": total,
                                         "materials": rows}, indent=1))
+
+
+def _estimate_note(row: dict) -> str:
+    """The estimate table's last column: why a material has no estimate, or what of it has already run."""
+    if row.get("finished"):
+        return "finished with this preset: nothing to run"
+    if row.get("reason"):
+        return row["reason"][:80]
+    if row.get("steps_done"):
+        return f"done: {', '.join(row['steps_done'])}; charged for the rest"[:80]
+    return ""
 
 
 def _runner(workflow: str):
