@@ -162,3 +162,31 @@ def no_options(doc: str | None) -> None:
     """For a benchmark that takes no options: `--help` prints its docstring instead of starting the run, and an
     unknown option is refused."""
     argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+
+
+RUNS = "runs.json"  # beside the step directories: step name → the run (commit, command, date) that finished it
+
+
+def unrecorded_steps(run):
+    """Run.step without the database rows (a benchmark that keeps its record in the step directories); the
+    invocation that finishes a step is recorded in RUNS, for the tables' per-row provenance."""
+    from tansaku.workflows.state import StepState
+    from tansaku.workflows.steps import run_step
+
+    def step(name, spec, ctx=None):
+        ctx = ctx or run.ctx
+        run.report(name)
+        was_done = StepState.load(run.root / name, name).status == "done"
+        run.steps[name] = run_step(spec, run.root / name, ctx.executor, ctx.commands, ctx.settings.max_attempts,
+                                   ctx.poll_seconds)
+        if not was_done:
+            runs = step_runs(run.root)
+            runs[name] = this_run()
+            (run.root / RUNS).write_text(json.dumps(runs, indent=1))
+        return run.steps[name]
+
+    return step
+
+
+def step_runs(root: Path) -> dict:
+    return json.loads((root / RUNS).read_text()) if (root / RUNS).exists() else {}

@@ -27,7 +27,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import REPO, SHARED, local_dft_context, run_number, runs_legend, this_run, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    SHARED,
+    local_dft_context,
+    run_number,
+    runs_legend,
+    step_runs,
+    unrecorded_steps,
+    write_results,
+)
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
 from tansaku.dft.qe.parsers import read_dyn_gamma  # noqa: E402
@@ -66,7 +75,7 @@ def main() -> None:
         structure = standard_frame(Structure.from_dict(reference["structure"]))[0]
         run = Run(ctx, 0, structure, ctx.run_root / mp_id, WorkflowResult(status="running"),
                   lambda step, f=reference["formula"]: print(f"{f}: {step}", flush=True))
-        run.step = _unrecorded(run)
+        run.step = unrecorded_steps(run)
         probes, seen = [], set()
         for spacing in sorted(args.spacings, reverse=True):
             mesh = kmesh(structure, spacing, settings.even_kmesh)
@@ -111,32 +120,6 @@ def _finished(root: Path, mesh: tuple[int, int, int], kind: str = "eps") -> bool
 
 NO_RUNS = ("These rows were computed before each row's run was recorded: the command that computed them is in the "
            "message of the commit that added them.")
-RUNS = "runs.json"  # beside the step directories: step name → the run (commit, command, date) that finished it
-
-
-def _unrecorded(run: Run):
-    """Run.step without the database rows (this benchmark keeps its record in the step directories); the
-    invocation that finishes a step is recorded in RUNS, for the tables' per-row provenance."""
-    from tansaku.workflows.state import StepState
-    from tansaku.workflows.steps import run_step
-
-    def step(name, spec, ctx=None):
-        ctx = ctx or run.ctx
-        run.report(name)
-        was_done = StepState.load(run.root / name, name).status == "done"
-        run.steps[name] = run_step(spec, run.root / name, ctx.executor, ctx.commands, ctx.settings.max_attempts,
-                                   ctx.poll_seconds)
-        if not was_done:
-            runs = step_runs(run.root)
-            runs[name] = this_run()
-            (run.root / RUNS).write_text(json.dumps(runs, indent=1))
-        return run.steps[name]
-
-    return step
-
-
-def step_runs(root: Path) -> dict:
-    return json.loads((root / RUNS).read_text()) if (root / RUNS).exists() else {}
 
 
 def _run_cell(markers: list[tuple], run: dict | None) -> str:

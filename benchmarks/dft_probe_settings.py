@@ -22,8 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import REPO, local_dft_context, write_results  # noqa: E402
-from dft_kpoints import _unrecorded  # noqa: E402
+from _common import REPO, local_dft_context, unrecorded_steps, write_results  # noqa: E402
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.settings import kmesh, preset  # noqa: E402
 from tansaku.store.materials import tensor_average  # noqa: E402
@@ -77,7 +76,7 @@ def main() -> None:
             continue
         run = Run(ctx, 0, structure, ctx.run_root / material.name, WorkflowResult(status="running"),
                   lambda step, f=material.name: print(f"{f}: {step}", flush=True))
-        run.step = _unrecorded(run)
+        run.step = unrecorded_steps(run)
         spacing_of = {kmesh(structure, s, settings.even_kmesh): s  # the rule's own spacings, from kspacing down
                       for s in probe_spacings(structure, settings.kspacing, settings.even_kmesh)}
         cheap = [probe(run, structure, spacing_of[tuple(ref["mesh"])]).as_dict() for ref in reference]

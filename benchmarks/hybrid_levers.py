@@ -27,8 +27,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
-from _common import REPO, SHARED, local_dft_context, run_number, run_of, runs_legend, write_results  # noqa: E402
-from dft_kpoints import _unrecorded, step_runs  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    SHARED,
+    local_dft_context,
+    run_number,
+    run_of,
+    runs_legend,
+    step_runs,
+    unrecorded_steps,
+    write_results,
+)
 from tansaku.dft.settings import exchange_q_mesh, kmesh, preset, standard_frame  # noqa: E402
 from tansaku.workflows.dielectric import Run, WorkflowResult, scf_spec  # noqa: E402
 from tansaku.workflows.electronic import PBE_SCF, hybrid_spec, pbe_scf  # noqa: E402
@@ -48,7 +57,7 @@ def one_material(mp_id: str, levers: list[tuple[int, float]], with_scf: bool, ct
     structure = standard_frame(Structure.from_dict(reference["structure"]))[0]
     run = Run(ctx, 0, structure, ctx.run_root / mp_id, WorkflowResult(status="running"),
               lambda step, f=reference["formula"]: print(f"{f}: {step}", flush=True))
-    run.step = _unrecorded(run)
+    run.step = unrecorded_steps(run)
     scf = scf_spec(ctx, run.root, structure)
     run.step("scf", scf)
     pbe = pbe_scf(run)
