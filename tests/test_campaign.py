@@ -24,6 +24,7 @@ from tansaku.download import sha256_of
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
 from tansaku.store import Calculation, CampaignPick, CampaignRound, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
+from tansaku.store.tables import Subset
 from tansaku.workflows.job import Job
 from tests.conftest import PSEUDOS, need_shared
 from tests.test_cli import invoke
@@ -219,6 +220,53 @@ def test_failed_candidates_are_recorded_never_chosen_again_and_budget_can_grow(o
     data["budget"] = {"runs": 6}  # a larger budget continues the same campaign ...
     more = run_campaign(db, config_from_dict(data), oracle, say=quiet)
     assert more["runs"] == 3 and more["stop_reason"] == "no candidates left"  # ... and never re-picks CaSe
+
+
+def test_a_metal_screen_keeps_likely_metals_out_of_a_campaign(oxide_db_copy, tmp_path):
+    """Rock-salt TiO is charge-balanced (Ti2+ O2-; `generate` refuses Ti2+ as uncommon, but a candidate can come
+    from any CIF) and looks like any other oxide to an ε or gap model trained on insulators; a campaign given a
+    gap table with metals in it ([candidates] metal_screen) never spends a run on it, picks every other
+    candidate, and says in each round how many it left out."""
+    import csv
+    import gzip
+    import random
+
+    from tansaku.models.metal_screen import FLAG_PROBABILITY, MetalScreen
+    from tests.conftest import SHARED
+
+    db = oxide_db_copy
+    with gzip.open(need_shared(SHARED / "datasets" / "matbench" / "matbench_mp_gap.csv.gz"), "rt") as handle:
+        rows = list(csv.reader(handle))[1:]
+    random.Random(0).shuffle(rows)
+    table = tmp_path / "gaps.csv"
+    with open(table, "w", newline="") as out:
+        csv.writer(out).writerows([["formula", "gap"], *(r for r in rows[:4000] if r[0] not in ("Ti1O1", "TiO"))])
+    rock_salt = Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
+                                                           [[0, 0, 0], [0.5, 0.5, 0.5]]))
+    candidates, _ = substitute([rock_salt], parse_site_elements("A=Cd,Sn,Pb"), anion="O")
+    store_candidates(db, candidates, [rock_salt], subset="trial")
+    with db.session() as session:
+        tio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.18), ["Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        material, _ = add_structure_material(session, tio, "generated", "TiO-rocksalt", ImportReport())
+        session.flush()
+        add_to_subset(session, "trial", [material.id])
+    with db.session() as session:
+        stored = list(session.scalars(select(Material.reduced_formula).join(
+            Subset, Subset.material_id == Material.id).where(Subset.name == "trial")))
+    likely_metals = {f for f, p in zip(stored, MetalScreen.from_table(table).probabilities(stored), strict=True)
+                     if p >= FLAG_PROBABILITY}
+    assert "TiO" in likely_metals and len(likely_metals) < len(stored)
+    data = sim_config("screened", candidates={"query": "subset=trial", "metal_screen": str(table)},
+                      training={"query": "subset=paper", "init_random": 0}, budget={"runs": 20},
+                      acquisition={"batch": 2}, model={"cv_folds": 0})
+    status = run_campaign(db, config_from_dict(data), DatasetOracle(db, "band_gap", "import:oxi_diel_db"),
+                          say=quiet)
+    picked = [p["formula"] for r in status["rounds"] for p in r["picks"]]
+    assert sorted(picked) == sorted(set(stored) - likely_metals)  # every other candidate, each once
+    assert status["stop_reason"] == "no candidates left"
+    assert status["rounds"][0]["model"]["screened_metals"] == len(likely_metals)
+    with pytest.raises(TansakuError, match="metal_screen: nowhere.csv: no such file"):
+        config_from_dict(sim_config(candidates={"metal_screen": "nowhere.csv"}))
 
 
 def test_cli_run_and_status_with_plot(oxide_db_copy, tmp_path):

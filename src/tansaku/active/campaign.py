@@ -146,15 +146,25 @@ def stop_reason(config: CampaignConfig, used: dict) -> str | None:
     return None
 
 
-def candidate_ids(db: Database, config: CampaignConfig, campaign_id: int, known: dict[int, float]) -> list[int]:
-    """Candidates never picked by this campaign and without a known value."""
+def candidate_ids(db: Database, config: CampaignConfig, campaign_id: int, known: dict[int, float]
+                  ) -> tuple[list[int], int]:
+    """Candidates never picked by this campaign and without a known value, less those the metal screen finds
+    likely metals (a DFT run would only learn that it has no gap); and how many the screen left out."""
     with db.session() as session:
         query = build_query(config.candidates_query, structures_only=config.oracle == "dft"
                             or config.features == "structure")
         ids = list(session.scalars(query))
         picked = set(session.scalars(select(CampaignPick.material_id).where(
             CampaignPick.campaign_id == campaign_id)))
-    return [i for i in ids if i not in picked and i not in known]
+    ids = [i for i in ids if i not in picked and i not in known]
+    if config.metal_screen is None or not ids:
+        return ids, 0
+    from tansaku.models.metal_screen import FLAG_PROBABILITY, MetalScreen
+
+    formulas = _formulas(db, ids)
+    metal = MetalScreen.cached(Path(config.metal_screen)).probabilities([formulas[i] for i in ids])
+    kept = [i for i, p in zip(ids, metal, strict=True) if not p >= FLAG_PROBABILITY]  # NaN: no descriptors, kept
+    return kept, len(ids) - len(kept)
 
 
 @dataclass
@@ -210,7 +220,7 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     if config.goals:
         return _choose_joint(db, config, campaign_id, number, k, costs, rng)
     known = labels(db, config, campaign_id)
-    pool = candidate_ids(db, config, campaign_id, known)
+    pool, screened = candidate_ids(db, config, campaign_id, known)
     if not pool:
         return [], {}
     with db.session() as session:
@@ -223,6 +233,8 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     started = time.perf_counter()
     trained = train(db, config, known, config.seed + number)
     predictor, metrics, y = trained.predictor, trained.metrics, trained.y
+    if config.metal_screen:
+        metrics["screened_metals"] = screened
     X, kept, refused = predictor.describe_stored(db, pool)
     if refused:
         metrics["refused"] = refused[:20]
@@ -267,7 +279,8 @@ def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number
     certain), a spread batch as for one goal."""
     known = {prop: labels(db, config, campaign_id, prop) for prop in config.properties}
     everything_known = set.intersection(*(set(v) for v in known.values()))
-    pool = [i for i in candidate_ids(db, config, campaign_id, {}) if i not in everything_known]
+    pool, screened = candidate_ids(db, config, campaign_id, {})
+    pool = [i for i in pool if i not in everything_known]
     if not pool:
         return [], {}
     estimate = costs.estimate(pool) if costs else np.full(len(pool), np.nan)
@@ -279,6 +292,8 @@ def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number
         return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
     started = time.perf_counter()
     metrics: dict = {"joint_errors": "independent", "goals": [str(c) for c in config.goals]}
+    if config.metal_screen:
+        metrics["screened_metals"] = screened
     joint, X = _goal_probabilities(db, config, config.goals, known, pool, number, metrics)
     metrics["expected_hits_left"] = float(joint.sum())
     chosen = _spread_batch(joint, k, rng, X, config)
@@ -354,7 +369,8 @@ def _choose_two_level(db: Database, config: CampaignConfig, campaign_id: int, nu
     known = {prop: labels(db, config, campaign_id, prop) for prop in config.properties + [levels["cheap"]]}
     picks = _picks_by_level(db, campaign_id)
     failed = {m for (m, _), (status, _) in picks.items() if status not in ("done", "pending")}
-    candidates = [m for m in candidate_ids(db, config, campaign_id, {}) if m not in failed]
+    candidates, screened = candidate_ids(db, config, campaign_id, {})
+    candidates = [m for m in candidates if m not in failed]
     picked = {m for m, _ in picks}
     screened_picks = {m for (m, level) in picks if level == "cheap"}
     if len(picked) < config.init_random:
@@ -375,6 +391,8 @@ def _choose_two_level(db: Database, config: CampaignConfig, campaign_id: int, nu
     metrics: dict = {"joint_errors": "independent", "goals": [str(c) for c in config.goals],
                      "levels": {"cheap": levels["cheap"], "expensive": levels["property"]},
                      "cpu_hours_per_pick": prices}
+    if config.metal_screen:
+        metrics["screened_metals"] = screened
     other, X = _goal_probabilities(db, config, others, known, rows, number, metrics)
     if not others:
         model = make_model(config.learner, random_state=config.seed + number, trees=config.trees)

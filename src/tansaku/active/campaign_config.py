@@ -42,6 +42,8 @@ cpu_hours = 50.0                 # optional
 
 [candidates]
 query = "source=generated"       # which stored materials may be chosen (tansaku run --query syntax)
+# metal_screen = "matbench_mp_gap.csv.gz"  # optional: a composition,band-gap table with metals at 0 eV; a
+                                 # candidate its classifier finds likely a metal (P >= 0.5) is never chosen
 
 [training]
 query = "subset=paper"           # materials whose stored values teach the model at the start
@@ -178,6 +180,7 @@ class CampaignConfig:
     budget_runs: int = 10
     budget_cpu_hours: float | None = None
     candidates_query: str = "source=generated"
+    metal_screen: str | None = None  # a gap table: candidates likely to be metals are left out (models.metal_screen)
     training_query: str | None = None
     init_random: int = 0
     learner: str = "et"
@@ -293,7 +296,7 @@ def config_from_dict(data: dict, where: str = "campaign") -> CampaignConfig:
         cost_aware=bool(acq.get("cost_aware", False)), seed=_whole(acq, "seed", "acquisition", where, 0),
         budget_runs=_whole(budget, "runs", "budget", where, 10),
         budget_cpu_hours=_number(budget, "cpu_hours", "budget", where, None),
-        candidates_query=cand.get("query", "source=generated"),
+        candidates_query=cand.get("query", "source=generated"), metal_screen=cand.get("metal_screen"),
         training_query=train.get("query"), init_random=_whole(train, "init_random", "training", where, 0),
         learner=model.get("learner", "et"), features=model.get("features", "composition"),
         trees=_whole(model, "trees", "model", where, 300), cv_folds=_whole(model, "cv_folds", "model", where, 5),
@@ -434,6 +437,9 @@ def _validate(c: CampaignConfig, where: str) -> None:
         raise bad(f"[model] pretrained starts lgbm-attn's network; learner {c.learner!r} has none")
     if c.pretrained is not None and not Path(c.pretrained).is_file():
         raise bad(f"[model] pretrained: {c.pretrained}: no such file (make it with `tansaku pretrain`)")
+    if c.metal_screen is not None and not Path(c.metal_screen).is_file():
+        raise bad(f"[candidates] metal_screen: {c.metal_screen}: no such file (a composition,band-gap table with "
+                  "metals at 0 eV, e.g. matbench_mp_gap.csv.gz)")
     if c.features not in ("composition", "structure"):
         raise bad(f"unknown features {c.features!r} (composition or structure)")
     if c.oracle not in ("dft", "dataset"):

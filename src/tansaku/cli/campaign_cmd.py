@@ -119,6 +119,9 @@ def print_status(status: dict) -> None:
     maes = [r["model"]["cv_mae"] for r in status["rounds"] if "cv_mae" in r["model"]]
     if maes:
         console.print(f"model CV MAE (model units): first round {maes[0]:.4g}, last round {maes[-1]:.4g}")
+    screened = [r["model"]["screened_metals"] for r in status["rounds"] if "screened_metals" in r["model"]]
+    if screened:
+        console.print(f"metal screen: {screened[-1]} candidate(s) left out as likely metals in the last round")
     console.print(f"{status['runs']} of {budget['runs']} runs, {status['cpu_hours']:.3f} CPU hours"
                   + (f" of {budget['cpu_hours']}" if budget["cpu_hours"] else "")
                   + f"; {status['hits']} found; outcomes: "

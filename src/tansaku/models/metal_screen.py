@@ -63,6 +63,25 @@ class MetalScreen:
 
         return cls.fit(median_by_formula(Path(path)), Path(path).name, seed)
 
+    @classmethod
+    def cached(cls, path: Path, seed: int = 0) -> MetalScreen:
+        """`from_table`, kept on disk per table content (a campaign asks for it every round, and training on
+        matbench's 106,113 gaps takes minutes)."""
+        import pickle
+
+        from tansaku.download import cache_dir, sha256_of
+        from tansaku.features.sets import featurizer_key
+        from tansaku.files import write_atomically
+
+        target = (cache_dir() / "metal_screens"
+                  / f"{sha256_of(Path(path))[:16]}-{seed}-{featurizer_key('composition')}.pkl")
+        if target.is_file():
+            with open(target, "rb") as handle:
+                return pickle.load(handle)
+        screen = cls.from_table(path, seed)
+        write_atomically(target, lambda handle: pickle.dump(screen, handle))
+        return screen
+
     def probabilities(self, formulas: Sequence[str]) -> np.ndarray:
         """P(metal) of each composition; NaN where its descriptors cannot be computed."""
         from tansaku.features.sets import raw_features_each
