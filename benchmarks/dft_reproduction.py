@@ -423,6 +423,7 @@ def cost_model_check(done: list[dict], settings, pseudos, preset_name: str) -> d
     from pymatgen.core import Structure
 
     from tansaku.active.cost import CostModel, StepWeights, cost_size, prior_scale, step_ratios
+    from tansaku.workflows.dielectric import GAP_STEPS
 
     rows = [r for r in done if r.get("cost_size") and sum(r.get("step_cpu_seconds", {}).values())]
     if len(rows) < 3:
@@ -445,6 +446,10 @@ def cost_model_check(done: list[dict], settings, pseudos, preset_name: str) -> d
     everyone = StepWeights.learn(list(ratios.values()))
     in_sample = float(np.median([hours[k] / cost_size(structures[k], settings, pseudos, references[k]["band_gap"],
                                                       weights=everyone) for k in hours]))
+    gap_hours = {r["mp_id"]: sum(v for k, v in r["step_cpu_seconds"].items() if k in GAP_STEPS) / 3600
+                 for r in rows}
+    gap_scale = float(np.median([gap_hours[k] / cost_size(structures[k], settings, pseudos, gap_only=True,
+                                                          weights=everyone) for k in hours]))
     errors = {k: estimates[k] / hours[k] - 1 for k in hours}
     total_error = sum(estimates.values()) / sum(hours.values()) - 1
     lines = ["## Cost model (leave one out: step weights and scale learned from the other materials' QE CPU hours)",
@@ -460,9 +465,11 @@ def cost_model_check(done: list[dict], settings, pseudos, preset_name: str) -> d
               "", f"Step weights from all {len(rows)}: relaxation {everyone.relax:.2f} SCFs, ph.x "
               f"{everyone.dfpt_triple:.2f} per displacement triple, the field {everyone.field:.2f} triples; scale "
               f"(median CPU hours per size) {in_sample:.2e}, against the {preset_name} preset's prior "
-              f"{prior_scale(preset_name):.2e} in active/cost.py."]
+              f"{prior_scale(preset_name):.2e} in active/cost.py; of the relaxation and SCF alone (a gap run) "
+              f"{gap_scale:.2e}, against {prior_scale(preset_name, gap_only=True):.2e}."]
     return {"estimates": estimates, "measured": hours, "total_error": total_error, "median_abs_error": median,
-            "within_30_percent": within, "weights": asdict(everyone), "scale": in_sample, "lines": lines}
+            "within_30_percent": within, "weights": asdict(everyone), "scale": in_sample, "gap_scale": gap_scale,
+            "lines": lines}
 
 
 if __name__ == "__main__":
