@@ -227,20 +227,11 @@ def test_a_metal_screen_keeps_likely_metals_out_of_a_campaign(oxide_db_copy, tmp
     from any CIF) and looks like any other oxide to an ε or gap model trained on insulators; a campaign given a
     gap table with metals in it ([candidates] metal_screen) never spends a run on it, picks every other
     candidate, and says in each round how many it left out."""
-    import csv
-    import gzip
-    import random
-
     from tansaku.models.metal_screen import FLAG_PROBABILITY, MetalScreen
-    from tests.conftest import SHARED
+    from tests.conftest import matbench_gap_sample
 
     db = oxide_db_copy
-    with gzip.open(need_shared(SHARED / "datasets" / "matbench" / "matbench_mp_gap.csv.gz"), "rt") as handle:
-        rows = list(csv.reader(handle))[1:]
-    random.Random(0).shuffle(rows)
-    table = tmp_path / "gaps.csv"
-    with open(table, "w", newline="") as out:
-        csv.writer(out).writerows([["formula", "gap"], *(r for r in rows[:4000] if r[0] not in ("Ti1O1", "TiO"))])
+    table = matbench_gap_sample(tmp_path)
     rock_salt = Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
                                                            [[0, 0, 0], [0.5, 0.5, 0.5]]))
     candidates, _ = substitute([rock_salt], parse_site_elements("A=Cd,Sn,Pb"), anion="O")

@@ -380,17 +380,9 @@ def test_one_bad_stored_material_never_stops_a_batch(oxide_db_copy, tmp_path):
 def test_a_metal_screen_flags_a_charge_balanced_metal_the_oxide_model_cannot_tell(oxide_db, tmp_path):
     """TiO (Ti2+ O2-) passes charge balance; the oxide database holds no metal, so only a screen trained on a
     table with metals flags it. 4,000 rows of matbench's PBE gaps (without TiO) are enough for that."""
-    import gzip
-    import random
+    from tests.conftest import matbench_gap_sample
 
-    from tests.conftest import SHARED, need_shared
-
-    with gzip.open(need_shared(SHARED / "datasets" / "matbench" / "matbench_mp_gap.csv.gz"), "rt") as handle:
-        rows = list(csv.reader(handle))[1:]
-    random.Random(0).shuffle(rows)
-    table = tmp_path / "gaps.csv"
-    with open(table, "w", newline="") as out:
-        csv.writer(out).writerows([["formula", "gap"], *(r for r in rows[:4000] if r[0] not in ("Ti1O1", "TiO"))])
+    table = matbench_gap_sample(tmp_path)
     plain, screened = tmp_path / "plain.pkl", tmp_path / "screened.pkl"
     base = ("train", "--property", "eps_electronic", "--subset", "paper", "--cv", "0", "--out")
     assert invoke(oxide_db.url, *base, str(plain)).exit_code == 0
@@ -409,7 +401,8 @@ def test_a_metal_screen_flags_a_charge_balanced_metal_the_oxide_model_cannot_tel
     assert not any("metal" in note for note in flagged["MgO"])
 
     no_metals = tmp_path / "insulators.csv"
-    no_metals.write_text("formula,gap\n" + "".join(f"{f},{g}\n" for f, g in rows[:400] if float(g) > 0.5))
+    rows = list(csv.reader(table.open()))[1:401]
+    no_metals.write_text("formula,gap\n" + "".join(f"{f},{g}\n" for f, g in rows if float(g) > 0.5))
     with pytest.raises(TansakuError, match="0 metals .* needs at least 20 of each"):
         invoke(oxide_db.url, *base, str(tmp_path / "x.pkl"), "--metal-screen", str(no_metals))
     unknown = tmp_path / "unknown.csv"
