@@ -298,6 +298,7 @@ class CostEstimator:
 
         self.db, self.ctx, self.gap_only, self.weights_min_runs = db, ctx, gap_only, weights_min_runs
         self._cells: dict[int, Structure] = {}
+        self._parts: dict[int, dict[str, float]] = {}
         hours = cpu_hours_by_material(db, ctx.preset, ctx.commands.mpi_procs, finished_only=True,
                                       steps=GAP_STEPS if gap_only else None)
         if not gap_only:  # a whole workflow's cost is learned from whole workflows, not from a gap run's steps
@@ -351,16 +352,19 @@ class CostEstimator:
         return gaps
 
     def _measure(self, material_ids: list[int]) -> dict[int, float]:
-        """Cell sizes; NaN where the workflow cannot run the material (no structure or usable pseudopotential)."""
+        """Cell sizes (their parts by step kept for `explain`); NaN where the workflow cannot run the material (no
+        structure or usable pseudopotential)."""
         structures, gaps = self._structures(material_ids), self._gaps(material_ids)
         sizes = {}
         for material_id in material_ids:
             structure = structures.get(material_id)
             try:
-                sizes[material_id] = np.nan if structure is None else cost_size(
+                parts = {} if structure is None else cost_parts(
                     structure, self.ctx.settings, self.ctx.pseudos, gaps.get(material_id), self.gap_only, self.weights)
             except TansakuError:
-                sizes[material_id] = np.nan
+                parts = {}
+            self._parts[material_id] = parts
+            sizes[material_id] = sum(parts.values()) if parts else np.nan
         return sizes
 
     def estimate(self, material_ids: list[int]) -> np.ndarray:
@@ -402,11 +406,10 @@ class CostEstimator:
             row["formula"] = structure.composition.reduced_formula
             try:
                 cell = ComputedCell.of(structure, settings, self.ctx.pseudos)
-                parts = cost_parts(structure, settings, self.ctx.pseudos, gap, self.gap_only, self.weights)
             except TansakuError as exc:
                 rows.append({**row, "reason": str(exc)})
                 continue
-            left = 0.0 if row["finished"] else remaining_fraction(parts, steps)
+            left = 0.0 if row["finished"] else remaining_fraction(self._parts[material_id], steps)
             mesh = kmesh(cell.structure, settings.kspacing, settings.even_kmesh)
             probes = not self.gap_only and (settings.k_converge is not None or (
                 gap is not None and gap < settings.small_gap_ev))
