@@ -478,11 +478,17 @@ def test_a_reused_process_number_is_not_mistaken_for_the_step_job(tmp_path):
 
 
 def test_a_gap_run_is_estimated_from_gap_runs_and_a_whole_run_from_whole_runs(tmp_path, mgo):
-    from tansaku.active.cost import CostEstimator
+    from tansaku.active.cost import CostEstimator, cost_size, prior_scale
     from tansaku.workflows.dielectric import run_gap
 
     ctx = make_ctx(tmp_path)
     material_id = store(ctx, mgo, "MgO")
+    # before any run, each workflow's own prior: a gap run's relaxation and SCF cost less per unit at this
+    # preset's cut-off than the whole workflow does (cost_prior.md)
+    first = CostEstimator(ctx.db, ctx, gap_only=True)
+    assert first.model.n_runs == 0 and first.estimate([material_id])[0] == pytest.approx(
+        prior_scale("test", gap_only=True) * cost_size(mgo, ctx.settings, ctx.pseudos, gap_only=True), rel=1e-9)
+    assert prior_scale("test", gap_only=True) < prior_scale("test")
     assert run_gap(ctx, material_id).status == "done"
     assert calculation_rows(ctx) == [("relax", "done"), ("scf", "done")]  # no ph.x for a gap
 
