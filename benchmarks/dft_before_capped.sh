@@ -7,7 +7,10 @@
 #   git worktree add /work/before de39de8
 #   BEFORE=/work/before bash benchmarks/dft_before_capped.sh mp-1265:0 mp-2542:900 ...
 #
-# Wall time spent paused (SIGSTOP, to keep another benchmark's timing clean) does not count against the cap.
+# Wall time spent paused (SIGSTOP, to keep another benchmark's timing clean) does not count against the cap. The
+# cap is cumulative over invocations (kept in $BEFORE/benchmarks/work/cap-used-ID): a material cut off by the end
+# of a session resumes from its step directories with what is left of its cap, and one that has used it all is
+# not started again.
 # Each invocation rewrites the worktree's results file with its one material: afterwards, run the old script once
 # more with `--ids` the materials that finished (every step is done, so it only reports) for the --before file.
 set -u
@@ -18,14 +21,19 @@ mkdir -p "$(dirname "$LOG")"
 cd "$BEFORE"
 for pair in "$@"; do
   id=${pair%%:*}; cap=${pair##*:}
-  echo "$(date -Is) start $id cap ${cap}s" >> "$LOG"
+  used_file="$BEFORE/benchmarks/work/cap-used-$id"
+  waited=$(cat "$used_file" 2>/dev/null || echo 0)
+  if [ "$cap" != 0 ] && [ "$waited" -ge "$cap" ]; then
+    echo "$(date -Is) skip $id: it has used its cap (${waited}s of ${cap}s)" >> "$LOG"; continue
+  fi
+  echo "$(date -Is) start $id cap ${cap}s, ${waited}s used before" >> "$LOG"
   setsid env PYTHONPATH="$BEFORE/src" nice "$PYTHON" -W ignore benchmarks/dft_reproduction.py \
-    --preset standard --mpi-procs 2 --ids "$id" > "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
-  pid=$!; waited=0
+    --preset standard --mpi-procs 2 --ids "$id" >> "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
+  pid=$!
   while kill -0 $pid 2>/dev/null; do
     sleep 5
     case "$(ps -o stat= -p $pid)" in T*) continue;; esac
-    waited=$((waited + 5))
+    waited=$((waited + 5)); echo $waited > "$used_file"
     if [ "$cap" != 0 ] && [ $waited -ge "$cap" ]; then
       kill -KILL -- -$pid; echo "$(date -Is) stopped $id after ${waited}s" >> "$LOG"; break
     fi
