@@ -34,7 +34,7 @@ leaves more of the time to work the size leaves out.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -126,6 +126,17 @@ class ComputedCell:
         return irreducible_k_points(self.structure, mesh)
 
 
+@dataclass
+class Sizing:
+    """What a material's estimate rests on: its stored gap, the cell the workflow computes and the size of each
+    step (`cost_parts`), or why the workflow cannot run it."""
+
+    gap: float | None
+    cell: ComputedCell | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
 def step_ratios(seconds: dict[str, float], structure: Structure, settings: DielectricSettings,
                 pseudos: PseudoFamily, field: float = FIELD_IN_TRIPLES) -> StepRatios:
     """A finished run's relaxation, ph.x per displacement triple and electric field per displacement triple, in
@@ -157,15 +168,16 @@ def step_ratios(seconds: dict[str, float], structure: Structure, settings: Diele
 
 
 def cost_parts(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
-               gap: float | None = None, gap_only: bool = False, weights: StepWeights | None = None
-               ) -> dict[str, float]:
+               gap: float | None = None, gap_only: bool = False, weights: StepWeights | None = None,
+               cell: ComputedCell | None = None) -> dict[str, float]:
     """The size of each of the workflow's steps on the cell it will actually compute (its standard primitive cell
     by default), by workflow step: "relax", "scf", "phonon" (ph.x on the fixed mesh) and "probes" (the k-mesh
     probes with the displacements after them, with `gap` (eV) below small_gap_ev; with k_converge set, everything
     runs on the probed mesh and is charged there, under "probes"). `gap_only`: the gap workflow's steps,
-    relaxation and SCF (what a campaign on the PBEsol gap alone runs)."""
+    relaxation and SCF (what a campaign on the PBEsol gap alone runs). `cell`: the structure's ComputedCell, when
+    the caller has it already."""
     w = weights or StepWeights()
-    cell = ComputedCell.of(structure, settings, pseudos)
+    cell = cell or ComputedCell.of(structure, settings, pseudos)
 
     def points(spacing: float) -> float:
         return float(cell.points(kmesh(cell.structure, spacing, settings.even_kmesh)))
@@ -298,7 +310,7 @@ class CostEstimator:
 
         self.db, self.ctx, self.gap_only, self.weights_min_runs = db, ctx, gap_only, weights_min_runs
         self._cells: dict[int, Structure] = {}
-        self._parts: dict[int, dict[str, float]] = {}
+        self._sized: dict[int, Sizing] = {}  # what `_measure` found per material, for `explain`
         hours = cpu_hours_by_material(db, ctx.preset, ctx.commands.mpi_procs, finished_only=True,
                                       steps=GAP_STEPS if gap_only else None)
         if not gap_only:  # a whole workflow's cost is learned from whole workflows, not from a gap run's steps
@@ -352,19 +364,22 @@ class CostEstimator:
         return gaps
 
     def _measure(self, material_ids: list[int]) -> dict[int, float]:
-        """Cell sizes (their parts by step kept for `explain`); NaN where the workflow cannot run the material (no
+        """Cell sizes (what they rest on kept for `explain`); NaN where the workflow cannot run the material (no
         structure or usable pseudopotential)."""
         structures, gaps = self._structures(material_ids), self._gaps(material_ids)
         sizes = {}
         for material_id in material_ids:
-            structure = structures.get(material_id)
-            try:
-                parts = {} if structure is None else cost_parts(
-                    structure, self.ctx.settings, self.ctx.pseudos, gaps.get(material_id), self.gap_only, self.weights)
-            except TansakuError:
-                parts = {}
-            self._parts[material_id] = parts
-            sizes[material_id] = sum(parts.values()) if parts else np.nan
+            structure, gap = structures.get(material_id), gaps.get(material_id)
+            sized = Sizing(gap, reason=f"no material with id {material_id}")
+            if structure is not None:
+                try:
+                    cell = ComputedCell.of(structure, self.ctx.settings, self.ctx.pseudos)
+                    sized = Sizing(gap, cell, cost_parts(structure, self.ctx.settings, self.ctx.pseudos, gap,
+                                                         self.gap_only, self.weights, cell))
+                except TansakuError as exc:
+                    sized = Sizing(gap, reason=str(exc))
+            self._sized[material_id] = sized
+            sizes[material_id] = sum(sized.parts.values()) if sized.parts else np.nan
         return sizes
 
     def estimate(self, material_ids: list[int]) -> np.ndarray:
@@ -388,7 +403,7 @@ class CostEstimator:
         workflow cannot run it (no usable pseudopotential, say). A material whose workflow has finished with this
         preset costs nothing more ("finished"); one half done is charged for the steps it has left
         (`remaining_fraction`), as the workflow would skip the rest."""
-        settings, structures, gaps = self.ctx.settings, self._structures(material_ids), self._gaps(material_ids)
+        settings, structures = self.ctx.settings, self._structures(material_ids)
         done: dict[int, set[str]] = {}
         with self.db.session() as session:
             for material_id, step in session.execute(select(Calculation.material_id, Calculation.step).where(
@@ -397,19 +412,16 @@ class CostEstimator:
                 done.setdefault(material_id, set()).add(step)
         rows = []
         for material_id, hours in zip(material_ids, self.estimate(material_ids), strict=True):
-            gap, structure, steps = gaps.get(material_id), structures.get(material_id), done.get(material_id, set())
-            row: dict = {"material_id": material_id, "stored_gap": gap, "finished": "analysis" in steps,
+            sized, steps = self._sized[material_id], done.get(material_id, set())
+            row: dict = {"material_id": material_id, "stored_gap": sized.gap, "finished": "analysis" in steps,
                          "cpu_hours": None}
-            if structure is None:
-                rows.append({**row, "reason": f"no material with id {material_id}"})
+            if material_id in structures:
+                row["formula"] = structures[material_id].composition.reduced_formula
+            if sized.cell is None:
+                rows.append({**row, "reason": sized.reason})
                 continue
-            row["formula"] = structure.composition.reduced_formula
-            try:
-                cell = ComputedCell.of(structure, settings, self.ctx.pseudos)
-            except TansakuError as exc:
-                rows.append({**row, "reason": str(exc)})
-                continue
-            left = 0.0 if row["finished"] else remaining_fraction(self._parts[material_id], steps)
+            left = 0.0 if row["finished"] else remaining_fraction(sized.parts, steps)
+            cell, gap = sized.cell, sized.gap
             mesh = kmesh(cell.structure, settings.kspacing, settings.even_kmesh)
             probes = not self.gap_only and (settings.k_converge is not None or (
                 gap is not None and gap < settings.small_gap_ev))

@@ -21,6 +21,7 @@ from tansaku import TansakuError
 METAL_GAP_EV = 0.01  # a table's gap below this is a metal (matbench's PBE gaps are exactly 0 for metals)
 FLAG_PROBABILITY = 0.5  # P(metal) at or above this flags a prediction
 MIN_EACH_CLASS = 20
+_LOADED: dict[tuple, MetalScreen] = {}  # `MetalScreen.cached` per table file (path, mtime, size) and seed
 
 
 @dataclass
@@ -73,13 +74,19 @@ class MetalScreen:
         from tansaku.features.sets import featurizer_key
         from tansaku.files import write_atomically
 
+        stat = Path(path).stat()
+        seen = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, seed)
+        if seen in _LOADED:  # the same file in this process: no hash, no unpickling, round after round
+            return _LOADED[seen]
         target = (cache_dir() / "metal_screens"
                   / f"{sha256_of(Path(path))[:16]}-{seed}-{featurizer_key('composition')}.pkl")
         if target.is_file():
             with open(target, "rb") as handle:
-                return pickle.load(handle)
-        screen = cls.from_table(path, seed)
-        write_atomically(target, lambda handle: pickle.dump(screen, handle))
+                screen = pickle.load(handle)
+        else:
+            screen = cls.from_table(path, seed)
+            write_atomically(target, lambda handle: pickle.dump(screen, handle))
+        _LOADED[seen] = screen
         return screen
 
     def probabilities(self, formulas: Sequence[str]) -> np.ndarray:
