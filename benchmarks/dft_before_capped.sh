@@ -13,6 +13,8 @@
 # not started again.
 # Each invocation rewrites the worktree's results file with its one material: afterwards, run the old script once
 # more with `--ids` the materials that finished (every step is done, so it only reports) for the --before file.
+# The old script has no FIXED settings: the U of Zn that dft_reproduction.py now always applies is passed as --set
+# (restricted to a material's elements, it changes ZnO alone), so its results file is ..._hubbard_u-Zn-14.6.json.
 set -u
 BEFORE=${BEFORE:-/work/before}
 PYTHON=${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
@@ -28,7 +30,7 @@ for pair in "$@"; do
   fi
   echo "$(date -Is) start $id cap ${cap}s, ${waited}s used before" >> "$LOG"
   setsid env PYTHONPATH="$BEFORE/src" nice "$PYTHON" -W ignore benchmarks/dft_reproduction.py \
-    --preset standard --mpi-procs 2 --ids "$id" >> "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
+    --preset standard --mpi-procs 2 --set hubbard_u=Zn:14.6 --ids "$id" >> "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
   pid=$!
   while kill -0 $pid 2>/dev/null; do
     sleep 5
