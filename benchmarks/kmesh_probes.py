@@ -1,0 +1,115 @@
+"""How the small-gap k-mesh probes of finished DFT runs converged: ε∞ against the number of k-points.
+
+Run: .venv/bin/python benchmarks/kmesh_probes.py [RUN_DIR ...]
+(default: the DFT benchmark's run directories, and plain-PBEsol ZnO's probes kept in benchmarks/work/dft_zno_plain).
+Computes nothing: it reads the probes' step directories (SCF and field-only ph.x per mesh) that
+`dft_reproduction.py` left. For each material, per mesh: the k-points of the full mesh N_k, ε∞, its change from
+the mesh before, and ε∞'s limit extrapolated from this mesh and the one before assuming the error falls as 1/N_k
+(a + b/N_k through the two points). Why: the workflow settles on the coarser of two meshes whose ε∞ agree within
+`small_gap_k_converge` (1 %); where the error falls as 1/N_k, that rule is slow (each probe doubles N_k and only
+halves the change) and the mesh it keeps sits above the limit by about the change it saw. The table shows how
+far the chosen ε∞ and the finest probe's are from the extrapolated limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, write_results  # noqa: E402
+from tansaku.store.materials import tensor_average  # noqa: E402
+from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_label  # noqa: E402
+from tansaku.workflows.state import StepState  # noqa: E402
+
+WORK = REPO / "benchmarks" / "work"
+DEFAULT_DIRS = [*sorted((WORK / "dft_reproduction" / "runs").glob("*")), *sorted((WORK / "dft_zno_plain").glob("*"))]
+
+
+def probes(run_dir: Path) -> list[dict]:
+    """The finished probes of one run directory, coarsest first: mesh, N_k, ε∞, gap, CPU seconds."""
+    found = []
+    for eps_dir in run_dir.glob("kmesh-*-eps"):
+        label = eps_dir.name.removeprefix("kmesh-").removesuffix("-eps")
+        eps = StepState.load(eps_dir, eps_dir.name)
+        if eps.status != "done" or not eps.outputs:
+            continue
+        scf = StepState.load(run_dir / f"kmesh-{label}-scf", f"kmesh-{label}-scf")
+        own = scf.status == "done"
+        if not own:  # the fixed mesh's probe reads the workflow's own SCF, which the probe does not pay for
+            scf = StepState.load(run_dir / "scf", "scf")
+        found.append({"mesh": label, "n_k": int(np.prod(mesh_from_label(label))),
+                      "eps_electronic": tensor_average(eps.outputs["eps_electronic"]),
+                      "gap": (scf.outputs or {}).get("gap"),
+                      "cpu_seconds": eps.cpu_seconds + (scf.cpu_seconds if own else 0.0)})
+    return sorted(found, key=lambda p: p["n_k"])
+
+
+def extrapolate(coarse: dict, fine: dict) -> float:
+    """ε∞'s limit through two meshes if its error falls as 1/N_k."""
+    return ((fine["eps_electronic"] * fine["n_k"] - coarse["eps_electronic"] * coarse["n_k"])
+            / (fine["n_k"] - coarse["n_k"]))
+
+
+def chosen_mesh(run_dir: Path) -> str | None:
+    """The mesh the workflow settled on: the one its displacements ran on (none while it is still probing)."""
+    done = [d.name.removeprefix(DISPLACEMENTS_STEP) for d in run_dir.glob(f"{DISPLACEMENTS_STEP}*")
+            if StepState.load(d, d.name).status == "done"]
+    return done[0] if done else None
+
+
+def analyse(run_dir: Path) -> dict | None:
+    found = probes(run_dir)
+    if len(found) < 2:
+        return None
+    for before, this in zip(found, found[1:], strict=False):
+        this["change"] = this["eps_electronic"] / before["eps_electronic"] - 1
+        this["limit"] = extrapolate(before, this)
+    limit = found[-1]["limit"]
+    chosen = chosen_mesh(run_dir)
+    pick = next((p for p in found if p["mesh"] == chosen), None)
+    return {"material": run_dir.name.split("-", 1)[1], "run_dir": str(run_dir.relative_to(REPO)), "probes": found,
+            "chosen": chosen, "limit": limit,
+            "chosen_above_limit": pick["eps_electronic"] / limit - 1 if pick else None,
+            "finest_above_limit": found[-1]["eps_electronic"] / limit - 1,
+            "limits_last_change": (found[-1]["limit"] / found[-2]["limit"] - 1) if "limit" in found[-2] else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="*", type=Path, default=DEFAULT_DIRS)
+    args = parser.parse_args()
+    materials = [m for m in (analyse(d.resolve()) for d in args.run_dirs) if m]
+    lines = ["# k-mesh probes of small-gap runs: ε∞ against the k-points of the mesh", "",
+             "Read from finished runs' step directories (nothing computed). N_k: k-points of the full mesh. Limit: "
+             "a + b/N_k through this mesh and the one before. CPU: the probe's SCF and field-only ph.x (QE's CPU "
+             "time × processes; 0 for an SCF shared with the workflow's own).", "",
+             "| material | mesh | N_k | gap (eV) | ε∞ | change | 1/N_k limit | CPU (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def f(x, fmt):
+        return "–" if x is None else format(x, fmt)
+
+    def pct(x):
+        return "–" if x is None else f"{x * 100:+.1f} %"
+
+    for m in materials:
+        for p in m["probes"]:
+            mark = " (chosen)" if p["mesh"] == m["chosen"] else ""
+            lines.append(f"| {m['material']} | {p['mesh']}{mark} | {p['n_k']} | {f(p['gap'], '.2f')} | "
+                         f"{p['eps_electronic']:.3f} | {pct(p.get('change'))} | "
+                         f"{f(p.get('limit'), '.3f')} | {p['cpu_seconds']:.0f} |")
+    lines += ["", "| material | settled on | chosen ε∞ above the last limit | finest probe above it | "
+              "last two limits apart |", "| --- | --- | --- | --- | --- |"]
+    for m in materials:
+        lines.append(f"| {m['material']} | {m['chosen'] or 'still probing'} | "
+                     f"{pct(m['chosen_above_limit'])} | {pct(m['finest_above_limit'])} | "
+                     f"{pct(m['limits_last_change'])} |")
+    write_results("kmesh_probes", {"materials": materials}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
