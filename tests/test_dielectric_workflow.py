@@ -23,15 +23,15 @@ from tansaku.active.cost import (
     ComputedCell,
     cpu_hours_by_material,
 )
-from tansaku.dft.ionic import isotropic_born_charge
+from tansaku.dft.ionic import ionic_dielectric, isotropic_born_charge
 from tansaku.dft.pseudos import load_family
-from tansaku.dft.qe.parsers import last_geometry
+from tansaku.dft.qe.parsers import last_geometry, read_dyn_gamma
 from tansaku.dft.settings import kmesh, preset
 from tansaku.processes import pid_alive_in
 from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import Calculation, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
-from tansaku.workflows.dielectric import RunContext, relax_spec, run_dielectric, scf_spec
+from tansaku.workflows.dielectric import DYN_FILE, RunContext, relax_spec, run_dielectric, scf_spec
 from tansaku.workflows.executor import LocalExecutor, QECommands
 from tansaku.workflows.state import StepState, seconds_since
 from tansaku.workflows.steps import run_step
@@ -185,10 +185,11 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     rows, tensors, values = stored()
     probes = rows["analysis"].outputs["k_convergence"]
     assert probes[0]["mesh"] == [2, 2, 2] and probes[0]["spacing"] == 1.5  # measured from kspacing down
-    chosen = next(p for p in probes if p["spacing"] == result.kspacing)
-    tag = "x".join(map(str, chosen["mesh"]))
-    assert chosen["mesh"] != [2, 2, 2] and result.scf_step == f"kmesh-{tag}-scf"
-    # ε∞, Z* and the gap from the settled probe; then only the displacements, on that probe's SCF
+    # the two meshes that agreed: the finer gives ε∞, Z* and the gap, the coarser's SCF the displacements
+    chosen, measured = probes[-2], probes[-1]
+    tag, fine = ("x".join(map(str, p["mesh"])) for p in (chosen, measured))
+    assert chosen["mesh"] != [2, 2, 2] and abs(measured["eps_electronic"] / chosen["eps_electronic"] - 1) < 0.1
+    assert result.kspacing == measured["spacing"] and result.scf_step == f"kmesh-{fine}-scf"
     displacements = displacements_name(tuple(chosen["mesh"]))
     assert displacements == f"phonon-displacements-{tag}"  # the name the cost model parses back
     assert rows[displacements].status == "done"
@@ -196,12 +197,12 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     assert f"prefix = 'kmesh-{tag}-scf'" in ph_input(displacements) and "epsil = .false." in ph_input(displacements)
     assert not {"phonon", f"phonon-{tag}", f"scf-{tag}", "kmesh-2x2x2-scf"} & set(rows)  # nothing ran twice
     assert "prefix = 'scf'" in ph_input("kmesh-2x2x2-eps")  # the fixed mesh's probe reads the workflow's SCF
-    assert set(result.steps) >= {"scf", f"kmesh-{tag}-scf", f"kmesh-{tag}-eps", displacements}
-    assert rows["analysis"].outputs["force_constants_kspacing"] == result.kspacing
-    assert values["band_gap"] == pytest.approx(rows[f"kmesh-{tag}-scf"].outputs["gap"]) != rows["scf"].outputs["gap"]
-    assert result.eps_electronic == pytest.approx(chosen["eps_electronic"], rel=1e-6)
+    assert set(result.steps) >= {"scf", f"kmesh-{tag}-scf", f"kmesh-{tag}-eps", f"kmesh-{fine}-eps", displacements}
+    assert rows["analysis"].outputs["force_constants_kspacing"] == chosen["spacing"]
+    assert values["band_gap"] == pytest.approx(rows[f"kmesh-{fine}-scf"].outputs["gap"]) != rows["scf"].outputs["gap"]
+    assert result.eps_electronic == pytest.approx(measured["eps_electronic"], rel=1e-6)
     assert list(root.glob("kmesh-*-scratch")) == [root / f"kmesh-{tag}-scratch"]  # the others' saves are gone
-    again = run_dielectric(ctx, material_id)  # resumed: the same mesh, nothing recomputed
+    again = run_dielectric(ctx, material_id)  # resumed: the same meshes, nothing recomputed
     assert again.scf_step == result.scf_step and again.eps_ionic == pytest.approx(result.eps_ionic, rel=1e-12)
 
     # small_gap_split: the displacements on the fixed mesh instead, ε∞ and the gap still the probe's
@@ -209,21 +210,26 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     assert split.status == "done" and split.eps_electronic == pytest.approx(result.eps_electronic, rel=1e-12)
     assert "prefix = 'scf'" in ph_input(displacements_name((2, 2, 2))) and split.eps_ionic != result.eps_ionic
 
-    # settled on the fixed mesh itself (a loose tolerance), the probe and displacements must give what one whole
-    # ph.x on that mesh gives (small_gap_ev=0: no probes)
+    # settled on the fixed mesh itself (a loose tolerance): its displacements must give the force constants, and
+    # its field-only probe (Z* read from the log) the ε∞ and Z* of one whole ph.x on that mesh (small_gap_ev=0)
     loose = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_k_converge": 10, "k_converge_gap_ev": 9}),
                            material_id)
-    assert loose.scf_step == "scf" and loose.kspacing == 1.5, (loose.scf_step, probes)
-    _, probe_tensors, probe_values = stored()
+    second = "x".join(map(str, probes[1]["mesh"]))
+    assert loose.scf_step == f"kmesh-{second}-scf" and loose.kspacing == probes[1]["spacing"], probes
+    loose_rows, loose_tensors, _ = stored()
+    assert loose_rows["analysis"].outputs["force_constants_kspacing"] == 1.5
     whole = run_dielectric(make_ctx(tmp_path, {**overrides, "small_gap_ev": 0.0}), material_id)
     assert whole.scf_step == "scf" and "epsil = .true." in ph_input("phonon")
-    _, whole_tensors, whole_values = stored()
-    born, whole_born = (np.asarray(t["born_charges"]) for t in (probe_tensors, whole_tensors))
+    _, whole_tensors, _ = stored()
+    assert loose_tensors["gamma_frequencies"] == pytest.approx(whole_tensors["gamma_frequencies"], abs=1e-6)
+    dyn = read_dyn_gamma(root / "phonon" / DYN_FILE)
+    field = StepState.load(root / "kmesh-2x2x2-eps", "kmesh-2x2x2-eps").outputs
+    born = np.asarray(field["born_charges"])
     assert np.abs(born - born.transpose(0, 2, 1)).max() > 5e-4  # not symmetric: a transposition would show
-    assert born == pytest.approx(whole_born, abs=2e-5)  # the log prints five decimals
-    assert np.allclose(probe_tensors["eps_electronic"], whole_tensors["eps_electronic"], atol=1e-6)
-    assert probe_values["eps_ionic"] == pytest.approx(whole_values["eps_ionic"], rel=1e-3)
-    assert probe_tensors["gamma_frequencies"] == pytest.approx(whole_tensors["gamma_frequencies"], abs=1e-6)
+    assert born == pytest.approx(dyn.born_charges, abs=2e-5)  # the log prints five decimals
+    assert np.allclose(field["eps_electronic"], dyn.eps_electronic, atol=1e-6)
+    assert ionic_dielectric(dyn.force_constants, born, dyn.masses_amu, dyn.volume_bohr3).average == pytest.approx(
+        whole.eps_ionic, rel=1e-3)
 
 
 def test_a_run_killed_in_a_later_probe_keeps_that_probes_scf(tmp_path, mgo):

@@ -112,14 +112,15 @@ class Run:
     steps: dict[str, StepState] = field(default_factory=dict)
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
     k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
-    # after a small gap's k-mesh probes, the probe that settled: its SCF gives the gap, its field-only ph.x ε∞ and
-    # Z*; only the displacements run after it
+    # after a small gap's k-mesh probes, the coarser of the two that agreed (the displacements run on its SCF)
+    # and the finer, whose SCF gives the gap and whose field-only ph.x gives ε∞ and Z*
     settled: Probe | None = None
+    measured: Probe | None = None
 
     @property
     def scf_step(self) -> str:
         """The SCF whose gap, k-points and symmetry the results report."""
-        return self.settled.scf_step if self.settled else "scf"
+        return self.measured.scf_step if self.measured else "scf"
 
     @property
     def displacements_on(self) -> tuple[str, float, Path] | None:
@@ -281,7 +282,7 @@ def take_gap(run: Run, scf: StepState) -> bool:
 
 def phonon(run: Run) -> bool:
     """ph.x at Γ: ε∞, Born charges and force constants; after a small gap's k-mesh probes, the force constants
-    alone (the probe that settled gave ε∞ and Z*: the field needs no second run)."""
+    alone (the finer probe gave ε∞ and Z*: the field needs no second run)."""
     if run.displacements_on:
         scf, spacing, scratch = run.displacements_on
         ctx = replace(run.ctx, settings=replace(run.ctx.settings, kspacing=spacing))
@@ -297,12 +298,12 @@ def phonon(run: Run) -> bool:
 def dielectric_analysis(run: Run) -> bool:
     """ε_ion with the acoustic sum rule, then every property into the database."""
     run.report("analysis")
-    settled = run.settled
-    run.result.kspacing = settled.spacing if settled else run.ctx.settings.kspacing  # the mesh of ε∞ and the gap
+    measured = run.measured
+    run.result.kspacing = measured.spacing if measured else run.ctx.settings.kspacing  # the mesh of ε∞ and the gap
     run.result.scf_step = run.scf_step
-    field_run = run.steps[f"{probe_name(settled.mesh)}-eps"].outputs if settled else None
+    field_run = run.steps[f"{probe_name(measured.mesh)}-eps"].outputs if measured else None
     _analyse(run.ctx, run.material_id, run.root / run.phonon_step, run.steps[run.scf_step], run.result,
-             run.rotation, run.k_probes, field_run, run.displacements_on[1] if settled else None)
+             run.rotation, run.k_probes, field_run, run.displacements_on[1] if measured else None)
     return True
 
 
