@@ -430,7 +430,13 @@ def test_cost_size_scales_each_step_by_its_weight():
 
 
 def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
-    from tansaku.active.cost import DFPT_TRIPLE_IN_SCFS, FIELD_IN_TRIPLES, RELAX_IN_SCFS, ComputedCell
+    from tansaku.active.cost import (
+        DFPT_TRIPLE_IN_SCFS,
+        FIELD_IN_TRIPLES,
+        RELAX_IN_SCFS,
+        ComputedCell,
+        settling_mesh,
+    )
     from tansaku.dft.pseudos import load_family
     from tansaku.dft.settings import kmesh, preset
     from tansaku.workflows.kmesh_convergence import probe_spacings
@@ -443,9 +449,10 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     split = cost_size(bao, preset("standard", {"small_gap_split": True}), pseudos, gap=1.8)
     cell = ComputedCell.of(bao, settings, pseudos)
 
-    def steps(coarsest: float) -> tuple[list[float], list[float], list[float]]:
+    def steps(coarsest: float, meshes: int = 3) -> tuple[list[float], list[float], list[float]]:
         """Per probe mesh: its SCF, a displacement triple, and the probe (SCF and field-only ph.x)."""
-        points = [cell.points(kmesh(cell.structure, s, True)) for s in probe_spacings(cell.structure, coarsest)[:3]]
+        points = [cell.points(kmesh(cell.structure, s, True))
+                  for s in probe_spacings(cell.structure, coarsest)[:meshes]]
         scf = [p * cell.scf_work for p in points]
         triple = [p * cell.dfpt_work * DFPT_TRIPLE_IN_SCFS for p in points]
         return scf, triple, [s + FIELD_IN_TRIPLES * t for s, t in zip(scf, triple, strict=True)]
@@ -462,6 +469,17 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     # small_gap_split: the displacements on the fixed mesh whichever mesh settled
     second = sum(probes) + 2 * triple[0]
     assert split - wide == pytest.approx((first + second) / 2 - whole_phonon, rel=1e-9)
+    # a smaller gap settles on a finer mesh: below 1.64 eV (0.25 Å⁻¹ × √gap under the second spacing) the mean of
+    # settling on the second and the third mesh
+    spacings = probe_spacings(cell.structure, settings.kspacing)
+    assert settling_mesh(spacings, 1.8) == 1 and settling_mesh(spacings, 1.2) == 2
+    assert settling_mesh(spacings, 0.05) == len(spacings) - 1  # never past the last mesh
+    scf, triple, probes = steps(settings.kspacing, meshes=4)
+    probes[0] -= scf[0]
+    second, third = sum(probes[:3]) + 2 * triple[1], sum(probes) + 2 * triple[2]
+    smaller = cost_size(bao, settings, pseudos, gap=1.2)
+    assert smaller - wide == pytest.approx((second + third) / 2 - whole_phonon, rel=1e-9)
+    assert cost_size(bao, settings, pseudos, gap=0.6) > smaller > small
     turned_off = preset("standard", {"small_gap_ev": 0})
     assert cost_size(bao, turned_off, pseudos, gap=1.8) == cost_size(bao, turned_off, pseudos)
     # the convergence mode probes every material first, from k_coarsest, then runs everything on the mesh chosen

@@ -19,9 +19,11 @@ the benchmark's (see the constants).
 A material whose gap is known to be below `small_gap_ev` (any stored band gap: imported, computed or predicted) is
 charged for the mesh probes too: an SCF (but on the fixed mesh, whose SCF the workflow has) and a field-only ph.x
 from kspacing down, then the atomic displacements on the mesh that settled (with small_gap_split on the fixed
-mesh). Which one settles is known only after the probes; the size is the mean of the two courses seen: BaO settled
-on the first mesh (two probes), BaTiO3 on the second (three). With `k_converge` every material probes first, from
-k_coarsest, and runs everything on the mesh chosen.
+mesh). Which one settles is known only after the probes; the size is the mean of settling on the mesh the gap
+points to (SETTLED_SPACING_PER_SQRT_GAP: the smaller the gap, the finer) and on the one before: from 1.64 eV up
+the first two meshes (BaO settled on the first, BaTiO3 on the second); ZnO with U (1.23 eV), which settled on its
+third, is charged its second and third. With `k_converge` every material probes first, from k_coarsest, and runs
+everything on the mesh chosen.
 CPU hours = c × size^b. b = 1, the scaling the size is built on, unless the finished runs can tell otherwise: at
 least twenty, with sizes a factor of ten apart or more; then b comes from a least-squares fit in log space (kept in
 [0.5, 2]). Fitted on eight of the benchmark's nine oxides, b came out 1.03-1.13 and put the ninth further off than
@@ -63,6 +65,11 @@ RELAX_IN_SCFS = 5.6  # the DFT benchmark's medians (dft_reproduction.md, QE CPU 
 DFPT_TRIPLE_IN_SCFS = 8.6
 FIELD_IN_TRIPLES = 1.5
 EXPONENT_MIN_RUNS, EXPONENT_MIN_SPAN = 20, 10.0
+# The k-spacing (Å⁻¹) at which a small gap's ε∞ settles to 1 %, per √(gap/eV): the occupied states' decay length
+# grows as the gap shrinks. By hand on the benchmark's runs (kmesh_probes.md, gaps ours): ZnO with U (1.23 eV)
+# settled at 0.256, BaTiO3 (1.81) at 0.32, BaO (1.82) and AlCuO2 (1.90) at 0.4; plain ZnO (0.66) had not by 0.16.
+# Down to 1.64 eV it charges what the first two meshes cost, as before; below, the two meshes around the spacing.
+SETTLED_SPACING_PER_SQRT_GAP = 0.25
 WEIGHTS_MIN_RUNS = 3
 
 
@@ -190,12 +197,14 @@ def cost_parts(structure: Structure, settings: DielectricSettings, pseudos: Pseu
 
     atoms = len(cell.structure)
 
-    def mean_course(spacings: list[float], then: Callable[[int, float], float], first_scf: bool = True) -> float:
+    def mean_course(spacings: list[float], then: Callable[[int, float], float], first_scf: bool = True,
+                    settles_by: int = 1) -> float:
         """Probes (an SCF and a field-only ph.x each; the first without its SCF unless `first_scf`) until two
-        meshes agree, then `then` on the coarser: the mean of settling on the first mesh (two probes) and on the
-        second (three)."""
-        probes = [(scf(s) if i or first_scf else 0.0) + dfpt(s, w.field) for i, s in enumerate(spacings[:3])]
-        courses = [sum(probes[: i + 2]) + then(i, spacings[i]) for i in range(min(2, len(probes) - 1))]
+        meshes agree, then `then` on the coarser: the mean of settling on mesh `settles_by` (probes up to the one
+        after it) and on the mesh before it; by default the first two meshes (two probes or three)."""
+        last = min(settles_by, len(spacings) - 2)
+        probes = [(scf(s) if i or first_scf else 0.0) + dfpt(s, w.field) for i, s in enumerate(spacings[:last + 2])]
+        courses = [sum(probes[: i + 2]) + then(i, spacings[i]) for i in range(max(last - 1, 0), last + 1)]
         return float(np.mean(courses)) if courses else probes[0] + then(0, spacings[0])
 
     if settings.k_converge is not None and not gap_only:  # probes first, from k_coarsest; then everything there
@@ -207,10 +216,19 @@ def cost_parts(structure: Structure, settings: DielectricSettings, pseudos: Pseu
     if gap is None or gap >= settings.small_gap_ev:
         return {**parts, "phonon": dfpt(settings.kspacing, atoms + w.field)}
     # probes from kspacing (the first is the fixed mesh: its SCF is the workflow's), then the displacements on the
-    # mesh that settled (the probe's field-only ph.x gave ε∞ and Z*), or with small_gap_split on the fixed mesh
-    return {**parts, "probes": mean_course(probe_spacings(cell.structure, settings.kspacing, settings.even_kmesh),
-                                           lambda i, s: dfpt(settings.kspacing if settings.small_gap_split else s,
-                                                             atoms), first_scf=False)}
+    # mesh that settled (the finer probe's field-only ph.x gave ε∞ and Z*), or with small_gap_split on the fixed
+    # mesh; the smaller the gap, the finer the mesh that settles
+    spacings = probe_spacings(cell.structure, settings.kspacing, settings.even_kmesh)
+    return {**parts, "probes": mean_course(spacings, lambda i, s: dfpt(settings.kspacing if settings.small_gap_split
+                                                                       else s, atoms),
+                                           first_scf=False, settles_by=settling_mesh(spacings, gap))}
+
+
+def settling_mesh(spacings: list[float], gap: float) -> int:
+    """Which of the probes' spacings (coarsest first) a gap's ε∞ settles by: the first at or below
+    SETTLED_SPACING_PER_SQRT_GAP × √gap, at least the second (the first mesh settles only when the next agrees)."""
+    target = SETTLED_SPACING_PER_SQRT_GAP * np.sqrt(max(gap, 0.0))
+    return max(1, next((i for i, s in enumerate(spacings) if s <= target + 1e-9), len(spacings) - 1))
 
 
 def cost_size(structure: Structure, settings: DielectricSettings, pseudos: PseudoFamily,
