@@ -71,7 +71,10 @@ def analyse(run_dir: Path) -> dict | None:
     limit = found[-1]["limit"]
     chosen = chosen_mesh(run_dir)
     pick = next((p for p in found if p["mesh"] == chosen), None)
-    return {"material": run_dir.name.split("-", 1)[1], "run_dir": str(run_dir.relative_to(REPO)), "probes": found,
+    name = run_dir.name.split("-", 1)[1]
+    if run_dir.parent.name != "runs":  # a run kept apart from its benchmark's, e.g. plain-PBEsol ZnO
+        name += f" ({run_dir.parent.name})"
+    return {"material": name, "run_dir": str(run_dir.relative_to(REPO)), "probes": found,
             "chosen": chosen, "limit": limit,
             "chosen_above_limit": pick["eps_electronic"] / limit - 1 if pick else None,
             "finest_above_limit": found[-1]["eps_electronic"] / limit - 1,
