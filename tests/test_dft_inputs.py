@@ -33,6 +33,27 @@ def test_kmesh_from_spacing_is_even_and_follows_reciprocal_lengths():
     assert kmesh(cell, 0.25, even=False) == (9, 5, 3)
 
 
+def test_a_probe_is_compared_with_the_last_mesh_it_refines_in_every_direction():
+    """Wurtzite ZnO's probes from 0.4 Å⁻¹ go 6x6x4, 8x8x4, 10x10x6, 12x12x6, 14x14x8: 12x12x6 refines 10x10x6
+    only in-plane, and with U their ε∞ agreed to 0.7 % while the 1/N_k limit lay 1.5 % below; it must be compared
+    with 8x8x4 (5 % apart), and 14x14x8 with 12x12x6."""
+    from tansaku.workflows.kmesh_convergence import Probe, close_enough, probe_spacings, refined_from
+
+    zno = Structure(Lattice.hexagonal(3.29, 5.30), ["Zn", "Zn", "O", "O"],
+                    [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0.5], [1 / 3, 2 / 3, 0.38], [2 / 3, 1 / 3, 0.88]])
+    spacings = probe_spacings(zno, 0.4)
+    meshes = [kmesh(zno, s) for s in spacings[:5]]
+    assert meshes == [(6, 6, 4), (8, 8, 4), (10, 10, 6), (12, 12, 6), (14, 14, 8)]
+    eps = [5.275, 4.921, 4.716, 4.685, 4.64]  # measured with U = 14.6 eV (the last one a guess)
+    probes = [Probe(s, m, None, 1.23, e, 2.1, 0.0) for s, m, e in zip(spacings, meshes, eps, strict=False)]
+    assert refined_from(probes[:1]) is None and refined_from(probes[:2]) is None  # 8x8x4 keeps c
+    assert refined_from(probes[:3]) is probes[1]
+    assert refined_from(probes[:4]) is probes[1]  # not 10x10x6
+    assert refined_from(probes[:5]) is probes[3]
+    assert close_enough(probes[2], probes[3], 0.01, 0.05)  # what the consecutive rule settled on
+    assert not close_enough(refined_from(probes[:4]), probes[3], 0.01, 0.05)
+
+
 def test_standard_cell_keeps_the_crystal():
     conventional = rocksalt()
     primitive = standard_cell(conventional)

@@ -40,12 +40,13 @@ class DielectricSettings:
     # 9 % above their 0.25 Å⁻¹ ε∞, while wide-gap oxides agreed to 0.6 % (dft_reproduction.md). 0: never.
     small_gap_ev: float = 2.0
     small_gap_k_converge: float = 0.01
-    # The probes stop when two meshes agree: ε∞, the Born charges and the gap come from the finer (its SCF and
-    # field-only ph.x), the force constants from the displacements on the coarser one's SCF.
-    # True: the force constants come from the displacements on the fixed mesh instead, a
-    # ground-state property that may converge like the energy. BaTiO3: ε_ion 3.00 against 3.02 from the full ph.x
-    # on the refined 6x6x6 mesh, for 672 CPU s instead of 1802 + 56, but its soft modes moved 21 %
-    # (dft_split_mesh.md); under test on more oxides before it becomes the default.
+    # The probes stop when two meshes agree, the finer refining the coarser in every direction: ε∞, the Born
+    # charges and the gap come from the finer (its SCF and field-only ph.x), the force constants from the
+    # displacements on the coarser one's SCF.
+    # True: the force constants come from the displacements on the fixed mesh instead, a ground-state property
+    # that may converge like the energy. BaTiO3: ε_ion 3.00 against 3.02 from the full ph.x on the refined 6x6x6
+    # mesh, for 672 CPU s instead of 1802 + 56, but its soft modes moved 21 % (dft_split_mesh.md); under test on
+    # more oxides before it becomes the default.
     small_gap_split: bool = False
     conv_thr_per_atom: float = 1e-12  # the SCF that ph.x starts from: DFPT wants a tight ground state
     relax_conv_thr_per_atom: float = 1e-10  # each relaxation step: forces and stress need far less

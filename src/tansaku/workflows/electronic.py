@@ -314,12 +314,12 @@ def electronic_dielectric_constant(run: Run) -> float:
     if s.k_converge is None and run.steps[run.scf_step].outputs["gap"] < s.small_gap_ev:
         # a small gap needs a denser mesh for ε∞ than the SCF's (Si's ε∞ at 0.7 Å⁻¹: 25 against 12): the probes
         # of the dielectric workflow's small-gap rule (the same steps, shared with it), and the ε∞ it reports
-        from tansaku.workflows.kmesh_convergence import confirmed_by, probe_spacings, settle
+        from tansaku.workflows.kmesh_convergence import probe_spacings, settle
 
-        chosen, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
-                                s.small_gap_k_converge)
+        _, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
+                           s.small_gap_k_converge)
         run.k_probes = [p.as_dict() for p in probes]
-        return confirmed_by(chosen, probes).eps_electronic
+        return probes[-1].eps_electronic  # the finer of the two meshes that agreed
     # ph.x writes its own files next to the SCF's: on a copy, so that the dielectric workflow's ph.x later finds
     # the SCF's scratch as the SCF left it
     scratch = run.root / "field-scratch"
