@@ -1,7 +1,8 @@
 """How the small-gap k-mesh probes of finished DFT runs converged: ε∞ against the number of k-points.
 
 Run: .venv/bin/python benchmarks/kmesh_probes.py [RUN_DIR ...]
-(default: the DFT benchmark's run directories, and plain-PBEsol ZnO's probes kept in benchmarks/work/dft_zno_plain).
+(default: the DFT benchmark's run directories, and plain-PBEsol ZnO's probes kept in benchmarks/work/dft_zno_plain,
+written to benchmarks/results; other directories are only printed).
 Computes nothing: it reads the probes' step directories (SCF and field-only ph.x per mesh) that
 `dft_reproduction.py` left. For each material, per mesh: the k-points of the full mesh N_k, ε∞, its change from
 the mesh before, and ε∞'s limit extrapolated from this mesh and the one before assuming the error falls as 1/N_k
@@ -34,13 +35,17 @@ def probes(run_dir: Path) -> list[dict]:
     found = []
     for eps_dir in run_dir.glob("kmesh-*-eps"):
         label = eps_dir.name.removeprefix("kmesh-").removesuffix("-eps")
-        eps = StepState.load(eps_dir, eps_dir.name)
+        try:
+            eps = StepState.load(eps_dir, eps_dir.name)
+            scf = StepState.load(run_dir / f"kmesh-{label}-scf", f"kmesh-{label}-scf")
+            own = scf.status == "done"
+            if not own:  # the fixed mesh's probe reads the workflow's own SCF, which the probe does not pay for
+                scf = StepState.load(run_dir / "scf", "scf")
+        except (ValueError, TypeError) as exc:  # a state file cut short or of another layout
+            print(f"{eps_dir}: skipped, its state cannot be read ({exc})", file=sys.stderr)
+            continue
         if eps.status != "done" or not eps.outputs:
             continue
-        scf = StepState.load(run_dir / f"kmesh-{label}-scf", f"kmesh-{label}-scf")
-        own = scf.status == "done"
-        if not own:  # the fixed mesh's probe reads the workflow's own SCF, which the probe does not pay for
-            scf = StepState.load(run_dir / "scf", "scf")
         found.append({"mesh": label, "n_k": int(np.prod(mesh_from_label(label))),
                       "eps_electronic": tensor_average(eps.outputs["eps_electronic"]),
                       "gap": (scf.outputs or {}).get("gap"),
@@ -71,7 +76,7 @@ def analyse(run_dir: Path) -> dict | None:
     limit = found[-1]["limit"]
     chosen = chosen_mesh(run_dir)
     pick = next((p for p in found if p["mesh"] == chosen), None)
-    name = run_dir.name.split("-", 1)[1]
+    name = run_dir.name.split("-", 1)[-1]  # "3-ZnO": the workflow's <material id>-<formula>
     if run_dir.parent.name != "runs":  # a run kept apart from its benchmark's, e.g. plain-PBEsol ZnO
         name += f" ({run_dir.parent.name})"
     return {"material": name, "run_dir": str(run_dir.relative_to(REPO)), "probes": found,
@@ -83,9 +88,13 @@ def analyse(run_dir: Path) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dirs", nargs="*", type=Path, default=DEFAULT_DIRS)
+    parser.add_argument("run_dirs", nargs="*", type=Path,
+                        help="run directories to read (default: the DFT benchmark's); given, the table is printed "
+                             "and the committed results are left as they are")
     args = parser.parse_args()
-    materials = [m for m in (analyse(d.resolve()) for d in args.run_dirs) if m]
+    for missing in [d for d in args.run_dirs if not d.is_dir()]:
+        print(f"{missing}: not a run directory, skipped", file=sys.stderr)
+    materials = [m for m in (analyse(d.resolve()) for d in args.run_dirs or DEFAULT_DIRS if d.is_dir()) if m]
     lines = ["# k-mesh probes of small-gap runs: ε∞ against the k-points of the mesh", "",
              "Read from finished runs' step directories (nothing computed). N_k: k-points of the full mesh. Limit: "
              "a + b/N_k through this mesh and the one before. CPU: the probe's SCF and field-only ph.x (QE's CPU "
@@ -108,10 +117,13 @@ def main() -> None:
     lines += ["", "| material | settled on | chosen ε∞ above the last limit | finest probe above it | "
               "last two limits apart |", "| --- | --- | --- | --- | --- |"]
     for m in materials:
-        lines.append(f"| {m['material']} | {m['chosen'] or 'still probing'} | "
+        lines.append(f"| {m['material']} | {m['chosen'] or 'no displacements done yet'} | "
                      f"{pct(m['chosen_above_limit'])} | {pct(m['finest_above_limit'])} | "
                      f"{pct(m['limits_last_change'])} |")
-    write_results("kmesh_probes", {"materials": materials}, "\n".join(lines))
+    if args.run_dirs:
+        print("\n".join(lines))
+    else:
+        write_results("kmesh_probes", {"materials": materials}, "\n".join(lines))
 
 
 if __name__ == "__main__":
