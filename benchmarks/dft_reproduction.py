@@ -213,8 +213,7 @@ def rewrite_report(args) -> None:
     rows = [{**row, "cost_size": _size(ctx, json.loads((DATA_DIR / f"{row['mp_id']}.json").read_text()))}
             for row in earlier["materials"]]
     args.ids = [r["mp_id"] for r in rows if not r.get("reused_from")]
-    # the default set at least (files written before "planned" was recorded, or by a run of part of it)
-    args.planned = max(earlier.get("planned") or 0, len(DEFAULT_IDS) if not args.overrides else len(rows))
+    args.planned = earlier.get("planned")
     report(rows, args)
 
 
@@ -240,9 +239,10 @@ def report(rows: list[dict], args) -> None:
     def ape(ours, ref):
         return None if ours is None else abs(ours / ref - 1) * 100
 
-    # without overrides the set is the default one, whichever part this invocation computed
-    total = getattr(args, "planned", None) or len({*args.ids, *(r["mp_id"] for r in rows),
-                                                   *(DEFAULT_IDS if not args.overrides else [])})
+    # without overrides the set is the default one, whichever part this invocation computed (or an earlier file,
+    # written before "planned" was recorded, holds)
+    total = max(getattr(args, "planned", None) or 0,
+                len({*args.ids, *(r["mp_id"] for r in rows), *(DEFAULT_IDS if not args.overrides else [])}))
     order = {mp_id: i for i, mp_id in enumerate(DEFAULT_IDS)}
     rows = sorted(rows, key=lambda r: order.get(r["mp_id"], len(order)))
     done = [r for r in rows if r["status"] == "done"]
