@@ -214,6 +214,7 @@ def rewrite_report(args) -> None:
             for row in earlier["materials"]]
     args.ids = [r["mp_id"] for r in rows if not r.get("reused_from")]
     args.planned = earlier.get("planned")
+    args.notes = [*earlier.get("notes", []), *(n for n in args.notes if n not in earlier.get("notes", []))]
     report(rows, args)
 
 
