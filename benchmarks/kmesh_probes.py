@@ -1,8 +1,8 @@
 """How the small-gap k-mesh probes of finished DFT runs converged: ε∞ against the number of k-points.
 
 Run: .venv/bin/python benchmarks/kmesh_probes.py [RUN_DIR ...]
-(default: the DFT benchmark's run directories, and plain-PBEsol ZnO's probes kept in benchmarks/work/dft_zno_plain,
-written to benchmarks/results; other directories are only printed).
+(default: the DFT benchmark's run directories, plain-PBEsol ZnO's probes kept in benchmarks/work/dft_zno_plain and
+the electronic benchmark's, written to benchmarks/results; other directories are only printed).
 Computes nothing: it reads the probes' step directories (SCF and field-only ph.x per mesh) that
 `dft_reproduction.py` left. For each material, per mesh: the k-points of the full mesh N_k, ε∞, its change from
 the mesh before, and ε∞'s limit extrapolated from this mesh and the one before assuming the error falls as 1/N_k
@@ -27,7 +27,9 @@ from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_la
 from tansaku.workflows.state import StepState  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work"
-DEFAULT_DIRS = [*sorted((WORK / "dft_reproduction" / "runs").glob("*")), *sorted((WORK / "dft_zno_plain").glob("*"))]
+DEFAULT_DIRS = [*sorted((WORK / "dft_reproduction" / "runs").glob("*")), *sorted((WORK / "dft_zno_plain").glob("*")),
+                # the DDH's ε∞ of a small gap comes from the same probes
+                *sorted((WORK / "electronic_reproduction" / "runs").glob("*"))]
 
 
 def probes(run_dir: Path) -> list[dict]:
@@ -77,8 +79,9 @@ def analyse(run_dir: Path) -> dict | None:
     chosen = chosen_mesh(run_dir)
     pick = next((p for p in found if p["mesh"] == chosen), None)
     name = run_dir.name.split("-", 1)[-1]  # "3-ZnO": the workflow's <material id>-<formula>
-    if run_dir.parent.name != "runs":  # a run kept apart from its benchmark's, e.g. plain-PBEsol ZnO
-        name += f" ({run_dir.parent.name})"
+    where = run_dir.parent.name if run_dir.parent.name != "runs" else run_dir.parents[1].name
+    if where != "dft_reproduction":  # another benchmark's run, or one kept apart, e.g. plain-PBEsol ZnO
+        name += f" ({where})"
     return {"material": name, "run_dir": str(run_dir.relative_to(REPO)), "probes": found,
             "chosen": chosen, "limit": limit,
             "chosen_above_limit": pick["eps_electronic"] / limit - 1 if pick else None,
