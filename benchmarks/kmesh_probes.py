@@ -62,10 +62,12 @@ def extrapolate(coarse: dict, fine: dict) -> float:
 
 
 def chosen_mesh(run_dir: Path) -> str | None:
-    """The mesh the workflow settled on: the one its displacements ran on (none while it is still probing)."""
-    done = [d.name.removeprefix(DISPLACEMENTS_STEP) for d in run_dir.glob(f"{DISPLACEMENTS_STEP}*")
-            if StepState.load(d, d.name).status == "done"]
-    return done[0] if done else None
+    """The mesh the workflow settled on: the one its displacements ran on (none while it is still probing); where
+    an older rule's displacements are kept beside them (ZnO's 10x10x6 before the every-direction rule), the last
+    to finish."""
+    states = [StepState.load(d, d.name) for d in run_dir.glob(f"{DISPLACEMENTS_STEP}*")]
+    done = sorted((s.finished or "", s.step.removeprefix(DISPLACEMENTS_STEP)) for s in states if s.status == "done")
+    return done[-1][1] if done else None
 
 
 def analyse(run_dir: Path) -> dict | None:
