@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, write_results  # noqa: E402
 from tansaku.store.materials import tensor_average  # noqa: E402
-from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_label  # noqa: E402
+from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_label, refined_from  # noqa: E402
 from tansaku.workflows.state import StepState  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work"
@@ -74,9 +75,14 @@ def analyse(run_dir: Path) -> dict | None:
     found = probes(run_dir)
     if len(found) < 2:
         return None
-    for before, this in zip(found, found[1:], strict=False):
+    for i, (before, this) in enumerate(zip(found, found[1:], strict=False), start=1):
         this["change"] = this["eps_electronic"] / before["eps_electronic"] - 1
         this["limit"] = extrapolate(before, this)
+        # the workflow's own comparison: with the last mesh this one refines in every direction
+        meshes = [SimpleNamespace(mesh=mesh_from_label(p["mesh"]), index=j) for j, p in enumerate(found[:i + 1])]
+        if (base := refined_from(meshes)) is not None:
+            this["compared_with"] = found[base.index]["mesh"]
+            this["rule_change"] = this["eps_electronic"] / found[base.index]["eps_electronic"] - 1
     limit = found[-1]["limit"]
     chosen = chosen_mesh(run_dir)
     pick = next((p for p in found if p["mesh"] == chosen), None)
@@ -104,8 +110,10 @@ def main() -> None:
              "Read from finished runs' step directories (nothing computed). N_k: k-points of the full mesh. Limit: "
              "a + b/N_k through this mesh and the one before. CPU: the probe's SCF and field-only ph.x (QE's CPU "
              "time × processes; 0 for an SCF shared with the workflow's own).", "",
-             "| material | mesh | N_k | gap (eV) | ε∞ | change | 1/N_k limit | CPU (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "Change: from the mesh before; rule: from the last mesh this one refines in every direction, the "
+             "comparison the workflow settles by.", "",
+             "| material | mesh | N_k | gap (eV) | ε∞ | change | rule | 1/N_k limit | CPU (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def f(x, fmt):
         return "–" if x is None else format(x, fmt)
@@ -113,11 +121,14 @@ def main() -> None:
     def pct(x):
         return "–" if x is None else f"{x * 100:+.1f} %"
 
+    def rule(p):
+        return f"{pct(p['rule_change'])} from {p['compared_with']}" if "compared_with" in p else "–"
+
     for m in materials:
         for p in m["probes"]:
             mark = " (chosen)" if p["mesh"] == m["chosen"] else ""
             lines.append(f"| {m['material']} | {p['mesh']}{mark} | {p['n_k']} | {f(p['gap'], '.2f')} | "
-                         f"{p['eps_electronic']:.3f} | {pct(p.get('change'))} | "
+                         f"{p['eps_electronic']:.3f} | {pct(p.get('change'))} | {rule(p)} | "
                          f"{f(p.get('limit'), '.3f')} | {p['cpu_seconds']:.0f} |")
     lines += ["", "| material | settled on | chosen ε∞ above the last limit | finest probe above it | "
               "last two limits apart |", "| --- | --- | --- | --- | --- |"]
