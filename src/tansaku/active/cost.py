@@ -70,9 +70,9 @@ EXPONENT_MIN_RUNS, EXPONENT_MIN_SPAN = 20, 10.0
 # grows as the gap shrinks. The benchmark's runs (kmesh_probes.md, gaps ours): ZnO with U (1.23 eV) settled at
 # 0.205, SnO2 (0.72) and BaTiO3 (1.81) at 0.32, BaO (1.82) and AlCuO2 (1.90) at 0.4; plain ZnO (0.66) had not by
 # 0.16. No power of the gap puts both SnO2 and ZnO on their meshes. Asked of each of the eleven in turn (leave one
-# out, the estimate sized by the database's gap), 0.25 gave the smallest total error (-8 %; 0.2 +36 %, 0.3 -12 %,
-# 0.35 -34 %) with 7 of 11 within 30 %: ZnO 63 % low, SnO2 71 % high. Down to 1.64 eV it charges the first two
-# meshes; below, the two meshes around the spacing.
+# out, the estimate sized by the database's gap; cost_settling_sweep.md), 0.25 gave the smallest total error (-8 %;
+# 0.2 +36 %, 0.3 -12 %, 0.35 -34 %) with 7 of 11 within 30 %: ZnO 63 % low, SnO2 71 % high. Down to 1.64 eV it
+# charges the first two meshes; below, the two meshes around the spacing.
 SETTLED_SPACING_PER_SQRT_GAP = 0.25
 WEIGHTS_MIN_RUNS = 3
 
