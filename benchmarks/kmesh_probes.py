@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, write_results  # noqa: E402
 from tansaku.store.materials import tensor_average  # noqa: E402
-from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_label, refined_from  # noqa: E402
+from tansaku.workflows.kmesh_convergence import DISPLACEMENTS_STEP, mesh_from_label, refines  # noqa: E402
 from tansaku.workflows.state import StepState  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work"
@@ -78,11 +77,11 @@ def analyse(run_dir: Path) -> dict | None:
     for i, (before, this) in enumerate(zip(found, found[1:], strict=False), start=1):
         this["change"] = this["eps_electronic"] / before["eps_electronic"] - 1
         this["limit"] = extrapolate(before, this)
-        # the workflow's own comparison: with the last mesh this one refines in every direction
-        meshes = [SimpleNamespace(mesh=mesh_from_label(p["mesh"]), index=j) for j, p in enumerate(found[:i + 1])]
-        if (base := refined_from(meshes)) is not None:
-            this["compared_with"] = found[base.index]["mesh"]
-            this["rule_change"] = this["eps_electronic"] / found[base.index]["eps_electronic"] - 1
+        # the workflow's own comparison (refined_from): with the last mesh this one refines in every direction
+        mesh = mesh_from_label(this["mesh"])
+        if base := next((p for p in reversed(found[:i]) if refines(mesh, mesh_from_label(p["mesh"]))), None):
+            this["compared_with"] = base["mesh"]
+            this["rule_change"] = this["eps_electronic"] / base["eps_electronic"] - 1
     limit = found[-1]["limit"]
     chosen = chosen_mesh(run_dir)
     pick = next((p for p in found if p["mesh"] == chosen), None)
