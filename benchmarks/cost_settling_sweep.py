@@ -34,8 +34,12 @@ def main() -> None:
     args = parser.parse_args()
     if not args.results.exists():
         sys.exit(f"{args.results}: no such results file (run benchmarks/dft_reproduction.py first)")
-    data = json.loads(args.results.read_text())
-    settings = benchmark.benchmark_settings(data["preset"], data.get("overrides", []), data.get("fixed", []))
+    try:
+        data = json.loads(args.results.read_text())
+        settings = benchmark.benchmark_settings(data["preset"], data.get("overrides", []), data.get("fixed", []))
+        finished, commit = [r for r in data["materials"] if r.get("status") == "done"], data["machine"]["commit"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        sys.exit(f"{args.results}: not a dft_reproduction.py results file ({type(exc).__name__}: {exc})")
     ctx = SimpleNamespace(settings=settings, pseudos=benchmark.shared_pseudos())
     in_use = cost.SETTLED_SPACING_PER_SQRT_GAP
     sweep = []
@@ -44,7 +48,7 @@ def main() -> None:
             cost.SETTLED_SPACING_PER_SQRT_GAP = constant
             rows = [{**row, "cost_size": benchmark._size(ctx, json.loads(
                         (benchmark.DATA_DIR / f"{row['mp_id']}.json").read_text()))}
-                    for row in data["materials"] if row.get("status") == "done"]
+                    for row in finished]
             check = benchmark.cost_model_check(rows, settings, ctx.pseudos, data["preset"])
             if not check:
                 sys.exit(f"{args.results}: fewer than three finished materials with CPU times to check against")
@@ -59,7 +63,7 @@ def main() -> None:
     materials = list(sweep[0]["errors"])
     lines = ["# The cost model's settling constant against the DFT benchmark's CPU hours", "",
              f"Leave-one-out estimates of the {len(materials)} finished materials of `{args.results.name}` "
-             f"(its run: {data['machine']['commit']}), per value of SETTLED_SPACING_PER_SQRT_GAP; "
+             f"(its run: {commit}), per value of SETTLED_SPACING_PER_SQRT_GAP; "
              f"active/cost.py uses {in_use}.", "",
              "| constant (Å⁻¹/√eV) | total error | median absolute error | within 30 % | " + " | ".join(materials) + " |",
              "| --- " * (4 + len(materials)) + "|"]
