@@ -11,13 +11,15 @@
 # cap is cumulative over invocations (kept in $BEFORE/benchmarks/work/cap-used-ID): a material cut off by the end
 # of a session resumes from its step directories with what is left of its cap, and one that has used it all is
 # not started again.
-# Each invocation rewrites the worktree's results file with its one material: afterwards, run the old script once
-# more with `--ids` the materials that finished (every step is done, so it only reports) for the --before file.
+# After each material, finished or stopped, dft_before_ledger.py merges what the worktree left (results, CPU per
+# step from the logs) into benchmarks/results/dft_reproduction_before_clean.json, the --before file of
+# dft_reproduction.py: commit it, since the worktree's logs go with the machine.
 # The old script has no FIXED settings: the U of Zn that dft_reproduction.py now always applies is passed as --set
 # (restricted to a material's elements, it changes ZnO alone), so its results file is ..._hubbard_u-Zn-14.6.json.
 set -u
 BEFORE=${BEFORE:-/work/before}
-PYTHON=${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${PYTHON:-$HERE/../.venv/bin/python}
 LOG=${LOG:-$BEFORE/benchmarks/work/before_capped.log}
 mkdir -p "$(dirname "$LOG")"
 cd "$BEFORE"
@@ -42,4 +44,5 @@ for pair in "$@"; do
   done
   wait $pid 2>/dev/null
   echo "$(date -Is) end $id" >> "$LOG"
+  "$PYTHON" -W ignore "$HERE/dft_before_ledger.py" --before "$BEFORE" --ids "$id" --cap "$cap" >> "$LOG" 2>&1
 done

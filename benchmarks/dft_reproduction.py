@@ -311,7 +311,8 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
     both = [(then[r["mp_id"]], r) for r in rows if r["status"] == "done" and r["mp_id"] in then]
     if not both:
         return {"lines": []}
-    before_procs = _procs(before["machine"]["command"])
+    olds = [o for o, _ in both]
+    before_procs = _procs(olds[0].get("before_command") or before["machine"]["command"])
     for old, _ in both:
         old.update({k: v for k, v in _logged_then(before_work, old["formula"], before_procs).items()
                     if not old.get(k)})
@@ -327,7 +328,10 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
                   if r[key] is not None and not (skip_imaginary and r["imaginary_modes"])]
         return sum(errors) / len(errors) if errors else None
 
-    lines = [f"## Before and after (before: `{before['machine']['command']}` at {before['machine']['commit']})", "",
+    made_by = (f"`{before['machine']['command']}` at {before['machine']['commit']}" if "before_commit" not in olds[0]
+               else f"each material's own run of the code at {', '.join(sorted({o['before_commit'] for o in olds}))}"
+               f", collected by `{before['machine']['command']}`")
+    lines = [f"## Before and after (before: {made_by})", "",
              "| oxide | CPU hours before → after | ratio | wall × processes (h) before → after | k-points before → "
              "after | symmetry pw.x before → after / spglib | ε∞ before → after / DB | ε_ion before → after / DB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -343,7 +347,7 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
                      f"{old['eps_ionic']:.2f} → {new['eps_ionic']:.2f} / {new['eps_ionic_db']:.2f} |")
     total0 = sum(hours(o, before_procs) for o, _ in both)
     total1 = sum(hours(n, procs) for _, n in both)
-    olds, news = [o for o, _ in both], [n for _, n in both]
+    news = [n for _, n in both]
     with_cpu = [(o, n) for o, n in both if cpu_hours(o) and cpu_hours(n)]
     cpu0 = sum(cpu_hours(o) for o, _ in with_cpu)
     cpu1 = sum(cpu_hours(n) for _, n in with_cpu)
@@ -415,11 +419,12 @@ def stopped_before(rows: list[dict], before: dict, procs: int, before_work: Path
     """(row now, CPU hours the older run had used, what its logs say) for the materials finished now that the
     older run was stopped on: what it had used is a lower bound on its cost, so now/then bounds the ratio above."""
     finished = {r["mp_id"] for r in before["materials"] if r["status"] == "done"}
+    stopped = {r["mp_id"]: r for r in before["materials"] if r["status"] == "stopped"}  # dft_before_ledger.py's
     out = []
     for row in rows:
         if row["status"] != "done" or row["mp_id"] in finished:
             continue
-        logged = _logged_then(before_work, row["formula"], procs)
+        logged = stopped.get(row["mp_id"]) or _logged_then(before_work, row["formula"], procs)
         if used := sum(logged.get("step_cpu_seconds", {}).values()) / 3600:
             out.append((row, used, logged))
     return out

@@ -1,0 +1,126 @@
+"""The before run of issue 34, kept material by material in a committed results file that outlives its machine.
+
+`dft_before_capped.sh` runs the DFT workflow as it was before issue 34 (a git worktree) one material at a time,
+each stopped at a cap; its step directories and logs live on the machine that ran them, and a session may end
+(and the machine go) before the whole set is done. After each material the script calls this one, which reads
+what the worktree left and merges it into `benchmarks/results/dft_reproduction_before_clean.json`:
+
+- a material the old workflow finished: ε∞, ε_ion, gap and wall time per step from the worktree's results file;
+- every material, finished or stopped at its cap: QE's CPU time per step (every attempt's log, × processes; a
+  step stopped before its end counts what it had used), irreducible k-points and symmetry operations from the logs.
+
+Rows of earlier invocations (other machines, other sessions) stay unless this one has the same material. Then
+`dft_reproduction.py --report-only --reuse benchmarks/results/dft_reproduction.json --before
+benchmarks/results/dft_reproduction_before_clean.json` compares, a stopped material counting as a lower bound.
+
+Run: python benchmarks/dft_before_ledger.py --before /work/before --ids mp-1265 [--cap 234]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, this_run, write_results  # noqa: E402
+from dft_reproduction import DATA_DIR, _logged_then, _procs  # noqa: E402
+
+NAME = "dft_reproduction_before_clean"
+
+
+# the old script names its results file after its --set; dft_before_capped.sh passes the U every run now has
+RESULTS_FILE = "dft_reproduction_hubbard_u-Zn-14.6.json"
+
+
+def ledger_row(before: Path, mp_id: str, cap: int | None) -> dict | None:
+    """What the worktree at `before` knows of one material: a finished row from the results file its run wrote,
+    else the CPU its logs show (status "stopped"); None when it never started."""
+    work = before / "benchmarks" / "work"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=before).stdout.strip()
+    formula = _formula(mp_id)
+    finished, command = None, None
+    path = before / "benchmarks" / "results" / RESULTS_FILE
+    results = json.loads(path.read_text()) if path.exists() else {"materials": []}
+    if results["materials"] and results["machine"]["commit"] != commit:  # a file of other code than the worktree's
+        sys.exit(f"{path} was written at {results['machine']['commit']}, the worktree is at {commit}")
+    for row in results["materials"]:
+        if row["mp_id"] == mp_id and row["status"] == "done":
+            finished, command = row, results["machine"]["command"]
+    procs = _procs(command or "")
+    logged = _logged_then(work / "dft_reproduction", formula, procs)
+    if not logged.get("step_cpu_seconds"):
+        return None
+    used = work / f"cap-used-{mp_id}"
+    row = {"mp_id": mp_id, "formula": formula, "status": "done" if finished else "stopped",
+           **({k: finished[k] for k in ("eps_electronic", "eps_electronic_db", "eps_ionic", "eps_ionic_db",
+                                        "band_gap", "band_gap_db", "imaginary_modes", "volume_change",
+                                        "step_seconds")} if finished else {}),
+           **logged, "cap_wall_seconds": cap,
+           "wall_seconds_used": int(used.read_text()) if used.exists() else None,
+           "before_commit": commit,
+           "before_command": command or "python benchmarks/dft_reproduction.py --preset standard --mpi-procs 2 "
+                                        f"--set hubbard_u=Zn:14.6 --ids {mp_id}",
+           "run": this_run()}
+    return row
+
+
+def _formula(mp_id: str) -> str:
+    from pymatgen.core import Structure
+
+    structure = Structure.from_dict(json.loads((DATA_DIR / f"{mp_id}.json").read_text())["structure"])
+    return structure.composition.reduced_formula
+
+
+def merge(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """Earlier rows, each replaced by this invocation's row of the same material, then the new materials."""
+    fresh = {r["mp_id"]: r for r in new}
+    rows = [fresh.pop(r["mp_id"], r) for r in earlier]
+    return rows + list(fresh.values())
+
+
+def report(rows: list[dict]) -> str:
+    lines = ["# The DFT workflow before issue 34, material by material (the before run of `dft_reproduction.py`)",
+             "", "Each material ran alone on the 2 cores (`benchmarks/dft_before_capped.sh`), from a git worktree at "
+             "the commit named, and was stopped once it had run its cap of wall time (1.25 × the after run's CPU "
+             "seconds, i.e. about 2.5 × its CPU time on 2 processes): a stopped material's CPU is a lower bound on "
+             "its cost. CPU is QE's own time × processes, every attempt.", "",
+             "| oxide | status | CPU s per step | CPU h | k-points | symmetry ops | ε∞ / DB | ε_ion / DB | cap (wall s) "
+             "| commit | recorded |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        cpu = r["step_cpu_seconds"]
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+        eps = (f"{r['eps_electronic']:.2f} / {r['eps_electronic_db']:.2f} | {r['eps_ionic']:.2f} / "
+               f"{r['eps_ionic_db']:.2f}" if r["status"] == "done" else "– | –")
+        bound = "≥ " if r["status"] == "stopped" else ""
+        lines.append(f"| {r['formula']} ({r['mp_id']}) | {r['status']} | {steps} | {bound}"
+                     f"{sum(cpu.values()) / 3600:.3f} | {r.get('k_points') or '–'} | "
+                     f"{r.get('symmetry_operations') or '–'} | {eps} | {r.get('cap_wall_seconds') or '–'} | "
+                     f"{r['before_commit']} | {r['run']['date']} |")
+    lines += ["", "Commands: `BEFORE=/work/before bash benchmarks/dft_before_capped.sh ID:CAP ...` (each material's "
+              "old-workflow command is in the JSON, `before_command`), which calls `python "
+              "benchmarks/dft_before_ledger.py --before /work/before --ids ID --cap CAP` after each material."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", type=Path, required=True, help="The git worktree the before run ran in.")
+    parser.add_argument("--ids", nargs="+", required=True)
+    parser.add_argument("--cap", type=int, help="The wall-time cap (s) the material ran under, if any.")
+    args = parser.parse_args()
+    path = RESULTS / f"{NAME}.json"
+    earlier = json.loads(path.read_text())["materials"] if path.exists() else []
+    new = [row for mp_id in args.ids if (row := ledger_row(args.before, mp_id, args.cap))]
+    missing = set(args.ids) - {r["mp_id"] for r in new}
+    if missing:
+        print(f"no logs of {', '.join(sorted(missing))} under {args.before}: not started there", file=sys.stderr)
+    rows = merge(earlier, new)
+    write_results(NAME, {"materials": rows}, report(rows))
+
+
+if __name__ == "__main__":
+    main()
