@@ -17,6 +17,7 @@
 # The old script has no FIXED settings: the U of Zn that dft_reproduction.py now always applies is passed as --set
 # (restricted to a material's elements, it changes ZnO alone), so its results file is ..._hubbard_u-Zn-14.6.json.
 set -u
+descendants() { local child; for child in $(ps -o pid= --ppid "$1"); do echo "$child"; descendants "$child"; done; }
 BEFORE=${BEFORE:-/work/before}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-$HERE/../.venv/bin/python}
@@ -30,6 +31,10 @@ for pair in "$@"; do
   if [ "$cap" != 0 ] && [ "$waited" -ge "$cap" ]; then
     echo "$(date -Is) skip $id: it has used its cap (${waited}s of ${cap}s)" >> "$LOG"; continue
   fi
+  if busy=$(pgrep -d, -x 'pw.x|ph.x'); then  # its CPU time would count theirs: wait for nothing, say so
+    echo "$(date -Is) not starting $id: QE is already running on this machine (pids $busy)" | tee -a "$LOG" >&2
+    exit 1
+  fi
   echo "$(date -Is) start $id cap ${cap}s, ${waited}s used before" >> "$LOG"
   setsid env PYTHONPATH="$BEFORE/src" nice "$PYTHON" -W ignore benchmarks/dft_reproduction.py \
     --preset standard --mpi-procs 2 --set hubbard_u=Zn:14.6 --ids "$id" >> "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
@@ -39,7 +44,10 @@ for pair in "$@"; do
     case "$(ps -o stat= -p $pid)" in T*) continue;; esac
     waited=$((waited + 5)); echo $waited > "$used_file"
     if [ "$cap" != 0 ] && [ $waited -ge "$cap" ]; then
-      kill -KILL -- -$pid; echo "$(date -Is) stopped $id after ${waited}s" >> "$LOG"; break
+      # the workflow starts QE in sessions of its own (so that a resumed run can wait for them): stop the whole
+      # tree, not only the controller, or its mpirun and pw.x run on beside the next material
+      tree=$(descendants $pid); kill -STOP $pid $tree 2>/dev/null; kill -KILL $pid $tree 2>/dev/null
+      echo "$(date -Is) stopped $id after ${waited}s (with its QE processes: $(echo $tree | wc -w))" >> "$LOG"; break
     fi
   done
   wait $pid 2>/dev/null
