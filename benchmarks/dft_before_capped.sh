@@ -31,6 +31,7 @@ for pair in "$@"; do
   if [ "$cap" != 0 ] && [ "$waited" -ge "$cap" ]; then
     echo "$(date -Is) skip $id: it has used its cap (${waited}s of ${cap}s)" >> "$LOG"; continue
   fi
+  for _ in 1 2 3 4 5 6; do pgrep -x 'pw.x|ph.x' >/dev/null || break; sleep 5; done  # the last one's, dying
   if busy=$(pgrep -d, -x 'pw.x|ph.x'); then  # its CPU time would count theirs: wait for nothing, say so
     echo "$(date -Is) not starting $id: QE is already running on this machine (pids $busy)" | tee -a "$LOG" >&2
     exit 1
@@ -52,5 +53,6 @@ for pair in "$@"; do
   done
   wait $pid 2>/dev/null
   echo "$(date -Is) end $id" >> "$LOG"
-  "$PYTHON" -W ignore "$HERE/dft_before_ledger.py" --before "$BEFORE" --ids "$id" --cap "$cap" >> "$LOG" 2>&1
+  "$PYTHON" -W ignore "$HERE/dft_before_ledger.py" --before "$BEFORE" --ids "$id" --cap "$cap" \
+    ${AFTER_RESULTS:+--after-results "$AFTER_RESULTS"} >> "$LOG" 2>&1
 done

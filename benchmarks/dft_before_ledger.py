@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, this_run, write_results  # noqa: E402
+from _common import RESULTS, machine, run_of, this_run, write_results  # noqa: E402
 from dft_reproduction import DATA_DIR, _logged_then, _procs  # noqa: E402
 
 NAME = "dft_reproduction_before_clean"
@@ -35,7 +35,7 @@ NAME = "dft_reproduction_before_clean"
 RESULTS_FILE = "dft_reproduction_hubbard_u-Zn-14.6.json"
 
 
-def ledger_row(before: Path, mp_id: str, cap: int | None) -> dict | None:
+def ledger_row(before: Path, mp_id: str, cap: int | None, after: dict | None = None) -> dict | None:
     """What the worktree at `before` knows of one material: a finished row from the results file its run wrote,
     else the CPU its logs show (status "stopped"); None when it never started."""
     work = before / "benchmarks" / "work"
@@ -64,7 +64,12 @@ def ledger_row(before: Path, mp_id: str, cap: int | None) -> dict | None:
            "before_commit": commit,
            "before_command": command or "python benchmarks/dft_reproduction.py --preset standard --mpi-procs 2 "
                                         f"--set hubbard_u=Zn:14.6 --ids {mp_id}",
-           "run": this_run()}
+           "platform": machine()["platform"], "run": this_run()}
+    paired = next((r for r in (after or {}).get("materials", []) if r["mp_id"] == mp_id and r["status"] == "done"),
+                  None)
+    if paired:  # the after run on this machine, this session: CPU times of two machines do not compare
+        row["after_same_machine"] = {"step_cpu_seconds": paired["step_cpu_seconds"],
+                                     "platform": after["machine"]["platform"], "run": run_of(paired, after["machine"])}
     return row
 
 
@@ -86,21 +91,34 @@ def report(rows: list[dict]) -> str:
     lines = ["# The DFT workflow before issue 34, material by material (the before run of `dft_reproduction.py`)",
              "", "Each material ran alone on the 2 cores (`benchmarks/dft_before_capped.sh`), from a git worktree at "
              "the commit named, and was stopped once it had run its cap of wall time (1.25 × the after run's CPU "
-             "seconds, i.e. about 2.5 × its CPU time on 2 processes): a stopped material's CPU is a lower bound on "
+             "seconds on the same machine, i.e. about 2.5 × its CPU time on 2 processes): a stopped material's CPU is a lower bound on "
              "its cost. CPU is QE's own time × processes, every attempt.", "",
-             "| oxide | status | CPU s per step | CPU h | k-points | symmetry ops | ε∞ / DB | ε_ion / DB | cap (wall s) "
-             "| commit | recorded |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| oxide | status | CPU s per step | CPU h | after, same machine (CPU h) | after / before | k-points | "
+             "symmetry ops | ε∞ / DB | ε_ion / DB | cap (wall s) | commit | recorded |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         cpu = r["step_cpu_seconds"]
         steps = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
         eps = (f"{r['eps_electronic']:.2f} / {r['eps_electronic_db']:.2f} | {r['eps_ionic']:.2f} / "
                f"{r['eps_ionic_db']:.2f}" if r["status"] == "done" else "– | –")
         bound = "≥ " if r["status"] == "stopped" else ""
+        then = sum(cpu.values()) / 3600
+        now = sum(r["after_same_machine"]["step_cpu_seconds"].values()) / 3600 if r.get("after_same_machine") else None
+        pair = f"{now:.3f} | {'≤ ' if bound else ''}{now / then:.2f}" if now else "– | –"
         lines.append(f"| {r['formula']} ({r['mp_id']}) | {r['status']} | {steps} | {bound}"
-                     f"{sum(cpu.values()) / 3600:.3f} | {r.get('k_points') or '–'} | "
+                     f"{then:.3f} | {pair} | {r.get('k_points') or '–'} | "
                      f"{r.get('symmetry_operations') or '–'} | {eps} | {r.get('cap_wall_seconds') or '–'} | "
                      f"{r['before_commit']} | {r['run']['date']} |")
-    lines += ["", "Commands: `BEFORE=/work/before bash benchmarks/dft_before_capped.sh ID:CAP ...` (each material's "
+    pairs = [r for r in rows if r.get("after_same_machine")]
+    if pairs:
+        then = sum(sum(r["step_cpu_seconds"].values()) for r in pairs) / 3600
+        now = sum(sum(r["after_same_machine"]["step_cpu_seconds"].values()) for r in pairs) / 3600
+        stopped = sum(r["status"] == "stopped" for r in pairs)
+        lines += ["", f"Over the {len(pairs)} materials with both runs on one machine: before "
+                  f"{'≥ ' if stopped else ''}{then:.3f}, after {now:.3f} CPU hours, **after / before "
+                  f"{'≤ ' if stopped else ''}{now / then:.2f}** (target ≤ 0.4){f'; {stopped} stopped at their cap' if stopped else ''}."]
+    lines += ["", "Commands: `BEFORE=/work/before bash benchmarks/dft_before_pairs.sh ID ...` runs each material's "
+              "after run on this machine, then `dft_before_capped.sh ID:CAP` with the cap from it (each material's "
               "old-workflow command is in the JSON, `before_command`), which calls `python "
               "benchmarks/dft_before_ledger.py --before /work/before --ids ID --cap CAP` after each material."]
     return "\n".join(lines)
@@ -111,10 +129,14 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="The git worktree the before run ran in.")
     parser.add_argument("--ids", nargs="+", required=True)
     parser.add_argument("--cap", type=int, help="The wall-time cap (s) the material ran under, if any.")
+    parser.add_argument("--after-results", type=Path, metavar="RESULTS.json",
+                        help="The after run of the same materials on this machine (dft_before_pairs.sh): its CPU "
+                             "times are kept beside the before run's, the pair the ratio is taken from.")
     args = parser.parse_args()
     path = RESULTS / f"{NAME}.json"
     earlier = json.loads(path.read_text())["materials"] if path.exists() else []
-    new = [row for mp_id in args.ids if (row := ledger_row(args.before, mp_id, args.cap))]
+    after = json.loads(args.after_results.read_text()) if args.after_results else None
+    new = [row for mp_id in args.ids if (row := ledger_row(args.before, mp_id, args.cap, after))]
     missing = set(args.ids) - {r["mp_id"] for r in new}
     if missing:
         print(f"no logs of {', '.join(sorted(missing))} under {args.before}: not started there", file=sys.stderr)

@@ -122,6 +122,9 @@ def main() -> None:
     parser.add_argument("--note", dest="notes", action="append", default=[], metavar="TEXT",
                         help="A line for the Notes of the results (what the table cannot show, such as wall times "
                              "that include a pause or a shared machine); repeatable.")
+    parser.add_argument("--results-name", metavar="NAME",
+                        help="Write benchmarks/results/NAME.{md,json} instead of the name the preset and --set give "
+                             "(e.g. the same-machine after run that dft_before_pairs.sh pairs with the before run).")
     parser.add_argument("--retry-failed", action="store_true",
                         help="Give steps that failed in an earlier run new attempts (as `tansaku run --retry-failed`).")
     parser.add_argument("--report-only", action="store_true",
@@ -295,6 +298,7 @@ def report(rows: list[dict], args) -> None:
         lines += ["", "Notes:", *notes]
     name = "dft_reproduction" + (f"_{args.preset}" if args.preset != "standard" else "")
     name += "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
+    name = getattr(args, "results_name", None) or name
     write_results(name,
                   {"preset": args.preset, "fixed": fixed, "overrides": args.overrides, "notes": args.notes,
                    "planned": total,
