@@ -312,7 +312,8 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
     """Before against now on the materials both runs finished: processor time (wall × processes, the one measure
     the older run has), k-points, symmetry and accuracy against the database."""
     then = {r["mp_id"]: r for r in before["materials"] if r["status"] == "done"}
-    both = [(then[r["mp_id"]], r) for r in rows if r["status"] == "done" and r["mp_id"] in then]
+    both = [(then[r["mp_id"]], _paired(then[r["mp_id"]], r)) for r in rows
+            if r["status"] == "done" and r["mp_id"] in then]
     if not both:
         return {"lines": []}
     olds = [o for o, _ in both]
@@ -336,6 +337,9 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
                else f"each material's own run of the code at {', '.join(sorted({o['before_commit'] for o in olds}))}"
                f", collected by `{before['machine']['command']}`")
     lines = [f"## Before and after (before: {made_by})", "",
+             *(["CPU hours after: the after run repeated on the before run's machine where the ledger holds one "
+                "(`dft_before_pairs.sh`), this file's own otherwise.", ""]
+               if any(o.get("after_same_machine") for o in before["materials"]) else []),
              "| oxide | CPU hours before → after | ratio | wall × processes (h) before → after | k-points before → "
              "after | symmetry pw.x before → after / spglib | ε∞ before → after / DB | ε_ion before → after / DB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -430,8 +434,15 @@ def stopped_before(rows: list[dict], before: dict, procs: int, before_work: Path
             continue
         logged = stopped.get(row["mp_id"]) or _logged_then(before_work, row["formula"], procs)
         if used := sum(logged.get("step_cpu_seconds", {}).values()) / 3600:
-            out.append((row, used, logged))
+            out.append((_paired(logged, row), used, logged))
     return out
+
+
+def _paired(before_row: dict, row: dict) -> dict:
+    """The after row with the CPU times of the after run that ran beside the before run on its machine
+    (dft_before_pairs.sh), when there is one: QE's CPU times of two machines do not compare."""
+    pair = before_row.get("after_same_machine")
+    return {**row, "step_cpu_seconds": pair["step_cpu_seconds"]} if pair else row
 
 
 def _procs(command: str) -> int:
