@@ -15,7 +15,7 @@
 # step from the logs) into benchmarks/results/dft_reproduction_before_clean.json, the --before file of
 # dft_reproduction.py: commit it, since the worktree's logs go with the machine.
 # The old script has no FIXED settings: the U of Zn that dft_reproduction.py now always applies is passed as --set
-# (restricted to a material's elements, it changes ZnO alone), so its results file is ..._hubbard_u-Zn-14.6.json.
+# (restricted to a material's elements, it changes ZnO alone), so its results file is ..._hubbard-u-Zn-14.6.json.
 set -u
 descendants() { local child; for child in $(ps -o pid= --ppid "$1"); do echo "$child"; descendants "$child"; done; }
 BEFORE=${BEFORE:-/work/before}

@@ -32,7 +32,7 @@ NAME = "dft_reproduction_before_clean"
 
 
 # the old script names its results file after its --set; dft_before_capped.sh passes the U every run now has
-RESULTS_FILE = "dft_reproduction_hubbard_u-Zn-14.6.json"
+RESULTS_FILE = "dft_reproduction_hubbard-u-Zn-14.6.json"
 
 
 def ledger_row(before: Path, mp_id: str, cap: int | None, after: dict | None = None) -> dict | None:
