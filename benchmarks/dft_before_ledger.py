@@ -90,7 +90,7 @@ def merge(earlier: list[dict], new: list[dict]) -> list[dict]:
 def report(rows: list[dict]) -> str:
     lines = ["# The DFT workflow before issue 34, material by material (the before run of `dft_reproduction.py`)",
              "", "Each material ran alone on the 2 cores (`benchmarks/dft_before_capped.sh`), from a git worktree at "
-             "the commit named, and was stopped once it had run its cap of wall time (1.25 × the after run's CPU "
+             "the commit named, and was stopped once it had run its cap of wall time (1.25-1.3 × the after run's CPU "
              "seconds on the same machine, i.e. about 2.5 × its CPU time on 2 processes): a stopped material's CPU is a lower bound on "
              "its cost. CPU is QE's own time × processes, every attempt.", "",
              "| oxide | status | CPU s per step | CPU h | after, same machine (CPU h) | after / before | k-points | "
