@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, run_of, this_run, write_results  # noqa: E402
-from dft_reproduction import DATA_DIR, _logged_then, _procs  # noqa: E402
+from dft_reproduction import DATA_DIR, FIXED, _logged_then, _procs, results_name  # noqa: E402
 
 NAME = "dft_reproduction_before_clean"
 
 
-# the old script names its results file after its --set; dft_before_capped.sh passes the U every run now has
-RESULTS_FILE = "dft_reproduction_hubbard-u-Zn-14.6.json"
+# the old script has no FIXED settings: dft_before_capped.sh passes them as --set, which names its results file
+RESULTS_FILE = results_name("standard", FIXED) + ".json"
 
 
 def ledger_row(before: Path, mp_id: str, cap: int | None, after: dict | None = None) -> dict | None:
@@ -63,7 +63,7 @@ def ledger_row(before: Path, mp_id: str, cap: int | None, after: dict | None = N
            "wall_seconds_used": int(used.read_text()) if used.exists() else None,
            "before_commit": commit,
            "before_command": command or "python benchmarks/dft_reproduction.py --preset standard --mpi-procs 2 "
-                                        f"--set hubbard_u=Zn:14.6 --ids {mp_id}",
+                                        + "".join(f"--set {o} " for o in FIXED) + f"--ids {mp_id}",
            "platform": machine()["platform"], "run": this_run()}
     paired = next((r for r in (after or {}).get("materials", []) if r["mp_id"] == mp_id and r["status"] == "done"),
                   None)
@@ -76,7 +76,10 @@ def ledger_row(before: Path, mp_id: str, cap: int | None, after: dict | None = N
 def _formula(mp_id: str) -> str:
     from pymatgen.core import Structure
 
-    structure = Structure.from_dict(json.loads((DATA_DIR / f"{mp_id}.json").read_text())["structure"])
+    path = DATA_DIR / f"{mp_id}.json"
+    if not path.exists():
+        sys.exit(f"{mp_id}: not in the reference database ({path} missing)")
+    structure = Structure.from_dict(json.loads(path.read_text())["structure"])
     return structure.composition.reduced_formula
 
 
@@ -133,6 +136,8 @@ def main() -> None:
                         help="The after run of the same materials on this machine (dft_before_pairs.sh): its CPU "
                              "times are kept beside the before run's, the pair the ratio is taken from.")
     args = parser.parse_args()
+    if not (args.before / ".git").exists():
+        sys.exit(f"{args.before}: not a git worktree of the code before the change (git worktree add DIR de39de8)")
     path = RESULTS / f"{NAME}.json"
     earlier = json.loads(path.read_text())["materials"] if path.exists() else []
     after = json.loads(args.after_results.read_text()) if args.after_results else None
@@ -140,6 +145,8 @@ def main() -> None:
     missing = set(args.ids) - {r["mp_id"] for r in new}
     if missing:
         print(f"no logs of {', '.join(sorted(missing))} under {args.before}: not started there", file=sys.stderr)
+    if not new:
+        sys.exit(1)
     rows = merge(earlier, new)
     write_results(NAME, {"materials": rows}, report(rows))
 

@@ -296,9 +296,7 @@ def report(rows: list[dict], args) -> None:
     notes = [f"- {r['formula']}: {r['reason']}" for r in rows if r["reason"]] + [f"- {n}" for n in args.notes]
     if notes:
         lines += ["", "Notes:", *notes]
-    name = "dft_reproduction" + (f"_{args.preset}" if args.preset != "standard" else "")
-    name += "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in args.overrides)
-    name = getattr(args, "results_name", None) or name
+    name = getattr(args, "results_name", None) or results_name(args.preset, args.overrides)
     write_results(name,
                   {"preset": args.preset, "fixed": fixed, "overrides": args.overrides, "notes": args.notes,
                    "planned": total,
@@ -306,6 +304,12 @@ def report(rows: list[dict], args) -> None:
                    "mape_eps_electronic": mape_e, "mape_eps_ionic": mape_i, "before": comparison,
                    "cost_model": cost},
                   "\n".join(lines))
+
+
+def results_name(preset_name: str, overrides: list[str]) -> str:
+    """The results file's name (without suffix): the plain preset's, or one per set of --set overrides."""
+    name = "dft_reproduction" + (f"_{preset_name}" if preset_name != "standard" else "")
+    return name + "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", o) for o in overrides)
 
 
 def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None = None) -> dict:
