@@ -14,8 +14,9 @@
 # After each material, finished or stopped, dft_before_ledger.py merges what the worktree left (results, CPU per
 # step from the logs) into benchmarks/results/dft_reproduction_before_clean.json, the --before file of
 # dft_reproduction.py: commit it, since the worktree's logs go with the machine.
-# The old script has no FIXED settings: the U of Zn that dft_reproduction.py now always applies is passed as --set
-# (restricted to a material's elements, it changes ZnO alone), so its results file is ..._hubbard-u-Zn-14.6.json.
+# The old script has no FIXED settings: those dft_reproduction.py now always applies (the U of Zn, which, restricted to
+# a material's elements, changes ZnO alone) are read from it and passed as --set, which names the old script's
+# results file (dft_reproduction.results_name, e.g. ..._hubbard-u-Zn-14.6.json).
 set -u
 descendants() { local child; for child in $(ps -o pid= --ppid "$1"); do echo "$child"; descendants "$child"; done; }
 BEFORE=${BEFORE:-/work/before}
@@ -23,6 +24,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-$HERE/../.venv/bin/python}
 LOG=${LOG:-$BEFORE/benchmarks/work/before_capped.log}
 mkdir -p "$(dirname "$LOG")"
+read -r -a FIXED_SET < <(cd "$HERE" && "$PYTHON" -c "from dft_reproduction import FIXED
+print(' '.join(f'--set {o}' for o in FIXED))") || { echo "cannot read FIXED from $HERE/dft_reproduction.py" >&2; exit 1; }
 cd "$BEFORE"
 for pair in "$@"; do
   id=${pair%%:*}; cap=${pair##*:}
@@ -38,7 +41,7 @@ for pair in "$@"; do
   fi
   echo "$(date -Is) start $id cap ${cap}s, ${waited}s used before" >> "$LOG"
   setsid env PYTHONPATH="$BEFORE/src" nice "$PYTHON" -W ignore benchmarks/dft_reproduction.py \
-    --preset standard --mpi-procs 2 --set hubbard_u=Zn:14.6 --ids "$id" >> "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
+    --preset standard --mpi-procs 2 "${FIXED_SET[@]}" --ids "$id" >> "$BEFORE/benchmarks/work/before_$id.log" 2>&1 &
   pid=$!
   while kill -0 $pid 2>/dev/null; do
     sleep 5

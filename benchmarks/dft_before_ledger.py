@@ -13,7 +13,13 @@ Rows of earlier invocations (other machines, other sessions) stay unless this on
 `dft_reproduction.py --report-only --reuse benchmarks/results/dft_reproduction.json --before
 benchmarks/results/dft_reproduction_before_clean.json` compares, a stopped material counting as a lower bound.
 
+A material stopped at its cap has no ε of its own. `--eps-from RESULTS.json` gives such rows the ε of an earlier
+complete run of the same physics (the old workflow's own results file, from another machine or session: ε does not
+depend on the machine, CPU time does), recorded as `eps_from` with that file's commit, so that the accuracy half of
+the comparison covers them too.
+
 Run: python benchmarks/dft_before_ledger.py --before /work/before --ids mp-1265 [--cap 234]
+     python benchmarks/dft_before_ledger.py --eps-from benchmarks/results/dft_reproduction_2026-11-24.json --ids mp-1265
 """
 
 from __future__ import annotations
@@ -69,8 +75,29 @@ def ledger_row(before: Path, mp_id: str, cap: int | None, after: dict | None = N
                   None)
     if paired:  # the after run on this machine, this session: CPU times of two machines do not compare
         row["after_same_machine"] = {"step_cpu_seconds": paired["step_cpu_seconds"],
+                                     "step_seconds": paired["step_seconds"],
                                      "platform": after["machine"]["platform"], "run": run_of(paired, after["machine"])}
     return row
+
+
+EPS_KEYS = ("eps_electronic", "eps_electronic_db", "eps_ionic", "eps_ionic_db", "imaginary_modes")
+
+
+def with_earlier_eps(rows: list[dict], ids: list[str], earlier: dict, name: str) -> list[dict]:
+    """The ledger with the stopped rows of `ids` given ε from `earlier` (a complete run's results), each saying
+    where it came from; a row that is not stopped, or a material `earlier` did not finish, is an error."""
+    done = {r["mp_id"]: r for r in earlier["materials"] if r["status"] == "done"}
+    by_id = {r["mp_id"]: r for r in rows}
+    for mp_id in ids:
+        row = by_id.get(mp_id)
+        if row is None or row["status"] != "stopped":
+            sys.exit(f"{mp_id}: {'not in the ledger' if row is None else 'finished in the ledger, with its own ε'}")
+        if mp_id not in done:
+            sys.exit(f"{mp_id}: {name} did not finish it")
+        row.update({k: done[mp_id][k] for k in EPS_KEYS},
+                   eps_from={"file": name, "commit": earlier["machine"]["commit"],
+                             "command": earlier["machine"]["command"]})
+    return rows
 
 
 def _formula(mp_id: str) -> str:
@@ -102,8 +129,9 @@ def report(rows: list[dict]) -> str:
     for r in rows:
         cpu = r["step_cpu_seconds"]
         steps = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
-        eps = (f"{r['eps_electronic']:.2f} / {r['eps_electronic_db']:.2f} | {r['eps_ionic']:.2f} / "
-               f"{r['eps_ionic_db']:.2f}" if r["status"] == "done" else "– | –")
+        mark = " ᵉ" if r.get("eps_from") else ""
+        eps = (f"{r['eps_electronic']:.2f} / {r['eps_electronic_db']:.2f}{mark} | {r['eps_ionic']:.2f} / "
+               f"{r['eps_ionic_db']:.2f}{mark}" if r.get("eps_electronic") is not None else "– | –")
         bound = "≥ " if r["status"] == "stopped" else ""
         then = sum(cpu.values()) / 3600
         now = sum(r["after_same_machine"]["step_cpu_seconds"].values()) / 3600 if r.get("after_same_machine") else None
@@ -120,6 +148,10 @@ def report(rows: list[dict]) -> str:
         lines += ["", f"Over the {len(pairs)} materials with both runs on one machine: before "
                   f"{'≥ ' if stopped else ''}{then:.3f}, after {now:.3f} CPU hours, **after / before "
                   f"{'≤ ' if stopped else ''}{now / then:.2f}** (target ≤ 0.4){f'; {stopped} stopped at their cap' if stopped else ''}."]
+    borrowed = sorted({(r["eps_from"]["file"], r["eps_from"]["commit"]) for r in rows if r.get("eps_from")})
+    if borrowed:
+        lines += ["", "ᵉ ε of a material stopped at its cap: from an earlier complete run of the old workflow with the "
+                  "same physics (" + "; ".join(f"{f} at {c}" for f, c in borrowed) + "), added with `--eps-from`."]
     lines += ["", "Commands: `BEFORE=/work/before bash benchmarks/dft_before_pairs.sh ID ...` runs each material's "
               "after run on this machine, then `dft_before_capped.sh ID:CAP` with the cap from it (each material's "
               "old-workflow command is in the JSON, `before_command`), which calls `python "
@@ -129,16 +161,28 @@ def report(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", type=Path, required=True, help="The git worktree the before run ran in.")
+    parser.add_argument("--before", type=Path, help="The git worktree the before run ran in.")
     parser.add_argument("--ids", nargs="+", required=True)
     parser.add_argument("--cap", type=int, help="The wall-time cap (s) the material ran under, if any.")
     parser.add_argument("--after-results", type=Path, metavar="RESULTS.json",
                         help="The after run of the same materials on this machine (dft_before_pairs.sh): its CPU "
                              "times are kept beside the before run's, the pair the ratio is taken from.")
+    parser.add_argument("--eps-from", type=Path, metavar="RESULTS.json",
+                        help="Instead of reading a worktree: give the ledger's stopped rows of --ids the ε of this "
+                             "complete run of the old workflow (same physics; check that first).")
     args = parser.parse_args()
+    path = RESULTS / f"{NAME}.json"
+    if args.eps_from:
+        if not path.exists():
+            sys.exit(f"{path}: no ledger yet")
+        rows = with_earlier_eps(json.loads(path.read_text())["materials"], args.ids,
+                                json.loads(args.eps_from.read_text()), args.eps_from.name)
+        write_results(NAME, {"materials": rows}, report(rows))
+        return
+    if args.before is None:
+        sys.exit("give --before (the worktree to collect from) or --eps-from")
     if not (args.before / ".git").exists():
         sys.exit(f"{args.before}: not a git worktree of the code before the change (git worktree add DIR de39de8)")
-    path = RESULTS / f"{NAME}.json"
     earlier = json.loads(path.read_text())["materials"] if path.exists() else []
     after = json.loads(args.after_results.read_text()) if args.after_results else None
     new = [row for mp_id in args.ids if (row := ledger_row(args.before, mp_id, args.cap, after))]
