@@ -47,8 +47,9 @@ def machine() -> dict:
 
 def this_run() -> dict:
     """What a results row records of the run that made it (rows carried over from other runs keep theirs): its
-    commit, command, when the run started and when the row was made."""
-    return {key: machine()[key] for key in ("commit", "command", "started", "date")}
+    commit, command, when the run started and when the row was made, and the platform (CPU times of two machines
+    do not compare: QE ran 1.8-2.9x slower on one than on the other, dft_reproduction_same_machine.md)."""
+    return {key: machine()[key] for key in ("commit", "command", "started", "date", "platform")}
 
 
 def run_of(row: dict, fallback: dict | None = None) -> dict:
@@ -59,7 +60,8 @@ def run_of(row: dict, fallback: dict | None = None) -> dict:
 
 def _marker(run: dict) -> tuple:
     """One invocation, however many rows it made: its start (rows made before runs recorded it: their date)."""
-    return run.get("commit"), run.get("command"), run.get("started") or run.get("date"), run.get("note")
+    return (run.get("commit"), run.get("command"), run.get("started") or run.get("date"), run.get("note"),
+            run.get("platform"))
 
 
 def runs_legend(runs: list[dict]) -> tuple[list[tuple], list[str]]:
@@ -69,9 +71,10 @@ def runs_legend(runs: list[dict]) -> tuple[list[tuple], list[str]]:
     for run in runs:
         if _marker(run) not in markers:
             markers.append(_marker(run))
-    lines = ["Runs (each row's own: commit, start or date, command):", ""]
+    lines = ["Runs (each row's own: commit, start or date, command, and the platform where recorded):", ""]
     lines += [f"{i}. {commit}, {date}: `{command}`" + (f" ({note})" if note else "")
-              for i, (commit, command, date, note) in enumerate(markers, 1)]
+              + (f", on {platform}" if platform else "")
+              for i, (commit, command, date, note, platform) in enumerate(markers, 1)]
     return markers, lines
 
 

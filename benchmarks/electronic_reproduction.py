@@ -161,8 +161,11 @@ def _previous_rows(args) -> list[dict]:
     path = REPO / "benchmarks" / "results" / f"electronic_reproduction_{args.preset}.json"
     if not path.exists():
         return []
-    rows = json.loads(path.read_text()).get("rows", [])
-    return [r for r in rows if "name" in r]  # rows before the names (DDH-only version) are not comparable
+    data = json.loads(path.read_text())
+    # rows made before runs recorded their platform ran where the file was last written (true of every such row:
+    # all of them ran on one machine)
+    return [{**r, "run": {"platform": data["machine"]["platform"], **r["run"]}} if "run" in r else r
+            for r in data.get("rows", []) if "name" in r]  # rows before the names (DDH-only version) do not compare
 
 
 def hybrid_cpu(row: dict, name: str, kind: str) -> float | None:
@@ -244,7 +247,8 @@ def report(rows: list[dict], args) -> None:
                      f"**{worst_ratio[0]:.2f}** ({worst_ratio[1]}), {sum(x <= 1 / 3 for x, _ in ratios)} of "
                      f"{len(ratios)} at ≤ 1/3 (nsc charged its PBE SCF in full).")
     lines.append("- Band masses against published values: no published masses are wired in yet (not measured).")
-    lines += ["", "CPU s: QE's CPU time × processes. For nsc, the hybrid run plus the PBE SCF it starts from.",
+    lines += ["", "CPU s: QE's CPU time × processes. For nsc, the hybrid run plus the PBE SCF it starts from. CPU "
+              "times compare only between rows of one platform (see Runs): the ratios within a row hold anywhere.",
               "Experimental gaps' sources: " + "; ".join(
                   sorted({f"{r['name']} doi:{r['published']['experiment_doi']}" for r in rows
                           if r["published"].get("experiment_doi")})) + ".", "", *legend]
