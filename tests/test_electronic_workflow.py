@@ -341,3 +341,22 @@ def test_a_small_gap_gives_the_ddh_the_eps_of_a_converged_k_mesh(tmp_path, mgo):
     ddh = rows["analysis"].outputs["hybrid"]["ddh-nsc"]
     assert ddh["exx_fraction"] == pytest.approx(1 / measured["eps_electronic"], rel=1e-5)
     assert all(rows[f"kmesh-{'x'.join(map(str, p['mesh']))}-eps"].status == "done" for p in probes)
+
+
+def test_a_ddh_without_eps_is_skipped_with_its_reason_and_the_hse06_gap_stands(tmp_path, mgo):  # noqa: F811
+    """When the DDH's ε∞ cannot be had, HSE06 (which needs none) still runs and is stored; the DDH is reported
+    skipped, with why, in the analysis and the result's reason. Provoked for real: ph.x given 2 iterations per
+    perturbation stops unconverged."""
+    ctx = make_ctx(tmp_path, {"kspacing": 1.5, "small_gap_ev": 0.0, "relax": False, "masses": False,
+                              "hybrid": "nsc", "niter_ph": 2, "max_attempts": 1})
+    material_id = store(ctx, mgo, "MgO")
+    result = run_electronic(ctx, material_id)
+    assert result.status == "done", result.reason
+    assert result.reason.startswith("no DDH gap: its ε∞ could not be had") and "epsilon-field" in result.reason
+    with ctx.db.session() as session:
+        rows = {c.step: c for c in session.scalars(select(Calculation))}
+        gaps = {p.name: p.value for p in session.scalars(select(Property).where(Property.material_id == material_id))}
+    assert rows["epsilon-field"].status == "failed" and "ddh-nsc" not in rows and rows["hse06-nsc"].status == "done"
+    assert rows["analysis"].outputs["skipped"] == {"ddh": result.reason}
+    assert set(rows["analysis"].outputs["hybrid"]) == {"hse06-nsc"}
+    assert "band_gap_ddh" not in gaps and gaps["band_gap_hse06"] > gaps["band_gap"]

@@ -99,6 +99,7 @@ class DielectricSettings:
     mixing_beta: float = 0.7
     tr2_ph: float = 1e-14
     alpha_mix: float = 0.7
+    niter_ph: int = 100  # ph.x's most linear-response iterations per perturbation (QE's own default)
     max_seconds: float | None = None  # pw.x/ph.x stop cleanly before this (walltime handling)
     max_attempts: int = 4
     standardize: bool = True  # standard primitive cell: QE then finds every symmetry (fewer k-points, stable ph.x)

@@ -112,6 +112,7 @@ class Run:
     steps: dict[str, StepState] = field(default_factory=dict)
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # input frame → computed (standard) frame
     k_probes: list[dict] = field(default_factory=list)  # the automatic k-mesh's measurements, when it ran
+    skipped: dict[str, str] = field(default_factory=dict)  # parts that could not run, and why (the rest stands)
     # after a small gap's k-mesh probes, the coarser of the two that agreed (the displacements run on its SCF)
     # and the finer, whose SCF gives the gap and whose field-only ph.x gives ε∞ and Z*
     settled: Probe | None = None

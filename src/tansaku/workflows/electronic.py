@@ -26,7 +26,7 @@ from tansaku.dft.conductivity_mass import conductivity_masses
 from tansaku.dft.optics import absorption_coefficient, absorption_onset, kramers_kronig_eps1, scissor
 from tansaku.dft.qe.inputs import ecutfock_for, epsilon_input, merge, pw_input
 from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_epsilon, read_pw_xml
-from tansaku.dft.settings import exchange_q_mesh, kmesh, standard_frame, to_input_frame
+from tansaku.dft.settings import HYBRID_FUNCTIONALS, exchange_q_mesh, kmesh, standard_frame, to_input_frame
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
 from tansaku.workflows.dielectric import (
@@ -41,7 +41,7 @@ from tansaku.workflows.dielectric import (
     scf_gap,
     scf_spec,
 )
-from tansaku.workflows.steps import StepSpec
+from tansaku.workflows.steps import StepCancelled, StepSpec
 
 ELECTRONIC = "electronic"
 BANDS = "bands"
@@ -314,11 +314,14 @@ def electronic_dielectric_constant(run: Run) -> float:
     if s.k_converge is None and run.steps[run.scf_step].outputs["gap"] < s.small_gap_ev:
         # a small gap needs a denser mesh for ε∞ than the SCF's (Si's ε∞ at 0.7 Å⁻¹: 25 against 12): the probes
         # of the dielectric workflow's small-gap rule (the same steps, shared with it), and the ε∞ it reports
-        from tansaku.workflows.kmesh_convergence import probe_spacings, settle
+        from tansaku.workflows.kmesh_convergence import mesh_label, probe_spacings, settle
 
         _, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
                            s.small_gap_k_converge)
         run.k_probes = [p.as_dict() for p in probes]
+        if not math.isfinite(probes[-1].eps_electronic):  # the probes ended on a mesh without a gap
+            raise TansakuError(f"the {mesh_label(probes[-1].mesh)} k-mesh has no gap "
+                               f"({probes[-1].band_gap:.3f} eV): no ε∞")
         return probes[-1].eps_electronic  # the finer of the two meshes that agreed
     # ph.x writes its own files next to the SCF's: on a copy, so that the dielectric workflow's ph.x later finds
     # the SCF's scratch as the SCF left it
@@ -384,21 +387,30 @@ def hybrid_kinds(mode: str) -> tuple[str, ...]:
 
 def hybrid_gaps(run: Run) -> bool:
     """HSE06 and the dielectric-dependent hybrid (a PBE0 form whose exact-exchange fraction is 1/ε∞), each
-    self-consistent, non-self-consistent on PBE orbitals, or both, as `hybrid` asks: steps hse06-scf, ddh-nsc..."""
+    self-consistent, non-self-consistent on PBE orbitals, or both, as `hybrid` asks: steps hse06-scf, ddh-nsc...
+    HSE06 first: it does not need ε∞, so a material whose ε∞ cannot be had (a tiny PBEsol gap whose k-mesh
+    probes never agree) still gets its HSE06 gap, and the DDH is recorded as skipped with the reason."""
     kinds = hybrid_kinds(run.ctx.settings.hybrid)
     if not kinds:
         return True
     names = run.ctx.settings.hybrids()
-    functionals = {"hse06": {"input_dft": "hse"}} if "hse06" in names else {}
-    if "ddh" in names:  # only the DDH needs ε∞
-        eps = electronic_dielectric_constant(run)
-        functionals["ddh"] = {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}
     scratch = run.root / "hybrid-scratch"
     pbe = pbe_scf(run)
     if "nsc" in kinds:
         _with_scf_save(run, PBE_SCF)
         run.step(PBE_SCF, pbe, workflow=ELECTRONIC)
-    for name, functional in functionals.items():
+    for name in (n for n in HYBRID_FUNCTIONALS if n in names):
+        functional = {"input_dft": "hse"}
+        if name == "ddh":  # only the DDH needs ε∞
+            try:
+                eps = electronic_dielectric_constant(run)
+            except StepCancelled:  # cancelled by hand: the material is marked so, not quietly finished
+                raise
+            except TansakuError as exc:
+                run.skipped["ddh"] = f"no DDH gap: its ε∞ could not be had ({exc})"
+                run.report(run.skipped["ddh"])
+                continue
+            functional = {"input_dft": "pbe0", "exx_fraction": round(1.0 / eps, 6)}
         for kind in kinds:
             step = f"{name}-{kind}"
             if kind == "nsc":
@@ -560,6 +572,10 @@ def electronic_analysis(run: Run) -> bool:
         outputs["masses"] = mass
     if run.k_probes:  # the DDH's ε∞ came from measured k-meshes (a small gap)
         outputs["k_convergence"] = run.k_probes
+    if run.skipped:
+        outputs["skipped"] = dict(run.skipped)
+        if result.status == "done":
+            result.reason = "; ".join(run.skipped.values())
     if OPTICS_EPS in run.steps:
         outputs["optics"] = _optics_analysis(run)
     hybrids = {step: run.steps[step].outputs for step in (f"{name}-{kind}" for name in ("hse06", "ddh")

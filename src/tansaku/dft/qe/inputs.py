@@ -139,6 +139,8 @@ def ph_input(
         "prefix": prefix, "outdir": str(outdir), "fildyn": fildyn, "tr2_ph": settings.tr2_ph,
         "epsil": True, "trans": True, "alpha_mix(1)": settings.alpha_mix,
     }
+    if settings.niter_ph != 100:  # written only when not QE's default: finished steps' inputs stay as they were
+        inputph["niter_ph"] = settings.niter_ph
     if settings.max_seconds:
         inputph["max_seconds"] = float(settings.max_seconds)
     namelists = merge({"inputph": inputph}, overrides)
