@@ -400,8 +400,8 @@ def hybrid_gaps(run: Run) -> bool:
         _with_scf_save(run, PBE_SCF)
         run.step(PBE_SCF, pbe, workflow=ELECTRONIC)
     for name in (n for n in HYBRID_FUNCTIONALS if n in names):
-        functional = {"input_dft": "hse"}
-        if name == "ddh":  # only the DDH needs ε∞
+        functional = {"input_dft": "hse"}  # HSE06
+        if name == "ddh":  # the DDH's exact-exchange fraction is the one setting that needs ε∞
             try:
                 eps = electronic_dielectric_constant(run)
             except StepCancelled:  # cancelled by hand: the material is marked so, not quietly finished
