@@ -175,8 +175,13 @@ def main() -> None:
     if args.eps_from:
         if not path.exists():
             sys.exit(f"{path}: no ledger yet")
-        rows = with_earlier_eps(json.loads(path.read_text())["materials"], args.ids,
-                                json.loads(args.eps_from.read_text()), args.eps_from.name)
+        try:
+            earlier = json.loads(args.eps_from.read_text())
+        except (OSError, ValueError) as exc:
+            sys.exit(f"{args.eps_from}: cannot be read as JSON ({exc})")
+        if not isinstance(earlier, dict) or "materials" not in earlier or "commit" not in earlier.get("machine", {}):
+            sys.exit(f"{args.eps_from}: not a results file of dft_reproduction.py (no materials or no commit)")
+        rows = with_earlier_eps(json.loads(path.read_text())["materials"], args.ids, earlier, args.eps_from.name)
         write_results(NAME, {"materials": rows}, report(rows))
         return
     if args.before is None:

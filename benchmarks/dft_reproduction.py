@@ -365,12 +365,12 @@ def compare(rows: list[dict], before: dict, procs: int, before_work: Path | None
     # physics gave (the ledger's eps_from): ε does not depend on the machine
     borrowed = {r["mp_id"]: r for r in before["materials"] if r["status"] == "stopped"
                 and r.get("eps_electronic") is not None}
-    eps_olds = olds + [borrowed[r["mp_id"]] for r in rows if r["status"] == "done" and r["mp_id"] in borrowed]
-    eps_news = [n for _, n in both] + [r for r in rows if r["status"] == "done" and r["mp_id"] in borrowed]
+    news = [n for _, n in both]
+    also = [r for r in rows if r["status"] == "done" and r["mp_id"] in borrowed]
+    eps_olds, eps_news = olds + [borrowed[r["mp_id"]] for r in also], news + also
     with_wall = [(o, n) for o, n in both if hours(o, before_procs) is not None and hours(n, procs) is not None]
     total0 = sum(hours(o, before_procs) for o, _ in with_wall)
     total1 = sum(hours(n, procs) for _, n in with_wall)
-    news = [n for _, n in both]
     with_cpu = [(o, n) for o, n in both if cpu_hours(o) and cpu_hours(n)]
     cpu0 = sum(cpu_hours(o) for o, _ in with_cpu)
     cpu1 = sum(cpu_hours(n) for _, n in with_cpu)
