@@ -138,3 +138,51 @@ def test_absorption_figure_draws_both_spectra_and_their_onsets(tmp_path):
     assert optics["scissored_onset_ev"] - optics["onset_ev"] == pytest.approx(1.5, abs=0.05)
     absorption_spectrum(optics, tmp_path / "a.png", "test")
     assert (tmp_path / "a.png").stat().st_size > 10_000
+
+
+def lattice_band(structure, k_cart: np.ndarray) -> np.ndarray:
+    """A periodic band with the lattice's full symmetry: Σ over the lattice vectors up to 8 Å of e^(-|R|) cos(k·R)."""
+    frac = np.array(np.meshgrid(*[np.arange(-4, 5)] * 3, indexing="ij")).reshape(3, -1).T
+    vectors = frac @ structure.lattice.matrix
+    vectors = vectors[np.linalg.norm(vectors, axis=1) < 8.0]
+    return np.cos(k_cart @ vectors.T) @ np.exp(-np.linalg.norm(vectors, axis=1))
+
+
+@pytest.mark.parametrize("name", ["MgO", "GaN"])
+def test_mass_grid_points_equivalent_by_symmetry_share_their_energies(name):
+    """One point of each class is computed for a band mass; the others take its energies. Checked on a band with
+    the lattice's symmetry at every high-symmetry point of the path, and on the numbers of classes."""
+    from pymatgen.core import Lattice, Structure
+
+    from tansaku.dft.band_path import band_path
+    from tansaku.dft.kpoint_symmetry import equivalent_offsets
+    from tansaku.dft.settings import standard_frame
+    from tansaku.workflows.electronic import mass_points
+
+    if name == "MgO":
+        cell = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        expected = {"Γ": 4, "X": 6, "L": 6}  # Oh at Γ: the centre, 6 faces, 12 edges, 8 corners of the cube
+    else:
+        cell = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.19, 5.19), ["Ga", "N"],
+                                         [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.377]])
+        expected = {"Γ": 8, "A": 8}  # 6mm and time reversal: the hexagonal axes keep only part of a cubic grid
+    cell = standard_frame(cell.get_primitive_structure())[0]
+    path = band_path(cell, 0.1)
+    counted = {}
+    for label, k0 in zip(path.labels, path.frac, strict=True):
+        if not label or label in counted:
+            continue
+        points, offsets = mass_points(cell, k0, 0.03)
+        classes = equivalent_offsets(cell, k0, offsets)
+        energies = lattice_band(cell, points @ cell.lattice.reciprocal_lattice.matrix)
+        assert energies == pytest.approx(energies[classes], abs=1e-12), label
+        assert all(classes[c] == c for c in classes)  # each class named by its first member
+        counted[label] = len(set(classes))
+    assert {label: counted[label] for label in expected} == expected
+    # no symmetry but time reversal: at Γ, δ and -δ pair up (13 pairs and the centre); elsewhere all 27 differ
+    cell.apply_strain([0.02, -0.03, 0.05])
+    cell.translate_sites([1], [0.05, 0.09, 0.14])
+    offsets = mass_points(cell, np.zeros(3), 0.03)[1]
+    assert len(set(equivalent_offsets(cell, np.zeros(3), offsets))) == 14
+    assert len(set(equivalent_offsets(cell, np.array([0.1, 0.2, 0.3]), offsets))) == 27
+    assert len(set(equivalent_offsets(cell, np.zeros(3), offsets, time_reversal=False))) == 27

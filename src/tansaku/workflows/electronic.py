@@ -23,10 +23,18 @@ from tansaku import TansakuError, __version__
 from tansaku.dft.band_edges import BandEdges, SpinChannel, band_mass, channel_edges, edges_from, spin_channels
 from tansaku.dft.band_path import CONVENTION, band_path
 from tansaku.dft.conductivity_mass import conductivity_masses
+from tansaku.dft.kpoint_symmetry import equivalent_offsets
 from tansaku.dft.optics import absorption_coefficient, absorption_onset, kramers_kronig_eps1, scissor
 from tansaku.dft.qe.inputs import ecutfock_for, epsilon_input, merge, pw_input
 from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_epsilon, read_pw_xml
-from tansaku.dft.settings import HYBRID_FUNCTIONALS, exchange_q_mesh, kmesh, standard_frame, to_input_frame
+from tansaku.dft.settings import (
+    HYBRID_FUNCTIONALS,
+    DielectricSettings,
+    exchange_q_mesh,
+    kmesh,
+    standard_frame,
+    to_input_frame,
+)
 from tansaku.store.materials import set_property, tensor_average
 from tansaku.store.tables import Material, utcnow
 from tansaku.workflows.dielectric import (
@@ -53,6 +61,7 @@ OPTICS_STORED_EVERY = 4  # the stored spectra keep every 4th point (20 meV apart
 SCISSOR_FROM = ("ddh-scf", "ddh-nsc", "hse06-scf", "hse06-nsc")  # the first hybrid gap found sets the scissor
 DENSE_XML = "bands-xml"  # BoltzTraP2 reads the one pw.x XML file of a directory
 SAME_EV = 1e-3  # edges closer than this in the SCF and on the path are the same edge
+MASS_EXTRA_BANDS = 4  # empty bands in the band-mass run: room for a threefold CBM; Davidson's last bands are slowest
 
 
 def _copy_density(source: Path, target: Path) -> None:
@@ -67,13 +76,15 @@ def _copy_density(source: Path, target: Path) -> None:
 
 
 def explicit_k_spec(ctx: RunContext, root: Path, structure: Structure, scf_step: str, name: str,
-                    k_frac: np.ndarray, extra: dict) -> StepSpec:
+                    k_frac: np.ndarray, extra: dict, settings: DielectricSettings | None = None) -> StepSpec:
     """pw.x `bands` at the given k-points (the cell's reciprocal basis), from the SCF called `scf_step` (its prefix
-    and density, copied into a scratch of the step's own); `extra` joins the outputs."""
+    and density, copied into a scratch of the step's own); `extra` joins the outputs. `settings`: the run's unless
+    given (the band-mass grid asks for fewer empty bands)."""
     scratch = root / f"{name}-scratch"
+    settings = settings or ctx.settings
 
     def write(st: Structure | None, overrides: dict) -> str:
-        text = pw_input(structure, "bands", ctx.settings, ctx.pseudos, scf_step, scratch, overrides)
+        text = pw_input(structure, "bands", settings, ctx.pseudos, scf_step, scratch, overrides)
         head = text[: text.index("K_POINTS automatic")]
         points = "".join(f"  {a:.10f} {b:.10f} {c:.10f} 1\n" for a, b, c in k_frac)
         return head + f"K_POINTS crystal\n  {len(k_frac)}\n" + points
@@ -477,9 +488,17 @@ def masses(run: Run) -> bool:
     k_frac = np.asarray(run.steps[BANDS].outputs["k_frac"])
     centres = mass_centres(run)
     grids = [mass_points(run.structure, k_frac[k], run.ctx.settings.mass_step) for k in centres]
-    spec = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES,
-                           np.vstack([points for points, _ in grids]),
-                           {"offsets": grids[0][1].tolist(), "centres": centres})
+    points = np.vstack([points for points, _ in grids])
+    extra: dict = {"offsets": grids[0][1].tolist(), "centres": centres}
+    settings = run.ctx.settings
+    if len(path_edges(run)[1]) == 1:  # spin-unpolarized: one point per symmetry class, four empty bands
+        classes = np.concatenate([len(grids[0][1]) * i + equivalent_offsets(run.structure, k_frac[k], offsets)
+                                  for i, (k, (_, offsets)) in enumerate(zip(centres, grids, strict=True))])
+        # one point per class, and once only where two centres are the same k-point (Γ twice on a path)
+        points, computed = np.unique(np.round(points[classes], 8), axis=0, return_inverse=True)
+        extra["expand"] = computed.ravel().tolist()
+        settings = replace(settings, extra_bands=min(settings.extra_bands, MASS_EXTRA_BANDS))
+    spec = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, extra, settings)
     _with_scf_save(run, MASSES)
     run.step(MASSES, spec, workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{MASSES}-scratch", ignore_errors=True)
@@ -495,6 +514,8 @@ def fitted_masses(masses_out: dict, path_energies: np.ndarray, channels: list[Sp
     material's VBM and CBM."""
     offsets = np.asarray(masses_out["offsets"])
     energies = np.asarray(masses_out["eigenvalues_ev"])
+    if "expand" in masses_out:  # one point of each symmetry class was computed: every grid point takes its energies
+        energies = energies[masses_out["expand"]]
     n = len(offsets)
     centres = masses_out.get("centres")
     if centres is None:  # a masses step from before spin channels: the path's VBM and CBM
