@@ -164,8 +164,9 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     cell = mgo.copy()
     cell.apply_strain([0.02, -0.03, 0.05])
     cell.translate_sites([1], [0.05, 0.09, 0.14])
-    # odd meshes allowed: the probes go 2x2x2, 3x3x3, 4x4x4 on this cell without symmetry, not up to 6x6x6
-    overrides = {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False,
+    # odd meshes allowed: the probes go 2x2x2, 3x3x3, 4x4x4 on this cell without symmetry, not up to 6x6x6; ε∞
+    # within 20 % settles at 4x4x4 (3x3x3 → 4x4x4: 15 %; a 5x5x5 probe and 4x4x4 displacements cost 100 s more)
+    overrides = {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.2, "relax": False,
                  "even_kmesh": False}
     ctx = make_ctx(tmp_path, overrides)
     material_id = store(ctx, cell, "MgO")
@@ -188,7 +189,7 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     # the two meshes that agreed: the finer gives ε∞, Z* and the gap, the coarser's SCF the displacements
     chosen, measured = probes[-2], probes[-1]
     tag, fine = ("x".join(map(str, p["mesh"])) for p in (chosen, measured))
-    assert chosen["mesh"] != [2, 2, 2] and abs(measured["eps_electronic"] / chosen["eps_electronic"] - 1) < 0.1
+    assert chosen["mesh"] != [2, 2, 2] and abs(measured["eps_electronic"] / chosen["eps_electronic"] - 1) < 0.2
     assert result.kspacing == measured["spacing"] and result.scf_step == f"kmesh-{fine}-scf"
     displacements = displacements_name(tuple(chosen["mesh"]))
     assert displacements == f"phonon-displacements-{tag}"  # the name the cost model parses back

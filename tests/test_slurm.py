@@ -178,7 +178,9 @@ def test_slurm_states_map_to_job_states():
 def test_run_electronic_through_slurm_with_epsilon_x(tmp_path, mgo):
     from tansaku.workflows.electronic import run_electronic
 
-    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:10:00"), QECommands(), {"relax": False, "optics": True})
+    # a short band path, coarse dense and optics meshes: every step through SLURM in CI minutes
+    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:10:00"), QECommands(mpi_procs=2),
+                   {"relax": False, "optics": True, "band_spacing": 0.3, "dense_kspacing": 0.5, "optics_kspacing": 0.7})
     material_id = store(ctx, mgo)
     result = run_electronic(ctx, material_id)
     assert result.status == "done", result.reason
