@@ -167,8 +167,10 @@ def test_real_two_level_campaign_killed_in_round_2_resumes_and_charges_each_leve
     cheaper = "set = { band_spacing = 0.3, ecutwfc = 40, dense_kspacing = 0.5, transport_lpfac = 5 }\n"
     config_file.write_text(text.replace("[acquisition]", goals + "[acquisition]", 1) + cheaper)
     assert load_config(config_file).levels["cheap"] == "band_gap"
-    # round 2 screens (its longest step: the band-mass grid) or promotes (the hybrid run)
-    argv, state_file = campaign_killed_in_round_2(db, config_file, tmp_path / "runs", ("masses", "hse06-nsc"))
+    # round 2 screens (killed in its band path, mass grid or dense mesh, steps of seconds each since the mass grid
+    # is reduced by symmetry) or promotes (the hybrid run)
+    argv, state_file = campaign_killed_in_round_2(db, config_file, tmp_path / "runs",
+                                                  ("bands", "masses", "dense", "hse06-nsc"))
     killed_material, killed_step = int(state_file.parent.parent.name.split("-")[0]), state_file.parent.name
 
     finished = subprocess.run(argv, capture_output=True, text=True, timeout=900)

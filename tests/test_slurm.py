@@ -129,7 +129,8 @@ def test_walltime_kill_is_restarted_by_the_handler(tmp_path, mgo):
     wrapper = tmp_path / "slow-once-pw.sh"
     wrapper.write_text("#!/bin/bash\nif [ ! -e slow.done ]; then touch slow.done; sleep 600; fi\nexec pw.x \"$@\"\n")
     wrapper.chmod(0o755)
-    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:01:00"), QECommands(pw=str(wrapper)), {"relax": False})
+    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:01:00"), QECommands(pw=str(wrapper), mpi_procs=2),
+                   {"relax": False})
     material_id = store(ctx, mgo)
     result = run_dielectric(ctx, material_id)
     assert result.status == "done", result.reason
