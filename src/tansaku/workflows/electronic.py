@@ -490,14 +490,16 @@ def masses(run: Run) -> bool:
     grids = [mass_points(run.structure, k_frac[k], run.ctx.settings.mass_step) for k in centres]
     points = np.vstack([points for points, _ in grids])
     extra: dict = {"offsets": grids[0][1].tolist(), "centres": centres}
+    # one point per symmetry class, and once only where two centres are the same k-point (Γ twice on a path). A
+    # spin-polarized cell keeps them too: its moments start alike on every atom of an element (magnetism.py),
+    # and each collinear channel has E(-k) = E(k)
+    classes = np.concatenate([len(grids[0][1]) * i + equivalent_offsets(run.structure, k_frac[k], offsets)
+                              for i, (k, (_, offsets)) in enumerate(zip(centres, grids, strict=True))])
+    points, computed = np.unique(np.round(points[classes], 8), axis=0, return_inverse=True)
+    extra["expand"] = computed.ravel().tolist()
     settings = run.ctx.settings
-    if len(path_edges(run)[1]) == 1:  # spin-unpolarized: one point per symmetry class, four empty bands
-        classes = np.concatenate([len(grids[0][1]) * i + equivalent_offsets(run.structure, k_frac[k], offsets)
-                                  for i, (k, (_, offsets)) in enumerate(zip(centres, grids, strict=True))])
-        # one point per class, and once only where two centres are the same k-point (Γ twice on a path)
-        points, computed = np.unique(np.round(points[classes], 8), axis=0, return_inverse=True)
-        extra["expand"] = computed.ravel().tolist()
-        settings = replace(settings, extra_bands=min(settings.extra_bands, MASS_EXTRA_BANDS))
+    if len(path_edges(run)[1]) == 1:  # spin-unpolarized: four empty bands (a spin-polarized run's channels are
+        settings = replace(settings, extra_bands=min(settings.extra_bands, MASS_EXTRA_BANDS))  # counted by nbnd)
     spec = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, extra, settings)
     _with_scf_save(run, MASSES)
     run.step(MASSES, spec, workflow=ELECTRONIC)
