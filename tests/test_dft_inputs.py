@@ -208,6 +208,22 @@ def test_error_detection_in_logs():
     assert "charge_wrong" in detect_errors(box)
 
 
+def test_ph_not_converged_handler_gives_more_iterations_than_the_attempt_ran_out_of():
+    """It once set niter_ph 200 whatever the attempt had: a user's niter_ph 500 came back lowered."""
+    from tansaku.workflows.handlers import ph_not_converged
+    from tansaku.workflows.state import StepState
+
+    def log(iterations: int) -> str:
+        lines = (f"      iter # {i:3d} total cpu time :     {0.1 * i:.1f} secs   av.it.:   9.0\n"
+                 for i in range(1, iterations + 1))
+        return "".join(lines) + "\n     No convergence has been achieved \n"
+
+    users = StepState(step="phonon")
+    assert ph_not_converged(users, log(500)) == {"inputph": {"alpha_mix(1)": 0.3, "niter_ph": 1000}}
+    assert ph_not_converged(StepState(step="phonon"), log(100))["inputph"]["niter_ph"] == 200  # QE's default
+    assert ph_not_converged(StepState(step="phonon"), log(2))["inputph"]["niter_ph"] == 200
+
+
 def test_cpu_time_from_the_last_timing_line_in_every_format_qe_prints():
     assert cpu_seconds("     PWSCF        :     13.40s CPU     14.05s WALL\n") == pytest.approx(13.4)
     # ph.x repeats its timing line; the last one is the run's total

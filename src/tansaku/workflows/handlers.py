@@ -81,12 +81,14 @@ def resume_interrupted(state: StepState, log: str) -> dict | None:
 
 
 def ph_not_converged(state: StepState, log: str) -> dict | None:
-    """Tighter linear-response mixing: alpha_mix 0.3, then 0.1."""
+    """Tighter linear-response mixing: alpha_mix 0.3, then 0.1; twice the iterations the attempt ran out of (its
+    highest `iter #`, which is niter_ph), at least 200, so that a user's larger niter_ph is never lowered."""
     n = _times(state, "ph_not_converged")
     values = [0.3, 0.1]
     if n >= len(values):
         return None
-    return set_override(state, "inputph", **{"alpha_mix(1)": values[n], "niter_ph": 200})
+    ran = max((int(i) for i in re.findall(r"iter #\s*(\d+)", log)), default=100)
+    return set_override(state, "inputph", **{"alpha_mix(1)": values[n], "niter_ph": max(200, 2 * ran)})
 
 
 def ph_symmetry(state: StepState, log: str) -> dict | None:
