@@ -559,7 +559,8 @@ def test_real_campaign_killed_mid_calculation_resumes_without_repeating(quantum_
             "training": {"query": "subset=paper"}, "model": {"trees": 50, "cv_folds": 0},
             "oracle": {"kind": "dft"}, "dft": dft_section(tmp_path)}
     config_file = tmp_path / "sulfides.toml"
-    config_file.write_text(toml_text(data) + "set = { ecutwfc = 40 }\n")  # into [dft], the last table: CI minutes
+    # into [dft], the last table: a low cutoff and a 3x3x3 mesh (8 → 4 irreducible k-points for ph.x): CI minutes
+    config_file.write_text(toml_text(data) + "set = { ecutwfc = 40, even_kmesh = false }\n")
     argv, _ = campaign_killed_in_round_2(db, config_file, tmp_path / "runs", ("phonon",), 400)
     with db.session() as session:
         assert session.scalar(select(CampaignRound.status).where(CampaignRound.number == 2)) == "computing"
