@@ -124,6 +124,29 @@ def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_
         steps = [c.step for c in session.scalars(select(Calculation).where(Calculation.step == "relax"))]
         kept = session.scalar(select(Property.value).where(Property.name == "band_gap"))
     assert steps == ["relax"] and kept == pytest.approx(edges["gap"])
+    # a mass grid an older tansaku started (all 27 points: no symmetry) is finished as begun, not refused as made
+    # from another input; its masses are those of the reduced grid
+    import shutil
+
+    from tansaku.workflows.electronic import MASSES, explicit_k_spec, mass_points
+    from tansaku.workflows.steps import MADE_FROM, _made_from
+
+    path = json.loads((root / "bands" / "state.json").read_text())["outputs"]
+    reduced = json.loads((root / MASSES / "state.json").read_text())["outputs"]
+    # VBM and CBM at Γ (two of the path's Γ points): 4 classes of Oh, computed once for both
+    assert len(reduced["k_frac"]) == 4 and len(reduced["expand"]) == 27 * len(reduced["centres"]) == 54
+    cell = standard_frame(mgo)[0]
+    whole = explicit_k_spec(ctx, root, cell, "scf", MASSES, np.vstack([
+        mass_points(cell, np.asarray(path["k_frac"][k]), 0.03)[0] for k in reduced["centres"]]), {})
+    shutil.rmtree(root / MASSES)
+    (root / MASSES).mkdir()
+    (root / MASSES / MADE_FROM).write_text(_made_from(whole))
+    again = run_electronic(ctx, material_id)
+    assert again.status == "done", again.reason
+    old = json.loads((root / MASSES / "state.json").read_text())["outputs"]
+    assert len(old["k_frac"]) == 54 and "expand" not in old
+    assert again.edges["masses"]["electrons"]["bands"] == result.edges["masses"]["electrons"]["bands"]
+    assert again.edges["masses"]["holes"]["bands"] == result.edges["masses"]["holes"]["bands"]
 
 
 def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F811

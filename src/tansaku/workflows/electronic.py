@@ -49,7 +49,7 @@ from tansaku.workflows.dielectric import (
     scf_gap,
     scf_spec,
 )
-from tansaku.workflows.steps import StepCancelled, StepSpec
+from tansaku.workflows.steps import StepCancelled, StepSpec, made_from
 
 ELECTRONIC = "electronic"
 BANDS = "bands"
@@ -490,6 +490,9 @@ def masses(run: Run) -> bool:
     grids = [mass_points(run.structure, k_frac[k], run.ctx.settings.mass_step) for k in centres]
     points = np.vstack([points for points, _ in grids])
     extra: dict = {"offsets": grids[0][1].tolist(), "centres": centres}
+    whole = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, dict(extra))
+    if made_from(run.root / MASSES, whole):  # started before the grid used symmetry: kept, and finished as begun
+        return _mass_step(run, whole)
     # one point per symmetry class, and once only where two centres are the same k-point (Γ twice on a path). A
     # spin-polarized cell keeps them too: its moments start alike on every atom of an element (magnetism.py),
     # and each collinear channel has E(-k) = E(k)
@@ -500,7 +503,11 @@ def masses(run: Run) -> bool:
     settings = run.ctx.settings
     if len(path_edges(run)[1]) == 1:  # spin-unpolarized: four empty bands (a spin-polarized run's channels are
         settings = replace(settings, extra_bands=min(settings.extra_bands, MASS_EXTRA_BANDS))  # counted by nbnd)
-    spec = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, extra, settings)
+    return _mass_step(run, explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, extra,
+                                           settings))
+
+
+def _mass_step(run: Run, spec: StepSpec) -> bool:
     _with_scf_save(run, MASSES)
     run.step(MASSES, spec, workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{MASSES}-scratch", ignore_errors=True)

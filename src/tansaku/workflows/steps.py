@@ -106,6 +106,13 @@ def _made_from(spec: StepSpec) -> str:
     return "".join(line + "\n" for line in text.splitlines() if not RUN_LOCATION.match(line))
 
 
+def made_from(directory: Path, spec: StepSpec) -> bool:
+    """Whether the step directory was started from `spec`'s input (so that a workflow whose input for a step has
+    changed can keep a directory an older version started, rather than have it refused)."""
+    path = directory / MADE_FROM
+    return path.exists() and path.read_text() == _made_from(spec)
+
+
 def _check_made_from(directory: Path, made_from: str) -> None:
     """A step directory made from another input (the settings or the structure of another run, e.g. another
     preset or cutoff in the same run directory) is refused, naming what differs, rather than its result being
