@@ -49,7 +49,7 @@ from tansaku.workflows.dielectric import (
     scf_gap,
     scf_spec,
 )
-from tansaku.workflows.steps import StepCancelled, StepSpec, made_from
+from tansaku.workflows.steps import StepCancelled, StepSpec, started_from
 
 ELECTRONIC = "electronic"
 BANDS = "bands"
@@ -491,7 +491,7 @@ def masses(run: Run) -> bool:
     points = np.vstack([points for points, _ in grids])
     extra: dict = {"offsets": grids[0][1].tolist(), "centres": centres}
     whole = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, dict(extra))
-    if made_from(run.root / MASSES, whole):  # started before the grid used symmetry: kept, and finished as begun
+    if started_from(run.root / MASSES, whole):  # started before the grid used symmetry: kept, and finished as begun
         return _mass_step(run, whole)
     # one point per symmetry class, and once only where two centres are the same k-point (Γ twice on a path). A
     # spin-polarized cell keeps them too: its moments start alike on every atom of an element (magnetism.py),

@@ -106,7 +106,7 @@ def _made_from(spec: StepSpec) -> str:
     return "".join(line + "\n" for line in text.splitlines() if not RUN_LOCATION.match(line))
 
 
-def made_from(directory: Path, spec: StepSpec) -> bool:
+def started_from(directory: Path, spec: StepSpec) -> bool:
     """Whether the step directory was started from `spec`'s input (so that a workflow whose input for a step has
     changed can keep a directory an older version started, rather than have it refused)."""
     path = directory / MADE_FROM
