@@ -352,7 +352,7 @@ def test_a_small_gap_gives_the_ddh_the_eps_of_a_converged_k_mesh(tmp_path, mgo):
     workflow would run), not from a field-only ph.x on the SCF's too coarse mesh. MgO counts as small-gapped
     under small_gap_ev=10, from a 2x2x2 mesh at 1.5 Å⁻¹."""
     ctx = make_ctx(tmp_path, {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False,
-                              "hybrid": "nsc", "hybrid_functionals": "ddh"})
+                              "hybrid": "nsc", "hybrid_functionals": "ddh", "masses": False, "band_spacing": 0.3})
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "done", result.reason
