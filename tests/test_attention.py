@@ -5,6 +5,7 @@ import csv
 import gzip
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -107,9 +108,11 @@ def test_pretrain_train_predict_from_the_command_line(tmp_path, oxi_dir, e_form_
     reduced = {path: Structure.from_dict(json.loads(path.read_text())["structure"]).composition.reduced_formula
                for path in files}
     paper, oxides = {reduced[path] for path in files[:100]}, set(reduced.values())
-    with gzip.open(need_shared(E_FORM), "rt") as handle:
+    element_sets = {frozenset(Composition(formula).chemical_system.split("-")) for formula in oxides}
+    with gzip.open(need_shared(E_FORM), "rt") as handle:  # parsed only where the elements match (7 s → 0.3 s)
         same = [(f, float(v)) for f, v in list(csv.reader(handle))[1:]
-                if "O" in f and Composition(f).reduced_formula in oxides]
+                if frozenset(re.findall(r"[A-Z][a-z]?", f)) in element_sets
+                and Composition(f).reduced_formula in oxides]
     rows = e_form_rows[:600] + same
     table = tmp_path / "e_form.csv"
     with table.open("w", newline="") as handle:
