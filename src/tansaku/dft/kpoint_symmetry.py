@@ -24,7 +24,8 @@ def _cartesian_rotations(structure: Structure) -> list[np.ndarray]:
 def equivalent_offsets(structure: Structure, k0_frac: np.ndarray, offsets: np.ndarray,
                        time_reversal: bool = True) -> np.ndarray:
     """For each Cartesian offset (Å⁻¹, k = 2π-convention) from k0 (reciprocal basis), the index of the first offset
-    it is equivalent to; `time_reversal` False for a magnetic cell, whose rotations may not all hold."""
+    it is equivalent to. `time_reversal` False where E(-k) = E(k) fails (spin-orbit coupling in a magnet; tansaku
+    runs collinear spins without it, where each channel keeps it)."""
     lattice = structure.lattice.matrix
     reciprocal = structure.lattice.reciprocal_lattice.matrix
     k0 = np.asarray(k0_frac, float) @ reciprocal

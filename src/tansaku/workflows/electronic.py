@@ -508,6 +508,7 @@ def masses(run: Run) -> bool:
 
 
 def _mass_step(run: Run, spec: StepSpec) -> bool:
+    """Run the mass grid on a copy of the SCF's save, which it then removes."""
     _with_scf_save(run, MASSES)
     run.step(MASSES, spec, workflow=ELECTRONIC)
     shutil.rmtree(run.root / f"{MASSES}-scratch", ignore_errors=True)
