@@ -30,9 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pymatgen.core import Structure  # noqa: E402
 
 from _common import REPO, this_run, write_results  # noqa: E402
-from tansaku.dft.kpoint_symmetry import equivalent_offsets  # noqa: E402
 from tansaku.dft.qe.parsers import cpu_seconds, read_pw_xml  # noqa: E402
-from tansaku.workflows.electronic import MASS_EXTRA_BANDS, channels_of, fitted_masses, mass_points  # noqa: E402
+from tansaku.dft.settings import preset  # noqa: E402
+from tansaku.workflows.electronic import (  # noqa: E402
+    MASS_EXTRA_BANDS,
+    channels_of,
+    fitted_masses,
+    mass_points,
+    reduced_mass_grid,
+)
 
 RUNS = REPO / "benchmarks" / "work" / "electronic_reproduction" / "runs"
 
@@ -64,18 +70,16 @@ def compare(run_dir: Path, procs: int) -> dict:
     bands_out = json.loads((run_dir / "bands" / "state.json").read_text())["outputs"]
     scf_out = json.loads((run_dir / "scf" / "state.json").read_text())["outputs"]
     k_frac = np.asarray(bands_out["k_frac"])
-    grids = [mass_points(structure, k_frac[k], 0.03) for k in old["centres"]]
+    grids = [mass_points(structure, k_frac[k], preset("standard").mass_step) for k in old["centres"]]
     full = np.vstack([points for points, _ in grids])
-    classes = np.concatenate([27 * i + equivalent_offsets(structure, k_frac[k], offsets)
-                              for i, (k, (_, offsets)) in enumerate(zip(old["centres"], grids, strict=True))])
-    reduced, expand = np.unique(np.round(full[classes], 8), axis=0, return_inverse=True)
+    reduced, expand = reduced_mass_grid(structure, k_frac[old["centres"]], grids)
     channels = channels_of(bands_out, scf_out.get("magnetization"))
     occupied = max(c.occupied for c in channels)
     nbnd = occupied + MASS_EXTRA_BANDS if len(channels) == 1 else None
     with tempfile.TemporaryDirectory() as tmp:
         full_energies, full_cpu = run_grid(run_dir, full, None, Path(tmp) / "full", procs)
         reduced_energies, reduced_cpu = run_grid(run_dir, reduced, nbnd, Path(tmp) / "reduced", procs)
-    unfolded = reduced_energies[expand.ravel()]
+    unfolded = reduced_energies[expand]
     compared = min(full_energies.shape[1], unfolded.shape[1], occupied + MASS_EXTRA_BANDS)
     path = np.asarray(bands_out["eigenvalues_ev"])
     offsets = grids[0][1].tolist()

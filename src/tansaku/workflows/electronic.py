@@ -480,6 +480,20 @@ def mass_centres(run: Run) -> list[int]:
     return centres
 
 
+def reduced_mass_grid(structure: Structure, centres_frac: np.ndarray, grids: list[tuple[np.ndarray, np.ndarray]]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The mass grids' points (`mass_points` of each centre) reduced to one per symmetry class, and once only where
+    two centres are the same k-point (Γ twice on a path); and for each point of the whole grids, the row of the
+    reduced list whose energies it takes. A spin-polarized cell keeps the classes too: its moments start alike on
+    every atom of an element (magnetism.py), and each collinear channel has E(-k) = E(k)."""
+    size = len(grids[0][1])
+    classes = np.concatenate([size * i + equivalent_offsets(structure, k0, offsets)
+                              for i, (k0, (_, offsets)) in enumerate(zip(centres_frac, grids, strict=True))])
+    whole = np.vstack([points for points, _ in grids])
+    reduced, expand = np.unique(np.round(whole[classes], 8), axis=0, return_inverse=True)
+    return reduced, expand.ravel()
+
+
 def masses(run: Run) -> bool:
     """Energies on a small grid around the path's VBM and CBM (one pw.x run), for the band masses; not with
     masses=false."""
@@ -493,13 +507,8 @@ def masses(run: Run) -> bool:
     whole = explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, dict(extra))
     if started_from(run.root / MASSES, whole):  # started before the grid used symmetry: kept, and finished as begun
         return _mass_step(run, whole)
-    # one point per symmetry class, and once only where two centres are the same k-point (Γ twice on a path). A
-    # spin-polarized cell keeps them too: its moments start alike on every atom of an element (magnetism.py),
-    # and each collinear channel has E(-k) = E(k)
-    classes = np.concatenate([len(grids[0][1]) * i + equivalent_offsets(run.structure, k_frac[k], offsets)
-                              for i, (k, (_, offsets)) in enumerate(zip(centres, grids, strict=True))])
-    points, computed = np.unique(np.round(points[classes], 8), axis=0, return_inverse=True)
-    extra["expand"] = computed.ravel().tolist()
+    points, expand = reduced_mass_grid(run.structure, k_frac[centres], grids)
+    extra["expand"] = expand.tolist()
     settings = run.ctx.settings
     if len(path_edges(run)[1]) == 1:  # spin-unpolarized: four empty bands (a spin-polarized run's channels are
         settings = replace(settings, extra_bands=min(settings.extra_bands, MASS_EXTRA_BANDS))  # counted by nbnd)
