@@ -107,7 +107,8 @@ class LGBMBag(RegressorMixin, BaseEstimator):
 
     def __init__(self, n_models: int = 3, n_estimators: int = 800, learning_rate: float = 0.04,
                  num_leaves: int = 15, min_child_samples: int = 5, colsample_bytree: float = 0.3,
-                 subsample: float = 0.8, reg_lambda: float = 1.0, random_state: int = 0, n_jobs: int = 2):
+                 subsample: float = 0.8, reg_lambda: float = 1.0, random_state: int = 0,
+                 n_jobs: int | None = None):  # None: OpenMP's threads, all cores unless OMP_NUM_THREADS is set
         self.n_models = n_models
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate

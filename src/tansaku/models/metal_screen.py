@@ -34,8 +34,9 @@ class MetalScreen:
     source: str  # the table it was trained on
 
     @classmethod
-    def fit(cls, table: dict[str, float], source: str, seed: int = 0, n_jobs: int = 2) -> MetalScreen:
-        """Trained on reduced formula → gap: a metal where the gap is below METAL_GAP_EV."""
+    def fit(cls, table: dict[str, float], source: str, seed: int = 0, n_jobs: int | None = None) -> MetalScreen:
+        """Trained on reduced formula → gap: a metal where the gap is below METAL_GAP_EV. n_jobs None: OpenMP's
+        threads (every core unless OMP_NUM_THREADS says fewer)."""
         import lightgbm
 
         from tansaku.features.sets import raw_features_each
