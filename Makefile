@@ -67,7 +67,7 @@ demo: setup
 	$(BIN)/python -m tansaku.demo --shared $(SHARED) --out demo
 
 test: setup chromium
-	bash .ci/services.sh $(BIN)/python -m pytest -q --durations=15
+	bash .ci/services.sh $(BIN)/python -m pytest -q -n auto --dist loadgroup --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

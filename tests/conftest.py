@@ -14,27 +14,47 @@ from pathlib import Path
 
 import pytest
 
-from tansaku.store import open_database
+# On pytest-xdist workers (one per core), a library's own threads would fight the other workers for the cores:
+# OpenMP threads (LightGBM, PyTorch) spin while they wait, which made those tests 5-15x slower. One thread each;
+# set before numpy, torch or lightgbm load, which read these once.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(threads, "1")
+
+from tansaku.store import open_database  # noqa: E402 - after the thread settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TANSAKU_SHARED", REPO.parent / "shared"))
 OXI_DB = SHARED / "datasets" / "oxi_diel_db"
 E_FORM_CSV = SHARED / "datasets" / "matbench" / "mp_e_form.csv.gz"
 PSEUDOS = SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"
+# `make test` runs the tests on pytest-xdist workers, one per core: each worker's pw.x then gets its share of the
+# cores (MPI ranks that outnumber the cores spin against each other), and a run without xdist keeps 2 ranks
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+MPI_PROCS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory) -> Iterator[Path]:
     """Every test writes its caches (descriptor pools, downloads) into a directory of its own, never the
     user's home. The mat2vec wheel is copied in from where `make setup` put it (or the user's cache), so the
-    tests need no network; test_attention checks the download itself against a local server."""
+    tests need no network; test_attention checks the download itself against a local server. The xdist workers
+    of one run share the directory (tansaku writes its caches atomically), so that a descriptor pool or metal
+    screen one worker made serves the other, as it does in a run without workers."""
 
     from tansaku.features.element_vectors import WHEEL
 
-    cache = tmp_path_factory.mktemp("cache")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        cache = tmp_path_factory.getbasetemp().parent / "cache"  # the run's directory, above each worker's own
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("cache")
     for source in (REPO / ".venv" / "wheels" / WHEEL, Path.home() / ".cache" / "tansaku" / WHEEL):
         if source.is_file():
-            shutil.copy(source, cache / WHEEL)
+            partial_copy = cache / f".{WHEEL}.{worker or 'main'}"
+            shutil.copy(source, partial_copy)
+            os.replace(partial_copy, cache / WHEEL)
             break
     before = os.environ.get("TANSAKU_CACHE")
     os.environ["TANSAKU_CACHE"] = str(cache)
@@ -211,7 +231,7 @@ def served_world(tmp_path_factory, oxide_db):
     run_campaign(db, config, DatasetOracle(db, "band_gap", "import:oxi_diel_db"), say=lambda _: None)
     if shutil.which("pw.x") and shutil.which("ph.x"):
         ctx = RunContext(db, preset("test", {"relax": False}), "test", load_family(need_shared(PSEUDOS)),
-                         LocalExecutor(), QECommands(mpi_procs=2), root / "runs", poll_seconds=0.2)
+                         LocalExecutor(), QECommands(mpi_procs=MPI_PROCS), root / "runs", poll_seconds=0.2)
         from sqlalchemy import select
 
         from tansaku.store.tables import Material

@@ -26,7 +26,7 @@ from tansaku.store import Calculation, CampaignPick, CampaignRound, Material, Pr
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
 from tansaku.store.tables import Subset
 from tansaku.workflows.job import Job
-from tests.conftest import PSEUDOS, need_shared
+from tests.conftest import MPI_PROCS, PSEUDOS, need_shared
 from tests.test_cli import invoke
 
 WINDOW = (2.0, 3.0)
@@ -297,7 +297,7 @@ def test_run_dielectric_estimate_prints_each_cost_and_runs_nothing(tmp_path, oxi
     bad.write_text("data_nothing\n")
     pseudo_dir = need_shared(PSEUDOS)
     result = invoke("--db", db, "run", "dielectric", str(bad), "--ids", "1", "--ids", "2", "--estimate",
-                    "--mpi-procs", "2", "--pseudo-dir", str(pseudo_dir), "--json", str(out))
+                    "--mpi-procs", str(MPI_PROCS), "--pseudo-dir", str(pseudo_dir), "--json", str(out))
     assert result.exit_code == 0, result.output
     assert "Total:" in result.output and "prior" in result.output  # nothing has finished: the preset's prior
     estimate = json.loads(out.read_text())
@@ -495,7 +495,7 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
 # ---- with Quantum ESPRESSO -------------------------------------------------------------------------------
 
 def dft_section(tmp_path: Path) -> dict:
-    return {"preset": "test", "pseudo_dir": str(need_shared(PSEUDOS)), "mpi_procs": 2,
+    return {"preset": "test", "pseudo_dir": str(need_shared(PSEUDOS)), "mpi_procs": MPI_PROCS,
             "run_dir": str(tmp_path / "runs")}
 
 

@@ -24,6 +24,9 @@ from tests.conftest import SHARED, need_shared
 from tests.test_campaign import campaign_killed_in_round_2, dft_section, quiet, toml_text
 from tests.test_cli import invoke
 
+# one pytest-xdist worker runs these (make test): the gap_levels pool is built once
+pytestmark = pytest.mark.xdist_group("levels")
+
 WINDOW = (2.2, 2.6)
 METHOD = "import:matbench"
 

@@ -35,10 +35,10 @@ from tansaku.workflows.dielectric import DYN_FILE, RunContext, relax_spec, run_d
 from tansaku.workflows.executor import LocalExecutor, QECommands
 from tansaku.workflows.state import StepState, seconds_since
 from tansaku.workflows.steps import run_step
-from tests.conftest import OXI_DB, PSEUDOS, need_quantum_espresso, need_shared
+from tests.conftest import MPI_PROCS, OXI_DB, PSEUDOS, need_quantum_espresso, need_shared
 from tests.mgo_reference import REFERENCE, rerun_reaches_reference
 
-MPI = QECommands(mpi_procs=2)
+MPI = QECommands(mpi_procs=MPI_PROCS)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -264,8 +264,8 @@ def test_automatic_kmesh_on_a_metal_stops_with_the_metal_reason_not_a_probe_fail
 
 def cli_argv(tmp_path, structure_file, *settings: str) -> list[str]:
     argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(tmp_path / "cli.db"), "run",
-            "dielectric", str(structure_file), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir", str(PSEUDOS),
-            "--run-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json")]
+            "dielectric", str(structure_file), "--preset", "test", "--mpi-procs", str(MPI_PROCS),
+            "--pseudo-dir", str(PSEUDOS), "--run-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json")]
     return argv + [x for item in settings for x in ("--set", item)]
 
 

@@ -179,7 +179,10 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
 
 
 def test_hybrid_runs_that_would_not_fit_in_memory_are_refused_before_anything_runs(tmp_path, mgo):  # noqa: F811
-    ctx = make_ctx(tmp_path, {"hybrid": "nsc", "max_memory_gb": 0.3})
+    from tansaku.workflows.executor import QECommands
+
+    # the estimate is per MPI process: 2 of them, however many the other tests use
+    ctx = replace(make_ctx(tmp_path, {"hybrid": "nsc", "max_memory_gb": 0.3}), commands=QECommands(mpi_procs=2))
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "failed"
@@ -193,7 +196,7 @@ def test_hybrid_runs_that_would_not_fit_in_memory_are_refused_before_anything_ru
         make_ctx(tmp_path, {"ecutfock_factor": 0.5})
     assert not list((tmp_path / "runs").glob("*/relax"))  # refused before the relaxation
     # without max_memory_gb, the materials run at once share this machine's memory
-    shared = make_ctx(tmp_path, {"hybrid": "nsc"})
+    shared = replace(make_ctx(tmp_path, {"hybrid": "nsc"}), commands=ctx.commands)
     machine = machine_memory_gb()
     crowd = int(machine / 0.3)  # each gets less than 0.3 GB
     results = run_many(shared, {"MgO": material_id}, workers=crowd, runner=run_electronic)
@@ -284,13 +287,13 @@ def test_killed_electronic_run_resumes_from_the_step_it_was_in(tmp_path, mgo):  
     import subprocess
     import sys
 
-    from tests.conftest import PSEUDOS, need_shared
+    from tests.conftest import MPI_PROCS, PSEUDOS, need_shared
     from tests.test_dielectric_workflow import kill_during
 
     mgo.to(filename=str(tmp_path / "MgO.json"))
     out = tmp_path / "out.json"
     argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(tmp_path / "cli.db"), "run",
-            "electronic", str(tmp_path / "MgO.json"), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir",
+            "electronic", str(tmp_path / "MgO.json"), "--preset", "test", "--mpi-procs", str(MPI_PROCS), "--pseudo-dir",
             str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json", str(out), "--set", "relax=false"]
     bands = tmp_path / "runs" / "1-MgO" / "bands"
     kill_during(argv, bands, lambda text: "Band Structure Calculation" in text)  # pw.x is diagonalizing the path

@@ -21,6 +21,9 @@ from tansaku.store.tables import Material, Meta, Property, Subset
 from tests.serving import free_port, serving
 from tests.test_serve import get, get_json, materials_with
 
+# one pytest-xdist worker runs these (make test): served_world, a DFT run among it, is built once
+pytestmark = pytest.mark.xdist_group("served")
+
 
 @pytest.fixture(scope="module")
 def optimade_site(served_world):

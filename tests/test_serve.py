@@ -24,6 +24,9 @@ from tests.conftest import fresh_postgres_url
 from tests.serving import serving
 from tests.test_cli import invoke
 
+# one pytest-xdist worker runs these (make test): served_world, a DFT run among it, is built once
+pytestmark = pytest.mark.xdist_group("served")
+
 
 def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
     request = urllib.request.Request(url, headers=headers or {}, method=method)

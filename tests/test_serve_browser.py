@@ -19,6 +19,9 @@ from tansaku.store import open_database
 from tests.serving import copy_database, has_chromium, serving
 from tests.test_serve import get_json, materials_with
 
+# one pytest-xdist worker runs these (make test): served_world, a DFT run among it, is built once
+pytestmark = pytest.mark.xdist_group("served")
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -24,10 +24,13 @@ from tansaku.store.materials import ImportReport, add_structure_material
 from tansaku.workflows.dielectric import RunContext, run_dielectric
 from tansaku.workflows.executor import CommandJob, JobState, QECommands
 from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile, job_fields
-from tests.conftest import OXI_DB, PSEUDOS, need_shared
+from tests.conftest import MPI_PROCS, OXI_DB, PSEUDOS, need_shared
 from tests.mgo_reference import REFERENCE, rerun_reaches_reference
 from tests.serving import serving
 from tests.test_serve import get_json
+
+# one pytest-xdist worker runs these (make test): the jobs of one small SLURM cluster, one test at a time
+pytestmark = pytest.mark.xdist_group("slurm")
 
 LAUNCHER = "mpirun --allow-run-as-root -np {n}"  # Debian's OpenMPI QE cannot be direct-launched by srun
 PROFILE = f'walltime = "00:10:00"\nlauncher = "{LAUNCHER}"\nsetup = ["export OMPI_MCA_rmaps_base_oversubscribe=1"]\n'
@@ -83,7 +86,7 @@ def test_mgo_through_slurm_survives_a_killed_controller_without_resubmitting(tmp
     (tmp_path / "profile.toml").write_text(PROFILE)
     db = tmp_path / "cli.db"
     argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(db), "run", "dielectric",
-            str(tmp_path / "MgO.json"), "--preset", "test", "--mpi-procs", "2", "--pseudo-dir", str(PSEUDOS),
+            str(tmp_path / "MgO.json"), "--preset", "test", "--mpi-procs", str(MPI_PROCS), "--pseudo-dir", str(PSEUDOS),
             "--run-dir", str(tmp_path / "runs"), "--executor", "slurm", "--slurm-profile",
             str(tmp_path / "profile.toml"), "--json", str(tmp_path / "out.json")]
     process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -129,7 +132,7 @@ def test_walltime_kill_is_restarted_by_the_handler(tmp_path, mgo):
     wrapper = tmp_path / "slow-once-pw.sh"
     wrapper.write_text("#!/bin/bash\nif [ ! -e slow.done ]; then touch slow.done; sleep 600; fi\nexec pw.x \"$@\"\n")
     wrapper.chmod(0o755)
-    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:01:00"), QECommands(pw=str(wrapper), mpi_procs=2),
+    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:01:00"), QECommands(pw=str(wrapper), mpi_procs=MPI_PROCS),
                    {"relax": False})
     material_id = store(ctx, mgo)
     result = run_dielectric(ctx, material_id)
@@ -180,7 +183,7 @@ def test_run_electronic_through_slurm_with_epsilon_x(tmp_path, mgo):
     from tansaku.workflows.electronic import run_electronic
 
     # a short band path, coarse dense and optics meshes: every step through SLURM in CI minutes
-    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:10:00"), QECommands(mpi_procs=2),
+    ctx = make_ctx(tmp_path, SlurmProfile(walltime="00:10:00"), QECommands(mpi_procs=MPI_PROCS),
                    {"relax": False, "optics": True, "band_spacing": 0.3, "dense_kspacing": 0.5, "optics_kspacing": 0.7})
     material_id = store(ctx, mgo)
     result = run_electronic(ctx, material_id)
