@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-# On pytest-xdist workers (one per core), a library's own threads would fight the other workers for the cores:
-# OpenMP threads (LightGBM, PyTorch) spin while they wait, which made those tests 5-15x slower. One thread each;
-# set before numpy, torch or lightgbm load, which read these once.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+# `make test` runs the tests on pytest-xdist workers, one per core (xdist sets this count in each worker)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+# A library's own threads would fight the other workers for the cores: OpenMP threads (LightGBM, PyTorch) spin
+# while they wait, which made those tests 5-15x slower. One thread each; set before numpy, torch or lightgbm
+# load, which read these once.
+if WORKERS > 1:
     for threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(threads, "1")
 
@@ -28,9 +30,8 @@ SHARED = Path(os.environ.get("TANSAKU_SHARED", REPO.parent / "shared"))
 OXI_DB = SHARED / "datasets" / "oxi_diel_db"
 E_FORM_CSV = SHARED / "datasets" / "matbench" / "mp_e_form.csv.gz"
 PSEUDOS = SHARED / "pseudos" / "pseudodojo-nc-sr-pbe-v0.4"
-# `make test` runs the tests on pytest-xdist workers, one per core: each worker's pw.x then gets its share of the
-# cores (MPI ranks that outnumber the cores spin against each other), and a run without xdist keeps 2 ranks
-WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+# each worker's pw.x gets its share of the cores (MPI ranks that outnumber the cores spin against each other);
+# a run without xdist keeps 2 ranks
 MPI_PROCS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
 
 

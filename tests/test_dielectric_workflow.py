@@ -52,9 +52,9 @@ def mgo() -> Structure:
     return Structure.from_dict(data["structure"])
 
 
-def make_ctx(tmp_path, overrides=None, name="test") -> RunContext:
+def make_ctx(tmp_path, overrides=None, name="test", commands: QECommands = MPI) -> RunContext:
     db = open_database(tmp_path / "wf.db")
-    return RunContext(db, preset(name, overrides), name, load_family(need_shared(PSEUDOS)), LocalExecutor(), MPI,
+    return RunContext(db, preset(name, overrides), name, load_family(need_shared(PSEUDOS)), LocalExecutor(), commands,
                       tmp_path / "runs", poll_seconds=0.2)
 
 

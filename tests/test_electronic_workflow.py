@@ -181,8 +181,8 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
 def test_hybrid_runs_that_would_not_fit_in_memory_are_refused_before_anything_runs(tmp_path, mgo):  # noqa: F811
     from tansaku.workflows.executor import QECommands
 
-    # the estimate is per MPI process: 2 of them, however many the other tests use
-    ctx = replace(make_ctx(tmp_path, {"hybrid": "nsc", "max_memory_gb": 0.3}), commands=QECommands(mpi_procs=2))
+    two = QECommands(mpi_procs=2)  # the estimate is per MPI process: 2 of them, however many the other tests use
+    ctx = make_ctx(tmp_path, {"hybrid": "nsc", "max_memory_gb": 0.3}, commands=two)
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "failed"
@@ -196,7 +196,7 @@ def test_hybrid_runs_that_would_not_fit_in_memory_are_refused_before_anything_ru
         make_ctx(tmp_path, {"ecutfock_factor": 0.5})
     assert not list((tmp_path / "runs").glob("*/relax"))  # refused before the relaxation
     # without max_memory_gb, the materials run at once share this machine's memory
-    shared = replace(make_ctx(tmp_path, {"hybrid": "nsc"}), commands=ctx.commands)
+    shared = make_ctx(tmp_path, {"hybrid": "nsc"}, commands=two)
     machine = machine_memory_gb()
     crowd = int(machine / 0.3)  # each gets less than 0.3 GB
     results = run_many(shared, {"MgO": material_id}, workers=crowd, runner=run_electronic)
