@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pymatgen.core import Composition, Element
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
 
 from tansaku import TansakuError
 from tansaku.store.database import Database
@@ -53,18 +54,28 @@ def median_by_formula(path: Path, value_column: str | None = None) -> dict[str, 
     A formula with several rows (polymorphs, as Materials Project's PBE gaps have) takes their median: without
     energies we cannot tell the ground state, and the median correlated best with the experimental gap
     (r = 0.871 against 0.862 for the minimum and 0.863 for the maximum on matbench's gaps)."""
-    rows, _ = read_table(path, value_column)
+    rows, _, parsed = read_parsed_table(path, value_column)
     values: dict[str, list[float]] = {}
     for _, formula, value in rows:
-        try:
-            values.setdefault(Composition(formula).reduced_formula, []).append(value)
-        except Exception:  # noqa: BLE001 - an unreadable formula is one row less, as on import
-            continue
+        composition = parsed[formula]
+        if isinstance(composition, Composition):  # an unreadable formula is one row less, as on import
+            values.setdefault(composition.reduced_formula, []).append(value)
     return {f: float(statistics.median(v)) for f, v in values.items()}
 
 
-def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[int, str, float]], ImportReport]:
+Rows = list[tuple[int, str, float]]
+Parsed = dict[str, Composition | TansakuError]
+
+
+def read_table(path: Path, value_column: str | None = None) -> tuple[Rows, ImportReport]:
     """Valid (row number, formula, value) rows, and a report listing the refused rows."""
+    rows, report, _ = read_parsed_table(path, value_column)
+    return rows, report
+
+
+def read_parsed_table(path: Path, value_column: str | None = None) -> tuple[Rows, ImportReport, Parsed]:
+    """`read_table`'s rows and report, and each distinct formula's Composition (or why it is refused): parsed once,
+    since pymatgen's parsing is most of an import's time (132,752 rows of matbench share 106,250 formulas)."""
     report = ImportReport()
     if not path.is_file():
         raise TansakuError(f"{path}: no such file")
@@ -104,8 +115,16 @@ def read_table(path: Path, value_column: str | None = None) -> tuple[list[tuple[
             report.error(where, f"value {text!r} is not finite")
             continue
         good.append((number, formula, value))
-    _report_conflicts(good, report, path)
-    return good, report
+    parsed = {formula: _parsed(formula) for formula in {formula for _, formula, _ in good}}
+    _report_conflicts(good, parsed, report, path)
+    return good, report, parsed
+
+
+def _parsed(formula: str) -> Composition | TansakuError:
+    try:
+        return parse_composition(formula)
+    except TansakuError as exc:
+        return exc
 
 
 def _value_column(path: Path, header: list[str], comp_idx: int, sample: list[list[str]]) -> int:
@@ -135,16 +154,14 @@ def _value_column(path: Path, header: list[str], comp_idx: int, sample: list[lis
     raise TansakuError(f"{path}: several numeric columns could hold the values ({names}); name one with --column")
 
 
-def _report_conflicts(rows: list[tuple[int, str, float]], report: ImportReport, path: Path) -> None:
+def _report_conflicts(rows: Rows, parsed: Parsed, report: ImportReport, path: Path) -> None:
     """Say how many formulas appear more than once with different values: polymorphs (each row stays its own
     material, as matbench's tables mean) or conflicting entries, which the user should know about."""
     values: dict[str, set[float]] = {}
     for _, formula, value in rows:
-        try:
-            key = Composition(formula).reduced_formula
-        except Exception:  # noqa: BLE001 - refused later, row by row, with its reason
-            continue
-        values.setdefault(key, set()).add(value)
+        composition = parsed[formula]
+        if isinstance(composition, Composition):  # a refused formula is reported later, row by row
+            values.setdefault(composition.reduced_formula, set()).add(value)
     conflicting = [f for f, v in values.items() if len(v) > 1]
     if conflicting:
         report.warn(f"{path.name}: {len(conflicting)} formula(s) appear more than once with different values "
@@ -162,12 +179,12 @@ def import_csv(
 ) -> ImportReport:
     """Import a composition,value table; rows already imported from the same file are skipped."""
     path = Path(path)
-    rows, report = read_table(path, value_column)
+    rows, report, parsed = read_parsed_table(path, value_column)
     source = f"csv:{path.name}"
     method = f"import:{path.name}"
     with db.session() as session:
         existing = set(session.scalars(select(Material.source_id).where(Material.source == source)))
-    parsed_cache: dict[str, dict] = {}
+    fields_cache: dict[str, dict] = {}
     batches = [rows[i : i + BATCH] for i in range(0, len(rows), BATCH)]
     for batch in progress(batches) if progress else batches:
         materials, values = [], []
@@ -176,24 +193,21 @@ def import_csv(
             if source_id in existing:
                 report.existing += 1
                 continue
-            fields = parsed_cache.get(formula)
+            fields = fields_cache.get(formula)
             if fields is None:
-                try:
-                    fields = composition_fields(parse_composition(formula))
-                except TansakuError as exc:
-                    report.error(f"{path.name} row {number}", str(exc))
+                composition = parsed[formula]
+                if isinstance(composition, TansakuError):
+                    report.error(f"{path.name} row {number}", str(composition))
                     continue
-                parsed_cache[formula] = fields
+                fields = fields_cache[formula] = composition_fields(composition)
             materials.append({**fields, "source": source, "source_id": source_id})
             values.append(value)
         if not materials:
             continue
         with db.session() as session:
-            ids = session.scalars(
-                insert(Material).returning(Material.id, sort_by_parameter_order=True), materials
-            ).all()
+            ids = _insert_materials(session, materials, source)
             session.execute(
-                insert(Property),
+                insert(Property.__table__),
                 [
                     {"material_id": mid, "name": property_name, "value": v, "unit": unit, "method": method}
                     for mid, v in zip(ids, values, strict=True)
@@ -202,3 +216,17 @@ def import_csv(
         report.added += len(ids)
         report.properties += len(ids)
     return report
+
+
+def _insert_materials(session: Session, materials: list[dict], source: str) -> list[int]:
+    """Insert a batch of materials of one source and return their ids in order.
+
+    A plain executemany and one query for the ids (source and source id are unique, and the ids are above the
+    largest before the insert): 1.6x faster on SQLite and 3x on PostgreSQL than INSERT … RETURNING, whose one
+    long statement per page psycopg parses anew each time. Core, not ORM, inserts: the ORM's bulk path adds as
+    much again for plain rows."""
+    before = session.scalar(select(func.max(Material.id))) or 0
+    session.execute(insert(Material.__table__), materials)
+    new = select(Material.source_id, Material.id).where(Material.source == source, Material.id > before)
+    ids = dict(session.execute(new).all())
+    return [ids[material["source_id"]] for material in materials]
