@@ -132,7 +132,8 @@ def parse_entry(raw: RawEntry) -> dict:
 
 def _store_properties(session, material, data: dict, report: ImportReport) -> None:
     def put(name, value, unit=None, tensor=None, extra=None):
-        set_property(session, material, name, value, METHOD, unit=unit, tensor=tensor, extra=extra)
+        set_property(session, material, name, value, METHOD, unit=unit, tensor=tensor, extra=extra,
+                     material_is_new=True)
         report.properties += 1
 
     if data.get("band_gap") is not None:
