@@ -61,9 +61,17 @@ class MetalScreen:
     @classmethod
     def from_table(cls, path: Path, seed: int = 0) -> MetalScreen:
         """From a composition,band-gap CSV (the value column found as `tansaku import csv` finds it)."""
-        from tansaku.sources.csv_table import median_by_formula
+        from tansaku.sources.csv_table import medians, read_parsed_table
 
-        return cls.fit(median_by_formula(Path(path)), Path(path).name, seed)
+        rows, _, parsed = read_parsed_table(Path(path))
+        try:
+            return cls.fit(medians(rows, parsed), Path(path).name, seed)
+        except TansakuError as exc:  # too few of a class: say which formulas could not be read, if any
+            unreadable = [(formula, str(why)) for formula, why in parsed.items() if isinstance(why, TansakuError)]
+            if not unreadable:
+                raise
+            formula, why = unreadable[0]
+            raise TansakuError(f"{exc}; {len(unreadable)} of its formulas are unreadable ({formula}: {why})") from exc
 
     @classmethod
     def cached(cls, path: Path, seed: int = 0) -> MetalScreen:

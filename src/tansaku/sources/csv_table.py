@@ -42,7 +42,7 @@ def parse_composition(text: str) -> Composition:
         raise TansakuError(f"formula {text!r} is not a valid composition ({exc})") from exc
     if composition.num_atoms <= 0:
         raise TansakuError(f"formula {text!r} has no atoms")
-    unknown = [str(el) for el in composition.elements if not isinstance(el, Element)]
+    unknown = [getattr(el, "symbol", str(el)) for el in composition.elements if not isinstance(el, Element)]
     if unknown:
         raise TansakuError(f"formula {text!r} is not a valid composition (unknown element {unknown[0]!r})")
     return composition
@@ -55,6 +55,11 @@ def median_by_formula(path: Path, value_column: str | None = None) -> dict[str, 
     energies we cannot tell the ground state, and the median correlated best with the experimental gap
     (r = 0.871 against 0.862 for the minimum and 0.863 for the maximum on matbench's gaps)."""
     rows, _, parsed = read_parsed_table(path, value_column)
+    return medians(rows, parsed)
+
+
+def medians(rows: Rows, parsed: Parsed) -> dict[str, float]:
+    """`median_by_formula` of rows already read."""
     values: dict[str, list[float]] = {}
     for _, formula, value in rows:
         composition = parsed[formula]
