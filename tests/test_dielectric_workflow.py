@@ -39,6 +39,11 @@ from tests.conftest import MPI_PROCS, OXI_DB, PSEUDOS, need_quantum_espresso, ne
 from tests.mgo_reference import REFERENCE, rerun_reaches_reference
 
 MPI = QECommands(mpi_procs=MPI_PROCS)
+# Tests of the workflow's mechanics (probes, kills, handlers), not of its values, run below the test preset's
+# 55 Ry: MgO's FFT grid is 24³ instead of 27³ and its run takes about half the CPU time. 45 Ry still gives a
+# stable MgO (ε_ion 9.4; 40 Ry gives 39, a soft mode). Comparisons with the stored reference keep the preset.
+QUICK = {"ecutwfc": 45.0}
+QUICK_SET = tuple(f"{key}={value:g}" for key, value in QUICK.items())  # the same, as --set arguments
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -132,7 +137,7 @@ def test_mgo_end_to_end_and_rerun_skips_everything(tmp_path, mgo):
 
 
 def test_automatic_kmesh_refines_until_eps_settles_then_runs_on_the_coarser_mesh(tmp_path, mgo):
-    ctx = make_ctx(tmp_path, {"k_converge": 0.1, "k_coarsest": 1.5, "relax": False})
+    ctx = make_ctx(tmp_path, {**QUICK, "k_converge": 0.1, "k_coarsest": 1.5, "relax": False})
     material_id = store(ctx, mgo, "MgO")
     result = run_dielectric(ctx, material_id)
     assert result.status == "done", result.reason
@@ -167,7 +172,7 @@ def test_a_gap_below_small_gap_ev_takes_eps_and_born_charges_from_the_mesh_they_
     # odd meshes allowed: the probes go 2x2x2, 3x3x3, 4x4x4 on this cell without symmetry, not up to 6x6x6; ε∞
     # within 20 % settles at 4x4x4 (3x3x3 → 4x4x4: 15 %; a 5x5x5 probe and 4x4x4 displacements cost 100 s more)
     overrides = {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.2, "relax": False,
-                 "even_kmesh": False}
+                 "even_kmesh": False, **QUICK}
     ctx = make_ctx(tmp_path, overrides)
     material_id = store(ctx, cell, "MgO")
     root = tmp_path / "runs" / f"{material_id}-MgO"
@@ -240,7 +245,7 @@ def test_a_run_killed_in_a_later_probe_keeps_that_probes_scf(tmp_path, mgo):
     from tansaku.workflows.kmesh_convergence import probe_spacings
 
     mgo.to(filename=str(tmp_path / "MgO.json"))
-    settings = ("kspacing=1.5", "small_gap_ev=10", "small_gap_k_converge=0.1", "relax=false")
+    settings = ("kspacing=1.5", "small_gap_ev=10", "small_gap_k_converge=0.1", "relax=false", *QUICK_SET)
     argv = cli_argv(tmp_path, tmp_path / "MgO.json", *settings)
     second = "x".join(map(str, kmesh(mgo, probe_spacings(mgo, 1.5)[1], True)))
     root = tmp_path / "runs" / "1-MgO"
@@ -318,7 +323,7 @@ def test_killed_run_resumes_with_the_same_result(tmp_path, mgo):
 
 def test_failed_steps_fail_again_until_retry_failed_gives_them_new_attempts(tmp_path, mgo):
     mgo.to(filename=str(tmp_path / "MgO.json"))
-    argv = cli_argv(tmp_path, tmp_path / "MgO.json", "relax=false")
+    argv = cli_argv(tmp_path, tmp_path / "MgO.json", "relax=false", *QUICK_SET)
     broken = subprocess.run(argv + ["--ph-command", "false"], capture_output=True, text=True)  # a ph.x that fails
     assert broken.returncode != 0
     phonon = tmp_path / "runs" / "1-MgO" / "phonon"
@@ -348,14 +353,14 @@ def test_killed_relaxation_continues_from_its_last_geometry(tmp_path, mgo):
     displaced = mgo.copy()
     displaced.translate_sites([1], [0.03, 0.03, 0.03])  # along the 3-fold axis: few k-points, several BFGS steps
     displaced.to(filename=str(tmp_path / "MgO.json"))
-    settings = ["standardize=false"]
+    settings = ["standardize=false", *QUICK_SET]
     relax_dir = tmp_path / "runs" / "1-MgO" / "relax"
     kill_during(cli_argv(tmp_path, tmp_path / "MgO.json", *settings), relax_dir,
                 lambda text: text.count("ATOMIC_POSITIONS") >= 2 and "Begin final coordinates" not in text)
     killed_log = (relax_dir / "output.out").read_text()
 
     # Resume the relaxation step alone (the rest of the workflow is covered above).
-    ctx = make_ctx(tmp_path, {"standardize": False})
+    ctx = make_ctx(tmp_path, {**QUICK, "standardize": False})
     state = run_step(relax_spec(ctx, tmp_path / "runs" / "1-MgO", displaced, "relax"), relax_dir, ctx.executor,
                      ctx.commands, 4, 0.2)
     assert state.status == "done" and state.attempt == 2
@@ -378,7 +383,7 @@ def test_killed_relaxation_continues_from_its_last_geometry(tmp_path, mgo):
 
 
 def test_scf_not_converged_is_fixed_by_its_handler(tmp_path, mgo):
-    ctx = make_ctx(tmp_path, {"electron_maxstep": 3, "relax": False})
+    ctx = make_ctx(tmp_path, {**QUICK, "electron_maxstep": 3, "relax": False})
     result = run_dielectric(ctx, store(ctx, mgo, "MgO"))
     assert result.status == "done", result.reason
     state = StepState.load(tmp_path / "runs" / "1-MgO" / "scf", "scf")
@@ -393,7 +398,7 @@ def test_scf_not_converged_is_fixed_by_its_handler(tmp_path, mgo):
 def test_relaxation_out_of_steps_restarts_from_its_last_geometry(tmp_path, mgo):
     distorted = mgo.copy()
     distorted.translate_sites([1], [0.03, 0.01, 0.0])
-    ctx = make_ctx(tmp_path, {"relax_nstep": 1, "standardize": False})
+    ctx = make_ctx(tmp_path, {**QUICK, "relax_nstep": 1, "standardize": False})
     spec = relax_spec(ctx, tmp_path / "runs" / "x", distorted, "relax")
     state = run_step(spec, tmp_path / "runs" / "x" / "relax", ctx.executor, ctx.commands, 6, 0.2)
     assert state.status == "done"

@@ -20,7 +20,7 @@ from tansaku.store import Calculation, Property
 from tansaku.workflows.dielectric import run_dielectric
 from tansaku.workflows.electronic import run_electronic
 from tansaku.workflows.many import run_many
-from tests.test_dielectric_workflow import make_ctx, mgo, store  # noqa: F401 - mgo is a fixture
+from tests.test_dielectric_workflow import QUICK, QUICK_SET, make_ctx, mgo, store  # noqa: F401 - mgo is a fixture
 
 
 def test_band_path_follows_the_standard_labels_and_lengths():
@@ -65,6 +65,7 @@ def test_band_path_of_a_cell_seekpath_turns_is_turned_back():
 
 
 def test_mgo_bands_from_the_shared_scf_then_the_dielectric_run_reuses_relax_and_scf(tmp_path, mgo):  # noqa: F811
+    # the preset's 55 Ry, not QUICK's 45: there MgO's valence band top drifts off Γ along the path
     ctx = make_ctx(tmp_path)
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
@@ -161,7 +162,7 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     out = tmp_path / "out.json"
     result = invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), str(bad), "--preset", "test",
                     "--pseudo-dir", str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json", str(out),
-                    "--plots", str(tmp_path / "plots"))
+                    "--plots", str(tmp_path / "plots"), *(x for item in QUICK_SET for x in ("--set", item)))
     assert result.exit_code == 1, result.output  # one done, one failed: the batch went on
     report = json.loads(out.read_text())
     assert report[str(good)]["status"] == "done" and report[str(good)]["edges"]["direct_at"] == "Γ"
@@ -215,7 +216,7 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
     # electron_maxstep 4 provokes non-convergence for real: every SCF, the hybrid ones included, stops unconverged
     # once, and the handler (mixing 0.3, 300 steps) gets it there
     # a short band path, no masses (other tests fit them) and a 4x4x4 optics mesh: CI minutes
-    ctx = make_ctx(tmp_path, {"hybrid": "both", "relax": False, "hybrid_q_divisor": 4,  # q = 1x1x1: seconds
+    ctx = make_ctx(tmp_path, {**QUICK, "hybrid": "both", "relax": False, "hybrid_q_divisor": 4,  # q = 1x1x1: seconds
                               "optics": True, "electron_maxstep": 4, "band_spacing": 0.3, "masses": False,
                               "optics_kspacing": 0.7})
     material_id = store(ctx, mgo, "MgO")
@@ -250,7 +251,8 @@ def test_hybrid_gaps_scf_and_nsc_and_the_absorption_scissored_to_them(tmp_path, 
         assert state["handlers"][0]["changed"]["electrons"]["electron_maxstep"] == 300
     exx_grid = re.search(r"EXX grid:.*FFT dimensions: \(\s*(\d+),\s*(\d+),\s*(\d+)\)",
                          (root / "hse06-scf" / "output.out").read_text())
-    assert exx_grid and fft_grid(standard_frame(mgo)[0], 55.0) == tuple(map(int, exx_grid.groups()))  # ecutfock
+    ecutfock = ctx.settings.ecutwfc
+    assert exx_grid and fft_grid(standard_frame(mgo)[0], ecutfock) == tuple(map(int, exx_grid.groups()))
     pbe = json.loads((root / "pbe-scf" / "state.json").read_text())["outputs"]
     assert abs(pbe["gap"] - result.band_gap) < 0.5  # the PBE orbitals' ground state, started from PBEsol's
     with ctx.db.session() as session:
@@ -354,8 +356,9 @@ def test_a_small_gap_gives_the_ddh_the_eps_of_a_converged_k_mesh(tmp_path, mgo):
     """Below small_gap_ev the DDH's ε∞ comes from the small-gap rule's k-mesh probes (the steps the dielectric
     workflow would run), not from a field-only ph.x on the SCF's too coarse mesh. MgO counts as small-gapped
     under small_gap_ev=10, from a 2x2x2 mesh at 1.5 Å⁻¹."""
-    ctx = make_ctx(tmp_path, {"kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1, "relax": False,
-                              "hybrid": "nsc", "hybrid_functionals": "ddh", "masses": False, "band_spacing": 0.3})
+    ctx = make_ctx(tmp_path, {**QUICK, "kspacing": 1.5, "small_gap_ev": 10.0, "small_gap_k_converge": 0.1,
+                              "relax": False, "hybrid": "nsc", "hybrid_functionals": "ddh", "masses": False,
+                              "band_spacing": 0.3})
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
     assert result.status == "done", result.reason
@@ -375,7 +378,7 @@ def test_a_ddh_without_eps_is_skipped_with_its_reason_and_the_hse06_gap_stands(t
     """When the DDH's ε∞ cannot be had, HSE06 (which needs none) still runs and is stored; the DDH is reported
     skipped, with why, in the analysis and the result's reason. Provoked for real: ph.x given 2 iterations per
     perturbation stops unconverged."""
-    ctx = make_ctx(tmp_path, {"kspacing": 1.5, "small_gap_ev": 0.0, "relax": False, "masses": False,
+    ctx = make_ctx(tmp_path, {**QUICK, "kspacing": 1.5, "small_gap_ev": 0.0, "relax": False, "masses": False,
                               "hybrid": "nsc", "niter_ph": 2, "max_attempts": 1})
     material_id = store(ctx, mgo, "MgO")
     result = run_electronic(ctx, material_id)
