@@ -1,3 +1,4 @@
+import csv
 import gzip
 import itertools
 
@@ -28,7 +29,16 @@ def test_importing_the_same_rows_again_adds_nothing(db, tmp_path):
     first = tmp_path / "first.csv.gz"
     with gzip.open(need_shared(E_FORM_CSV), "rt") as source, gzip.open(first, "wt") as out:
         out.writelines(itertools.islice(source, 2001))  # the header and 2,000 rows
-    assert import_csv(db, first, "e_form", "eV/atom").added == 2000
+    seen: list[tuple[str, int]] = []
+
+    def progress(chunks: list, what: str):  # as the CLI's progress bar is called: the formulas, then the rows
+        seen.append((what, sum(len(chunk) for chunk in chunks)))
+        return iter(chunks)
+
+    assert import_csv(db, first, "e_form", "eV/atom", progress=progress).added == 2000
+    with gzip.open(first, "rt") as handle:
+        formulas = len({row[0] for row in itertools.islice(csv.reader(handle), 1, None)})
+    assert seen == [("formulas", formulas), ("rows", 2000)] and formulas < 2000  # each formula parsed once
     again = import_csv(db, first, "e_form", "eV/atom")
     assert again.added == 0 and again.existing == 2000
     assert count(db, Material) == 2000 and count(db, Property) == 2000

@@ -28,15 +28,17 @@ def database(create: bool = True) -> Database:
 
 
 def progress_bar(description: str):
-    """A function that wraps a list in a rich progress bar (silent when stderr is not a terminal)."""
+    """A function that wraps a list in a rich progress bar (silent when stderr is not a terminal); its optional
+    second argument says what the items are, for a command with several long loops."""
 
-    def track(items: Iterable[T]) -> Iterator[T]:
+    def track(items: Iterable[T], what: str | None = None) -> Iterator[T]:
         items = list(items)
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err_console, transient=False, disable=not sys.stderr.isatty(),
         ) as progress:
-            yield from progress.track(items, description=description, total=len(items))
+            label = f"{description} {what}" if what else description
+            yield from progress.track(items, description=label, total=len(items))
 
     return track
 
