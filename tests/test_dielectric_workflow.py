@@ -271,7 +271,12 @@ def cli_argv(tmp_path, structure_file, *settings: str) -> list[str]:
     argv = [sys.executable, "-c", "from tansaku.cli.app import main; main()", "--db", str(tmp_path / "cli.db"), "run",
             "dielectric", str(structure_file), "--preset", "test", "--mpi-procs", str(MPI_PROCS),
             "--pseudo-dir", str(PSEUDOS), "--run-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "out.json")]
-    return argv + [x for item in settings for x in ("--set", item)]
+    return argv + set_options(*settings)
+
+
+def set_options(*settings: str) -> list[str]:
+    """'key=value' settings as the CLI's repeated --set options."""
+    return [x for item in settings for x in ("--set", item)]
 
 
 def kill_during(argv: list[str], step_dir, ready) -> float:

@@ -20,7 +20,7 @@ from tansaku.store import Calculation, Property
 from tansaku.workflows.dielectric import run_dielectric
 from tansaku.workflows.electronic import run_electronic
 from tansaku.workflows.many import run_many
-from tests.test_dielectric_workflow import QUICK, QUICK_SET, make_ctx, mgo, store  # noqa: F401 - mgo is a fixture
+from tests.test_dielectric_workflow import QUICK, QUICK_SET, make_ctx, mgo, set_options, store  # noqa: F401 - mgo is a fixture
 
 
 def test_band_path_follows_the_standard_labels_and_lengths():
@@ -162,7 +162,7 @@ def test_run_electronic_cli_on_a_file_and_a_bad_one(tmp_path, mgo):  # noqa: F81
     out = tmp_path / "out.json"
     result = invoke("--db", str(tmp_path / "run.db"), "run", "electronic", str(good), str(bad), "--preset", "test",
                     "--pseudo-dir", str(need_shared(PSEUDOS)), "--run-dir", str(tmp_path / "runs"), "--json", str(out),
-                    "--plots", str(tmp_path / "plots"), *(x for item in QUICK_SET for x in ("--set", item)))
+                    "--plots", str(tmp_path / "plots"), *set_options(*QUICK_SET))
     assert result.exit_code == 1, result.output  # one done, one failed: the batch went on
     report = json.loads(out.read_text())
     assert report[str(good)]["status"] == "done" and report[str(good)]["edges"]["direct_at"] == "Γ"
