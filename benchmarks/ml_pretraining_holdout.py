@@ -21,11 +21,17 @@ choice (inside each evaluation fold's training part) would cost about five times
 
 Run: .venv/bin/python benchmarks/ml_pretraining_holdout.py [--properties eps_electronic eps_ionic]
      (a smoke test: --epochs-scale 0.02 --pretrain-epochs 1)
+A property takes about 1.5 hours on 2 cores and each pretraining up to half an hour, so both pretrainings and
+every fold's predictions are checkpointed under --work as they finish; the same command run again after a kill
+computes only what is missing. A checkpoint is reused only when made from the same data, settings and code (a
+fingerprint of the modules that decide it, and the pretrained weights' digest for the folds).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
 import sys
 import tempfile
@@ -39,9 +45,21 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, RepeatedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED, run_of, this_run, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    SHARED,
+    code_fingerprint,
+    data_fingerprint,
+    run_of,
+    save_checkpoint,
+    stored_result,
+    this_run,
+    write_results,
+)
 from tansaku.features import tokens  # noqa: E402
-from tansaku.models.attention import AttentionRegressor, pretrain  # noqa: E402
+from tansaku.models import attention, dataset, learners, stacking  # noqa: E402
+from tansaku.models.attention import AttentionRegressor, load_pretrained, pretrain, save_pretrained  # noqa: E402
 from tansaku.models.dataset import load_dataset, pretraining_values  # noqa: E402
 from tansaku.models.learners import make_model  # noqa: E402
 from tansaku.sources.csv_table import import_csv  # noqa: E402
@@ -55,11 +73,28 @@ EPOCHS = (100, 150, 200)
 COLUMNS = 2 * tokens.SLOTS
 
 
-def weights_for(db, exclude: str | None, epochs: int) -> dict:
+CODE = code_fingerprint(attention, dataset, learners, stacking, tokens)  # what decides a checkpoint's numbers
+
+
+def weights_for(db, exclude: str | None, epochs: int, work: Path) -> dict:
+    """Pretrained weights; from `work` when this code pretrained them on the same values for as many epochs."""
     rows, held_out = pretraining_values(db, "e_form", leave_out=exclude)
-    weights = pretrain([f for f, _ in rows], [v for _, v in rows], "e_form", epochs)
+    formulas, values = [f for f, _ in rows], np.array([v for _, v in rows], dtype=float)
+    key = {"code": CODE, "data": data_fingerprint(np.array(formulas, dtype=str), values), "epochs": epochs,
+           "exclude": exclude}
+    path = work / f"pretrained-{exclude or 'all'}.pt"
+    stored = stored_result(path.with_suffix(".json"), key)
+    if stored is not None and path.exists():
+        weights = load_pretrained(path)
+        if weights["meta"]["sha256"] == stored["sha256"]:
+            print("pretrained (checkpoint)", weights["meta"], flush=True)
+            return weights
+    weights = pretrain(formulas, values, "e_form", epochs)
     if exclude:
         weights["meta"]["excluded"] = {"subset": exclude, "values": held_out}
+    save_pretrained(path, weights)
+    weights = load_pretrained(path)  # the file's digest in meta: what the fold checkpoints are keyed by
+    save_checkpoint(path.with_suffix(".json"), key, {"sha256": weights["meta"]["sha256"]})
     print("pretrained", weights["meta"], flush=True)
     return weights
 
@@ -78,6 +113,23 @@ def fold_outputs(X, y, train, test, weights: dict, epochs: list[int], networks: 
     return {"base": fitted.learner_.base_.predict(test_filled[:, :-COLUMNS]), "nets": nets}
 
 
+def checkpointed_fold(path: Path, X, y, train, test, weights: dict, epochs: list[int], networks: int) -> dict:
+    """`fold_outputs` from its checkpoint when made by this code from the same rows, weights and settings, with the
+    seconds it took when it was computed (`seconds`) and whether it came from a checkpoint (`cached`)."""
+    key = {"format": 2, "code": CODE, "fold_code": hashlib.sha256(inspect.getsource(fold_outputs).encode()).hexdigest()[:16],
+           "data": data_fingerprint(X, y, train, test), "weights": weights["meta"]["sha256"],
+           "epochs": epochs, "networks": networks}
+    stored, cached = stored_result(path, key), True
+    if stored is None:
+        start, cached = time.perf_counter(), False
+        out = fold_outputs(X, y, train, test, weights, epochs, networks)
+        stored = {"base": out["base"].tolist(), "nets": {str(e): v.tolist() for e, v in out["nets"].items()},
+                  "seconds": round(time.perf_counter() - start, 1)}
+        save_checkpoint(path, key, stored)
+    return {"base": np.array(stored["base"]), "nets": {int(e): np.array(v) for e, v in stored["nets"].items()},
+            "seconds": stored["seconds"], "cached": cached}
+
+
 def blended(outputs: dict, settings: dict) -> np.ndarray:
     nets = outputs["nets"][settings["epochs"]][: settings["networks"]].mean(0)
     return (1 - settings["weight"]) * outputs["base"] + settings["weight"] * nets
@@ -92,16 +144,19 @@ def scaled(epochs: tuple[int, ...], scale: float) -> dict[int, int]:
     return {e: max(1, round(e * scale)) for e in epochs}
 
 
-def one_property(db, prop: str, seen: dict, unseen: dict, scale: float, say) -> dict:
+def one_property(db, prop: str, seen: dict, unseen: dict, scale: float, work: Path, say) -> dict:
     data = load_dataset(db, prop, "composition+ions+tokens", subset="paper")
     X, y = data.X, data.y
     epochs = scaled(EPOCHS, scale)  # nominal → run (they differ only in a smoke test)
-    start = time.perf_counter()
+    start, spent, cached = time.perf_counter(), [], []
     # choose on a partition the evaluation does not use
     selection_folds = list(KFold(3, shuffle=True, random_state=1).split(X))
     selection = []
     for k, (train, test) in enumerate(selection_folds):
-        out = fold_outputs(X, y, train, test, unseen, [epochs[150], epochs[100], epochs[200]], max(NETWORKS))
+        out = checkpointed_fold(work / prop / f"selection-{k}.json", X, y, train, test, unseen,
+                                [epochs[150], epochs[100], epochs[200]], max(NETWORKS))
+        spent.append(out["seconds"])
+        cached.append(out["cached"])
         selection.append({"base": out["base"], "nets": {e: out["nets"][epochs[e]] for e in EPOCHS}})
         say(f"{prop} selection fold {k + 1}/3 {time.perf_counter() - start:.0f} s")
     grid = [{"networks": n, "weight": w, "epochs": e} for e in EPOCHS for n in NETWORKS for w in WEIGHTS
@@ -115,8 +170,11 @@ def one_property(db, prop: str, seen: dict, unseen: dict, scale: float, say) -> 
     extra = [epochs[chosen["epochs"]]] if chosen["epochs"] != 150 else []
     for k, (train, test) in enumerate(folds):
         for name, weights in (("seen", seen), ("unseen", unseen)):
-            out = fold_outputs(X, y, train, test, weights, [epochs[150], *(extra if name == "unseen" else [])],
-                               max(NETWORKS) if name == "unseen" else SHIPPED["networks"])
+            out = checkpointed_fold(work / prop / f"evaluation-{k}-{name}.json", X, y, train, test, weights,
+                                    [epochs[150], *(extra if name == "unseen" else [])],
+                                    max(NETWORKS) if name == "unseen" else SHIPPED["networks"])
+            spent.append(out["seconds"])
+            cached.append(out["cached"])
             runs[name].append({"base": out["base"], "nets": {e: out["nets"][epochs[e]] for e in EPOCHS
                                                              if epochs[e] in out["nets"]}})
         say(f"{prop} evaluation fold {k + 1}/5 {time.perf_counter() - start:.0f} s")
@@ -129,7 +187,7 @@ def one_property(db, prop: str, seen: dict, unseen: dict, scale: float, say) -> 
         "lgbm-lin part alone (unseen run)": [r2_score(y[te], o["base"]) for (_, te), o in zip(folds, runs["unseen"], strict=True)],
     }
     best_on_evaluation = max(mean_r2(y, folds, runs["unseen"], s) for s in grid if s["epochs"] in (150, chosen["epochs"]))
-    return {"n": int(len(y)), "seconds": round(time.perf_counter() - start), "chosen": chosen, "run": this_run(),
+    return {"n": int(len(y)), "seconds": round(sum(spent)), "folds_from_checkpoints": f"{sum(cached)} of {len(cached)}", "chosen": chosen, "run": this_run(),
             "pretraining": {"seen": seen["meta"], "unseen": unseen["meta"]},
             "selection_r2": {"chosen": max(scores), "shipped": mean_r2(y, selection_folds, selection, SHIPPED)},
             "r2": {name: float(np.mean(v)) for name, v in per_fold.items()},
@@ -165,7 +223,8 @@ def markdown(results: dict) -> str:
              lambda r: f"{r['selection_r2']['chosen']:.4f} / {r['selection_r2']['shipped']:.4f}"),
             ("best grid point scored on the evaluation folds themselves",
              lambda r: f"{r['best_grid_point_on_evaluation_folds']:.4f}"),
-            ("seconds (selection and evaluation)", lambda r: str(r["seconds"])),
+            ("seconds (selection and evaluation, summed over the folds as computed)", lambda r: str(r["seconds"])),
+            ("folds from checkpoints of earlier invocations", lambda r: r.get("folds_from_checkpoints", "0")),
             ("run", lambda r: "{commit}, {date}".format(**run_of(r)))):
         lines.append(f"| {label} | " + " | ".join(get(results["properties"][p]) for p in props) + " |")
     lines += ["", f"Shipped settings: {SHIPPED['networks']} networks, weight {SHIPPED['weight']}, "
@@ -185,6 +244,8 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="Multiplies every fine-tuning epoch count "
                         "(a smoke test: 0.02; its results go to ml_pretraining_holdout_smoke).")
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "ml_pretraining_holdout",
+                        help="Where the pretrained weights and each fold's predictions are checkpointed.")
     parser.add_argument("--merge", action="store_true", help="Keep the other properties' rows of the committed "
                         "results (each row keeps its own run).")
     args = parser.parse_args()
@@ -194,12 +255,13 @@ def main() -> None:
     db = open_database(Path(tempfile.mkdtemp()) / "holdout.db")
     import_oxi_diel_db(db, SHARED / "datasets" / "oxi_diel_db")
     import_csv(db, SHARED / "datasets" / "matbench" / "mp_e_form.csv.gz", "e_form", "eV/atom")
-    seen = weights_for(db, None, args.pretrain_epochs)
-    unseen = weights_for(db, "paper", args.pretrain_epochs)
+    work = args.work / name
+    seen = weights_for(db, None, args.pretrain_epochs, work)
+    unseen = weights_for(db, "paper", args.pretrain_epochs, work)
     results = {"epochs_scale": args.epochs_scale, "properties": {
         p: row for p, row in previous["properties"].items() if p not in args.properties}}
     for prop in args.properties:  # written after each property: a run cut short keeps what it finished
-        results["properties"][prop] = one_property(db, prop, seen, unseen, args.epochs_scale,
+        results["properties"][prop] = one_property(db, prop, seen, unseen, args.epochs_scale, work,
                                                    lambda s: print(s, flush=True))
         write_results(name, results, markdown(results))
 
