@@ -64,12 +64,31 @@ def test_bad_entries_are_reported_and_leave_nothing(db, mini_dir):
     unknown["mp_id"] = "mp-unknown"
     unknown["structure"]["sites"][0]["species"][0]["element"] = "Xx"
     (data / "mp-unknown.json").write_text(json.dumps(unknown))
+    malformed = {  # one bad value each: the entry is refused by name, the import goes on
+        "ragged": ("dielectric", "epsilon_electronic", [[1.0, 2.0], [3.0]]),
+        "nan": ("dielectric", "epsilon_ionic", [[float("nan")] * 3] * 3),
+        "born": ("born_effective_charge", "tensors", good["born_effective_charge"]["tensors"][:1]),
+        "freqs": ("phonon", "frequency", "11.8 THz"),
+        "gap": (None, "band_gap", "wide"),
+        "group": ("spacegroup", "number", 999),
+    }
+    for name, (block, key, value) in malformed.items():
+        entry = json.loads(json.dumps(good))
+        entry["mp_id"] = f"mp-{name}"
+        (entry[block] if block else entry)[key] = value
+        (data / f"mp-{name}.json").write_text(json.dumps(entry))
 
     report = import_oxi_diel_db(db, mini_dir)
     reasons = dict(report.errors)
     assert "malformed JSON" in reasons["mp-broken.json"]
     assert "no 'structure'" in reasons["mp-nostruct.json"]
     assert "unknown element symbol 'Xx'" in reasons["mp-unknown.json"]
+    assert "'dielectric.epsilon_electronic' is not a 3x3 array" in reasons["mp-ragged.json"]
+    assert "'dielectric.epsilon_ionic' is not a 3x3 array of finite numbers" in reasons["mp-nan.json"]
+    assert "'born_effective_charge.tensors' is not a 2x3x3 array" in reasons["mp-born.json"]
+    assert "'phonon.frequency' is not a non-empty list" in reasons["mp-freqs.json"]
+    assert "'band_gap' is not a number ('wide')" in reasons["mp-gap.json"]
+    assert "'spacegroup' needs a number from 1 to 230" in reasons["mp-group.json"]
     assert report.added == 3
     with db.session() as session:
         ids = set(session.scalars(select(Material.source_id)))

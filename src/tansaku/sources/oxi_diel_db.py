@@ -30,6 +30,7 @@ SOURCE = "oxi_diel_db"
 METHOD = "import:oxi_diel_db"
 PAPER_SUBSET = "paper"
 SUBSET_FILE = "paper_subset_ids.txt"
+BATCH = 200  # entries per transaction
 # Pinned to a commit so that the archive's content cannot change under us.
 DEFAULT_URL = (
     "https://github.com/takahashi-akira-36m/oxi_diel_db/archive/d5fab66496b6e4a2f4996a8a59fa8235b741edaf.zip"
@@ -121,6 +122,10 @@ def parse_entry(raw: RawEntry) -> dict:
     if "mp_id" not in data:
         raise TansakuError(f"{raw.name}: no 'mp_id' in the entry")
     structure = structure_from_dict(data["structure"], raw.name)
+    try:
+        _check_values(data, len(structure))
+    except TansakuError as exc:
+        raise TansakuError(f"{raw.name}: {exc}") from None
     spacegroup = data.get("spacegroup") or {}
     return {
         "id": str(data["mp_id"]),
@@ -128,6 +133,46 @@ def parse_entry(raw: RawEntry) -> dict:
         "spacegroup": (spacegroup["number"], spacegroup["symbol"]) if "number" in spacegroup else None,
         "data": data,
     }
+
+
+def _check_values(data: dict, sites: int) -> None:
+    """Every value the import stores is a finite number or an array of the shape it must have: one malformed
+    field refuses its entry by name, instead of stopping the import with a traceback halfway through."""
+    def number(value, where: str) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not np.isfinite(value)):
+            raise TansakuError(f"'{where}' is not a number ({str(value)[:40]!r})")
+
+    def array(value, shape: tuple, where: str) -> None:
+        if value is None:
+            return
+        try:
+            matrix = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            matrix = None
+        if matrix is None or (shape and matrix.shape != shape) or (not shape and (matrix.ndim != 1 or not len(matrix)))\
+                or not np.isfinite(matrix).all():
+            wanted = "x".join(map(str, shape)) + " array" if shape else "non-empty list"
+            raise TansakuError(f"'{where}' is not a {wanted} of finite numbers ({str(value)[:40]!r})")
+
+    for block in ("spacegroup", "dielectric", "born_effective_charge", "phonon"):
+        if data.get(block) is not None and not isinstance(data[block], dict):
+            raise TansakuError(f"'{block}' is not an object ({str(data[block])[:40]!r})")
+    spacegroup = data.get("spacegroup") or {}
+    if "number" in spacegroup and not (isinstance(spacegroup["number"], int) and 1 <= spacegroup["number"] <= 230
+                                       and isinstance(spacegroup.get("symbol"), str)):
+        raise TansakuError(f"'spacegroup' needs a number from 1 to 230 and a symbol ({str(spacegroup)[:60]!r})")
+    number(data.get("band_gap"), "band_gap")
+    dielectric = data.get("dielectric") or {}
+    for name in ("epsilon_electronic", "epsilon_ionic"):
+        array(dielectric.get(name), (3, 3), f"dielectric.{name}")
+        number(dielectric.get(f"{name}_avg"), f"dielectric.{name}_avg")
+    born = data.get("born_effective_charge") or {}
+    array(born.get("tensors"), (sites, 3, 3), "born_effective_charge.tensors")
+    number(born.get("avg_abs_trace"), "born_effective_charge.avg_abs_trace")
+    phonon = data.get("phonon") or {}
+    array(phonon.get("frequency"), (), "phonon.frequency")
+    number(phonon.get("lowest_freq"), "phonon.lowest_freq")
 
 
 def _store_properties(session, material, data: dict, report: ImportReport) -> None:
@@ -157,27 +202,42 @@ def _store_properties(session, material, data: dict, report: ImportReport) -> No
         put("gamma_frequencies", phonon.get("lowest_freq", min(freqs)), "THz", freqs)
 
 
+def _import_entry(session, raw: RawEntry, report: ImportReport) -> None:
+    """One entry in a savepoint: refused whole (its counts too) when anything in it is wrong."""
+    counts = (report.added, report.existing, report.linked, report.properties)
+    try:
+        parsed = parse_entry(raw)
+        with session.begin_nested():
+            material, added = add_structure_material(
+                session, parsed["structure"], SOURCE, parsed["id"], report, parsed["spacegroup"]
+            )
+            if added:
+                _store_properties(session, material, parsed["data"], report)
+    except TansakuError as exc:
+        report.added, report.existing, report.linked, report.properties = counts
+        report.error(raw.name, str(exc).removeprefix(f"{raw.name}: "))
+
+
 def import_oxi_diel_db(
     db: Database,
     location: str | Path | None = None,
     subset_file: Path | None = None,
     progress: Callable[[list], Iterator] | None = None,
 ) -> ImportReport:
-    """Import every entry in its own transaction; a bad entry is reported and leaves nothing behind."""
+    """Import every entry, each in a savepoint of a transaction per `BATCH` entries: a bad entry is reported and
+    leaves nothing behind, and the database syncs to disk once per batch instead of once per entry (on SQLite
+    the per-entry commits were a third of the import)."""
     bundle = load_bundle(location, subset_file)
     report = ImportReport()
     entries = bundle.entries
-    for raw in progress(entries) if progress else entries:
-        try:
-            parsed = parse_entry(raw)
-            with db.session() as session:
-                material, added = add_structure_material(
-                    session, parsed["structure"], SOURCE, parsed["id"], report, parsed["spacegroup"]
-                )
-                if added:
-                    _store_properties(session, material, parsed["data"], report)
-        except TansakuError as exc:
-            report.error(raw.name, str(exc).removeprefix(f"{raw.name}: "))
+    shown = iter(progress(entries) if progress else entries)  # the bar counts an entry when the next one starts
+    for start in range(0, len(entries), BATCH):
+        with db.session() as session:
+            for raw in entries[start:start + BATCH]:
+                next(shown)
+                _import_entry(session, raw, report)
+    for _ in shown:  # the bar's last step
+        pass
     if bundle.subset_ids:
         with db.session() as session:
             ids = []
