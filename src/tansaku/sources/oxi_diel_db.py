@@ -225,8 +225,7 @@ def import_oxi_diel_db(
     progress: Callable[[list], Iterator] | None = None,
 ) -> ImportReport:
     """Import every entry, each in a savepoint of a transaction per `BATCH` entries: a bad entry is reported and
-    leaves nothing behind, and the database syncs to disk once per batch instead of once per entry (on SQLite
-    the per-entry commits were a third of the import)."""
+    leaves nothing behind, and the database commits once per batch instead of once per entry."""
     bundle = load_bundle(location, subset_file)
     report = ImportReport()
     entries = bundle.entries
