@@ -469,10 +469,8 @@ def own_edges(energies: np.ndarray, channel: SpinChannel) -> BandEdges:
     return edges_from(block[:, channel.occupied - 1], block[:, channel.occupied])
 
 
-def mass_centres(run: Run) -> list[int]:
+def mass_centres(energies: np.ndarray, channels: list[SpinChannel]) -> list[int]:
     """The band-path points the band masses are fitted around: each channel's VBM and CBM, each point once."""
-    energies = np.asarray(run.steps[BANDS].outputs["eigenvalues_ev"])
-    _, channels, _, _ = path_edges(run)
     centres: list[int] = []
     for channel in channels:
         edges = own_edges(energies, channel)
@@ -500,7 +498,8 @@ def masses(run: Run) -> bool:
     if not run.ctx.settings.masses:
         return True
     k_frac = np.asarray(run.steps[BANDS].outputs["k_frac"])
-    centres = mass_centres(run)
+    _, channels, _, _ = path_edges(run)
+    centres = mass_centres(np.asarray(run.steps[BANDS].outputs["eigenvalues_ev"]), channels)
     grids = [mass_points(run.structure, k_frac[k], run.ctx.settings.mass_step) for k in centres]
     points = np.vstack([points for points, _ in grids])
     extra: dict = {"offsets": grids[0][1].tolist(), "centres": centres}
@@ -510,7 +509,7 @@ def masses(run: Run) -> bool:
     points, expand = reduced_mass_grid(run.structure, k_frac[centres], grids)
     extra["expand"] = expand.tolist()
     settings = run.ctx.settings
-    if len(path_edges(run)[1]) == 1:  # spin-unpolarized: four empty bands (a spin-polarized run's channels are
+    if len(channels) == 1:  # spin-unpolarized: four empty bands (a spin-polarized run's channels are
         settings = replace(settings, extra_bands=min(settings.extra_bands, MASS_EXTRA_BANDS))  # counted by nbnd)
     return _mass_step(run, explicit_k_spec(run.ctx, run.root, run.structure, run.scf_step, MASSES, points, extra,
                                            settings))
