@@ -206,3 +206,50 @@ def test_import_from_the_reference_server(reference_server, tmp_path: Path):
     assert filtered.added + len(filtered.errors) == get_json(
         f"{reference_server}/v1/structures?filter=nelements=2")["meta"]["data_returned"]
     db.dispose()
+
+
+def test_malformed_entries_from_a_server_are_refused_by_name_and_the_page_goes_on(http_server, tmp_path: Path):
+    """A provider's page with one good entry among broken ones (as a buggy or hostile server might send): each
+    broken entry is refused naming it and what is wrong, and the good one is stored."""
+    root, url = http_server
+    mgo = {"lattice_vectors": [[0, 2.1, 2.1], [2.1, 0, 2.1], [2.1, 2.1, 0]],
+           "cartesian_site_positions": [[0, 0, 0], [2.1, 2.1, 2.1]], "species_at_sites": ["Mg", "O"],
+           "species": [{"name": "Mg", "chemical_symbols": ["Mg"], "concentration": [1.0]},
+                       {"name": "O", "chemical_symbols": ["O"], "concentration": [1.0]}],
+           "_mp_band_gap": 4.5}
+
+    def entry(entry_id, **changes):
+        return {"id": entry_id, "type": "structures", "attributes": {**mgo, **changes}}
+
+    broken = [
+        "not an object",
+        {"type": "structures", "attributes": mgo},  # no id
+        entry("species-not-objects", species=["Mg", "O"]),
+        entry("species-without-name", species=[{"chemical_symbols": ["Mg"]}, {"chemical_symbols": ["O"]}]),
+        entry("concentration-text", species=[{"name": "Mg", "chemical_symbols": ["Mg"], "concentration": ["all"]},
+                                             mgo["species"][1]]),
+        entry("sites-not-names", species_at_sites=[12, 8]),
+        entry("fewer-sites-than-positions", species_at_sites=["Mg"]),
+        entry("ragged-lattice", lattice_vectors=[[0, 2.1], [2.1, 0, 2.1], [2.1, 2.1, 0]]),
+        {"id": "attributes-not-an-object", "type": "structures", "attributes": ["Mg", "O"]},
+    ]
+    page = {"data": [*broken, entry("good")], "meta": {"more_data_available": False, "data_returned": 10},
+            "links": {"next": None}}
+    (root / "v1").mkdir()
+    (root / "v1" / "structures").write_text(json.dumps(page))
+    db = open_database(tmp_path / "broken.db")
+    report = import_optimade(db, url, delay=0)
+    reasons = {item.split(" ", 1)[1]: reason for item, reason in report.errors}
+    assert report.added == 1 and len(report.errors) == len(broken), report.as_dict()
+    assert "not a JSON object" in reasons["entry 1 of the page"]
+    assert "no 'id'" in reasons["entry 2 of the page"]
+    for name in ("species-not-objects", "species-without-name", "concentration-text"):
+        assert "'species'" in reasons[name], (name, reasons[name])
+    assert "'species_at_sites'" in reasons["sites-not-names"]
+    assert "2 positions but 1 species" in reasons["fewer-sites-than-positions"]
+    assert "invalid structure" in reasons["ragged-lattice"]
+    assert "'attributes' is not an object" in reasons["attributes-not-an-object"]
+    with db.session() as session:
+        assert session.scalars(select(Material.source_id)).all() == ["good"]
+        assert session.scalar(select(func.count()).select_from(Property)) == 1
+    db.dispose()

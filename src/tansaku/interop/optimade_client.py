@@ -110,22 +110,24 @@ def structures_url(base: str) -> str:
 
 
 def entry_structure(entry: dict[str, Any]) -> Structure:
-    """A pymatgen Structure from an OPTIMADE structure entry; refuses entries without a periodic, ordered cell."""
-    attributes = entry.get("attributes") or {}
+    """A pymatgen Structure from an OPTIMADE structure entry; refuses entries without a periodic, ordered cell, and
+    entries whose fields have the wrong shape (a provider's bug must not stop the page)."""
     name = f"entry {entry.get('id')}"
+    attributes = entry.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise TansakuError(f"{name}: 'attributes' is not an object ({str(attributes)[:40]!r})")
     lattice, positions = attributes.get("lattice_vectors"), attributes.get("cartesian_site_positions")
     at_sites, species = attributes.get("species_at_sites"), attributes.get("species")
     if not lattice or not positions or not at_sites:
         raise TansakuError(f"{name}: no lattice, positions or species (ask for a filter on full structures)")
     if attributes.get("dimension_types") not in (None, [1, 1, 1]):
         raise TansakuError(f"{name}: periodic in {attributes['dimension_types']} only; tansaku stores 3D crystals")
-    symbols = {}
-    for kind in species or []:
-        chemical = kind.get("chemical_symbols") or []
-        concentration = kind.get("concentration") or [1.0]
-        if len(chemical) != 1 or abs(float(concentration[0]) - 1.0) > 1e-6:
-            raise TansakuError(f"{name}: disordered site {kind.get('name')!r} ({chemical}, {concentration})")
-        symbols[kind["name"]] = chemical[0]
+    if not isinstance(at_sites, list) or not all(isinstance(s, str) for s in at_sites):
+        raise TansakuError(f"{name}: 'species_at_sites' is not a list of names ({str(at_sites)[:40]!r})")
+    if not isinstance(positions, list) or len(positions) != len(at_sites):
+        count = len(positions) if isinstance(positions, list) else "no list of"
+        raise TansakuError(f"{name}: {count} positions but {len(at_sites)} species at sites")
+    symbols = _species_symbols(species, name)
     names = [symbols.get(s, s) for s in at_sites]
     unknown = sorted({s for s in names if not Element.is_valid_symbol(s)})
     if unknown:
@@ -137,6 +139,31 @@ def entry_structure(entry: dict[str, Any]) -> Structure:
         raise TansakuError(f"{name}: invalid structure ({type(exc).__name__}: {exc})") from None
     check_geometry(structure, name)
     return structure
+
+
+def _species_symbols(species: Any, name: str) -> dict[str, str]:
+    """Species name → element symbol; a species of more than one element, or a fraction, is a disordered site."""
+    symbols = {}
+    try:
+        for kind in species or []:
+            chemical = kind.get("chemical_symbols") or []
+            concentration = [float(c) for c in kind.get("concentration") or [1.0]]
+            if len(chemical) != 1 or abs(concentration[0] - 1.0) > 1e-6:
+                raise TansakuError(f"{name}: disordered site {kind.get('name')!r} ({chemical}, {concentration})")
+            symbols[str(kind["name"])] = str(chemical[0])
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+        raise TansakuError(f"{name}: malformed 'species' ({str(species)[:60]!r})") from None
+    return symbols
+
+
+def _entry_id(entry: Any, position: int) -> str:
+    """The entry's id: what it is stored and reported under (two entries without one must not merge)."""
+    if not isinstance(entry, dict):
+        raise TansakuError(f"not a JSON object ({str(entry)[:40]!r})")
+    entry_id = entry.get("id")
+    if isinstance(entry_id, bool) or not isinstance(entry_id, str | int) or str(entry_id) == "":
+        raise TansakuError("no 'id'")
+    return str(entry_id)
 
 
 def _state_key(url: str, filter_text: str) -> str:
@@ -166,16 +193,20 @@ def import_optimade(db: Database, base_url: str, filter_text: str = "", max_entr
     report = ImportReport()
     while next_url and (max_entries is None or seen < max_entries):
         body = client.get(next_url)
+        if not isinstance(body, dict):
+            raise TansakuError(f"{next_url}: the answer is not an OPTIMADE response (a JSON object)")
         if "errors" in body and not body.get("data"):
             raise TansakuError(f"{next_url}: {body['errors']}")
         entries = body.get("data") or []
+        if not isinstance(entries, list):
+            raise TansakuError(f"{next_url}: 'data' is not a list of entries")
         if max_entries is not None:
             entries = entries[: max_entries - seen]
         following = _next_link(body) if entries else None
         with db.session() as session:
             ids = []
-            for entry in entries:
-                material_id = _store_entry(session, entry, source, method, report)
+            for position, entry in enumerate(entries, start=1):
+                material_id = _store_entry(session, entry, position, source, method, report)
                 if material_id is not None:
                     ids.append(material_id)
             if subset and ids:
@@ -201,8 +232,13 @@ def _next_link(body: dict[str, Any]) -> str | None:
     return link if link and more is not False else None
 
 
-def _store_entry(session, entry: dict[str, Any], source: str, method: str, report: ImportReport) -> int | None:
-    entry_id = str(entry.get("id"))
+def _store_entry(session, entry: Any, position: int, source: str, method: str, report: ImportReport) -> int | None:
+    """One entry of a page stored (or refused, by id, or by its place on the page when it has none)."""
+    try:
+        entry_id = _entry_id(entry, position)
+    except TansakuError as exc:
+        report.error(f"{source} entry {position} of the page", str(exc))
+        return None
     try:
         structure = entry_structure(entry)
     except TansakuError as exc:
@@ -213,9 +249,10 @@ def _store_entry(session, entry: dict[str, Any], source: str, method: str, repor
     for field, value in attributes.items():
         if not field.startswith("_"):
             continue
-        if field in PROPERTY_MAP and isinstance(value, int | float) and not isinstance(value, bool):
+        number = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+        if field in PROPERTY_MAP and number:
             mapped[PROPERTY_MAP[field]] = float(value)
-        elif field.startswith(OWN_PREFIX) and field not in OWN_SKIPPED and isinstance(value, int | float):
+        elif field.startswith(OWN_PREFIX) and field not in OWN_SKIPPED and number:
             mapped[(field.removeprefix(OWN_PREFIX), None)] = float(value)
         else:
             kept[field] = value
