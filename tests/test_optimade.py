@@ -233,7 +233,8 @@ def test_malformed_entries_from_a_server_are_refused_by_name_and_the_page_goes_o
         entry("ragged-lattice", lattice_vectors=[[0, 2.1], [2.1, 0, 2.1], [2.1, 2.1, 0]]),
         {"id": "attributes-not-an-object", "type": "structures", "attributes": ["Mg", "O"]},
     ]
-    page = {"data": [*broken, entry("good")], "meta": {"more_data_available": False, "data_returned": 10},
+    good = entry("good", _mp_formation_energy_per_atom=float("nan"))
+    page = {"data": [*broken, good], "meta": {"more_data_available": False, "data_returned": 10},
             "links": {"next": None}}
     (root / "v1").mkdir()
     (root / "v1" / "structures").write_text(json.dumps(page))
@@ -250,6 +251,7 @@ def test_malformed_entries_from_a_server_are_refused_by_name_and_the_page_goes_o
     assert "invalid structure" in reasons["ragged-lattice"]
     assert "'attributes' is not an object" in reasons["attributes-not-an-object"]
     with db.session() as session:
-        assert session.scalars(select(Material.source_id)).all() == ["good"]
-        assert session.scalar(select(func.count()).select_from(Property)) == 1
+        good = session.scalars(select(Material)).one()
+        assert good.source_id == "good" and good.extra["optimade"]["_mp_formation_energy_per_atom"] is None
+        assert session.scalars(select(Property.name)).all() == ["band_gap"]  # the NaN formation energy is not one
     db.dispose()

@@ -255,7 +255,7 @@ def _store_entry(session, entry: Any, position: int, source: str, method: str, r
         elif field.startswith(OWN_PREFIX) and field not in OWN_SKIPPED and number:
             mapped[(field.removeprefix(OWN_PREFIX), None)] = float(value)
         else:
-            kept[field] = value
+            kept[field] = None if isinstance(value, float) and not np.isfinite(value) else value  # JSONB has no NaN
     material, added = add_structure_material(session, structure, source, entry_id, report,
                                              extra={"optimade": {"id": entry_id, **kept}})
     if added:
