@@ -143,15 +143,16 @@ def _check_values(data: dict, sites: int) -> None:
                                   or not np.isfinite(value)):
             raise TansakuError(f"'{where}' is not a number ({str(value)[:40]!r})")
 
-    def array(value, shape: tuple, where: str) -> None:
+    def array(value, shape: tuple | None, where: str) -> None:
+        """`shape` None: a non-empty list."""
         if value is None:
             return
         try:
             matrix = np.asarray(value, dtype=float)
         except (TypeError, ValueError):
-            matrix = None
-        if matrix is None or (shape and matrix.shape != shape) or (not shape and (matrix.ndim != 1 or not len(matrix)))\
-                or not np.isfinite(matrix).all():
+            matrix = np.full(1, np.nan)  # refused below, as a NaN would be
+        fits = matrix.shape == shape if shape else matrix.ndim == 1 and len(matrix) > 0
+        if not fits or not np.isfinite(matrix).all():
             wanted = "x".join(map(str, shape)) + " array" if shape else "non-empty list"
             raise TansakuError(f"'{where}' is not a {wanted} of finite numbers ({str(value)[:40]!r})")
 
@@ -171,7 +172,7 @@ def _check_values(data: dict, sites: int) -> None:
     array(born.get("tensors"), (sites, 3, 3), "born_effective_charge.tensors")
     number(born.get("avg_abs_trace"), "born_effective_charge.avg_abs_trace")
     phonon = data.get("phonon") or {}
-    array(phonon.get("frequency"), (), "phonon.frequency")
+    array(phonon.get("frequency"), None, "phonon.frequency")
     number(phonon.get("lowest_freq"), "phonon.lowest_freq")
 
 
