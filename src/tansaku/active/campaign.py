@@ -34,6 +34,7 @@ from tansaku.models.evaluation import metrics as fold_metrics
 from tansaku.models.evaluation import out_of_fold
 from tansaku.models.learners import make_model, model_feature_set
 from tansaku.models.predictor import Predictor
+from tansaku.numbers import finite_or_none
 from tansaku.store.database import Database
 from tansaku.store.filters import build_query, measured_values
 from tansaku.store.tables import Campaign, CampaignPick, CampaignRound, Material, Property, utcnow
@@ -229,7 +230,7 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     estimate = costs.estimate(pool) if costs else np.full(len(pool), np.nan)
     if n_picked < config.init_random:
         take = rng.choice(len(pool), size=min(k, config.init_random - n_picked, len(pool)), replace=False)
-        return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
+        return [Choice(pool[i], "initial random", cost=finite_or_none(estimate[i])) for i in take], {}
     started = time.perf_counter()
     trained = train(db, config, known, config.seed + number)
     predictor, metrics, y = trained.predictor, trained.metrics, trained.y
@@ -269,7 +270,7 @@ def choose(db: Database, config: CampaignConfig, campaign_id: int, number: int, 
     shown = prediction.std if chosen_strategy.batch == "error-model" else ranked.scores
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return [Choice(pool[i], f"{label} {shown[i]:.4g}", float(prediction.mean[i]), float(prediction.std[i]),
-                   float(ranked.scores[i]), _finite(estimate[i])) for i in ranked.chosen], metrics
+                   float(ranked.scores[i]), finite_or_none(estimate[i])) for i in ranked.chosen], metrics
 
 
 def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number: int, k: int,
@@ -289,7 +290,7 @@ def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number
             CampaignPick.campaign_id == campaign_id))
     if n_picked < config.init_random:
         take = rng.choice(len(pool), size=min(k, config.init_random - n_picked, len(pool)), replace=False)
-        return [Choice(pool[i], "initial random", cost=_finite(estimate[i])) for i in take], {}
+        return [Choice(pool[i], "initial random", cost=finite_or_none(estimate[i])) for i in take], {}
     started = time.perf_counter()
     metrics: dict = {"joint_errors": "independent", "goals": [str(c) for c in config.goals]}
     if config.metal_screen:
@@ -298,8 +299,8 @@ def _choose_joint(db: Database, config: CampaignConfig, campaign_id: int, number
     metrics["expected_hits_left"] = float(joint.sum())
     chosen = _spread_batch(joint, k, rng, X, config)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
-    return [Choice(pool[i], f"joint probability {joint[i]:.3g}", score=float(joint[i]), cost=_finite(estimate[i]))
-            for i in chosen], metrics
+    return [Choice(pool[i], f"joint probability {joint[i]:.3g}", score=float(joint[i]),
+                   cost=finite_or_none(estimate[i])) for i in chosen], metrics
 
 
 def _spread_batch(scores: np.ndarray, k: int, rng: np.random.Generator, X: np.ndarray, config: CampaignConfig,
@@ -439,10 +440,6 @@ def _error_weights(trained: Trained, X: np.ndarray, std: np.ndarray, config: Cam
     error = predicted_error(base_columns(trained.X, config.features), residuals, base_columns(X, config.features),
                             seed=config.seed + number)
     return error, "error-model: predicted error"
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
 
 
 def _open_round(db: Database, campaign_id: int) -> int | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
 from tansaku.active.multigoal import Condition
 from tansaku.models.learners import MODELS
+from tansaku.numbers import is_finite_number
 from tansaku.workflows.job import Job
 
 # what the DFT oracle computes, and with which workflow: `run dielectric`, `run electronic`, its hybrid steps
@@ -237,7 +237,7 @@ def _number(table: dict, key: str, section: str, where: str, default):
     value = table.get(key, default)
     if value is default:
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise TansakuError(f"{where}: [{section}] {key} = {value!r} is not a finite number")
     return float(value)
 

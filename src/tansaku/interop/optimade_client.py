@@ -27,6 +27,7 @@ from sqlalchemy import delete
 
 from tansaku import TansakuError, __version__
 from tansaku.chemistry.structures import check_geometry
+from tansaku.numbers import is_finite_number
 from tansaku.store.database import Database
 from tansaku.store.materials import ImportReport, add_structure_material, set_property
 from tansaku.store.tables import Meta
@@ -249,7 +250,7 @@ def _store_entry(session, entry: Any, position: int, source: str, method: str, r
     for field, value in attributes.items():
         if not field.startswith("_"):
             continue
-        number = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+        number = is_finite_number(value)
         if field in PROPERTY_MAP and number:
             mapped[PROPERTY_MAP[field]] = float(value)
         elif field.startswith(OWN_PREFIX) and field not in OWN_SKIPPED and number:

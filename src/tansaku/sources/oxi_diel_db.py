@@ -16,6 +16,7 @@ import numpy as np
 from tansaku import TansakuError
 from tansaku.chemistry.structures import structure_from_dict
 from tansaku.download import fetch
+from tansaku.numbers import is_finite_number
 from tansaku.store.database import Database
 from tansaku.store.materials import (
     ImportReport,
@@ -139,8 +140,7 @@ def _check_values(data: dict, sites: int) -> None:
     """Every value the import stores is a finite number or an array of the shape it must have: one malformed
     field refuses its entry by name, instead of stopping the import with a traceback halfway through."""
     def number(value, where: str) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not np.isfinite(value)):
+        if value is not None and not is_finite_number(value):
             raise TansakuError(f"'{where}' is not a number ({str(value)[:40]!r})")
 
     def array(value, shape: tuple | None, where: str) -> None:
