@@ -204,19 +204,20 @@ def _store_properties(session, material, data: dict, report: ImportReport) -> No
 
 
 def _import_entry(session, raw: RawEntry, report: ImportReport) -> None:
-    """One entry in a savepoint: refused whole (its counts too) when anything in it is wrong."""
-    counts = (report.added, report.existing, report.linked, report.properties)
+    """One entry in a savepoint: refused whole (its counts and warnings too) when anything in it is wrong."""
+    entry = ImportReport()
     try:
         parsed = parse_entry(raw)
         with session.begin_nested():
             material, added = add_structure_material(
-                session, parsed["structure"], SOURCE, parsed["id"], report, parsed["spacegroup"]
+                session, parsed["structure"], SOURCE, parsed["id"], entry, parsed["spacegroup"]
             )
             if added:
-                _store_properties(session, material, parsed["data"], report)
+                _store_properties(session, material, parsed["data"], entry)
     except TansakuError as exc:
-        report.added, report.existing, report.linked, report.properties = counts
         report.error(raw.name, str(exc).removeprefix(f"{raw.name}: "))
+        return
+    report.absorb(entry)
 
 
 def import_oxi_diel_db(

@@ -33,6 +33,15 @@ class ImportReport:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
+    def absorb(self, part: ImportReport) -> None:
+        """Add what one item did (counted in its own report, so a refused item's counts are simply dropped)."""
+        self.added += part.added
+        self.existing += part.existing
+        self.linked += part.linked
+        self.properties += part.properties
+        self.errors += part.errors
+        self.warnings += part.warnings
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "added": self.added,
