@@ -26,21 +26,36 @@ def test_matbench_formation_energies_keep_every_row(db):
     assert distinct == 106_250  # polymorphs stay separate entries
 
 def test_importing_the_same_rows_again_adds_nothing(db, tmp_path):
+    """A rerun (after a kill, say) skips the rows already stored before parsing their formulas: it pays only for
+    the rows it adds."""
     first = tmp_path / "first.csv.gz"
-    with gzip.open(need_shared(E_FORM_CSV), "rt") as source, gzip.open(first, "wt") as out:
-        out.writelines(itertools.islice(source, 2001))  # the header and 2,000 rows
+
+    def write(rows: int) -> int:
+        """The header and the first `rows` rows of the formation-energy table; their distinct formulas."""
+        with gzip.open(need_shared(E_FORM_CSV), "rt") as source, gzip.open(first, "wt") as out:
+            out.writelines(itertools.islice(source, rows + 1))
+        with gzip.open(first, "rt") as handle:
+            return len({row[0] for row in itertools.islice(csv.reader(handle), 1, None)})
+
     seen: list[tuple[str, int]] = []
 
     def progress(chunks: list, what: str):  # as the CLI's progress bar is called: the formulas, then the rows
         seen.append((what, sum(len(chunk) for chunk in chunks)))
         return iter(chunks)
 
-    assert import_csv(db, first, "e_form", "eV/atom", progress=progress).added == 2000
+    half = write(1000)
+    assert import_csv(db, first, "e_form", "eV/atom", progress=progress).added == 1000
+    assert seen == [("formulas", half), ("rows", 1000)] and half < 1000  # each formula parsed once
+    whole = write(2000)  # the same file, grown: as if the first import had been killed halfway
     with gzip.open(first, "rt") as handle:
-        formulas = len({row[0] for row in itertools.islice(csv.reader(handle), 1, None)})
-    assert seen == [("formulas", formulas), ("rows", 2000)] and formulas < 2000  # each formula parsed once
-    again = import_csv(db, first, "e_form", "eV/atom")
-    assert again.added == 0 and again.existing == 2000
+        rest = len({row[0] for row in itertools.islice(csv.reader(handle), 1001, None)})
+    seen.clear()
+    resumed = import_csv(db, first, "e_form", "eV/atom", progress=progress)
+    assert resumed.added == 1000 and resumed.existing == 1000
+    assert seen == [("formulas", rest), ("rows", 1000)] and rest < whole  # only the new rows' formulas
+    seen.clear()
+    again = import_csv(db, first, "e_form", "eV/atom", progress=progress)
+    assert again.added == 0 and again.existing == 2000 and seen == [("formulas", 0), ("rows", 0)]
     assert count(db, Material) == 2000 and count(db, Property) == 2000
 
 

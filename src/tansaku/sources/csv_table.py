@@ -80,9 +80,15 @@ def read_table(path: Path, value_column: str | None = None) -> tuple[Rows, Impor
 
 def read_parsed_table(path: Path, value_column: str | None = None,
                       progress: Callable[..., Iterator] | None = None) -> tuple[Rows, ImportReport, Parsed]:
-    """`read_table`'s rows and report, and each distinct formula's Composition (or why it is refused): parsed once,
-    since pymatgen's parsing is most of an import's time (132,752 rows of matbench share 106,250 formulas).
-    `progress(chunks, "formulas")` wraps the parsing, about half of an import."""
+    """`read_table`'s rows and report, and each distinct formula's Composition (or why it is refused)."""
+    rows, report = read_rows(path, value_column)
+    parsed = parse_formulas(rows, progress)
+    _report_conflicts(rows, parsed, report, path)
+    return rows, report, parsed
+
+
+def read_rows(path: Path, value_column: str | None = None) -> tuple[Rows, ImportReport]:
+    """The rows whose value is a finite number, formulas not yet parsed, and a report of the refused ones."""
     report = ImportReport()
     if not path.is_file():
         raise TansakuError(f"{path}: no such file")
@@ -122,13 +128,18 @@ def read_parsed_table(path: Path, value_column: str | None = None,
             report.error(where, f"value {text!r} is not finite")
             continue
         good.append((number, formula, value))
-    distinct = list(dict.fromkeys(formula for _, formula, _ in good))
+    return good, report
+
+
+def parse_formulas(rows: Rows, progress: Callable[..., Iterator] | None = None) -> Parsed:
+    """Each distinct formula of the rows parsed once: pymatgen's parsing is most of an import's time (132,752 rows
+    of matbench share 106,250 formulas). `progress(chunks, "formulas")` wraps it."""
+    distinct = list(dict.fromkeys(formula for _, formula, _ in rows))
     chunks = [distinct[i : i + BATCH] for i in range(0, len(distinct), BATCH)]
     parsed: Parsed = {}
     for chunk in progress(chunks, "formulas") if progress else chunks:
         parsed.update((formula, _parsed(formula)) for formula in chunk)
-    _report_conflicts(good, parsed, report, path)
-    return good, report, parsed
+    return parsed
 
 
 def _parsed(formula: str) -> Composition | TansakuError:
@@ -188,23 +199,26 @@ def import_csv(
     value_column: str | None = None,
     progress: Callable[..., Iterator] | None = None,
 ) -> ImportReport:
-    """Import a composition,value table; rows already imported from the same file are skipped.
-    `progress(items, what)` wraps the two long loops: parsing the formulas, then writing the rows."""
+    """Import a composition,value table; rows already imported from the same file are skipped before their
+    formulas are parsed, so a rerun after a kill costs what is left (and the warning about formulas with several
+    values speaks of the rows this run adds). `progress(items, what)` wraps the two long loops: parsing the
+    formulas, then writing the rows."""
     path = Path(path)
-    rows, report, parsed = read_parsed_table(path, value_column, progress)
+    rows, report = read_rows(path, value_column)
     source = f"csv:{path.name}"
     method = f"import:{path.name}"
     with db.session() as session:
         existing = set(session.scalars(select(Material.source_id).where(Material.source == source)))
+    new = [row for row in rows if f"row {row[0]}" not in existing]
+    report.existing += len(rows) - len(new)
+    parsed = parse_formulas(new, progress)
+    _report_conflicts(new, parsed, report, path)
     fields_cache: dict[str, dict] = {}
-    batches = [rows[i : i + BATCH] for i in range(0, len(rows), BATCH)]
+    batches = [new[i : i + BATCH] for i in range(0, len(new), BATCH)]
     for batch in progress(batches, "rows") if progress else batches:
         materials, values = [], []
         for number, formula, value in batch:
             source_id = f"row {number}"
-            if source_id in existing:
-                report.existing += 1
-                continue
             fields = fields_cache.get(formula)
             if fields is None:
                 composition = parsed[formula]
