@@ -85,6 +85,8 @@ def test_example_config_parses_and_mistakes_are_named(tmp_path):
         (sim_config(goal={"kind": "range", "lo": 3.0, "hi": 2.0}), "empty window"),
         (sim_config(goal={"kind": "range", "lo": True, "hi": 3.0}), "lo = True is not a finite number"),
         (sim_config(acquisition={"diversity": float("nan")}), "diversity = nan is not a finite number"),
+        (sim_config(dft={"mpi_procs": float("inf")}), "mpi_procs = inf is not a whole number"),
+        (sim_config(dft={"workers": float("nan")}), "workers = nan is not a whole number"),
         (sim_config(acquisition={"strategy": "error-model"}), "'error-model' .* needs \\[goal\\] kind = 'error'"),
         (sim_config(goal={"kind": "error"}, acquisition={"strategy": "error-model"}, model={"cv_folds": 0}),
          "cv_folds of at least 2"),

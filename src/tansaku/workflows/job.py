@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from tansaku import TansakuError
+from tansaku.numbers import is_finite_number
 from tansaku.store.database import Database
 
 DEFAULT_LAUNCHER = "mpirun --allow-run-as-root --oversubscribe -np {n}"
@@ -55,7 +56,7 @@ class Job:
         for key in ("mpi_procs", "workers"):
             if key in values:
                 value = values[key]
-                if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+                if not is_finite_number(value) or value != int(value):  # TOML has inf and nan
                     raise TansakuError(f"{where}: {key} = {value!r} is not a whole number")
                 values[key] = int(value)
         if not isinstance(values.get("overrides") or {}, dict):
