@@ -76,6 +76,9 @@ def test_presets_and_overrides():
         preset("test", {"kspacing": "fine"})
     with pytest.raises(TansakuError, match="setting relax_nstep: expected int, got 2.5"):
         preset("test", {"relax_nstep": 2.5})
+    for bad in ("nan", "inf"):  # as `--set` and TOML read them: floats, which no k-mesh or cut-off can be
+        with pytest.raises(TansakuError, match=f"setting kspacing: expected a finite number, got {bad}"):
+            preset("test", {"kspacing": float(bad)})
     assert preset("test", {"kspacing": 1, "k_converge": None, "hybrid": "nsc", "masses": False}).kspacing == 1
 
 

@@ -11,6 +11,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from tansaku import TansakuError
 from tansaku.dft.magnetism import check_spin_mode
+from tansaku.numbers import is_finite_number
 
 HYBRID_MODES = ("none", "scf", "nsc", "both")
 HYBRID_FUNCTIONALS = ("hse06", "ddh")  # HSE06, and the dielectric-dependent hybrid (α = 1/ε∞)
@@ -157,6 +158,8 @@ def _check_type(name: str, value, annotation: str) -> None:
         ok = "bool" in kinds
     elif isinstance(value, int | float):
         ok = "float" in kinds or ("int" in kinds and isinstance(value, int))
+        if ok and not is_finite_number(value):  # `--set kspacing=nan` reads as a float, and no mesh has nan points
+            raise TansakuError(f"setting {name}: expected a finite number, got {value!r}")
     elif isinstance(value, str):
         ok = "str" in kinds
     else:
