@@ -20,7 +20,8 @@ def test_conditions_parse_and_mistakes_are_named():
     assert str(Condition.parse("eps_total>=20")) == "eps_total>=20"
     for text, message in (("band_gap", "is not property>=LO"), ("band_gap=2.6:2.2", "empty window"),
                           ("band_gap=2", "needs both ends"), ("band_gap>=2:3", "goes with '='"),
-                          ("band_gap>=two", "is not a number")):
+                          ("band_gap>=two", "is not a number"), ("band_gap>=nan", "nan is not a finite number"),
+                          ("band_gap=-inf:3", "-inf is not a finite number")):
         with pytest.raises(TansakuError, match=message):
             Condition.parse(text)
 

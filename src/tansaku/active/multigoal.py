@@ -22,6 +22,7 @@ from tansaku.active.acquisition import expected_improvement
 from tansaku.active.diversity import descriptor_coordinates, select_batch, typical_spacing
 from tansaku.models import transform as transforms
 from tansaku.models.learners import make_model
+from tansaku.numbers import is_finite_number
 
 _TINY = 1e-12
 _SYNTAX = "property>=LO, property<=HI or property=LO:HI (e.g. band_gap>=3, m_e<=0.5, band_gap_hse06=2.2:2.6)"
@@ -38,6 +39,9 @@ class Condition:
     def __post_init__(self) -> None:
         if self.lo is None and self.hi is None:
             raise TansakuError(f"condition on {self.prop!r} bounds nothing")
+        for bound in (self.lo, self.hi):  # `--goal 'band_gap>=nan'` parses, and nothing would ever meet it
+            if bound is not None and not is_finite_number(bound):
+                raise TansakuError(f"condition on {self.prop!r}: {bound!r} is not a finite number")
         if self.lo is not None and self.hi is not None and not self.lo < self.hi:
             raise TansakuError(f"condition on {self.prop!r}: empty window, {self.lo} is not below {self.hi}")
 
