@@ -136,6 +136,11 @@ def test_no_traceback_for_common_mistakes(tmp_path):
         (("--db", "postgresql+psycopg://me@127.0.0.1:1/x", "db", "stats"),
          "cannot connect to the database server at 127.0.0.1:1/x"),
         (("--db", db, "db", "show", "NotAFormula!"), "is neither a material id nor a formula"),
+        # 'nan' and 'inf' read as floats: a number option refuses them before anything runs
+        (("--db", db, "al", "simulate", "--property", "band_gap", "--range", "2", "3", "--diversity", "nan"),
+         "'--diversity': nan is not a finite number"),
+        (("--db", db, "import", "optimade", "http://127.0.0.1:1", "--delay", "inf"),
+         "'--delay': inf is not a finite number"),
     ]
     for args, message in cases:
         proc = run(*args)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
-from tansaku.cli.common import console, database, err_console, finish_batch, progress_bar
+from tansaku.cli.common import console, database, err_console, finish_batch, finite, progress_bar
 
 app = typer.Typer(help="Active learning: simulate strategies on labelled data, suggest what to compute next.",
                   no_args_is_help=True)
@@ -49,7 +49,8 @@ def simulate(
     subset: str = typer.Option(None, help="Database subset to simulate on, e.g. 'paper'."),
     strategy: list[str] = typer.Option(None, help=f"Repeatable; compared on the same seeds and splits (default: "
                                        f"random and uncertainty; joint and random with --goal). {STRATEGY_HELP}."),
-    window: tuple[float, float] = typer.Option(None, "--range", help="Goal: values inside LO HI (e.g. --range 2 3)."),
+    window: tuple[float, float] = typer.Option(None, "--range", callback=finite,
+                                               help="Goal: values inside LO HI (e.g. --range 2 3)."),
     maximize: bool = typer.Option(False, help="Goal: the largest values (targets: the top --top-fraction)."),
     minimize: bool = typer.Option(False, help="Goal: the smallest values."),
     init: int = typer.Option(50, help="Randomly chosen labelled materials to start from."),
@@ -58,16 +59,17 @@ def simulate(
                                "with --cheap-csv the cost to stop at (default: stop once half the targets are "
                                "found)."),
     seeds: int = typer.Option(5, help="Repetitions with different splits and starts."),
-    test_fraction: float = typer.Option(0.2, help="Held out for the learning curve; 0 measures the error on the "
-                                        "not-yet-labelled pool instead."),
+    test_fraction: float = typer.Option(0.2, callback=finite, help="Held out for the learning curve; 0 measures the "
+                                        "error on the not-yet-labelled pool instead."),
     model: str = typer.Option("et", help="Surrogate: rf, et, lgbm or blend."),
     trees: int = typer.Option(100, help="Trees per forest (refitted every round, so fewer than for training)."),
     calibrate: bool = typer.Option(False, help="Rescale the uncertainty by 3-fold CV on the labelled set."),
-    diversity: float = typer.Option(1.0, help="Batch spread: penalty length in units of the pool's typical "
-                                    "nearest-neighbour distance; 0 takes the plain top-k. Random draws "
+    diversity: float = typer.Option(1.0, callback=finite, help="Batch spread: penalty length in units of the pool's "
+                                    "typical nearest-neighbour distance; 0 takes the plain top-k. Random draws "
                                     "(random, weighted, error-model) are never penalized."),
     strata: int = typer.Option(1000, help="Regions of descriptor space for the 'stratified' strategy."),
-    top_fraction: float = typer.Option(0.05, help="--maximize/--minimize: the top fraction that counts as found."),
+    top_fraction: float = typer.Option(0.05, callback=finite,
+                                       help="--maximize/--minimize: the top fraction that counts as found."),
     init_containing: str = typer.Option(None, help="Start only from materials containing this element "
                                         "(e.g. O: a database biased to oxides)."),
     test_without: str = typer.Option(None, help="Test only on materials without this element (the 'unknown')."),
@@ -75,9 +77,9 @@ def simulate(
                                    "cheap level (e.g. PBE gaps) for --csv's expensive one (e.g. experimental gaps); "
                                    "joined by formula, polymorphs by their median. Needs one --goal and "
                                    "--expensive-cost."),
-    cheap_cost: float = typer.Option(1.0, help="Two levels: the price of one cheap value."),
-    expensive_cost: float = typer.Option(None, help="Two levels: the price of one expensive value, in the cheap "
-                                         "value's units (e.g. 10)."),
+    cheap_cost: float = typer.Option(1.0, callback=finite, help="Two levels: the price of one cheap value."),
+    expensive_cost: float = typer.Option(None, callback=finite, help="Two levels: the price of one expensive value, in "
+                                         "the cheap value's units (e.g. 10)."),
     json_out: Path = typer.Option(None, "--json", help="Write curves: n_pool, n_targets, strategies -> seeds -> "
                                   "evaluated, found, mae, r2, coverage_68 per round."),
     plot: Path = typer.Option(None, help="PNG of learning and discovery curves (median and spread over seeds)."),
@@ -248,8 +250,8 @@ def suggest(
                                          "property<=HI or property=LO:HI (e.g. --goal 'band_gap>=3' --goal "
                                          "'eps_total>=20'); ranks by the probability of meeting all of them."),
     property_name: str = typer.Option(None, "--property", help="Checked against the model's property."),
-    window: tuple[float, float] = typer.Option(None, "--range", help="Wanted window LO HI, in the property's "
-                                               "units (not log10)."),
+    window: tuple[float, float] = typer.Option(None, "--range", callback=finite, help="Wanted window LO HI, in the "
+                                               "property's units (not log10)."),
     maximize: bool = typer.Option(False, help="Wanted: the largest values."),
     minimize: bool = typer.Option(False, help="Wanted: the smallest values."),
     uncertain: bool = typer.Option(False, "--uncertainty", help="No target: improve the model (most uncertain, "
@@ -259,7 +261,7 @@ def suggest(
     candidates: list[str] = typer.Option(["db-missing"], help="'db-missing' (stored materials without the "
                                          "property), a CSV of formulas, or structure files (CIF, POSCAR, JSON)."),
     n: int = typer.Option(10, "--n", help="How many to suggest."),
-    diversity: float = typer.Option(1.0, help="Spread of the suggested batch (0: plain top-n; "
+    diversity: float = typer.Option(1.0, callback=finite, help="Spread of the suggested batch (0: plain top-n; "
                                    "random and weighted draws are never spread)."),
     queue: str = typer.Option(None, help="Add the suggested materials to this subset, to compute them with "
                               "'tansaku run dielectric --query subset=NAME'."),

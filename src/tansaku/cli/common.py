@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tansaku.numbers import is_finite_number
 from tansaku.store import Database, open_database
 
 T = TypeVar("T")
@@ -25,6 +26,14 @@ class State:
 
 def database(create: bool = True) -> Database:
     return open_database(State.db, create=create)
+
+
+def finite(value: float | tuple[float, ...] | None):
+    """Option callback for numbers: 'nan' and 'inf' read as floats, and neither is a diversity, a price or a
+    window edge; refused with the value named (exit status 2), as a wrong type would be."""
+    if value is not None and not all(map(is_finite_number, value if isinstance(value, tuple) else (value,))):
+        raise typer.BadParameter(f"{value!r} is not a finite number")
+    return value
 
 
 def progress_bar(description: str):

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tansaku.cli.common import console, database, err_console, progress_bar
+from tansaku.cli.common import console, database, err_console, finite, progress_bar
 from tansaku.sources.generate import Limits, load_prototypes, parse_site_elements, store_candidates, substitute
 
 app = typer.Typer(help="Make hypothetical candidate materials that no database holds yet.")
@@ -22,10 +22,10 @@ def substitute_cmd(
                                       "are the prototype's cations from largest to smallest ionic radius; an "
                                       "element symbol of the prototype (e.g. 'Ti=Zr,Hf') names its sites."),
     anion: str = typer.Option(None, help="Put this element on the anion sites (default: keep the prototype's)."),
-    tolerance: tuple[float, float] = typer.Option((0.80, 1.10), help="Allowed Goldschmidt tolerance factor "
-                                                  "for perovskite (ABX3) prototypes."),
-    radius_ratio_slack: float = typer.Option(0.8, help="Other prototypes: r_cation/r_anion must reach this "
-                                             "fraction of Pauling's lower bound for the site's coordination."),
+    tolerance: tuple[float, float] = typer.Option((0.80, 1.10), callback=finite, help="Allowed Goldschmidt tolerance "
+                                                  "factor for perovskite (ABX3) prototypes."),
+    radius_ratio_slack: float = typer.Option(0.8, callback=finite, help="Other prototypes: r_cation/r_anion must reach "
+                                             "this fraction of Pauling's lower bound for the site's coordination."),
     max_sites: int = typer.Option(40, help="Refuse cells with more sites than this."),
     relax: bool = typer.Option(False, "--relax", help="Relax each candidate with the CHGNet potential before "
                                "storing it (seconds a cell; needs the mlip extra). Do it before lgbm-chgnet "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from tansaku.cli.common import console, database, err_console, finish_batch, print_report, progress_bar
+from tansaku.cli.common import console, database, err_console, finish_batch, finite, print_report, progress_bar
 from tansaku.sources.csv_table import import_csv
 from tansaku.sources.oxi_diel_db import DEFAULT_URL, import_oxi_diel_db
 from tansaku.sources.structures import import_structure_files
@@ -84,8 +84,8 @@ def optimade(
                                     'nelements=2\'. Default: everything the provider has (mind --max).'),
     max_entries: int = typer.Option(None, "--max", min=1, help="Stop after this many entries."),
     subset: str = typer.Option(None, help="Also put the imported materials in this named subset."),
-    delay: float = typer.Option(0.5, min=0.0, help="Seconds between requests (the provider's request_delay "
-                                "wins if longer): be polite to public servers."),
+    delay: float = typer.Option(0.5, min=0.0, callback=finite, help="Seconds between requests (the provider's "
+                                "request_delay wins if longer): be polite to public servers."),
     restart: bool = typer.Option(False, help="Start from the first page even if an earlier import of the same "
                                  "URL and filter stopped part-way (it resumes by default)."),
     json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
