@@ -85,7 +85,7 @@ class Client:
             except json.JSONDecodeError:
                 raise TansakuError(f"{url}: the answer is not JSON (is this an OPTIMADE base URL?)") from None
             delay = (body.get("meta") or {}).get("request_delay")
-            if isinstance(delay, int | float) and delay > self.delay:
+            if is_finite_number(delay) and delay > self.delay:
                 self.delay = float(delay)
             return body
         raise TansakuError(f"{url}: no answer after {RETRIES} attempts")
