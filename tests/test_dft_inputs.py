@@ -90,7 +90,9 @@ def test_hubbard_u_from_text_or_table_and_bad_values():
                                             "Zn": 5.0, "Eu": 5.0}
     assert preset("test", {"hubbard_u": "Zn:5"}).hubbard_u == {"Zn": 5.0}
     for bad, message in (("Zn5", "expected 'Element:U_eV"), ("Qq:5", "'Qq' is not an element"),
-                         ("Zn:five", "U of Zn must be a number"), ("Zn:-1", "must not be negative"),
+                         ("Zn:five", "U of Zn must be a number"),
+                         ("Zn:-1", "must be a finite, non-negative number, got -1.0"),
+                         ("Zn:nan", "must be a finite, non-negative number, got nan"),
                          (5, "expected 'Element:U_eV,...' or a table")):
         with pytest.raises(TansakuError, match=message):
             parse_hubbard_u(bad)

@@ -214,8 +214,8 @@ def parse_hubbard_u(value: object) -> dict[str, float]:
             u = float(number)
         except (TypeError, ValueError):
             raise TansakuError(f"hubbard_u: U of {symbol} must be a number in eV, got {number!r}") from None
-        if u < 0:
-            raise TansakuError(f"hubbard_u: U of {symbol} must not be negative, got {u}")
+        if not is_finite_number(u) or u < 0:  # float('nan') and float('inf') parse
+            raise TansakuError(f"hubbard_u: U of {symbol} must be a finite, non-negative number, got {u}")
         out[str(symbol)] = u
     return out
 
