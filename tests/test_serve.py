@@ -177,7 +177,8 @@ def test_hostile_requests_are_refused_and_change_nothing(site, tmp_path):
     status, _, _ = get(f"{url}/calculations/999999/files/output.out")
     assert status in (400, 404)
 
-    for query in ("limit=100000", "limit=abc", "offset=-1", f"elements={'O,' * 3000}", "desc=maybe"):
+    for query in ("limit=100000", "limit=abc", "offset=-1", f"elements={'O,' * 3000}", "desc=maybe",
+                  "min_band_gap=nan"):
         status, _, _ = get(f"{url}/api/materials?{query}")
         assert status in (400, 414, 422), query
     status, _, _ = get(f"{url}/api/materials?{'x' * 5000}=1")

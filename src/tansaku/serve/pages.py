@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from tansaku import TansakuError
+from tansaku.numbers import is_finite_number
 from tansaku.store import browse
 from tansaku.store.provenance import material_record, run_file, run_files, unfinished_steps
 from tansaku.store.tables import Campaign, Material, Property
@@ -58,6 +59,8 @@ def _filter_from(request: Request, state, elements: str, formula: str, source: s
             value = float(text)
         except ValueError:
             raise TansakuError(f"{key}={text[:40]!r} is not a number") from None
+        if not is_finite_number(value):  # NaN binds as NULL on SQLite and above every number on PostgreSQL
+            raise TansakuError(f"{key}={text[:40]!r} is not a finite number")
         ranges.setdefault(name, [None, None])[0 if bound == "min" else 1] = value
     return browse.MaterialFilter(
         elements=[e.strip() for e in elements.split(",") if e.strip()], formula=formula.strip() or None,
