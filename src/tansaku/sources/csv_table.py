@@ -209,7 +209,7 @@ def import_csv(
     method = f"import:{path.name}"
     with db.session() as session:
         existing = set(session.scalars(select(Material.source_id).where(Material.source == source)))
-    new = [row for row in rows if f"row {row[0]}" not in existing]
+    new = [row for row in rows if _source_id(row[0]) not in existing]
     report.existing += len(rows) - len(new)
     parsed = parse_formulas(new, progress)
     _report_conflicts(new, parsed, report, path)
@@ -218,7 +218,7 @@ def import_csv(
     for batch in progress(batches, "rows") if progress else batches:
         materials, values = [], []
         for number, formula, value in batch:
-            source_id = f"row {number}"
+            source_id = _source_id(number)
             fields = fields_cache.get(formula)
             if fields is None:
                 composition = parsed[formula]
@@ -242,6 +242,11 @@ def import_csv(
         report.added += len(ids)
         report.properties += len(ids)
     return report
+
+
+def _source_id(number: int) -> str:
+    """A row's material: the same row of the same file is the same material on every import."""
+    return f"row {number}"
 
 
 def _insert_materials(session: Session, materials: list[dict], source: str) -> list[int]:
