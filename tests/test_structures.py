@@ -84,3 +84,49 @@ def test_species_come_from_the_user_never_from_a_default(db, tmp_path):
         assert [m.reduced_formula for m in session.query(Material)] == ["MgO"]
     with pytest.raises(TansakuError, match="pymatgen says: .*Occupancy 1.556 exceeded tolerance"):
         read_structure(corpus / "overfull_occupancy.cif")
+
+
+def several_structures_cif(path: Path) -> Path:
+    """A journal-style CIF: a 'global' block with no atoms, two structures, and a block whose element is made up."""
+    blocks = [rocksalt().to(fmt="cif").replace("data_MgO", "data_I"),
+              rocksalt(4.81, "Ca").to(fmt="cif").replace("data_CaO", "data_II"),
+              rocksalt(4.5, "Sr").to(fmt="cif").replace("data_SrO", "data_III").replace(" Sr", " Xq")]
+    path.write_text("data_global\n_journal_name_full 'Made up'\n_publ_section_title 'Three oxides'\n\n"
+                    + "\n".join(blocks))
+    return path
+
+
+def test_every_block_of_a_cif_and_every_item_of_a_json_list_is_a_material(db, tmp_path):
+    """pymatgen reads only a file's first structure; each block is imported on its own, a bad one refused by name,
+    and a second import adds nothing."""
+    import gzip
+
+    cif = several_structures_cif(tmp_path / "oxides.cif")
+    listed = tmp_path / "two.json.gz"
+    listed.write_bytes(gzip.compress(json.dumps([rocksalt(4.3).as_dict(), rocksalt(5.16, "Ba").as_dict()]).encode()))
+    report = import_structure_files(db, [cif, listed])
+    assert report.added == 4, report.as_dict()
+    assert [item for item, _ in report.errors] == [f"{cif}#III"]
+    assert report.errors[0][1] == "unknown element symbol(s) 'Xq'", report.errors
+    with db.session() as session:
+        stored = {m.source_id: (m.reduced_formula, m.extra) for m in session.scalars(select(Material))}
+    assert stored == {f"{cif.resolve()}#I": ("MgO", {"file": "oxides.cif", "entry": "I"}),
+                      f"{cif.resolve()}#II": ("CaO", {"file": "oxides.cif", "entry": "II"}),
+                      f"{listed.resolve()}#0": ("MgO", {"file": "two.json.gz", "entry": "0"}),
+                      f"{listed.resolve()}#1": ("BaO", {"file": "two.json.gz", "entry": "1"})}
+    again = import_structure_files(db, [cif, listed])
+    assert again.added == 0 and again.existing == 4
+
+
+def test_predictions_and_prototypes_take_every_structure_of_a_file(db, tmp_path):
+    from tansaku.models.predictor import read_inputs
+    from tansaku.sources.generate import load_prototypes
+
+    cif = several_structures_cif(tmp_path / "oxides.cif")
+    items, labels, refused = read_inputs(["SrTiO3"], [cif])
+    assert labels == ["SrTiO3", f"{cif}#I", f"{cif}#II"]
+    assert [s.composition.reduced_formula for s in items[1:]] == ["MgO", "CaO"]
+    assert len(refused) == 1 and refused[0].startswith(f"{cif}#III: ")
+    prototypes, refusals = load_prototypes(db, [str(cif)])
+    assert [p.label for p in prototypes] == ["oxides#I", "oxides#II"]
+    assert [r.prototype for r in refusals] == [f"{cif}#III"]

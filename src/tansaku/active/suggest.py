@@ -55,7 +55,7 @@ def load_candidates(db: Database, specs: list[str], predictor: Predictor, queue:
                     progress: Callable | None = None) -> tuple[list[dict], np.ndarray, list[str]]:
     """Candidate records, their descriptors, and the reasons candidates were refused (others go on): the
     predictor's one rule decides, for stored materials, formulas and structure files alike."""
-    from tansaku.chemistry.structures import check_ordered, read_structure
+    from tansaku.chemistry.structures import check_ordered, structure_inputs
 
     records: list[dict] = []
     blocks: list[np.ndarray] = []
@@ -82,18 +82,19 @@ def load_candidates(db: Database, specs: list[str], predictor: Predictor, queue:
                 loose_records.append({"candidate": formula, "material_id": None, "formula": _reduced(formula),
                                       "label": f"{path.name}: {formula}"})
             continue
-        try:
-            structure = read_structure(path)
-            check_ordered(structure, spec)
-        except TansakuError as exc:
-            refused.append(str(exc))
-            continue
-        record = {"candidate": spec, "material_id": None, "formula": structure.composition.reduced_formula,
-                  "label": spec}
-        if queue:
-            record["to_store"] = (structure, path)  # stored once chosen: a refused one must not stay behind
-        loose_items.append(structure)
-        loose_records.append(record)
+        for item in structure_inputs([path]):
+            try:
+                structure = item.read()
+                check_ordered(structure, item.label)
+            except TansakuError as exc:
+                refused.append(str(exc))
+                continue
+            record = {"candidate": item.label, "material_id": None,
+                      "formula": structure.composition.reduced_formula, "label": item.label}
+            if queue:
+                record["to_store"] = (structure, item)  # stored once chosen: a refused one must not stay behind
+            loose_items.append(structure)
+            loose_records.append(record)
     if loose_items:
         X, kept, why = predictor.describe(loose_items, [r.pop("label") for r in loose_records])
         refused += why
@@ -121,9 +122,9 @@ def _store_chosen_files(db: Database, rows: list[dict]) -> None:
     with db.session() as session:
         for row in rows:
             if (stored := row.pop("to_store", None)) is not None:
-                structure, path = stored
-                material, _ = add_structure_material(session, structure, FILE_SOURCE, str(path.resolve()),
-                                                     ImportReport(), extra={"file": path.name})
+                structure, item = stored
+                material, _ = add_structure_material(session, structure, FILE_SOURCE, item.source_id,
+                                                     ImportReport(), extra=item.origin)
                 session.flush()
                 row["material_id"] = material.id
 

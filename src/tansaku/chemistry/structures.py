@@ -5,8 +5,12 @@ Pure chemistry: nothing here touches the database or the descriptors, so every l
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,95 @@ from pymatgen.core import Element, Species, Structure
 from tansaku import TansakuError
 
 POSCAR_NAMES = ("poscar", "contcar", ".vasp", ".poscar")
+
+
+@dataclass(frozen=True)
+class StructureInput:
+    """One structure a file holds. Most files hold one; a CIF can hold several data blocks and a JSON file a
+    list, and each of those is an input of its own, so one bad block refuses only itself."""
+
+    path: Path
+    key: str | None  # the CIF block's name or the JSON list's index; None for a file holding one structure
+    read: Callable[[], Structure]  # raises TansakuError naming `label`
+
+    @property
+    def label(self) -> str:
+        """How messages and results name it: the path, or path#key."""
+        return str(self.path) if self.key is None else f"{self.path}#{self.key}"
+
+    @property
+    def source_id(self) -> str:
+        """The id a stored material keeps: the resolved path, with #key for one of several."""
+        resolved = str(self.path.resolve())
+        return resolved if self.key is None else f"{resolved}#{self.key}"
+
+    @property
+    def origin(self) -> dict:
+        """What a material stored from it records of where it came from: the file's name, and the block or index."""
+        return {"file": self.path.name} | ({"entry": self.key} if self.key is not None else {})
+
+    @property
+    def name(self) -> str:
+        """A short name (file stem, with the key) for things named after their input, e.g. prototypes."""
+        return self.path.stem if self.key is None else f"{self.path.stem}#{self.key}"
+
+
+def structure_inputs(paths: Iterable[str | Path], species: list[str] | None = None) -> list[StructureInput]:
+    """Every structure the files hold, in order: a file is one input unless it is a CIF with several data
+    blocks that hold atoms or a JSON list of structures (pymatgen itself would read only the first). Nothing is
+    checked here beyond what telling them apart needs; each input's `read` does the checking."""
+    found: list[StructureInput] = []
+    for given in paths:
+        path = Path(given)
+        several = _several_structures(path)
+        if several is None:
+            found.append(StructureInput(path, None, lambda path=path: read_structure(path, species)))
+        else:
+            found += [StructureInput(path, key, lambda reader=reader, label=f"{path}#{key}": reader(label))
+                      for key, reader in several]
+    return found
+
+
+def _several_structures(path: Path) -> list[tuple[str, Callable[[str], Structure]]] | None:
+    """(key, reader) for each structure of a CIF with several blocks or of a JSON list; None for anything else
+    (including a file that cannot be read: read_structure says why)."""
+    name = path.name.lower()
+    is_json = name.endswith((".json", ".json.gz"))
+    if not (is_json or ".cif" in name) or not path.is_file():
+        return None
+    try:
+        text = _text(path)
+    except (OSError, UnicodeDecodeError, EOFError):
+        return None
+    if is_json:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(data, list) or not data:
+            return None
+        return [(str(index), lambda label, item=item: _checked(_structure_from_json(item, label), label))
+                for index, item in enumerate(data)]
+    blocks = _cif_blocks(text)
+    if len(blocks) < 2:
+        return None
+    return [(key, lambda label, block=block: _checked(_parse(label, lambda: Structure.from_str(block, fmt="cif"))[0],
+                                                      label))
+            for key, block in blocks]
+
+
+def _cif_blocks(text: str) -> list[tuple[str, str]]:
+    """(name, text) of each data block that lists atom sites, split where pymatgen's CifFile splits; a block
+    name met twice gets its position appended."""
+    blocks: list[tuple[str, str]] = []
+    for chunk in re.split(r"^\s*data_", f"x\n{text}", flags=re.MULTILINE)[1:]:
+        header = chunk.split("\n", 1)[0].strip()
+        if "_atom_site_" not in chunk.lower() or "powder_pattern" in header:
+            continue
+        blocks.append((header or str(len(blocks) + 1), f"data_{chunk}"))
+    names = [name for name, _ in blocks]
+    return [(name if names.count(name) == 1 else f"{name}({index + 1})", block)
+            for index, (name, block) in enumerate(blocks)]
 
 
 def read_structure(path: str | Path, species: list[str] | None = None) -> Structure:
@@ -34,35 +127,49 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
         if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
             raise TansakuError(f"{path}: UTF-16 text; save it as UTF-8 to read it")
         raise TansakuError(f"{path}: a binary file, not a structure (CIF, POSCAR or pymatgen JSON)")
+
+    def parse() -> Structure:
+        if name.endswith(".json") or name.endswith(".json.gz"):
+            return _from_json(path)
+        if any(key in name for key in POSCAR_NAMES) and (problem := _poscar_counts_problem(path)):
+            raise TansakuError(f"{path}: {problem}")
+        if species and any(key in name for key in POSCAR_NAMES):
+            from pymatgen.io.vasp import Poscar
+
+            return Poscar.from_str(path.read_text(), default_names=list(species)).structure
+        return Structure.from_file(path)
+
+    structure, caught = _parse(str(path), parse)
+    if any("cannot be determined" in str(w.message) for w in caught):
+        raise TansakuError(f"{path}: the POSCAR names no elements (VASP 4 format, no POTCAR beside it); give them "
+                           "in the order of its counts (--species Mg,O) or add the element line")
+    return _checked(structure, str(path))
+
+
+def _parse(where: str, parse: Callable[[], Structure]) -> tuple[Structure, list[warnings.WarningMessage]]:
+    """parse() and the warnings it raised; any parser's exception becomes one message naming `where` and quoting
+    pymatgen's warnings that explain it."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if name.endswith(".json") or name.endswith(".json.gz"):
-                structure = _from_json(path)
-            elif any(key in name for key in POSCAR_NAMES) and (problem := _poscar_counts_problem(path)):
-                raise TansakuError(f"{path}: {problem}")
-            elif species and any(key in name for key in POSCAR_NAMES):
-                from pymatgen.io.vasp import Poscar
-
-                structure = Poscar.from_str(path.read_text(), default_names=list(species)).structure
-            else:
-                structure = Structure.from_file(path)
+            return parse(), caught
     except TansakuError:
         raise
     except Exception as exc:  # noqa: BLE001 - parsers raise many types; all mean "unreadable"
         said = "; ".join(dict.fromkeys(_printable(str(w.message)) for w in caught if _worth_saying(w)))
-        raise TansakuError(f"{path}: cannot read a structure ({type(exc).__name__}: {_printable(str(exc))})"
+        raise TansakuError(f"{where}: cannot read a structure ({type(exc).__name__}: {_printable(str(exc))})"
                            + (f"; pymatgen says: {said}" if said else "")) from exc
-    if any("cannot be determined" in str(w.message) for w in caught):
-        raise TansakuError(f"{path}: the POSCAR names no elements (VASP 4 format, no POTCAR beside it); give them "
-                           "in the order of its counts (--species Mg,O) or add the element line")
+
+
+def _checked(structure: Structure, where: str) -> Structure:
+    """The structure, if its elements exist, it has sites, and its cell is one a calculation can use."""
     unknown = sorted({str(sp) for sp in structure.composition if not isinstance(sp, Element | Species)
                       or not Element.is_valid_symbol(sp.symbol)})
     if unknown:
-        raise TansakuError(f"{path}: unknown element symbol(s) {', '.join(repr(u.rstrip('0+-')) for u in unknown)}")
+        raise TansakuError(f"{where}: unknown element symbol(s) {', '.join(repr(u.rstrip('0+-')) for u in unknown)}")
     if len(structure) == 0:
-        raise TansakuError(f"{path}: the structure has no sites")
-    check_geometry(structure, str(path))
+        raise TansakuError(f"{where}: the structure has no sites")
+    check_geometry(structure, where)
     return structure
 
 
@@ -116,14 +223,25 @@ def _printable(text: str, limit: int = 300) -> str:
 
 def _from_json(path: Path) -> Structure:
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TansakuError(f"{path}: malformed JSON ({exc})") from exc
+    return _structure_from_json(data, str(path))
+
+
+def _structure_from_json(data, where: str) -> Structure:
+    """A pymatgen structure dict, bare or under 'structure' (as in a ComputedStructureEntry-like record)."""
     if isinstance(data, dict) and "structure" in data and "lattice" not in data:
         data = data["structure"]
     if not isinstance(data, dict) or "lattice" not in data or "sites" not in data:
-        raise TansakuError(f"{path}: the JSON holds no pymatgen structure (needs 'lattice' and 'sites')")
-    return structure_from_dict(data, str(path))
+        raise TansakuError(f"{where}: the JSON holds no pymatgen structure (needs 'lattice' and 'sites')")
+    return structure_from_dict(data, where)
+
+
+def _text(path: Path) -> str:
+    """A text file's content, gunzipped when its name ends in .gz."""
+    raw = path.read_bytes()
+    return (gzip.decompress(raw) if path.name.lower().endswith(".gz") else raw).decode()
 
 
 def structure_from_dict(data: dict, where: str) -> Structure:

@@ -60,7 +60,8 @@ def csv_table(
 
 @app.command("structures")
 def structures(
-    files: list[Path] = typer.Argument(..., help="CIF, POSCAR/CONTCAR (*.vasp) or pymatgen JSON files."),
+    files: list[Path] = typer.Argument(..., help="CIF, POSCAR/CONTCAR (*.vasp) or pymatgen JSON files (.gz too). "
+                                       "A CIF with several data blocks or a JSON list gives one material each."),
     allow_disorder: bool = typer.Option(False, help="Store disordered/partially occupied structures too."),
     species: str = typer.Option(None, help="Elements of a VASP 4 POSCAR that has no element line (and no POTCAR "
                                 "beside it), in the order of its counts, e.g. Mg,O. Without it such a file is "
@@ -68,6 +69,9 @@ def structures(
     json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
 ) -> None:
     """Import structure files, any mix of formats. A structure identical to a stored one is linked to it.
+
+    Each material keeps its file's path as source id (path#block for one of a CIF's data blocks, path#N for
+    the N-th structure of a JSON list), so importing the same files again adds nothing.
 
     Example: tansaku import structures MgO.cif POSCAR BaTiO3.json
     """

@@ -220,18 +220,18 @@ def _chemistry_refusal(item, label: str) -> str | None:
 def read_inputs(formulas: Sequence[str], paths: Sequence[Path]) -> tuple[list, list, list[str]]:
     """(items, labels, refusals) from formulas and structure files: each read on its own, so one unreadable or
     disordered file refuses only itself."""
-    from tansaku.chemistry.structures import check_ordered, read_structure
+    from tansaku.chemistry.structures import check_ordered, structure_inputs
 
     items, labels, refused = list(formulas), list(formulas), []
-    for path in paths:
+    for item in structure_inputs(paths):
         try:
-            structure = read_structure(path)
-            check_ordered(structure, str(path), "predictions need an ordered cell")
+            structure = item.read()
+            check_ordered(structure, item.label, "predictions need an ordered cell")
         except TansakuError as exc:
-            refused.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
+            refused.append(str(exc) if str(exc).startswith(item.label) else f"{item.label}: {exc}")
             continue
         items.append(structure)
-        labels.append(str(path))
+        labels.append(item.label)
     return items, labels, refused
 
 

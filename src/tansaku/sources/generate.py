@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.chemistry.oxidation import common_states_guess
-from tansaku.chemistry.structures import check_ordered, read_structure
+from tansaku.chemistry.structures import check_ordered, structure_inputs
 from tansaku.store.database import Database
 from tansaku.store.materials import (
     ImportReport,
@@ -123,19 +123,23 @@ def load_prototypes(db: Database, specs: list[str]) -> tuple[list[Prototype], li
     """Prototypes by material id, source id (e.g. mp-5020) or structure file; a bad one is refused, the rest go on."""
     prototypes, refused = [], []
     for spec in specs:
+        if Path(spec).is_file():  # each structure in it (a CIF's blocks, a JSON list's items) is a prototype
+            for item in structure_inputs([spec]):
+                try:
+                    structure = item.read()
+                    check_ordered(structure, item.label)
+                    prototypes.append(Prototype(item.name, structure))
+                except TansakuError as exc:
+                    refused.append(Refusal("?", item.label, str(exc)))
+            continue
         try:
-            prototypes.append(_load_prototype(db, spec))
+            prototypes.append(_stored_prototype(db, spec))
         except TansakuError as exc:
             refused.append(Refusal("?", spec, str(exc)))
     return prototypes, refused
 
 
-def _load_prototype(db: Database, spec: str) -> Prototype:
-    path = Path(spec)
-    if path.is_file():
-        structure = read_structure(path)
-        check_ordered(structure, spec)
-        return Prototype(path.stem, structure)
+def _stored_prototype(db: Database, spec: str) -> Prototype:
     with db.session() as session:
         if spec.isdigit():
             material = session.get(Material, int(spec))

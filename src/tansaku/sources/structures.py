@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tansaku import TansakuError
-from tansaku.chemistry.structures import check_ordered, read_structure
+from tansaku.chemistry.structures import check_ordered, structure_inputs
 from tansaku.store.database import Database
 from tansaku.store.materials import ImportReport, add_structure_material
 
@@ -15,19 +15,18 @@ FILE_SOURCE = "file"
 def import_structure_files(
     db: Database, paths: list[Path], allow_disorder: bool = False, progress=None, species: list[str] | None = None
 ) -> ImportReport:
-    """Store each file as a material (source 'file', id = its resolved path); one transaction per file.
+    """Store each structure the files hold as a material (source 'file', id = its resolved path, with #block for
+    one of a CIF's several blocks or #index for one of a JSON list's structures); one transaction each.
     `species`: the elements of VASP 4 POSCARs that name none, in the order of their counts."""
     report = ImportReport()
-    for path in progress(paths) if progress else paths:
+    inputs = structure_inputs(paths, species)
+    for item in progress(inputs) if progress else inputs:
         try:
-            structure = read_structure(path, species)
+            structure = item.read()
             if not allow_disorder:
-                check_ordered(structure, str(path), "pass --allow-disorder to store it anyway")
+                check_ordered(structure, item.label, "pass --allow-disorder to store it anyway")
             with db.session() as session:
-                add_structure_material(
-                    session, structure, FILE_SOURCE, str(Path(path).resolve()), report,
-                    extra={"file": Path(path).name},
-                )
+                add_structure_material(session, structure, FILE_SOURCE, item.source_id, report, extra=item.origin)
         except TansakuError as exc:
-            report.error(str(path), str(exc).removeprefix(f"{path}: "))
+            report.error(item.label, str(exc).removeprefix(f"{item.label}: "))
     return report

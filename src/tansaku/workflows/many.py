@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tansaku import TansakuError
-from tansaku.chemistry.structures import check_ordered, read_structure
+from tansaku.chemistry.structures import check_ordered, structure_inputs
 from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store.database import Database
 from tansaku.store.filters import build_query
@@ -20,19 +20,20 @@ from tansaku.workflows.dielectric import RunContext, WorkflowResult, run_dielect
 def resolve_inputs(
     db: Database, files: list[Path] | None = None, ids: list[int] | None = None, query: str | None = None
 ) -> tuple[dict[str, int], dict[str, WorkflowResult]]:
-    """Map each input as given (file path or id) to a stored material; bad inputs become failed results."""
+    """Map each input as given (file path, path#block for one of several structures in a file, or id) to a stored
+    material; bad inputs become failed results."""
     targets: dict[str, int] = {}
     failures: dict[str, WorkflowResult] = {}
-    for path in files or []:
+    for item in structure_inputs(files or []):
         try:
-            structure = read_structure(path)
-            check_ordered(structure, str(path))
+            structure = item.read()
+            check_ordered(structure, item.label)
             with db.session() as session:
-                material, _ = add_structure_material(session, structure, FILE_SOURCE, str(Path(path).resolve()),
-                                                     ImportReport(), extra={"file": Path(path).name})
-                targets[str(path)] = material.id
+                material, _ = add_structure_material(session, structure, FILE_SOURCE, item.source_id,
+                                                     ImportReport(), extra=item.origin)
+                targets[item.label] = material.id
         except TansakuError as exc:
-            failures[str(path)] = WorkflowResult(status="failed", reason=str(exc))
+            failures[item.label] = WorkflowResult(status="failed", reason=str(exc))
     with db.session() as session:
         for material_id in ids or []:
             if session.get(Material, material_id) is None:
