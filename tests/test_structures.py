@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
@@ -130,3 +131,59 @@ def test_predictions_and_prototypes_take_every_structure_of_a_file(db, tmp_path)
     prototypes, refusals = load_prototypes(db, [str(cif)])
     assert [p.label for p in prototypes] == ["oxides#I", "oxides#II"]
     assert [r.prototype for r in refusals] == [f"{cif}#III"]
+
+
+MGO_RELAX_INPUT = """&control
+  calculation = 'relax', prefix = 'mgo', pseudo_dir = '{pseudos}', outdir = '{outdir}', nstep = 30
+/
+&system
+  ibrav = 0, A = 4.21, nat = 2, ntyp = 2, ecutwfc = 25
+/
+&electrons
+  conv_thr = 1e-8
+/
+&ions
+/
+ATOMIC_SPECIES
+Mg 24.305 Mg-sp.upf
+O 15.999 O.upf
+CELL_PARAMETERS alat
+  0.0 0.5 0.5
+  0.5 0.0 0.5
+  0.5 0.5 0.0
+ATOMIC_POSITIONS crystal
+Mg 0.0 0.0 0.0
+O 0.46 0.5 0.5
+K_POINTS automatic
+2 2 2 0 0 0
+"""
+
+
+def test_quantum_espresso_files_are_structures_an_output_its_last(db, tmp_path, quantum_espresso):
+    """A pw.x relaxation's input, printed output and XML: the input gives the cell it starts from (A = ... with
+    CELL_PARAMETERS alat, which ASE alone misreads), the two outputs the relaxed one; an ibrav != 0 input is refused
+    with what to give instead."""
+    import subprocess
+
+    from tests.conftest import PSEUDOS, need_shared
+
+    pseudos = need_shared(PSEUDOS)
+    given = tmp_path / "mgo.in"
+    given.write_text(MGO_RELAX_INPUT.format(pseudos=pseudos, outdir=tmp_path / "out"))
+    printed = tmp_path / "mgo.out"
+    with given.open() as stdin, printed.open("w") as stdout:
+        subprocess.run(["pw.x"], stdin=stdin, stdout=stdout, cwd=tmp_path, check=True, timeout=300)
+    xml = tmp_path / "out" / "mgo.xml"
+    start, relaxed, from_xml = (read_structure(p) for p in (given, printed, xml))
+    assert start.lattice.abc == pytest.approx([4.21 / 2**0.5] * 3) and start[1].frac_coords[0] == pytest.approx(0.46)
+    assert relaxed.lattice.abc == pytest.approx(start.lattice.abc, abs=1e-4)  # 'relax' keeps the cell
+    moved = abs(relaxed[1].frac_coords[0] - 0.46)
+    assert 0.005 < moved < 0.05, relaxed  # the last structure, not the first: O went towards 0.5
+    assert np.allclose(relaxed.frac_coords, from_xml.frac_coords, atol=1e-4)
+    si = tmp_path / "si.in"
+    si.write_text(MGO_RELAX_INPUT.replace("ibrav = 0, A = 4.21", "ibrav = 2, celldm(1) = 10.2"))
+    report = import_structure_files(db, [given, printed, xml, si])
+    assert report.added == 3, report.as_dict()
+    assert report.errors == [(str(si), "a pw.x input with ibrav = 2; give its cell as CELL_PARAMETERS (ibrav = 0), "
+                                       "or import the run's output (the printed .out or the XML), which holds the "
+                                       "cell as vectors")]

@@ -111,7 +111,8 @@ def _cif_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def read_structure(path: str | Path, species: list[str] | None = None) -> Structure:
-    """One ordered-or-not Structure from a CIF, POSCAR/CONTCAR/VASP or pymatgen JSON file.
+    """One ordered-or-not Structure from a CIF, POSCAR/CONTCAR/VASP, pymatgen JSON or Quantum ESPRESSO pw.x file
+    (input, printed output, XML; an output gives its last structure, a relaxation's result).
 
     Species must come from somewhere the user stated: the file, a POTCAR beside a POSCAR, or `species` (element
     symbols in the order of a VASP 4 POSCAR's counts). A file that names no species, or an element symbol that
@@ -133,6 +134,8 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
             return _from_json(path)
         if any(key in name for key in POSCAR_NAMES) and (problem := _poscar_counts_problem(path)):
             raise TansakuError(f"{path}: {problem}")
+        if (kind := _quantum_espresso_kind(head)) is not None:
+            return _from_quantum_espresso(path, kind, head)
         if species and any(key in name for key in POSCAR_NAMES):
             from pymatgen.io.vasp import Poscar
 
@@ -144,6 +147,46 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
         raise TansakuError(f"{path}: the POSCAR names no elements (VASP 4 format, no POTCAR beside it); give them "
                            "in the order of its counts (--species Mg,O) or add the element line")
     return _checked(structure, str(path))
+
+
+def _quantum_espresso_kind(head: bytes) -> str | None:
+    """'xml', 'output' or 'input' for pw.x's XML data file, its printed output or its input; None otherwise."""
+    low = head.lower()
+    if b"<qes:espresso" in low:
+        return "xml"
+    if b"program pwscf" in low:
+        return "output"
+    if b"&system" in low and b"&control" in low:
+        return "input"
+    return None
+
+
+def _from_quantum_espresso(path: Path, kind: str, head: bytes) -> Structure:
+    """The structure of a pw.x file: the XML's output structure, the last one a printed output holds (a
+    relaxation's final cell), or an input's. Inputs must give their cell as CELL_PARAMETERS (ibrav = 0); an
+    output holds any cell as vectors."""
+    if kind == "xml":
+        from tansaku.dft.qe.parsers import read_pw_xml  # the parser the workflows use for their own runs
+
+        return read_pw_xml(path)["structure"]
+    if kind == "input" and (ibrav := re.search(rb"\bibrav\s*=\s*(-?\d+)", head, re.IGNORECASE)) and int(ibrav[1]):
+        raise TansakuError(f"{path}: a pw.x input with ibrav = {int(ibrav[1])}; give its cell as CELL_PARAMETERS "
+                           "(ibrav = 0), or import the run's output (the printed .out or the XML), which holds the "
+                           "cell as vectors")
+    import io
+
+    import ase.io
+    from ase.units import Bohr
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    text = _text(path)
+    if kind == "input" and not re.search(r"celldm\(1\)", text, re.IGNORECASE):
+        # ASE lower-cases the namelist's keys and then looks for 'A', so it misses A = ...; celldm(1) it reads
+        text = re.sub(r"(?<![\w(%])A\s*=\s*([0-9.+\-eEdD]+)",
+                      lambda m: f"celldm(1) = {float(m[1].lower().replace('d', 'e')) / Bohr!r}", text,
+                      count=1, flags=re.IGNORECASE)
+    atoms = ase.io.read(io.StringIO(text), format=f"espresso-{'out' if kind == 'output' else 'in'}", index=-1)
+    return AseAtomsAdaptor.get_structure(atoms)
 
 
 def _parse(where: str, parse: Callable[[], Structure]) -> tuple[Structure, list[warnings.WarningMessage]]:

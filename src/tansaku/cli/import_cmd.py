@@ -60,8 +60,10 @@ def csv_table(
 
 @app.command("structures")
 def structures(
-    files: list[Path] = typer.Argument(..., help="CIF, POSCAR/CONTCAR (*.vasp) or pymatgen JSON files (.gz too). "
-                                       "A CIF with several data blocks or a JSON list gives one material each."),
+    files: list[Path] = typer.Argument(..., help="CIF, POSCAR/CONTCAR (*.vasp), pymatgen JSON (.gz too) or Quantum "
+                                       "ESPRESSO pw.x files: an input (ibrav = 0), a printed output or its XML "
+                                       "(their last structure: a relaxation's result). A CIF with several data "
+                                       "blocks or a JSON list gives one material each."),
     allow_disorder: bool = typer.Option(False, help="Store disordered/partially occupied structures too."),
     species: str = typer.Option(None, help="Elements of a VASP 4 POSCAR that has no element line (and no POTCAR "
                                 "beside it), in the order of its counts, e.g. Mg,O. Without it such a file is "
@@ -73,7 +75,7 @@ def structures(
     Each material keeps its file's path as source id (path#block for one of a CIF's data blocks, path#N for
     the N-th structure of a JSON list), so importing the same files again adds nothing.
 
-    Example: tansaku import structures MgO.cif POSCAR BaTiO3.json
+    Example: tansaku import structures MgO.cif POSCAR BaTiO3.json relax.out
     """
     names = [s.strip() for s in species.split(",") if s.strip()] if species else None
     report = import_structure_files(database(), files, allow_disorder, progress_bar("structures"), names)
