@@ -187,3 +187,21 @@ def test_quantum_espresso_files_are_structures_an_output_its_last(db, tmp_path, 
     assert report.errors == [(str(si), "a pw.x input with ibrav = 2; give its cell as CELL_PARAMETERS (ibrav = 0), "
                                        "or import the run's output (the printed .out or the XML), which holds the "
                                        "cell as vectors")]
+
+
+def test_a_directory_stands_for_the_structure_files_under_it(db, tmp_path):
+    folder = tmp_path / "export"
+    (folder / "nested").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    rocksalt().to(filename=str(folder / "MgO.cif"))
+    rocksalt(4.81, "Ca").to(filename=str(folder / "nested" / "POSCAR"), fmt="poscar")
+    rocksalt(5.16, "Ba").to(filename=str(folder / ".cache" / "BaO.cif"))  # hidden: left out
+    (folder / "README.txt").write_text("not a structure")
+    several_structures_cif(folder / "nested" / "oxides.cif")
+    (tmp_path / "empty").mkdir()
+    report = import_structure_files(db, [folder, tmp_path / "empty"])
+    with db.session() as session:
+        stored = sorted(m.source_id.removeprefix(str(folder.resolve())) for m in session.scalars(select(Material)))
+    assert stored == ["/MgO.cif", "/nested/POSCAR", "/nested/oxides.cif#I", "/nested/oxides.cif#II"]
+    assert [item for item, _ in report.errors] == [f"{folder}/nested/oxides.cif#III", str(tmp_path / "empty")]
+    assert report.errors[1][1].startswith("a directory with no structure files (*.cif, ")

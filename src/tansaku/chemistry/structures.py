@@ -53,12 +53,12 @@ class StructureInput:
 
 
 def structure_inputs(paths: Iterable[str | Path], species: list[str] | None = None) -> list[StructureInput]:
-    """Every structure the files hold, in order: a file is one input unless it is a CIF with several data
-    blocks that hold atoms or a JSON list of structures (pymatgen itself would read only the first). Nothing is
-    checked here beyond what telling them apart needs; each input's `read` does the checking."""
+    """Every structure the files (and the structure files under directories) hold, in order: a file is one input
+    unless it is a CIF with several data blocks that hold atoms or a JSON list of structures (pymatgen itself
+    would read only the first). Nothing is checked here beyond what telling them apart needs; each input's `read`
+    does the checking."""
     found: list[StructureInput] = []
-    for given in paths:
-        path = Path(given)
+    for path in _files(paths):
         several = _several_structures(path)
         if several is None:
             found.append(StructureInput(path, None, lambda path=path: read_structure(path, species)))
@@ -66,6 +66,24 @@ def structure_inputs(paths: Iterable[str | Path], species: list[str] | None = No
             found += [StructureInput(path, key, lambda reader=reader, label=f"{path}#{key}": reader(label))
                       for key, reader in several]
     return found
+
+
+DIRECTORY_PATTERNS = ("*.cif", "*.cif.gz", "*.mcif", "*.json", "*.json.gz", "*.vasp", "POSCAR*", "CONTCAR*")
+
+
+def _files(paths: Iterable[str | Path]) -> list[Path]:
+    """The paths, with each directory replaced by the structure files under it (DIRECTORY_PATTERNS, at any depth,
+    hidden ones left out, in name order); a directory holding none stays, for read_structure to refuse by name."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        inside = sorted({found for pattern in DIRECTORY_PATTERNS for found in path.rglob(pattern) if found.is_file()
+                         and not any(part.startswith(".") for part in found.relative_to(path).parts)})
+        files += inside or [path]
+    return files
 
 
 def _several_structures(path: Path) -> list[tuple[str, Callable[[str], Structure]]] | None:
@@ -120,6 +138,8 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
     message when it cannot read a file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise TansakuError(f"{path}: a directory with no structure files ({', '.join(DIRECTORY_PATTERNS)})")
     if not path.is_file():
         raise TansakuError(f"{path}: no such file")
     name = path.name.lower()

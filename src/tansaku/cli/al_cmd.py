@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
-from tansaku.cli.common import console, database, err_console, finish_batch, finite, progress_bar
+from tansaku.cli.common import STRUCTURE_FILES, console, database, err_console, finish_batch, finite, progress_bar
 
 app = typer.Typer(help="Active learning: simulate strategies on labelled data, suggest what to compute next.",
                   no_args_is_help=True)
@@ -259,7 +259,7 @@ def suggest(
     strategy: str = typer.Option(None, help="Override the acquisition (default: range for --range, ei for "
                                  "--maximize/--minimize, uncertainty for --uncertainty)."),
     candidates: list[str] = typer.Option(["db-missing"], help="'db-missing' (stored materials without the "
-                                         "property), a CSV of formulas, or structure files (CIF, POSCAR, JSON)."),
+                                         f"property), a CSV of formulas, or structure files ({STRUCTURE_FILES})."),
     n: int = typer.Option(10, "--n", help="How many to suggest."),
     diversity: float = typer.Option(1.0, callback=finite, help="Spread of the suggested batch (0: plain top-n; "
                                    "random and weighted draws are never spread)."),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tansaku.cli.common import console, database, err_console, finite, progress_bar
+from tansaku.cli.common import STRUCTURE_FILES, console, database, err_console, finite, progress_bar
 from tansaku.sources.generate import Limits, load_prototypes, parse_site_elements, store_candidates, substitute
 
 app = typer.Typer(help="Make hypothetical candidate materials that no database holds yet.")
@@ -17,7 +17,7 @@ app = typer.Typer(help="Make hypothetical candidate materials that no database h
 @app.command("substitute")
 def substitute_cmd(
     prototypes: list[str] = typer.Option(..., "--prototype", help="Prototype: material id, source id (e.g. "
-                                         "mp-5020) or structure file (CIF, POSCAR, JSON). Repeatable."),
+                                         f"mp-5020) or structure file ({STRUCTURE_FILES}). Repeatable."),
     site_elements: str = typer.Option(..., help="What goes on each site: 'A=Ca,Sr,Ba;B=Ti,Zr,Hf,Sn'. A, B, C... "
                                       "are the prototype's cations from largest to smallest ionic radius; an "
                                       "element symbol of the prototype (e.g. 'Ti=Zr,Hf') names its sites."),

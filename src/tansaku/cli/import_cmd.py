@@ -9,7 +9,16 @@ from pathlib import Path
 
 import typer
 
-from tansaku.cli.common import console, database, err_console, finish_batch, finite, print_report, progress_bar
+from tansaku.cli.common import (
+    STRUCTURE_FILES,
+    console,
+    database,
+    err_console,
+    finish_batch,
+    finite,
+    print_report,
+    progress_bar,
+)
 from tansaku.sources.csv_table import import_csv
 from tansaku.sources.oxi_diel_db import DEFAULT_URL, import_oxi_diel_db
 from tansaku.sources.structures import import_structure_files
@@ -60,10 +69,8 @@ def csv_table(
 
 @app.command("structures")
 def structures(
-    files: list[Path] = typer.Argument(..., help="CIF, POSCAR/CONTCAR (*.vasp), pymatgen JSON (.gz too) or Quantum "
-                                       "ESPRESSO pw.x files: an input (ibrav = 0), a printed output or its XML "
-                                       "(their last structure: a relaxation's result). A CIF with several data "
-                                       "blocks or a JSON list gives one material each."),
+    files: list[Path] = typer.Argument(..., help=f"Structure files: {STRUCTURE_FILES}. A pw.x input needs ibrav = 0; "
+                                       "an output gives its last structure (a relaxation's result)."),
     allow_disorder: bool = typer.Option(False, help="Store disordered/partially occupied structures too."),
     species: str = typer.Option(None, help="Elements of a VASP 4 POSCAR that has no element line (and no POTCAR "
                                 "beside it), in the order of its counts, e.g. Mg,O. Without it such a file is "

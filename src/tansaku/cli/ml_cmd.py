@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from tansaku import TansakuError
-from tansaku.cli.common import console, database, err_console, finish_batch, progress_bar
+from tansaku.cli.common import STRUCTURE_FILES, console, database, err_console, finish_batch, progress_bar
 from tansaku.features.sets import FEATURE_SETS, base_columns, strain_columns
 from tansaku.models.dataset import load_dataset, pretraining_values
 from tansaku.models.domain import Domain
@@ -201,7 +201,7 @@ def pretrain(
 def predict(
     model_path: Path = typer.Option(..., "--model", help="A model saved by 'tansaku train'."),
     formula: list[str] = typer.Option(None, help="Formulas to predict (repeatable), e.g. SrTiO3."),
-    structure: list[Path] = typer.Option(None, help="Structure files (CIF, POSCAR, JSON) to predict."),
+    structure: list[Path] = typer.Option(None, help=f"Structure files to predict (repeatable): {STRUCTURE_FILES}."),
     db_missing: bool = typer.Option(False, "--db-missing", help="Predict every stored material lacking the "
                                     "property and store the predictions as method ml:<model id>."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),

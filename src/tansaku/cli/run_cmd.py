@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 from tansaku import TansakuError
-from tansaku.cli.common import console, database, finish_batch
+from tansaku.cli.common import STRUCTURE_FILES, console, database, finish_batch
 from tansaku.dft.settings import PRESETS
 from tansaku.workflows.job import DEFAULT_LAUNCHER, Job
 from tansaku.workflows.many import resolve_inputs, run_many
@@ -67,7 +67,7 @@ ELECTRONIC_HELP = """Compute band structures, band edges, gaps, effective masses
 @app.command("dielectric")
 def dielectric(
     command: typer.Context,
-    files: list[Path] = typer.Argument(None, help="Structure files (CIF, POSCAR, pymatgen JSON)."),
+    files: list[Path] = typer.Argument(None, help=f"Structure files: {STRUCTURE_FILES}."),
     ids: list[int] = typer.Option(None, "--ids", help="Material ids in the database (repeatable)."),
     query: str = typer.Option(None, help="Select stored materials, e.g. 'formula=MgO,CaO' or "
                               "'subset=paper;max_sites=5'."),

@@ -123,7 +123,7 @@ def load_prototypes(db: Database, specs: list[str]) -> tuple[list[Prototype], li
     """Prototypes by material id, source id (e.g. mp-5020) or structure file; a bad one is refused, the rest go on."""
     prototypes, refused = [], []
     for spec in specs:
-        if Path(spec).is_file():  # each structure in it (a CIF's blocks, a JSON list's items) is a prototype
+        if Path(spec).exists():  # each structure in it (a CIF's blocks, a JSON list's items, a folder's files)
             for item in structure_inputs([spec]):
                 try:
                     structure = item.read()
