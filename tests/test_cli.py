@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 
 from typer.testing import CliRunner
@@ -40,6 +41,12 @@ def test_import_stats_show_export(tmp_path, oxi_dir):
     out_json = tmp_path / "out.json"
     invoke("--db", db, "db", "export", str(out_json))
     assert set(json.loads(out_json.read_text())[1]) >= {"eps_ionic", "band_gap", "formula"}
+    piped = invoke("--db", db, "db", "export", "-", "--query", "formula=CaO", "--property", "band_gap")
+    assert piped.exit_code == 0 and [r["formula"] for r in csv.DictReader(io.StringIO(piped.stdout))] == ["CaO"]
+    assert piped.stderr.strip() == "wrote 1 row"
+    piped = invoke("--db", db, "db", "export", "-", "--format", "json", "--query", "formula=MgO")
+    assert [r["formula"] for r in json.loads(piped.stdout)] == ["MgO"]
+    assert not list(tmp_path.glob(".*partial"))
 
 
 def test_user_errors_exit_with_a_message(tmp_path):
@@ -136,6 +143,7 @@ def test_no_traceback_for_common_mistakes(tmp_path):
         (("--db", "postgresql+psycopg://me@127.0.0.1:1/x", "db", "stats"),
          "cannot connect to the database server at 127.0.0.1:1/x"),
         (("--db", db, "db", "show", "NotAFormula!"), "is neither a material id nor a formula"),
+        (("--db", db, "db", "export", str(tmp_path / "out.xlsx")), "by the suffix (.csv or .json) or by --format"),
         # 'nan' and 'inf' read as floats: a number option refuses them before anything runs
         (("--db", db, "al", "simulate", "--property", "band_gap", "--range", "2", "3", "--diversity", "nan"),
          "'--diversity': nan is not a finite number"),
@@ -146,7 +154,7 @@ def test_no_traceback_for_common_mistakes(tmp_path):
         proc = run(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
-    assert not (tmp_path / "m.pkl").exists()
+    assert not (tmp_path / "m.pkl").exists() and not (tmp_path / "out.xlsx").exists()
     for command in (("predict",), ("al", "suggest"), ("db", "export"), ("import", "structures")):
         shown = invoke(*command, "--help").output
         assert "<bool>" not in shown, command  # flags read as flags, not as options taking a value

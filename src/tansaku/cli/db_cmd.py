@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from tansaku.cli.common import console, database
+from tansaku.cli.common import console, database, err_console
 from tansaku.store.deletion import carry_out, plan_deletion
-from tansaku.store.queries import DEFINITIONS, export_table, find_materials, material_details, stats
+from tansaku.store.queries import (
+    DEFINITIONS,
+    export_format,
+    export_rows,
+    export_table,
+    find_materials,
+    material_details,
+    stats,
+    write_rows,
+)
 
 app = typer.Typer(help="Inspect and export the materials database.")
 
@@ -80,22 +90,35 @@ def db_show(
 
 @app.command("export")
 def db_export(
-    out: Path = typer.Argument(..., help="OUT.csv or OUT.json: one row per material, properties as columns."),
+    out: str = typer.Argument(..., help="OUT.csv or OUT.json: one row per material, properties as columns; '-' "
+                              "writes to standard output (CSV unless --format json)."),
     property_names: list[str] = typer.Option(None, "--property", help="Only these properties (repeatable)."),
     structures: str = typer.Option(None, help="Add a structure column as 'cif' or 'json'."),
     subset: str = typer.Option(None, help="Only members of this subset, e.g. 'paper'."),
+    query: str = typer.Option(None, help="Only the materials this selects ('source=file;max_sites=10', the syntax of "
+                              "'tansaku run --query')."),
+    fmt: str = typer.Option(None, "--format", help="csv or json, whatever OUT's suffix says."),
     include_predictions: bool = typer.Option(False, "--include-predictions", help="Fill cells no measured value "
                                              "fills with stored ML predictions (their method column says "
                                              "ml:<model id>). Without it only imported and computed values go out."),
 ) -> None:
     """Export materials and property values, each with a <property>_method column saying how it was obtained.
 
-    Example: tansaku db export oxides.csv --property eps_electronic --property eps_ionic --subset paper
+    A file is written whole or not at all (a killed export leaves the previous one).
+
+    Examples: tansaku db export oxides.csv --property eps_electronic --property eps_ionic --subset paper
+              tansaku db export - --query source=file --property band_gap | column -s, -t
     """
     db = database(create=False)
     with db.session() as session:
-        n = export_table(session, out, property_names or None, structures, subset, include_predictions)
-    console.print(f"wrote {n} rows to {out}")
+        if out == "-":
+            rows = export_rows(session, property_names or None, structures, subset, include_predictions, query)
+            write_rows(rows, sys.stdout, export_format(Path("-"), fmt or "csv"))
+            err_console.print(f"wrote {len(rows)} row{'s' * (len(rows) != 1)}")
+            return
+        n = export_table(session, Path(out), property_names or None, structures, subset, include_predictions,
+                         query, fmt)
+    console.print(f"wrote {n} row{'s' * (n != 1)} to {out}")
 
 
 @app.command("delete")

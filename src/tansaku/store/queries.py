@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pymatgen.core import Composition
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tansaku import TansakuError
-from tansaku.store.filters import ML_PREFIX, is_measured
+from tansaku.store.filters import ML_PREFIX, build_query, is_measured
 from tansaku.store.tables import Calculation, Material, Property, Subset
 
 
@@ -96,25 +96,37 @@ def material_details(session: Session, material_id: int) -> dict[str, Any]:
     }
 
 
-def export_table(
+EXPORT_FORMATS = ("csv", "json")
+
+
+def export_format(out: Path, given: str | None = None) -> str:
+    """'csv' or 'json': as given, else by the file's suffix."""
+    fmt = (given or out.suffix.lstrip(".")).lower()
+    if fmt not in EXPORT_FORMATS:
+        raise TansakuError(f"{out}: the export format is chosen by the suffix (.csv or .json) or by --format"
+                           if given is None else f"--format takes csv or json, not {given!r}")
+    return fmt
+
+
+def export_rows(
     session: Session,
-    out: Path,
     properties: list[str] | None = None,
     structures: str | None = None,
     subset: str | None = None,
     include_predictions: bool = False,
-) -> int:
-    """Write one row per material (each property a value column and a `<name>_method` column) to CSV or JSON by
-    the suffix; returns rows written. Measured values (imported or computed) only, unless `include_predictions`:
-    then a model's prediction fills a cell no measured value fills, and its method (ml:<model id>) says so."""
-    if out.suffix.lower() not in (".csv", ".json"):
-        raise TansakuError(f"{out}: the export format is chosen by the suffix, .csv or .json")
+    query: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per material (each property a value column and a `<name>_method` column). Measured values
+    (imported or computed) only, unless `include_predictions`: then a model's prediction fills a cell no measured
+    value fills, and its method (ml:<model id>) says so. `query`: the syntax of `--query` ('source=file', ...)."""
     if structures not in (None, "cif", "json"):
         raise TansakuError(f"--structures takes 'cif' or 'json', not {structures!r}")
-    query = select(Material).order_by(Material.id)
+    selected = select(Material).order_by(Material.id)
     if subset:
-        query = query.join(Subset, Subset.material_id == Material.id).where(Subset.name == subset)
-    materials = session.scalars(query).all()
+        selected = selected.join(Subset, Subset.material_id == Material.id).where(Subset.name == subset)
+    if query:
+        selected = selected.where(Material.id.in_(build_query(query, structures_only=False)))
+    materials = session.scalars(selected).all()
     prop_query = select(Property.material_id, Property.name, Property.value, Property.method)
     if properties:
         prop_query = prop_query.where(Property.name.in_(properties))
@@ -145,16 +157,30 @@ def export_table(
             else:
                 row["structure"] = structure.to(fmt="cif") if structures == "cif" else structure.as_dict()
         rows.append(row)
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], handle: TextIO, fmt: str) -> None:
+    """Rows as a JSON list or a CSV table (a structure dict as a JSON string in its cell)."""
+    if fmt == "json":
+        handle.write(json.dumps(rows, indent=1) + "\n")
+        return
+    writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id", "formula"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+
+
+def export_table(session: Session, out: Path, properties: list[str] | None = None, structures: str | None = None,
+                 subset: str | None = None, include_predictions: bool = False, query: str | None = None,
+                 fmt: str | None = None) -> int:
+    """export_rows written to `out` (format by `fmt` or the suffix), whole or not at all: a killed export leaves
+    the previous file, never half of one. Returns rows written."""
+    fmt = export_format(out, fmt)
+    rows = export_rows(session, properties, structures, subset, include_predictions, query)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(rows, indent=1))
-    else:
-        with open(out, "w", newline="") as handle:
-            columns = list(rows[0]) if rows else ["id", "formula", *names]
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                if isinstance(row.get("structure"), dict):
-                    row["structure"] = json.dumps(row["structure"])
-                writer.writerow(row)
+    partial = out.with_name(f".{out.name}.partial")
+    with open(partial, "w", newline="") as handle:
+        write_rows(rows, handle, fmt)
+    partial.replace(out)
     return len(rows)
