@@ -269,6 +269,17 @@ def test_predictions_outside_the_training_domain_are_flagged(oxide_db, tmp_path)
     notes = rows["Fe3O4"]["domain"]
     assert "element(s) never seen in training: Fe" in notes and not any("charge" in n for n in notes), notes
     assert "element(s) never seen in training: Pu" in rows["PuO2"]["domain"]
+    # the same from a table of formulas, written to a CSV a spreadsheet opens: the domain notes in one cell
+    table = tmp_path / "candidates.csv"
+    table.write_text("id,formula\n1,NaCl\n2,BaZrO3\n3,Xx2O3\n")
+    written = invoke(oxide_db.url, "predict", "--model", str(model), "--formula-table", str(table), "--out",
+                     str(tmp_path / "p.csv"))
+    assert written.exit_code == 1 and "unknown element 'Xx'" in written.stderr  # one skipped, the others written
+    saved = {r["input"]: r for r in csv.DictReader((tmp_path / "p.csv").open())}
+    assert list(saved) == ["NaCl", "BaZrO3"] and float(saved["BaZrO3"]["mean"]) == pytest.approx(rows["BaZrO3"]["mean"])
+    assert saved["NaCl"]["in_domain"] == "False" and "outside the training set: Cl" in saved["NaCl"]["domain"]
+    with pytest.raises(TansakuError, match=r"p.xlsx: the format is chosen by the suffix"):
+        invoke(oxide_db.url, "predict", "--model", str(model), "--formula", "MgO", "--out", str(tmp_path / "p.xlsx"))
     # the distance check on its own: a training row is inside, a row far beyond every column is outside
     domain = predictor.meta["domain"]
     X = load_dataset(oxide_db, "eps_electronic", "composition").X

@@ -1,12 +1,20 @@
-"""Writing files so that a kill or an error midway leaves the previous file (or none), never half of one."""
+"""Writing files so that a kill or an error midway leaves the previous file (or none), never half of one; and
+tables of rows as CSV or JSON, the two formats every command's output comes in."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TextIO
+
+from tansaku import TansakuError
+
+TABLE_FORMATS = ("csv", "json")
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -23,3 +31,39 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def table_format(path: Path, given: str | None = None) -> str:
+    """'csv' or 'json': as given (a --format option), else by the file's suffix."""
+    fmt = (given or path.suffix.lstrip(".")).lower()
+    if fmt not in TABLE_FORMATS:
+        raise TansakuError(f"{path}: the format is chosen by the suffix (.csv or .json) or by --format"
+                           if given is None else f"--format takes csv or json, not {given!r}")
+    return fmt
+
+
+def write_rows(rows: list[dict[str, Any]], handle: TextIO, fmt: str) -> None:
+    """Rows as a JSON list, or as a CSV table whose columns are every key met, in order (a list cell joined with
+    '; ', a dict cell as JSON)."""
+    if fmt == "json":
+        handle.write(json.dumps(rows, indent=1) + "\n")
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["id"]
+    writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "; ".join(map(str, value)) if isinstance(value, list)
+                         else json.dumps(value) if isinstance(value, dict) else value for key, value in row.items()})
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], fmt: str | None = None) -> None:
+    """Rows written to `path` as CSV or JSON (by `fmt` or the suffix), whole or not at all."""
+    fmt = table_format(path, fmt)
+
+    def write(handle: BinaryIO) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        write_rows(rows, text, fmt)
+        text.flush()
+        text.detach()  # the handle is write_atomically's to close
+
+    write_atomically(path, write)

@@ -15,6 +15,7 @@ from tansaku.active.diversity import descriptor_coordinates
 from tansaku.active.ranking import predict_for, rank
 from tansaku.features.sets import base_columns
 from tansaku.models.predictor import Predictor
+from tansaku.sources.csv_table import formulas_in
 from tansaku.store.database import Database
 from tansaku.store.filters import measured_values, missing_property
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
@@ -30,25 +31,6 @@ def _best_known(db: Database, predictor: Predictor, goal: Goal) -> float | None:
         values = np.array([v for _, v in session.execute(measured_values(predictor.property_name))], dtype=float)
     values = predictor.to_model_units(values)
     return float(goal.desirability(values).max()) if len(values) else None
-
-
-def candidate_formulas(path: Path) -> list[str]:
-    """Formulas from a CSV: the 'formula' (or 'composition') column, else the first column."""
-    import csv
-
-    from tansaku.sources.csv_table import COMPOSITION_COLUMNS, open_text
-
-    if not path.is_file():
-        raise TansakuError(f"{path}: no such file")
-    with open_text(path) as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
-    if not rows:
-        raise TansakuError(f"{path}: the CSV is empty")
-    header = [cell.strip().lower() for cell in rows[0]]
-    column = next((header.index(c) for c in COMPOSITION_COLUMNS if c in header), None)
-    if column is None:
-        return [row[0].strip() for row in rows]  # no header: every row is a formula
-    return [row[column].strip() for row in rows[1:] if len(row) > column]
 
 
 def load_candidates(db: Database, specs: list[str], predictor: Predictor, queue: bool,
@@ -77,7 +59,7 @@ def load_candidates(db: Database, specs: list[str], predictor: Predictor, queue:
         if path.name.endswith((".csv", ".csv.gz")):
             if predictor.needs_structure:
                 raise TansakuError(f"{spec}: the model uses structure descriptors; give structure files")
-            for formula in candidate_formulas(path):
+            for formula in formulas_in(path):
                 loose_items.append(formula)
                 loose_records.append({"candidate": formula, "material_id": None, "formula": _reduced(formula),
                                       "label": f"{path.name}: {formula}"})

@@ -10,17 +10,9 @@ import typer
 from rich.table import Table
 
 from tansaku.cli.common import console, database, err_console
+from tansaku.files import table_format, write_rows
 from tansaku.store.deletion import carry_out, plan_deletion
-from tansaku.store.queries import (
-    DEFINITIONS,
-    export_format,
-    export_rows,
-    export_table,
-    find_materials,
-    material_details,
-    stats,
-    write_rows,
-)
+from tansaku.store.queries import DEFINITIONS, export_rows, export_table, find_materials, material_details, stats
 
 app = typer.Typer(help="Inspect and export the materials database.")
 
@@ -113,7 +105,7 @@ def db_export(
     with db.session() as session:
         if out == "-":
             rows = export_rows(session, property_names or None, structures, subset, include_predictions, query)
-            write_rows(rows, sys.stdout, export_format(Path("-"), fmt or "csv"))
+            write_rows(rows, sys.stdout, table_format(Path("-"), fmt or "csv"))
             err_console.print(f"wrote {len(rows)} row{'s' * (len(rows) != 1)}")
             return
         n = export_table(session, Path(out), property_names or None, structures, subset, include_predictions,

@@ -12,6 +12,7 @@ from rich.table import Table
 from tansaku import TansakuError
 from tansaku.cli.common import STRUCTURE_FILES, console, database, err_console, finish_batch, progress_bar
 from tansaku.features.sets import FEATURE_SETS, base_columns, strain_columns
+from tansaku.files import table_format, write_table
 from tansaku.models.dataset import load_dataset, pretraining_values
 from tansaku.models.domain import Domain
 from tansaku.models.evaluation import evaluate, parse_cv
@@ -19,6 +20,7 @@ from tansaku.models.learners import DEFAULT_MODEL, MODELS, make_model, model_fea
 from tansaku.models.metal_screen import MetalScreen
 from tansaku.models.persistence import save_model
 from tansaku.models.predictor import Predictor, read_inputs
+from tansaku.sources.csv_table import formulas_in
 from tansaku.store.filters import missing_property
 
 MIN_TRAIN = 3
@@ -204,6 +206,9 @@ def predict(
     structure: list[Path] = typer.Option(None, help=f"Structure files to predict (repeatable): {STRUCTURE_FILES}."),
     db_missing: bool = typer.Option(False, "--db-missing", help="Predict every stored material lacking the "
                                     "property and store the predictions as method ml:<model id>."),
+    formula_table: Path = typer.Option(None, help="A CSV of formulas to predict: its composition or formula "
+                                       "column, or its first column when it has no header (e.g. candidates.csv)."),
+    out: Path = typer.Option(None, help="Also write the predictions to OUT.csv or OUT.json (a row per input)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Predictions with uncertainty (and, for dielectric models, the constant itself, not only its log10).
@@ -214,10 +219,14 @@ def predict(
     oxidation states, descriptors far from every training material) is given but flagged: "in_domain": false
     and the reasons in "domain" (JSON), "outside" in the table.
 
-    Example: tansaku predict --model eps.pkl --formula SrTiO3 --formula BaZrO3 --json
+    Examples: tansaku predict --model eps.pkl --formula SrTiO3 --formula BaZrO3 --json
+              tansaku predict --model eps.pkl --formula-table candidates.csv --structure cifs/ --out eps.csv
     """
+    if out is not None:
+        table_format(out)  # a wrong suffix is refused before anything is computed
     predictor = Predictor.load(model_path)
-    items, labels, refused = read_inputs(formula or [], structure or [])
+    formulas = [*(formula or []), *(formulas_in(formula_table) if formula_table else [])]
+    items, labels, refused = read_inputs(formulas, structure or [])
     predictions = predictor.predict(items, labels)
     refused += predictions.refused
     rows = predictions.rows(predictor)
@@ -231,6 +240,9 @@ def predict(
         refused += stored.refused
     for reason in refused:
         err_console.print(f"[red]skipped[/] {reason}", soft_wrap=True)
+    if out is not None:
+        write_table(out, rows)
+        err_console.print(f"wrote {len(rows)} prediction{'s' * (len(rows) != 1)} to {out}")
     log = predictor.transform == "log10"
     if json_out:
         console.print_json(json.dumps(rows))

@@ -34,6 +34,22 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
+def formulas_in(path: Path) -> list[str]:
+    """The formulas of a CSV, as written: its formula (or composition) column, else its first column (a file
+    without a header is all formulas). What candidates and predictions read; nothing is parsed here."""
+    if not path.is_file():
+        raise TansakuError(f"{path}: no such file")
+    with open_text(path) as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise TansakuError(f"{path}: the CSV is empty")
+    header = [cell.strip().lower() for cell in rows[0]]
+    column = next((header.index(c) for c in COMPOSITION_COLUMNS if c in header), None)
+    if column is None:
+        return [row[0].strip() for row in rows]  # no header: every row is a formula
+    return [row[column].strip() for row in rows[1:] if len(row) > column]
+
+
 def parse_composition(text: str) -> Composition:
     """A Composition, refusing unknown symbols and empty formulas with the formula in the message."""
     try:

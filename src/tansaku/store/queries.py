@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pymatgen.core import Composition
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tansaku import TansakuError
+from tansaku.files import table_format, write_table
 from tansaku.store.filters import ML_PREFIX, build_query, is_measured
 from tansaku.store.tables import Calculation, Material, Property, Subset
 
@@ -96,18 +96,6 @@ def material_details(session: Session, material_id: int) -> dict[str, Any]:
     }
 
 
-EXPORT_FORMATS = ("csv", "json")
-
-
-def export_format(out: Path, given: str | None = None) -> str:
-    """'csv' or 'json': as given, else by the file's suffix."""
-    fmt = (given or out.suffix.lstrip(".")).lower()
-    if fmt not in EXPORT_FORMATS:
-        raise TansakuError(f"{out}: the export format is chosen by the suffix (.csv or .json) or by --format"
-                           if given is None else f"--format takes csv or json, not {given!r}")
-    return fmt
-
-
 def export_rows(
     session: Session,
     properties: list[str] | None = None,
@@ -160,27 +148,12 @@ def export_rows(
     return rows
 
 
-def write_rows(rows: list[dict[str, Any]], handle: TextIO, fmt: str) -> None:
-    """Rows as a JSON list or a CSV table (a structure dict as a JSON string in its cell)."""
-    if fmt == "json":
-        handle.write(json.dumps(rows, indent=1) + "\n")
-        return
-    writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id", "formula"], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
-
-
 def export_table(session: Session, out: Path, properties: list[str] | None = None, structures: str | None = None,
                  subset: str | None = None, include_predictions: bool = False, query: str | None = None,
                  fmt: str | None = None) -> int:
     """export_rows written to `out` (format by `fmt` or the suffix), whole or not at all: a killed export leaves
     the previous file, never half of one. Returns rows written."""
-    fmt = export_format(out, fmt)
+    fmt = table_format(out, fmt)
     rows = export_rows(session, properties, structures, subset, include_predictions, query)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    with open(partial, "w", newline="") as handle:
-        write_rows(rows, handle, fmt)
-    partial.replace(out)
+    write_table(out, rows, fmt)
     return len(rows)
