@@ -3,6 +3,7 @@ is rare and asking for both finds more than asking for one or for nothing."""
 
 from __future__ import annotations
 
+import csv
 from itertools import pairwise
 
 import numpy as np
@@ -121,9 +122,14 @@ def test_al_suggest_with_two_goals_ranks_by_the_joint_probability(oxide_db_copy,
         bahfo3_id = bahfo3.id
     goals = ["band_gap>=3", "eps_electronic>=4"]
     result = invoke("--db", db, "al", "suggest", "--model", models["band_gap"], "--model", models["eps_electronic"],
-                    "--goal", goals[0], "--goal", goals[1], "--n", "3", "--queue", "both", "--json")
+                    "--goal", goals[0], "--goal", goals[1], "--n", "3", "--queue", "both", "--json",
+                    "--out", str(tmp_path / "suggested.csv"))
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output[result.output.index("["):result.output.rindex("]") + 1])
+    saved = list(csv.DictReader((tmp_path / "suggested.csv").open()))  # each goal's fields are columns
+    assert [(int(r["rank"]), r["formula"]) for r in saved] == [(i, r["formula"]) for i, r in enumerate(rows, 1)]
+    assert [float(r["goals.band_gap>=3.probability"]) for r in saved] == pytest.approx(
+        [r["goals"]["band_gap>=3"]["probability"] for r in rows])
     assert len(rows) == 3 and [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     for row in rows:
         assert row["score"] == pytest.approx(np.prod([row["goals"][g]["probability"] for g in goals]))

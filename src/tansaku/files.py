@@ -42,27 +42,41 @@ def table_format(path: Path, given: str | None = None) -> str:
     return fmt
 
 
-def write_rows(rows: list[dict[str, Any]], handle: TextIO, fmt: str) -> None:
-    """Rows as a JSON list, or as a CSV table whose columns are every key met, in order (a list cell joined with
-    '; ', a dict cell as JSON)."""
+def write_rows(rows: list[dict[str, Any]], handle: TextIO, fmt: str, keep_whole: tuple[str, ...] = ()) -> None:
+    """Rows as a JSON list, or as a CSV table whose columns are every key met, in order: a nested dict's keys
+    become columns 'outer.inner' (as pandas' json_normalize names them), a list is joined with '; ', and a
+    column named in `keep_whole` (a structure dict, say) stays one JSON cell."""
     if fmt == "json":
         handle.write(json.dumps(rows, indent=1) + "\n")
         return
-    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["id"]
+    flat = [_flat(row, keep_whole) for row in rows]
+    columns = list(dict.fromkeys(key for row in flat for key in row)) or ["id"]
     writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({key: "; ".join(map(str, value)) if isinstance(value, list)
-                         else json.dumps(value) if isinstance(value, dict) else value for key, value in row.items()})
+    writer.writerows(flat)
 
 
-def write_table(path: Path, rows: list[dict[str, Any]], fmt: str | None = None) -> None:
-    """Rows written to `path` as CSV or JSON (by `fmt` or the suffix), whole or not at all."""
+def _flat(row: dict[str, Any], keep_whole: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    cells: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in keep_whole:
+            cells.update(_flat(value, keep_whole, f"{name}."))
+        elif isinstance(value, dict):
+            cells[name] = json.dumps(value)
+        else:
+            cells[name] = "; ".join(map(str, value)) if isinstance(value, list) else value
+    return cells
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], fmt: str | None = None,
+                keep_whole: tuple[str, ...] = ()) -> None:
+    """Rows written to `path` as CSV or JSON (by `fmt` or the suffix; see write_rows), whole or not at all."""
     fmt = table_format(path, fmt)
 
     def write(handle: BinaryIO) -> None:
         text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-        write_rows(rows, text, fmt)
+        write_rows(rows, text, fmt, keep_whole)
         text.flush()
         text.detach()  # the handle is write_atomically's to close
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
 from tansaku.cli.common import STRUCTURE_FILES, console, database, err_console, finish_batch, finite, progress_bar
+from tansaku.files import table_format, write_table
 
 app = typer.Typer(help="Active learning: simulate strategies on labelled data, suggest what to compute next.",
                   no_args_is_help=True)
@@ -265,6 +266,8 @@ def suggest(
                                    "random and weighted draws are never spread)."),
     queue: str = typer.Option(None, help="Add the suggested materials to this subset, to compute them with "
                               "'tansaku run dielectric --query subset=NAME'."),
+    out: Path = typer.Option(None, help="Also write the suggestions to OUT.csv or OUT.json (with --goal, each goal's "
+                             "fields are CSV columns 'goals.<goal>.value', ...)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Rank candidates by an acquisition function of the model's prediction and uncertainty.
@@ -275,6 +278,8 @@ def suggest(
     """
     from tansaku.active.suggest import suggest as rank
 
+    if out is not None:
+        table_format(out)  # a wrong suffix is refused before anything is computed
     skipped: list[str] = []
 
     def skip(reason: str) -> None:
@@ -285,7 +290,7 @@ def suggest(
         if window is not None or maximize or minimize or uncertain or strategy or property_name:
             raise TansakuError("--goal ranks by the probability of meeting every goal: give it without --range, "
                                "--maximize, --minimize, --uncertainty, --strategy or --property")
-        _suggest_goals(model_paths, goal_texts, candidates, n, diversity, queue, json_out, skip, skipped)
+        _suggest_goals(model_paths, goal_texts, candidates, n, diversity, queue, json_out, out, skip, skipped)
         return
     if len(model_paths) != 1:
         raise TansakuError("one --model per suggestion (several models go with --goal, one per goal's property)")
@@ -296,6 +301,7 @@ def suggest(
     rows = rank(database(create=queue is not None or "db-missing" not in candidates), model_path, goal,
                 candidates, n, strategy=strategy, diversity=diversity, queue=queue,
                 property_name=property_name, progress=progress_bar("descriptors"), skipped=skip)
+    _write_suggestions(out, rows)
     if json_out:
         console.print_json(json.dumps(rows))
         finish_batch(len(rows), len(skipped))
@@ -312,8 +318,14 @@ def suggest(
     finish_batch(len(rows), len(skipped))
 
 
+def _write_suggestions(out: Path | None, rows: list[dict]) -> None:
+    if out is not None:
+        write_table(out, [{"rank": i, **row} for i, row in enumerate(rows, 1)])
+        err_console.print(f"wrote {len(rows)} suggestion{'s' * (len(rows) != 1)} to {out}")
+
+
 def _suggest_goals(model_paths: list[Path], goal_texts: list[str], candidates: list[str], n: int, diversity: float,
-                   queue: str | None, json_out: bool, skip, skipped: list[str]) -> None:
+                   queue: str | None, json_out: bool, out: Path | None, skip, skipped: list[str]) -> None:
     """`al suggest --goal ...`: one model per goal's property, ranked by the joint probability."""
     from tansaku.active.multigoal import Condition
     from tansaku.active.suggest_goals import suggest_for_goals
@@ -322,6 +334,7 @@ def _suggest_goals(model_paths: list[Path], goal_texts: list[str], candidates: l
     rows = suggest_for_goals(database(create=queue is not None or "db-missing" not in candidates), model_paths,
                              conditions, candidates, n, diversity=diversity, queue=queue,
                              progress=progress_bar("descriptors"), skipped=skip)
+    _write_suggestions(out, rows)
     if json_out:
         console.print_json(json.dumps(rows))
         finish_batch(len(rows), len(skipped))

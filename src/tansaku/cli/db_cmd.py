@@ -105,7 +105,7 @@ def db_export(
     with db.session() as session:
         if out == "-":
             rows = export_rows(session, property_names or None, structures, subset, include_predictions, query)
-            write_rows(rows, sys.stdout, table_format(Path("-"), fmt or "csv"))
+            write_rows(rows, sys.stdout, table_format(Path("-"), fmt or "csv"), keep_whole=("structure",))
             err_console.print(f"wrote {len(rows)} row{'s' * (len(rows) != 1)}")
             return
         n = export_table(session, Path(out), property_names or None, structures, subset, include_predictions,

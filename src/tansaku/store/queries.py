@@ -155,5 +155,5 @@ def export_table(session: Session, out: Path, properties: list[str] | None = Non
     the previous file, never half of one. Returns rows written."""
     fmt = table_format(out, fmt)
     rows = export_rows(session, properties, structures, subset, include_predictions, query)
-    write_table(out, rows, fmt)
+    write_table(out, rows, fmt, keep_whole=("structure",))
     return len(rows)
