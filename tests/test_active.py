@@ -38,6 +38,7 @@ from tansaku.cli.common import State
 from tansaku.features import ions
 from tansaku.models.learners import make_model
 from tansaku.store.tables import Material, Subset
+from tests.cells import face_centred
 from tests.conftest import E_FORM_CSV, need_shared
 
 runner = CliRunner()
@@ -395,7 +396,7 @@ def test_al_suggest_ranks_and_queues_candidates(oxide_db_copy, tmp_path):
         files.append(tmp_path / f"file-{name}.cif")
         s.to(filename=str(files[-1]))
     files.append(tmp_path / "argon.cif")
-    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.3), ["Ar"], [[0, 0, 0]]).to(filename=str(files[-1]))
+    face_centred(5.3, [("Ar", (0.0, 0.0, 0.0))]).to(filename=str(files[-1]))
     with oxide_db_copy.session() as session:
         before = session.query(Material).count()
     rows = suggest(oxide_db_copy, model, Goal("range", 3, 6), [str(f) for f in files], 1, queue="from-files")

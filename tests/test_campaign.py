@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
@@ -26,6 +25,7 @@ from tansaku.store import Calculation, CampaignPick, CampaignRound, Material, Pr
 from tansaku.store.materials import ImportReport, add_structure_material, add_to_subset
 from tansaku.store.tables import Subset
 from tansaku.workflows.job import Job
+from tests.cells import rocksalt
 from tests.conftest import MPI_PROCS, PSEUDOS, need_shared
 from tests.test_cli import invoke
 
@@ -207,8 +207,7 @@ def test_failed_candidates_are_recorded_never_chosen_again_and_budget_can_grow(o
     db = oxide_db_copy
     values = truth(db)
     with db.session() as session:
-        protos = [Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
-                                                             [[0, 0, 0], [0.5, 0.5, 0.5]]))]
+        protos = [Prototype("MgO", rocksalt(4.21, "Mg", "O"))]
         known = sorted(values)[:2]
     candidates, _ = substitute(protos, parse_site_elements("A=Ca"), anion="Se")
     store_candidates(db, candidates, protos, subset="trial")  # CaSe: no stored band gap, the oracle fails
@@ -236,12 +235,11 @@ def test_a_metal_screen_keeps_likely_metals_out_of_a_campaign(oxide_db_copy, tmp
 
     db = oxide_db_copy
     table = matbench_gap_sample(tmp_path)
-    rock_salt = Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
-                                                           [[0, 0, 0], [0.5, 0.5, 0.5]]))
+    rock_salt = Prototype("MgO", rocksalt(4.21, "Mg", "O"))
     candidates, _ = substitute([rock_salt], parse_site_elements("A=Cd,Sn,Pb"), anion="O")
     store_candidates(db, candidates, [rock_salt], subset="trial")
     with db.session() as session:
-        tio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.18), ["Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        tio = rocksalt(4.18, "Ti", "O")
         material, _ = add_structure_material(session, tio, "generated", "TiO-rocksalt", ImportReport())
         session.flush()
         add_to_subset(session, "trial", [material.id])
@@ -338,8 +336,8 @@ def test_cost_model_calibration():
 
 
 def test_cost_size_counts_the_irreducible_k_points_pw_computes():
-    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    primitive = rocksalt.get_primitive_structure()
+    mgo = rocksalt(4.21, "Mg", "O")
+    primitive = mgo.get_primitive_structure()
     # pw.x reports 8 k-points for MgO's 4x4x4 mesh and 29 for 8x8x8 (48 operations, time reversal)
     assert irreducible_k_points(primitive, (4, 4, 4)) == 8 and irreducible_k_points(primitive, (8, 8, 8)) == 29
     distorted = primitive.copy()
@@ -356,7 +354,7 @@ def test_cost_size_charges_each_step_by_its_perturbations_and_bands():
     from tansaku.dft.settings import kmesh, preset
 
     settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
-    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mgo = rocksalt(4.21, "Mg", "O")
     cell = mgo.get_primitive_structure()
     points = irreducible_k_points(cell, kmesh(cell, settings.kspacing, True))
     # standard preset: 80 Ry wave functions, a 320 Ry density grid of 36³ points (what pw.x prints for MgO)
@@ -381,7 +379,7 @@ def test_step_ratios_read_back_the_weights_a_run_was_made_with():
     from tansaku.workflows.kmesh_convergence import displacements_name, probe_name
 
     settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
-    bao = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.54), ["Ba", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    bao = rocksalt(5.54, "Ba", "O")
     cell = ComputedCell.of(bao, settings, pseudos)
     fixed, denser = kmesh(cell.structure, settings.kspacing), (8, 8, 8)
     assert fixed == (6, 6, 6)
@@ -424,7 +422,7 @@ def test_cost_size_scales_each_step_by_its_weight():
     from tansaku.dft.settings import preset
 
     settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
-    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mgo = rocksalt(4.21, "Mg", "O")
     gap = cost_size(mgo, settings, pseudos, gap_only=True)  # relaxation and SCF: scf × (relax + 1)
     twice = StepWeights(relax=2 * RELAX_IN_SCFS + 1)
     assert cost_size(mgo, settings, pseudos, gap_only=True, weights=twice) == pytest.approx(2 * gap)
@@ -445,7 +443,7 @@ def test_a_known_small_gap_charges_the_probes_and_the_denser_mesh():
     from tansaku.dft.settings import kmesh, preset
     from tansaku.workflows.kmesh_convergence import probe_spacings
 
-    bao = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.54), ["Ba", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    bao = rocksalt(5.54, "Ba", "O")
     settings, pseudos = preset("standard"), load_family(need_shared(PSEUDOS))
     wide = cost_size(bao, settings, pseudos)
     assert cost_size(bao, settings, pseudos, gap=settings.small_gap_ev + 0.1) == wide  # the rule does not run
@@ -505,7 +503,7 @@ def dft_section(tmp_path: Path) -> dict:
 
 def test_metallic_candidate_is_recorded_and_never_chosen_again(quantum_espresso, tmp_path):
     db = open_database(tmp_path / "metal.db")
-    odd = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.0), ["K", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    odd = rocksalt(5.0, "K", "O")
     # rock-salt "KO" (K1+ with O2-): one hole per formula unit, so the relaxation finds it metallic
     with db.session() as session:
         material, _ = add_structure_material(session, odd, "file", "KO.cif", ImportReport())
@@ -553,8 +551,7 @@ def campaign_killed_in_round_2(db, config_file: Path, runs: Path, steps: tuple[s
 def test_real_campaign_killed_mid_calculation_resumes_without_repeating(quantum_espresso, oxide_db_copy, tmp_path):
     """Two rounds of one DFT run each on generated rock-salt sulfides; SIGKILL inside round 2's ph.x."""
     db = oxide_db_copy
-    protos = [Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
-                                                         [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure())]
+    protos = [Prototype("MgO", rocksalt(4.21, "Mg", "O").get_primitive_structure())]
     candidates, _ = substitute(protos, parse_site_elements("A=Ca,Sr,Ba"), anion="S")
     assert store_candidates(db, candidates, protos, subset="sulfides") == []
     # a goal on ε∞ (a gap alone would need no ph.x, the step to kill): CaS, SrS and BaS have ε∞ near 4-5

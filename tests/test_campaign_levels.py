@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
@@ -20,6 +19,7 @@ from tansaku.active.oracles import DatasetOracle, expensive_steps
 from tansaku.active.pools import store_two_level_pool, two_level_pool
 from tansaku.sources.generate import Prototype, parse_site_elements, store_candidates, substitute
 from tansaku.store import Calculation, Material, Property, open_database
+from tests.cells import rocksalt
 from tests.conftest import SHARED, need_shared
 from tests.test_campaign import campaign_killed_in_round_2, dft_section, quiet, toml_text
 from tests.test_cli import invoke
@@ -142,8 +142,7 @@ def test_two_level_campaign_needs_pairs_to_learn_the_expensive_level(gap_levels)
 
 
 def rock_salt_chalcogenides(db) -> list[int]:
-    protos = [Prototype("MgO", Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
-                                                         [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure())]
+    protos = [Prototype("MgO", rocksalt(4.21, "Mg", "O").get_primitive_structure())]
     for anion in ("S", "Se"):
         candidates, _ = substitute(protos, parse_site_elements("A=Mg,Ca,Sr,Ba"), anion=anion)
         assert store_candidates(db, candidates, protos, subset="chalcogenides") == []

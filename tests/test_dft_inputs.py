@@ -19,11 +19,12 @@ from tansaku.dft.qe.parsers import (
     read_ph_dielectric,
 )
 from tansaku.dft.settings import kmesh, parse_hubbard_u, preset, standard_cell
+from tests.cells import rocksalt
 from tests.conftest import PSEUDOS, need_shared
 
 
-def rocksalt(a=4.21):
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+def mgo(a=4.21):
+    return rocksalt(a, "Mg", "O")
 
 
 def test_kmesh_from_spacing_is_even_and_follows_reciprocal_lengths():
@@ -55,7 +56,7 @@ def test_a_probe_is_compared_with_the_last_mesh_it_refines_in_every_direction():
 
 
 def test_standard_cell_keeps_the_crystal():
-    conventional = rocksalt()
+    conventional = mgo()
     primitive = standard_cell(conventional)
     assert len(primitive) == 2
     assert primitive.volume == pytest.approx(conventional.volume / 4)
@@ -115,7 +116,7 @@ def test_hubbard_u_reaches_pw_input_for_the_species_present(tmp_path):
     text = pw_input(zno, "scf", settings, family, "scf", tmp_path)
     # species are written in sorted order (O, Zn): Zn is species 2; Cu is not in the cell
     assert "lda_plus_u = .true." in text and "Hubbard_U(2) = 5" in text and "Hubbard_U(1)" not in text
-    assert "lda_plus_u" not in pw_input(rocksalt(), "scf", settings, family, "scf", tmp_path)
+    assert "lda_plus_u" not in pw_input(mgo(), "scf", settings, family, "scf", tmp_path)
 
 
 def test_pseudo_family_from_standard_json_and_from_file_names(tmp_path):
@@ -144,7 +145,7 @@ def test_pseudo_family_from_standard_json_and_from_file_names(tmp_path):
 def test_pw_and_ph_inputs_carry_settings_and_overrides(tmp_path):
     family = load_family(need_shared(PSEUDOS))
     settings = preset("standard")
-    text = pw_input(standard_cell(rocksalt()), "scf", settings, family, "scf", tmp_path,
+    text = pw_input(standard_cell(mgo()), "scf", settings, family, "scf", tmp_path,
                     {"electrons": {"mixing_beta": 0.3}})
     assert "input_dft = 'pbesol'" in text and "ecutwfc = 80" in text and "ecutrho = 320" in text
     assert "mixing_beta = 0.3" in text and "occupations = 'fixed'" in text
@@ -152,7 +153,7 @@ def test_pw_and_ph_inputs_carry_settings_and_overrides(tmp_path):
     assert "Mg 24.305000 Mg-sp.upf" in text
     # the SCF before DFPT is converged tightly, each relaxation step 100x less (2 atoms)
     assert "conv_thr = 2e-12" in text
-    relax = pw_input(standard_cell(rocksalt()), "vc-relax", settings, family, "relax", tmp_path)
+    relax = pw_input(standard_cell(mgo()), "vc-relax", settings, family, "relax", tmp_path)
     assert "conv_thr = 2e-10" in relax and "occupations = 'smearing'" in relax
     ph = ph_input(settings, "scf", tmp_path, "gamma.dyn", {"inputph": {"search_sym": False}})
     assert "epsil = .true." in ph and "search_sym = .false." in ph and ph.endswith("0.0 0.0 0.0\n")
@@ -186,12 +187,12 @@ def test_spin_polarized_gap_takes_both_channels():
 
 def test_open_shell_oxides_get_a_fixed_ferromagnetic_moment(tmp_path):
     family = load_family(need_shared(PSEUDOS))
-    nio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.18), ["Ni", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nio = rocksalt(4.18, "Ni", "O")
     fe2o3 = Structure.from_spacegroup("R-3c", Lattice.hexagonal(5.03, 13.75), ["Fe", "O"],
                                       [[0, 0, 0.355], [0.306, 0, 0.25]]).get_primitive_structure()
     assert spin_setup(nio.get_primitive_structure(), "auto") == SpinSetup(2, ("Ni",))
     assert spin_setup(fe2o3, "auto") == SpinSetup(20, ("Fe",))  # 4 Fe3+ (d5) in the rhombohedral cell
-    assert spin_setup(nio, "off") is None and spin_setup(rocksalt(), "auto") is None
+    assert spin_setup(nio, "off") is None and spin_setup(mgo(), "auto") is None
     # mixed valence: two Fe3O4 units, each Fe2+ (d6: 4 unpaired) + 2 Fe3+ (d5: 5 each)
     fe3o4 = Structure(Lattice.cubic(6.0), ["Fe"] * 6 + ["O"] * 8, np.random.default_rng(0).random((14, 3)))
     assert spin_setup(fe3o4, "auto") == SpinSetup(2 * (4 + 2 * 5), ("Fe",))

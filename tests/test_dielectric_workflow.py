@@ -35,6 +35,7 @@ from tansaku.workflows.dielectric import DYN_FILE, RunContext, relax_spec, run_d
 from tansaku.workflows.executor import LocalExecutor, QECommands
 from tansaku.workflows.state import StepState, seconds_since
 from tansaku.workflows.steps import run_step
+from tests.cells import rocksalt
 from tests.conftest import MPI_PROCS, OXI_DB, PSEUDOS, need_quantum_espresso, need_shared
 from tests.mgo_reference import REFERENCE, rerun_reaches_reference
 
@@ -259,7 +260,7 @@ def test_a_run_killed_in_a_later_probe_keeps_that_probes_scf(tmp_path, mgo):
 
 def test_automatic_kmesh_on_a_metal_stops_with_the_metal_reason_not_a_probe_failure(tmp_path):
     # rock-salt TiO spin-unpolarized: an even electron count, so only a calculation can tell it is metallic
-    tio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.18), ["Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    tio = rocksalt(4.18, "Ti", "O")
     ctx = make_ctx(tmp_path, {"k_converge": 0.1, "k_coarsest": 1.5, "spin": "off"})
     result = run_dielectric(ctx, store(ctx, tio, "TiO"))
     assert result.status == "metal" and "below the metal threshold" in result.reason, result.reason
@@ -436,7 +437,7 @@ def test_metals_and_bad_materials_get_clear_reasons(tmp_path):
     na = run_dielectric(ctx, store(ctx, sodium_prim, "Na"))
     assert na.status == "metal" and "odd number of valence electrons" in na.reason
     assert "magnetic" not in na.reason + ca.reason
-    coo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.26), ["Co", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    coo = rocksalt(4.26, "Co", "O")
     ctx_off = RunContext(ctx.db, preset("test", {"spin": "off"}), "test", ctx.pseudos, ctx.executor, MPI,
                          ctx.run_root)
     co = run_dielectric(ctx_off, store(ctx, coo.get_primitive_structure(), "CoO"))
@@ -445,7 +446,7 @@ def test_metals_and_bad_materials_get_clear_reasons(tmp_path):
     small = load_family(need_shared(PSEUDOS))
     small.files = {k: v for k, v in small.files.items() if k in ("Mg", "O")}
     ctx_small = RunContext(ctx.db, ctx.settings, "test", small, ctx.executor, MPI, ctx.run_root)
-    cao = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.8), ["Ca", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cao = rocksalt(4.8, "Ca", "O")
     bad = run_dielectric(ctx_small, store(ctx, cao, "CaO"))
     assert bad.status == "failed" and "no pseudopotential for Ca in family" in bad.reason
     with ctx.db.session() as session:

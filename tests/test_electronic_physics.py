@@ -16,6 +16,7 @@ from tansaku.dft.optics import (
     kramers_kronig_eps1,
     scissor,
 )
+from tests.cells import rocksalt
 
 
 def grid_around(k0, half_width=0.08, n=7) -> np.ndarray:
@@ -160,7 +161,7 @@ def test_mass_grid_points_equivalent_by_symmetry_share_their_energies(name):
     from tansaku.workflows.electronic import mass_points
 
     if name == "MgO":
-        cell = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        cell = rocksalt(4.2, "Mg", "O")
         expected = {"Γ": 4, "X": 6, "L": 6}  # Oh at Γ: the centre, 6 faces, 12 edges, 8 corners of the cube
     else:
         cell = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.19, 5.19), ["Ga", "N"],

@@ -20,16 +20,16 @@ from tansaku.store import Calculation, Property
 from tansaku.workflows.dielectric import run_dielectric
 from tansaku.workflows.electronic import run_electronic
 from tansaku.workflows.many import run_many
+from tests.cells import rocksalt, zinc_blende
 from tests.test_dielectric_workflow import QUICK, QUICK_SET, make_ctx, mgo, set_options, store  # noqa: F401 - mgo is a fixture
 
 
 def test_band_path_follows_the_standard_labels_and_lengths():
-    rocksalt = standard_frame(Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"],
-                                                        [[0, 0, 0], [0.5, 0.5, 0.5]]))[0]
-    path = band_path(rocksalt, 0.05)
+    rock_salt = standard_frame(rocksalt(4.21, "Mg", "O"))[0]
+    path = band_path(rock_salt, 0.05)
     positions, names = path.ticks()
     assert names == ["Γ", "X", "U|K", "Γ", "L", "W", "X"]
-    x = path.frac[path.labels.index("X")] @ rocksalt.lattice.reciprocal_lattice.matrix
+    x = path.frac[path.labels.index("X")] @ rock_salt.lattice.reciprocal_lattice.matrix
     assert np.linalg.norm(x) == pytest.approx(2 * np.pi / 4.21)  # X of fcc at 2π/a
     assert np.all(np.diff(path.distance) >= 0) and np.all(np.diff(path.distance) <= 1.2 * 0.05)  # about the spacing
     wurtzite = standard_frame(Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.25, 5.2), ["Zn", "O"],
@@ -55,7 +55,7 @@ def test_band_path_of_a_cell_seekpath_turns_is_turned_back():
         return [np.linalg.norm(path.frac[path.labels.index(p)] @ reciprocal) / (2 * np.pi / a) for p in "XLW"]
 
     fcc = [1.0, np.sqrt(3) / 2, np.sqrt(5) / 2]  # |X|, |L|, |W| in units of 2π/a
-    sic = Structure.from_spacegroup("F-43m", Lattice.cubic(4.36), ["Si", "C"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    sic = zinc_blende(4.36, "Si", "C")
     assert lengths(standard_frame(sic)[0], 4.36) == pytest.approx(fcc)
     turned = standard_frame(sic)[0]
     turned.apply_operation(SymmOp.from_axis_angle_and_translation([1, 2, 3], 17.0))
@@ -317,7 +317,7 @@ def test_spin_polarized_nio_has_masses_per_spin_channel_and_a_hybrid_gap(tmp_pat
 
     ctx = make_ctx(tmp_path, {"hubbard_u": "reference", "ecutwfc": 40, "band_spacing": 0.3, "dense_kspacing": 0.5,
                               "hybrid": "nsc", "hybrid_functionals": "hse06"})
-    nio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.17), ["Ni", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nio = rocksalt(4.17, "Ni", "O")
     nio = nio.get_primitive_structure()
     # the exact exchange holds both channels' occupied orbitals: 13 up and 11 down of NiO's 24 electrons
     assert hybrid_memory(nio, ctx.settings, ctx.pseudos, 2).occupied == 24

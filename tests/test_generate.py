@@ -23,6 +23,7 @@ from tansaku.sources.generate import (
 )
 from tansaku.store import Material, Subset, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
+from tests.cells import rocksalt
 from tests.test_cli import invoke
 
 
@@ -32,8 +33,7 @@ def perovskite(a: float = 3.905) -> Prototype:
 
 
 def rock_salt() -> Prototype:
-    return Prototype("MgO", Structure.from_spacegroup(
-        "Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure())
+    return Prototype("MgO", rocksalt(4.21, "Mg", "O").get_primitive_structure())
 
 
 def test_site_labels_follow_ionic_radius_and_coordination_is_found():
@@ -96,7 +96,7 @@ def test_bad_requests_name_the_problem(tmp_path):
 
 def test_storage_records_provenance_refuses_known_structures_and_is_idempotent(tmp_path):
     db = open_database(tmp_path / "g.db")
-    known = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Ca", "S"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    known = rocksalt(5.69, "Ca", "S")
     with db.session() as session:
         add_structure_material(session, known, "file", "CaS.cif", ImportReport())
     protos = [rock_salt()]

@@ -12,6 +12,7 @@ from tansaku.features import mlip
 from tansaku.features.sets import feature_names, raw_features, raw_features_each
 from tansaku.sources.generate import Prototype, parse_site_elements, substitute
 from tansaku.sources.relax import relax_candidates
+from tests.cells import fluorite
 from tests.conftest import OXI_DB, need_shared
 
 ROCK_SALTS = {"MgO": "mp-1265", "CaO": "mp-2605", "SrO": "mp-2472", "BaO": "mp-1342"}  # ε_ion 6.8, 12, 16, 62
@@ -66,7 +67,7 @@ def test_the_chgnet_block_joins_the_structure_set_and_refuses_what_it_cannot_rea
         mlip.mlip_descriptors([disordered])
     with pytest.raises(TansakuError, match="CHGNet needs pymatgen Structures"):
         mlip.mlip_descriptors(["MgO"])
-    americium = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.38), ["Am", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    americium = fluorite(5.38, "Am", "O")
     with pytest.raises(TansakuError, match="AmO2: CHGNet was trained on elements up to Pu .* cannot read Am"):
         mlip.mlip_descriptors([americium])
 

@@ -22,6 +22,7 @@ from tansaku.models.persistence import load_model, save_model
 from tansaku.models.predictor import Predictor
 from tansaku.models.stacking import LinearStacked
 from tansaku.store.tables import Material, Property
+from tests.cells import fluorite, rocksalt
 
 runner = CliRunner()
 
@@ -121,7 +122,7 @@ def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, 
     _, meta = load_model(model)
     assert meta["descriptors"] == "structure+chgnet+ions" and mlip.VERSION in meta["descriptor_version"]
     assert "polar_softness_max_log10" in meta["feature_names"]
-    mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mgo = rocksalt(4.21, "Mg", "O")
     mgo.to(filename=str(tmp_path / "MgO.cif"))
     rows = json.loads(invoke(db.url, "predict", "--model", str(model), "--structure", str(tmp_path / "MgO.cif"),
                              "--json").output)
@@ -130,7 +131,7 @@ def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, 
     assert len(rows) == 1 and 1 < rows[0]["value"] < 1e3
     assert 0 < rows[0]["value_low"] < rows[0]["value"] < rows[0]["value_high"] < 1e4, rows
     # a structure CHGNet cannot read drops out alone: the batch is described again one structure at a time
-    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.38), ["Am", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]]).to(
+    fluorite(5.38, "Am", "O").to(
         filename=str(tmp_path / "AmO2.cif"))
     out = invoke(db.url, "predict", "--model", str(model), "--structure", str(tmp_path / "AmO2.cif"),
                  "--structure", str(tmp_path / "MgO.cif"), "--json")
@@ -139,8 +140,7 @@ def test_lgbm_chgnet_trains_on_structures_and_predicts_a_new_one(oxide_db_copy, 
     assert "AmO2.cif: AmO2: CHGNet was trained on elements up to Pu (Z = 94) and cannot read Am" in out.stderr
     # hypothetical candidates as structure files go through the same descriptors for active learning
     for name, a in {"CaO": 4.81, "SrO": 5.16}.items():
-        Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [name[:-1], "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
-            filename=str(tmp_path / f"{name}.cif"))
+        rocksalt(a, name[:-1], "O").to(filename=str(tmp_path / f"{name}.cif"))
     result = invoke(db.url, "al", "suggest", "--model", str(model), "--range", 10, 30, "--n", 2, "--json",
                     "--candidates", str(tmp_path / "MgO.cif"), "--candidates", str(tmp_path / "CaO.cif"),
                     "--candidates", str(tmp_path / "AmO2.cif"), "--candidates", str(tmp_path / "SrO.cif"))
@@ -235,7 +235,7 @@ def test_train_and_predict_cli(oxide_db_copy, tmp_path):
     (tmp_path / "broken.cif").write_text("data_x\n_cell_length_a 4.2\nnot a cif at all\n")
     Structure(Lattice.cubic(4.2), [{"Mg": 0.5, "Ca": 0.5}, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
         filename=str(tmp_path / "disordered.json"))
-    Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.81), ["Ca", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+    rocksalt(4.81, "Ca", "O").to(
         filename=str(tmp_path / "CaO.cif"))
     out = invoke(db, "predict", "--model", str(model), "--formula", "SrTiO3", "--formula", "Xx2O3", "--formula",
                  "NaO3", "--structure", str(tmp_path / "broken.cif"), "--structure", str(tmp_path / "disordered.json"),

@@ -3,21 +3,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
 from tansaku.chemistry.structures import read_structure
 from tansaku.sources.structures import import_structure_files
 from tansaku.store.tables import Material
-
-
-def rocksalt(a=4.21, cation="Mg"):
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+from tests.cells import rocksalt
 
 
 def test_cif_poscar_and_json_import_and_identical_structures_are_linked(db, tmp_path):
-    mgo = rocksalt()
+    mgo = rocksalt(4.21, "Mg")
     mgo.to(filename=str(tmp_path / "MgO.cif"))
     mgo.to(filename=str(tmp_path / "POSCAR"), fmt="poscar")
     (tmp_path / "CaO.json").write_text(json.dumps(rocksalt(4.81, "Ca").as_dict()))
@@ -32,7 +28,7 @@ def test_cif_poscar_and_json_import_and_identical_structures_are_linked(db, tmp_
 
 
 def test_disordered_structure_refused_unless_allowed(db, tmp_path):
-    disordered = rocksalt()
+    disordered = rocksalt(4.21, "Mg")
     disordered.replace_species({"Mg": {"Mg": 0.5, "Ca": 0.5}})
     disordered.to(filename=str(tmp_path / "MgCaO.cif"))
     report = import_structure_files(db, [tmp_path / "MgCaO.cif"])
@@ -45,7 +41,7 @@ def test_unreadable_files_are_reported_by_name(db, tmp_path):
     (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a nonsense\n")
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "empty.json").write_text(json.dumps({"hello": 1}))
-    rocksalt().to(filename=str(tmp_path / "good.cif"))
+    rocksalt(4.21, "Mg").to(filename=str(tmp_path / "good.cif"))
     files = [tmp_path / n for n in ("bad.cif", "bad.json", "empty.json", "good.cif")]
     report = import_structure_files(db, files)
     errors = dict(report.errors)
@@ -89,7 +85,7 @@ def test_species_come_from_the_user_never_from_a_default(db, tmp_path):
 
 def several_structures_cif(path: Path) -> Path:
     """A journal-style CIF: a 'global' block with no atoms, two structures, and a block whose element is made up."""
-    blocks = [rocksalt().to(fmt="cif").replace("data_MgO", "data_I"),
+    blocks = [rocksalt(4.21, "Mg").to(fmt="cif").replace("data_MgO", "data_I"),
               rocksalt(4.81, "Ca").to(fmt="cif").replace("data_CaO", "data_II"),
               rocksalt(4.5, "Sr").to(fmt="cif").replace("data_SrO", "data_III").replace(" Sr", " Xq")]
     path.write_text("data_global\n_journal_name_full 'Made up'\n_publ_section_title 'Three oxides'\n\n"
@@ -104,7 +100,8 @@ def test_every_block_of_a_cif_and_every_item_of_a_json_list_is_a_material(db, tm
 
     cif = several_structures_cif(tmp_path / "oxides.cif")
     listed = tmp_path / "two.json.gz"
-    listed.write_bytes(gzip.compress(json.dumps([rocksalt(4.3).as_dict(), rocksalt(5.16, "Ba").as_dict()]).encode()))
+    two = [rocksalt(4.3, "Mg").as_dict(), rocksalt(5.16, "Ba").as_dict()]
+    listed.write_bytes(gzip.compress(json.dumps(two).encode()))
     report = import_structure_files(db, [cif, listed])
     assert report.added == 4, report.as_dict()
     assert [item for item, _ in report.errors] == [f"{cif}#III"]
@@ -159,21 +156,30 @@ K_POINTS automatic
 """
 
 
-def test_quantum_espresso_files_are_structures_an_output_its_last(db, tmp_path, quantum_espresso):
+@pytest.fixture(scope="module")
+def mgo_relaxation(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A real pw.x relaxation of MgO with O displaced (about a second): its input, printed output and XML; run
+    once for both database back ends."""
+    import subprocess
+
+    from tests.conftest import PSEUDOS, need_quantum_espresso, need_shared
+
+    need_quantum_espresso()
+    pseudos = need_shared(PSEUDOS)
+    folder = tmp_path_factory.mktemp("pw")
+    given = folder / "mgo.in"
+    given.write_text(MGO_RELAX_INPUT.format(pseudos=pseudos, outdir=folder / "out"))
+    printed = folder / "mgo.out"
+    with given.open() as stdin, printed.open("w") as stdout:
+        subprocess.run(["pw.x"], stdin=stdin, stdout=stdout, cwd=folder, check=True, timeout=300)
+    return given, printed, folder / "out" / "mgo.xml"
+
+
+def test_quantum_espresso_files_are_structures_an_output_its_last(db, tmp_path, mgo_relaxation):
     """A pw.x relaxation's input, printed output and XML: the input gives the cell it starts from (A = ... with
     CELL_PARAMETERS alat, which ASE alone misreads), the two outputs the relaxed one; an ibrav != 0 input is refused
     with what to give instead."""
-    import subprocess
-
-    from tests.conftest import PSEUDOS, need_shared
-
-    pseudos = need_shared(PSEUDOS)
-    given = tmp_path / "mgo.in"
-    given.write_text(MGO_RELAX_INPUT.format(pseudos=pseudos, outdir=tmp_path / "out"))
-    printed = tmp_path / "mgo.out"
-    with given.open() as stdin, printed.open("w") as stdout:
-        subprocess.run(["pw.x"], stdin=stdin, stdout=stdout, cwd=tmp_path, check=True, timeout=300)
-    xml = tmp_path / "out" / "mgo.xml"
+    given, printed, xml = mgo_relaxation
     start, relaxed, from_xml = (read_structure(p) for p in (given, printed, xml))
     assert start.lattice.abc == pytest.approx([4.21 / 2**0.5] * 3) and start[1].frac_coords[0] == pytest.approx(0.46)
     assert relaxed.lattice.abc == pytest.approx(start.lattice.abc, abs=1e-4)  # 'relax' keeps the cell
@@ -193,7 +199,7 @@ def test_a_directory_stands_for_the_structure_files_under_it(db, tmp_path):
     folder = tmp_path / "export"
     (folder / "nested").mkdir(parents=True)
     (folder / ".cache").mkdir()
-    rocksalt().to(filename=str(folder / "MgO.cif"))
+    rocksalt(4.21, "Mg").to(filename=str(folder / "MgO.cif"))
     rocksalt(4.81, "Ca").to(filename=str(folder / "nested" / "POSCAR"), fmt="poscar")
     rocksalt(5.16, "Ba").to(filename=str(folder / ".cache" / "BaO.cif"))  # hidden: left out
     (folder / "README.txt").write_text("not a structure")
