@@ -83,6 +83,9 @@ def test_goals_and_desirability():
         Goal("range", 3.0, 2.0)
     with pytest.raises(TansakuError, match="both ends"):
         Goal("range", 1.0)
+    for lo, hi in ((2.0, float("inf")), (float("nan"), 3.0)):  # an open window has no centre to score against
+        with pytest.raises(TansakuError, match="both ends must be finite numbers"):
+            Goal("range", lo, hi)
     with pytest.raises(TansakuError, match="needs a goal"):
         score("ei", Goal("error"), np.zeros(3), np.ones(3), best=0.0)
     with pytest.raises(TansakuError, match="needs a window"):

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import norm
 
 from tansaku import TansakuError
+from tansaku.numbers import is_finite_number
 
 _TINY = 1e-12
 
@@ -32,6 +33,9 @@ class Goal:
         if self.kind == "range":
             if self.lo is None or self.hi is None:
                 raise TansakuError("a range goal needs both ends of the window (--range LO HI)")
+            if not (is_finite_number(self.lo) and is_finite_number(self.hi)):
+                raise TansakuError(f"window {self.lo}-{self.hi}: both ends must be finite numbers (for an open "
+                                   "window, maximize or minimize instead, or give a goal such as 'band_gap>=2')")
             if not self.lo < self.hi:
                 raise TansakuError(f"empty window: lo ({self.lo}) must be smaller than hi ({self.hi})")
 
