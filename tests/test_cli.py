@@ -47,6 +47,16 @@ def test_import_stats_show_export(tmp_path, oxi_dir):
     piped = invoke("--db", db, "db", "export", "-", "--format", "json", "--query", "formula=MgO")
     assert [r["formula"] for r in json.loads(piped.stdout)] == ["MgO"]
     assert not list(tmp_path.glob(".*partial"))
+    # structures out as files a code reads (POSCAR as .vasp), and back in: the same cells
+    from tansaku.chemistry.structures import read_structure
+    from tansaku.store import Material, open_database
+
+    assert invoke("--db", db, "db", "structures", str(tmp_path / "cells"), "--format", "poscar").exit_code == 0
+    written = sorted(p.name for p in (tmp_path / "cells").iterdir())
+    assert written == ["1_MgO.vasp", "2_CaO.vasp"]
+    with open_database(db).session() as session:
+        stored = session.get(Material, 1).structure()
+    assert read_structure(tmp_path / "cells" / "1_MgO.vasp").matches(stored)
 
 
 def test_user_errors_exit_with_a_message(tmp_path):
@@ -144,6 +154,7 @@ def test_no_traceback_for_common_mistakes(tmp_path):
          "cannot connect to the database server at 127.0.0.1:1/x"),
         (("--db", db, "db", "show", "NotAFormula!"), "is neither a material id nor a formula"),
         (("--db", db, "db", "export", str(tmp_path / "out.xlsx")), "by the suffix (.csv or .json) or by --format"),
+        (("--db", db, "db", "structures", str(tmp_path / "cells"), "--format", "xyz"), "--format takes cif, poscar"),
         # 'nan' and 'inf' read as floats: a number option refuses them before anything runs
         (("--db", db, "al", "simulate", "--property", "band_gap", "--range", "2", "3", "--diversity", "nan"),
          "'--diversity': nan is not a finite number"),
@@ -155,6 +166,7 @@ def test_no_traceback_for_common_mistakes(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
     assert not (tmp_path / "m.pkl").exists() and not (tmp_path / "out.xlsx").exists()
+    assert not (tmp_path / "cells").exists()
     for command in (("predict",), ("al", "suggest"), ("db", "export"), ("import", "structures")):
         shown = invoke(*command, "--help").output
         assert "<bool>" not in shown, command  # flags read as flags, not as options taking a value

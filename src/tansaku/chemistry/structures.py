@@ -236,6 +236,22 @@ def _checked(structure: Structure, where: str) -> Structure:
     return structure
 
 
+STRUCTURE_FILE_SUFFIXES = {"cif": ".cif", "poscar": ".vasp", "json": ".json"}  # each read back by read_structure
+
+
+def write_structure_file(structure: Structure, folder: Path, stem: str, fmt: str = "cif") -> Path:
+    """The structure written as folder/<stem><suffix> in a format this module reads back (cif, poscar as .vasp,
+    json), whole or not at all; characters a file name should not hold become '_'."""
+    from tansaku.files import write_atomically
+
+    if fmt not in STRUCTURE_FILE_SUFFIXES:
+        raise TansakuError(f"structure file format {fmt!r}: cif, poscar or json")
+    text = json.dumps(structure.as_dict()) if fmt == "json" else structure.to(fmt=fmt)
+    path = folder / (re.sub(r"[^\w.()+#-]", "_", stem) + STRUCTURE_FILE_SUFFIXES[fmt])
+    write_atomically(path, lambda handle: handle.write(text.encode()))
+    return path
+
+
 MAX_SITES = 10_000  # more than any cell DFT or the descriptors will see: a typo or a hostile file
 VOLUME_PER_ATOM = (0.5, 10_000.0)  # Å³: below, atoms overlap or the cell is flat; above, a unit slip
 

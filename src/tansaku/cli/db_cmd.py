@@ -9,10 +9,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tansaku.cli.common import console, database, err_console
+from tansaku import TansakuError
+from tansaku.chemistry.structures import STRUCTURE_FILE_SUFFIXES, write_structure_file
+from tansaku.cli.common import console, database, err_console, progress_bar
 from tansaku.files import table_format, write_rows
 from tansaku.store.deletion import carry_out, plan_deletion
-from tansaku.store.queries import DEFINITIONS, export_rows, export_table, find_materials, material_details, stats
+from tansaku.store.queries import (
+    DEFINITIONS,
+    export_rows,
+    export_table,
+    find_materials,
+    material_details,
+    selected_materials,
+    stats,
+)
 
 app = typer.Typer(help="Inspect and export the materials database.")
 
@@ -111,6 +121,30 @@ def db_export(
         n = export_table(session, Path(out), property_names or None, structures, subset, include_predictions,
                          query, fmt)
     console.print(f"wrote {n} row{'s' * (n != 1)} to {out}")
+
+
+@app.command("structures")
+def db_structures(
+    folder: Path = typer.Argument(..., help="Folder to write the files into (made if missing)."),
+    fmt: str = typer.Option("cif", "--format", help="cif, poscar (written as .vasp, which VASP and tansaku read) "
+                            "or json (pymatgen's)."),
+    subset: str = typer.Option(None, help="Only members of this subset, e.g. 'next' (what al suggest queued)."),
+    query: str = typer.Option(None, help="Only the materials this selects ('source=generated;max_sites=10', the "
+                              "syntax of 'tansaku run --query')."),
+) -> None:
+    """Write each selected material's structure to its own file, named <id>_<formula>, to compute it elsewhere
+    (VASP, another code) or to look at it. Composition-only materials have none and are left out.
+
+    Example: tansaku db structures next/ --subset next --format poscar
+    """
+    if fmt not in STRUCTURE_FILE_SUFFIXES:
+        raise TansakuError(f"--format takes {', '.join(STRUCTURE_FILE_SUFFIXES)}, not {fmt!r}")
+    db = database(create=False)
+    with db.session() as session:
+        materials = selected_materials(session, subset, query, structures_only=True)
+        for material in progress_bar("structures")(materials):
+            write_structure_file(material.structure(), folder, f"{material.id}_{material.reduced_formula}", fmt)
+    console.print(f"wrote {len(materials)} structure file{'s' * (len(materials) != 1)} to {folder}")
 
 
 @app.command("delete")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from tansaku.chemistry.structures import write_structure_file
 from tansaku.cli.common import STRUCTURE_FILES, console, database, err_console, finite, progress_bar
 from tansaku.sources.generate import Limits, load_prototypes, parse_site_elements, store_candidates, substitute
 
@@ -80,9 +81,8 @@ def substitute_cmd(
     if not candidates:  # every substitution or prototype was refused, each with its reason above: nothing done
         raise typer.Exit(2)
     if write_dir:
-        write_dir.mkdir(parents=True, exist_ok=True)
         for c in candidates:
-            c.structure.to(filename=str(write_dir / f"{c.formula}_{c.prototype}.cif"))
+            write_structure_file(c.structure, write_dir, f"{c.formula}_{c.prototype}")
     if json_out:
         json_out.write_text(json.dumps({
             "generated": [{"formula": c.formula, "prototype": c.prototype, "substitution": c.substitution,

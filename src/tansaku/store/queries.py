@@ -96,6 +96,20 @@ def material_details(session: Session, material_id: int) -> dict[str, Any]:
     }
 
 
+def selected_materials(session: Session, subset: str | None = None, query: str | None = None,
+                       structures_only: bool = False) -> list[Material]:
+    """The materials an export takes, by id: a subset's members, those `query` selects (the syntax of `--query`),
+    or all."""
+    selected = select(Material).order_by(Material.id)
+    if subset:
+        selected = selected.join(Subset, Subset.material_id == Material.id).where(Subset.name == subset)
+    if query:
+        selected = selected.where(Material.id.in_(build_query(query, structures_only=False)))
+    if structures_only:
+        selected = selected.where(Material.structure_json.is_not(None))
+    return list(session.scalars(selected))
+
+
 def export_rows(
     session: Session,
     properties: list[str] | None = None,
@@ -109,12 +123,7 @@ def export_rows(
     value fills, and its method (ml:<model id>) says so. `query`: the syntax of `--query` ('source=file', ...)."""
     if structures not in (None, "cif", "json"):
         raise TansakuError(f"--structures takes 'cif' or 'json', not {structures!r}")
-    selected = select(Material).order_by(Material.id)
-    if subset:
-        selected = selected.join(Subset, Subset.material_id == Material.id).where(Subset.name == subset)
-    if query:
-        selected = selected.where(Material.id.in_(build_query(query, structures_only=False)))
-    materials = session.scalars(selected).all()
+    materials = selected_materials(session, subset, query)
     prop_query = select(Property.material_id, Property.name, Property.value, Property.method)
     if properties:
         prop_query = prop_query.where(Property.name.in_(properties))
