@@ -217,13 +217,13 @@ def test_train_and_predict_cli(oxide_db_copy, tmp_path):
                                                          Material.reduced_formula.not_in(["SrTiO3", "MgO"]))).all()
         add_to_subset(session, "paper-without-two", list(kept))
     model = tmp_path / "eps_e.pkl"
-    result = invoke(db, "train", "--property", "eps_electronic", "--features", "composition", "--model", "rf",
+    result = invoke(db, "train", "--property", "eps_electronic", "--features", "composition", "--model", "et",
                     "--subset", "paper-without-two", "--cv", "2x1", "--out", str(model), "--json",
                     str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"))
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m.json").read_text())
     assert report["n"] == 1264 and {"r2_mean", "r2_std", "mae_mean", "rmse_mean"} <= set(report["cv"])
-    assert {"cv", "holdout", "grouped"} <= set(report) and report["model_id"].startswith("rf-eps_electronic")
+    assert {"cv", "holdout", "grouped"} <= set(report) and report["model_id"].startswith("et-eps_electronic")
     assert (tmp_path / "plots" / "parity_eps_electronic.png").stat().st_size > 1000
     out = invoke(db, "predict", "--model", str(model), "--formula", "SrTiO3", "--formula", "MgO", "--json")
     rows = json.loads(out.output)
@@ -395,7 +395,7 @@ def test_a_metal_screen_flags_a_charge_balanced_metal_the_oxide_model_cannot_tel
 
     table = matbench_gap_sample(tmp_path)
     plain, screened = tmp_path / "plain.pkl", tmp_path / "screened.pkl"
-    base = ("train", "--property", "eps_electronic", "--subset", "paper", "--cv", "0", "--out")
+    base = ("train", "--property", "eps_electronic", "--subset", "paper", "--model", "et", "--cv", "0", "--out")
     assert invoke(oxide_db.url, *base, str(plain)).exit_code == 0
     result = invoke(oxide_db.url, *base, str(screened), "--metal-screen", str(table))
     assert result.exit_code == 0, result.output
