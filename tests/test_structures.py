@@ -211,3 +211,21 @@ def test_a_directory_stands_for_the_structure_files_under_it(db, tmp_path):
     assert stored == ["/MgO.cif", "/nested/POSCAR", "/nested/oxides.cif#I", "/nested/oxides.cif#II"]
     assert [item for item, _ in report.errors] == [f"{folder}/nested/oxides.cif#III", str(tmp_path / "empty")]
     assert report.errors[1][1].startswith("a directory with no structure files (*.cif, ")
+
+
+def test_extended_xyz_frames_are_structures_and_a_molecule_is_refused(db, tmp_path):
+    """An extended XYZ trajectory (the format of machine-learned potentials' data) gives a material per frame."""
+    import ase.io
+    from ase.build import molecule
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = [AseAtomsAdaptor.get_atoms(rocksalt(a, "Mg")) for a in (4.2, 4.25, 4.3)]
+    ase.io.write(tmp_path / "md.extxyz", frames, format="extxyz")
+    ase.io.write(tmp_path / "water.xyz", molecule("H2O"), format="extxyz")
+    report = import_structure_files(db, [tmp_path / "md.extxyz", tmp_path / "water.xyz"])
+    assert report.added == 3, report.as_dict()
+    assert report.errors == [(str(tmp_path / "water.xyz"), "no periodic cell (a molecule, or an XYZ without "
+                                                           "Lattice= in its comment line)")]
+    with db.session() as session:
+        volumes = {m.source_id.rsplit("#", 1)[1]: m.structure().volume for m in session.scalars(select(Material))}
+    assert volumes == pytest.approx({"0": 4.2**3, "1": 4.25**3, "2": 4.3**3})

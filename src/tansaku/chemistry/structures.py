@@ -19,6 +19,7 @@ from pymatgen.core import Element, Species, Structure
 from tansaku import TansakuError
 
 POSCAR_NAMES = ("poscar", "contcar", ".vasp", ".poscar")
+XYZ_SUFFIXES = (".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")  # extended XYZ: a cell in the comment line
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def structure_inputs(paths: Iterable[str | Path], species: list[str] | None = No
     return found
 
 
-DIRECTORY_PATTERNS = ("*.cif", "*.cif.gz", "*.mcif", "*.json", "*.json.gz", "*.vasp", "POSCAR*", "CONTCAR*")
+DIRECTORY_PATTERNS = ("*.cif", "*.cif.gz", "*.mcif", "*.json", "*.json.gz", "*.vasp", "POSCAR*", "CONTCAR*", "*.xyz",
+                      "*.extxyz")
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:
@@ -87,10 +89,16 @@ def _files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _several_structures(path: Path) -> list[tuple[str, Callable[[str], Structure]]] | None:
-    """(key, reader) for each structure of a CIF with several blocks or of a JSON list; None for anything else
-    (including a file that cannot be read: read_structure says why)."""
+    """(key, reader) for each structure of a CIF with several blocks, a JSON list or an extended XYZ file with
+    several frames; None for anything else (including a file that cannot be read: read_structure says why)."""
     name = path.name.lower()
     is_json = name.endswith((".json", ".json.gz"))
+    if name.endswith(XYZ_SUFFIXES) and path.is_file():
+        frames = _xyz_frames(path)
+        if frames is None or len(frames) < 2:
+            return None
+        return [(str(index), lambda label, atoms=atoms: _checked(_from_atoms(atoms, label), label))
+                for index, atoms in enumerate(frames)]
     if not (is_json or ".cif" in name) or not path.is_file():
         return None
     try:
@@ -129,8 +137,9 @@ def _cif_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def read_structure(path: str | Path, species: list[str] | None = None) -> Structure:
-    """One ordered-or-not Structure from a CIF, POSCAR/CONTCAR/VASP, pymatgen JSON or Quantum ESPRESSO pw.x file
-    (input, printed output, XML; an output gives its last structure, a relaxation's result).
+    """One ordered-or-not Structure from a CIF, POSCAR/CONTCAR/VASP, pymatgen JSON, extended XYZ (its first frame)
+    or Quantum ESPRESSO pw.x file (input, printed output, XML; an output gives its last structure, a relaxation's
+    result).
 
     Species must come from somewhere the user stated: the file, a POTCAR beside a POSCAR, or `species` (element
     symbols in the order of a VASP 4 POSCAR's counts). A file that names no species, or an element symbol that
@@ -154,6 +163,9 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
             return _from_json(path)
         if any(key in name for key in POSCAR_NAMES) and (problem := _poscar_counts_problem(path)):
             raise TansakuError(f"{path}: {problem}")
+        if name.endswith(XYZ_SUFFIXES):
+            frames = _xyz_frames(path, quiet=False)
+            return _from_atoms(frames[0], str(path))
         if (kind := _quantum_espresso_kind(head)) is not None:
             return _from_quantum_espresso(path, kind, head)
         if species and any(key in name for key in POSCAR_NAMES):
@@ -206,6 +218,29 @@ def _from_quantum_espresso(path: Path, kind: str, head: bytes) -> Structure:
                       lambda m: f"celldm(1) = {float(m[1].lower().replace('d', 'e')) / Bohr!r}", text,
                       count=1, flags=re.IGNORECASE)
     atoms = ase.io.read(io.StringIO(text), format=f"espresso-{'out' if kind == 'output' else 'in'}", index=-1)
+    return AseAtomsAdaptor.get_structure(atoms)
+
+
+def _xyz_frames(path: Path, quiet: bool = True) -> list | None:
+    """Every frame of an extended XYZ file as ASE Atoms; None (or ASE's error, when not `quiet`) if unreadable."""
+    import io
+
+    import ase.io
+
+    try:
+        return ase.io.read(io.StringIO(_text(path)), index=":", format="extxyz")
+    except Exception:  # noqa: BLE001 - ASE raises many types for a broken file; read_structure says which
+        if quiet:
+            return None
+        raise
+
+
+def _from_atoms(atoms, where: str) -> Structure:
+    """A periodic structure from ASE Atoms; a frame without a full periodic cell (a molecule) is refused."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if atoms.cell.rank < 3 or not all(atoms.pbc):
+        raise TansakuError(f"{where}: no periodic cell (a molecule, or an XYZ without Lattice= in its comment line)")
     return AseAtomsAdaptor.get_structure(atoms)
 
 

@@ -15,9 +15,9 @@ from tansaku.store import Database, open_database
 
 T = TypeVar("T")
 
-STRUCTURE_FILES = ("CIF, POSCAR/CONTCAR, pymatgen JSON (.gz too) or pw.x input, output or XML; a CIF's data "
-                   "blocks and a JSON list's items are one structure each, and a directory stands for the CIF, "
-                   "POSCAR and JSON files under it")
+STRUCTURE_FILES = ("CIF, POSCAR/CONTCAR, pymatgen JSON, extended XYZ (.gz too) or pw.x input, output or XML; a "
+                   "CIF's data blocks, a JSON list's items and an XYZ file's frames are one structure each, and a "
+                   "directory stands for the CIF, POSCAR, JSON and XYZ files under it")
 console = Console()
 err_console = Console(stderr=True)
 
