@@ -3,12 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tansaku import TansakuError
 from tansaku.chemistry.structures import read_structure
 from tansaku.sources.structures import import_structure_files
-from tansaku.store.tables import Material
+from tansaku.store.tables import Material, Subset
 from tests.cells import rocksalt
 
 
@@ -205,10 +205,12 @@ def test_a_directory_stands_for_the_structure_files_under_it(db, tmp_path):
     (folder / "README.txt").write_text("not a structure")
     several_structures_cif(folder / "nested" / "oxides.cif")
     (tmp_path / "empty").mkdir()
-    report = import_structure_files(db, [folder, tmp_path / "empty"])
+    report = import_structure_files(db, [folder, tmp_path / "empty"], subset="mine")
     with db.session() as session:
         stored = sorted(m.source_id.removeprefix(str(folder.resolve())) for m in session.scalars(select(Material)))
+        members = session.scalar(select(func.count()).select_from(Subset).where(Subset.name == "mine"))
     assert stored == ["/MgO.cif", "/nested/POSCAR", "/nested/oxides.cif#I", "/nested/oxides.cif#II"]
+    assert members == 4  # every material imported, in the subset --subset names
     assert [item for item, _ in report.errors] == [f"{folder}/nested/oxides.cif#III", str(tmp_path / "empty")]
     assert report.errors[1][1].startswith("a directory with no structure files (*.cif, ")
 

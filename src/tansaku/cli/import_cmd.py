@@ -75,6 +75,8 @@ def structures(
     species: str = typer.Option(None, help="Elements of a VASP 4 POSCAR that has no element line (and no POTCAR "
                                 "beside it), in the order of its counts, e.g. Mg,O. Without it such a file is "
                                 "refused, never read as H, He, ..."),
+    subset: str = typer.Option(None, help="Also put the imported materials in this named subset, to compute or "
+                               "export them together: tansaku run dielectric --query subset=NAME."),
     json_out: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
 ) -> None:
     """Import structure files, any mix of formats. A structure identical to a stored one is linked to it.
@@ -85,7 +87,7 @@ def structures(
     Example: tansaku import structures MgO.cif POSCAR BaTiO3.json relax.out
     """
     names = [s.strip() for s in species.split(",") if s.strip()] if species else None
-    report = import_structure_files(database(), files, allow_disorder, progress_bar("structures"), names)
+    report = import_structure_files(database(), files, allow_disorder, progress_bar("structures"), names, subset)
     _finish(report, "structures", json_out)
 
 
