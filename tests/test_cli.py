@@ -205,3 +205,19 @@ def test_help_wraps_whole_paragraphs_and_keeps_examples_apart():
     simulate = runner.invoke(app, ["al", "simulate", "--help"], env={"COLUMNS": "300", "TERM": "dumb"}).output
     examples = [line.strip() for line in simulate.splitlines() if line.strip().startswith("tansaku al simulate")]
     assert len(examples) == 4 and all("--init" in line for line in examples)  # each example whole, on its own line
+
+
+def test_the_cli_hides_only_scikit_learns_thread_race_warning():
+    """With the filters emptied, as scikit-learn's race leaves them, its 'delayed' warning is dropped and any other
+    warning is still shown."""
+    import subprocess
+    import sys
+
+    script = ("import warnings\n"
+              "from tansaku.cli.app import SKLEARN_THREAD_RACE, hide_sklearn_thread_race_warning\n"
+              "hide_sklearn_thread_race_warning()\n"
+              "warnings.filters[:] = []\n"
+              "warnings.warn(SKLEARN_THREAD_RACE + ' `sklearn.utils.parallel.Parallel`', UserWarning)\n"
+              "warnings.warn('something else went oddly', UserWarning)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "something else went oddly" in proc.stderr and "sklearn.utils.parallel" not in proc.stderr, proc.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from tansaku import TansakuError, __version__
@@ -56,8 +58,27 @@ def main_options(
 reflow_helps(app)  # after every command is registered
 
 
+SKLEARN_THREAD_RACE = "`sklearn.utils.parallel.delayed` should be used with"
+
+
+def hide_sklearn_thread_race_warning() -> None:
+    """Show every warning but one. scikit-learn's threaded Parallel resets the warning filters inside its worker
+    threads, and in a race (Python's warnings state is global; scikit-learn issue 32631) the filters can be left
+    empty, after which each of its tasks warns that `delayed` should be used with `Parallel`, hundreds of times
+    in one `al simulate`. The results are right; the message is noise. Filters cannot hide it (they are what the
+    race empties), so the CLI drops it where warnings are shown."""
+    shown = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if not (issubclass(category, UserWarning) and str(message).startswith(SKLEARN_THREAD_RACE)):
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
+
+
 def main() -> None:
     """Entry point: user-facing errors become one red line and exit status 2."""
+    hide_sklearn_thread_race_warning()
     try:
         app()
     except TansakuError as exc:
