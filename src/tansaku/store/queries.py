@@ -96,18 +96,23 @@ def material_details(session: Session, material_id: int) -> dict[str, Any]:
     }
 
 
-def selected_materials(session: Session, subset: str | None = None, query: str | None = None,
-                       structures_only: bool = False) -> list[Material]:
-    """The materials an export takes, by id: a subset's members, those `query` selects (the syntax of `--query`),
-    or all."""
-    selected = select(Material).order_by(Material.id)
+def _selection(subset: str | None, query: str | None, structures_only: bool = False):
+    """The select of the materials an export takes: a subset's members, those `query` selects (the syntax of
+    `--query`), or all."""
+    selected = select(Material)
     if subset:
-        selected = selected.join(Subset, Subset.material_id == Material.id).where(Subset.name == subset)
+        selected = selected.where(Material.id.in_(select(Subset.material_id).where(Subset.name == subset)))
     if query:
         selected = selected.where(Material.id.in_(build_query(query, structures_only=False)))
     if structures_only:
         selected = selected.where(Material.structure_json.is_not(None))
-    return list(session.scalars(selected))
+    return selected
+
+
+def selected_materials(session: Session, subset: str | None = None, query: str | None = None,
+                       structures_only: bool = False) -> list[Material]:
+    """The materials an export takes, by id (see _selection)."""
+    return list(session.scalars(_selection(subset, query, structures_only).order_by(Material.id)))
 
 
 def export_rows(
@@ -125,6 +130,9 @@ def export_rows(
         raise TansakuError(f"--structures takes 'cif' or 'json', not {structures!r}")
     materials = selected_materials(session, subset, query)
     prop_query = select(Property.material_id, Property.name, Property.value, Property.method)
+    if subset or query:  # only the selected materials' values, not the whole database's
+        prop_query = prop_query.where(
+            Property.material_id.in_(_selection(subset, query).with_only_columns(Material.id)))
     if properties:
         prop_query = prop_query.where(Property.name.in_(properties))
     if not include_predictions:
