@@ -51,6 +51,9 @@ def test_unreadable_files_are_reported_by_name(db, tmp_path):
     assert report.added == 1
     with pytest.raises(TansakuError, match="no such file"):
         read_structure(tmp_path / "absent.cif")
+    # a file that exists but cannot be read (the kernel refuses /proc/self/mem at offset 0): refused, not a traceback
+    unreadable = import_structure_files(db, [Path("/proc/self/mem"), tmp_path / "good.cif"])
+    assert unreadable.errors == [("/proc/self/mem", "cannot be read (Input/output error)")] and unreadable.existing == 1
 
 
 def test_species_come_from_the_user_never_from_a_default(db, tmp_path):

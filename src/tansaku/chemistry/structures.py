@@ -152,7 +152,11 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
     if not path.is_file():
         raise TansakuError(f"{path}: no such file")
     name = path.name.lower()
-    head = path.read_bytes()[:4096]
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError as exc:  # a file we may not read, say: refused by name like any other bad input
+        raise TansakuError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if b"\0" in head and not name.endswith(".gz"):
         if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
             raise TansakuError(f"{path}: UTF-16 text; save it as UTF-8 to read it")
