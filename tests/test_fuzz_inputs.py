@@ -57,12 +57,17 @@ def test_csv_tables(db):
     assert snapshot(db) == before
 
 
-def test_oxide_database_directory(db):
+def test_oxide_database_directory(db, tmp_path):
     before = snapshot(db)
     report = import_oxi_diel_db(db, CORPUS / "oxi")
     assert report.added == 0
     assert sorted(item for item, _ in report.errors) == sorted(p.name for p in files("oxi/data"))
     assert snapshot(db) == before
+    # a file that cannot be read (the kernel refuses /proc/self/mem at offset 0) refuses only itself
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mp-0.json").symlink_to("/proc/self/mem")
+    report = import_oxi_diel_db(db, tmp_path)
+    assert report.errors == [("mp-0.json", "cannot be read (Input/output error)")] and snapshot(db) == before
 
 
 def test_campaign_files():

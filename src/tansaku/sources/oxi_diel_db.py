@@ -44,6 +44,7 @@ class RawEntry:
 
     name: str
     text: bytes
+    unreadable: str | None = None  # why the file could not be read; the entry is then refused with it
 
 
 @dataclass
@@ -83,7 +84,14 @@ def _from_directory(path: Path) -> Bundle:
         raise TansakuError(f"{path}: no JSON files (expected data/*.json as in the database's repository)")
     subset = path / SUBSET_FILE
     ids = _read_ids(subset.read_text()) if subset.exists() else None
-    return Bundle([RawEntry(f.name, f.read_bytes()) for f in files], ids, str(path))
+    return Bundle([_read_entry(f) for f in files], ids, str(path))
+
+
+def _read_entry(path: Path) -> RawEntry:
+    try:
+        return RawEntry(path.name, path.read_bytes())
+    except OSError as exc:  # one file we may not read refuses only itself
+        return RawEntry(path.name, b"", f"cannot be read ({exc.strerror or exc})")
 
 
 def _from_zip(path: Path, location: str) -> Bundle:
@@ -112,6 +120,8 @@ def _read_ids(text: str) -> list[str]:
 
 def parse_entry(raw: RawEntry) -> dict:
     """Validate one JSON entry fully before anything is written: structure, tensors, ids."""
+    if raw.unreadable:
+        raise TansakuError(f"{raw.name}: {raw.unreadable}")
     try:
         data = json.loads(raw.text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
