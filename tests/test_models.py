@@ -278,6 +278,8 @@ def test_predictions_outside_the_training_domain_are_flagged(oxide_db, tmp_path)
     saved = {r["input"]: r for r in csv.DictReader((tmp_path / "p.csv").open())}
     assert list(saved) == ["NaCl", "BaZrO3"] and float(saved["BaZrO3"]["mean"]) == pytest.approx(rows["BaZrO3"]["mean"])
     assert saved["NaCl"]["in_domain"] == "False" and "outside the training set: Cl" in saved["NaCl"]["domain"]
+    with pytest.raises(TansakuError, match=r"/proc/self/mem: cannot read as CSV \(\[Errno 5\] Input/output error"):
+        invoke(oxide_db.url, "predict", "--model", str(model), "--formula-table", "/proc/self/mem")
     with pytest.raises(TansakuError, match=r"p.xlsx: the format is chosen by the suffix"):
         invoke(oxide_db.url, "predict", "--model", str(model), "--formula", "MgO", "--out", str(tmp_path / "p.xlsx"))
     # the distance check on its own: a training row is inside, a row far beyond every column is outside

@@ -34,13 +34,21 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
+def csv_rows(path: Path) -> list[list[str]]:
+    """A CSV file's rows (gzipped or not); a missing, unreadable or undecodable file is refused by name."""
+    if not path.is_file():
+        raise TansakuError(f"{path}: no such file")
+    try:
+        with open_text(path) as handle:
+            return list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TansakuError(f"{path}: cannot read as CSV ({exc})") from exc
+
+
 def formulas_in(path: Path) -> list[str]:
     """The formulas of a CSV, as written: its formula (or composition) column, else its first column (a file
     without a header is all formulas). What candidates and predictions read; nothing is parsed here."""
-    if not path.is_file():
-        raise TansakuError(f"{path}: no such file")
-    with open_text(path) as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    rows = [row for row in csv_rows(path) if row and any(cell.strip() for cell in row)]
     if not rows:
         raise TansakuError(f"{path}: the CSV is empty")
     header = [cell.strip().lower() for cell in rows[0]]
@@ -106,13 +114,7 @@ def read_parsed_table(path: Path, value_column: str | None = None,
 def read_rows(path: Path, value_column: str | None = None) -> tuple[Rows, ImportReport]:
     """The rows whose value is a finite number, formulas not yet parsed, and a report of the refused ones."""
     report = ImportReport()
-    if not path.is_file():
-        raise TansakuError(f"{path}: no such file")
-    try:
-        with open_text(path) as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TansakuError(f"{path}: cannot read as CSV ({exc})") from exc
+    rows = csv_rows(path)
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise TansakuError(f"{path}: the CSV is empty")
     if len(rows) == 1:
