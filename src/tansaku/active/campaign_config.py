@@ -259,6 +259,8 @@ def load_config(path: Path) -> CampaignConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise TansakuError(f"{path}: not UTF-8 text, so not a campaign file (TOML)") from None
+    except OSError as exc:
+        raise TansakuError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise TansakuError(f"{path}: not valid TOML ({exc})") from exc
     return config_from_dict(data, str(path))
