@@ -133,6 +133,15 @@ def test_pseudo_family_from_standard_json_and_from_file_names(tmp_path):
     (plain / "standard.json").write_text(json.dumps({"O": "missing.upf"}))
     with pytest.raises(TansakuError, match="names missing files"):
         load_family(plain)
+    for broken_map, message in (("{not json", "standard.json: malformed JSON"),
+                                ('["O.upf"]', "standard.json: expected a JSON object mapping element symbols")):
+        (plain / "standard.json").write_text(broken_map)
+        with pytest.raises(TansakuError, match=message):
+            load_family(plain)
+    (plain / "standard.json").unlink()
+    (plain / "standard.json").symlink_to("/proc/self/mem")  # exists, cannot be read
+    with pytest.raises(TansakuError, match=r"standard.json: cannot be read \(Input/output error\)"):
+        load_family(plain)
     (plain / "standard.json").unlink()
     (plain / "Mg.pbe-nc.UPF").write_bytes(b"")  # a truncated download
     broken = load_family(plain)

@@ -91,7 +91,7 @@ def load_family(directory: str | Path | None = None) -> PseudoFamily:
         raise TansakuError(f"{directory}: pseudopotential directory does not exist")
     mapping = directory / "standard.json"
     if mapping.exists():
-        files = json.loads(mapping.read_text())
+        files = _element_map(mapping)
     else:
         files = {}
         for path in sorted(directory.iterdir()):
@@ -106,3 +106,16 @@ def load_family(directory: str | Path | None = None) -> PseudoFamily:
     if not files:
         raise TansakuError(f"{directory}: no UPF files found")
     return PseudoFamily(directory, files)
+
+
+def _element_map(path: Path) -> dict[str, str]:
+    """standard.json: element symbol → UPF file name; a file that cannot be read or is not such a map is refused."""
+    try:
+        files = json.loads(path.read_text())
+    except OSError as exc:
+        raise TansakuError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TansakuError(f"{path}: malformed JSON ({exc})") from exc
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise TansakuError(f"{path}: expected a JSON object mapping element symbols to UPF file names")
+    return files
