@@ -86,13 +86,28 @@ def test_species_come_from_the_user_never_from_a_default(db, tmp_path):
         read_structure(corpus / "overfull_occupancy.cif")
 
 
-def several_structures_cif(path: Path) -> Path:
-    """A journal-style CIF: a 'global' block with no atoms, two structures, and a block whose element is made up."""
+PLACEHOLDER_BLOCK = """data_{name}
+_cell_length_a 4.21(1)
+_cell_length_b 4.21(1)
+_cell_length_c 4.21(1)
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+? ? ? ? ?
+"""
+
+
+def several_structures_cif(path: Path, structures: int = 3) -> Path:
+    """A journal-style CIF: a 'global' block with no atoms, two structures, a block whose element is made up, and
+    a block listing atom sites as '?' only (as a Pauling File CIF's published-cell block does): not a structure."""
     blocks = [rocksalt(4.21, "Mg").to(fmt="cif").replace("data_MgO", "data_I"),
               rocksalt(4.81, "Ca").to(fmt="cif").replace("data_CaO", "data_II"),
-              rocksalt(4.5, "Sr").to(fmt="cif").replace("data_SrO", "data_III").replace(" Sr", " Xq")]
+              rocksalt(4.5, "Sr").to(fmt="cif").replace("data_SrO", "data_III").replace(" Sr", " Xq")][:structures]
     path.write_text("data_global\n_journal_name_full 'Made up'\n_publ_section_title 'Three oxides'\n\n"
-                    + "\n".join(blocks))
+                    + "\n".join(blocks) + "\n" + PLACEHOLDER_BLOCK.format(name="I-published_cell"))
     return path
 
 
@@ -117,6 +132,11 @@ def test_every_block_of_a_cif_and_every_item_of_a_json_list_is_a_material(db, tm
                       f"{listed.resolve()}#1": ("BaO", {"file": "two.json.gz", "entry": "1"})}
     again = import_structure_files(db, [cif, listed])
     assert again.added == 0 and again.existing == 4
+    # one structure among blocks without atom positions is a file holding one structure: no #block, no error
+    single = import_structure_files(db, [several_structures_cif(tmp_path / "one.cif", structures=1)])
+    assert single.added == 1 and not single.errors, single.as_dict()
+    with db.session() as session:
+        assert session.scalar(select(Material).where(Material.source_id == str((tmp_path / "one.cif").resolve())))
 
 
 def test_predictions_and_prototypes_take_every_structure_of_a_file(db, tmp_path):

@@ -123,17 +123,32 @@ def _several_structures(path: Path) -> list[tuple[str, Callable[[str], Structure
 
 
 def _cif_blocks(text: str) -> list[tuple[str, str]]:
-    """(name, text) of each data block that lists atom sites, split where pymatgen's CifFile splits; a block
-    name met twice gets its position appended."""
+    """(name, text) of each data block that places atoms, split where pymatgen's CifFile splits; a block name met
+    twice gets its position appended."""
     blocks: list[tuple[str, str]] = []
     for chunk in re.split(r"^\s*data_", f"x\n{text}", flags=re.MULTILINE)[1:]:
         header = chunk.split("\n", 1)[0].strip()
-        if "_atom_site_" not in chunk.lower() or "powder_pattern" in header:
-            continue
-        blocks.append((header or str(len(blocks) + 1), f"data_{chunk}"))
+        if "powder_pattern" not in header and _places_atoms(f"data_{chunk}"):
+            blocks.append((header or str(len(blocks) + 1), f"data_{chunk}"))
     names = [name for name, _ in blocks]
     return [(name if names.count(name) == 1 else f"{name}({index + 1})", block)
             for index, (name, block) in enumerate(blocks)]
+
+
+def _places_atoms(block: str) -> bool:
+    """Whether a CIF block gives at least one atom position. A journal's global block has none, and a Pauling
+    File (SpringerMaterials) CIF follows its structure with published-cell and Niggli-cell blocks whose atom-site
+    loop is only '?': those are not structures of their own."""
+    if "_atom_site_" not in block.lower():
+        return False
+    from pymatgen.io.cif import CifBlock
+
+    try:
+        data = {key.lower(): value for key, value in CifBlock.from_str(block).data.items()}
+    except Exception:  # noqa: BLE001 - a block pymatgen cannot tokenize: let its reader say why
+        return True
+    coordinates = data.get("_atom_site_fract_x") or data.get("_atom_site_cartn_x") or []
+    return any(re.match(r"[-+]?(\d|\.\d)", str(value)) for value in coordinates)
 
 
 def read_structure(path: str | Path, species: list[str] | None = None) -> Structure:
