@@ -33,6 +33,11 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def unreadable(exc: OSError) -> str:
+    """What is said of a file that exists but cannot be read (permissions, an I/O error), after its name."""
+    return f"cannot be read ({exc.strerror or exc})"
+
+
 def table_format(path: Path, given: str | None = None) -> str:
     """'csv' or 'json': as given (a --format option), else by the file's suffix."""
     fmt = (given or path.suffix.lstrip(".")).lower()

@@ -9,6 +9,7 @@ from pathlib import Path
 from tansaku import TansakuError
 from tansaku.active.acquisition import STRATEGIES, Goal
 from tansaku.active.multigoal import Condition
+from tansaku.files import unreadable
 from tansaku.models.learners import MODELS
 from tansaku.numbers import is_finite_number
 from tansaku.workflows.job import Job
@@ -260,7 +261,7 @@ def load_config(path: Path) -> CampaignConfig:
     except UnicodeDecodeError:
         raise TansakuError(f"{path}: not UTF-8 text, so not a campaign file (TOML)") from None
     except OSError as exc:
-        raise TansakuError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise TansakuError(f"{path}: {unreadable(exc)}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise TansakuError(f"{path}: not valid TOML ({exc})") from exc
     return config_from_dict(data, str(path))

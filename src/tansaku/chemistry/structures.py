@@ -17,6 +17,7 @@ import numpy as np
 from pymatgen.core import Element, Species, Structure
 
 from tansaku import TansakuError
+from tansaku.files import unreadable, write_atomically
 
 POSCAR_NAMES = ("poscar", "contcar", ".vasp", ".poscar")
 XYZ_SUFFIXES = (".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")  # extended XYZ: a cell in the comment line
@@ -125,11 +126,14 @@ def _several_structures(path: Path) -> list[tuple[str, Callable[[str], Structure
 def _cif_blocks(text: str) -> list[tuple[str, str]]:
     """(name, text) of each data block that places atoms, split where pymatgen's CifFile splits; a block name met
     twice gets its position appended."""
+    chunks = [chunk for chunk in re.split(r"^\s*data_", f"x\n{text}", flags=re.MULTILINE)[1:]
+              if "_atom_site_" in chunk.lower() and "powder_pattern" not in chunk.split("\n", 1)[0]]
+    if len(chunks) < 2:  # the common file, one structure: nothing to tell apart, no block parsed twice
+        return []
     blocks: list[tuple[str, str]] = []
-    for chunk in re.split(r"^\s*data_", f"x\n{text}", flags=re.MULTILINE)[1:]:
-        header = chunk.split("\n", 1)[0].strip()
-        if "powder_pattern" not in header and _places_atoms(f"data_{chunk}"):
-            blocks.append((header or str(len(blocks) + 1), f"data_{chunk}"))
+    for chunk in chunks:
+        if _places_atoms(f"data_{chunk}"):
+            blocks.append((chunk.split("\n", 1)[0].strip() or str(len(blocks) + 1), f"data_{chunk}"))
     names = [name for name, _ in blocks]
     return [(name if names.count(name) == 1 else f"{name}({index + 1})", block)
             for index, (name, block) in enumerate(blocks)]
@@ -139,8 +143,6 @@ def _places_atoms(block: str) -> bool:
     """Whether a CIF block gives at least one atom position. A journal's global block has none, and a Pauling
     File (SpringerMaterials) CIF follows its structure with published-cell and Niggli-cell blocks whose atom-site
     loop is only '?': those are not structures of their own."""
-    if "_atom_site_" not in block.lower():
-        return False
     from pymatgen.io.cif import CifBlock
 
     try:
@@ -171,7 +173,7 @@ def read_structure(path: str | Path, species: list[str] | None = None) -> Struct
         with path.open("rb") as handle:
             head = handle.read(4096)
     except OSError as exc:  # a file we may not read, say: refused by name like any other bad input
-        raise TansakuError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise TansakuError(f"{path}: {unreadable(exc)}") from exc
     if b"\0" in head and not name.endswith(".gz"):
         if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
             raise TansakuError(f"{path}: UTF-16 text; save it as UTF-8 to read it")
@@ -296,8 +298,6 @@ STRUCTURE_FILE_SUFFIXES = {"cif": ".cif", "poscar": ".vasp", "json": ".json"}  #
 def write_structure_file(structure: Structure, folder: Path, stem: str, fmt: str = "cif") -> Path:
     """The structure written as folder/<stem><suffix> in a format this module reads back (cif, poscar as .vasp,
     json), whole or not at all; characters a file name should not hold become '_'."""
-    from tansaku.files import write_atomically
-
     if fmt not in STRUCTURE_FILE_SUFFIXES:
         raise TansakuError(f"structure file format {fmt!r}: cif, poscar or json")
     text = json.dumps(structure.as_dict()) if fmt == "json" else structure.to(fmt=fmt)

@@ -13,6 +13,7 @@ from pathlib import Path
 from pymatgen.core import Element
 
 from tansaku import TansakuError
+from tansaku.files import unreadable
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _element_map(path: Path) -> dict[str, str]:
     try:
         files = json.loads(path.read_text())
     except OSError as exc:
-        raise TansakuError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise TansakuError(f"{path}: {unreadable(exc)}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TansakuError(f"{path}: malformed JSON ({exc})") from exc
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):

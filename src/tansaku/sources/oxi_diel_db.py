@@ -16,6 +16,7 @@ import numpy as np
 from tansaku import TansakuError
 from tansaku.chemistry.structures import structure_from_dict
 from tansaku.download import fetch
+from tansaku.files import unreadable
 from tansaku.numbers import is_finite_number
 from tansaku.store.database import Database
 from tansaku.store.materials import (
@@ -91,7 +92,7 @@ def _read_entry(path: Path) -> RawEntry:
     try:
         return RawEntry(path.name, path.read_bytes())
     except OSError as exc:  # one file we may not read refuses only itself
-        return RawEntry(path.name, b"", f"cannot be read ({exc.strerror or exc})")
+        return RawEntry(path.name, b"", unreadable(exc))
 
 
 def _from_zip(path: Path, location: str) -> Bundle:
