@@ -154,8 +154,8 @@ def shared_pseudos():
 def local_dft_context(db, settings, preset_name: str, mpi_procs: int, run_root: Path, **options):
     """The RunContext of a DFT benchmark: QE on this machine with `mpi_procs` processes, the shared pseudopotentials,
     a 2 s poll (runs of minutes to hours), `options` as RunContext takes them."""
-    from tansaku.workflows.dielectric import RunContext
     from tansaku.workflows.executor import LocalExecutor, QECommands
+    from tansaku.workflows.run import RunContext
 
     return RunContext(db, settings, preset_name, shared_pseudos(), LocalExecutor(), QECommands(mpi_procs=mpi_procs),
                       run_root, poll_seconds=2.0, **options)

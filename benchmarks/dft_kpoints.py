@@ -41,8 +41,9 @@ from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.ionic import ionic_dielectric  # noqa: E402
 from tansaku.dft.qe.parsers import read_dyn_gamma  # noqa: E402
 from tansaku.dft.settings import kmesh, preset, standard_frame  # noqa: E402
-from tansaku.workflows.dielectric import DYN_FILE, Run, WorkflowResult, phonon_spec, scf_spec  # noqa: E402
+from tansaku.workflows.dielectric import DYN_FILE, phonon_spec, scf_spec  # noqa: E402
 from tansaku.workflows.kmesh_convergence import probe  # noqa: E402
+from tansaku.workflows.run import Run, WorkflowResult  # noqa: E402
 
 # Rock salts, rutile, wurtzite, α-NaFeO2 type, perovskite, delafossite, corundum: PBEsol gaps 0.9-6 eV, the small
 # gaps (slowest to converge) first.

@@ -26,8 +26,8 @@ from _common import REPO, local_dft_context, unrecorded_steps, write_results  # 
 from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.settings import kmesh, preset  # noqa: E402
 from tansaku.store.materials import tensor_average  # noqa: E402
-from tansaku.workflows.dielectric import Run, WorkflowResult  # noqa: E402
 from tansaku.workflows.kmesh_convergence import probe, probe_spacings  # noqa: E402
+from tansaku.workflows.run import Run, WorkflowResult  # noqa: E402
 
 CHEAP = ["ecutwfc=48", "tr2_ph=1e-12"]
 

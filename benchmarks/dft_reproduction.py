@@ -47,7 +47,8 @@ from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.sources.oxi_diel_db import import_oxi_diel_db  # noqa: E402
 from tansaku.store import Material, open_database  # noqa: E402
-from tansaku.workflows.dielectric import material_dir, run_dielectric  # noqa: E402
+from tansaku.workflows.dielectric import run_dielectric  # noqa: E402
+from tansaku.workflows.run import material_dir  # noqa: E402
 
 DATA_DIR = SHARED / "datasets" / "oxi_diel_db" / "data"
 DEFAULT_IDS = ["mp-1265", "mp-2605", "mp-2472", "mp-1960", "mp-1342", "mp-2542", "mp-2133", "mp-5020",

@@ -38,8 +38,9 @@ from tansaku.cli.run_cmd import parse_overrides  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.store import Material  # noqa: E402
 from tansaku.store.materials import ImportReport, add_structure_material  # noqa: E402
-from tansaku.workflows.dielectric import material_dir  # noqa: E402
-from tansaku.workflows.electronic import PBE_SCF, run_electronic  # noqa: E402
+from tansaku.workflows.electronic import run_electronic  # noqa: E402
+from tansaku.workflows.hybrid import PBE_SCF  # noqa: E402
+from tansaku.workflows.run import material_dir  # noqa: E402
 
 HYBRIDS = ("hse06", "ddh")
 PROTOTYPE_SOURCE = "benchmark-prototype"

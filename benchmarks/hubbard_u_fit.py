@@ -24,8 +24,9 @@ from _common import REPO, shared_pseudos, this_run, write_results  # noqa: E402
 from dft_reproduction import staged_database  # noqa: E402
 from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.store import Material  # noqa: E402
-from tansaku.workflows.dielectric import RunContext, scf_spec  # noqa: E402
+from tansaku.workflows.dielectric import scf_spec  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
+from tansaku.workflows.run import RunContext  # noqa: E402
 from tansaku.workflows.steps import run_step  # noqa: E402
 
 ZNO = "mp-2133"

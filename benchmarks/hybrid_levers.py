@@ -39,8 +39,9 @@ from _common import (  # noqa: E402
     write_results,
 )
 from tansaku.dft.settings import exchange_q_mesh, kmesh, preset, standard_frame  # noqa: E402
-from tansaku.workflows.dielectric import Run, WorkflowResult, scf_spec  # noqa: E402
-from tansaku.workflows.electronic import PBE_SCF, hybrid_spec, pbe_scf  # noqa: E402
+from tansaku.workflows.dielectric import scf_spec  # noqa: E402
+from tansaku.workflows.hybrid import PBE_SCF, hybrid_spec, pbe_scf  # noqa: E402
+from tansaku.workflows.run import Run, WorkflowResult  # noqa: E402
 from tansaku.workflows.state import StepState  # noqa: E402
 from tansaku.workflows.steps import StepFailed  # noqa: E402
 

@@ -26,8 +26,9 @@ from tansaku.dft.settings import preset  # noqa: E402
 from tansaku.sources.structures import FILE_SOURCE  # noqa: E402
 from tansaku.store import open_database  # noqa: E402
 from tansaku.store.materials import ImportReport, add_structure_material  # noqa: E402
-from tansaku.workflows.dielectric import RunContext, run_dielectric  # noqa: E402
+from tansaku.workflows.dielectric import run_dielectric  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
+from tansaku.workflows.run import RunContext  # noqa: E402
 from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile  # noqa: E402
 
 STEPS = ("relax", "scf", "phonon")

@@ -21,8 +21,9 @@ from pymatgen.core import Structure
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, SHARED, shared_pseudos, write_results  # noqa: E402
 from tansaku.dft.settings import preset, standard_cell  # noqa: E402
-from tansaku.workflows.dielectric import RunContext, scf_spec  # noqa: E402
+from tansaku.workflows.dielectric import scf_spec  # noqa: E402
 from tansaku.workflows.executor import LocalExecutor, QECommands  # noqa: E402
+from tansaku.workflows.run import RunContext  # noqa: E402
 from tansaku.workflows.steps import run_step  # noqa: E402
 
 MP_ID = "mp-2133"

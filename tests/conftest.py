@@ -206,8 +206,9 @@ def served_world(tmp_path_factory, oxide_db):
     from tansaku.dft.pseudos import load_family
     from tansaku.dft.settings import preset
     from tansaku.store.materials import ImportReport, add_structure_material
-    from tansaku.workflows.dielectric import RunContext, run_dielectric
+    from tansaku.workflows.dielectric import run_dielectric
     from tansaku.workflows.executor import LocalExecutor, QECommands
+    from tansaku.workflows.run import RunContext
     from tests.serving import copy_database, cubic_bazrs3
     from tests.test_cli import invoke
 

@@ -31,8 +31,9 @@ from tansaku.processes import pid_alive_in
 from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import Calculation, Material, Property, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
-from tansaku.workflows.dielectric import DYN_FILE, RunContext, relax_spec, run_dielectric, scf_spec
+from tansaku.workflows.dielectric import DYN_FILE, relax_spec, run_dielectric, scf_spec
 from tansaku.workflows.executor import LocalExecutor, QECommands
+from tansaku.workflows.run import RunContext
 from tansaku.workflows.state import StepState, seconds_since
 from tansaku.workflows.steps import run_step
 from tests.cells import rocksalt

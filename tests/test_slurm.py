@@ -21,8 +21,9 @@ from tansaku.dft.settings import preset
 from tansaku.sources.structures import FILE_SOURCE
 from tansaku.store import Calculation, open_database
 from tansaku.store.materials import ImportReport, add_structure_material
-from tansaku.workflows.dielectric import RunContext, run_dielectric
+from tansaku.workflows.dielectric import run_dielectric
 from tansaku.workflows.executor import CommandJob, JobState, QECommands
+from tansaku.workflows.run import RunContext
 from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile, job_fields
 from tests.conftest import MPI_PROCS, OXI_DB, PSEUDOS, need_shared
 from tests.mgo_reference import REFERENCE, rerun_reaches_reference

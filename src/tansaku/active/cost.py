@@ -304,7 +304,7 @@ def cpu_hours_by_level(db: Database, preset: str, mpi_procs: int, material_ids: 
     """CPU hours of each material's steps with this preset, split into the two levels of theory a campaign
     pays for: "expensive" the steps `expensive` names (by default the hybrid-functional steps and the PBE SCF and
     ε∞ they need: `is_hybrid_step`), "cheap" the rest."""
-    from tansaku.workflows.electronic import is_hybrid_step
+    from tansaku.workflows.hybrid import is_hybrid_step
 
     expensive = expensive or is_hybrid_step
     query = select(Calculation.material_id, Calculation.step, Calculation.cpu_seconds, Calculation.started_at,

@@ -160,7 +160,7 @@ def expensive_steps(cheap: list[str]) -> Callable[[str], bool]:
     (the DDH then reuses them)."""
     from tansaku.active.campaign_config import DIELECTRIC_PROPERTIES
     from tansaku.workflows.dielectric import GAP_STEPS
-    from tansaku.workflows.electronic import is_hybrid_step
+    from tansaku.workflows.hybrid import is_hybrid_step
 
     if set(cheap) == {"band_gap"}:
         return lambda step: step not in GAP_STEPS

@@ -258,7 +258,7 @@ def _band_plots(ctx, results: dict, directory: Path) -> None:
 
     from tansaku.plots.figures import absorption_spectrum, band_structure
     from tansaku.store.tables import Calculation, Material
-    from tansaku.workflows.dielectric import material_dir
+    from tansaku.workflows.run import material_dir
 
     for res in results.values():
         if res.status != "done" or not res.edges or res.material_id is None:

@@ -79,8 +79,8 @@ class Job:
         """The run context of this job: settings, pseudopotentials, executor and QE commands."""
         from tansaku.dft.pseudos import load_family
         from tansaku.dft.settings import preset
-        from tansaku.workflows.dielectric import RunContext
         from tansaku.workflows.executor import LocalExecutor, QECommands
+        from tansaku.workflows.run import RunContext
         from tansaku.workflows.slurm import SlurmExecutor, SlurmProfile
 
         settings = preset(self.preset, self.overrides)

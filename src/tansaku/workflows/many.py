@@ -14,7 +14,8 @@ from tansaku.store.database import Database
 from tansaku.store.filters import build_query
 from tansaku.store.materials import ImportReport, add_structure_material
 from tansaku.store.tables import Material
-from tansaku.workflows.dielectric import RunContext, WorkflowResult, run_dielectric
+from tansaku.workflows.dielectric import run_dielectric
+from tansaku.workflows.run import RunContext, WorkflowResult
 
 
 def resolve_inputs(
