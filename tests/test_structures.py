@@ -218,6 +218,19 @@ def test_quantum_espresso_files_are_structures_an_output_its_last(db, tmp_path, 
                                        "cell as vectors")]
 
 
+def test_the_xml_of_an_unfinished_pw_run_is_refused_with_what_to_import_instead(tmp_path, mgo_relaxation):
+    """pw.x's XML without its <output> (a run that did not finish) holds no result: refused by name, pointing at
+    the input file, where it was read by the workflows' XML parser (now below it, in chemistry.structures)."""
+    given, _, xml = mgo_relaxation
+    text = xml.read_text()
+    unfinished = tmp_path / "killed.xml"
+    unfinished.write_text(text[:text.index("<output>")] + text[text.index("</output>") + len("</output>"):])
+    with pytest.raises(TansakuError, match=r"killed.xml: the pw.x XML has no output structure \(the run did not "
+                                           r"finish\); import its input file instead"):
+        read_structure(unfinished)
+    assert read_structure(given).composition.reduced_formula == "MgO"
+
+
 def test_a_directory_stands_for_the_structure_files_under_it(db, tmp_path):
     folder = tmp_path / "export"
     (folder / "nested").mkdir(parents=True)

@@ -219,9 +219,7 @@ def _from_quantum_espresso(path: Path, kind: str, head: bytes) -> Structure:
     relaxation's final cell), or an input's. Inputs must give their cell as CELL_PARAMETERS (ibrav = 0); an
     output holds any cell as vectors."""
     if kind == "xml":
-        from tansaku.dft.qe.parsers import read_pw_xml  # the parser the workflows use for their own runs
-
-        return read_pw_xml(path)["structure"]
+        return _from_pw_xml(path)
     if kind == "input" and (ibrav := re.search(rb"\bibrav\s*=\s*(-?\d+)", head, re.IGNORECASE)) and int(ibrav[1]):
         raise TansakuError(f"{path}: a pw.x input with ibrav = {int(ibrav[1])}; give its cell as CELL_PARAMETERS "
                            "(ibrav = 0), or import the run's output (the printed .out or the XML), which holds the "
@@ -240,6 +238,40 @@ def _from_quantum_espresso(path: Path, kind: str, head: bytes) -> Structure:
                       count=1, flags=re.IGNORECASE)
     atoms = ase.io.read(io.StringIO(text), format=f"espresso-{'out' if kind == 'output' else 'in'}", index=-1)
     return AseAtomsAdaptor.get_structure(atoms)
+
+
+BOHR_TO_ANGSTROM = 0.529177210903  # what pw.x converts with (CODATA 2018; scipy and pymatgen now have 2022's)
+
+
+def _from_pw_xml(path: Path) -> Structure:
+    """The output structure of pw.x's XML data file (a relaxation's result)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        node = ET.parse(path).getroot().find("output/atomic_structure")
+    except ET.ParseError as exc:
+        raise TansakuError(f"{path}: cannot read the pw.x XML ({exc})") from exc
+    if node is None:
+        raise TansakuError(f"{path}: the pw.x XML has no output structure (the run did not finish); import its "
+                           "input file instead")
+    return structure_from_pw_xml(node)
+
+
+def structure_from_pw_xml(node) -> Structure:
+    """A Structure from an <atomic_structure> element of pw.x's XML (cell and Cartesian positions in bohr; an atom
+    labelled Fe1 or O_2, as magnetic or Hubbard sites are, is its element)."""
+    from pymatgen.core import Lattice
+
+    def floats(text: str | None) -> np.ndarray:
+        return np.array((text or "").split(), dtype=float)
+
+    cell = np.array([floats(node.findtext(f"cell/a{i}")) for i in (1, 2, 3)]) * BOHR_TO_ANGSTROM
+    species, coords = [], []
+    for atom in node.findall("atomic_positions/atom"):
+        label = re.sub(r"[^A-Za-z]", "", atom.get("name")).capitalize()[:2]
+        species.append(label if Element.is_valid_symbol(label) else label[0])
+        coords.append(floats(atom.text) * BOHR_TO_ANGSTROM)
+    return Structure(Lattice(cell), species, coords, coords_are_cartesian=True)
 
 
 def _xyz_frames(path: Path, quiet: bool = True) -> list | None:

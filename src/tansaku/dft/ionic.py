@@ -13,7 +13,6 @@ import numpy as np
 
 AMU_TO_ME = 1822.888486  # atomic mass unit in electron masses
 HARTREE_TO_THZ = 6579.683920502  # ν (THz) = E (Ha) / h
-BOHR_TO_ANGSTROM = 0.529177210903
 IMAGINARY_THRESHOLD_THZ = 0.3  # |ν| below this counts as zero (numerical noise of acoustic modes)
 
 

@@ -11,8 +11,8 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from tansaku import TansakuError
+from tansaku.chemistry.structures import BOHR_TO_ANGSTROM, structure_from_pw_xml
 from tansaku.dft.band_edges import channel_edges, spin_channels
-from tansaku.dft.ionic import BOHR_TO_ANGSTROM
 
 HARTREE_TO_EV = 27.211386245988
 RY_MASS_PER_AMU = 911.444243  # masses in ph.x files are in units of m_e/2
@@ -44,7 +44,7 @@ def read_pw_xml(path: Path) -> dict:
     output = root.find("output")
     if output is None:
         raise TansakuError(f"{path}: the pw.x XML has no <output> (the run did not finish)")
-    result: dict = {"structure": _structure(output.find("atomic_structure"))}
+    result: dict = {"structure": structure_from_pw_xml(output.find("atomic_structure"))}
     conv = output.find("convergence_info/scf_conv/convergence_achieved")
     result["scf_converged"] = conv is not None and conv.text.strip() == "true"
     opt = output.find("convergence_info/opt_conv/convergence_achieved")
@@ -63,21 +63,6 @@ def read_pw_xml(path: Path) -> dict:
         ) * HARTREE_TO_EV
         result["kpoints"] = np.array([_floats(k.findtext("k_point")) for k in bands.findall("ks_energies")])
     return result
-
-
-def _structure(node) -> Structure:
-    cell = np.array([_floats(node.findtext(f"cell/a{i}")) for i in (1, 2, 3)]) * BOHR_TO_ANGSTROM
-    species, coords = [], []
-    for atom in node.findall("atomic_positions/atom"):
-        species.append(re.sub(r"[^A-Za-z]", "", atom.get("name")).capitalize()[:2])
-        coords.append(_floats(atom.text) * BOHR_TO_ANGSTROM)
-    return Structure(Lattice(cell), [_element(s) for s in species], coords, coords_are_cartesian=True)
-
-
-def _element(label: str) -> str:
-    from pymatgen.core import Element
-
-    return label if Element.is_valid_symbol(label) else label[0]
 
 
 def band_gap(eigenvalues_ev: np.ndarray, nelec: float, lsda: bool = False, magnetization: float = 0.0) -> BandGap:
