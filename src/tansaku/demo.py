@@ -16,7 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from tansaku import TansakuError
-from tansaku.active.campaign import choose, open_campaign, run_campaign
+from tansaku.active.campaign import open_campaign, run_campaign
+from tansaku.active.campaign_choice import choose
 from tansaku.active.campaign_config import CampaignConfig, config_from_dict
 from tansaku.active.cost import CostEstimator
 from tansaku.active.oracles import DFTOracle
