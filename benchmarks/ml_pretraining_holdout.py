@@ -218,21 +218,25 @@ def markdown(results: dict) -> str:
               "| | " + " | ".join(props) + " |", "| --- |" + " --- |" * len(props)]
     for label, get in (
             ("settings chosen on the 3-fold selection partition (seed 1)",
-             lambda r: "{networks} networks, weight {weight}, {epochs} epochs".format(**r["chosen"])),
+             lambda r: "{networks} network{s}, weight {weight}, {epochs} epochs".format(
+                 **r["chosen"], s="" if r["chosen"]["networks"] == 1 else "s")),
             ("selection R²: chosen / shipped",
              lambda r: f"{r['selection_r2']['chosen']:.4f} / {r['selection_r2']['shipped']:.4f}"),
             ("best grid point scored on the evaluation folds themselves",
              lambda r: f"{r['best_grid_point_on_evaluation_folds']:.4f}"),
             ("seconds (selection and evaluation, summed over the folds as computed)", lambda r: str(r["seconds"])),
+            ("pretraining seconds, seen / unseen ({} epochs)".format(first["seen"]["epochs"]),
+             lambda r: f"{r['pretraining']['seen']['seconds']:.0f} / {r['pretraining']['unseen']['seconds']:.0f}"),
+            ("machine", lambda r: r["run"].get("platform", "not recorded")),
             ("folds from checkpoints of earlier invocations", lambda r: r.get("folds_from_checkpoints", "0")),
             ("run", lambda r: "{commit}, {date}".format(**run_of(r)))):
         lines.append(f"| {label} | " + " | ".join(get(results["properties"][p]) for p in props) + " |")
     lines += ["", f"Shipped settings: {SHIPPED['networks']} networks, weight {SHIPPED['weight']}, "
               f"{SHIPPED['epochs']} fine-tuning epochs. Grid: networks {NETWORKS} and weights {WEIGHTS} at "
               f"{SHIPPED['epochs']} epochs; epochs {EPOCHS} with up to {SHIPPED['networks']} networks (the best grid "
-              "point on the evaluation folds is searched over the epochs evaluated there). Pretraining "
-              f"{first['seen']['epochs']} epochs: seen {first['seen']['seconds']:.0f} s, unseen "
-              f"{first['unseen']['seconds']:.0f} s.", "",
+              "point on the evaluation folds is searched over the epochs evaluated there). Each property's column "
+              "is its own run, with its own two pretrainings (same data and seeds); seconds are that run's, on its "
+              "machine, with whatever else ran beside it.", "",
               "Commands: " + "; ".join(dict.fromkeys(f"`{run_of(results['properties'][p])['command']}`"
                                                      for p in props))]
     return "\n".join(lines)
