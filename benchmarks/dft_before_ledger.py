@@ -117,15 +117,35 @@ def merge(earlier: list[dict], new: list[dict]) -> list[dict]:
     return rows + list(fresh.values())
 
 
+def _machine(row: dict) -> str:
+    """The machine a pair ran on, short: the kernel build in the platform string (…-fc-v1300)."""
+    platform = row.get("platform") or ""
+    return next((part for part in platform.split("-") if part.startswith("v") and part[1:].isdigit()), platform or "–")
+
+
+def on_reference_machine(pairs: list[dict]) -> tuple[float, float, str] | None:
+    """(after, before, file) in CPU hours of the after table's machine: each pair's before scaled by the ratio of
+    its material's CPU there to its same-machine after run. None when a material is missing from that table."""
+    path = RESULTS / "dft_reproduction.json"
+    reference = {r["mp_id"]: sum(r["step_cpu_seconds"].values()) for r in json.loads(path.read_text())["materials"]
+                 if r["status"] == "done" and r.get("step_cpu_seconds")}
+    if any(r["mp_id"] not in reference for r in pairs):
+        return None
+    after = sum(reference[r["mp_id"]] for r in pairs) / 3600
+    before = sum(sum(r["step_cpu_seconds"].values()) * reference[r["mp_id"]]
+                 / sum(r["after_same_machine"]["step_cpu_seconds"].values()) for r in pairs) / 3600
+    return after, before, path.name
+
+
 def report(rows: list[dict]) -> str:
     lines = ["# The DFT workflow before issue 34, material by material (the before run of `dft_reproduction.py`)",
              "", "Each material ran alone on the 2 cores (`benchmarks/dft_before_capped.sh`), from a git worktree at "
-             "the commit named, and was stopped once it had run its cap of wall time (1.25-1.3 × the after run's CPU "
-             "seconds on the same machine, i.e. about 2.5 × its CPU time on 2 processes): a stopped material's CPU is a lower bound on "
-             "its cost. CPU is QE's own time × processes, every attempt.", "",
+             "the commit named, and was stopped once it had run its cap of wall time (1.25-2.6 × the after run's CPU "
+             "seconds on the same machine, i.e. about 2.4-5 × its CPU time on 2 processes): a stopped material's CPU is "
+             "a lower bound on its cost. CPU is QE's own time × processes, every attempt.", "",
              "| oxide | status | CPU s per step | CPU h | after, same machine (CPU h) | after / before | k-points | "
-             "symmetry ops | ε∞ / DB | ε_ion / DB | cap (wall s) | commit | recorded |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "symmetry ops | ε∞ / DB | ε_ion / DB | cap (wall s) | machine | commit | recorded |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         cpu = r["step_cpu_seconds"]
         steps = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
@@ -139,7 +159,7 @@ def report(rows: list[dict]) -> str:
         lines.append(f"| {r['formula']} ({r['mp_id']}) | {r['status']} | {steps} | {bound}"
                      f"{then:.3f} | {pair} | {r.get('k_points') or '–'} | "
                      f"{r.get('symmetry_operations') or '–'} | {eps} | {r.get('cap_wall_seconds') or '–'} | "
-                     f"{r['before_commit']} | {r['run']['date']} |")
+                     f"{_machine(r)} | {r['before_commit']} | {r['run']['date']} |")
     pairs = [r for r in rows if r.get("after_same_machine")]
     if pairs:
         then = sum(sum(r["step_cpu_seconds"].values()) for r in pairs) / 3600
@@ -148,6 +168,13 @@ def report(rows: list[dict]) -> str:
         lines += ["", f"Over the {len(pairs)} materials with both runs on one machine: before "
                   f"{'≥ ' if stopped else ''}{then:.3f}, after {now:.3f} CPU hours, **after / before "
                   f"{'≤ ' if stopped else ''}{now / then:.2f}** (target ≤ 0.4){f'; {stopped} stopped at their cap' if stopped else ''}."]
+        if len({_machine(r) for r in pairs}) > 1 and (scaled := on_reference_machine(pairs)):
+            ref_now, ref_then, name = scaled
+            lines += ["", f"The pairs come from {len({_machine(r) for r in pairs})} machines, so that total weighs each "
+                      "material by its machine's speed. On one scale, the after table's (`" + name + "`: each "
+                      "material's before run multiplied by its after-table CPU over its same-machine after CPU, which "
+                      f"keeps its ratio): before {'≥ ' if stopped else ''}{ref_then:.3f}, after {ref_now:.3f} CPU "
+                      f"hours, **after / before {'≤ ' if stopped else ''}{ref_now / ref_then:.2f}**."]
     borrowed = sorted({(r["eps_from"]["file"], r["eps_from"]["commit"]) for r in rows if r.get("eps_from")})
     if borrowed:
         lines += ["", "ᵉ ε of a material stopped at its cap: from an earlier complete run of the old workflow with the "
