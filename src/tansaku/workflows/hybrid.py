@@ -14,12 +14,15 @@ from pymatgen.core import Structure
 from sqlalchemy import select
 
 from tansaku import TansakuError
+from tansaku.dft.memory import hybrid_memory, machine_memory_gb
 from tansaku.dft.qe.inputs import ecutfock_for, merge, pw_input
 from tansaku.dft.qe.parsers import band_gap, first_hybrid_eigenvalues, read_pw_xml
 from tansaku.dft.settings import HYBRID_FUNCTIONALS, exchange_q_mesh, kmesh, standard_frame
 from tansaku.store.materials import tensor_average
 from tansaku.store.tables import Property
 from tansaku.workflows.dielectric import phonon_spec, scf_spec, with_scf_save
+from tansaku.workflows.executor import LocalExecutor
+from tansaku.workflows.kmesh_convergence import mesh_label, probe_spacings, settle
 from tansaku.workflows.run import ELECTRONIC, Run, RunContext
 from tansaku.workflows.steps import StepCancelled, StepSpec
 
@@ -117,8 +120,6 @@ def electronic_dielectric_constant(run: Run) -> float:
     if s.k_converge is None and run.steps[run.scf_step].outputs["gap"] < s.small_gap_ev:
         # a small gap needs a denser mesh for ε∞ than the SCF's (Si's ε∞ at 0.7 Å⁻¹: 25 against 12): the probes
         # of the dielectric workflow's small-gap rule (the same steps, shared with it), and the ε∞ it reports
-        from tansaku.workflows.kmesh_convergence import mesh_label, probe_spacings, settle
-
         _, probes = settle(run, run.structure, probe_spacings(run.structure, s.kspacing, s.even_kmesh),
                            s.small_gap_k_converge)
         run.k_probes = [p.as_dict() for p in probes]
@@ -150,9 +151,6 @@ def is_hybrid_step(step: str) -> bool:
 def check_hybrid_memory(run: Run) -> bool:
     """Before any calculation: refuse hybrid runs that would not fit in memory, saying what they need and which
     setting brings them down (a swapping or killed pw.x an hour in is the alternative)."""
-    from tansaku.dft.memory import hybrid_memory, machine_memory_gb
-    from tansaku.workflows.executor import LocalExecutor
-
     s = run.ctx.settings
     if s.hybrid == "none":
         return True
