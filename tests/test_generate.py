@@ -175,7 +175,10 @@ def test_a_rank_letter_that_is_also_a_cation_symbol_is_refused_as_ambiguous():
 
 def test_relax_leaves_candidates_without_forces_or_stress_and_records_how(tmp_path):
     """--relax: a substituted rutile (the prototype's oxygen x and c/a, scaled) relaxed with CHGNet; the stored
-    cell is the relaxed one, on which CHGNet finds neither forces nor stress, and its record says so."""
+    cell is the relaxed one, on which CHGNet finds neither forces nor stress, and its record says so, with the
+    space group it kept."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
     from tansaku.features.mlip import potential
 
     rutile = Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
@@ -204,6 +207,8 @@ def test_relax_leaves_candidates_without_forces_or_stress_and_records_how(tmp_pa
             material = session.get(Material, g["material_id"])
             assert material.extra["relaxed_by"] == "chgnet-0.3.0" and material.extra["relax_converged"] is True
             stored = material.structure()
+            assert SpacegroupAnalyzer(stored, symprec=1e-5).get_space_group_symbol() == "P4_2/mnm", formula
+            assert material.extra["relax_space_group"] == "P4_2/mnm"
             assert stored.volume / guess[formula].volume - 1 == pytest.approx(material.extra["relax_volume_change"],
                                                                             abs=1e-6)
             force, stress = strain(stored)

@@ -120,3 +120,17 @@ def test_loading_chgnet_writes_nothing_to_standard_output(capfd):
         assert capfd.readouterr().out == ""
     finally:
         mlip.potential.cache_clear()
+
+
+def test_a_relaxed_candidate_keeps_its_prototypes_space_group():
+    """TlSbO2 in the α-NaFeO2 type of NaScO2 (R-3m, 12 operations): CHGNet relaxing it freely leaves it Cm even at
+    0.01 Å, so pw.x would see 2 operations and relax it in Cm; kept, it is R-3m at the DFT workflow's 1e-3 Å."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    candidates, refused = substitute([Prototype("NaScO2", published("mp-7914"))], parse_site_elements("A=Tl;B=Sb"))
+    assert [c.formula for c in candidates] == ["TlSbO2"] and not refused
+    assert relax_candidates(candidates) == []
+    [relaxed] = candidates
+    assert relaxed.relaxation["relax_converged"] and relaxed.relaxation["relax_volume_change"] > 0.1
+    assert SpacegroupAnalyzer(relaxed.structure, symprec=1e-3).get_space_group_symbol() == "R-3m"
+    assert relaxed.relaxation["relax_space_group"] == "R-3m"
