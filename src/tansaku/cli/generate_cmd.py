@@ -28,8 +28,9 @@ def substitute_cmd(
     radius_ratio_slack: float = typer.Option(0.8, callback=finite, help="Other prototypes: r_cation/r_anion must reach "
                                              "this fraction of Pauling's lower bound for the site's coordination."),
     max_sites: int = typer.Option(40, help="Refuse cells with more sites than this."),
-    relax: bool = typer.Option(False, "--relax", help="Relax each candidate with the CHGNet potential before "
-                               "storing it (seconds a cell; needs the mlip extra). Do it before lgbm-chgnet "
+    relax: bool = typer.Option(False, "--relax", help="Relax each candidate with the CHGNet potential, in its "
+                               "prototype's space group, before storing it (seconds a cell; needs the mlip extra). "
+                               "Do it before lgbm-chgnet "
                                "predicts: its descriptors fail on unrelaxed cells."),
     subset: str = typer.Option(None, help="Also add the stored candidates to this named subset."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be generated; store nothing."),
@@ -45,8 +46,8 @@ def substitute_cmd(
     slack); no structure already in the database (structure matching, not
     formula); at most --max-sites sites. The lattice is scaled by the ratio
     of cation-anion bond lengths (Shannon radii) as a starting guess; --relax
-    then relaxes positions and cell with the CHGNet potential (recorded with
-    the candidate). Stored materials have source 'generated' and record
+    then relaxes positions and cell with the CHGNet potential, keeping the
+    space group (recorded with the candidate). Stored materials have source 'generated' and record
     their prototype and substitution.
 
     Example: tansaku generate substitute --prototype mp-5020
