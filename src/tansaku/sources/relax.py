@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from ase.constraints import FixSymmetry
 from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from tansaku.features.mlip import MODEL, check_readable, potential
 
@@ -62,10 +65,6 @@ def relax(structure: Structure, fmax: float = FMAX, max_steps: int = MAX_STEPS,
           keep_symmetry: bool = True) -> Relaxed:
     """Positions and cell relaxed with CHGNet (FIRE, cell through ASE's Fréchet filter) until every force is
     below `fmax` eV/Å or `max_steps` have passed; in the given cell's space group unless `keep_symmetry` is off."""
-    from ase.constraints import FixSymmetry
-    from pymatgen.io.ase import AseAtomsAdaptor
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
     check_readable(structure)
     atoms = AseAtomsAdaptor.get_atoms(structure)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device
